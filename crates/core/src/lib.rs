@@ -1,0 +1,25 @@
+//! Taskwarden's pure core: the domain model and its rules, with no I/O and no clock reads.
+//!
+//! - [`task`]: the task, its states and attempts.
+//! - [`lifecycle`]: the state machine; every state change is a method on [`Task`] that either
+//!   applies the change or refuses it and leaves the task untouched.
+//! - [`backoff`]: the retry delay policy.
+//! - [`id`]: time-ordered task ids and lease (fencing) tokens.
+//! - [`validate`]: input limits and validation that names the bad field.
+//! - [`protocol`]: the HTTP request and response bodies shared by server and SDKs.
+//! - [`time`]: timestamps; "now" is always an argument.
+
+pub mod backoff;
+pub mod id;
+pub mod lifecycle;
+pub mod protocol;
+pub mod task;
+pub mod time;
+pub mod validate;
+
+pub use backoff::Backoff;
+pub use id::{IdGenerator, LeaseToken, TaskId};
+pub use lifecycle::{Cancellation, RetryRequest, TransitionError};
+pub use task::{Attempt, AttemptOutcome, Lease, NewTask, Progress, Task, TaskState};
+pub use time::Timestamp;
+pub use validate::{Limits, ValidationError};

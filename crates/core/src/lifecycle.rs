@@ -1,0 +1,267 @@
+//! The task state machine. Every change to a task's state goes through one of these functions;
+//! each checks that the change is allowed from the current state (and, for a worker's call, that
+//! the caller holds the current lease) and leaves the task untouched when it is not.
+//!
+//! ```text
+//!             delay / backoff
+//!   submit ──► scheduled ──(run_at passes)──► ready ──(lease)──► running ──► succeeded
+//!     │                                        ▲  ▲                │  │
+//!     └──────────────(due now)─────────────────┘  └──(release)─────┘  ├──► failed (dead letter)
+//!                                                                     └──► cancelled
+//!   running ──(retryable failure / lease expired)──► scheduled (with backoff)
+//!   failed | cancelled ──(manual retry)──► ready
+//! ```
+
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use thiserror::Error;
+
+use crate::id::LeaseToken;
+use crate::task::{Attempt, AttemptOutcome, Lease, Progress, Task, TaskState};
+use crate::time::Timestamp;
+
+/// Why a transition was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TransitionError {
+    #[error("cannot {action} a task that is {state}")]
+    InvalidState { action: &'static str, state: TaskState },
+    /// The caller's lease is not the task's current lease: it expired and the task moved on.
+    #[error("the lease is no longer held (expired or replaced by a newer attempt)")]
+    LeaseLost,
+    #[error("the task is not due until {0}")]
+    NotDue(Timestamp),
+    #[error("the lease has not expired yet")]
+    LeaseActive,
+}
+
+/// What a handler asks for when its attempt fails.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RetryRequest {
+    /// Retry per the task's backoff policy, if attempts remain.
+    Backoff,
+    /// Retry after this delay, if attempts remain.
+    After(Duration),
+    /// Do not retry: the task fails now.
+    Never,
+}
+
+/// What a cancel did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cancellation {
+    /// The task was not running and is now cancelled.
+    Cancelled,
+    /// The task is running: its worker learns of the request in its next heartbeat reply.
+    Requested,
+}
+
+impl Task {
+    fn refuse(&self, action: &'static str) -> TransitionError {
+        TransitionError::InvalidState { action, state: self.state }
+    }
+
+    fn current_lease(&self, token: LeaseToken) -> Result<&Lease, TransitionError> {
+        match &self.lease {
+            Some(lease) if self.state == TaskState::Running && lease.token == token => Ok(lease),
+            _ => Err(TransitionError::LeaseLost),
+        }
+    }
+
+    /// Sets the next run time: ready if already due, else scheduled.
+    fn schedule(&mut self, run_at: Timestamp, now: Timestamp) {
+        self.run_at = run_at;
+        self.state = if run_at <= now { TaskState::Ready } else { TaskState::Scheduled };
+    }
+
+    fn finish(&mut self, state: TaskState, now: Timestamp) {
+        self.state = state;
+        self.finished_at = Some(now);
+    }
+
+    /// Ends the running attempt and records it in the history.
+    fn end_attempt(&mut self, outcome: AttemptOutcome, error: Option<String>, now: Timestamp) -> Attempt {
+        let lease = self.lease.take().expect("a running task holds a lease");
+        let attempt = Attempt {
+            number: lease.attempt,
+            worker_id: lease.worker_id,
+            started_at: lease.started_at,
+            finished_at: now.max(lease.started_at),
+            outcome,
+            error,
+        };
+        self.history.push(attempt.clone());
+        self.updated_at = now;
+        attempt
+    }
+
+    /// After a failed or timed-out attempt: retry later, or dead-letter when the budget is spent.
+    fn after_failure(&mut self, retry: RetryRequest, error: String, now: Timestamp, random: f64) {
+        self.error = Some(error);
+        if self.cancel_requested {
+            self.finish(TaskState::Cancelled, now);
+            return;
+        }
+        let delay = match retry {
+            _ if self.attempts >= self.attempt_limit => None,
+            RetryRequest::Never => None,
+            RetryRequest::After(d) => Some(d),
+            RetryRequest::Backoff => Some(self.backoff.delay(self.attempts, random)),
+        };
+        match delay {
+            Some(d) => self.schedule(now.saturating_add(d), now),
+            None => self.finish(TaskState::Failed, now),
+        }
+    }
+
+    /// Scheduled → ready, once `run_at` has passed.
+    pub fn promote(&mut self, now: Timestamp) -> Result<(), TransitionError> {
+        if self.state != TaskState::Scheduled {
+            return Err(self.refuse("promote"));
+        }
+        if self.run_at > now {
+            return Err(TransitionError::NotDue(self.run_at));
+        }
+        self.state = TaskState::Ready;
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// Ready → running under a new lease held by `worker_id`.
+    pub fn start(&mut self, worker_id: &str, token: LeaseToken, now: Timestamp) -> Result<&Lease, TransitionError> {
+        if self.state != TaskState::Ready {
+            return Err(self.refuse("start"));
+        }
+        self.attempts += 1;
+        self.state = TaskState::Running;
+        self.progress = None;
+        self.updated_at = now;
+        let deadline = now.saturating_add(self.timeout).saturating_add(self.lease_timeout);
+        self.lease = Some(Lease {
+            token,
+            worker_id: worker_id.to_owned(),
+            attempt: self.attempts,
+            started_at: now,
+            expires_at: now.saturating_add(self.lease_timeout).min(deadline),
+            deadline,
+        });
+        Ok(self.lease.as_ref().expect("just set"))
+    }
+
+    /// Extends the lease. Returns whether cancellation has been requested.
+    pub fn heartbeat(&mut self, token: LeaseToken, now: Timestamp) -> Result<bool, TransitionError> {
+        let lease_timeout = self.lease_timeout;
+        self.current_lease(token)?;
+        let lease = self.lease.as_mut().expect("checked");
+        lease.expires_at = lease.expires_at.max(now.saturating_add(lease_timeout).min(lease.deadline));
+        self.updated_at = now;
+        Ok(self.cancel_requested)
+    }
+
+    pub fn report_progress(&mut self, token: LeaseToken, progress: Progress, now: Timestamp) -> Result<(), TransitionError> {
+        self.current_lease(token)?;
+        self.progress = Some(progress);
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// Running → succeeded (or cancelled, if a cancel was requested meanwhile; the result is kept).
+    pub fn succeed(&mut self, token: LeaseToken, result: Box<RawValue>, now: Timestamp) -> Result<Attempt, TransitionError> {
+        self.current_lease(token)?;
+        let attempt = self.end_attempt(AttemptOutcome::Succeeded, None, now);
+        self.result = Some(result);
+        self.error = None;
+        let state = if self.cancel_requested { TaskState::Cancelled } else { TaskState::Succeeded };
+        self.finish(state, now);
+        Ok(attempt)
+    }
+
+    /// Running → scheduled (retry), failed (dead letter) or cancelled.
+    /// `random` is a uniform draw from `[0, 1)` for the backoff's jitter.
+    pub fn fail(
+        &mut self,
+        token: LeaseToken,
+        error: String,
+        retry: RetryRequest,
+        now: Timestamp,
+        random: f64,
+    ) -> Result<Attempt, TransitionError> {
+        self.current_lease(token)?;
+        let attempt = self.end_attempt(AttemptOutcome::Failed, Some(error.clone()), now);
+        self.after_failure(retry, error, now, random);
+        Ok(attempt)
+    }
+
+    /// Running → cancelled, when the handler stopped because it was cancelled.
+    pub fn acknowledge_cancel(&mut self, token: LeaseToken, now: Timestamp) -> Result<Attempt, TransitionError> {
+        self.current_lease(token)?;
+        let attempt = self.end_attempt(AttemptOutcome::Cancelled, None, now);
+        self.finish(TaskState::Cancelled, now);
+        Ok(attempt)
+    }
+
+    /// Running → ready: the worker gives the task back unfinished (it is shutting down). The
+    /// attempt does not count against the retry budget.
+    pub fn release(&mut self, token: LeaseToken, now: Timestamp) -> Result<Attempt, TransitionError> {
+        self.current_lease(token)?;
+        let attempt = self.end_attempt(AttemptOutcome::Released, None, now);
+        self.attempt_limit = self.attempt_limit.saturating_add(1);
+        if self.cancel_requested {
+            self.finish(TaskState::Cancelled, now);
+        } else {
+            self.schedule(now, now);
+        }
+        Ok(attempt)
+    }
+
+    /// Running with an expired lease → retried or dead-lettered, as a timed-out attempt.
+    /// Uses only the server's clock (`now`), never the worker's.
+    pub fn expire(&mut self, now: Timestamp, random: f64) -> Result<Attempt, TransitionError> {
+        match &self.lease {
+            Some(lease) if self.state == TaskState::Running => {
+                if lease.expires_at > now {
+                    return Err(TransitionError::LeaseActive);
+                }
+            }
+            _ => return Err(self.refuse("expire the lease of")),
+        }
+        let error = "lease expired: no heartbeat or result before the deadline".to_owned();
+        let attempt = self.end_attempt(AttemptOutcome::TimedOut, Some(error.clone()), now);
+        self.after_failure(RetryRequest::Backoff, error, now, random);
+        Ok(attempt)
+    }
+
+    /// Cancels a task: at once unless it is running; a running task's worker is asked to stop.
+    pub fn cancel(&mut self, now: Timestamp) -> Result<Cancellation, TransitionError> {
+        match self.state {
+            TaskState::Scheduled | TaskState::Ready => {
+                self.finish(TaskState::Cancelled, now);
+                self.updated_at = now;
+                Ok(Cancellation::Cancelled)
+            }
+            TaskState::Running => {
+                self.cancel_requested = true;
+                self.updated_at = now;
+                Ok(Cancellation::Requested)
+            }
+            _ => Err(self.refuse("cancel")),
+        }
+    }
+
+    /// Failed or cancelled → ready, with a fresh attempt budget.
+    pub fn retry(&mut self, now: Timestamp) -> Result<(), TransitionError> {
+        if !matches!(self.state, TaskState::Failed | TaskState::Cancelled) {
+            return Err(self.refuse("retry"));
+        }
+        self.attempt_limit = self.attempts.saturating_add(self.max_attempts);
+        self.cancel_requested = false;
+        self.finished_at = None;
+        self.error = None;
+        self.result = None;
+        self.updated_at = now;
+        self.schedule(now, now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

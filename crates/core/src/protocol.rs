@@ -1,0 +1,265 @@
+//! The HTTP protocol's request and response bodies: plain data shared by the server, the client
+//! SDK and the worker SDK, so that all three agree on the wire format by construction.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::backoff::Backoff;
+use crate::id::{LeaseToken, TaskId};
+use crate::task::{Progress, Task};
+use crate::time::Timestamp;
+
+/// A request to submit one task. Only `queue` and `kind` are required.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTask {
+    pub queue: String,
+    /// The handler name a worker runs the task with.
+    pub kind: String,
+    /// Any JSON value; `null` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<RawValue>>,
+    /// Higher runs first within a queue; from -1000 to 1000, default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Run no earlier than this many milliseconds after submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Run no earlier than this time (instead of `delay_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Execution timeout of one attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// How long a lease lasts without a heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    /// A second submit with the same key, within the retention window, returns the first task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// A request to submit several tasks atomically: all are accepted, or none.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatch {
+    pub tasks: Vec<SubmitTask>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskList {
+    pub tasks: Vec<Task>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Registers a worker process with the server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterWorker {
+    /// A human-readable name, such as `hostname-pid`.
+    pub name: String,
+    pub queues: Vec<String>,
+    pub concurrency: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub name: String,
+    pub queues: Vec<String>,
+    pub concurrency: u32,
+    pub registered_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    /// Tasks currently leased to this worker.
+    #[serde(default)]
+    pub running: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// Asks for up to `limit` tasks from `queues`, waiting up to `wait_ms` for one to arrive.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchRequest {
+    pub queues: Vec<String>,
+    pub limit: u32,
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// A task handed to a worker under a lease.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LeasedTask {
+    pub id: TaskId,
+    pub queue: String,
+    pub kind: String,
+    pub payload: Box<RawValue>,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub lease: LeaseToken,
+    pub lease_expires_at: Timestamp,
+    pub timeout_ms: u64,
+    pub lease_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FetchResponse {
+    pub tasks: Vec<LeasedTask>,
+}
+
+/// How an attempt ended, as a worker reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    Succeeded {
+        #[serde(default = "null_value")]
+        result: Box<RawValue>,
+    },
+    Failed {
+        error: String,
+        /// Retry after this delay instead of the backoff policy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+        /// Do not retry at all.
+        #[serde(default)]
+        permanent: bool,
+    },
+    /// The handler stopped because the task was cancelled.
+    Cancelled,
+    /// The worker gives the task back unfinished (it is shutting down).
+    Released,
+}
+
+fn null_value() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).expect("null is JSON")
+}
+
+/// One report in a batch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub task_id: TaskId,
+    pub lease: LeaseToken,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBatch {
+    pub reports: Vec<Report>,
+}
+
+/// What became of one report or heartbeat in a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    Ok,
+    /// The lease is no longer held: the worker must abandon the execution.
+    LeaseLost,
+    NotFound,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReportResult {
+    pub task_id: TaskId,
+    pub status: ItemStatus,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReportBatchResponse {
+    pub results: Vec<ReportResult>,
+}
+
+/// One lease a worker still holds, with optional progress to record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldLease {
+    pub task_id: TaskId,
+    pub lease: LeaseToken,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerHeartbeat {
+    pub leases: Vec<HeldLease>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    pub task_id: TaskId,
+    pub status: ItemStatus,
+    /// The task was cancelled: the handler's cancellation token should fire.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerHeartbeatResponse {
+    pub leases: Vec<LeaseStatus>,
+}
+
+/// The single-task forms of the worker calls (`/v1/tasks/{id}/complete` and friends).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseCall {
+    pub lease: LeaseToken,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteCall {
+    pub lease: LeaseToken,
+    #[serde(default = "null_value")]
+    pub result: Box<RawValue>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailCall {
+    pub lease: LeaseToken,
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    #[serde(default)]
+    pub permanent: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressCall {
+    pub lease: LeaseToken,
+    pub fraction: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The body of every error response.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code: `invalid_field`, `not_found`, `lease_lost`, ...
+    pub code: String,
+    pub message: String,
+    /// The offending field, as a path such as `tasks[3].queue`, when one field is to blame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}

@@ -1,0 +1,258 @@
+//! The task: its fields, its states and the attempts it has made.
+//!
+//! The transitions between states live in [`crate::lifecycle`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::backoff::Backoff;
+use crate::id::{LeaseToken, TaskId};
+use crate::time::{Timestamp, duration_ms};
+
+/// A task's state. `succeeded`, `failed` and `cancelled` are terminal; `failed` tasks are kept as
+/// dead letters and can be retried by hand.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Waiting for its `run_at` (a delay, or the backoff after a failed attempt).
+    Scheduled,
+    /// Due, waiting for a worker.
+    Ready,
+    /// Leased by a worker.
+    Running,
+    Succeeded,
+    /// Attempts exhausted or failed permanently: a dead letter.
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Scheduled,
+        TaskState::Ready,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Scheduled => "scheduled",
+            TaskState::Ready => "ready",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TaskState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown state {s:?}; expected one of scheduled, ready, running, succeeded, failed, cancelled"))
+    }
+}
+
+/// How far a running task has got, as reported by its handler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    /// From 0.0 to 1.0.
+    pub fraction: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The lease a running task is held under.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub token: LeaseToken,
+    pub worker_id: String,
+    /// The attempt this lease runs (1-based).
+    pub attempt: u32,
+    pub started_at: Timestamp,
+    /// When the lease lapses unless a heartbeat extends it.
+    pub expires_at: Timestamp,
+    /// The latest a heartbeat can push `expires_at` to: start + execution timeout + one lease
+    /// timeout of grace for the worker to report the timeout itself.
+    pub deadline: Timestamp,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+    /// The lease expired (no heartbeat, or the execution timeout passed).
+    TimedOut,
+    Cancelled,
+    /// The worker gave the task back (shutting down); does not count against `max_attempts`.
+    Released,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::Released => "released",
+        }
+    }
+}
+
+impl FromStr for AttemptOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            AttemptOutcome::Succeeded,
+            AttemptOutcome::Failed,
+            AttemptOutcome::TimedOut,
+            AttemptOutcome::Cancelled,
+            AttemptOutcome::Released,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+        .ok_or_else(|| format!("unknown attempt outcome {s:?}"))
+    }
+}
+
+/// One finished execution of a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub worker_id: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub outcome: AttemptOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Attempt {
+    pub fn run_time(&self) -> Duration {
+        self.finished_at.duration_since(self.started_at)
+    }
+}
+
+/// A validated request for a new task: everything but what the system assigns (id, state, times).
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub queue: String,
+    pub kind: String,
+    pub payload: Box<RawValue>,
+    pub priority: i32,
+    pub tags: Vec<String>,
+    pub idempotency_key: Option<String>,
+    /// When to run: `None` means as soon as possible.
+    pub run_at: Option<Timestamp>,
+    /// Delay from submission; used when `run_at` is `None`.
+    pub delay: Duration,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub timeout: Duration,
+    pub lease_timeout: Duration,
+}
+
+/// A task, as stored and as returned by the API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub queue: String,
+    pub kind: String,
+    pub payload: Box<RawValue>,
+    pub priority: i32,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub state: TaskState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The retry policy's attempt budget.
+    pub max_attempts: u32,
+    /// The attempt count at which the task is dead-lettered. Starts at `max_attempts`; a manual
+    /// retry and a released lease move it on, so neither eats into the policy's budget.
+    pub attempt_limit: u32,
+    pub backoff: Backoff,
+    #[serde(rename = "timeout_ms", with = "duration_ms")]
+    pub timeout: Duration,
+    #[serde(rename = "lease_timeout_ms", with = "duration_ms")]
+    pub lease_timeout: Duration,
+    pub run_at: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    pub result: Option<Box<RawValue>>,
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// Finished attempts, oldest first. Only filled in when a single task is fetched by id; the
+    /// running attempt, if any, is described by `lease`.
+    #[serde(default)]
+    pub history: Vec<Attempt>,
+}
+
+impl Task {
+    /// A new task, ready at once or scheduled for later.
+    pub fn new(id: TaskId, spec: NewTask, now: Timestamp) -> Task {
+        let run_at = spec.run_at.unwrap_or_else(|| now.saturating_add(spec.delay));
+        Task {
+            id,
+            queue: spec.queue,
+            kind: spec.kind,
+            payload: spec.payload,
+            priority: spec.priority,
+            tags: spec.tags,
+            idempotency_key: spec.idempotency_key,
+            state: if run_at <= now { TaskState::Ready } else { TaskState::Scheduled },
+            attempts: 0,
+            max_attempts: spec.max_attempts,
+            attempt_limit: spec.max_attempts,
+            backoff: spec.backoff,
+            timeout: spec.timeout,
+            lease_timeout: spec.lease_timeout,
+            run_at,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            lease: None,
+            cancel_requested: false,
+            result: None,
+            error: None,
+            progress: None,
+            history: Vec::new(),
+        }
+    }
+
+    /// The sum of the run times of the finished attempts.
+    pub fn total_run_time(&self) -> Duration {
+        self.history.iter().map(Attempt::run_time).sum()
+    }
+}

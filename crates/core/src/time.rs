@@ -1,0 +1,129 @@
+//! Points in time. The core never reads a clock: every function that needs "now" takes it.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A point in time, in microseconds since the Unix epoch.
+///
+/// Serialized as an RFC 3339 string (`2026-11-24T16:18:30.123456Z`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub const EPOCH: Timestamp = Timestamp(0);
+
+    pub const fn from_micros(micros: i64) -> Self {
+        Timestamp(micros)
+    }
+
+    pub const fn from_millis(millis: i64) -> Self {
+        Timestamp(millis.saturating_mul(1000))
+    }
+
+    pub const fn as_micros(self) -> i64 {
+        self.0
+    }
+
+    pub const fn as_millis(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    /// Converts a `SystemTime` the caller read from its clock.
+    pub fn from_system_time(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            Err(e) => Timestamp(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    pub fn to_system_time(self) -> SystemTime {
+        if self.0 >= 0 {
+            UNIX_EPOCH + Duration::from_micros(self.0 as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_micros(self.0.unsigned_abs())
+        }
+    }
+
+    pub fn saturating_add(self, d: Duration) -> Self {
+        let micros = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_add(micros))
+    }
+
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        let micros = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_sub(micros))
+    }
+
+    /// The time from `earlier` to `self`, or zero if `earlier` is later.
+    pub fn duration_since(self, earlier: Timestamp) -> Duration {
+        Duration::from_micros(self.0.saturating_sub(earlier.0).max(0) as u64)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 >= 0 {
+            write!(f, "{}", humantime::format_rfc3339_micros(self.to_system_time()))
+        } else {
+            write!(f, "@{}us", self.0)
+        }
+    }
+}
+
+impl std::str::FromStr for Timestamp {
+    type Err = humantime::TimestampError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_rfc3339_weak(s).map(Timestamp::from_system_time)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse()
+            .map_err(|_| serde::de::Error::custom("expected an RFC 3339 timestamp like 2026-01-02T03:04:05Z"))
+    }
+}
+
+/// Serde helpers for durations carried as whole milliseconds.
+pub mod duration_ms {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_rfc3339() {
+        let t = Timestamp::from_micros(1_764_000_000_123_456);
+        let s = serde_json::to_string(&t).unwrap();
+        assert_eq!(s, "\"2025-11-24T16:00:00.123456Z\"");
+        let back: Timestamp = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn duration_since_saturates_at_zero() {
+        let a = Timestamp::from_millis(10);
+        let b = Timestamp::from_millis(20);
+        assert_eq!(b.duration_since(a), Duration::from_millis(10));
+        assert_eq!(a.duration_since(b), Duration::ZERO);
+    }
+}

@@ -1,0 +1,320 @@
+//! Input validation. Every check names the field it is about, so that an API error can tell the
+//! caller exactly what to fix.
+
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use thiserror::Error;
+
+use crate::backoff::Backoff;
+use crate::protocol::{FetchRequest, RegisterWorker, SubmitTask};
+use crate::task::{NewTask, Progress};
+use crate::time::Timestamp;
+
+/// A field that failed validation.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// A path such as `queue` or `tasks[3].payload`.
+    pub field: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ValidationError { field: field.into(), message: message.into() }
+    }
+
+    /// Puts the field under a parent path: `queue` becomes `tasks[3].queue`.
+    pub fn within(mut self, parent: &str) -> Self {
+        self.field = format!("{parent}.{}", self.field);
+        self
+    }
+}
+
+/// The limits input is checked against, and the defaults for options a request leaves out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    pub max_payload_bytes: usize,
+    pub max_name_len: usize,
+    pub max_tags: usize,
+    pub max_batch: usize,
+    pub max_fetch: u32,
+    pub max_delay: Duration,
+    pub max_attempts: u32,
+    pub max_timeout: Duration,
+    pub min_lease_timeout: Duration,
+    pub max_lease_timeout: Duration,
+    pub max_wait: Duration,
+    pub default_max_attempts: u32,
+    pub default_timeout: Duration,
+    pub default_lease_timeout: Duration,
+    pub default_backoff: Backoff,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 1 << 20,
+            max_name_len: 128,
+            max_tags: 32,
+            max_batch: 10_000,
+            max_fetch: 1_000,
+            max_delay: Duration::from_secs(366 * 24 * 3600),
+            max_attempts: 1_000,
+            max_timeout: Duration::from_secs(7 * 24 * 3600),
+            min_lease_timeout: Duration::from_millis(100),
+            max_lease_timeout: Duration::from_secs(3600),
+            max_wait: Duration::from_secs(60),
+            default_max_attempts: 3,
+            default_timeout: Duration::from_secs(300),
+            default_lease_timeout: Duration::from_secs(30),
+            default_backoff: Backoff::default(),
+        }
+    }
+}
+
+pub const MIN_PRIORITY: i32 = -1000;
+pub const MAX_PRIORITY: i32 = 1000;
+
+/// Checks a name (queue, kind, tag, key): not empty, not too long, no control characters.
+pub fn check_name(field: &str, value: &str, limits: &Limits) -> Result<(), ValidationError> {
+    if value.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if value.len() > limits.max_name_len {
+        return Err(ValidationError::new(field, format!("must be at most {} bytes", limits.max_name_len)));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::new(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display>(field: &str, v: T, min: T, max: T) -> Result<T, ValidationError> {
+    if v < min || v > max {
+        return Err(ValidationError::new(field, format!("must be between {min} and {max}, got {v}")));
+    }
+    Ok(v)
+}
+
+fn check_ms(field: &str, ms: u64, min: Duration, max: Duration) -> Result<Duration, ValidationError> {
+    let d = Duration::from_millis(ms);
+    if d < min || d > max {
+        return Err(ValidationError::new(
+            field,
+            format!("must be between {} and {} ms, got {ms}", min.as_millis(), max.as_millis()),
+        ));
+    }
+    Ok(d)
+}
+
+impl SubmitTask {
+    /// Checks every field and fills in defaults.
+    pub fn validate(self, limits: &Limits, now: Timestamp) -> Result<NewTask, ValidationError> {
+        check_name("queue", &self.queue, limits)?;
+        check_name("kind", &self.kind, limits)?;
+        let payload = match self.payload {
+            Some(p) => p,
+            None => RawValue::from_string("null".to_owned()).expect("null is JSON"),
+        };
+        if payload.get().len() > limits.max_payload_bytes {
+            return Err(ValidationError::new(
+                "payload",
+                format!("is {} bytes; the limit is {}", payload.get().len(), limits.max_payload_bytes),
+            ));
+        }
+        let priority = check_range("priority", self.priority.unwrap_or(0), MIN_PRIORITY, MAX_PRIORITY)?;
+        if self.delay_ms.is_some() && self.run_at.is_some() {
+            return Err(ValidationError::new("run_at", "give either delay_ms or run_at, not both"));
+        }
+        let delay = check_ms("delay_ms", self.delay_ms.unwrap_or(0), Duration::ZERO, limits.max_delay)?;
+        if let Some(run_at) = self.run_at
+            && run_at > now.saturating_add(limits.max_delay)
+        {
+            return Err(ValidationError::new("run_at", "is too far in the future"));
+        }
+        let max_attempts =
+            check_range("max_attempts", self.max_attempts.unwrap_or(limits.default_max_attempts), 1, limits.max_attempts)?;
+        let default_timeout = limits.default_timeout.as_millis() as u64;
+        let timeout =
+            check_ms("timeout_ms", self.timeout_ms.unwrap_or(default_timeout), Duration::from_millis(1), limits.max_timeout)?;
+        let default_lease = limits.default_lease_timeout.as_millis() as u64;
+        let lease_timeout = check_ms(
+            "lease_timeout_ms",
+            self.lease_timeout_ms.unwrap_or(default_lease),
+            limits.min_lease_timeout,
+            limits.max_lease_timeout,
+        )?;
+        let backoff = match self.backoff {
+            Some(b) => validate_backoff(b, limits)?,
+            None => limits.default_backoff,
+        };
+        if let Some(key) = &self.idempotency_key {
+            check_name("idempotency_key", key, limits)?;
+        }
+        let tags = self.tags.unwrap_or_default();
+        if tags.len() > limits.max_tags {
+            return Err(ValidationError::new("tags", format!("at most {} tags", limits.max_tags)));
+        }
+        for (i, tag) in tags.iter().enumerate() {
+            check_name(&format!("tags[{i}]"), tag, limits)?;
+        }
+        Ok(NewTask {
+            queue: self.queue,
+            kind: self.kind,
+            payload,
+            priority,
+            tags,
+            idempotency_key: self.idempotency_key,
+            run_at: self.run_at,
+            delay,
+            max_attempts,
+            backoff,
+            timeout,
+            lease_timeout,
+        })
+    }
+}
+
+fn validate_backoff(b: Backoff, limits: &Limits) -> Result<Backoff, ValidationError> {
+    if b.max < b.min {
+        return Err(ValidationError::new("backoff.max_ms", "must be at least backoff.min_ms"));
+    }
+    if b.max > limits.max_delay {
+        return Err(ValidationError::new("backoff.max_ms", "is longer than the longest allowed delay"));
+    }
+    if !(1.0..=100.0).contains(&b.multiplier) {
+        return Err(ValidationError::new("backoff.multiplier", "must be between 1 and 100"));
+    }
+    if !(0.0..=1.0).contains(&b.jitter) {
+        return Err(ValidationError::new("backoff.jitter", "must be between 0 and 1"));
+    }
+    Ok(b)
+}
+
+/// Validates a batch: its size and each task, naming the task's index in errors.
+pub fn validate_batch(tasks: Vec<SubmitTask>, limits: &Limits, now: Timestamp) -> Result<Vec<NewTask>, ValidationError> {
+    if tasks.is_empty() {
+        return Err(ValidationError::new("tasks", "must hold at least one task"));
+    }
+    if tasks.len() > limits.max_batch {
+        return Err(ValidationError::new("tasks", format!("at most {} tasks per batch, got {}", limits.max_batch, tasks.len())));
+    }
+    tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.validate(limits, now).map_err(|e| e.within(&format!("tasks[{i}]"))))
+        .collect()
+}
+
+impl FetchRequest {
+    pub fn validate(&self, limits: &Limits) -> Result<Duration, ValidationError> {
+        validate_queues(&self.queues, limits)?;
+        check_range("limit", self.limit, 1, limits.max_fetch)?;
+        check_ms("wait_ms", self.wait_ms, Duration::ZERO, limits.max_wait)
+    }
+}
+
+impl RegisterWorker {
+    pub fn validate(&self, limits: &Limits) -> Result<(), ValidationError> {
+        check_name("name", &self.name, limits)?;
+        validate_queues(&self.queues, limits)?;
+        check_range("concurrency", self.concurrency, 1, 100_000)?;
+        Ok(())
+    }
+}
+
+fn validate_queues(queues: &[String], limits: &Limits) -> Result<(), ValidationError> {
+    if queues.is_empty() {
+        return Err(ValidationError::new("queues", "must name at least one queue"));
+    }
+    if queues.len() > 64 {
+        return Err(ValidationError::new("queues", "at most 64 queues"));
+    }
+    for (i, q) in queues.iter().enumerate() {
+        check_name(&format!("queues[{i}]"), q, limits)?;
+    }
+    Ok(())
+}
+
+impl Progress {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if !(0.0..=1.0).contains(&self.fraction) {
+            return Err(ValidationError::new("fraction", "must be between 0 and 1"));
+        }
+        if self.message.as_ref().is_some_and(|m| m.len() > 4096) {
+            return Err(ValidationError::new("message", "must be at most 4096 bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// Error messages from workers are kept, but not without bound.
+pub fn truncate_error(mut error: String) -> String {
+    const MAX: usize = 16 * 1024;
+    if error.len() > MAX {
+        let mut cut = MAX;
+        while !error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        error.truncate(cut);
+        error.push('…');
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submit(queue: &str, kind: &str) -> SubmitTask {
+        SubmitTask { queue: queue.into(), kind: kind.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn defaults_fill_in_what_the_request_leaves_out() {
+        let t = submit("q", "echo").validate(&Limits::default(), Timestamp::EPOCH).unwrap();
+        assert_eq!(t.payload.get(), "null");
+        assert_eq!(t.max_attempts, 3);
+        assert_eq!(t.lease_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let l = Limits::default();
+        let now = Timestamp::EPOCH;
+        let cases: Vec<(SubmitTask, &str)> = vec![
+            (submit("", "k"), "queue"),
+            (submit("q\u{7}", "k"), "queue"),
+            (submit("q", &"k".repeat(200)), "kind"),
+            (SubmitTask { priority: Some(5000), ..submit("q", "k") }, "priority"),
+            (SubmitTask { delay_ms: Some(u64::MAX), ..submit("q", "k") }, "delay_ms"),
+            (SubmitTask { max_attempts: Some(0), ..submit("q", "k") }, "max_attempts"),
+            (SubmitTask { timeout_ms: Some(0), ..submit("q", "k") }, "timeout_ms"),
+            (SubmitTask { lease_timeout_ms: Some(1), ..submit("q", "k") }, "lease_timeout_ms"),
+            (SubmitTask { tags: Some(vec!["ok".into(), "".into()]), ..submit("q", "k") }, "tags[1]"),
+            (SubmitTask { idempotency_key: Some("\n".into()), ..submit("q", "k") }, "idempotency_key"),
+        ];
+        for (task, field) in cases {
+            let err = task.validate(&l, now).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_payload_is_refused() {
+        let l = Limits { max_payload_bytes: 10, ..Limits::default() };
+        let payload = RawValue::from_string("\"0123456789\"".into()).unwrap();
+        let err = SubmitTask { payload: Some(payload), ..submit("q", "k") }.validate(&l, Timestamp::EPOCH).unwrap_err();
+        assert_eq!(err.field, "payload");
+    }
+
+    #[test]
+    fn batch_errors_name_the_task_index() {
+        let err = validate_batch(vec![submit("q", "k"), submit("q", "")], &Limits::default(), Timestamp::EPOCH).unwrap_err();
+        assert_eq!(err.field, "tasks[1].kind");
+        let err = validate_batch(vec![], &Limits::default(), Timestamp::EPOCH).unwrap_err();
+        assert_eq!(err.field, "tasks");
+    }
+}
