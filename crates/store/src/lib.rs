@@ -1,1 +1,69 @@
-//! placeholder
+//! Taskwarden's storage seam.
+//!
+//! - [`Store`]: the one trait every backend implements. Methods take a parameter struct from
+//!   [`params`] and return the core's types; rows, SQL and driver errors stay inside the backend.
+//! - [`StoreError`]: errors as callers match them, the same on every backend.
+//! - [`SqliteStore`]: the embedded backend (one file, WAL, group commit).
+//! - `conformance` (feature `conformance`): the suite every backend must pass unchanged.
+
+mod error;
+pub mod params;
+mod sqlite;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use async_trait::async_trait;
+use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
+use taskwarden_core::{Task, TaskId};
+use tokio::sync::watch;
+
+pub use error::{Result, StoreError};
+pub use params::*;
+pub use sqlite::{Durability, SqliteConfig, SqliteStore};
+
+/// Durable task storage. Every method that changes state applies the core's transitions, so all
+/// backends enforce the same lifecycle.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts tasks atomically (honouring idempotency keys) and returns them in request order.
+    /// Returns only once the tasks are durably committed.
+    async fn submit(&self, p: SubmitTasks) -> Result<Vec<Submitted>>;
+
+    /// One task with its attempt history.
+    async fn get(&self, id: TaskId) -> Result<Task>;
+
+    async fn list(&self, p: ListTasks) -> Result<TaskPage>;
+
+    async fn cancel(&self, p: CancelTask) -> Result<Cancelled>;
+
+    async fn retry(&self, p: RetryTask) -> Result<Task>;
+
+    /// Leases up to `limit` ready tasks from the given queues, highest priority first, then oldest.
+    async fn fetch(&self, p: FetchTasks) -> Result<Vec<Task>>;
+
+    /// Extends the leases a worker holds; reports for each whether it is still held and whether
+    /// the task was cancelled.
+    async fn heartbeat(&self, p: Heartbeat) -> Result<Vec<LeaseStatus>>;
+
+    /// Applies workers' reports (completions, failures, releases). Each report succeeds or fails
+    /// on its own; a report with a stale lease changes nothing and yields `LeaseLost`.
+    async fn report(&self, p: ReportOutcomes) -> Result<Vec<Result<Task>>>;
+
+    /// Ends every running attempt whose lease has expired, retrying or dead-lettering its task.
+    /// Returns how many leases expired.
+    async fn expire_leases(&self, p: ExpireLeases) -> Result<usize>;
+
+    /// Moves scheduled tasks whose time has come to ready.
+    async fn promote_due(&self, p: PromoteDue) -> Result<Promoted>;
+
+    async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo>;
+
+    async fn list_workers(&self) -> Result<Vec<WorkerInfo>>;
+
+    /// A counter that moves on whenever `topic` happens; see [`Topic`].
+    fn subscribe(&self, topic: Topic) -> watch::Receiver<u64>;
+
+    /// Whether the store can serve requests now.
+    async fn ready(&self) -> Result<()>;
+}

@@ -1,0 +1,385 @@
+//! The storage conformance suite: behaviour every [`Store`] backend must show, written once and run
+//! unchanged against each backend.
+//!
+//! A backend's test file calls [`conformance_tests!`](crate::conformance_tests) with an async
+//! expression that builds a fresh, empty store wrapped in a [`Harness`]:
+//!
+//! ```ignore
+//! taskwarden_store::conformance_tests!(my_backend_harness());
+//! ```
+//!
+//! Time is passed in explicitly (`at(ms)`), so the cases never sleep and never read a clock.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use taskwarden_core::protocol::{HeldLease, ItemStatus, Outcome, Report, SubmitTask};
+use taskwarden_core::{AttemptOutcome, Backoff, Cancellation, Limits, NewTask, Task, TaskState, Timestamp};
+
+use crate::params::*;
+use crate::{Store, StoreError};
+
+/// A fresh store and whatever must live as long as it (a temporary directory, a schema).
+pub struct Harness {
+    pub store: Arc<dyn Store>,
+    _guard: Box<dyn Any + Send>,
+}
+
+impl Harness {
+    pub fn new(store: Arc<dyn Store>, guard: impl Any + Send) -> Self {
+        Harness { store, _guard: Box::new(guard) }
+    }
+}
+
+/// Generates one `#[tokio::test]` per conformance case.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            submitted_task_can_be_read_back,
+            delayed_task_is_scheduled_until_promoted,
+            batch_returns_tasks_in_request_order,
+            idempotency_key_returns_the_first_task_within_the_window,
+            fetch_takes_highest_priority_first_then_oldest,
+            fetch_serves_only_the_named_queues_up_to_the_limit,
+            completion_with_the_current_lease_is_recorded_once,
+            expired_lease_is_reassigned_and_stale_completion_is_rejected,
+            failure_retries_with_backoff_then_dead_letters,
+            heartbeat_extends_the_lease_and_carries_cancellation,
+            cancel_stops_a_waiting_task_at_once,
+            manual_retry_revives_a_dead_letter,
+            released_task_is_ready_again,
+            list_filters_and_paginates_newest_first,
+            topics_announce_ready_and_finished_tasks,
+            workers_are_listed_with_their_running_tasks,
+            concurrent_submits_are_all_stored
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $make.await;
+                $crate::conformance::$case(harness.store.as_ref()).await;
+            }
+        )*
+    };
+}
+
+const T0: i64 = 1_800_000_000_000;
+
+/// A point in the suite's virtual time, `ms` milliseconds after its start.
+pub fn at(ms: i64) -> Timestamp {
+    Timestamp::from_millis(T0 + ms)
+}
+
+fn raw(s: &str) -> Box<RawValue> {
+    RawValue::from_string(s.to_owned()).unwrap()
+}
+
+fn spec(queue: &str) -> NewTask {
+    let backoff = Backoff { min: Duration::from_millis(100), max: Duration::from_secs(1), multiplier: 2.0, jitter: 0.0 };
+    let limits = Limits { default_backoff: backoff, default_lease_timeout: Duration::from_secs(1), ..Limits::default() };
+    SubmitTask { queue: queue.into(), kind: "echo".into(), payload: Some(raw(r#"{"n":1}"#)), ..Default::default() }
+        .validate(&limits, at(0))
+        .unwrap()
+}
+
+async fn submit(store: &dyn Store, tasks: Vec<NewTask>, now: Timestamp) -> Vec<Task> {
+    let p = SubmitTasks { tasks, idempotency_window: Duration::from_secs(60), now };
+    store.submit(p).await.unwrap().into_iter().map(|s| s.task).collect()
+}
+
+async fn submit_one(store: &dyn Store, spec: NewTask, now: Timestamp) -> Task {
+    submit(store, vec![spec], now).await.remove(0)
+}
+
+async fn fetch(store: &dyn Store, queues: &[&str], limit: u32, now: Timestamp) -> Vec<Task> {
+    let queues = queues.iter().map(|q| q.to_string()).collect();
+    store.fetch(FetchTasks { worker_id: "w1".into(), queues, limit, now }).await.unwrap()
+}
+
+async fn report(store: &dyn Store, task: &Task, outcome: Outcome, now: Timestamp) -> crate::Result<Task> {
+    let lease = task.lease.as_ref().expect("a leased task").token;
+    let r = Report { task_id: task.id, lease, outcome };
+    store.report(ReportOutcomes { reports: vec![r], now }).await.unwrap().remove(0)
+}
+
+fn success(json: &str) -> Outcome {
+    Outcome::Succeeded { result: raw(json) }
+}
+
+pub async fn submitted_task_can_be_read_back(store: &dyn Store) {
+    let mut s = spec("default");
+    s.tags = vec!["a".into(), "b".into()];
+    s.priority = 7;
+    let t = submit_one(store, s, at(0)).await;
+    assert_eq!(t.state, TaskState::Ready);
+    let got = store.get(t.id).await.unwrap();
+    assert_eq!(got.id, t.id);
+    assert_eq!(got.queue, "default");
+    assert_eq!(got.kind, "echo");
+    assert_eq!(got.payload.get(), r#"{"n":1}"#);
+    assert_eq!(got.priority, 7);
+    assert_eq!(got.tags, vec!["a", "b"]);
+    assert_eq!(got.attempts, 0);
+    assert_eq!(got.created_at, at(0));
+    assert!(got.history.is_empty());
+    let missing = taskwarden_core::IdGenerator::new().next(at(5), 1);
+    assert!(matches!(store.get(missing).await, Err(StoreError::NotFound)));
+}
+
+pub async fn delayed_task_is_scheduled_until_promoted(store: &dyn Store) {
+    let mut s = spec("default");
+    s.delay = Duration::from_secs(10);
+    let t = submit_one(store, s, at(0)).await;
+    assert_eq!(t.state, TaskState::Scheduled);
+    assert!(fetch(store, &["default"], 10, at(20_000)).await.is_empty(), "scheduled tasks are not leased");
+    let early = store.promote_due(PromoteDue { now: at(5_000), limit: 100 }).await.unwrap();
+    assert_eq!(early.promoted, 0);
+    assert_eq!(early.next_due, Some(at(10_000)));
+    let due = store.promote_due(PromoteDue { now: at(10_000), limit: 100 }).await.unwrap();
+    assert_eq!(due.promoted, 1);
+    assert_eq!(due.next_due, None);
+    assert_eq!(fetch(store, &["default"], 10, at(10_001)).await.len(), 1);
+}
+
+pub async fn batch_returns_tasks_in_request_order(store: &dyn Store) {
+    let specs: Vec<NewTask> = (0..50).map(|i| NewTask { priority: i, ..spec("batch") }).collect();
+    let tasks = submit(store, specs, at(0)).await;
+    assert_eq!(tasks.len(), 50);
+    for (i, t) in tasks.iter().enumerate() {
+        assert_eq!(t.priority, i as i32);
+    }
+    assert!(tasks.windows(2).all(|w| w[0].id < w[1].id), "ids follow submission order");
+}
+
+pub async fn idempotency_key_returns_the_first_task_within_the_window(store: &dyn Store) {
+    let keyed = || NewTask { idempotency_key: Some("order-42".into()), ..spec("default") };
+    let p = |now| SubmitTasks { tasks: vec![keyed()], idempotency_window: Duration::from_secs(60), now };
+    let first = store.submit(p(at(0))).await.unwrap().remove(0);
+    assert!(first.created);
+    let again = store.submit(p(at(1_000))).await.unwrap().remove(0);
+    assert!(!again.created);
+    assert_eq!(again.task.id, first.task.id);
+    let later = store.submit(p(at(61_000))).await.unwrap().remove(0);
+    assert!(later.created, "the key expired with its window");
+    assert_ne!(later.task.id, first.task.id);
+}
+
+pub async fn fetch_takes_highest_priority_first_then_oldest(store: &dyn Store) {
+    let low = submit_one(store, NewTask { priority: 0, ..spec("q") }, at(0)).await;
+    let high1 = submit_one(store, NewTask { priority: 5, ..spec("q") }, at(1)).await;
+    let high2 = submit_one(store, NewTask { priority: 5, ..spec("q") }, at(2)).await;
+    let got: Vec<_> = fetch(store, &["q"], 3, at(3)).await.into_iter().map(|t| t.id).collect();
+    assert_eq!(got, vec![high1.id, high2.id, low.id]);
+}
+
+pub async fn fetch_serves_only_the_named_queues_up_to_the_limit(store: &dyn Store) {
+    submit(store, (0..5).map(|_| spec("a")).collect(), at(0)).await;
+    submit(store, (0..5).map(|_| spec("b")).collect(), at(0)).await;
+    submit(store, (0..5).map(|_| spec("c")).collect(), at(0)).await;
+    let got = fetch(store, &["a", "b"], 7, at(1)).await;
+    assert_eq!(got.len(), 7);
+    assert!(got.iter().all(|t| t.queue != "c"));
+    assert!(got.iter().all(|t| t.state == TaskState::Running && t.attempts == 1));
+    let rest = fetch(store, &["a", "b"], 100, at(2)).await;
+    assert_eq!(rest.len(), 3, "no task is leased twice");
+}
+
+pub async fn completion_with_the_current_lease_is_recorded_once(store: &dyn Store) {
+    submit_one(store, spec("q"), at(0)).await;
+    let leased = fetch(store, &["q"], 1, at(10)).await.remove(0);
+    let done = report(store, &leased, success(r#"{"ok":true}"#), at(30)).await.unwrap();
+    assert_eq!(done.state, TaskState::Succeeded);
+    let again = report(store, &leased, success(r#"{"ok":false}"#), at(40)).await;
+    assert!(matches!(again, Err(StoreError::LeaseLost)), "a second completion is refused");
+    let got = store.get(leased.id).await.unwrap();
+    assert_eq!(got.result.unwrap().get(), r#"{"ok":true}"#);
+    assert_eq!(got.finished_at, Some(at(30)));
+    assert_eq!(got.history.len(), 1);
+    assert_eq!(got.history[0].outcome, AttemptOutcome::Succeeded);
+    assert_eq!(got.history[0].run_time(), Duration::from_millis(20));
+}
+
+pub async fn expired_lease_is_reassigned_and_stale_completion_is_rejected(store: &dyn Store) {
+    submit_one(store, spec("q"), at(0)).await;
+    let first = fetch(store, &["q"], 1, at(0)).await.remove(0);
+    assert_eq!(store.expire_leases(ExpireLeases { now: at(500), limit: 100 }).await.unwrap(), 0);
+    assert_eq!(store.expire_leases(ExpireLeases { now: at(1_000), limit: 100 }).await.unwrap(), 1);
+    let after = store.get(first.id).await.unwrap();
+    assert_eq!(after.state, TaskState::Scheduled, "a timed-out attempt is retried with backoff");
+    assert_eq!(after.history[0].outcome, AttemptOutcome::TimedOut);
+    store.promote_due(PromoteDue { now: at(1_100), limit: 100 }).await.unwrap();
+    let second = fetch(store, &["q"], 1, at(1_100)).await.remove(0);
+    assert_eq!(second.attempts, 2);
+    assert!(matches!(report(store, &first, success("1"), at(1_200)).await, Err(StoreError::LeaseLost)));
+    report(store, &second, success("2"), at(1_300)).await.unwrap();
+    let got = store.get(first.id).await.unwrap();
+    assert_eq!(got.state, TaskState::Succeeded);
+    assert_eq!(got.result.unwrap().get(), "2", "the stored result is the second worker's");
+}
+
+pub async fn failure_retries_with_backoff_then_dead_letters(store: &dyn Store) {
+    let t = submit_one(store, NewTask { max_attempts: 2, ..spec("q") }, at(0)).await;
+    let a1 = fetch(store, &["q"], 1, at(0)).await.remove(0);
+    let fail = || Outcome::Failed { error: "boom".into(), retry_after_ms: None, permanent: false };
+    let after1 = report(store, &a1, fail(), at(10)).await.unwrap();
+    assert_eq!(after1.state, TaskState::Scheduled);
+    assert_eq!(after1.run_at, at(110), "first retry waits the backoff minimum");
+    store.promote_due(PromoteDue { now: at(110), limit: 10 }).await.unwrap();
+    let a2 = fetch(store, &["q"], 1, at(110)).await.remove(0);
+    let after2 = report(store, &a2, fail(), at(120)).await.unwrap();
+    assert_eq!(after2.state, TaskState::Failed);
+    let got = store.get(t.id).await.unwrap();
+    assert_eq!(got.error.as_deref(), Some("boom"));
+    assert_eq!(got.history.len(), 2);
+
+    let p = submit_one(store, spec("p"), at(200)).await;
+    let leased = fetch(store, &["p"], 1, at(200)).await.remove(0);
+    let permanent = Outcome::Failed { error: "bad input".into(), retry_after_ms: None, permanent: true };
+    assert_eq!(report(store, &leased, permanent, at(210)).await.unwrap().state, TaskState::Failed);
+    assert_eq!(store.get(p.id).await.unwrap().attempts, 1);
+}
+
+pub async fn heartbeat_extends_the_lease_and_carries_cancellation(store: &dyn Store) {
+    submit_one(store, spec("q"), at(0)).await;
+    let leased = fetch(store, &["q"], 1, at(0)).await.remove(0);
+    let lease = leased.lease.as_ref().unwrap().token;
+    let held = || vec![HeldLease { task_id: leased.id, lease, progress: None }];
+    let beat = store.heartbeat(Heartbeat { worker_id: "w1".into(), leases: held(), now: at(800) }).await.unwrap();
+    assert_eq!(beat[0].status, ItemStatus::Ok);
+    assert_eq!(beat[0].lease_expires_at, Some(at(1_800)));
+    assert_eq!(store.expire_leases(ExpireLeases { now: at(1_500), limit: 10 }).await.unwrap(), 0);
+
+    let c = store.cancel(CancelTask { id: leased.id, now: at(900) }).await.unwrap();
+    assert_eq!(c.effect, Cancellation::Requested);
+    let beat = store.heartbeat(Heartbeat { worker_id: "w1".into(), leases: held(), now: at(1_000) }).await.unwrap();
+    assert!(beat[0].cancel_requested);
+    let done = report(store, &leased, Outcome::Cancelled, at(1_100)).await.unwrap();
+    assert_eq!(done.state, TaskState::Cancelled);
+
+    let stale = store.heartbeat(Heartbeat { worker_id: "w1".into(), leases: held(), now: at(1_200) }).await.unwrap();
+    assert_eq!(stale[0].status, ItemStatus::LeaseLost);
+}
+
+pub async fn cancel_stops_a_waiting_task_at_once(store: &dyn Store) {
+    let t = submit_one(store, spec("q"), at(0)).await;
+    let c = store.cancel(CancelTask { id: t.id, now: at(1) }).await.unwrap();
+    assert_eq!(c.effect, Cancellation::Cancelled);
+    assert_eq!(c.task.state, TaskState::Cancelled);
+    assert!(fetch(store, &["q"], 10, at(2)).await.is_empty());
+    assert!(matches!(
+        store.cancel(CancelTask { id: t.id, now: at(3) }).await,
+        Err(StoreError::Transition(_))
+    ));
+}
+
+pub async fn manual_retry_revives_a_dead_letter(store: &dyn Store) {
+    let t = submit_one(store, NewTask { max_attempts: 1, ..spec("q") }, at(0)).await;
+    assert!(matches!(store.retry(RetryTask { id: t.id, now: at(1) }).await, Err(StoreError::Transition(_))));
+    let leased = fetch(store, &["q"], 1, at(1)).await.remove(0);
+    report(store, &leased, Outcome::Failed { error: "x".into(), retry_after_ms: None, permanent: false }, at(2))
+        .await
+        .unwrap();
+    let revived = store.retry(RetryTask { id: t.id, now: at(3) }).await.unwrap();
+    assert_eq!(revived.state, TaskState::Ready);
+    let again = fetch(store, &["q"], 1, at(4)).await.remove(0);
+    assert_eq!(again.attempts, 2);
+}
+
+pub async fn released_task_is_ready_again(store: &dyn Store) {
+    let t = submit_one(store, NewTask { max_attempts: 1, ..spec("q") }, at(0)).await;
+    let leased = fetch(store, &["q"], 1, at(1)).await.remove(0);
+    assert_eq!(report(store, &leased, Outcome::Released, at(2)).await.unwrap().state, TaskState::Ready);
+    let again = fetch(store, &["q"], 1, at(3)).await.remove(0);
+    assert_eq!(again.id, t.id);
+    report(store, &again, success("null"), at(4)).await.unwrap();
+    assert_eq!(store.get(t.id).await.unwrap().history[0].outcome, AttemptOutcome::Released);
+}
+
+pub async fn list_filters_and_paginates_newest_first(store: &dyn Store) {
+    for i in 0..25 {
+        let mut s = spec(if i % 2 == 0 { "even" } else { "odd" });
+        if i % 5 == 0 {
+            s.tags = vec!["fifth".into()];
+            s.kind = "special".into();
+        }
+        submit_one(store, s, at(i)).await;
+    }
+    let all = |before| ListTasks { before, limit: 10, ..Default::default() };
+    let p1 = store.list(all(None)).await.unwrap();
+    assert_eq!(p1.tasks.len(), 10);
+    assert!(p1.tasks.windows(2).all(|w| w[0].id > w[1].id));
+    let p2 = store.list(all(p1.next)).await.unwrap();
+    let p3 = store.list(all(p2.next)).await.unwrap();
+    assert_eq!(p3.tasks.len(), 5);
+    assert_eq!(p3.next, None);
+    let q = |f: ListTasks| async move { store.list(f).await.unwrap().tasks.len() };
+    assert_eq!(q(ListTasks { queue: Some("even".into()), limit: 100, ..Default::default() }).await, 13);
+    assert_eq!(q(ListTasks { tag: Some("fifth".into()), limit: 100, ..Default::default() }).await, 5);
+    assert_eq!(q(ListTasks { kind: Some("special".into()), limit: 100, ..Default::default() }).await, 5);
+    assert_eq!(q(ListTasks { state: Some(TaskState::Ready), limit: 100, ..Default::default() }).await, 25);
+    assert_eq!(q(ListTasks { state: Some(TaskState::Running), limit: 100, ..Default::default() }).await, 0);
+}
+
+pub async fn topics_announce_ready_and_finished_tasks(store: &dyn Store) {
+    let mut ready = store.subscribe(Topic::Ready);
+    let mut finished = store.subscribe(Topic::Finished);
+    ready.borrow_and_update();
+    finished.borrow_and_update();
+    submit_one(store, spec("q"), at(0)).await;
+    assert!(ready.has_changed().unwrap(), "a ready submit wakes fetchers");
+    let leased = fetch(store, &["q"], 1, at(1)).await.remove(0);
+    assert!(!finished.has_changed().unwrap());
+    report(store, &leased, success("1"), at(2)).await.unwrap();
+    assert!(finished.has_changed().unwrap(), "a completion wakes waiters");
+}
+
+pub async fn workers_are_listed_with_their_running_tasks(store: &dyn Store) {
+    let w = store
+        .register_worker(RegisterWorker { name: "host-1".into(), queues: vec!["q".into()], concurrency: 4, now: at(0) })
+        .await
+        .unwrap();
+    submit(store, vec![spec("q"), spec("q")], at(0)).await;
+    let queues = vec!["q".to_string()];
+    store.fetch(FetchTasks { worker_id: w.id.clone(), queues, limit: 2, now: at(1) }).await.unwrap();
+    let listed = store.list_workers().await.unwrap();
+    let me = listed.iter().find(|x| x.id == w.id).expect("registered worker is listed");
+    assert_eq!(me.name, "host-1");
+    assert_eq!(me.running, 2);
+}
+
+pub async fn concurrent_submits_are_all_stored(store: &dyn Store) {
+    // Shared through an Arc-free scope: each future borrows the store.
+    let futures = (0..64).map(|i| async move { submit_one(store, NewTask { priority: i % 3, ..spec("c") }, at(i.into())).await });
+    let tasks = futures_join(futures.collect()).await;
+    let mut ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 64);
+    let leased = fetch(store, &["c"], 1000, at(100)).await;
+    assert_eq!(leased.len(), 64);
+}
+
+/// Polls a set of futures to completion concurrently (a tiny join_all, to avoid a dependency).
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("polled to completion")).collect()
+}

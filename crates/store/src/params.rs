@@ -1,0 +1,106 @@
+//! One parameter struct per store method, so that adding a field never changes a signature.
+
+use std::time::Duration;
+
+use taskwarden_core::protocol::{HeldLease, Report};
+use taskwarden_core::{Cancellation, NewTask, Task, TaskId, TaskState, Timestamp};
+
+pub struct SubmitTasks {
+    /// Accepted together or not at all.
+    pub tasks: Vec<NewTask>,
+    /// How long an idempotency key keeps returning the task it first created.
+    pub idempotency_window: Duration,
+    pub now: Timestamp,
+}
+
+pub struct Submitted {
+    pub task: Task,
+    /// False when an idempotency key matched an earlier task, which is returned instead.
+    pub created: bool,
+}
+
+#[derive(Default, Clone)]
+pub struct ListTasks {
+    pub queue: Option<String>,
+    pub state: Option<TaskState>,
+    pub kind: Option<String>,
+    pub tag: Option<String>,
+    /// Newest first; return tasks older than this one.
+    pub before: Option<TaskId>,
+    pub limit: u32,
+}
+
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    /// The cursor for the next page, when there may be one.
+    pub next: Option<TaskId>,
+}
+
+pub struct CancelTask {
+    pub id: TaskId,
+    pub now: Timestamp,
+}
+
+pub struct Cancelled {
+    pub task: Task,
+    pub effect: Cancellation,
+}
+
+pub struct RetryTask {
+    pub id: TaskId,
+    pub now: Timestamp,
+}
+
+pub struct FetchTasks {
+    pub worker_id: String,
+    pub queues: Vec<String>,
+    pub limit: u32,
+    pub now: Timestamp,
+}
+
+pub struct Heartbeat {
+    pub worker_id: String,
+    pub leases: Vec<HeldLease>,
+    pub now: Timestamp,
+}
+
+pub struct ReportOutcomes {
+    pub reports: Vec<Report>,
+    pub now: Timestamp,
+}
+
+pub struct ExpireLeases {
+    pub now: Timestamp,
+    pub limit: u32,
+}
+
+pub struct PromoteDue {
+    pub now: Timestamp,
+    pub limit: u32,
+}
+
+pub struct Promoted {
+    pub promoted: usize,
+    /// When the next scheduled task falls due, if any is left.
+    pub next_due: Option<Timestamp>,
+}
+
+pub struct RegisterWorker {
+    pub name: String,
+    pub queues: Vec<String>,
+    pub concurrency: u32,
+    pub now: Timestamp,
+}
+
+/// What a store's subscribers can wait for. Each topic is a counter that moves on after a commit
+/// that changed it, so a waiter that reads the counter before looking and waits for a change after
+/// finding nothing never misses an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    /// Tasks became ready to lease.
+    Ready,
+    /// Tasks were scheduled for later (the promoter may need to wake sooner).
+    Scheduled,
+    /// Tasks reached a terminal state.
+    Finished,
+}

@@ -1,0 +1,196 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! - `writer`: the single writer thread and its group commit.
+//! - `ops`: write operations (run on the writer thread).
+//! - `reads`: queries (run on a pool of reader connections).
+//! - `rows`: the mapping between rows and core types.
+//! - `schema`: versioned migrations.
+
+mod ops;
+mod reads;
+mod rows;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
+use taskwarden_core::{Task, TaskId};
+use tokio::sync::watch;
+
+use crate::params::*;
+use crate::{Result, Store, StoreError};
+use writer::{Topics, Writer};
+
+/// How hard a commit works to survive a crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Commits that acknowledge a submit or a completion fsync the write-ahead log before the
+    /// caller hears back (one fsync per group of concurrent commits). Survives power loss.
+    #[default]
+    Full,
+    /// No fsync on commit. Survives a crash of the server process (`kill -9`), since the data is
+    /// in the operating system's cache, but the last commits may be lost if the machine itself
+    /// crashes or loses power.
+    Relaxed,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "full" => Ok(Durability::Full),
+            "relaxed" => Ok(Durability::Relaxed),
+            other => Err(format!("unknown durability {other:?}; expected full or relaxed")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    /// The database file; created with its directory if missing.
+    pub path: PathBuf,
+    pub durability: Durability,
+    /// Reader connections for queries.
+    pub readers: usize,
+}
+
+impl SqliteConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteConfig { path: path.into(), durability: Durability::Full, readers: 4 }
+    }
+}
+
+pub(crate) fn internal(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = OFF; \
+         PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
+    )?;
+    Ok(conn)
+}
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+    topics: Arc<Topics>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database and applies pending migrations.
+    pub fn open(config: SqliteConfig) -> Result<SqliteStore> {
+        if let Some(dir) = config.path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("create {}: {e}", dir.display())))?;
+        }
+        let mut conn = open(&config.path).map_err(internal)?;
+        schema::migrate(&mut conn).map_err(internal)?;
+        let readers = (0..config.readers.max(1)).map(|_| open(&config.path)).collect::<rusqlite::Result<Vec<_>>>();
+        let topics = Arc::new(Topics::new());
+        Ok(SqliteStore {
+            writer: Writer::spawn(conn, config.durability, topics.clone()),
+            readers: Arc::new(Mutex::new(readers.map_err(internal)?)),
+            path: config.path,
+            topics,
+        })
+    }
+
+    /// Runs a query on a reader connection, off the async threads.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().expect("reader pool lock").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open(&path).map_err(internal)?,
+            };
+            let result = f(&conn);
+            pool.lock().expect("reader pool lock").push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn submit(&self, p: SubmitTasks) -> Result<Vec<Submitted>> {
+        self.writer.write(true, move |c, st| ops::submit(c, st, p)).await
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Task> {
+        self.read(move |c| reads::get(c, id)).await
+    }
+
+    async fn list(&self, p: ListTasks) -> Result<TaskPage> {
+        self.read(move |c| reads::list(c, &p)).await
+    }
+
+    async fn cancel(&self, p: CancelTask) -> Result<Cancelled> {
+        self.writer.write(true, move |c, st| ops::cancel(c, st, p)).await
+    }
+
+    async fn retry(&self, p: RetryTask) -> Result<Task> {
+        self.writer.write(true, move |c, st| ops::retry(c, st, p)).await
+    }
+
+    async fn fetch(&self, p: FetchTasks) -> Result<Vec<Task>> {
+        self.writer.write(false, move |c, st| ops::fetch(c, st, p)).await
+    }
+
+    async fn heartbeat(&self, p: Heartbeat) -> Result<Vec<LeaseStatus>> {
+        self.writer.write(false, move |c, st| ops::heartbeat(c, st, p)).await
+    }
+
+    async fn report(&self, p: ReportOutcomes) -> Result<Vec<Result<Task>>> {
+        self.writer.write(true, move |c, st| ops::report(c, st, p)).await
+    }
+
+    async fn expire_leases(&self, p: ExpireLeases) -> Result<usize> {
+        self.writer.write(true, move |c, st| ops::expire_leases(c, st, p)).await
+    }
+
+    async fn promote_due(&self, p: PromoteDue) -> Result<Promoted> {
+        self.writer.write(false, move |c, st| ops::promote_due(c, st, p)).await
+    }
+
+    async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo> {
+        self.writer.write(true, move |c, st| ops::register_worker(c, st, p)).await
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
+        self.read(reads::workers).await
+    }
+
+    fn subscribe(&self, topic: Topic) -> watch::Receiver<u64> {
+        self.topics.subscribe(topic)
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(internal)).await
+    }
+}

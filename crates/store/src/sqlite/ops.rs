@@ -1,0 +1,236 @@
+//! The write operations. Each runs on the writer thread inside a savepoint of the group
+//! transaction, loads the tasks it touches, applies the core's transition and writes them back.
+
+use rand::Rng;
+use rusqlite::{Connection, OptionalExtension, params};
+use taskwarden_core::protocol::{ItemStatus, LeaseStatus, Outcome, WorkerInfo};
+use taskwarden_core::validate::truncate_error;
+use taskwarden_core::{Attempt, Cancellation, LeaseToken, RetryRequest, Task, TaskId, TaskState, Timestamp};
+
+use super::internal;
+use super::rows::{TASK_COLUMNS, insert_attempt, insert_task, load_task, save_task, task_from_row};
+use super::writer::WriterState;
+use crate::params::*;
+use crate::{Result, StoreError};
+
+/// Notes which wake-up topics a task's new state concerns.
+fn touch_for(state: &mut WriterState, task: &Task) {
+    match task.state {
+        TaskState::Ready => state.touch(Topic::Ready),
+        TaskState::Scheduled => state.touch(Topic::Scheduled),
+        s if s.is_terminal() => state.touch(Topic::Finished),
+        _ => {}
+    }
+}
+
+fn load(conn: &Connection, id: TaskId) -> Result<Task> {
+    load_task(conn, id).map_err(internal)?.ok_or(StoreError::NotFound)
+}
+
+fn save(conn: &Connection, st: &mut WriterState, task: &Task, attempt: Option<&Attempt>) -> Result<()> {
+    save_task(conn, task).map_err(internal)?;
+    if let Some(a) = attempt {
+        insert_attempt(conn, task.id, a).map_err(internal)?;
+    }
+    touch_for(st, task);
+    Ok(())
+}
+
+pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitTasks) -> Result<Vec<Submitted>> {
+    let window_start = p.now.saturating_sub(p.idempotency_window).as_micros();
+    let mut out = Vec::with_capacity(p.tasks.len());
+    for spec in p.tasks {
+        if let Some(key) = &spec.idempotency_key {
+            let mut find = conn
+                .prepare_cached("SELECT task_id FROM idempotency_keys WHERE key = ?1 AND created_at >= ?2")
+                .map_err(internal)?;
+            let existing: Option<[u8; 16]> =
+                find.query_row(params![key, window_start], |r| r.get(0)).optional().map_err(internal)?;
+            if let Some(id) = existing
+                && let Some(task) = load_task(conn, TaskId::from_bytes(id)).map_err(internal)?
+            {
+                out.push(Submitted { task, created: false });
+                continue;
+            }
+        }
+        let id = st.ids.next(p.now, st.rng.random());
+        let task = Task::new(id, spec, p.now);
+        insert_task(conn, &task).map_err(internal)?;
+        if let Some(key) = &task.idempotency_key {
+            conn.prepare_cached("INSERT OR REPLACE INTO idempotency_keys (key, task_id, created_at) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![key, task.id.as_bytes(), p.now.as_micros()]))
+                .map_err(internal)?;
+        }
+        touch_for(st, &task);
+        out.push(Submitted { task, created: true });
+    }
+    Ok(out)
+}
+
+pub(crate) fn cancel(conn: &Connection, st: &mut WriterState, p: CancelTask) -> Result<Cancelled> {
+    let mut task = load(conn, p.id)?;
+    let effect = task.cancel(p.now)?;
+    save(conn, st, &task, None)?;
+    if effect == Cancellation::Cancelled {
+        st.touch(Topic::Finished);
+    }
+    Ok(Cancelled { task, effect })
+}
+
+pub(crate) fn retry(conn: &Connection, st: &mut WriterState, p: RetryTask) -> Result<Task> {
+    let mut task = load(conn, p.id)?;
+    task.retry(p.now)?;
+    save(conn, st, &task, None)?;
+    Ok(task)
+}
+
+pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: FetchTasks) -> Result<Vec<Task>> {
+    let limit = p.limit as usize;
+    let mut candidates: Vec<Task> = Vec::new();
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'ready' AND queue = ?1 \
+             ORDER BY priority DESC, id LIMIT ?2"
+        ))
+        .map_err(internal)?;
+    for queue in &p.queues {
+        let rows = stmt.query_map(params![queue, limit as i64], task_from_row).map_err(internal)?;
+        for row in rows {
+            candidates.push(row.map_err(internal)?);
+        }
+    }
+    if p.queues.len() > 1 {
+        candidates.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        candidates.truncate(limit);
+    }
+    for task in &mut candidates {
+        task.start(&p.worker_id, LeaseToken(st.rng.random()), p.now)?;
+        save_task(conn, task).map_err(internal)?;
+    }
+    Ok(candidates)
+}
+
+pub(crate) fn heartbeat(conn: &Connection, st: &mut WriterState, p: Heartbeat) -> Result<Vec<LeaseStatus>> {
+    conn.prepare_cached("UPDATE workers SET last_seen_at = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![p.worker_id, p.now.as_micros()]))
+        .map_err(internal)?;
+    let mut out = Vec::with_capacity(p.leases.len());
+    for held in p.leases {
+        let Some(mut task) = load_task(conn, held.task_id).map_err(internal)? else {
+            out.push(LeaseStatus { task_id: held.task_id, status: ItemStatus::NotFound, cancel_requested: false, lease_expires_at: None });
+            continue;
+        };
+        let beat = task.heartbeat(held.lease, p.now).and_then(|cancel| {
+            if let Some(progress) = held.progress {
+                task.report_progress(held.lease, progress, p.now)?;
+            }
+            Ok(cancel)
+        });
+        let status = match beat {
+            Ok(cancel_requested) => {
+                save(conn, st, &task, None)?;
+                LeaseStatus {
+                    task_id: task.id,
+                    status: ItemStatus::Ok,
+                    cancel_requested,
+                    lease_expires_at: task.lease.as_ref().map(|l| l.expires_at),
+                }
+            }
+            Err(_) => LeaseStatus { task_id: task.id, status: ItemStatus::LeaseLost, cancel_requested: task.cancel_requested, lease_expires_at: None },
+        };
+        out.push(status);
+    }
+    Ok(out)
+}
+
+pub(crate) fn report(conn: &Connection, st: &mut WriterState, p: ReportOutcomes) -> Result<Vec<Result<Task>>> {
+    let mut out = Vec::with_capacity(p.reports.len());
+    for r in p.reports {
+        let Some(mut task) = load_task(conn, r.task_id).map_err(internal)? else {
+            out.push(Err(StoreError::NotFound));
+            continue;
+        };
+        let random: f64 = st.rng.random();
+        let attempt = match r.outcome {
+            Outcome::Succeeded { result } => task.succeed(r.lease, result, p.now),
+            Outcome::Failed { error, retry_after_ms, permanent } => {
+                let retry = match (permanent, retry_after_ms) {
+                    (true, _) => RetryRequest::Never,
+                    (false, Some(ms)) => RetryRequest::After(std::time::Duration::from_millis(ms)),
+                    (false, None) => RetryRequest::Backoff,
+                };
+                task.fail(r.lease, truncate_error(error), retry, p.now, random)
+            }
+            Outcome::Cancelled => task.acknowledge_cancel(r.lease, p.now),
+            Outcome::Released => task.release(r.lease, p.now),
+        };
+        match attempt {
+            Ok(attempt) => {
+                save(conn, st, &task, Some(&attempt))?;
+                out.push(Ok(task));
+            }
+            // Any refusal here means the caller's lease is not current: the task moved on.
+            Err(_) => out.push(Err(StoreError::LeaseLost)),
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn expire_leases(conn: &Connection, st: &mut WriterState, p: ExpireLeases) -> Result<usize> {
+    let ids: Vec<[u8; 16]> = conn
+        .prepare_cached("SELECT id FROM tasks WHERE state = 'running' AND lease_expires_at <= ?1 LIMIT ?2")
+        .and_then(|mut s| {
+            s.query_map(params![p.now.as_micros(), p.limit], |r| r.get(0))?.collect::<rusqlite::Result<_>>()
+        })
+        .map_err(internal)?;
+    let mut expired = 0;
+    for id in ids {
+        let mut task = load(conn, TaskId::from_bytes(id))?;
+        let random: f64 = st.rng.random();
+        if let Ok(attempt) = task.expire(p.now, random) {
+            save(conn, st, &task, Some(&attempt))?;
+            expired += 1;
+        }
+    }
+    Ok(expired)
+}
+
+pub(crate) fn promote_due(conn: &Connection, st: &mut WriterState, p: PromoteDue) -> Result<Promoted> {
+    let ids: Vec<[u8; 16]> = conn
+        .prepare_cached("SELECT id FROM tasks WHERE state = 'scheduled' AND run_at <= ?1 ORDER BY run_at LIMIT ?2")
+        .and_then(|mut s| {
+            s.query_map(params![p.now.as_micros(), p.limit], |r| r.get(0))?.collect::<rusqlite::Result<_>>()
+        })
+        .map_err(internal)?;
+    let mut promoted = 0;
+    for id in ids {
+        let mut task = load(conn, TaskId::from_bytes(id))?;
+        if task.promote(p.now).is_ok() {
+            save(conn, st, &task, None)?;
+            promoted += 1;
+        }
+    }
+    let next_due: Option<i64> = conn
+        .query_row("SELECT MIN(run_at) FROM tasks WHERE state = 'scheduled'", [], |r| r.get(0))
+        .map_err(internal)?;
+    Ok(Promoted { promoted, next_due: next_due.map(Timestamp::from_micros) })
+}
+
+pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: RegisterWorker) -> Result<WorkerInfo> {
+    let id = format!("w-{:016x}", st.rng.random::<u64>());
+    let queues = serde_json::to_string(&p.queues).expect("strings serialize");
+    conn.execute(
+        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        params![id, p.name, queues, p.concurrency, p.now.as_micros()],
+    )
+    .map_err(internal)?;
+    Ok(WorkerInfo {
+        id,
+        name: p.name,
+        queues: p.queues,
+        concurrency: p.concurrency,
+        registered_at: p.now,
+        last_seen_at: p.now,
+        running: 0,
+    })
+}

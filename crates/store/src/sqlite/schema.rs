@@ -1,0 +1,80 @@
+//! The embedded database's schema, versioned with `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema from version `index` to `index + 1`. Append only.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tasks (
+    id               BLOB PRIMARY KEY,
+    queue            TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    payload          TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    tags             TEXT NOT NULL,
+    idempotency_key  TEXT,
+    state            TEXT NOT NULL,
+    attempts         INTEGER NOT NULL,
+    max_attempts     INTEGER NOT NULL,
+    attempt_limit    INTEGER NOT NULL,
+    backoff          TEXT NOT NULL,
+    timeout_ms       INTEGER NOT NULL,
+    lease_timeout_ms INTEGER NOT NULL,
+    run_at           INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    finished_at      INTEGER,
+    lease_token      INTEGER,
+    lease_worker     TEXT,
+    lease_attempt    INTEGER,
+    lease_started_at INTEGER,
+    lease_expires_at INTEGER,
+    lease_deadline   INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    result           TEXT,
+    error            TEXT,
+    progress         TEXT
+) WITHOUT ROWID;
+-- Leasing: the best ready task of a queue is the first entry of this index.
+CREATE INDEX tasks_ready ON tasks (queue, priority DESC, id) WHERE state = 'ready';
+CREATE INDEX tasks_scheduled ON tasks (run_at) WHERE state = 'scheduled';
+CREATE INDEX tasks_running ON tasks (lease_expires_at) WHERE state = 'running';
+CREATE INDEX tasks_by_queue ON tasks (queue, id);
+CREATE INDEX tasks_by_state ON tasks (state, id);
+
+CREATE TABLE attempts (
+    task_id     BLOB NOT NULL,
+    number      INTEGER NOT NULL,
+    worker_id   TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    error       TEXT,
+    PRIMARY KEY (task_id, number)
+) WITHOUT ROWID;
+
+CREATE TABLE idempotency_keys (
+    key        TEXT PRIMARY KEY,
+    task_id    BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE workers (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    queues        TEXT NOT NULL,
+    concurrency   INTEGER NOT NULL,
+    registered_at INTEGER NOT NULL,
+    last_seen_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#];
+
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", version + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The single writer thread and its group commit.
+//!
+//! SQLite allows one writer at a time, and a durable commit costs an fsync. So every change goes
+//! to one thread over a channel; the thread takes whatever has queued up, runs it all in one
+//! transaction (each operation inside its own savepoint, so one failing operation does not undo
+//! the others) and commits once. Many concurrent submits thus share a single fsync, and nobody is
+//! answered before the commit that holds their change has returned.
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rusqlite::Connection;
+use taskwarden_core::IdGenerator;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::Durability;
+use crate::params::Topic;
+use crate::{Result, StoreError};
+
+/// Most operations one transaction takes. Bounds the latency a large group adds to its first
+/// member, and the work lost to a failed commit.
+const MAX_GROUP: usize = 512;
+
+/// State owned by the writer thread and lent to each operation.
+pub(crate) struct WriterState {
+    pub ids: IdGenerator,
+    pub rng: StdRng,
+    /// Topics the current operation touched; announced only after its commit.
+    pub touched: [bool; 3],
+}
+
+impl WriterState {
+    pub fn touch(&mut self, topic: Topic) {
+        self.touched[topic_index(topic)] = true;
+    }
+}
+
+fn topic_index(topic: Topic) -> usize {
+    match topic {
+        Topic::Ready => 0,
+        Topic::Scheduled => 1,
+        Topic::Finished => 2,
+    }
+}
+
+type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// One caller's operation, type-erased so that one channel carries them all.
+trait Operation: Send {
+    /// Runs the operation; returns whether it failed (so its savepoint is rolled back) and how
+    /// to answer its caller once the commit's outcome is known.
+    fn run(self: Box<Self>, conn: &Connection, state: &mut WriterState) -> (bool, Reply);
+    /// Answers the caller without running the operation.
+    fn abort(self: Box<Self>, error: StoreError);
+}
+
+struct Pending<F, T> {
+    op: F,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<F, T> Operation for Pending<F, T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection, &mut WriterState) -> Result<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection, state: &mut WriterState) -> (bool, Reply) {
+        let Pending { op, reply } = *self;
+        let result = op(conn, state);
+        let failed = result.is_err();
+        (failed, Box::new(move |commit| drop(reply.send(commit.and(result)))))
+    }
+
+    fn abort(self: Box<Self>, error: StoreError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+struct WriteJob {
+    /// Whether the caller is owed a durable commit (submits, completions) or can accept one that
+    /// only survives a process crash (leases, heartbeats: losing one re-runs a task, which
+    /// at-least-once execution allows).
+    durable: bool,
+    op: Box<dyn Operation>,
+}
+
+/// Wake-up counters, one per [`Topic`].
+pub(crate) struct Topics {
+    senders: [watch::Sender<u64>; 3],
+}
+
+impl Topics {
+    pub fn new() -> Self {
+        Topics { senders: std::array::from_fn(|_| watch::channel(0).0) }
+    }
+
+    pub fn subscribe(&self, topic: Topic) -> watch::Receiver<u64> {
+        self.senders[topic_index(topic)].subscribe()
+    }
+
+    fn announce(&self, touched: [bool; 3]) {
+        for (sender, hit) in self.senders.iter().zip(touched) {
+            if hit {
+                sender.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Writer {
+    // Bounded so that a flood of submits queues in the HTTP layer (and pushes back on clients)
+    // rather than growing this queue without limit.
+    tx: mpsc::Sender<WriteJob>,
+}
+
+impl Writer {
+    pub fn spawn(conn: Connection, durability: Durability, topics: std::sync::Arc<Topics>) -> Writer {
+        let (tx, rx) = mpsc::channel(8192);
+        std::thread::Builder::new()
+            .name("taskwarden-sqlite-writer".into())
+            .spawn(move || run(conn, durability, rx, &topics))
+            .expect("spawn the SQLite writer thread");
+        Writer { tx }
+    }
+
+    /// Runs `op` inside the next group transaction and resolves once that transaction committed.
+    pub async fn write<T, F>(&self, durable: bool, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut WriterState) -> Result<T> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteJob { durable, op: Box::new(Pending { op, reply }) })
+            .await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
+    }
+}
+
+fn run(conn: Connection, durability: Durability, mut rx: mpsc::Receiver<WriteJob>, topics: &Topics) {
+    let mut state = WriterState { ids: IdGenerator::new(), rng: StdRng::from_os_rng(), touched: [false; 3] };
+    let mut synced: Option<bool> = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        // A durable commit syncs the WAL, which also makes every earlier relaxed commit durable:
+        // the log is sequential, so durability never goes out of order.
+        let want_sync = durability == Durability::Full && group.iter().any(|j| j.durable);
+        if synced != Some(want_sync) {
+            let level = if want_sync { "FULL" } else { "NORMAL" };
+            if conn.execute_batch(&format!("PRAGMA synchronous = {level}")).is_ok() {
+                synced = Some(want_sync);
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            for job in group {
+                job.op.abort(StoreError::Unavailable(msg.clone()));
+            }
+            continue;
+        }
+        let replies = run_group(&conn, &mut state, group);
+        let commit = conn.execute_batch("COMMIT").map_err(super::internal);
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let touched = std::mem::take(&mut state.touched);
+        // Announce before answering, so a caller that hears back has already moved the counters.
+        if commit.is_ok() {
+            topics.announce(touched);
+        }
+        for reply in replies {
+            reply(match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            });
+        }
+    }
+}
+
+fn run_group(conn: &Connection, state: &mut WriterState, group: Vec<WriteJob>) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(group.len());
+    for job in group {
+        let before = state.touched;
+        let _ = conn.execute_batch("SAVEPOINT op");
+        let (failed, reply) = job.op.run(conn, state);
+        if failed {
+            let _ = conn.execute_batch("ROLLBACK TO op");
+            state.touched = before;
+        }
+        let _ = conn.execute_batch("RELEASE op");
+        replies.push(reply);
+    }
+    replies
+}
