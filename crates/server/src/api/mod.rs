@@ -1,0 +1,101 @@
+//! The HTTP API: routing and shared state. Handlers validate input, call the store and map the
+//! answer; the rules themselves live in the core.
+//!
+//! - `tasks`: submit, inspect, list, wait for, cancel and retry tasks.
+//! - `workers`: the worker protocol (register, fetch, heartbeat, report) and the single-lease calls.
+//! - `health`: liveness, readiness and the OpenAPI document.
+
+mod health;
+pub(crate) use health::openapi;
+mod tasks;
+mod workers;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use taskwarden_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::ServerConfig;
+use crate::error::{ApiError, BodyLimit};
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<ServerConfig>,
+    pub clock: Arc<dyn Clock>,
+    /// Fired when the server begins shutting down: long-polls return at once.
+    pub shutdown: CancellationToken,
+}
+
+/// Every route, in one place. The OpenAPI document lists the same paths (a test keeps them equal).
+#[cfg(test)]
+pub(crate) const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/openapi.json"),
+    ("post", "/v1/tasks"),
+    ("get", "/v1/tasks"),
+    ("post", "/v1/tasks/batch"),
+    ("get", "/v1/tasks/{id}"),
+    ("get", "/v1/tasks/{id}/wait"),
+    ("post", "/v1/tasks/{id}/cancel"),
+    ("post", "/v1/tasks/{id}/retry"),
+    ("post", "/v1/tasks/{id}/complete"),
+    ("post", "/v1/tasks/{id}/fail"),
+    ("post", "/v1/tasks/{id}/heartbeat"),
+    ("post", "/v1/tasks/{id}/progress"),
+    ("post", "/v1/tasks/{id}/release"),
+    ("post", "/v1/workers"),
+    ("get", "/v1/workers"),
+    ("post", "/v1/workers/{id}/fetch"),
+    ("post", "/v1/workers/{id}/heartbeat"),
+    ("post", "/v1/workers/{id}/reports"),
+];
+
+pub(crate) fn router(state: AppState) -> Router {
+    let limit = BodyLimit(state.config.max_body_bytes);
+    Router::new()
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .route("/openapi.json", get(health::openapi_json))
+        .route("/v1/tasks", post(tasks::submit).get(tasks::list))
+        .route("/v1/tasks/batch", post(tasks::submit_batch))
+        .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/tasks/{id}/wait", get(tasks::wait))
+        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/v1/tasks/{id}/retry", post(tasks::retry))
+        .route("/v1/tasks/{id}/complete", post(workers::complete_one))
+        .route("/v1/tasks/{id}/fail", post(workers::fail_one))
+        .route("/v1/tasks/{id}/heartbeat", post(workers::heartbeat_one))
+        .route("/v1/tasks/{id}/progress", post(workers::progress_one))
+        .route("/v1/tasks/{id}/release", post(workers::release_one))
+        .route("/v1/workers", post(workers::register).get(workers::list))
+        .route("/v1/workers/{id}/fetch", post(workers::fetch))
+        .route("/v1/workers/{id}/heartbeat", post(workers::heartbeat))
+        .route("/v1/workers/{id}/reports", post(workers::reports))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(move |mut req: Request, next: Next| async move {
+            req.extensions_mut().insert(limit);
+            next.run(req).await
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route; see /openapi.json")
+}
+
+/// Kept for handlers' signatures: a response or an API error.
+pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;

@@ -1,0 +1,134 @@
+//! API errors, and the extractors that turn bad input into them. Every error response has the
+//! same JSON shape ([`ErrorBody`]) and, where one field is to blame, names it.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use taskwarden_core::protocol::{ErrorBody, ErrorDetail};
+use taskwarden_core::{TaskId, ValidationError};
+use taskwarden_store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), field: None }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError { field: Some(field.into()), ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message) }
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        let message = e.to_string();
+        ApiError::invalid(e.field, message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such task"),
+            StoreError::LeaseLost => ApiError::new(StatusCode::CONFLICT, "lease_lost", e.to_string()),
+            StoreError::Transition(t) => ApiError::new(StatusCode::CONFLICT, "invalid_state", t.to_string()),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Unavailable(m) => {
+                tracing::warn!(error = %m, "storage unavailable");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "storage is unavailable; retry later")
+            }
+            other => {
+                // Database messages stay in the log, not in responses.
+                tracing::error!(error = %other, "storage error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message, field: self.field } };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Names the field a deserialization error is about: the path to where it failed, plus the
+/// field's own name for a missing field.
+fn describe<E: std::fmt::Display>(path: &serde_path_to_error::Path, inner: E, root: &str) -> ApiError {
+    let message = inner.to_string();
+    let mut field = path.to_string();
+    if field == "." {
+        field.clear();
+    }
+    if let Some(rest) = message.strip_prefix("missing field `")
+        && let Some(name) = rest.split('`').next()
+    {
+        field = if field.is_empty() { name.to_owned() } else { format!("{field}.{name}") };
+    } else if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some(name) = rest.split('`').next()
+    {
+        field = if field.is_empty() { name.to_owned() } else { format!("{field}.{name}") };
+    }
+    if field.is_empty() {
+        field = root.to_owned();
+    }
+    ApiError::invalid(field, message)
+}
+
+/// A JSON request body, read within the body limit and parsed with errors that name the field.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| ApiError {
+            field: Some("body".into()),
+            ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body exceeds {limit} bytes"))
+        })?;
+        if bytes.is_empty() {
+            return Err(ApiError::invalid("body", "a JSON body is required"));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(de).map_err(|e| describe(&e.path().clone(), e.into_inner(), "body"))?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// The body limit, set as a request extension by the router.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// Query parameters, parsed with errors that name the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
+        let value = serde_path_to_error::deserialize(de).map_err(|e| describe(&e.path().clone(), e.into_inner(), "query"))?;
+        Ok(ApiQuery(value))
+    }
+}
+
+fn form_urlencoded_parse(q: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(q.as_bytes())
+}
+
+/// Parses a task id from the path.
+pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse().map_err(|_| ApiError::invalid("id", format!("{raw:?} is not a task id (a UUID)")))
+}
