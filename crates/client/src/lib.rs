@@ -1,1 +1,279 @@
-//! placeholder
+//! Taskwarden's Rust client SDK: submit tasks and collect their results over the HTTP API.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), taskwarden_client::ClientError> {
+//! use std::time::Duration;
+//! use taskwarden_client::{Client, SubmitTask};
+//!
+//! let client = Client::new("http://127.0.0.1:7433")?;
+//! let task = client.submit(SubmitTask::new("default", "echo").payload(&serde_json::json!({"hello": "world"}))?).await?;
+//! let done = client.wait(task.id, Duration::from_secs(30)).await?;
+//! println!("{} -> {:?}", done.state, done.result);
+//! # Ok(()) }
+//! ```
+//!
+//! The worker-side calls (`register`, `fetch`, `heartbeat`, `report`) are used by the worker SDK;
+//! most users want `taskwarden-worker` for those.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use taskwarden_core::protocol::{
+    ErrorBody, FetchRequest, FetchResponse, HeldLease, RegisterWorker, Report, ReportBatch, ReportBatchResponse,
+    SubmitBatch, TaskList, WorkerHeartbeat, WorkerHeartbeatResponse, WorkerInfo, WorkerList,
+};
+pub use taskwarden_core::protocol::{LeaseStatus, LeasedTask, Outcome, ReportResult, SubmitTask};
+pub use taskwarden_core::{Backoff, Task, TaskId, TaskState};
+use thiserror::Error;
+
+/// An error from the server (with its code and, for bad input, the field) or from the transport.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("{status}: {message}{}", field.as_ref().map(|f| format!(" (field: {f})")).unwrap_or_default())]
+    Api { status: u16, code: String, message: String, field: Option<String> },
+    #[error("cannot reach the server: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("timed out waiting for task {0}")]
+    WaitTimeout(TaskId),
+}
+
+impl ClientError {
+    /// The server's error code (`not_found`, `lease_lost`, `invalid_request`, ...), if it answered.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// True when the server refused a worker call because the lease is no longer held.
+    pub fn is_lease_lost(&self) -> bool {
+        self.code() == Some("lease_lost")
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Builders for [`SubmitTask`], so a request reads as one expression.
+pub trait SubmitTaskExt: Sized {
+    fn new(queue: impl Into<String>, kind: impl Into<String>) -> Self;
+    fn payload<T: Serialize>(self, payload: &T) -> Result<Self>;
+    fn priority(self, priority: i32) -> Self;
+    fn delay(self, delay: Duration) -> Self;
+    fn max_attempts(self, n: u32) -> Self;
+    fn timeout(self, timeout: Duration) -> Self;
+    fn idempotency_key(self, key: impl Into<String>) -> Self;
+    fn tags(self, tags: Vec<String>) -> Self;
+}
+
+impl SubmitTaskExt for SubmitTask {
+    fn new(queue: impl Into<String>, kind: impl Into<String>) -> Self {
+        SubmitTask { queue: queue.into(), kind: kind.into(), ..Default::default() }
+    }
+    fn payload<T: Serialize>(mut self, payload: &T) -> Result<Self> {
+        self.payload = Some(to_raw(payload)?);
+        Ok(self)
+    }
+    fn priority(mut self, priority: i32) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+    fn delay(mut self, delay: Duration) -> Self {
+        self.delay_ms = Some(delay.as_millis() as u64);
+        self
+    }
+    fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+    fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout_ms = Some(timeout.as_millis() as u64);
+        self
+    }
+    fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+    fn tags(mut self, tags: Vec<String>) -> Self {
+        self.tags = Some(tags);
+        self
+    }
+}
+
+/// Serializes a value into a raw JSON payload.
+pub fn to_raw<T: Serialize>(value: &T) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(value).map_err(|e| ClientError::Invalid(format!("payload: {e}")))
+}
+
+/// Filters for [`Client::list`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ListOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<TaskState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+pub use taskwarden_core::protocol::TaskList as TaskPage;
+
+/// A handle on one Taskwarden server. Cheap to clone; clones share a connection pool.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// A client for the server at `url`, such as `http://127.0.0.1:7433`.
+    pub fn new(url: &str) -> Result<Client> {
+        let base = url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Invalid(format!("server URL {url:?} must start with http:// or https://")));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Client { http, base })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, T)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).timeout(timeout);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => ClientError::Api { status: status.as_u16(), code: e.error.code, message: e.error.message, field: e.error.field },
+                Err(_) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: "http".into(),
+                    message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+                    field: None,
+                },
+            });
+        }
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Invalid(format!("unexpected response from {path}: {e}")))?;
+        Ok((status, value))
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Submits one task. Returns it once durably stored; with an idempotency key that was already
+    /// used, returns the first task.
+    pub async fn submit(&self, task: SubmitTask) -> Result<Task> {
+        Ok(self.call(Method::POST, "/v1/tasks", Some(&task), Self::TIMEOUT).await?.1)
+    }
+
+    /// Submits tasks atomically: all are stored, or none.
+    pub async fn submit_batch(&self, tasks: Vec<SubmitTask>) -> Result<Vec<Task>> {
+        let list: TaskList = self.call(Method::POST, "/v1/tasks/batch", Some(&SubmitBatch { tasks }), Self::TIMEOUT).await?.1;
+        Ok(list.tasks)
+    }
+
+    pub async fn get(&self, id: TaskId) -> Result<Task> {
+        Ok(self.call::<(), _>(Method::GET, &format!("/v1/tasks/{id}"), None, Self::TIMEOUT).await?.1)
+    }
+
+    /// One page of tasks, newest first.
+    pub async fn list(&self, options: &ListOptions) -> Result<TaskList> {
+        let query = serde_urlencoded_query(options);
+        Ok(self.call::<(), _>(Method::GET, &format!("/v1/tasks{query}"), None, Self::TIMEOUT).await?.1)
+    }
+
+    /// Waits until the task finishes (succeeded, failed or cancelled), up to `timeout`.
+    pub async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Task> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let poll = left.min(Duration::from_secs(30));
+            let path = format!("/v1/tasks/{id}/wait?timeout_ms={}", poll.as_millis());
+            let task: Task = self.call::<(), _>(Method::GET, &path, None, poll + Self::TIMEOUT).await?.1;
+            if task.state.is_terminal() {
+                return Ok(task);
+            }
+            if left.is_zero() || tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::WaitTimeout(id));
+            }
+        }
+    }
+
+    pub async fn cancel(&self, id: TaskId) -> Result<Task> {
+        Ok(self.call::<(), _>(Method::POST, &format!("/v1/tasks/{id}/cancel"), None, Self::TIMEOUT).await?.1)
+    }
+
+    /// Sends a failed (or cancelled) task back to the queue with a fresh attempt budget.
+    pub async fn retry(&self, id: TaskId) -> Result<Task> {
+        Ok(self.call::<(), _>(Method::POST, &format!("/v1/tasks/{id}/retry"), None, Self::TIMEOUT).await?.1)
+    }
+
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let list: WorkerList = self.call::<(), _>(Method::GET, "/v1/workers", None, Self::TIMEOUT).await?.1;
+        Ok(list.workers)
+    }
+
+    /// Whether the server and its store are ready.
+    pub async fn ready(&self) -> Result<()> {
+        self.call::<(), serde_json::Value>(Method::GET, "/readyz", None, Duration::from_secs(5)).await.map(|_| ())
+    }
+
+    // The worker protocol.
+
+    pub async fn register(&self, req: &RegisterWorker) -> Result<WorkerInfo> {
+        Ok(self.call(Method::POST, "/v1/workers", Some(req), Self::TIMEOUT).await?.1)
+    }
+
+    /// Leases up to `limit` tasks, waiting up to `wait` for one to arrive.
+    pub async fn fetch(&self, worker_id: &str, queues: &[String], limit: u32, wait: Duration) -> Result<Vec<LeasedTask>> {
+        let req = FetchRequest { queues: queues.to_vec(), limit, wait_ms: wait.as_millis() as u64 };
+        let resp: FetchResponse =
+            self.call(Method::POST, &format!("/v1/workers/{worker_id}/fetch"), Some(&req), wait + Self::TIMEOUT).await?.1;
+        Ok(resp.tasks)
+    }
+
+    pub async fn heartbeat(&self, worker_id: &str, leases: Vec<HeldLease>) -> Result<Vec<LeaseStatus>> {
+        let resp: WorkerHeartbeatResponse =
+            self.call(Method::POST, &format!("/v1/workers/{worker_id}/heartbeat"), Some(&WorkerHeartbeat { leases }), Self::TIMEOUT).await?.1;
+        Ok(resp.leases)
+    }
+
+    pub async fn report(&self, worker_id: &str, reports: Vec<Report>) -> Result<Vec<ReportResult>> {
+        let resp: ReportBatchResponse =
+            self.call(Method::POST, &format!("/v1/workers/{worker_id}/reports"), Some(&ReportBatch { reports }), Self::TIMEOUT).await?.1;
+        Ok(resp.results)
+    }
+}
+
+fn serde_urlencoded_query(options: &ListOptions) -> String {
+    let query = serde_urlencoded::to_string(options).expect("flat options serialize");
+    if query.is_empty() { query } else { format!("?{query}") }
+}

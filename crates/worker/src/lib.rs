@@ -1,1 +1,191 @@
-//! placeholder
+//! Taskwarden's Rust worker SDK (tokio).
+//!
+//! Register async handlers by kind, with serde-typed payloads; the worker fetches tasks from the
+//! queues it serves, runs up to `concurrency` at once, sends heartbeats, reports outcomes in
+//! batches, and on shutdown lets running tasks finish before giving back the rest.
+//!
+//! ```no_run
+//! use serde::Deserialize;
+//! use taskwarden_worker::{TaskContext, TaskError, Worker};
+//!
+//! #[derive(Deserialize)]
+//! struct Resize { url: String, width: u32 }
+//!
+//! async fn resize(ctx: TaskContext, job: Resize) -> Result<String, TaskError> {
+//!     ctx.progress(0.5, Some("downloaded".to_string()));
+//!     if job.width == 0 {
+//!         return Err(TaskError::fail("width must be positive")); // permanent: no retry
+//!     }
+//!     Ok(format!("{} at {}px", job.url, job.width))
+//! }
+//!
+//! # async fn run() -> Result<(), taskwarden_worker::WorkerError> {
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! Worker::builder("http://127.0.0.1:7433")
+//!     .queue("images")
+//!     .concurrency(16)
+//!     .handler("resize", resize)
+//!     .run(shutdown)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Layout: `handler` (the context and error types, handler erasure), `runtime` (fetch, execute,
+//! heartbeat, shutdown), `reporter` (batched outcome reports), [`builtin`] (the CLI's handlers).
+
+pub mod builtin;
+mod handler;
+mod reporter;
+mod runtime;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use taskwarden_client::{Client, ClientError};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+pub use handler::{TaskContext, TaskError};
+pub use runtime::RunSummary;
+
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+}
+
+/// A worker's settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub name: String,
+    pub queues: Vec<String>,
+    /// Most tasks run at once.
+    pub concurrency: usize,
+    /// Most tasks asked for in one fetch.
+    pub max_fetch: u32,
+    /// How long one fetch waits on the server for work before asking again.
+    pub fetch_wait: Duration,
+    /// How long running tasks may take to finish after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            name: default_name(),
+            queues: Vec::new(),
+            concurrency: 16,
+            max_fetch: 256,
+            fetch_wait: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+fn default_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+type Handlers = HashMap<String, (Arc<dyn handler::ErasedHandler>, Option<Duration>)>;
+
+/// Builds and runs a worker.
+pub struct Worker {
+    url: String,
+    config: WorkerConfig,
+    handlers: Handlers,
+}
+
+impl Worker {
+    pub fn builder(url: impl Into<String>) -> Worker {
+        Worker { url: url.into(), config: WorkerConfig::default(), handlers: HashMap::new() }
+    }
+
+    /// Serves this queue (call again to serve several).
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.config.queues.push(queue.into());
+        self
+    }
+
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n;
+        self
+    }
+
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    pub fn fetch_wait(mut self, wait: Duration) -> Self {
+        self.config.fetch_wait = wait;
+        self
+    }
+
+    /// Registers an async handler for tasks of `kind`. The payload is deserialized into `P`; the
+    /// returned value is serialized as the task's result.
+    pub fn handler<F, Fut, P, R>(self, kind: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(TaskContext, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, TaskError>> + Send + 'static,
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+    {
+        self.add(kind.into(), f, None)
+    }
+
+    /// Like [`Worker::handler`], with a timeout for this kind (the task's own timeout still applies
+    /// if shorter). A handler that runs past it is stopped and the attempt fails as retryable.
+    pub fn handler_with_timeout<F, Fut, P, R>(self, kind: impl Into<String>, timeout: Duration, f: F) -> Self
+    where
+        F: Fn(TaskContext, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, TaskError>> + Send + 'static,
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+    {
+        self.add(kind.into(), f, Some(timeout))
+    }
+
+    fn add<F, Fut, P, R>(mut self, kind: String, f: F, timeout: Option<Duration>) -> Self
+    where
+        F: Fn(TaskContext, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, TaskError>> + Send + 'static,
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+    {
+        self.handlers.insert(kind, (Arc::new(handler::TypedHandler::new(f)), timeout));
+        self
+    }
+
+    /// The built-in handlers: `echo`, `sleep`, `fail` and `http.fetch`.
+    pub fn builtin_handlers(self) -> Self {
+        builtin::register(self)
+    }
+
+    /// Runs until `shutdown` fires, then shuts down gracefully (see [`WorkerConfig::shutdown_grace`]).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, WorkerError> {
+        let c = &self.config;
+        if c.queues.is_empty() {
+            return Err(WorkerError::Config("serve at least one queue".into()));
+        }
+        if c.concurrency == 0 || c.concurrency > 100_000 {
+            return Err(WorkerError::Config("concurrency must be between 1 and 100000".into()));
+        }
+        if self.handlers.is_empty() {
+            return Err(WorkerError::Config("register at least one handler".into()));
+        }
+        let client = Client::new(&self.url)?;
+        runtime::run(self.config, self.handlers, client, shutdown).await
+    }
+}

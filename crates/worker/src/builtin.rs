@@ -1,0 +1,102 @@
+//! Handlers built into the `taskwarden worker` command, so the CLI is useful without writing code.
+//!
+//! - `echo`: returns its payload.
+//! - `sleep`: `{"ms": 250}` sleeps, then returns `{"slept_ms": 250}`; stops early if cancelled.
+//! - `fail`: `{"message": "...", "permanent": false}` fails (retryable unless `permanent`).
+//! - `http.fetch`: `{"url": "http://...", "timeout_ms": 10000}` GETs the URL and returns
+//!   `{"url", "status", "bytes", "elapsed_ms", "body"}` (body cut to 1 KiB). 5xx, 429 and
+//!   transport errors are retried; other 4xx fail permanently.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::{TaskContext, TaskError, Worker};
+
+pub(crate) fn register(worker: Worker) -> Worker {
+    worker.handler("echo", echo).handler("sleep", sleep).handler("fail", fail).handler("http.fetch", http_fetch)
+}
+
+async fn echo(_ctx: TaskContext, payload: Box<RawValue>) -> Result<Box<RawValue>, TaskError> {
+    Ok(payload)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SleepArgs {
+    ms: u64,
+}
+
+async fn sleep(ctx: TaskContext, args: SleepArgs) -> Result<Value, TaskError> {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(args.ms)) => Ok(serde_json::json!({"slept_ms": args.ms})),
+        _ = ctx.cancellation().cancelled() => Err(TaskError::Cancelled),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FailArgs {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    permanent: bool,
+}
+
+async fn fail(ctx: TaskContext, args: Option<FailArgs>) -> Result<Value, TaskError> {
+    let args = args.unwrap_or_default();
+    let message = args.message.unwrap_or_else(|| format!("failed on purpose (attempt {})", ctx.attempt));
+    Err(if args.permanent { TaskError::fail(message) } else { TaskError::retry(message) })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchArgs {
+    url: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Fetched {
+    url: String,
+    status: u16,
+    bytes: usize,
+    elapsed_ms: u64,
+    body: String,
+}
+
+fn http() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| reqwest::Client::builder().pool_max_idle_per_host(32).build().expect("HTTP client"))
+}
+
+async fn http_fetch(ctx: TaskContext, args: FetchArgs) -> Result<Fetched, TaskError> {
+    if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
+        return Err(TaskError::fail(format!("url must start with http:// or https://, got {:?}", args.url)));
+    }
+    let started = Instant::now();
+    let timeout = Duration::from_millis(args.timeout_ms.unwrap_or(10_000));
+    let request = async {
+        let resp = http().get(&args.url).timeout(timeout).send().await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        Ok::<_, reqwest::Error>((status, body))
+    };
+    let (status, body) = tokio::select! {
+        r = request => r?,
+        _ = ctx.cancellation().cancelled() => return Err(TaskError::Cancelled),
+    };
+    let code = status.as_u16();
+    if status.is_server_error() || code == 429 {
+        return Err(TaskError::retry(format!("HTTP {code} from {}", args.url)));
+    }
+    if status.is_client_error() {
+        return Err(TaskError::fail(format!("HTTP {code} from {}", args.url)));
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+    Ok(Fetched { url: args.url, status: code, bytes: body.len(), elapsed_ms: started.elapsed().as_millis() as u64, body: text })
+}

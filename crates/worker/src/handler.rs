@@ -1,0 +1,142 @@
+//! What a handler sees (its [`TaskContext`]) and what it may answer ([`TaskError`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use taskwarden_core::{Progress, TaskId};
+use tokio_util::sync::CancellationToken;
+
+/// How a handler's attempt ends when it does not succeed.
+///
+/// Any error type converts into [`TaskError::Retry`] with `?`, so a handler retries transient
+/// failures by default and chooses [`TaskError::fail`] for a permanent one.
+pub enum TaskError {
+    /// Try again: after `after` if given, else per the task's backoff policy. Once the task's
+    /// attempts are spent it fails.
+    Retry { message: String, after: Option<Duration> },
+    /// Do not retry: the task fails now and is kept as a dead letter.
+    Fail { message: String },
+    /// The handler stopped because the task was cancelled.
+    Cancelled,
+}
+
+impl TaskError {
+    pub fn retry(message: impl Into<String>) -> Self {
+        TaskError::Retry { message: message.into(), after: None }
+    }
+
+    pub fn retry_after(message: impl Into<String>, after: Duration) -> Self {
+        TaskError::Retry { message: message.into(), after: Some(after) }
+    }
+
+    pub fn fail(message: impl Into<String>) -> Self {
+        TaskError::Fail { message: message.into() }
+    }
+}
+
+impl std::fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskError::Retry { message, after } => write!(f, "Retry({message:?}, after {after:?})"),
+            TaskError::Fail { message } => write!(f, "Fail({message:?})"),
+            TaskError::Cancelled => f.write_str("Cancelled"),
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
+    fn from(e: E) -> Self {
+        TaskError::retry(e.to_string())
+    }
+}
+
+/// Progress reports waiting to ride on the next heartbeat, by task.
+pub(crate) type ProgressBoard = Arc<Mutex<HashMap<TaskId, Progress>>>;
+
+/// What a running handler knows about its task, and its ways to talk back.
+#[derive(Clone)]
+pub struct TaskContext {
+    pub id: TaskId,
+    pub kind: String,
+    pub queue: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    cancel: CancellationToken,
+    progress: ProgressBoard,
+}
+
+impl TaskContext {
+    pub(crate) fn new(task: &taskwarden_core::protocol::LeasedTask, cancel: CancellationToken, progress: ProgressBoard) -> Self {
+        TaskContext {
+            id: task.id,
+            kind: task.kind.clone(),
+            queue: task.queue.clone(),
+            attempt: task.attempt,
+            max_attempts: task.max_attempts,
+            cancel,
+            progress,
+        }
+    }
+
+    /// Fires when the task is cancelled, its lease is lost, its timeout passes or the worker shuts
+    /// down past its grace period. A handler doing long work should select on it.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Records progress (`fraction` from 0 to 1); it reaches the server with the next heartbeat.
+    pub fn progress(&self, fraction: f64, message: impl Into<Option<String>>) {
+        let p = Progress { fraction: fraction.clamp(0.0, 1.0), message: message.into() };
+        self.progress.lock().expect("progress board lock").insert(self.id, p);
+    }
+}
+
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, TaskError>> + Send>>;
+
+/// A handler with its payload and result types erased.
+pub(crate) trait ErasedHandler: Send + Sync {
+    fn call(&self, ctx: TaskContext, payload: Box<RawValue>) -> HandlerFuture;
+}
+
+pub(crate) struct TypedHandler<F, P, R> {
+    f: F,
+    _types: std::marker::PhantomData<fn(P) -> R>,
+}
+
+impl<F, P, R> TypedHandler<F, P, R> {
+    pub fn new(f: F) -> Self {
+        TypedHandler { f, _types: std::marker::PhantomData }
+    }
+}
+
+impl<F, Fut, P, R> ErasedHandler for TypedHandler<F, P, R>
+where
+    F: Fn(TaskContext, P) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, TaskError>> + Send + 'static,
+    P: DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+{
+    fn call(&self, ctx: TaskContext, payload: Box<RawValue>) -> HandlerFuture {
+        let payload: P = match serde_json::from_str(payload.get()) {
+            Ok(p) => p,
+            // A payload the handler cannot read will not get better on a retry.
+            Err(e) => return Box::pin(async move { Err(TaskError::fail(format!("invalid payload: {e}"))) }),
+        };
+        let fut = (self.f)(ctx, payload);
+        Box::pin(async move {
+            let result = fut.await?;
+            serde_json::value::to_raw_value(&result).map_err(|e| TaskError::fail(format!("result does not serialize: {e}")))
+        })
+    }
+}

@@ -1,0 +1,263 @@
+//! The worker's run loop: fetch tasks while slots are free, run each handler in its own tokio task
+//! under its timeout, report outcomes in batches, keep leases alive, and shut down gracefully.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use taskwarden_client::Client;
+use taskwarden_core::protocol::{HeldLease, ItemStatus, LeasedTask, Outcome, RegisterWorker, Report};
+use taskwarden_core::{LeaseToken, TaskId};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::{ErasedHandler, ProgressBoard, TaskContext, TaskError};
+use crate::{WorkerConfig, WorkerError};
+
+/// One execution in flight.
+struct Active {
+    lease: LeaseToken,
+    lease_timeout: Duration,
+    /// Fired on cancellation, lost lease, timeout or forced shutdown.
+    cancel: CancellationToken,
+    abort: Option<AbortHandle>,
+}
+
+/// Executions in flight, by task. An execution that is no longer here when its handler returns
+/// has been abandoned (lease lost) or released (shutdown), and must not report.
+type ActiveSet = Arc<Mutex<HashMap<TaskId, Active>>>;
+
+/// What a run did, for logs and tests.
+#[derive(Debug, Default, Clone)]
+pub struct RunSummary {
+    pub worker_id: String,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub released: u64,
+    pub abandoned: u64,
+}
+
+struct Shared {
+    client: Client,
+    worker_id: String,
+    handlers: HashMap<String, (Arc<dyn ErasedHandler>, Option<Duration>)>,
+    active: ActiveSet,
+    progress: ProgressBoard,
+    reports: mpsc::UnboundedSender<Report>,
+    summary: Mutex<RunSummary>,
+}
+
+pub(crate) async fn run(
+    config: WorkerConfig,
+    handlers: HashMap<String, (Arc<dyn ErasedHandler>, Option<Duration>)>,
+    client: Client,
+    shutdown: CancellationToken,
+) -> Result<RunSummary, WorkerError> {
+    let info = client
+        .register(&RegisterWorker { name: config.name.clone(), queues: config.queues.clone(), concurrency: config.concurrency as u32 })
+        .await?;
+    tracing::info!(worker_id = %info.id, queues = ?config.queues, concurrency = config.concurrency, "worker registered");
+    let (report_tx, report_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        worker_id: info.id.clone(),
+        handlers,
+        active: Arc::new(Mutex::new(HashMap::new())),
+        progress: Arc::new(Mutex::new(HashMap::new())),
+        reports: report_tx,
+        summary: Mutex::new(RunSummary { worker_id: info.id.clone(), ..Default::default() }),
+    });
+    // The reporter and the heartbeat loop outlive the fetch loop: in-flight tasks still need both
+    // while they finish during the grace period.
+    let stop_background = CancellationToken::new();
+    let reporter = tokio::spawn(crate::reporter::run(client.clone(), info.id.clone(), report_rx));
+    let heartbeats = tokio::spawn(keep_leases(shared.clone(), stop_background.clone()));
+
+    // Each permit is one execution slot: the fetch loop asks the server for at most as many tasks
+    // as it holds permits, so the worker never takes more than it can run.
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    fetch_loop(&shared, &config, &slots, &shutdown).await;
+
+    // Graceful shutdown: let in-flight tasks finish within the grace period...
+    let all = config.concurrency as u32;
+    if tokio::time::timeout(config.shutdown_grace, slots.acquire_many(all)).await.is_err() {
+        // ...then stop the rest and give their leases back so another worker can run them now.
+        let leftovers: Vec<(TaskId, Active)> = shared.active.lock().expect("active lock").drain().collect();
+        for (id, a) in leftovers {
+            a.cancel.cancel();
+            if let Some(h) = a.abort {
+                h.abort();
+            }
+            let _ = shared.reports.send(Report { task_id: id, lease: a.lease, outcome: Outcome::Released });
+            shared.summary.lock().expect("summary lock").released += 1;
+        }
+    }
+    stop_background.cancel();
+    let _ = heartbeats.await;
+    let summary = shared.summary.lock().expect("summary lock").clone();
+    drop(shared); // closes the report channel once the last execution is gone
+    let _ = tokio::time::timeout(Duration::from_secs(10), reporter).await;
+    tracing::info!(?summary, "worker stopped");
+    Ok(summary)
+}
+
+async fn fetch_loop(shared: &Arc<Shared>, config: &WorkerConfig, slots: &Arc<Semaphore>, shutdown: &CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            _ = shutdown.cancelled() => return,
+        };
+        let mut permits = vec![first];
+        while permits.len() < config.max_fetch as usize {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let fetched = tokio::select! {
+            r = shared.client.fetch(&shared.worker_id, &config.queues, permits.len() as u32, config.fetch_wait) => r,
+            // Dropping the request abandons the long-poll; the server hands nothing to a closed call
+            // that it has not already leased, and anything leased is re-leased after expiry.
+            _ = shutdown.cancelled() => return,
+        };
+        match fetched {
+            Ok(tasks) => {
+                failures = 0;
+                for task in tasks {
+                    let permit = permits.pop().expect("never more tasks than permits");
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        execute(&shared, task).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                tracing::warn!(error = %e, retry_in = ?pause, "fetch failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
+    let cancel = CancellationToken::new();
+    let id = task.id;
+    let lease = task.lease;
+    let (handler, kind_timeout) = match shared.handlers.get(&task.kind) {
+        Some((h, t)) => (h.clone(), *t),
+        None => {
+            let error = format!("no handler for kind {:?} on worker {}", task.kind, shared.worker_id);
+            let _ = shared.reports.send(Report { task_id: id, lease, outcome: Outcome::Failed { error, retry_after_ms: None, permanent: false } });
+            return;
+        }
+    };
+    let timeout = kind_timeout.map_or(Duration::from_millis(task.timeout_ms), |t| t.min(Duration::from_millis(task.timeout_ms)));
+    let ctx = TaskContext::new(&task, cancel.clone(), shared.progress.clone());
+    // Registered before the handler starts, so the first heartbeat already covers it.
+    shared.active.lock().expect("active lock").insert(
+        id,
+        Active { lease, lease_timeout: Duration::from_millis(task.lease_timeout_ms), cancel: cancel.clone(), abort: None },
+    );
+    let handle = tokio::spawn(handler.call(ctx, task.payload));
+    if let Some(a) = shared.active.lock().expect("active lock").get_mut(&id) {
+        a.abort = Some(handle.abort_handle());
+    }
+    let abort = handle.abort_handle();
+    let result = match tokio::time::timeout(timeout, handle).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(join)) if join.is_panic() => Err(TaskError::retry(format!("handler panicked: {}", panic_message(join)))),
+        Ok(Err(_)) => Err(TaskError::Cancelled),
+        Err(_) => {
+            cancel.cancel();
+            abort.abort();
+            Err(TaskError::retry(format!("timed out after {} ms", timeout.as_millis())))
+        }
+    };
+    // Still ours? If not, the lease was lost or released: someone else owns the task now.
+    if shared.active.lock().expect("active lock").remove(&id).is_none() {
+        return;
+    }
+    shared.progress.lock().expect("progress lock").remove(&id);
+    let outcome = match result {
+        Ok(result) => Outcome::Succeeded { result },
+        Err(TaskError::Retry { message, after }) => {
+            Outcome::Failed { error: message, retry_after_ms: after.map(|d| d.as_millis() as u64), permanent: false }
+        }
+        Err(TaskError::Fail { message }) => Outcome::Failed { error: message, retry_after_ms: None, permanent: true },
+        Err(TaskError::Cancelled) => Outcome::Cancelled,
+    };
+    {
+        let mut s = shared.summary.lock().expect("summary lock");
+        match outcome {
+            Outcome::Succeeded { .. } => s.succeeded += 1,
+            _ => s.failed += 1,
+        }
+    }
+    let _ = shared.reports.send(Report { task_id: id, lease, outcome });
+}
+
+fn panic_message(join: tokio::task::JoinError) -> String {
+    let payload = join.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Heartbeats every lease in flight, a few times per lease timeout; fires the cancellation token
+/// of tasks that were cancelled, and abandons executions whose lease was lost.
+async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let interval = {
+            let active = shared.active.lock().expect("active lock");
+            active.values().map(|a| a.lease_timeout / 3).min().unwrap_or(Duration::from_secs(1)).clamp(Duration::from_millis(20), Duration::from_secs(10))
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        let leases: Vec<HeldLease> = {
+            let active = shared.active.lock().expect("active lock");
+            let mut progress = shared.progress.lock().expect("progress lock");
+            active
+                .iter()
+                .map(|(id, a)| HeldLease { task_id: *id, lease: a.lease, progress: progress.remove(id) })
+                .collect()
+        };
+        if leases.is_empty() {
+            continue;
+        }
+        match shared.client.heartbeat(&shared.worker_id, leases).await {
+            Ok(statuses) => {
+                let mut active = shared.active.lock().expect("active lock");
+                for st in statuses {
+                    match st.status {
+                        ItemStatus::Ok if st.cancel_requested => {
+                            if let Some(a) = active.get(&st.task_id) {
+                                a.cancel.cancel();
+                            }
+                        }
+                        ItemStatus::Ok => {}
+                        ItemStatus::LeaseLost | ItemStatus::NotFound => {
+                            if let Some(a) = active.remove(&st.task_id) {
+                                tracing::warn!(task_id = %st.task_id, "lease lost; abandoning the execution");
+                                a.cancel.cancel();
+                                shared.summary.lock().expect("summary lock").abandoned += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
