@@ -1,1 +1,49 @@
-fn main() {}
+//! The `taskwarden` binary: argument parsing, logging set-up, and one call per command.
+
+mod args;
+mod bench;
+mod client_cmd;
+mod demo;
+mod server_cmd;
+mod signal;
+mod worker_cmd;
+
+use clap::Parser;
+
+use args::{Args, Command};
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TASKWARDEN_LOG").unwrap_or_else(|_| default_filter(&args.command).into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match args.command {
+            Command::Server(a) => server_cmd::run(a).await,
+            Command::Worker(a) => worker_cmd::run(a).await,
+            Command::Submit(a) => client_cmd::submit(a).await,
+            Command::Task(a) => client_cmd::task(a).await,
+            Command::Workers(a) => client_cmd::workers(a).await,
+            Command::Demo(a) => demo::run(a).await,
+            Command::Bench(a) => bench::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn default_filter(command: &Command) -> &'static str {
+    match command {
+        Command::Server(_) | Command::Worker(_) => "info",
+        _ => "warn",
+    }
+}

@@ -119,26 +119,81 @@ pub struct FetchResponse {
 }
 
 /// How an attempt ended, as a worker reports it.
+///
+/// On the wire this is a flat object with a `status` of `succeeded` (with `result`), `failed`
+/// (with `error`, and optionally `retry_after_ms` or `permanent`), `cancelled` or `released`.
+/// (Flat rather than an internally tagged enum: serde cannot buffer a raw JSON `result` through a
+/// tagged enum.)
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "OutcomeWire", into = "OutcomeWire")]
 pub enum Outcome {
     Succeeded {
-        #[serde(default = "null_value")]
         result: Box<RawValue>,
     },
     Failed {
         error: String,
         /// Retry after this delay instead of the backoff policy.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
         /// Do not retry at all.
-        #[serde(default)]
         permanent: bool,
     },
     /// The handler stopped because the task was cancelled.
     Cancelled,
     /// The worker gives the task back unfinished (it is shutting down).
     Released,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OutcomeStatus {
+    Succeeded,
+    Failed,
+    Cancelled,
+    Released,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeWire {
+    status: OutcomeStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    permanent: bool,
+}
+
+impl TryFrom<OutcomeWire> for Outcome {
+    type Error = String;
+    fn try_from(w: OutcomeWire) -> Result<Self, String> {
+        Ok(match w.status {
+            OutcomeStatus::Succeeded => Outcome::Succeeded { result: w.result.unwrap_or_else(null_value) },
+            OutcomeStatus::Failed => Outcome::Failed {
+                error: w.error.ok_or("a failed outcome needs an `error` message")?,
+                retry_after_ms: w.retry_after_ms,
+                permanent: w.permanent,
+            },
+            OutcomeStatus::Cancelled => Outcome::Cancelled,
+            OutcomeStatus::Released => Outcome::Released,
+        })
+    }
+}
+
+impl From<Outcome> for OutcomeWire {
+    fn from(o: Outcome) -> Self {
+        let wire = |status| OutcomeWire { status, result: None, error: None, retry_after_ms: None, permanent: false };
+        match o {
+            Outcome::Succeeded { result } => OutcomeWire { result: Some(result), ..wire(OutcomeStatus::Succeeded) },
+            Outcome::Failed { error, retry_after_ms, permanent } => {
+                OutcomeWire { error: Some(error), retry_after_ms, permanent, ..wire(OutcomeStatus::Failed) }
+            }
+            Outcome::Cancelled => wire(OutcomeStatus::Cancelled),
+            Outcome::Released => wire(OutcomeStatus::Released),
+        }
+    }
 }
 
 fn null_value() -> Box<RawValue> {

@@ -1,0 +1,205 @@
+//! The command line. Every client command takes `--url` (or `TASKWARDEN_URL`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "taskwarden", version, about = "A distributed task scheduler: server, worker and CLI in one binary.")]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a server on the embedded SQLite store.
+    Server(ServerArgs),
+    /// Run a worker with the built-in handlers (echo, sleep, fail, http.fetch).
+    Worker(WorkerArgs),
+    /// Submit a task; prints its id (or the task as JSON with --json).
+    Submit(SubmitArgs),
+    /// Inspect and manage tasks.
+    Task(TaskArgs),
+    /// List the workers the server knows.
+    Workers(WorkersArgs),
+    /// Run the demo: an embedded server, workers and 200 http.fetch tasks.
+    Demo(DemoArgs),
+    /// Run the benchmark against a fresh server process.
+    Bench(BenchArgs),
+}
+
+#[derive(ClapArgs, Clone)]
+pub struct ConnectArgs {
+    /// The server's URL.
+    #[arg(long, env = "TASKWARDEN_URL", default_value = "http://127.0.0.1:7433", global = true)]
+    pub url: String,
+}
+
+#[derive(ClapArgs)]
+pub struct ServerArgs {
+    /// Address to listen on [default: 127.0.0.1:7433].
+    #[arg(long, env = "TASKWARDEN_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory for the embedded database [default: ./taskwarden-data].
+    #[arg(long, env = "TASKWARDEN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A TOML config file; flags and environment variables override it.
+    #[arg(long, env = "TASKWARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// `full` (fsync every group commit; survives power loss) or `relaxed` (survives a process
+    /// crash, not a machine crash) [default: full].
+    #[arg(long, env = "TASKWARDEN_DURABILITY")]
+    pub durability: Option<String>,
+}
+
+#[derive(ClapArgs)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// A queue to serve; repeat or comma-separate for several.
+    #[arg(long, short, required = true, value_delimiter = ',')]
+    pub queue: Vec<String>,
+    /// Most tasks run at once.
+    #[arg(long, short, default_value_t = 16)]
+    pub concurrency: usize,
+    /// The worker's name [default: HOSTNAME-PID].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How long running tasks may finish after SIGTERM before their leases are released.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+}
+
+#[derive(ClapArgs)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[arg(long, short, default_value = "default")]
+    pub queue: String,
+    /// The handler name (for example echo, sleep, fail, http.fetch).
+    #[arg(long, short)]
+    pub kind: String,
+    /// The payload, as JSON.
+    #[arg(long, short, default_value = "null")]
+    pub payload: String,
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// Run no earlier than this from now (for example 5s, 2m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Option<Duration>,
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Execution timeout of one attempt (for example 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// A tag; repeat or comma-separate for several.
+    #[arg(long, value_delimiter = ',')]
+    pub tag: Vec<String>,
+    /// Wait for the task to finish and print it.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
+    /// Print the task as JSON instead of its id.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ClapArgs)]
+pub struct TaskArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(subcommand)]
+    pub command: TaskCommand,
+}
+
+#[derive(Subcommand)]
+pub enum TaskCommand {
+    /// Show one task, with its attempts.
+    Get {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tasks, newest first.
+    List {
+        #[arg(long)]
+        queue: Option<String>,
+        /// scheduled, ready, running, succeeded, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// The cursor printed by the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a task (a running one is asked to stop).
+    Cancel {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a failed or cancelled task back to the queue.
+    Retry {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait for a task to finish; exits non-zero unless it succeeded.
+    Wait {
+        id: String,
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(ClapArgs)]
+pub struct WorkersArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ClapArgs)]
+pub struct DemoArgs {
+    /// How many http.fetch tasks to run.
+    #[arg(long, default_value_t = 200)]
+    pub tasks: usize,
+    /// Worker concurrency (two workers run).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+}
+
+#[derive(ClapArgs)]
+pub struct BenchArgs {
+    /// Repetitions of each measurement; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Tasks drained in the end-to-end measurement.
+    #[arg(long, default_value_t = 100_000)]
+    pub e2e_tasks: usize,
+    /// Single submits per run in the concurrent-submit measurement.
+    #[arg(long, default_value_t = 20_000)]
+    pub submits: usize,
+    /// Samples per run in the pickup-latency measurement.
+    #[arg(long, default_value_t = 500)]
+    pub latency_samples: usize,
+    /// Server durability for the run: full or relaxed.
+    #[arg(long, default_value = "full")]
+    pub durability: String,
+}

@@ -1,0 +1,21 @@
+//! `taskwarden worker`: the worker SDK with the built-in handlers.
+
+use taskwarden_worker::Worker;
+
+use crate::args::WorkerArgs;
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let mut worker = Worker::builder(args.connect.url).concurrency(args.concurrency).shutdown_grace(args.grace);
+    for q in args.queue {
+        worker = worker.queue(q);
+    }
+    if let Some(name) = args.name {
+        worker = worker.name(name);
+    }
+    let summary = worker.builtin_handlers().run(crate::signal::shutdown_token()).await?;
+    eprintln!(
+        "worker {} stopped: {} succeeded, {} failed, {} released, {} abandoned",
+        summary.worker_id, summary.succeeded, summary.failed, summary.released, summary.abandoned
+    );
+    Ok(())
+}
