@@ -62,19 +62,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Names the field a deserialization error is about: the path to where it failed, plus the
-/// field's own name for a missing field.
+/// Names the field a deserialization error is about: the path to where it failed (which already
+/// ends in an unknown field's name), plus the field's own name for a missing field.
 fn describe<E: std::fmt::Display>(path: &serde_path_to_error::Path, inner: E, root: &str) -> ApiError {
     let message = inner.to_string();
     let mut field = path.to_string();
-    if field == "." {
+    if field == "." || field == "?" {
         field.clear();
     }
     if let Some(rest) = message.strip_prefix("missing field `")
-        && let Some(name) = rest.split('`').next()
-    {
-        field = if field.is_empty() { name.to_owned() } else { format!("{field}.{name}") };
-    } else if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some(name) = rest.split('`').next()
     {
         field = if field.is_empty() { name.to_owned() } else { format!("{field}.{name}") };
@@ -100,8 +96,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if bytes.is_empty() {
             return Err(ApiError::invalid("body", "a JSON body is required"));
         }
+        // Every request body is an object; serde would otherwise read an array as the struct's
+        // fields in order, and blame a confusing `[0]`.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("body", "the body must be a JSON object"));
+        }
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(de).map_err(|e| describe(&e.path().clone(), e.into_inner(), "body"))?;
+        let value = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().clone();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                ApiError::invalid("body", format!("malformed JSON: {inner}"))
+            } else {
+                describe(&path, inner, "body")
+            }
+        })?;
         Ok(ApiJson(value))
     }
 }

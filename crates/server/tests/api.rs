@@ -1,0 +1,196 @@
+//! The API's behaviour over real HTTP against a real SQLite file.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::TestServer;
+
+#[tokio::test]
+async fn a_task_runs_through_its_lifecycle_over_http() {
+    let s = TestServer::start().await;
+    let task = s.submit(json!({"queue": "q", "kind": "echo", "payload": {"x": 1}, "tags": ["t"]})).await;
+    assert_eq!(task["state"], "ready");
+    let id = task["id"].as_str().unwrap();
+    let worker = s.register("q").await;
+    let leased = s.fetch(&worker, "q", 10, 0).await;
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0]["payload"], json!({"x": 1}));
+    assert_eq!(leased[0]["attempt"], 1);
+    let lease = leased[0]["lease"].as_str().unwrap();
+    let (status, p) = s.call("POST", &format!("/v1/tasks/{id}/progress"), Some(json!({"lease": lease, "fraction": 0.5, "message": "half"}))).await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(s.get(id).await["progress"]["message"], "half");
+    let (status, done) = s.call("POST", &format!("/v1/tasks/{id}/complete"), Some(json!({"lease": lease, "result": {"y": 2}}))).await;
+    assert_eq!(status, 200, "{done}");
+    let got = s.get(id).await;
+    assert_eq!(got["state"], "succeeded");
+    assert_eq!(got["result"], json!({"y": 2}));
+    assert_eq!(got["attempts"], 1);
+    assert_eq!(got["history"][0]["outcome"], "succeeded");
+    assert_eq!(got["history"][0]["worker_id"], worker.as_str());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_returns_the_first_task() {
+    let s = TestServer::start().await;
+    let body = json!({"queue": "q", "kind": "echo", "idempotency_key": "charge-7"});
+    let (first_status, first) = s.call("POST", "/v1/tasks", Some(body.clone())).await;
+    let (second_status, second) = s.call("POST", "/v1/tasks", Some(body)).await;
+    assert_eq!((first_status, second_status), (201, 200));
+    assert_eq!(first["id"], second["id"]);
+    let (_, page) = s.call("GET", "/v1/tasks?queue=q", None).await;
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_lease_gets_409_on_every_worker_call() {
+    let s = TestServer::start().await;
+    let task = s.submit(json!({"queue": "q", "kind": "echo", "lease_timeout_ms": 200, "backoff": {"min_ms": 1, "max_ms": 1, "multiplier": 1.0, "jitter": 0.0}})).await;
+    let id = task["id"].as_str().unwrap();
+    let worker = s.register("q").await;
+    let first = s.fetch(&worker, "q", 1, 0).await.remove(0);
+    let stale = first["lease"].as_str().unwrap().to_owned();
+    // No heartbeat: the lease lapses, the reaper retries the task, and a second fetch re-leases it.
+    let second = s.fetch(&worker, "q", 1, 5_000).await.remove(0);
+    assert_eq!(second["attempt"], 2);
+    let fresh = second["lease"].as_str().unwrap();
+    for (call, body) in [
+        ("complete", json!({"lease": stale, "result": "late"})),
+        ("fail", json!({"lease": stale, "error": "late"})),
+        ("heartbeat", json!({"lease": stale})),
+        ("progress", json!({"lease": stale, "fraction": 0.1})),
+        ("release", json!({"lease": stale})),
+    ] {
+        let (status, resp) = s.call("POST", &format!("/v1/tasks/{id}/{call}"), Some(body)).await;
+        assert_eq!(status, 409, "{call} with a stale lease: {resp}");
+        assert_eq!(resp["error"]["code"], "lease_lost");
+    }
+    let (status, _) = s.call("POST", &format!("/v1/tasks/{id}/complete"), Some(json!({"lease": fresh, "result": "on time"}))).await;
+    assert_eq!(status, 200);
+    let got = s.get(id).await;
+    assert_eq!(got["result"], "on time");
+    assert_eq!(got["history"][0]["outcome"], "timed_out");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn expired_leases_dead_letter_the_task_when_attempts_run_out() {
+    let s = TestServer::start().await;
+    let task = s.submit(json!({"queue": "q", "kind": "echo", "max_attempts": 1, "lease_timeout_ms": 100})).await;
+    let id = task["id"].as_str().unwrap();
+    let worker = s.register("q").await;
+    s.fetch(&worker, "q", 1, 0).await;
+    let (_, waited) = s.call("GET", &format!("/v1/tasks/{id}/wait?timeout_ms=5000"), None).await;
+    assert_eq!(waited["state"], "failed");
+    assert!(waited["error"].as_str().unwrap().contains("lease expired"));
+    let (status, retried) = s.call("POST", &format!("/v1/tasks/{id}/retry"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(retried["state"], "ready");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_running_task_reaches_its_worker_through_the_heartbeat() {
+    let s = TestServer::start().await;
+    let task = s.submit(json!({"queue": "q", "kind": "sleep"})).await;
+    let id = task["id"].as_str().unwrap();
+    let worker = s.register("q").await;
+    let leased = s.fetch(&worker, "q", 1, 0).await.remove(0);
+    let lease = leased["lease"].as_str().unwrap();
+    let (status, cancelled) = s.call("POST", &format!("/v1/tasks/{id}/cancel"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(cancelled["state"], "running");
+    assert_eq!(cancelled["cancel_requested"], true);
+    let beat = json!({"leases": [{"task_id": id, "lease": lease}]});
+    let (_, resp) = s.call("POST", &format!("/v1/workers/{worker}/heartbeat"), Some(beat)).await;
+    assert_eq!(resp["leases"][0]["status"], "ok");
+    assert_eq!(resp["leases"][0]["cancel_requested"], true);
+    let report = json!({"reports": [{"task_id": id, "lease": lease, "outcome": {"status": "cancelled"}}]});
+    let (_, resp) = s.call("POST", &format!("/v1/workers/{worker}/reports"), Some(report)).await;
+    assert_eq!(resp["results"][0]["status"], "ok");
+    assert_eq!(s.get(id).await["state"], "cancelled");
+
+    let waiting = s.submit(json!({"queue": "q", "kind": "sleep", "delay_ms": 60000})).await;
+    let (_, c) = s.call("POST", &format!("/v1/tasks/{}/cancel", waiting["id"].as_str().unwrap()), None).await;
+    assert_eq!(c["state"], "cancelled", "a scheduled task is cancelled at once");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_waiting_fetch_is_woken_by_a_submit() {
+    let s = TestServer::start().await;
+    let worker = s.register("q").await;
+    let started = Instant::now();
+    let fetch = s.fetch(&worker, "q", 5, 20_000);
+    let submit = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.submit(json!({"queue": "q", "kind": "echo"})).await
+    };
+    let (tasks, submitted) = tokio::join!(fetch, submit);
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["id"], submitted["id"]);
+    assert!(started.elapsed() < Duration::from_secs(10), "the fetch returned on the submit, not at its 20 s deadline");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_delayed_task_becomes_ready_when_due() {
+    let s = TestServer::start().await;
+    let task = s.submit(json!({"queue": "q", "kind": "echo", "delay_ms": 300})).await;
+    assert_eq!(task["state"], "scheduled");
+    let worker = s.register("q").await;
+    assert!(s.fetch(&worker, "q", 1, 0).await.is_empty());
+    let leased = s.fetch(&worker, "q", 1, 10_000).await;
+    assert_eq!(leased.len(), 1, "the promoter made it ready and woke the fetch");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn lists_filter_and_paginate() {
+    let s = TestServer::start().await;
+    let tasks: Vec<_> = (0..7).map(|i| json!({"queue": if i < 5 { "a" } else { "b" }, "kind": "echo", "tags": [format!("n{i}")]})).collect();
+    let (status, _) = s.call("POST", "/v1/tasks/batch", Some(json!({"tasks": tasks}))).await;
+    assert_eq!(status, 201);
+    let (_, page1) = s.call("GET", "/v1/tasks?queue=a&limit=3", None).await;
+    assert_eq!(page1["tasks"].as_array().unwrap().len(), 3);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let (_, page2) = s.call("GET", &format!("/v1/tasks?queue=a&limit=3&cursor={cursor}"), None).await;
+    assert_eq!(page2["tasks"].as_array().unwrap().len(), 2);
+    let (_, tagged) = s.call("GET", "/v1/tasks?tag=n6", None).await;
+    assert_eq!(tagged["tasks"][0]["queue"], "b");
+    let (_, ready) = s.call("GET", "/v1/tasks?state=ready&kind=echo", None).await;
+    assert_eq!(ready["tasks"].as_array().unwrap().len(), 7);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_the_openapi_document_are_served() {
+    let s = TestServer::start().await;
+    assert_eq!(s.call("GET", "/healthz", None).await.0, 200);
+    assert_eq!(s.call("GET", "/readyz", None).await.0, 200);
+    let (status, doc) = s.call("GET", "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/tasks"]["post"].is_object());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_waiting_long_polls_promptly() {
+    let s = TestServer::start().await;
+    let worker = s.register("q").await;
+    let url = format!("{}/v1/workers/{worker}/fetch", s.url);
+    let http = s.http.clone();
+    let poll = tokio::spawn(async move {
+        http.post(url).json(&json!({"queues": ["q"], "limit": 1, "wait_ms": 30000})).send().await.unwrap().status().as_u16()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    s.stop().await;
+    assert_eq!(poll.await.unwrap(), 200, "the in-flight long-poll was answered, not cut off");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -1,0 +1,90 @@
+//! A real server on 127.0.0.1:0 over a real SQLite file, for the API tests.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use taskwarden_server::{Server, ServerConfig, SystemClock};
+use taskwarden_store::{SqliteConfig, SqliteStore};
+use tokio_util::sync::CancellationToken;
+
+pub struct TestServer {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub signals: taskwarden_server::LoopSignals,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::with_config(ServerConfig { reap_interval: Duration::from_millis(50), ..ServerConfig::default() }).await
+    }
+
+    pub async fn with_config(config: ServerConfig) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(SqliteConfig::new(dir.path().join("taskwarden.db"))).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let server = Server::start(Arc::new(store), config, Arc::new(SystemClock), shutdown.clone());
+        let signals = server.signals.clone();
+        let task = tokio::spawn(server.run(listener));
+        TestServer { url, http: reqwest::Client::new(), shutdown, signals, task, _dir: dir }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+
+    /// Sends a request and returns the status and the JSON body.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered {status} with a non-JSON body: {text:?}"));
+        (status, json)
+    }
+
+    pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = self.http.request(method, format!("{}{path}", self.url)).header("content-type", "application/json").body(body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered {status} with a non-JSON body: {text:?}")))
+    }
+
+    pub async fn submit(&self, body: Value) -> Value {
+        let (status, task) = self.call("POST", "/v1/tasks", Some(body)).await;
+        assert_eq!(status, 201, "{task}");
+        task
+    }
+
+    pub async fn register(&self, queue: &str) -> String {
+        let (status, w) = self.call("POST", "/v1/workers", Some(json!({"name": "test", "queues": [queue], "concurrency": 4}))).await;
+        assert_eq!(status, 201, "{w}");
+        w["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn fetch(&self, worker: &str, queue: &str, limit: u32, wait_ms: u64) -> Vec<Value> {
+        let body = json!({"queues": [queue], "limit": limit, "wait_ms": wait_ms});
+        let (status, resp) = self.call("POST", &format!("/v1/workers/{worker}/fetch"), Some(body)).await;
+        assert_eq!(status, 200, "{resp}");
+        resp["tasks"].as_array().unwrap().clone()
+    }
+
+    pub async fn get(&self, id: &str) -> Value {
+        let (status, task) = self.call("GET", &format!("/v1/tasks/{id}"), None).await;
+        assert_eq!(status, 200, "{task}");
+        task
+    }
+}
