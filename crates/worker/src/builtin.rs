@@ -1,7 +1,7 @@
 //! Handlers built into the `taskwarden worker` command, so the CLI is useful without writing code.
 //!
 //! - `echo`: returns its payload.
-//! - `sleep`: `{"ms": 250}` sleeps, then returns `{"slept_ms": 250}`; stops early if cancelled.
+//! - `sleep`: `{"ms": 250}` sleeps, then returns `{"slept_ms": 250, "attempt": n}`; stops early if cancelled.
 //! - `fail`: `{"message": "...", "permanent": false}` fails (retryable unless `permanent`).
 //! - `http.fetch`: `{"url": "http://...", "timeout_ms": 10000}` GETs the URL and returns
 //!   `{"url", "status", "bytes", "elapsed_ms", "body"}` (body cut to 1 KiB). 5xx, 429 and
@@ -32,7 +32,7 @@ struct SleepArgs {
 
 async fn sleep(ctx: TaskContext, args: SleepArgs) -> Result<Value, TaskError> {
     tokio::select! {
-        _ = tokio::time::sleep(Duration::from_millis(args.ms)) => Ok(serde_json::json!({"slept_ms": args.ms})),
+        _ = tokio::time::sleep(Duration::from_millis(args.ms)) => Ok(serde_json::json!({"slept_ms": args.ms, "attempt": ctx.attempt})),
         _ = ctx.cancellation().cancelled() => Err(TaskError::Cancelled),
     }
 }

@@ -1,0 +1,108 @@
+//! The CLI contract that scripts and docs rely on, against a real server process.
+
+mod support;
+
+use serde_json::Value;
+use support::{ServerProcess, WorkerProcess, cli};
+
+#[test]
+fn submit_prints_the_id_and_task_get_prints_the_contract_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let (ok, out, err) = cli(&["submit", "--url", url, "--queue", "q", "--kind", "echo", "--payload", r#"{"a":1}"#, "--priority", "-3", "--tag", "x,y"]);
+    assert!(ok, "{err}");
+    let id = out.trim();
+    assert_eq!(id.len(), 36, "only the id on stdout: {out:?}");
+
+    let (ok, out, err) = cli(&["task", "get", id, "--url", url, "--json"]);
+    assert!(ok, "{err}");
+    let task: Value = serde_json::from_str(&out).unwrap();
+    for field in ["id", "queue", "kind", "state", "attempts", "result", "error"] {
+        assert!(task.get(field).is_some(), "task get --json lacks {field}: {out}");
+    }
+    assert_eq!(task["state"], "ready");
+    assert_eq!(task["priority"], -3);
+    assert_eq!(task["payload"]["a"], 1);
+
+    let (ok, out, _) = cli(&["task", "list", "--url", url, "--state", "ready", "--json"]);
+    assert!(ok);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["tasks"][0]["id"], id);
+
+    let (ok, out, _) = cli(&["task", "cancel", id, "--url", url, "--json"]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["state"], "cancelled");
+    let (ok, out, _) = cli(&["task", "retry", id, "--url", url, "--json"]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["state"], "ready");
+}
+
+#[test]
+fn submit_wait_returns_the_result_from_a_worker_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let _worker = WorkerProcess::start(url, "q", &["--concurrency", "4"]);
+    let (ok, out, err) = cli(&["submit", "--url", url, "--queue", "q", "--kind", "echo", "--payload", r#"{"hello":"world"}"#, "--wait", "--json"]);
+    assert!(ok, "{err}");
+    let task: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(task["state"], "succeeded");
+    assert_eq!(task["result"]["hello"], "world");
+
+    let (ok, out, _) = cli(&["submit", "--url", url, "--queue", "q", "--kind", "fail", "--payload", r#"{"permanent":true}"#, "--max-attempts", "2"]);
+    assert!(ok);
+    let (ok, _, err) = cli(&["task", "wait", out.trim(), "--url", url]);
+    assert!(!ok, "waiting on a failed task exits non-zero");
+    assert!(err.contains("failed"), "{err}");
+
+    let (ok, out, _) = cli(&["workers", "--url", url, "--json"]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn errors_exit_non_zero_with_the_message_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let (ok, out, err) = cli(&["submit", "--url", url, "--queue", "q", "--kind", "echo", "--payload", "{not json"]);
+    assert!(!ok && out.is_empty());
+    assert!(err.contains("--payload"), "{err}");
+    let (ok, _, err) = cli(&["submit", "--url", url, "--queue", "q\u{7}", "--kind", "echo"]);
+    assert!(!ok);
+    assert!(err.contains("queue"), "the server's field is named: {err}");
+    let (ok, _, err) = cli(&["task", "get", "01a20e6d-6ae6-7000-a66d-51828c31ceab", "--url", url]);
+    assert!(!ok);
+    assert!(err.contains("404"), "{err}");
+    let (ok, _, err) = cli(&["task", "get", "x", "--url", "http://127.0.0.1:9"]);
+    assert!(!ok && !err.is_empty());
+}
+
+#[test]
+fn the_server_reads_a_config_file_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("from-file");
+    let port = support::free_port();
+    let config = dir.path().join("taskwarden.toml");
+    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nmax_payload_bytes = 64\n", data)).unwrap();
+    let mut child = std::process::Command::new(support::BIN)
+        .args(["server", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    assert!(data.join("taskwarden.db").exists());
+    let url = format!("http://127.0.0.1:{port}");
+    let big = format!("\"{}\"", "z".repeat(100));
+    let (ok, _, err) = cli(&["submit", "--url", &url, "--kind", "echo", "--payload", &big]);
+    assert!(!ok && err.contains("payload"), "the file's payload limit applies: {err}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let (ok, _, err) = cli(&["server", "--config", config.to_str().unwrap(), "--durability", "sometimes"]);
+    assert!(!ok && err.contains("durability"), "{err}");
+}

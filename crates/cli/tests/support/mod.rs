@@ -1,0 +1,136 @@
+//! Real processes for the end-to-end tests: the `taskwarden` binary as server and worker, driven
+//! over HTTP and with real signals.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_taskwarden");
+
+/// Sends a signal with kill(1): the test crate forbids unsafe code, so no libc.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap().success();
+    assert!(ok, "kill -{sig} {}", child.id());
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the server to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct ServerProcess {
+    pub child: Child,
+    pub url: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl ServerProcess {
+    pub fn start(data_dir: &Path) -> ServerProcess {
+        Self::start_on(data_dir, free_port())
+    }
+
+    /// Starts a server and waits for its "listening" line.
+    pub fn start_on(data_dir: &Path, port: u16) -> ServerProcess {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut child = Command::new(BIN)
+                .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+                .arg(data_dir)
+                .env("TASKWARDEN_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+            if line.contains("listening on") {
+                return ServerProcess { child, url: format!("http://127.0.0.1:{port}"), port, data_dir: data_dir.to_owned() };
+            }
+            // The port may still be held by the process we just killed; try again shortly.
+            let _ = child.wait();
+            assert!(Instant::now() < deadline, "server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        signal(&self.child, "KILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        *self = ServerProcess::start_on(&self.data_dir.clone(), self.port);
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct WorkerProcess {
+    pub child: Child,
+}
+
+impl WorkerProcess {
+    pub fn start(url: &str, queue: &str, extra: &[&str]) -> WorkerProcess {
+        let child = Command::new(BIN)
+            .args(["worker", "--url", url, "--queue", queue])
+            .args(extra)
+            .env("TASKWARDEN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        WorkerProcess { child }
+    }
+
+    /// Waits for the process to exit and returns its status and stderr.
+    pub fn wait_output(&mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                return (status, err);
+            }
+            assert!(Instant::now() < deadline, "worker did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI and returns (exit success, stdout, stderr).
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).env("TASKWARDEN_LOG", "error").output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Polls `f` until it returns Some, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
