@@ -1,1 +1,182 @@
-pub async fn run(_a: crate::args::BenchArgs) -> anyhow::Result<()> { anyhow::bail!("not yet") }
+//! `taskwarden bench`: throughput and latency of a real server process on the embedded store.
+//!
+//! Starts `taskwarden server` (this same binary) on a fresh data dir and measures, each `--runs`
+//! times, reporting the median:
+//! - single submits from 32 concurrent clients, each acknowledged only once durable;
+//! - batch submits of 1,000 tasks;
+//! - end to end: N no-op tasks queued, then drained by one `taskwarden worker` process;
+//! - pickup latency: from calling submit to the handler starting, with an idle worker waiting.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use taskwarden_client::{Client, ListOptions, SubmitTask, TaskState};
+use taskwarden_worker::{TaskContext, TaskError, Worker};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::BenchArgs;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(dir: &std::path::Path, durability: &str) -> anyhow::Result<(Proc, String)> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(["server", "--listen", "127.0.0.1:0", "--durability", durability, "--data-dir"])
+        .arg(dir)
+        .env("TASKWARDEN_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the server")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .with_context(|| format!("unexpected server banner {line:?}"))?
+        .to_owned();
+    Ok((Proc(child), url))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn noop(queue: &str) -> SubmitTask {
+    SubmitTask { queue: queue.to_owned(), kind: "echo".into(), ..Default::default() }
+}
+
+async fn concurrent_submits(url: &str, queue: &str, total: usize, clients: usize) -> anyhow::Result<f64> {
+    let per = total / clients;
+    let started = Instant::now();
+    let mut joins = Vec::new();
+    for _ in 0..clients {
+        let client = Client::new(url)?;
+        let queue = queue.to_owned();
+        joins.push(tokio::spawn(async move {
+            for _ in 0..per {
+                client.submit(noop(&queue)).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for j in joins {
+        j.await??;
+    }
+    Ok((per * clients) as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn batch_submits(client: &Client, queue: &str, batches: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    for _ in 0..batches {
+        client.submit_batch((0..1000).map(|_| noop(queue)).collect()).await?;
+    }
+    Ok((batches * 1000) as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn count(client: &Client, queue: &str, state: TaskState) -> anyhow::Result<usize> {
+    let opts = ListOptions { queue: Some(queue.into()), state: Some(state), limit: Some(1), ..Default::default() };
+    Ok(client.list(&opts).await?.tasks.len())
+}
+
+async fn end_to_end(url: &str, client: &Client, queue: &str, tasks: usize) -> anyhow::Result<f64> {
+    for chunk in 0..tasks.div_ceil(5000) {
+        let n = (tasks - chunk * 5000).min(5000);
+        client.submit_batch((0..n).map(|_| noop(queue)).collect()).await?;
+    }
+    let exe = std::env::current_exe()?;
+    let started = Instant::now();
+    let _worker = Proc(
+        Command::new(exe)
+            .args(["worker", "--url", url, "--queue", queue, "--concurrency", "512"])
+            .env("TASKWARDEN_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if count(client, queue, TaskState::Ready).await? == 0 && count(client, queue, TaskState::Running).await? == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("the worker did not drain {tasks} tasks in 10 minutes");
+        }
+    }
+    Ok(tasks as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn pickup_latency(url: &str, client: &Client, queue: &str, samples: usize) -> anyhow::Result<Vec<Duration>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let stop = CancellationToken::new();
+    let handler = move |_ctx: TaskContext, _p: serde_json::Value| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(Instant::now());
+            Ok::<_, TaskError>(())
+        }
+    };
+    let worker = Worker::builder(url).queue(queue).concurrency(4).handler("echo", handler);
+    let running = tokio::spawn(worker.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await; // registered and long-polling
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let sent = Instant::now();
+        client.submit(noop(queue)).await?;
+        let started = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await?.context("worker stopped")?;
+        out.push(started.saturating_duration_since(sent));
+        // Let the completion go out, so the next sample starts with an idle worker.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop.cancel();
+    running.await??;
+    Ok(out)
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_server, url) = start_server(dir.path(), &args.durability)?;
+    let client = Client::new(&url)?;
+    println!("taskwarden bench: server {url}, durability {}, {} runs, median reported", args.durability, args.runs);
+    let (mut single, mut batch, mut e2e, mut p50, mut p99) = (vec![], vec![], vec![], vec![], vec![]);
+    for run in 0..args.runs {
+        single.push(concurrent_submits(&url, &format!("single{run}"), args.submits, 32).await?);
+        batch.push(batch_submits(&client, &format!("batch{run}"), 100).await?);
+        e2e.push(end_to_end(&url, &client, &format!("e2e{run}"), args.e2e_tasks).await?);
+        let mut lat = pickup_latency(&url, &client, &format!("latency{run}"), args.latency_samples).await?;
+        lat.sort();
+        p50.push(percentile(&lat, 0.5).as_secs_f64() * 1000.0);
+        p99.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
+        println!(
+            "run {}: single {:.0}/s, batch {:.0}/s, end-to-end {:.0}/s, pickup p50 {:.2} ms p99 {:.2} ms",
+            run + 1,
+            single[run],
+            batch[run],
+            e2e[run],
+            p50[run],
+            p99[run]
+        );
+    }
+    println!();
+    println!("| measurement | median |");
+    println!("|---|---|");
+    println!("| single submits, 32 concurrent clients | {:.0} tasks/s |", median(single));
+    println!("| batch submits, 1,000 per batch | {:.0} tasks/s |", median(batch));
+    println!("| end to end, {} no-op tasks, one worker process | {:.0} tasks/s |", args.e2e_tasks, median(e2e));
+    println!("| pickup latency p50 (submit call to handler start) | {:.2} ms |", median(p50));
+    println!("| pickup latency p99 | {:.2} ms |", median(p99));
+    Ok(())
+}

@@ -42,13 +42,20 @@ fn print_task(task: &Task) {
     }
     for a in &task.history {
         let ms = a.run_time().as_secs_f64() * 1000.0;
-        println!("attempt {}: {} on {} after {ms:.1} ms{}", a.number, a.outcome.as_str(), a.worker_id,
-            a.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default());
+        println!(
+            "attempt {}: {} on {} after {ms:.1} ms{}",
+            a.number,
+            a.outcome.as_str(),
+            a.worker_id,
+            a.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        );
     }
 }
 
 fn show(task: &Task, json: bool) -> anyhow::Result<()> {
-    if json { print_json(task) } else {
+    if json {
+        print_json(task)
+    } else {
         print_task(task);
         Ok(())
     }
@@ -56,7 +63,8 @@ fn show(task: &Task, json: bool) -> anyhow::Result<()> {
 
 pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
     let client = Client::new(&a.connect.url)?;
-    let payload = RawValue::from_string(a.payload.clone()).with_context(|| format!("--payload is not valid JSON: {}", a.payload))?;
+    let payload = RawValue::from_string(a.payload.clone())
+        .with_context(|| format!("--payload is not valid JSON: {}", a.payload))?;
     let req = SubmitTask {
         queue: a.queue,
         kind: a.kind,
@@ -89,7 +97,8 @@ pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
     match a.command {
         TaskCommand::Get { id, json } => show(&client.get(parse_id(&id)?).await?, json),
         TaskCommand::List { queue, state, kind, tag, limit, cursor, json } => {
-            let state = state.map(|s| s.parse::<TaskState>()).transpose().map_err(|e| anyhow::anyhow!("--state: {e}"))?;
+            let state =
+                state.map(|s| s.parse::<TaskState>()).transpose().map_err(|e| anyhow::anyhow!("--state: {e}"))?;
             let page = client.list(&ListOptions { queue, state, kind, tag, cursor, limit: Some(limit) }).await?;
             if json {
                 return print_json(&page);
@@ -124,7 +133,15 @@ pub async fn workers(a: WorkersArgs) -> anyhow::Result<()> {
     }
     println!("{:<20}  {:<24}  {:>7}  {:>11}  {:<28}  QUEUES", "ID", "NAME", "RUNNING", "CONCURRENCY", "LAST SEEN");
     for w in workers {
-        println!("{:<20}  {:<24}  {:>7}  {:>11}  {:<28}  {}", w.id, w.name, w.running, w.concurrency, w.last_seen_at.to_string(), w.queues.join(","));
+        println!(
+            "{:<20}  {:<24}  {:>7}  {:>11}  {:<28}  {}",
+            w.id,
+            w.name,
+            w.running,
+            w.concurrency,
+            w.last_seen_at.to_string(),
+            w.queues.join(",")
+        );
     }
     Ok(())
 }

@@ -31,7 +31,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let store = SqliteStore::open(SqliteConfig::new(dir.path().join("taskwarden.db")))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(taskwarden_server::serve(listener, Arc::new(store), ServerConfig::default(), stop.clone()));
+    let server =
+        tokio::spawn(taskwarden_server::serve(listener, Arc::new(store), ServerConfig::default(), stop.clone()));
 
     let site = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let site_url = format!("http://{}", site.local_addr()?);
@@ -54,10 +55,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .collect();
 
     println!("Taskwarden demo: server {url}, data in {}", dir.path().display());
-    println!("Submitting {} http.fetch tasks against {site_url} to 2 workers x {} slots...", args.tasks, args.concurrency);
+    println!(
+        "Submitting {} http.fetch tasks against {site_url} to 2 workers x {} slots...",
+        args.tasks, args.concurrency
+    );
     let client = Client::new(&url)?;
     let requests: Vec<SubmitTask> = (0..args.tasks)
-        .map(|n| SubmitTask::new("fetch", "http.fetch").payload(&serde_json::json!({"url": format!("{site_url}/page/{n}")})))
+        .map(|n| {
+            SubmitTask::new("fetch", "http.fetch").payload(&serde_json::json!({"url": format!("{site_url}/page/{n}")}))
+        })
         .collect::<Result<_, _>>()?;
     let wall = Instant::now();
     let submitted = client.submit_batch(requests).await?;

@@ -16,7 +16,8 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TASKWARDEN_LOG").unwrap_or_else(|_| default_filter(&args.command).into()),
+            tracing_subscriber::EnvFilter::try_from_env("TASKWARDEN_LOG")
+                .unwrap_or_else(|_| default_filter(&args.command).into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -38,7 +38,8 @@ pub struct Resolved {
 pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
     let file: FileConfig = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))?
         }
         None => FileConfig::default(),

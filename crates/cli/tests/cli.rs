@@ -10,7 +10,21 @@ fn submit_prints_the_id_and_task_get_prints_the_contract_fields() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
     let url = server.url.as_str();
-    let (ok, out, err) = cli(&["submit", "--url", url, "--queue", "q", "--kind", "echo", "--payload", r#"{"a":1}"#, "--priority", "-3", "--tag", "x,y"]);
+    let (ok, out, err) = cli(&[
+        "submit",
+        "--url",
+        url,
+        "--queue",
+        "q",
+        "--kind",
+        "echo",
+        "--payload",
+        r#"{"a":1}"#,
+        "--priority",
+        "-3",
+        "--tag",
+        "x,y",
+    ]);
     assert!(ok, "{err}");
     let id = out.trim();
     assert_eq!(id.len(), 36, "only the id on stdout: {out:?}");
@@ -44,13 +58,37 @@ fn submit_wait_returns_the_result_from_a_worker_process() {
     let server = ServerProcess::start(dir.path());
     let url = server.url.as_str();
     let _worker = WorkerProcess::start(url, "q", &["--concurrency", "4"]);
-    let (ok, out, err) = cli(&["submit", "--url", url, "--queue", "q", "--kind", "echo", "--payload", r#"{"hello":"world"}"#, "--wait", "--json"]);
+    let (ok, out, err) = cli(&[
+        "submit",
+        "--url",
+        url,
+        "--queue",
+        "q",
+        "--kind",
+        "echo",
+        "--payload",
+        r#"{"hello":"world"}"#,
+        "--wait",
+        "--json",
+    ]);
     assert!(ok, "{err}");
     let task: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(task["state"], "succeeded");
     assert_eq!(task["result"]["hello"], "world");
 
-    let (ok, out, _) = cli(&["submit", "--url", url, "--queue", "q", "--kind", "fail", "--payload", r#"{"permanent":true}"#, "--max-attempts", "2"]);
+    let (ok, out, _) = cli(&[
+        "submit",
+        "--url",
+        url,
+        "--queue",
+        "q",
+        "--kind",
+        "fail",
+        "--payload",
+        r#"{"permanent":true}"#,
+        "--max-attempts",
+        "2",
+    ]);
     assert!(ok);
     let (ok, _, err) = cli(&["task", "wait", out.trim(), "--url", url]);
     assert!(!ok, "waiting on a failed task exits non-zero");
@@ -85,7 +123,8 @@ fn the_server_reads_a_config_file_and_flags_override_it() {
     let data = dir.path().join("from-file");
     let port = support::free_port();
     let config = dir.path().join("taskwarden.toml");
-    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nmax_payload_bytes = 64\n", data)).unwrap();
+    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nmax_payload_bytes = 64\n", data))
+        .unwrap();
     let mut child = std::process::Command::new(support::BIN)
         .args(["server", "--config"])
         .arg(&config)

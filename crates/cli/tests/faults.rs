@@ -43,7 +43,8 @@ async fn killing_the_server_loses_no_acknowledged_task_and_completes_each_once()
     let _worker = WorkerProcess::start(&url, "crash", &["--concurrency", "32"]);
     let client = Client::new(&url).unwrap();
 
-    let submitters: Vec<_> = (0..4).map(|c| tokio::spawn(submit_until_acked(client.clone(), format!("client{c}"), 300))).collect();
+    let submitters: Vec<_> =
+        (0..4).map(|c| tokio::spawn(submit_until_acked(client.clone(), format!("client{c}"), 300))).collect();
     for round in 0..3 {
         tokio::time::sleep(Duration::from_millis(300 + 150 * round)).await;
         server.kill9();
@@ -81,7 +82,12 @@ async fn a_frozen_worker_cannot_overwrite_the_result_of_the_attempt_that_replace
     let req = SubmitTask::new("fence", "sleep").payload(&json!({"ms": 1500})).unwrap();
     let req = SubmitTask {
         lease_timeout_ms: Some(500),
-        backoff: Some(taskwarden_client::Backoff { min: Duration::from_millis(1), max: Duration::from_millis(1), multiplier: 1.0, jitter: 0.0 }),
+        backoff: Some(taskwarden_client::Backoff {
+            min: Duration::from_millis(1),
+            max: Duration::from_millis(1),
+            multiplier: 1.0,
+            jitter: 0.0,
+        }),
         ..req
     };
     let id = client.submit(req).await.unwrap().id;
@@ -117,7 +123,11 @@ async fn a_frozen_worker_cannot_overwrite_the_result_of_the_attempt_that_replace
     assert_eq!(after.result.unwrap().get(), rescued, "the stored result is the rescuer's");
     let (last, earlier) = after.history.split_last().unwrap();
     assert_eq!(last.outcome, AttemptOutcome::Succeeded);
-    assert!(earlier.iter().all(|a| a.outcome == AttemptOutcome::TimedOut && &a.worker_id != rescuer_id), "{:?}", after.history);
+    assert!(
+        earlier.iter().all(|a| a.outcome == AttemptOutcome::TimedOut && &a.worker_id != rescuer_id),
+        "{:?}",
+        after.history
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +153,8 @@ async fn sigterm_past_the_grace_period_releases_leases_for_other_workers() {
     let server = ServerProcess::start(dir.path());
     let client = Client::new(&server.url).unwrap();
     let mut worker = WorkerProcess::start(&server.url, "release", &["--grace", "200ms"]);
-    let id = client.submit(SubmitTask::new("release", "sleep").payload(&json!({"ms": 60000})).unwrap()).await.unwrap().id;
+    let id =
+        client.submit(SubmitTask::new("release", "sleep").payload(&json!({"ms": 60000})).unwrap()).await.unwrap().id;
     eventually(Duration::from_secs(10), "the task to start", || async {
         (client.get(id).await.unwrap().state == TaskState::Running).then_some(())
     })

@@ -172,7 +172,12 @@ impl Client {
         let bytes = resp.bytes().await?;
         if !status.is_success() {
             return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(e) => ClientError::Api { status: status.as_u16(), code: e.error.code, message: e.error.message, field: e.error.field },
+                Ok(e) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: e.error.code,
+                    message: e.error.message,
+                    field: e.error.field,
+                },
                 Err(_) => ClientError::Api {
                     status: status.as_u16(),
                     code: "http".into(),
@@ -196,7 +201,8 @@ impl Client {
 
     /// Submits tasks atomically: all are stored, or none.
     pub async fn submit_batch(&self, tasks: Vec<SubmitTask>) -> Result<Vec<Task>> {
-        let list: TaskList = self.call(Method::POST, "/v1/tasks/batch", Some(&SubmitBatch { tasks }), Self::TIMEOUT).await?.1;
+        let list: TaskList =
+            self.call(Method::POST, "/v1/tasks/batch", Some(&SubmitBatch { tasks }), Self::TIMEOUT).await?.1;
         Ok(list.tasks)
     }
 
@@ -253,22 +259,44 @@ impl Client {
     }
 
     /// Leases up to `limit` tasks, waiting up to `wait` for one to arrive.
-    pub async fn fetch(&self, worker_id: &str, queues: &[String], limit: u32, wait: Duration) -> Result<Vec<LeasedTask>> {
+    pub async fn fetch(
+        &self,
+        worker_id: &str,
+        queues: &[String],
+        limit: u32,
+        wait: Duration,
+    ) -> Result<Vec<LeasedTask>> {
         let req = FetchRequest { queues: queues.to_vec(), limit, wait_ms: wait.as_millis() as u64 };
-        let resp: FetchResponse =
-            self.call(Method::POST, &format!("/v1/workers/{worker_id}/fetch"), Some(&req), wait + Self::TIMEOUT).await?.1;
+        let resp: FetchResponse = self
+            .call(Method::POST, &format!("/v1/workers/{worker_id}/fetch"), Some(&req), wait + Self::TIMEOUT)
+            .await?
+            .1;
         Ok(resp.tasks)
     }
 
     pub async fn heartbeat(&self, worker_id: &str, leases: Vec<HeldLease>) -> Result<Vec<LeaseStatus>> {
-        let resp: WorkerHeartbeatResponse =
-            self.call(Method::POST, &format!("/v1/workers/{worker_id}/heartbeat"), Some(&WorkerHeartbeat { leases }), Self::TIMEOUT).await?.1;
+        let resp: WorkerHeartbeatResponse = self
+            .call(
+                Method::POST,
+                &format!("/v1/workers/{worker_id}/heartbeat"),
+                Some(&WorkerHeartbeat { leases }),
+                Self::TIMEOUT,
+            )
+            .await?
+            .1;
         Ok(resp.leases)
     }
 
     pub async fn report(&self, worker_id: &str, reports: Vec<Report>) -> Result<Vec<ReportResult>> {
-        let resp: ReportBatchResponse =
-            self.call(Method::POST, &format!("/v1/workers/{worker_id}/reports"), Some(&ReportBatch { reports }), Self::TIMEOUT).await?.1;
+        let resp: ReportBatchResponse = self
+            .call(
+                Method::POST,
+                &format!("/v1/workers/{worker_id}/reports"),
+                Some(&ReportBatch { reports }),
+                Self::TIMEOUT,
+            )
+            .await?
+            .1;
         Ok(resp.results)
     }
 }

@@ -24,12 +24,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            min: Duration::from_secs(1),
-            max: Duration::from_secs(300),
-            multiplier: 2.0,
-            jitter: 0.2,
-        }
+        Backoff { min: Duration::from_secs(1), max: Duration::from_secs(300), multiplier: 2.0, jitter: 0.2 }
     }
 }
 

@@ -115,8 +115,7 @@ impl<'de> Deserialize<'de> for LeaseToken {
         if s.is_empty() || s.len() > 16 {
             return Err(serde::de::Error::custom("expected a lease token of 1 to 16 hex digits"));
         }
-        s.parse()
-            .map_err(|_| serde::de::Error::custom("expected a lease token of hex digits"))
+        s.parse().map_err(|_| serde::de::Error::custom("expected a lease token of hex digits"))
     }
 }
 

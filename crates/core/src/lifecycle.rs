@@ -157,7 +157,12 @@ impl Task {
         Ok(self.cancel_requested)
     }
 
-    pub fn report_progress(&mut self, token: LeaseToken, progress: Progress, now: Timestamp) -> Result<(), TransitionError> {
+    pub fn report_progress(
+        &mut self,
+        token: LeaseToken,
+        progress: Progress,
+        now: Timestamp,
+    ) -> Result<(), TransitionError> {
         self.current_lease(token)?;
         self.progress = Some(progress);
         self.updated_at = now;
@@ -165,7 +170,12 @@ impl Task {
     }
 
     /// Running → succeeded (or cancelled, if a cancel was requested meanwhile; the result is kept).
-    pub fn succeed(&mut self, token: LeaseToken, result: Box<RawValue>, now: Timestamp) -> Result<Attempt, TransitionError> {
+    pub fn succeed(
+        &mut self,
+        token: LeaseToken,
+        result: Box<RawValue>,
+        now: Timestamp,
+    ) -> Result<Attempt, TransitionError> {
         self.current_lease(token)?;
         let attempt = self.end_attempt(AttemptOutcome::Succeeded, None, now);
         self.result = Some(result);

@@ -65,10 +65,9 @@ impl fmt::Display for TaskState {
 impl FromStr for TaskState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TaskState::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown state {s:?}; expected one of scheduled, ready, running, succeeded, failed, cancelled"))
+        TaskState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            format!("unknown state {s:?}; expected one of scheduled, ready, running, succeeded, failed, cancelled")
+        })
     }
 }
 

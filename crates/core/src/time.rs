@@ -88,8 +88,7 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse()
-            .map_err(|_| serde::de::Error::custom("expected an RFC 3339 timestamp like 2026-01-02T03:04:05Z"))
+        s.parse().map_err(|_| serde::de::Error::custom("expected an RFC 3339 timestamp like 2026-01-02T03:04:05Z"))
     }
 }
 

@@ -134,11 +134,19 @@ impl SubmitTask {
         {
             return Err(ValidationError::new("run_at", "is too far in the future"));
         }
-        let max_attempts =
-            check_range("max_attempts", self.max_attempts.unwrap_or(limits.default_max_attempts), 1, limits.max_attempts)?;
+        let max_attempts = check_range(
+            "max_attempts",
+            self.max_attempts.unwrap_or(limits.default_max_attempts),
+            1,
+            limits.max_attempts,
+        )?;
         let default_timeout = limits.default_timeout.as_millis() as u64;
-        let timeout =
-            check_ms("timeout_ms", self.timeout_ms.unwrap_or(default_timeout), Duration::from_millis(1), limits.max_timeout)?;
+        let timeout = check_ms(
+            "timeout_ms",
+            self.timeout_ms.unwrap_or(default_timeout),
+            Duration::from_millis(1),
+            limits.max_timeout,
+        )?;
         let default_lease = limits.default_lease_timeout.as_millis() as u64;
         let lease_timeout = check_ms(
             "lease_timeout_ms",
@@ -194,12 +202,19 @@ fn validate_backoff(b: Backoff, limits: &Limits) -> Result<Backoff, ValidationEr
 }
 
 /// Validates a batch: its size and each task, naming the task's index in errors.
-pub fn validate_batch(tasks: Vec<SubmitTask>, limits: &Limits, now: Timestamp) -> Result<Vec<NewTask>, ValidationError> {
+pub fn validate_batch(
+    tasks: Vec<SubmitTask>,
+    limits: &Limits,
+    now: Timestamp,
+) -> Result<Vec<NewTask>, ValidationError> {
     if tasks.is_empty() {
         return Err(ValidationError::new("tasks", "must hold at least one task"));
     }
     if tasks.len() > limits.max_batch {
-        return Err(ValidationError::new("tasks", format!("at most {} tasks per batch, got {}", limits.max_batch, tasks.len())));
+        return Err(ValidationError::new(
+            "tasks",
+            format!("at most {} tasks per batch, got {}", limits.max_batch, tasks.len()),
+        ));
     }
     tasks
         .into_iter()
@@ -312,7 +327,8 @@ mod tests {
 
     #[test]
     fn batch_errors_name_the_task_index() {
-        let err = validate_batch(vec![submit("q", "k"), submit("q", "")], &Limits::default(), Timestamp::EPOCH).unwrap_err();
+        let err =
+            validate_batch(vec![submit("q", "k"), submit("q", "")], &Limits::default(), Timestamp::EPOCH).unwrap_err();
         assert_eq!(err.field, "tasks[1].kind");
         let err = validate_batch(vec![], &Limits::default(), Timestamp::EPOCH).unwrap_err();
         assert_eq!(err.field, "tasks");

@@ -57,7 +57,8 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message, field: self.field } };
+        let body =
+            ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message, field: self.field } };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -91,7 +92,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
         let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| ApiError {
             field: Some("body".into()),
-            ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body exceeds {limit} bytes"))
+            ..ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body exceeds {limit} bytes"),
+            )
         })?;
         if bytes.is_empty() {
             return Err(ApiError::invalid("body", "a JSON body is required"));
@@ -128,7 +133,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
-        let value = serde_path_to_error::deserialize(de).map_err(|e| describe(&e.path().clone(), e.into_inner(), "query"))?;
+        let value =
+            serde_path_to_error::deserialize(de).map_err(|e| describe(&e.path().clone(), e.into_inner(), "query"))?;
         Ok(ApiQuery(value))
     }
 }

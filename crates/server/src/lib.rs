@@ -53,7 +53,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(store: Arc<dyn Store>, config: ServerConfig, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Server {
+    pub fn start(
+        store: Arc<dyn Store>,
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) -> Server {
         let (signals, loops) = maintenance::spawn(store.clone(), clock.clone(), &config, shutdown.clone());
         let state = api::AppState { store, config: Arc::new(config), clock, shutdown: shutdown.clone() };
         Server { router: api::router(state), shutdown, loops, signals }

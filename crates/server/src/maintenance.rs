@@ -29,7 +29,13 @@ pub(crate) fn spawn(
     let (reaper_tx, reaper) = watch::channel(0);
     let (promoter_tx, promoter) = watch::channel(0);
     let handles = vec![
-        tokio::spawn(reap_expired_leases(store.clone(), clock.clone(), config.reap_interval, shutdown.clone(), reaper_tx)),
+        tokio::spawn(reap_expired_leases(
+            store.clone(),
+            clock.clone(),
+            config.reap_interval,
+            shutdown.clone(),
+            reaper_tx,
+        )),
         tokio::spawn(promote_due_tasks(store, clock, config.promote_interval, shutdown, promoter_tx)),
     ];
     (LoopSignals { reaper, promoter }, handles)

@@ -19,10 +19,17 @@ async fn a_task_runs_through_its_lifecycle_over_http() {
     assert_eq!(leased[0]["payload"], json!({"x": 1}));
     assert_eq!(leased[0]["attempt"], 1);
     let lease = leased[0]["lease"].as_str().unwrap();
-    let (status, p) = s.call("POST", &format!("/v1/tasks/{id}/progress"), Some(json!({"lease": lease, "fraction": 0.5, "message": "half"}))).await;
+    let (status, p) = s
+        .call(
+            "POST",
+            &format!("/v1/tasks/{id}/progress"),
+            Some(json!({"lease": lease, "fraction": 0.5, "message": "half"})),
+        )
+        .await;
     assert_eq!(status, 200, "{p}");
     assert_eq!(s.get(id).await["progress"]["message"], "half");
-    let (status, done) = s.call("POST", &format!("/v1/tasks/{id}/complete"), Some(json!({"lease": lease, "result": {"y": 2}}))).await;
+    let (status, done) =
+        s.call("POST", &format!("/v1/tasks/{id}/complete"), Some(json!({"lease": lease, "result": {"y": 2}}))).await;
     assert_eq!(status, 200, "{done}");
     let got = s.get(id).await;
     assert_eq!(got["state"], "succeeded");
@@ -69,7 +76,8 @@ async fn a_stale_lease_gets_409_on_every_worker_call() {
         assert_eq!(status, 409, "{call} with a stale lease: {resp}");
         assert_eq!(resp["error"]["code"], "lease_lost");
     }
-    let (status, _) = s.call("POST", &format!("/v1/tasks/{id}/complete"), Some(json!({"lease": fresh, "result": "on time"}))).await;
+    let (status, _) =
+        s.call("POST", &format!("/v1/tasks/{id}/complete"), Some(json!({"lease": fresh, "result": "on time"}))).await;
     assert_eq!(status, 200);
     let got = s.get(id).await;
     assert_eq!(got["result"], "on time");
@@ -152,7 +160,9 @@ async fn a_delayed_task_becomes_ready_when_due() {
 #[tokio::test]
 async fn lists_filter_and_paginate() {
     let s = TestServer::start().await;
-    let tasks: Vec<_> = (0..7).map(|i| json!({"queue": if i < 5 { "a" } else { "b" }, "kind": "echo", "tags": [format!("n{i}")]})).collect();
+    let tasks: Vec<_> = (0..7)
+        .map(|i| json!({"queue": if i < 5 { "a" } else { "b" }, "kind": "echo", "tags": [format!("n{i}")]}))
+        .collect();
     let (status, _) = s.call("POST", "/v1/tasks/batch", Some(json!({"tasks": tasks}))).await;
     assert_eq!(status, 201);
     let (_, page1) = s.call("GET", "/v1/tasks?queue=a&limit=3", None).await;
@@ -186,7 +196,13 @@ async fn shutdown_ends_waiting_long_polls_promptly() {
     let url = format!("{}/v1/workers/{worker}/fetch", s.url);
     let http = s.http.clone();
     let poll = tokio::spawn(async move {
-        http.post(url).json(&json!({"queues": ["q"], "limit": 1, "wait_ms": 30000})).send().await.unwrap().status().as_u16()
+        http.post(url)
+            .json(&json!({"queues": ["q"], "limit": 1, "wait_ms": 30000}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();

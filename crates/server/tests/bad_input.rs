@@ -29,7 +29,11 @@ async fn malformed_or_mistyped_submits_name_the_field() {
         ("zero attempts", json!({"queue": "q", "kind": "echo", "max_attempts": 0}), "max_attempts"),
         ("tiny lease", json!({"queue": "q", "kind": "echo", "lease_timeout_ms": 1}), "lease_timeout_ms"),
         ("bad run_at", json!({"queue": "q", "kind": "echo", "run_at": "tomorrow"}), "run_at"),
-        ("bad backoff", json!({"queue": "q", "kind": "echo", "backoff": {"min_ms": 10, "max_ms": 5, "multiplier": 2.0, "jitter": 0.1}}), "backoff.max_ms"),
+        (
+            "bad backoff",
+            json!({"queue": "q", "kind": "echo", "backoff": {"min_ms": 10, "max_ms": 5, "multiplier": 2.0, "jitter": 0.1}}),
+            "backoff.max_ms",
+        ),
         ("bad tag", json!({"queue": "q", "kind": "echo", "tags": ["ok", 7]}), "tags[1]"),
         ("unknown field", json!({"queue": "q", "kind": "echo", "priorty": 1}), "priorty"),
         ("not an object", json!([1, 2]), "body"),
@@ -62,7 +66,8 @@ async fn oversized_payloads_and_bodies_are_refused() {
 #[tokio::test]
 async fn a_batch_with_one_bad_task_stores_none() {
     let s = TestServer::start().await;
-    let body = json!({"tasks": [{"queue": "q", "kind": "echo"}, {"queue": "q", "kind": ""}, {"queue": "q", "kind": "echo"}]});
+    let body =
+        json!({"tasks": [{"queue": "q", "kind": "echo"}, {"queue": "q", "kind": ""}, {"queue": "q", "kind": "echo"}]});
     let (status, resp) = s.call("POST", "/v1/tasks/batch", Some(body)).await;
     assert_rejected(status, &resp, 400, "tasks[1].kind", "bad task in a batch");
     let too_many: Vec<Value> = (0..10_001).map(|_| json!({"queue": "q", "kind": "echo"})).collect();
@@ -103,12 +108,14 @@ async fn reads_and_worker_calls_validate_too() {
     assert_rejected(status, &resp, 400, "queues", "no queues");
     let (status, resp) = fetch(json!({"queues": ["q"], "limit": 1, "wait_ms": 600000})).await;
     assert_rejected(status, &resp, 400, "wait_ms", "absurd wait");
-    let (status, resp) = s.call("POST", "/v1/workers", Some(json!({"name": "w", "queues": ["q"], "concurrency": 0}))).await;
+    let (status, resp) =
+        s.call("POST", "/v1/workers", Some(json!({"name": "w", "queues": ["q"], "concurrency": 0}))).await;
     assert_rejected(status, &resp, 400, "concurrency", "zero concurrency");
 
     let (status, resp) = s.call("POST", &format!("/v1/tasks/{id}/complete"), Some(json!({"lease": "not hex"}))).await;
     assert_rejected(status, &resp, 400, "lease", "bad lease token");
-    let (status, resp) = s.call("POST", &format!("/v1/tasks/{id}/progress"), Some(json!({"lease": "01", "fraction": 7.0}))).await;
+    let (status, resp) =
+        s.call("POST", &format!("/v1/tasks/{id}/progress"), Some(json!({"lease": "01", "fraction": 7.0}))).await;
     assert_rejected(status, &resp, 400, "fraction", "progress over 1");
     let report = json!({"reports": [{"task_id": id, "lease": "01", "outcome": {"status": "exploded"}}]});
     let (status, resp) = s.call("POST", &format!("/v1/workers/{worker}/reports"), Some(report)).await;

@@ -80,8 +80,10 @@ fn raw(s: &str) -> Box<RawValue> {
 }
 
 fn spec(queue: &str) -> NewTask {
-    let backoff = Backoff { min: Duration::from_millis(100), max: Duration::from_secs(1), multiplier: 2.0, jitter: 0.0 };
-    let limits = Limits { default_backoff: backoff, default_lease_timeout: Duration::from_secs(1), ..Limits::default() };
+    let backoff =
+        Backoff { min: Duration::from_millis(100), max: Duration::from_secs(1), multiplier: 2.0, jitter: 0.0 };
+    let limits =
+        Limits { default_backoff: backoff, default_lease_timeout: Duration::from_secs(1), ..Limits::default() };
     SubmitTask { queue: queue.into(), kind: "echo".into(), payload: Some(raw(r#"{"n":1}"#)), ..Default::default() }
         .validate(&limits, at(0))
         .unwrap()
@@ -271,10 +273,7 @@ pub async fn cancel_stops_a_waiting_task_at_once(store: &dyn Store) {
     assert_eq!(c.effect, Cancellation::Cancelled);
     assert_eq!(c.task.state, TaskState::Cancelled);
     assert!(fetch(store, &["q"], 10, at(2)).await.is_empty());
-    assert!(matches!(
-        store.cancel(CancelTask { id: t.id, now: at(3) }).await,
-        Err(StoreError::Transition(_))
-    ));
+    assert!(matches!(store.cancel(CancelTask { id: t.id, now: at(3) }).await, Err(StoreError::Transition(_))));
 }
 
 pub async fn manual_retry_revives_a_dead_letter(store: &dyn Store) {
@@ -354,7 +353,8 @@ pub async fn workers_are_listed_with_their_running_tasks(store: &dyn Store) {
 
 pub async fn concurrent_submits_are_all_stored(store: &dyn Store) {
     // Shared through an Arc-free scope: each future borrows the store.
-    let futures = (0..64).map(|i| async move { submit_one(store, NewTask { priority: i % 3, ..spec("c") }, at(i.into())).await });
+    let futures =
+        (0..64).map(|i| async move { submit_one(store, NewTask { priority: i % 3, ..spec("c") }, at(i.into())).await });
     let tasks = futures_join(futures.collect()).await;
     let mut ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
     ids.sort();

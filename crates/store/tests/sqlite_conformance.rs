@@ -20,9 +20,10 @@ async fn tasks_survive_reopening_the_database() {
     let path = dir.path().join("taskwarden.db");
     let id = {
         let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
-        let spec = taskwarden_core::protocol::SubmitTask { queue: "q".into(), kind: "echo".into(), ..Default::default() }
-            .validate(&Default::default(), at(0))
-            .unwrap();
+        let spec =
+            taskwarden_core::protocol::SubmitTask { queue: "q".into(), kind: "echo".into(), ..Default::default() }
+                .validate(&Default::default(), at(0))
+                .unwrap();
         let p = SubmitTasks { tasks: vec![spec], idempotency_window: std::time::Duration::from_secs(1), now: at(0) };
         store.submit(p).await.unwrap().remove(0).task.id
     };

@@ -98,5 +98,11 @@ async fn http_fetch(ctx: TaskContext, args: FetchArgs) -> Result<Fetched, TaskEr
         return Err(TaskError::fail(format!("HTTP {code} from {}", args.url)));
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
-    Ok(Fetched { url: args.url, status: code, bytes: body.len(), elapsed_ms: started.elapsed().as_millis() as u64, body: text })
+    Ok(Fetched {
+        url: args.url,
+        status: code,
+        bytes: body.len(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        body: text,
+    })
 }

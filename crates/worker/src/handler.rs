@@ -73,7 +73,11 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
-    pub(crate) fn new(task: &taskwarden_core::protocol::LeasedTask, cancel: CancellationToken, progress: ProgressBoard) -> Self {
+    pub(crate) fn new(
+        task: &taskwarden_core::protocol::LeasedTask,
+        cancel: CancellationToken,
+        progress: ProgressBoard,
+    ) -> Self {
         TaskContext {
             id: task.id,
             kind: task.kind.clone(),
@@ -136,7 +140,8 @@ where
         let fut = (self.f)(ctx, payload);
         Box::pin(async move {
             let result = fut.await?;
-            serde_json::value::to_raw_value(&result).map_err(|e| TaskError::fail(format!("result does not serialize: {e}")))
+            serde_json::value::to_raw_value(&result)
+                .map_err(|e| TaskError::fail(format!("result does not serialize: {e}")))
         })
     }
 }

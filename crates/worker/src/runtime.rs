@@ -55,7 +55,11 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunSummary, WorkerError> {
     let info = client
-        .register(&RegisterWorker { name: config.name.clone(), queues: config.queues.clone(), concurrency: config.concurrency as u32 })
+        .register(&RegisterWorker {
+            name: config.name.clone(),
+            queues: config.queues.clone(),
+            concurrency: config.concurrency as u32,
+        })
         .await?;
     tracing::info!(worker_id = %info.id, queues = ?config.queues, concurrency = config.concurrency, "worker registered");
     let (report_tx, report_rx) = mpsc::unbounded_channel();
@@ -155,16 +159,26 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
         Some((h, t)) => (h.clone(), *t),
         None => {
             let error = format!("no handler for kind {:?} on worker {}", task.kind, shared.worker_id);
-            let _ = shared.reports.send(Report { task_id: id, lease, outcome: Outcome::Failed { error, retry_after_ms: None, permanent: false } });
+            let _ = shared.reports.send(Report {
+                task_id: id,
+                lease,
+                outcome: Outcome::Failed { error, retry_after_ms: None, permanent: false },
+            });
             return;
         }
     };
-    let timeout = kind_timeout.map_or(Duration::from_millis(task.timeout_ms), |t| t.min(Duration::from_millis(task.timeout_ms)));
+    let timeout =
+        kind_timeout.map_or(Duration::from_millis(task.timeout_ms), |t| t.min(Duration::from_millis(task.timeout_ms)));
     let ctx = TaskContext::new(&task, cancel.clone(), shared.progress.clone());
     // Registered before the handler starts, so the first heartbeat already covers it.
     shared.active.lock().expect("active lock").insert(
         id,
-        Active { lease, lease_timeout: Duration::from_millis(task.lease_timeout_ms), cancel: cancel.clone(), abort: None },
+        Active {
+            lease,
+            lease_timeout: Duration::from_millis(task.lease_timeout_ms),
+            cancel: cancel.clone(),
+            abort: None,
+        },
     );
     let handle = tokio::spawn(handler.call(ctx, task.payload));
     if let Some(a) = shared.active.lock().expect("active lock").get_mut(&id) {
@@ -219,7 +233,12 @@ async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         let interval = {
             let active = shared.active.lock().expect("active lock");
-            active.values().map(|a| a.lease_timeout / 3).min().unwrap_or(Duration::from_secs(1)).clamp(Duration::from_millis(20), Duration::from_secs(10))
+            active
+                .values()
+                .map(|a| a.lease_timeout / 3)
+                .min()
+                .unwrap_or(Duration::from_secs(1))
+                .clamp(Duration::from_millis(20), Duration::from_secs(10))
         };
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

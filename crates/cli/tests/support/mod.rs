@@ -48,7 +48,12 @@ impl ServerProcess {
             let mut line = String::new();
             BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
             if line.contains("listening on") {
-                return ServerProcess { child, url: format!("http://127.0.0.1:{port}"), port, data_dir: data_dir.to_owned() };
+                return ServerProcess {
+                    child,
+                    url: format!("http://127.0.0.1:{port}"),
+                    port,
+                    data_dir: data_dir.to_owned(),
+                };
             }
             // The port may still be held by the process we just killed; try again shortly.
             let _ = child.wait();
@@ -116,7 +121,11 @@ impl Drop for WorkerProcess {
 /// Runs the CLI and returns (exit success, stdout, stderr).
 pub fn cli(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN).args(args).env("TASKWARDEN_LOG", "error").output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Polls `f` until it returns Some, or panics after `timeout`.

@@ -23,7 +23,12 @@ fn new_task(max_attempts: u32, delay_ms: u64) -> Task {
         run_at: None,
         delay: Duration::from_millis(delay_ms),
         max_attempts,
-        backoff: Backoff { min: Duration::from_millis(100), max: Duration::from_secs(10), multiplier: 2.0, jitter: 0.5 },
+        backoff: Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: 0.5,
+        },
         timeout: Duration::from_secs(5),
         lease_timeout: Duration::from_secs(1),
     };

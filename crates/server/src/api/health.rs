@@ -4,7 +4,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::{AppState, ApiResult};
+use super::{ApiResult, AppState};
 use crate::error::ApiError;
 
 const OPENAPI: &str = include_str!("../openapi.json");

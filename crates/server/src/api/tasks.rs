@@ -15,7 +15,10 @@ use taskwarden_store::{CancelTask, ListTasks, RetryTask, SubmitTasks, Submitted,
 use super::{ApiResult, AppState};
 use crate::error::{ApiError, ApiJson, ApiQuery, task_id};
 
-pub(super) async fn submit(State(s): State<AppState>, ApiJson(req): ApiJson<SubmitTask>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn submit(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<SubmitTask>,
+) -> ApiResult<impl IntoResponse> {
     let now = s.clock.now();
     let spec = req.validate(&s.config.limits, now)?;
     let p = SubmitTasks { tasks: vec![spec], idempotency_window: s.config.idempotency_window, now };
@@ -25,7 +28,10 @@ pub(super) async fn submit(State(s): State<AppState>, ApiJson(req): ApiJson<Subm
     Ok((status, Json(task)))
 }
 
-pub(super) async fn submit_batch(State(s): State<AppState>, ApiJson(req): ApiJson<SubmitBatch>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn submit_batch(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<SubmitBatch>,
+) -> ApiResult<impl IntoResponse> {
     let now = s.clock.now();
     let specs = validate_batch(req.tasks, &s.config.limits, now)?;
     let p = SubmitTasks { tasks: specs, idempotency_window: s.config.idempotency_window, now };
@@ -63,10 +69,8 @@ pub(super) async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQu
         Some(c) => Some(c.parse().map_err(|_| ApiError::invalid("cursor", "not a cursor from a previous page"))?),
         None => None,
     };
-    let page = s
-        .store
-        .list(ListTasks { queue: q.queue, state: q.state, kind: q.kind, tag: q.tag, before, limit })
-        .await?;
+    let page =
+        s.store.list(ListTasks { queue: q.queue, state: q.state, kind: q.kind, tag: q.tag, before, limit }).await?;
     Ok(Json(TaskList { tasks: page.tasks, next_cursor: page.next.map(|id| id.to_string()) }))
 }
 

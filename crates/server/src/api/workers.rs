@@ -25,9 +25,17 @@ fn worker_id(s: &AppState, raw: &str) -> Result<String, ApiError> {
     Ok(raw.to_owned())
 }
 
-pub(super) async fn register(State(s): State<AppState>, ApiJson(req): ApiJson<RegisterWorker>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn register(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<RegisterWorker>,
+) -> ApiResult<impl IntoResponse> {
     req.validate(&s.config.limits)?;
-    let p = taskwarden_store::RegisterWorker { name: req.name, queues: req.queues, concurrency: req.concurrency, now: s.clock.now() };
+    let p = taskwarden_store::RegisterWorker {
+        name: req.name,
+        queues: req.queues,
+        concurrency: req.concurrency,
+        now: s.clock.now(),
+    };
     Ok((StatusCode::CREATED, Json(s.store.register_worker(p).await?)))
 }
 
@@ -64,7 +72,12 @@ pub(super) async fn fetch(
     let mut ready = s.store.subscribe(Topic::Ready);
     loop {
         ready.borrow_and_update();
-        let p = FetchTasks { worker_id: worker_id.clone(), queues: req.queues.clone(), limit: req.limit, now: s.clock.now() };
+        let p = FetchTasks {
+            worker_id: worker_id.clone(),
+            queues: req.queues.clone(),
+            limit: req.limit,
+            now: s.clock.now(),
+        };
         let tasks = s.store.fetch(p).await?;
         if !tasks.is_empty() || wait.is_zero() {
             return Ok(Json(FetchResponse { tasks: tasks.into_iter().map(leased).collect() }));
@@ -144,30 +157,53 @@ pub(super) async fn reports(
     Ok(Json(ReportBatchResponse { results }))
 }
 
-async fn report_one(s: &AppState, task_id: TaskId, lease: taskwarden_core::LeaseToken, mut outcome: Outcome) -> ApiResult<Json<Task>> {
+async fn report_one(
+    s: &AppState,
+    task_id: TaskId,
+    lease: taskwarden_core::LeaseToken,
+    mut outcome: Outcome,
+) -> ApiResult<Json<Task>> {
     check_outcome(&mut outcome, &s.config.limits)?;
     let report = Report { task_id, lease, outcome };
     let task = s.store.report(ReportOutcomes { reports: vec![report], now: s.clock.now() }).await?.remove(0)?;
     Ok(Json(task))
 }
 
-pub(super) async fn complete_one(State(s): State<AppState>, Path(id): Path<String>, ApiJson(c): ApiJson<CompleteCall>) -> ApiResult<Json<Task>> {
+pub(super) async fn complete_one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(c): ApiJson<CompleteCall>,
+) -> ApiResult<Json<Task>> {
     report_one(&s, task_id(&id)?, c.lease, Outcome::Succeeded { result: c.result }).await
 }
 
-pub(super) async fn fail_one(State(s): State<AppState>, Path(id): Path<String>, ApiJson(c): ApiJson<FailCall>) -> ApiResult<Json<Task>> {
+pub(super) async fn fail_one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(c): ApiJson<FailCall>,
+) -> ApiResult<Json<Task>> {
     let outcome = Outcome::Failed { error: c.error, retry_after_ms: c.retry_after_ms, permanent: c.permanent };
     report_one(&s, task_id(&id)?, c.lease, outcome).await
 }
 
-pub(super) async fn release_one(State(s): State<AppState>, Path(id): Path<String>, ApiJson(c): ApiJson<LeaseCall>) -> ApiResult<Json<Task>> {
+pub(super) async fn release_one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(c): ApiJson<LeaseCall>,
+) -> ApiResult<Json<Task>> {
     report_one(&s, task_id(&id)?, c.lease, Outcome::Released).await
 }
 
-async fn heartbeat_single(s: &AppState, id: TaskId, lease: taskwarden_core::LeaseToken, progress: Option<Progress>) -> ApiResult<impl IntoResponse + use<>> {
+async fn heartbeat_single(
+    s: &AppState,
+    id: TaskId,
+    lease: taskwarden_core::LeaseToken,
+    progress: Option<Progress>,
+) -> ApiResult<impl IntoResponse + use<>> {
     let worker = "(single-lease call)".to_owned();
     let held = HeldLease { task_id: id, lease, progress };
-    let status = s.store.heartbeat(Heartbeat { worker_id: worker, leases: vec![held], now: s.clock.now() }).await?.remove(0);
+    let status =
+        s.store.heartbeat(Heartbeat { worker_id: worker, leases: vec![held], now: s.clock.now() }).await?.remove(0);
     match status.status {
         ItemStatus::Ok => Ok(Json(json!({
             "task_id": id,
@@ -179,11 +215,19 @@ async fn heartbeat_single(s: &AppState, id: TaskId, lease: taskwarden_core::Leas
     }
 }
 
-pub(super) async fn heartbeat_one(State(s): State<AppState>, Path(id): Path<String>, ApiJson(c): ApiJson<LeaseCall>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn heartbeat_one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(c): ApiJson<LeaseCall>,
+) -> ApiResult<impl IntoResponse> {
     heartbeat_single(&s, task_id(&id)?, c.lease, None).await
 }
 
-pub(super) async fn progress_one(State(s): State<AppState>, Path(id): Path<String>, ApiJson(c): ApiJson<ProgressCall>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn progress_one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(c): ApiJson<ProgressCall>,
+) -> ApiResult<impl IntoResponse> {
     let progress = Progress { fraction: c.fraction, message: c.message };
     progress.validate()?;
     heartbeat_single(&s, task_id(&id)?, c.lease, Some(progress)).await

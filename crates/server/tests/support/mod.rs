@@ -51,16 +51,28 @@ impl TestServer {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered {status} with a non-JSON body: {text:?}"));
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{path} answered {status} with a non-JSON body: {text:?}"));
         (status, json)
     }
 
     pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let resp = self.http.request(method, format!("{}{path}", self.url)).header("content-type", "application/json").body(body).send().await.unwrap();
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered {status} with a non-JSON body: {text:?}")))
+        (
+            status,
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("{path} answered {status} with a non-JSON body: {text:?}")),
+        )
     }
 
     pub async fn submit(&self, body: Value) -> Value {
@@ -70,7 +82,8 @@ impl TestServer {
     }
 
     pub async fn register(&self, queue: &str) -> String {
-        let (status, w) = self.call("POST", "/v1/workers", Some(json!({"name": "test", "queues": [queue], "concurrency": 4}))).await;
+        let (status, w) =
+            self.call("POST", "/v1/workers", Some(json!({"name": "test", "queues": [queue], "concurrency": 4}))).await;
         assert_eq!(status, 201, "{w}");
         w["id"].as_str().unwrap().to_owned()
     }

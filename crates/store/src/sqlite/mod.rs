@@ -99,7 +99,8 @@ impl SqliteStore {
         if let Some(dir) = config.path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("create {}: {e}", dir.display())))?;
         }
         let mut conn = open(&config.path).map_err(internal)?;
         schema::migrate(&mut conn).map_err(internal)?;

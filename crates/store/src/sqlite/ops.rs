@@ -57,9 +57,11 @@ pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitTasks) ->
         let task = Task::new(id, spec, p.now);
         insert_task(conn, &task).map_err(internal)?;
         if let Some(key) = &task.idempotency_key {
-            conn.prepare_cached("INSERT OR REPLACE INTO idempotency_keys (key, task_id, created_at) VALUES (?1, ?2, ?3)")
-                .and_then(|mut s| s.execute(params![key, task.id.as_bytes(), p.now.as_micros()]))
-                .map_err(internal)?;
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO idempotency_keys (key, task_id, created_at) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![key, task.id.as_bytes(), p.now.as_micros()]))
+            .map_err(internal)?;
         }
         touch_for(st, &task);
         out.push(Submitted { task, created: true });
@@ -117,7 +119,12 @@ pub(crate) fn heartbeat(conn: &Connection, st: &mut WriterState, p: Heartbeat) -
     let mut out = Vec::with_capacity(p.leases.len());
     for held in p.leases {
         let Some(mut task) = load_task(conn, held.task_id).map_err(internal)? else {
-            out.push(LeaseStatus { task_id: held.task_id, status: ItemStatus::NotFound, cancel_requested: false, lease_expires_at: None });
+            out.push(LeaseStatus {
+                task_id: held.task_id,
+                status: ItemStatus::NotFound,
+                cancel_requested: false,
+                lease_expires_at: None,
+            });
             continue;
         };
         let beat = task.heartbeat(held.lease, p.now).and_then(|cancel| {
@@ -136,7 +143,12 @@ pub(crate) fn heartbeat(conn: &Connection, st: &mut WriterState, p: Heartbeat) -
                     lease_expires_at: task.lease.as_ref().map(|l| l.expires_at),
                 }
             }
-            Err(_) => LeaseStatus { task_id: task.id, status: ItemStatus::LeaseLost, cancel_requested: task.cancel_requested, lease_expires_at: None },
+            Err(_) => LeaseStatus {
+                task_id: task.id,
+                status: ItemStatus::LeaseLost,
+                cancel_requested: task.cancel_requested,
+                lease_expires_at: None,
+            },
         };
         out.push(status);
     }

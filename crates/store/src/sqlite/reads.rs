@@ -33,7 +33,11 @@ pub(crate) fn list(conn: &Connection, p: &ListTasks) -> Result<TaskPage> {
         bind(&mut sql, " AND kind = ?", Box::new(k.clone()));
     }
     if let Some(t) = &p.tag {
-        bind(&mut sql, " AND EXISTS (SELECT 1 FROM json_each(tasks.tags) WHERE json_each.value = ?)", Box::new(t.clone()));
+        bind(
+            &mut sql,
+            " AND EXISTS (SELECT 1 FROM json_each(tasks.tags) WHERE json_each.value = ?)",
+            Box::new(t.clone()),
+        );
     }
     if let Some(before) = p.before {
         bind(&mut sql, " AND id < ?", Box::new(before.as_bytes().to_vec()));
