@@ -202,4 +202,7 @@ pub struct BenchArgs {
     /// Server durability for the run: full or relaxed.
     #[arg(long, default_value = "full")]
     pub durability: String,
+    /// Run only these measurements (single, batch, e2e, latency); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }

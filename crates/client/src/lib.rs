@@ -3,7 +3,7 @@
 //! ```no_run
 //! # async fn run() -> Result<(), taskwarden_client::ClientError> {
 //! use std::time::Duration;
-//! use taskwarden_client::{Client, SubmitTask};
+//! use taskwarden_client::{Client, SubmitTask, SubmitTaskExt};
 //!
 //! let client = Client::new("http://127.0.0.1:7433")?;
 //! let task = client.submit(SubmitTask::new("default", "echo").payload(&serde_json::json!({"hello": "world"}))?).await?;

@@ -80,7 +80,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     )?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = OFF; \
-         PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
+         PRAGMA temp_store = MEMORY;",
     )?;
     Ok(conn)
 }

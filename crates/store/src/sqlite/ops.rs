@@ -1,5 +1,6 @@
-//! The write operations. Each runs on the writer thread inside a savepoint of the group
-//! transaction, loads the tasks it touches, applies the core's transition and writes them back.
+//! The write operations. Each runs on the writer thread inside the group transaction, loads the
+//! tasks it touches, applies the core's transition and writes them back. An operation that refuses
+//! (not found, stale lease, invalid transition) does so before it writes anything.
 
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, ToSql};
 use taskwarden_core::protocol::WorkerInfo;
-use taskwarden_core::{TaskId, Timestamp};
+use taskwarden_core::{TaskId, TaskState, Timestamp};
 
 use super::internal;
 use super::rows::{TASK_COLUMNS, load_history, load_task, task_from_row};
@@ -27,7 +27,12 @@ pub(crate) fn list(conn: &Connection, p: &ListTasks) -> Result<TaskPage> {
         bind(&mut sql, " AND queue = ?", Box::new(q.clone()));
     }
     if let Some(s) = p.state {
-        bind(&mut sql, " AND state = ?", Box::new(s.as_str()));
+        // A literal, not a parameter, so the planner can pick the state's partial index. Safe: the
+        // text comes from the enum, never from the caller.
+        sql.push_str(&format!(" AND state = '{}'", s.as_str()));
+        if matches!(s, TaskState::Failed | TaskState::Cancelled) {
+            sql.push_str(" AND state IN ('failed', 'cancelled')");
+        }
     }
     if let Some(k) = &p.kind {
         bind(&mut sql, " AND kind = ?", Box::new(k.clone()));

@@ -2,8 +2,8 @@
 //!
 //! SQLite allows one writer at a time, and a durable commit costs an fsync. So every change goes
 //! to one thread over a channel; the thread takes whatever has queued up, runs it all in one
-//! transaction (each operation inside its own savepoint, so one failing operation does not undo
-//! the others) and commits once. Many concurrent submits thus share a single fsync, and nobody is
+//! transaction and commits once (see `run_group` for how a failing operation is kept from
+//! committing half its work). Many concurrent submits thus share a single fsync, and nobody is
 //! answered before the commit that holds their change has returned.
 
 use rand::SeedableRng;
@@ -46,7 +46,7 @@ type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 
 /// One caller's operation, type-erased so that one channel carries them all.
 trait Operation: Send {
-    /// Runs the operation; returns whether it failed (so its savepoint is rolled back) and how
+    /// Runs the operation; returns whether it failed and how
     /// to answer its caller once the commit's outcome is known.
     fn run(self: Box<Self>, conn: &Connection, state: &mut WriterState) -> (bool, Reply);
     /// Answers the caller without running the operation.
@@ -158,17 +158,22 @@ fn run(conn: Connection, durability: Durability, mut rx: mpsc::Receiver<WriteJob
                 synced = Some(want_sync);
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             let msg = e.to_string();
             for job in group {
                 job.op.abort(StoreError::Unavailable(msg.clone()));
             }
             continue;
         }
-        let replies = run_group(&conn, &mut state, group);
-        let commit = conn.execute_batch("COMMIT").map_err(super::internal);
+        let (replies, partial) = run_group(&conn, &mut state, group);
+        let commit = match partial {
+            // An operation failed after writing: nothing of this group may be committed.
+            Some(e) => Err(e),
+            None => exec(&conn, "COMMIT"),
+        };
         if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec(&conn, "ROLLBACK");
+            state.touched = [false; 3];
         }
         let touched = std::mem::take(&mut state.touched);
         // Announce before answering, so a caller that hears back has already moved the counters.
@@ -184,18 +189,34 @@ fn run(conn: Connection, durability: Durability, mut rx: mpsc::Receiver<WriteJob
     }
 }
 
-fn run_group(conn: &Connection, state: &mut WriterState, group: Vec<WriteJob>) -> Vec<Reply> {
+fn exec(conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop).map_err(super::internal)
+}
+
+/// Runs each operation of the group in the open transaction.
+///
+/// No savepoint per operation: savepoints make SQLite copy every page an operation first touches,
+/// which cost more than the rest of the write path. Instead, operations refuse before they write
+/// (a missing task, a stale lease, a bad transition), so a refused operation has changed nothing;
+/// should one fail after writing (an I/O error), the whole group is rolled back and every caller
+/// told to retry. Returns that error, if any.
+fn run_group(conn: &Connection, state: &mut WriterState, group: Vec<WriteJob>) -> (Vec<Reply>, Option<StoreError>) {
     let mut replies = Vec::with_capacity(group.len());
+    let mut partial = None;
     for job in group {
-        let before = state.touched;
-        let _ = conn.execute_batch("SAVEPOINT op");
+        if partial.is_some() {
+            job.op.abort(StoreError::Unavailable("an earlier write in the same commit failed".into()));
+            continue;
+        }
+        let before = (state.touched, conn.total_changes());
         let (failed, reply) = job.op.run(conn, state);
         if failed {
-            let _ = conn.execute_batch("ROLLBACK TO op");
-            state.touched = before;
+            if conn.total_changes() != before.1 {
+                partial = Some(StoreError::Unavailable("a write failed part-way; retry".into()));
+            }
+            state.touched = before.0;
         }
-        let _ = conn.execute_batch("RELEASE op");
         replies.push(reply);
     }
-    replies
+    (replies, partial)
 }
