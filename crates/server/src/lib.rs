@@ -25,6 +25,7 @@ mod maintenance;
 
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use taskwarden_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +67,13 @@ impl Server {
 
     pub async fn run(self, listener: TcpListener) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
+        // Small request/response pairs on kept-alive connections: without TCP_NODELAY, Nagle's
+        // algorithm meets delayed ACKs and a reply can sit for tens of milliseconds.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, self.router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
         for handle in self.loops {
             let _ = handle.await;

@@ -54,7 +54,9 @@ macro_rules! conformance_tests {
             list_filters_and_paginates_newest_first,
             topics_announce_ready_and_finished_tasks,
             workers_are_listed_with_their_running_tasks,
-            concurrent_submits_are_all_stored
+            concurrent_submits_are_all_stored,
+            a_waiting_fetch_is_handed_a_task_submitted_later,
+            a_fetch_that_stopped_waiting_takes_nothing
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -100,7 +102,7 @@ async fn submit_one(store: &dyn Store, spec: NewTask, now: Timestamp) -> Task {
 
 async fn fetch(store: &dyn Store, queues: &[&str], limit: u32, now: Timestamp) -> Vec<Task> {
     let queues = queues.iter().map(|q| q.to_string()).collect();
-    store.fetch(FetchTasks { worker_id: "w1".into(), queues, limit, now }).await.unwrap()
+    store.fetch(FetchTasks { worker_id: "w1".into(), queues, limit, wait: Duration::ZERO, now }).await.unwrap()
 }
 
 async fn report(store: &dyn Store, task: &Task, outcome: Outcome, now: Timestamp) -> crate::Result<Task> {
@@ -344,7 +346,10 @@ pub async fn workers_are_listed_with_their_running_tasks(store: &dyn Store) {
         .unwrap();
     submit(store, vec![spec("q"), spec("q")], at(0)).await;
     let queues = vec!["q".to_string()];
-    store.fetch(FetchTasks { worker_id: w.id.clone(), queues, limit: 2, now: at(1) }).await.unwrap();
+    store
+        .fetch(FetchTasks { worker_id: w.id.clone(), queues, limit: 2, wait: Duration::ZERO, now: at(1) })
+        .await
+        .unwrap();
     let listed = store.list_workers().await.unwrap();
     let me = listed.iter().find(|x| x.id == w.id).expect("registered worker is listed");
     assert_eq!(me.name, "host-1");
@@ -382,4 +387,42 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
     })
     .await;
     out.into_iter().map(|o| o.expect("polled to completion")).collect()
+}
+
+pub async fn a_waiting_fetch_is_handed_a_task_submitted_later(store: &dyn Store) {
+    let p = FetchTasks {
+        worker_id: "w1".into(),
+        queues: vec!["later".into()],
+        limit: 5,
+        wait: Duration::from_secs(10),
+        now: at(0),
+    };
+    let waiting = store.fetch(p);
+    let submit = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        submit_one(store, spec("later"), at(1)).await
+    };
+    let started = std::time::Instant::now();
+    let (leased, submitted) = tokio::join!(waiting, submit);
+    let leased = leased.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].id, submitted.id);
+    assert_eq!(leased[0].state, TaskState::Running);
+    assert!(started.elapsed() < Duration::from_secs(5), "answered on the submit, not at the end of the wait");
+}
+
+pub async fn a_fetch_that_stopped_waiting_takes_nothing(store: &dyn Store) {
+    let p = FetchTasks {
+        worker_id: "gone".into(),
+        queues: vec!["q".into()],
+        limit: 5,
+        wait: Duration::from_millis(20),
+        now: at(0),
+    };
+    assert!(store.fetch(p).await.unwrap().is_empty());
+    let t = submit_one(store, spec("q"), at(1)).await;
+    let got = fetch(store, &["q"], 5, at(2)).await;
+    assert_eq!(got.len(), 1, "the task went to the live fetch, not the one that gave up");
+    assert_eq!(got[0].id, t.id);
+    assert_eq!(got[0].attempts, 1);
 }

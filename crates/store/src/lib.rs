@@ -40,6 +40,8 @@ pub trait Store: Send + Sync + 'static {
     async fn retry(&self, p: RetryTask) -> Result<Task>;
 
     /// Leases up to `limit` ready tasks from the given queues, highest priority first, then oldest.
+    /// When none is ready, waits up to `wait` and answers as soon as tasks are leased to this
+    /// caller; an empty answer means the wait ran out.
     async fn fetch(&self, p: FetchTasks) -> Result<Vec<Task>>;
 
     /// Extends the leases a worker holds; reports for each whether it is still held and whether

@@ -55,6 +55,8 @@ pub struct FetchTasks {
     pub worker_id: String,
     pub queues: Vec<String>,
     pub limit: u32,
+    /// When nothing is ready, how long to wait for tasks to arrive before answering empty.
+    pub wait: Duration,
     pub now: Timestamp,
 }
 

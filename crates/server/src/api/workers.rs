@@ -15,7 +15,7 @@ use taskwarden_core::protocol::{
 };
 use taskwarden_core::validate::{check_name, truncate_error};
 use taskwarden_core::{Progress, Task, TaskId};
-use taskwarden_store::{FetchTasks, Heartbeat, ReportOutcomes, StoreError, Topic};
+use taskwarden_store::{FetchTasks, Heartbeat, ReportOutcomes, StoreError};
 
 use super::{ApiResult, AppState};
 use crate::error::{ApiError, ApiJson, task_id};
@@ -59,8 +59,8 @@ fn leased(task: Task) -> LeasedTask {
     }
 }
 
-/// Leases up to `limit` tasks. When none is ready, waits (up to `wait_ms`) to be woken by the store
-/// the moment one becomes ready, rather than polling.
+/// Leases up to `limit` tasks. When none is ready, the store parks the call (up to `wait_ms`) and
+/// hands it tasks the moment they become ready, rather than anyone polling.
 pub(super) async fn fetch(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -68,27 +68,13 @@ pub(super) async fn fetch(
 ) -> ApiResult<Json<FetchResponse>> {
     let worker_id = worker_id(&s, &id)?;
     let wait = req.validate(&s.config.limits)?;
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut ready = s.store.subscribe(Topic::Ready);
-    loop {
-        ready.borrow_and_update();
-        let p = FetchTasks {
-            worker_id: worker_id.clone(),
-            queues: req.queues.clone(),
-            limit: req.limit,
-            now: s.clock.now(),
-        };
-        let tasks = s.store.fetch(p).await?;
-        if !tasks.is_empty() || wait.is_zero() {
-            return Ok(Json(FetchResponse { tasks: tasks.into_iter().map(leased).collect() }));
-        }
-        tokio::select! {
-            changed = ready.changed() => if changed.is_err() { break },
-            _ = tokio::time::sleep_until(deadline) => break,
-            _ = s.shutdown.cancelled() => break,
-        }
-    }
-    Ok(Json(FetchResponse { tasks: Vec::new() }))
+    let p = FetchTasks { worker_id, queues: req.queues, limit: req.limit, wait, now: s.clock.now() };
+    let tasks = tokio::select! {
+        tasks = s.store.fetch(p) => tasks?,
+        // On shutdown the parked call is dropped; the store releases anything it had just leased.
+        _ = s.shutdown.cancelled() => Vec::new(),
+    };
+    Ok(Json(FetchResponse { tasks: tasks.into_iter().map(leased).collect() }))
 }
 
 pub(super) async fn heartbeat(

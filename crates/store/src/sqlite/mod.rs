@@ -2,10 +2,12 @@
 //!
 //! - `writer`: the single writer thread and its group commit.
 //! - `ops`: write operations (run on the writer thread).
+//! - `handoff`: parked fetches, served the moment tasks become ready.
 //! - `reads`: queries (run on a pool of reader connections).
 //! - `rows`: the mapping between rows and core types.
 //! - `schema`: versioned migrations.
 
+mod handoff;
 mod ops;
 mod reads;
 mod rows;
@@ -160,7 +162,18 @@ impl Store for SqliteStore {
     }
 
     async fn fetch(&self, p: FetchTasks) -> Result<Vec<Task>> {
-        self.writer.write(false, move |c, st| ops::fetch(c, st, p)).await
+        let wait = p.wait;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op = handoff::FetchOp { params: p, park: !wait.is_zero(), reply };
+        self.writer.submit_job(writer::WriteJob { durable: false, op: Box::new(op) }).await?;
+        if wait.is_zero() {
+            return answer.await.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
+        }
+        match tokio::time::timeout(wait, answer).await {
+            Ok(answered) => answered.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?,
+            // Dropping the receiver tells the writer this fetch stopped listening.
+            Err(_) => Ok(Vec::new()),
+        }
     }
 
     async fn heartbeat(&self, p: Heartbeat) -> Result<Vec<LeaseStatus>> {

@@ -38,6 +38,7 @@ fn save(conn: &Connection, st: &mut WriterState, task: &Task, attempt: Option<&A
 }
 
 pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitTasks) -> Result<Vec<Submitted>> {
+    st.observe(p.now);
     let window_start = p.now.saturating_sub(p.idempotency_window).as_micros();
     let mut out = Vec::with_capacity(p.tasks.len());
     for spec in p.tasks {
@@ -71,6 +72,7 @@ pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitTasks) ->
 }
 
 pub(crate) fn cancel(conn: &Connection, st: &mut WriterState, p: CancelTask) -> Result<Cancelled> {
+    st.observe(p.now);
     let mut task = load(conn, p.id)?;
     let effect = task.cancel(p.now)?;
     save(conn, st, &task, None)?;
@@ -81,13 +83,14 @@ pub(crate) fn cancel(conn: &Connection, st: &mut WriterState, p: CancelTask) -> 
 }
 
 pub(crate) fn retry(conn: &Connection, st: &mut WriterState, p: RetryTask) -> Result<Task> {
+    st.observe(p.now);
     let mut task = load(conn, p.id)?;
     task.retry(p.now)?;
     save(conn, st, &task, None)?;
     Ok(task)
 }
 
-pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: FetchTasks) -> Result<Vec<Task>> {
+pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> Result<Vec<Task>> {
     let limit = p.limit as usize;
     let mut candidates: Vec<Task> = Vec::new();
     let mut stmt = conn
@@ -114,6 +117,7 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: FetchTasks) -> R
 }
 
 pub(crate) fn heartbeat(conn: &Connection, st: &mut WriterState, p: Heartbeat) -> Result<Vec<LeaseStatus>> {
+    st.observe(p.now);
     conn.prepare_cached("UPDATE workers SET last_seen_at = ?2 WHERE id = ?1")
         .and_then(|mut s| s.execute(params![p.worker_id, p.now.as_micros()]))
         .map_err(internal)?;
@@ -157,6 +161,7 @@ pub(crate) fn heartbeat(conn: &Connection, st: &mut WriterState, p: Heartbeat) -
 }
 
 pub(crate) fn report(conn: &Connection, st: &mut WriterState, p: ReportOutcomes) -> Result<Vec<Result<Task>>> {
+    st.observe(p.now);
     let mut out = Vec::with_capacity(p.reports.len());
     for r in p.reports {
         let Some(mut task) = load_task(conn, r.task_id).map_err(internal)? else {
@@ -190,6 +195,7 @@ pub(crate) fn report(conn: &Connection, st: &mut WriterState, p: ReportOutcomes)
 }
 
 pub(crate) fn expire_leases(conn: &Connection, st: &mut WriterState, p: ExpireLeases) -> Result<usize> {
+    st.observe(p.now);
     let ids: Vec<[u8; 16]> = conn
         .prepare_cached("SELECT id FROM tasks WHERE state = 'running' AND lease_expires_at <= ?1 LIMIT ?2")
         .and_then(|mut s| {
@@ -209,6 +215,7 @@ pub(crate) fn expire_leases(conn: &Connection, st: &mut WriterState, p: ExpireLe
 }
 
 pub(crate) fn promote_due(conn: &Connection, st: &mut WriterState, p: PromoteDue) -> Result<Promoted> {
+    st.observe(p.now);
     let ids: Vec<[u8; 16]> = conn
         .prepare_cached("SELECT id FROM tasks WHERE state = 'scheduled' AND run_at <= ?1 ORDER BY run_at LIMIT ?2")
         .and_then(|mut s| {

@@ -6,13 +6,16 @@
 //! committing half its work). Many concurrent submits thus share a single fsync, and nobody is
 //! answered before the commit that holds their change has returned.
 
+use std::collections::VecDeque;
+
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rusqlite::Connection;
-use taskwarden_core::IdGenerator;
+use taskwarden_core::{IdGenerator, Task, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Durability;
+use super::handoff::{self, FetchReply, Waiter};
 use crate::params::Topic;
 use crate::{Result, StoreError};
 
@@ -26,11 +29,22 @@ pub(crate) struct WriterState {
     pub rng: StdRng,
     /// Topics the current operation touched; announced only after its commit.
     pub touched: [bool; 3],
+    /// The latest "now" any operation brought: the time the writer leases tasks to waiters at.
+    pub now: Timestamp,
+    /// Fetchers parked until tasks become ready, oldest first.
+    pub waiters: VecDeque<Waiter>,
+    /// Fetchers given tasks in the current transaction, answered once it commits.
+    pub served: Vec<(FetchReply, Vec<Task>)>,
 }
 
 impl WriterState {
     pub fn touch(&mut self, topic: Topic) {
         self.touched[topic_index(topic)] = true;
+    }
+
+    /// Takes note of an operation's time; the writer's notion of now never goes backwards.
+    pub fn observe(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
     }
 }
 
@@ -42,10 +56,10 @@ fn topic_index(topic: Topic) -> usize {
     }
 }
 
-type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+pub(crate) type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 
 /// One caller's operation, type-erased so that one channel carries them all.
-trait Operation: Send {
+pub(crate) trait Operation: Send {
     /// Runs the operation; returns whether it failed and how
     /// to answer its caller once the commit's outcome is known.
     fn run(self: Box<Self>, conn: &Connection, state: &mut WriterState) -> (bool, Reply);
@@ -75,12 +89,12 @@ where
     }
 }
 
-struct WriteJob {
+pub(crate) struct WriteJob {
     /// Whether the caller is owed a durable commit (submits, completions) or can accept one that
     /// only survives a process crash (leases, heartbeats: losing one re-runs a task, which
     /// at-least-once execution allows).
-    durable: bool,
-    op: Box<dyn Operation>,
+    pub durable: bool,
+    pub op: Box<dyn Operation>,
 }
 
 /// Wake-up counters, one per [`Topic`].
@@ -136,10 +150,22 @@ impl Writer {
             .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
         rx.await.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
     }
+
+    /// Queues a job whose operation answers its caller itself.
+    pub async fn submit_job(&self, job: WriteJob) -> Result<()> {
+        self.tx.send(job).await.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))
+    }
 }
 
 fn run(conn: Connection, durability: Durability, mut rx: mpsc::Receiver<WriteJob>, topics: &Topics) {
-    let mut state = WriterState { ids: IdGenerator::new(), rng: StdRng::from_os_rng(), touched: [false; 3] };
+    let mut state = WriterState {
+        ids: IdGenerator::new(),
+        rng: StdRng::from_os_rng(),
+        touched: [false; 3],
+        now: Timestamp::EPOCH,
+        waiters: VecDeque::new(),
+        served: Vec::new(),
+    };
     let mut synced: Option<bool> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
@@ -158,35 +184,51 @@ fn run(conn: Connection, durability: Durability, mut rx: mpsc::Receiver<WriteJob
                 synced = Some(want_sync);
             }
         }
-        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
-            let msg = e.to_string();
-            for job in group {
-                job.op.abort(StoreError::Unavailable(msg.clone()));
-            }
-            continue;
-        }
-        let (replies, partial) = run_group(&conn, &mut state, group);
-        let commit = match partial {
-            // An operation failed after writing: nothing of this group may be committed.
-            Some(e) => Err(e),
-            None => exec(&conn, "COMMIT"),
-        };
-        if commit.is_err() {
-            let _ = exec(&conn, "ROLLBACK");
-            state.touched = [false; 3];
-        }
-        let touched = std::mem::take(&mut state.touched);
-        // Announce before answering, so a caller that hears back has already moved the counters.
-        if commit.is_ok() {
-            topics.announce(touched);
-        }
-        for reply in replies {
-            reply(match &commit {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Unavailable(e.to_string())),
-            });
+        let mut orphans = commit_group(&conn, &mut state, topics, group);
+        // Tasks leased to fetchers that gave up in the meantime go straight back to the queue
+        // (and to any other waiting fetcher), instead of waiting out their lease.
+        while !orphans.is_empty() {
+            let release = handoff::release_job(std::mem::take(&mut orphans), state.now);
+            orphans = commit_group(&conn, &mut state, topics, vec![release]);
         }
     }
+}
+
+/// Runs one group in one transaction, hands newly ready tasks to waiting fetchers, commits, and
+/// answers everyone. Returns tasks leased to fetchers that are no longer listening.
+fn commit_group(conn: &Connection, state: &mut WriterState, topics: &Topics, group: Vec<WriteJob>) -> Vec<Task> {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        let msg = e.to_string();
+        for job in group {
+            job.op.abort(StoreError::Unavailable(msg.clone()));
+        }
+        return Vec::new();
+    }
+    let (replies, mut partial) = run_group(conn, state, group);
+    if partial.is_none() && state.touched[topic_index(Topic::Ready)] && !state.waiters.is_empty() {
+        partial = handoff::serve_waiters(conn, state).err();
+    }
+    let commit = match partial {
+        // An operation failed after writing: nothing of this group may be committed.
+        Some(e) => Err(e),
+        None => exec(conn, "COMMIT"),
+    };
+    if commit.is_err() {
+        let _ = exec(conn, "ROLLBACK");
+        state.touched = [false; 3];
+    }
+    let touched = std::mem::take(&mut state.touched);
+    // Announce before answering, so a caller that hears back has already moved the counters.
+    if commit.is_ok() {
+        topics.announce(touched);
+    }
+    for reply in replies {
+        reply(match &commit {
+            Ok(()) => Ok(()),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        });
+    }
+    handoff::answer_served(state, &commit)
 }
 
 fn exec(conn: &Connection, sql: &str) -> Result<()> {

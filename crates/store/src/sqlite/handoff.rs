@@ -1,0 +1,112 @@
+//! Direct hand-off to waiting fetchers.
+//!
+//! A fetch that finds nothing parks on the writer thread. When a later operation makes tasks
+//! ready (a submit, a promotion, a retry), the writer leases them to the parked fetchers inside
+//! that same transaction and answers them the moment it commits: no polling, no second trip
+//! through the writer, and no herd of fetchers racing for one task.
+
+use taskwarden_core::protocol::{Outcome, Report};
+use taskwarden_core::{Task, Timestamp};
+use tokio::sync::oneshot;
+
+use super::ops;
+use super::writer::{Operation, Reply, WriteJob, WriterState};
+use crate::params::{FetchTasks, ReportOutcomes};
+use crate::{Result, StoreError};
+
+pub(crate) type FetchReply = oneshot::Sender<Result<Vec<Task>>>;
+
+/// A parked fetch.
+pub(crate) struct Waiter {
+    params: FetchTasks,
+    reply: FetchReply,
+}
+
+/// A fetch, answered by the writer itself: at once, or when tasks arrive if `park` is set.
+pub(crate) struct FetchOp {
+    pub params: FetchTasks,
+    pub park: bool,
+    pub reply: FetchReply,
+}
+
+fn answered_later() -> Reply {
+    Box::new(|_| {})
+}
+
+impl Operation for FetchOp {
+    fn run(self: Box<Self>, conn: &rusqlite::Connection, state: &mut WriterState) -> (bool, Reply) {
+        let FetchOp { params, park, reply } = *self;
+        state.observe(params.now);
+        match ops::fetch(conn, state, &params) {
+            Ok(tasks) if tasks.is_empty() && park => {
+                state.waiters.push_back(Waiter { params, reply });
+                (false, answered_later())
+            }
+            Ok(tasks) => {
+                state.served.push((reply, tasks));
+                (false, answered_later())
+            }
+            Err(e) => (true, Box::new(move |_| drop(reply.send(Err(e))))),
+        }
+    }
+
+    fn abort(self: Box<Self>, error: StoreError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// Leases ready tasks to parked fetchers, oldest first, inside the open transaction.
+pub(crate) fn serve_waiters(conn: &rusqlite::Connection, state: &mut WriterState) -> Result<()> {
+    let waiting = std::mem::take(&mut state.waiters);
+    for mut w in waiting {
+        if w.reply.is_closed() {
+            continue; // the fetch timed out or its caller went away
+        }
+        w.params.now = state.now;
+        let tasks = ops::fetch(conn, state, &w.params)?;
+        if tasks.is_empty() {
+            state.waiters.push_back(w);
+        } else {
+            state.served.push((w.reply, tasks));
+        }
+    }
+    Ok(())
+}
+
+/// Answers the fetchers served in the transaction that just ended. Returns the tasks whose
+/// fetcher stopped listening before the answer arrived: they are leased to no one.
+pub(crate) fn answer_served(state: &mut WriterState, commit: &Result<()>) -> Vec<Task> {
+    let mut orphans = Vec::new();
+    for (reply, tasks) in state.served.drain(..) {
+        match commit {
+            Ok(()) => {
+                if let Err(Ok(tasks)) = reply.send(Ok(tasks)) {
+                    orphans.extend(tasks);
+                }
+            }
+            Err(e) => drop(reply.send(Err(StoreError::Unavailable(e.to_string())))),
+        }
+    }
+    orphans
+}
+
+/// A job that gives orphaned leases back, as if their worker had released them.
+pub(crate) fn release_job(orphans: Vec<Task>, now: Timestamp) -> WriteJob {
+    let reports = orphans
+        .into_iter()
+        .filter_map(|t| t.lease.map(|l| Report { task_id: t.id, lease: l.token, outcome: Outcome::Released }))
+        .collect();
+    WriteJob { durable: false, op: Box::new(ReleaseOp(ReportOutcomes { reports, now })) }
+}
+
+/// Nobody waits on this one: if it fails, the leases simply expire and the tasks run later.
+struct ReleaseOp(ReportOutcomes);
+
+impl Operation for ReleaseOp {
+    fn run(self: Box<Self>, conn: &rusqlite::Connection, state: &mut WriterState) -> (bool, Reply) {
+        let failed = ops::report(conn, state, self.0).is_err();
+        (failed, answered_later())
+    }
+
+    fn abort(self: Box<Self>, _error: StoreError) {}
+}
