@@ -1,9 +1,10 @@
-//! The background loops: lease expiry and delayed-task promotion. Both use the server's clock only.
+//! The background loops: lease expiry, delayed-task promotion and pruning of expired idempotency
+//! keys. All use the server's clock only.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskwarden_store::{ExpireLeases, PromoteDue, Store, Topic};
+use taskwarden_store::{ExpireLeases, PromoteDue, PruneExpired, Store, Topic};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +37,14 @@ pub(crate) fn spawn(
             shutdown.clone(),
             reaper_tx,
         )),
-        tokio::spawn(promote_due_tasks(store, clock, config.promote_interval, shutdown, promoter_tx)),
+        tokio::spawn(promote_due_tasks(
+            store.clone(),
+            clock.clone(),
+            config.promote_interval,
+            shutdown.clone(),
+            promoter_tx,
+        )),
+        tokio::spawn(prune_expired(store, clock, config.idempotency_window, shutdown)),
     ];
     (LoopSignals { reaper, promoter }, handles)
 }
@@ -105,6 +113,23 @@ async fn promote_due_tasks(
             _ = tokio::time::sleep(sleep) => {}
             _ = scheduled.changed() => {}
             _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Deletes idempotency keys older than their window, a batch at a time, once a minute.
+async fn prune_expired(store: Arc<dyn Store>, clock: Arc<dyn Clock>, window: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let keys_before = clock.now().saturating_sub(window);
+        while let Ok(n) = store.prune_expired(PruneExpired { keys_before, limit: PASS_LIMIT }).await {
+            if (n as u32) < PASS_LIMIT {
+                break;
+            }
         }
     }
 }

@@ -56,7 +56,8 @@ macro_rules! conformance_tests {
             workers_are_listed_with_their_running_tasks,
             concurrent_submits_are_all_stored,
             a_waiting_fetch_is_handed_a_task_submitted_later,
-            a_fetch_that_stopped_waiting_takes_nothing
+            a_fetch_that_stopped_waiting_takes_nothing,
+            expired_idempotency_keys_are_pruned
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -425,4 +426,20 @@ pub async fn a_fetch_that_stopped_waiting_takes_nothing(store: &dyn Store) {
     assert_eq!(got.len(), 1, "the task went to the live fetch, not the one that gave up");
     assert_eq!(got[0].id, t.id);
     assert_eq!(got[0].attempts, 1);
+}
+
+pub async fn expired_idempotency_keys_are_pruned(store: &dyn Store) {
+    for (i, t) in [0, 10_000].into_iter().enumerate() {
+        submit_one(store, NewTask { idempotency_key: Some(format!("k{i}")), ..spec("q") }, at(t)).await;
+    }
+    let pruned = store.prune_expired(PruneExpired { keys_before: at(5_000), limit: 100 }).await.unwrap();
+    assert_eq!(pruned, 1, "only the key created before the cut-off goes");
+    let again = store.prune_expired(PruneExpired { keys_before: at(5_000), limit: 100 }).await.unwrap();
+    assert_eq!(again, 0);
+    let p = SubmitTasks {
+        tasks: vec![NewTask { idempotency_key: Some("k1".into()), ..spec("q") }],
+        idempotency_window: Duration::from_secs(3600),
+        now: at(11_000),
+    };
+    assert!(!store.submit(p).await.unwrap().remove(0).created, "the younger key still deduplicates");
 }

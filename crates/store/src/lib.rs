@@ -59,6 +59,10 @@ pub trait Store: Send + Sync + 'static {
     /// Moves scheduled tasks whose time has come to ready.
     async fn promote_due(&self, p: PromoteDue) -> Result<Promoted>;
 
+    /// Forgets expired idempotency keys, so their table stays as small as the window. Returns how
+    /// many were deleted.
+    async fn prune_expired(&self, p: PruneExpired) -> Result<usize>;
+
     async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo>;
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>>;

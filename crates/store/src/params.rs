@@ -87,6 +87,12 @@ pub struct Promoted {
     pub next_due: Option<Timestamp>,
 }
 
+/// Deletes idempotency keys created before `keys_before`, at most `limit` of them.
+pub struct PruneExpired {
+    pub keys_before: Timestamp,
+    pub limit: u32,
+}
+
 pub struct RegisterWorker {
     pub name: String,
     pub queues: Vec<String>,

@@ -28,7 +28,8 @@ async fn greet(ctx: TaskContext, job: Greet) -> Result<String, TaskError> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("TASKWARDEN_URL").unwrap_or_else(|_| "http://127.0.0.1:7433".into());
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(Worker::builder(&url).queue("greetings").concurrency(8).handler("greet", greet).run(stop.clone()));
+    let worker =
+        tokio::spawn(Worker::builder(&url).queue("greetings").concurrency(8).handler("greet", greet).run(stop.clone()));
 
     let client = Client::new(&url)?;
     let tasks: Vec<SubmitTask> = (0..10)

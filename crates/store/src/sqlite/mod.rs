@@ -192,6 +192,10 @@ impl Store for SqliteStore {
         self.writer.write(false, move |c, st| ops::promote_due(c, st, p)).await
     }
 
+    async fn prune_expired(&self, p: PruneExpired) -> Result<usize> {
+        self.writer.write(false, move |c, _| ops::prune_expired(c, p)).await
+    }
+
     async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo> {
         self.writer.write(true, move |c, st| ops::register_worker(c, st, p)).await
     }

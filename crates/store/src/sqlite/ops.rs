@@ -254,3 +254,12 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
         running: 0,
     })
 }
+
+pub(crate) fn prune_expired(conn: &Connection, p: PruneExpired) -> Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM idempotency_keys WHERE key IN \
+         (SELECT key FROM idempotency_keys WHERE created_at < ?1 LIMIT ?2)",
+    )
+    .and_then(|mut s| s.execute(params![p.keys_before.as_micros(), p.limit]))
+    .map_err(internal)
+}
