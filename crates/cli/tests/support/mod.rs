@@ -1,7 +1,7 @@
 //! Real processes for the end-to-end tests: the `taskwarden` binary as server and worker, driven
 //! over HTTP and with real signals.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different part of the support code")]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! A real server on 127.0.0.1:0 over a real SQLite file, for the API tests.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different part of the support code")]
 
 use std::sync::Arc;
 use std::time::Duration;
