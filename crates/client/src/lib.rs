@@ -52,6 +52,14 @@ impl ClientError {
         }
     }
 
+    /// The HTTP status the server answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// True when the server refused a worker call because the lease is no longer held.
     pub fn is_lease_lost(&self) -> bool {
         self.code() == Some("lease_lost")

@@ -249,6 +249,9 @@ fn validate_queues(queues: &[String], limits: &Limits) -> Result<(), ValidationE
     }
     for (i, q) in queues.iter().enumerate() {
         check_name(&format!("queues[{i}]"), q, limits)?;
+        if queues[..i].contains(q) {
+            return Err(ValidationError::new(format!("queues[{i}]"), format!("{q:?} is listed twice")));
+        }
     }
     Ok(())
 }
@@ -323,6 +326,12 @@ mod tests {
         let payload = RawValue::from_string("\"0123456789\"".into()).unwrap();
         let err = SubmitTask { payload: Some(payload), ..submit("q", "k") }.validate(&l, Timestamp::EPOCH).unwrap_err();
         assert_eq!(err.field, "payload");
+    }
+
+    #[test]
+    fn a_queue_listed_twice_is_refused() {
+        let req = FetchRequest { queues: vec!["a".into(), "b".into(), "a".into()], limit: 2, wait_ms: 0 };
+        assert_eq!(req.validate(&Limits::default()).unwrap_err().field, "queues[2]");
     }
 
     #[test]

@@ -210,3 +210,28 @@ async fn shutdown_ends_waiting_long_polls_promptly() {
     assert_eq!(poll.await.unwrap(), 200, "the in-flight long-poll was answered, not cut off");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn an_oversized_result_in_a_batch_fails_that_task_alone() {
+    let s = TestServer::start().await;
+    let a = s.submit(json!({"queue": "q", "kind": "echo"})).await;
+    let b = s.submit(json!({"queue": "q", "kind": "echo"})).await;
+    let worker = s.register("q").await;
+    let leased = s.fetch(&worker, "q", 2, 0).await;
+    let big = "x".repeat((1 << 20) + 1);
+    let reports: Vec<_> = leased
+        .iter()
+        .map(|t| {
+            let result = if t["id"] == a["id"] { json!(big) } else { json!("small") };
+            json!({"task_id": t["id"], "lease": t["lease"], "outcome": {"status": "succeeded", "result": result}})
+        })
+        .collect();
+    let (status, resp) =
+        s.call("POST", &format!("/v1/workers/{worker}/reports"), Some(json!({"reports": reports}))).await;
+    assert_eq!(status, 200, "{resp}");
+    let a = s.get(a["id"].as_str().unwrap()).await;
+    assert_eq!(a["state"], "failed");
+    assert!(a["error"].as_str().unwrap().contains("limit"), "{a}");
+    assert_eq!(s.get(b["id"].as_str().unwrap()).await["result"], "small");
+    s.stop().await;
+}

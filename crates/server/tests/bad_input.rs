@@ -104,6 +104,8 @@ async fn reads_and_worker_calls_validate_too() {
     let fetch = |body: Value| s.call("POST", &fetch_path, Some(body));
     let (status, resp) = fetch(json!({"queues": ["q"], "limit": 0})).await;
     assert_rejected(status, &resp, 400, "limit", "zero fetch");
+    let (status, resp) = fetch(json!({"queues": ["q", "q"], "limit": 2})).await;
+    assert_rejected(status, &resp, 400, "queues[1]", "a queue named twice");
     let (status, resp) = fetch(json!({"queues": [], "limit": 1})).await;
     assert_rejected(status, &resp, 400, "queues", "no queues");
     let (status, resp) = fetch(json!({"queues": ["q"], "limit": 1, "wait_ms": 600000})).await;

@@ -185,6 +185,13 @@ impl Worker {
         if self.handlers.is_empty() {
             return Err(WorkerError::Config("register at least one handler".into()));
         }
+        // The server's limits: asking for more would be refused on every fetch.
+        if c.max_fetch == 0 || c.max_fetch > 1000 {
+            return Err(WorkerError::Config("max_fetch must be between 1 and 1000".into()));
+        }
+        if c.fetch_wait > Duration::from_secs(60) {
+            return Err(WorkerError::Config("fetch_wait must be at most 60 s".into()));
+        }
         let client = Client::new(&self.url)?;
         runtime::run(self.config, self.handlers, client, shutdown).await
     }

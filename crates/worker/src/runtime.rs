@@ -121,6 +121,9 @@ async fn fetch_loop(shared: &Arc<Shared>, config: &WorkerConfig, slots: &Arc<Sem
             }
         }
         let fetched = tokio::select! {
+            // Biased: tasks already leased to us are run (shutdown then waits for them) rather
+            // than dropped on the floor when shutdown fires at the same moment.
+            biased;
             r = shared.client.fetch(&shared.worker_id, &config.queues, permits.len() as u32, config.fetch_wait) => r,
             // Dropping the request abandons the long-poll; the server hands nothing to a closed call
             // that it has not already leased, and anything leased is re-leased after expiry.
@@ -255,10 +258,20 @@ async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
         if leases.is_empty() {
             continue;
         }
-        match shared.client.heartbeat(&shared.worker_id, leases).await {
+        let sent: HashMap<TaskId, LeaseToken> = leases.iter().map(|l| (l.task_id, l.lease)).collect();
+        let beat = tokio::select! {
+            r = shared.client.heartbeat(&shared.worker_id, leases) => r,
+            _ = stop.cancelled() => return,
+        };
+        match beat {
             Ok(statuses) => {
                 let mut active = shared.active.lock().expect("active lock");
                 for st in statuses {
+                    // The answer is about the lease we sent. If the task has since ended and been
+                    // leased to us again, the new execution is not the one this answer is about.
+                    if active.get(&st.task_id).map(|a| a.lease) != sent.get(&st.task_id).copied() {
+                        continue;
+                    }
                     match st.status {
                         ItemStatus::Ok if st.cancel_requested => {
                             if let Some(a) = active.get(&st.task_id) {

@@ -70,6 +70,8 @@ pub(super) async fn fetch(
     let wait = req.validate(&s.config.limits)?;
     let p = FetchTasks { worker_id, queues: req.queues, limit: req.limit, wait, now: s.clock.now() };
     let tasks = tokio::select! {
+        // Biased: tasks already leased to this call win over a shutdown that fires at the same time.
+        biased;
         tasks = s.store.fetch(p) => tasks?,
         // On shutdown the parked call is dropped; the store releases anything it had just leased.
         _ = s.shutdown.cancelled() => Vec::new(),
@@ -83,8 +85,8 @@ pub(super) async fn heartbeat(
     ApiJson(req): ApiJson<WorkerHeartbeat>,
 ) -> ApiResult<Json<WorkerHeartbeatResponse>> {
     let worker_id = worker_id(&s, &id)?;
-    if req.leases.len() > 100_000 {
-        return Err(ApiError::invalid("leases", "at most 100000 leases per heartbeat"));
+    if req.leases.len() > s.config.limits.max_batch {
+        return Err(ApiError::invalid("leases", format!("at most {} leases per heartbeat", s.config.limits.max_batch)));
     }
     for (i, l) in req.leases.iter().enumerate() {
         if let Some(p) = &l.progress {
@@ -95,6 +97,7 @@ pub(super) async fn heartbeat(
     Ok(Json(WorkerHeartbeatResponse { leases }))
 }
 
+/// Checks an outcome reported through a single-lease call: a bad one is refused with a 400.
 fn check_outcome(o: &mut Outcome, limits: &taskwarden_core::Limits) -> Result<(), ApiError> {
     match o {
         Outcome::Succeeded { result } if result.get().len() > limits.max_payload_bytes => {
@@ -111,6 +114,25 @@ fn check_outcome(o: &mut Outcome, limits: &taskwarden_core::Limits) -> Result<()
     }
 }
 
+/// Makes an outcome from a batch acceptable, so that one bad report cannot cost the others
+/// theirs: an oversized result fails the attempt permanently (it would be too large on every
+/// retry), an over-long retry delay is cut to the longest allowed.
+fn settle_outcome(o: &mut Outcome, limits: &taskwarden_core::Limits) {
+    match o {
+        Outcome::Succeeded { result } if result.get().len() > limits.max_payload_bytes => {
+            let error =
+                format!("the result is {} bytes; the limit is {}", result.get().len(), limits.max_payload_bytes);
+            *o = Outcome::Failed { error, retry_after_ms: None, permanent: true };
+        }
+        Outcome::Failed { error, retry_after_ms, .. } => {
+            *error = truncate_error(std::mem::take(error));
+            let max = limits.max_delay.as_millis() as u64;
+            *retry_after_ms = retry_after_ms.map(|ms| ms.min(max));
+        }
+        _ => {}
+    }
+}
+
 pub(super) async fn reports(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -120,11 +142,8 @@ pub(super) async fn reports(
     if req.reports.len() > s.config.limits.max_batch {
         return Err(ApiError::invalid("reports", format!("at most {} reports per batch", s.config.limits.max_batch)));
     }
-    for (i, r) in req.reports.iter_mut().enumerate() {
-        check_outcome(&mut r.outcome, &s.config.limits).map_err(|mut e| {
-            e.field = e.field.map(|f| format!("reports[{i}].outcome.{f}"));
-            e
-        })?;
+    for r in req.reports.iter_mut() {
+        settle_outcome(&mut r.outcome, &s.config.limits);
     }
     let ids: Vec<TaskId> = req.reports.iter().map(|r| r.task_id).collect();
     let outcomes = s.store.report(ReportOutcomes { reports: req.reports, now: s.clock.now() }).await?;

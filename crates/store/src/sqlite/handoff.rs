@@ -37,8 +37,13 @@ impl Operation for FetchOp {
     fn run(self: Box<Self>, conn: &rusqlite::Connection, state: &mut WriterState) -> (bool, Reply) {
         let FetchOp { params, park, reply } = *self;
         state.observe(params.now);
+        if reply.is_closed() {
+            return (false, answered_later()); // the caller gave up while queued: lease nothing
+        }
         match ops::fetch(conn, state, &params) {
             Ok(tasks) if tasks.is_empty() && park => {
+                // Parking is the one moment the list grows, so prune callers that gave up here.
+                state.waiters.retain(|w| !w.reply.is_closed());
                 state.waiters.push_back(Waiter { params, reply });
                 (false, answered_later())
             }
@@ -55,19 +60,27 @@ impl Operation for FetchOp {
     }
 }
 
-/// Leases ready tasks to parked fetchers, oldest first, inside the open transaction.
+/// Leases ready tasks to parked fetchers, oldest first, inside the open transaction. A fetch that
+/// fails is answered with its error; only a failure that wrote something fails the transaction.
 pub(crate) fn serve_waiters(conn: &rusqlite::Connection, state: &mut WriterState) -> Result<()> {
-    let waiting = std::mem::take(&mut state.waiters);
-    for mut w in waiting {
+    let mut waiting = std::mem::take(&mut state.waiters);
+    while let Some(mut w) = waiting.pop_front() {
         if w.reply.is_closed() {
             continue; // the fetch timed out or its caller went away
         }
         w.params.now = state.now;
-        let tasks = ops::fetch(conn, state, &w.params)?;
-        if tasks.is_empty() {
-            state.waiters.push_back(w);
-        } else {
-            state.served.push((w.reply, tasks));
+        let before = conn.total_changes();
+        match ops::fetch(conn, state, &w.params) {
+            Ok(tasks) if tasks.is_empty() => state.waiters.push_back(w),
+            Ok(tasks) => state.served.push((w.reply, tasks)),
+            Err(e) => {
+                let wrote = conn.total_changes() != before || conn.is_autocommit();
+                let _ = w.reply.send(Err(e));
+                if wrote {
+                    state.waiters.extend(waiting);
+                    return Err(StoreError::Unavailable("a hand-off failed part-way; retry".into()));
+                }
+            }
         }
     }
     Ok(())

@@ -166,14 +166,19 @@ impl Store for SqliteStore {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let op = handoff::FetchOp { params: p, park: !wait.is_zero(), reply };
         self.writer.submit_job(writer::WriteJob { durable: false, op: Box::new(op) }).await?;
-        if wait.is_zero() {
-            return answer.await.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
-        }
-        match tokio::time::timeout(wait, answer).await {
-            Ok(answered) => answered.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?,
-            // Dropping the receiver tells the writer this fetch stopped listening.
-            Err(_) => Ok(Vec::new()),
-        }
+        let mut guard = AnswerGuard { answer: Some(answer), writer: self.writer.clone() };
+        let answer = guard.answer.as_mut().expect("just set");
+        let answered = if wait.is_zero() {
+            answer.await
+        } else {
+            match tokio::time::timeout(wait, answer).await {
+                Ok(answered) => answered,
+                // Out of time: stop listening, but keep whatever was leased to us meanwhile.
+                Err(_) => return Ok(guard.stop_listening()),
+            }
+        };
+        guard.answer = None; // received: from here on the tasks are the caller's
+        answered.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
     }
 
     async fn heartbeat(&self, p: Heartbeat) -> Result<Vec<LeaseStatus>> {
@@ -208,7 +213,38 @@ impl Store for SqliteStore {
         self.topics.subscribe(topic)
     }
 
+    /// Ready when a reader and the writer thread both answer.
     async fn ready(&self) -> Result<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(internal)).await
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(internal)).await?;
+        self.writer.write(false, |_, _| Ok(())).await
+    }
+}
+
+/// The receiving end of a fetch. If the fetch is abandoned (a timeout, a shutdown, a client that
+/// hung up) after the writer leased it tasks, the guard gives them straight back.
+struct AnswerGuard {
+    answer: Option<tokio::sync::oneshot::Receiver<Result<Vec<Task>>>>,
+    writer: Writer,
+}
+
+impl AnswerGuard {
+    /// Stops listening; returns tasks that were leased to this fetch before it stopped.
+    fn stop_listening(&mut self) -> Vec<Task> {
+        let Some(mut answer) = self.answer.take() else { return Vec::new() };
+        answer.close();
+        match answer.try_recv() {
+            Ok(Ok(tasks)) => tasks,
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Drop for AnswerGuard {
+    fn drop(&mut self) {
+        let late = self.stop_listening();
+        if let Some(now) = late.iter().filter_map(|t| t.lease.as_ref().map(|l| l.started_at)).max() {
+            // If the queue is full the leases simply expire and the tasks run later.
+            self.writer.try_submit_job(handoff::release_job(late, now));
+        }
     }
 }

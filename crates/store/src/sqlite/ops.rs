@@ -99,7 +99,11 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
              ORDER BY priority DESC, id LIMIT ?2"
         ))
         .map_err(internal)?;
-    for queue in &p.queues {
+    // Each queue once: a queue named twice would lease the same task twice.
+    let mut queues: Vec<&String> = p.queues.iter().collect();
+    queues.sort();
+    queues.dedup();
+    for queue in queues {
         let rows = stmt.query_map(params![queue, limit as i64], task_from_row).map_err(internal)?;
         for row in rows {
             candidates.push(row.map_err(internal)?);

@@ -155,6 +155,11 @@ impl Writer {
     pub async fn submit_job(&self, job: WriteJob) -> Result<()> {
         self.tx.send(job).await.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))
     }
+
+    /// Queues a job without waiting for room (from a destructor); drops it if the queue is full.
+    pub fn try_submit_job(&self, job: WriteJob) -> bool {
+        self.tx.try_send(job).is_ok()
+    }
 }
 
 fn run(conn: Connection, durability: Durability, mut rx: mpsc::Receiver<WriteJob>, topics: &Topics) {
@@ -197,6 +202,10 @@ fn run(conn: Connection, durability: Durability, mut rx: mpsc::Receiver<WriteJob
 /// Runs one group in one transaction, hands newly ready tasks to waiting fetchers, commits, and
 /// answers everyone. Returns tasks leased to fetchers that are no longer listening.
 fn commit_group(conn: &Connection, state: &mut WriterState, topics: &Topics, group: Vec<WriteJob>) -> Vec<Task> {
+    if !conn.is_autocommit() {
+        // A transaction left open by a failed ROLLBACK would make every BEGIN fail.
+        let _ = exec(conn, "ROLLBACK");
+    }
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         let msg = e.to_string();
         for job in group {
@@ -211,6 +220,7 @@ fn commit_group(conn: &Connection, state: &mut WriterState, topics: &Topics, gro
     let commit = match partial {
         // An operation failed after writing: nothing of this group may be committed.
         Some(e) => Err(e),
+        None if conn.is_autocommit() => Err(StoreError::Unavailable("the transaction was rolled back; retry".into())),
         None => exec(conn, "COMMIT"),
     };
     if commit.is_err() {
@@ -251,9 +261,18 @@ fn run_group(conn: &Connection, state: &mut WriterState, group: Vec<WriteJob>) -
             continue;
         }
         let before = (state.touched, conn.total_changes());
-        let (failed, reply) = job.op.run(conn, state);
+        // A panicking operation must not take the writer thread (and so the whole store) down:
+        // its caller sees its reply dropped, and the group is rolled back.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.op.run(conn, state)));
+        let Ok((failed, reply)) = ran else {
+            tracing::error!("a store operation panicked; rolling back its group");
+            partial = Some(StoreError::Internal("a store operation panicked".into()));
+            continue;
+        };
         if failed {
-            if conn.total_changes() != before.1 {
+            // SQLite rolls a transaction back by itself on some errors (I/O, full disk); what
+            // follows would then run outside any transaction.
+            if conn.total_changes() != before.1 || conn.is_autocommit() {
                 partial = Some(StoreError::Unavailable("a write failed part-way; retry".into()));
             }
             state.touched = before.0;
