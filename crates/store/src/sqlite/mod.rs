@@ -107,9 +107,20 @@ impl SqliteStore {
         let mut conn = open(&config.path).map_err(internal)?;
         schema::migrate(&mut conn).map_err(internal)?;
         let readers = (0..config.readers.max(1)).map(|_| open(&config.path)).collect::<rusqlite::Result<Vec<_>>>();
+        // The log the writer syncs by hand. It exists once a connection has used the database
+        // (the migration above did) and keeps its inode while any connection is open.
+        let wal = match config.durability {
+            Durability::Full => {
+                let mut path = config.path.clone().into_os_string();
+                path.push("-wal");
+                let file = std::fs::OpenOptions::new().read(true).write(true).open(&path);
+                Some(file.map_err(|e| StoreError::Unavailable(format!("open the write-ahead log {path:?}: {e}")))?)
+            }
+            Durability::Relaxed => None,
+        };
         let topics = Arc::new(Topics::new());
         Ok(SqliteStore {
-            writer: Writer::spawn(conn, config.durability, topics.clone()),
+            writer: Writer::spawn(conn, wal, topics.clone()),
             readers: Arc::new(Mutex::new(readers.map_err(internal)?)),
             path: config.path,
             topics,

@@ -7,6 +7,7 @@
 //! answered before the commit that holds their change has returned.
 
 use std::collections::VecDeque;
+use std::fs::File;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -14,7 +15,6 @@ use rusqlite::Connection;
 use taskwarden_core::{IdGenerator, Task, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::Durability;
 use super::handoff::{self, FetchReply, Waiter};
 use crate::params::Topic;
 use crate::{Result, StoreError};
@@ -128,11 +128,13 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(conn: Connection, durability: Durability, topics: std::sync::Arc<Topics>) -> Writer {
+    /// Starts the writer thread. `wal` is the database's write-ahead log, synced by hand (see
+    /// `commit_group`); `None` with relaxed durability.
+    pub fn spawn(conn: Connection, wal: Option<File>, topics: std::sync::Arc<Topics>) -> Writer {
         let (tx, rx) = mpsc::channel(8192);
         std::thread::Builder::new()
             .name("taskwarden-sqlite-writer".into())
-            .spawn(move || run(conn, durability, rx, &topics))
+            .spawn(move || run(conn, wal, rx, &topics))
             .expect("spawn the SQLite writer thread");
         Writer { tx }
     }
@@ -162,7 +164,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, durability: Durability, mut rx: mpsc::Receiver<WriteJob>, topics: &Topics) {
+fn run(conn: Connection, wal: Option<File>, mut rx: mpsc::Receiver<WriteJob>, topics: &Topics) {
     let mut state = WriterState {
         ids: IdGenerator::new(),
         rng: StdRng::from_os_rng(),
@@ -171,7 +173,10 @@ fn run(conn: Connection, durability: Durability, mut rx: mpsc::Receiver<WriteJob
         waiters: VecDeque::new(),
         served: Vec::new(),
     };
-    let mut synced: Option<bool> = None;
+    // SQLite itself never syncs on commit; the writer syncs the log when a caller is owed it.
+    if let Err(e) = conn.execute_batch("PRAGMA synchronous = NORMAL") {
+        tracing::error!(error = %e, "cannot set synchronous = NORMAL");
+    }
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -180,28 +185,35 @@ fn run(conn: Connection, durability: Durability, mut rx: mpsc::Receiver<WriteJob
                 Err(_) => break,
             }
         }
-        // A durable commit syncs the WAL, which also makes every earlier relaxed commit durable:
-        // the log is sequential, so durability never goes out of order.
-        let want_sync = durability == Durability::Full && group.iter().any(|j| j.durable);
-        if synced != Some(want_sync) {
-            let level = if want_sync { "FULL" } else { "NORMAL" };
-            if conn.execute_batch(&format!("PRAGMA synchronous = {level}")).is_ok() {
-                synced = Some(want_sync);
-            }
-        }
-        let mut orphans = commit_group(&conn, &mut state, topics, group);
+        let mut orphans = commit_group(&conn, wal.as_ref(), &mut state, topics, group);
         // Tasks leased to fetchers that gave up in the meantime go straight back to the queue
         // (and to any other waiting fetcher), instead of waiting out their lease.
         while !orphans.is_empty() {
             let release = handoff::release_job(std::mem::take(&mut orphans), state.now);
-            orphans = commit_group(&conn, &mut state, topics, vec![release]);
+            orphans = commit_group(&conn, wal.as_ref(), &mut state, topics, vec![release]);
         }
     }
 }
 
 /// Runs one group in one transaction, hands newly ready tasks to waiting fetchers, commits, and
 /// answers everyone. Returns tasks leased to fetchers that are no longer listening.
-fn commit_group(conn: &Connection, state: &mut WriterState, topics: &Topics, group: Vec<WriteJob>) -> Vec<Task> {
+///
+/// The commit writes the log without syncing it. Then, in this order:
+/// 1. fetchers handed tasks are answered: a worker may start a task whose submit is not yet
+///    durable, which at-least-once execution allows (should the server die before the sync, the
+///    submitter was never acknowledged and the worker's report will find no task); this takes the
+///    fsync out of the pickup latency;
+/// 2. if any operation in the group is owed durability (a submit, a completion, ...), the log is
+///    fsynced: one sync for the whole group, and since the log is sequential it also makes every
+///    earlier unsynced commit durable;
+/// 3. everyone else is answered, and waiters for finished tasks are woken.
+fn commit_group(
+    conn: &Connection,
+    wal: Option<&File>,
+    state: &mut WriterState,
+    topics: &Topics,
+    group: Vec<WriteJob>,
+) -> Vec<Task> {
     if !conn.is_autocommit() {
         // A transaction left open by a failed ROLLBACK would make every BEGIN fail.
         let _ = exec(conn, "ROLLBACK");
@@ -213,11 +225,13 @@ fn commit_group(conn: &Connection, state: &mut WriterState, topics: &Topics, gro
         }
         return Vec::new();
     }
+    let owed_sync = group.iter().any(|j| j.durable);
+    let changes_before = conn.total_changes();
     let (replies, mut partial) = run_group(conn, state, group);
     if partial.is_none() && state.touched[topic_index(Topic::Ready)] && !state.waiters.is_empty() {
         partial = handoff::serve_waiters(conn, state).err();
     }
-    let commit = match partial {
+    let mut commit = match partial {
         // An operation failed after writing: nothing of this group may be committed.
         Some(e) => Err(e),
         None if conn.is_autocommit() => Err(StoreError::Unavailable("the transaction was rolled back; retry".into())),
@@ -228,9 +242,20 @@ fn commit_group(conn: &Connection, state: &mut WriterState, topics: &Topics, gro
         state.touched = [false; 3];
     }
     let touched = std::mem::take(&mut state.touched);
+    let orphans = handoff::answer_served(state, &commit);
+    if commit.is_ok() {
+        topics.announce([touched[0], touched[1], false]);
+        // A group that changed nothing (an idle lease-expiry pass) wrote no log: nothing to sync.
+        if owed_sync
+            && conn.total_changes() != changes_before
+            && let Some(wal) = wal
+        {
+            commit = wal.sync_data().map_err(|e| StoreError::Unavailable(format!("syncing the log: {e}")));
+        }
+    }
     // Announce before answering, so a caller that hears back has already moved the counters.
     if commit.is_ok() {
-        topics.announce(touched);
+        topics.announce([false, false, touched[2]]);
     }
     for reply in replies {
         reply(match &commit {
@@ -238,7 +263,7 @@ fn commit_group(conn: &Connection, state: &mut WriterState, topics: &Topics, gro
             Err(e) => Err(StoreError::Unavailable(e.to_string())),
         });
     }
-    handoff::answer_served(state, &commit)
+    orphans
 }
 
 fn exec(conn: &Connection, sql: &str) -> Result<()> {
