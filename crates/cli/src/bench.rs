@@ -60,16 +60,27 @@ fn noop(queue: &str) -> SubmitTask {
     SubmitTask { queue: queue.to_owned(), kind: "echo".into(), ..Default::default() }
 }
 
-async fn concurrent_submits(url: &str, queue: &str, total: usize, clients: usize) -> anyhow::Result<f64> {
-    let per = total / clients;
+/// Runs `clients` clients in parallel, each sending `requests` requests of `tasks_per_request`
+/// tasks (one submit, or one batch); returns tasks per second.
+async fn submit_from_clients(
+    url: &str,
+    queue: &str,
+    clients: usize,
+    requests: usize,
+    tasks_per_request: usize,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut joins = Vec::new();
     for _ in 0..clients {
         let client = Client::new(url)?;
         let queue = queue.to_owned();
         joins.push(tokio::spawn(async move {
-            for _ in 0..per {
-                client.submit(noop(&queue)).await?;
+            for _ in 0..requests {
+                if tasks_per_request == 1 {
+                    client.submit(noop(&queue)).await?;
+                } else {
+                    client.submit_batch((0..tasks_per_request).map(|_| noop(&queue)).collect()).await?;
+                }
             }
             Ok::<_, anyhow::Error>(())
         }));
@@ -77,27 +88,7 @@ async fn concurrent_submits(url: &str, queue: &str, total: usize, clients: usize
     for j in joins {
         j.await??;
     }
-    Ok((per * clients) as f64 / started.elapsed().as_secs_f64())
-}
-
-/// Batches of 1,000 from `clients` clients in parallel, `batches` batches each.
-async fn batch_submits(url: &str, queue: &str, batches: usize, clients: usize) -> anyhow::Result<f64> {
-    let started = Instant::now();
-    let mut joins = Vec::new();
-    for _ in 0..clients {
-        let client = Client::new(url)?;
-        let queue = queue.to_owned();
-        joins.push(tokio::spawn(async move {
-            for _ in 0..batches {
-                client.submit_batch((0..1000).map(|_| noop(&queue)).collect()).await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    for j in joins {
-        j.await??;
-    }
-    Ok((clients * batches * 1000) as f64 / started.elapsed().as_secs_f64())
+    Ok((clients * requests * tasks_per_request) as f64 / started.elapsed().as_secs_f64())
 }
 
 async fn count(client: &Client, queue: &str, state: TaskState) -> anyhow::Result<usize> {
@@ -172,11 +163,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for run in 0..args.runs {
         let mut line = format!("run {}:", run + 1);
         if wanted("single") {
-            single.push(concurrent_submits(&url, &format!("single{run}"), args.submits, 32).await?);
+            single.push(submit_from_clients(&url, &format!("single{run}"), 32, args.submits / 32, 1).await?);
             line += &format!(" single {:.0}/s", single[run]);
         }
         if wanted("batch") {
-            batch.push(batch_submits(&url, &format!("batch{run}"), 25, 4).await?);
+            batch.push(submit_from_clients(&url, &format!("batch{run}"), 4, 25, 1000).await?);
             line += &format!(" batch {:.0}/s", batch[run]);
         }
         if wanted("e2e") {

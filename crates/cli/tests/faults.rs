@@ -11,6 +11,14 @@ use support::{ServerProcess, WorkerProcess, eventually, signal};
 use taskwarden_client::{Client, SubmitTask, SubmitTaskExt, TaskState};
 use taskwarden_core::AttemptOutcome;
 
+/// Waits until a worker has leased the task.
+async fn running(client: &Client, id: taskwarden_client::TaskId) {
+    eventually(Duration::from_secs(10), "the task to start", || async {
+        (client.get(id).await.unwrap().state == TaskState::Running).then_some(())
+    })
+    .await;
+}
+
 /// Submits `count` tasks, retrying each (with its idempotency key) until the server acknowledges
 /// it; returns the acknowledged ids.
 async fn submit_until_acked(client: Client, prefix: String, count: usize) -> Vec<taskwarden_client::TaskId> {
@@ -91,10 +99,7 @@ async fn a_frozen_worker_cannot_overwrite_the_result_of_the_attempt_that_replace
         ..req
     };
     let id = client.submit(req).await.unwrap().id;
-    eventually(Duration::from_secs(10), "the first worker to lease the task", || async {
-        (client.get(id).await.unwrap().state == TaskState::Running).then_some(())
-    })
-    .await;
+    running(&client, id).await;
     signal(&frozen.child, "STOP");
 
     // Its lease lapses; a second worker takes the task over and finishes it.
@@ -137,10 +142,7 @@ async fn sigterm_lets_running_tasks_finish_within_the_grace_period() {
     let client = Client::new(&server.url).unwrap();
     let mut worker = WorkerProcess::start(&server.url, "grace", &["--grace", "10s"]);
     let id = client.submit(SubmitTask::new("grace", "sleep").payload(&json!({"ms": 700})).unwrap()).await.unwrap().id;
-    eventually(Duration::from_secs(10), "the task to start", || async {
-        (client.get(id).await.unwrap().state == TaskState::Running).then_some(())
-    })
-    .await;
+    running(&client, id).await;
     signal(&worker.child, "TERM");
     let (status, stderr) = worker.wait_output(Duration::from_secs(20));
     assert!(status.success(), "{stderr}");
@@ -155,10 +157,7 @@ async fn sigterm_past_the_grace_period_releases_leases_for_other_workers() {
     let mut worker = WorkerProcess::start(&server.url, "release", &["--grace", "200ms"]);
     let id =
         client.submit(SubmitTask::new("release", "sleep").payload(&json!({"ms": 60000})).unwrap()).await.unwrap().id;
-    eventually(Duration::from_secs(10), "the task to start", || async {
-        (client.get(id).await.unwrap().state == TaskState::Running).then_some(())
-    })
-    .await;
+    running(&client, id).await;
     signal(&worker.child, "TERM");
     let (status, stderr) = worker.wait_output(Duration::from_secs(20));
     assert!(status.success(), "{stderr}");

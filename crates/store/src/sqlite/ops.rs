@@ -198,17 +198,19 @@ pub(crate) fn report(conn: &Connection, st: &mut WriterState, p: ReportOutcomes)
     Ok(out)
 }
 
+/// The ids a "due by `now`" query (`?1` = now, `?2` = limit) selects.
+fn due_ids(conn: &Connection, sql: &str, now: Timestamp, limit: u32) -> Result<Vec<TaskId>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(internal)?;
+    let ids = stmt.query_map(params![now.as_micros(), limit], |r| r.get::<_, [u8; 16]>(0)).map_err(internal)?;
+    ids.map(|id| id.map(TaskId::from_bytes).map_err(internal)).collect()
+}
+
 pub(crate) fn expire_leases(conn: &Connection, st: &mut WriterState, p: ExpireLeases) -> Result<usize> {
     st.observe(p.now);
-    let ids: Vec<[u8; 16]> = conn
-        .prepare_cached("SELECT id FROM tasks WHERE state = 'running' AND lease_expires_at <= ?1 LIMIT ?2")
-        .and_then(|mut s| {
-            s.query_map(params![p.now.as_micros(), p.limit], |r| r.get(0))?.collect::<rusqlite::Result<_>>()
-        })
-        .map_err(internal)?;
+    let sql = "SELECT id FROM tasks WHERE state = 'running' AND lease_expires_at <= ?1 LIMIT ?2";
     let mut expired = 0;
-    for id in ids {
-        let mut task = load(conn, TaskId::from_bytes(id))?;
+    for id in due_ids(conn, sql, p.now, p.limit)? {
+        let mut task = load(conn, id)?;
         let random: f64 = st.rng.random();
         if let Ok(attempt) = task.expire(p.now, random) {
             save(conn, st, &task, Some(&attempt))?;
@@ -220,15 +222,10 @@ pub(crate) fn expire_leases(conn: &Connection, st: &mut WriterState, p: ExpireLe
 
 pub(crate) fn promote_due(conn: &Connection, st: &mut WriterState, p: PromoteDue) -> Result<Promoted> {
     st.observe(p.now);
-    let ids: Vec<[u8; 16]> = conn
-        .prepare_cached("SELECT id FROM tasks WHERE state = 'scheduled' AND run_at <= ?1 ORDER BY run_at LIMIT ?2")
-        .and_then(|mut s| {
-            s.query_map(params![p.now.as_micros(), p.limit], |r| r.get(0))?.collect::<rusqlite::Result<_>>()
-        })
-        .map_err(internal)?;
+    let sql = "SELECT id FROM tasks WHERE state = 'scheduled' AND run_at <= ?1 ORDER BY run_at LIMIT ?2";
     let mut promoted = 0;
-    for id in ids {
-        let mut task = load(conn, TaskId::from_bytes(id))?;
+    for id in due_ids(conn, sql, p.now, p.limit)? {
+        let mut task = load(conn, id)?;
         if task.promote(p.now).is_ok() {
             save(conn, st, &task, None)?;
             promoted += 1;
