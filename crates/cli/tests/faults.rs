@@ -187,3 +187,38 @@ async fn sigterm_on_the_server_answers_in_flight_requests_then_exits() {
     assert_eq!(task["state"], "ready");
     assert!(started.elapsed() < Duration::from_secs(10), "drained without waiting out the 30 s poll");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_running_when_server_and_worker_are_both_killed_runs_again_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path());
+    let client = Client::new(&server.url).unwrap();
+    let mut first = WorkerProcess::start(&server.url, "both", &[]);
+    let req = SubmitTask::new("both", "sleep").payload(&json!({"ms": 1000})).unwrap();
+    let req = SubmitTask {
+        lease_timeout_ms: Some(500),
+        backoff: Some(taskwarden_client::Backoff {
+            min: Duration::from_millis(1),
+            max: Duration::from_millis(1),
+            multiplier: 1.0,
+            jitter: 0.0,
+        }),
+        ..req
+    };
+    let id = client.submit(req).await.unwrap().id;
+    running(&client, id).await;
+    signal(&first.child, "KILL");
+    let _ = first.child.wait();
+    server.kill9();
+    server.restart();
+
+    let _second = WorkerProcess::start(&server.url, "both", &[]);
+    let done = client.wait(id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.state, TaskState::Succeeded);
+    let outcomes: Vec<_> = done.history.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![AttemptOutcome::TimedOut, AttemptOutcome::Succeeded],
+        "the lost attempt expired, then ran again"
+    );
+}
