@@ -8,6 +8,7 @@
 //! - [`validate`]: input limits and validation that names the bad field.
 //! - [`protocol`]: the HTTP request and response bodies shared by server and SDKs.
 //! - [`time`]: timestamps; "now" is always an argument.
+//! - [`workflow`]: workflow graphs (validation, ordering) and the speedup report.
 
 pub mod backoff;
 pub mod id;
@@ -16,6 +17,7 @@ pub mod protocol;
 pub mod task;
 pub mod time;
 pub mod validate;
+pub mod workflow;
 
 pub use backoff::Backoff;
 pub use id::{IdGenerator, LeaseToken, TaskId};

@@ -1,0 +1,342 @@
+//! Workflows as plain data: a DAG of tasks, its validation, and the speedup report.
+//!
+//! This is the pure part of workflows (issue "Workflows: decompose a job into a DAG ..."): no
+//! storage and no clock. [`WorkflowSpec::plan`] checks a submitted graph and orders it;
+//! [`speedup_report`] measures what parallel execution bought on a finished run, by the seed
+//! article's model `speedup = T_serial / T_parallel`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::backoff::Backoff;
+use crate::protocol::SubmitTask;
+use crate::task::NewTask;
+use crate::time::{Timestamp, duration_ms};
+use crate::validate::{Limits, ValidationError, check_name};
+
+/// What happens to a workflow when one of its tasks fails for good.
+#[derive(Clone, Copy, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum FailurePolicy {
+    /// The first permanent failure cancels every task not yet started and fails the workflow.
+    #[default]
+    FailFast,
+    /// Dependents run anyway and receive each parent's success or error.
+    Collect,
+    /// Succeed once at least `min_successes` (or `fraction` of the) tasks succeeded; cancel the
+    /// rest once the outcome is decided.
+    Quorum {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_successes: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fraction: Option<f64>,
+    },
+}
+
+/// One node of a submitted workflow: a task with an id local to the workflow and its parents.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub id: String,
+    pub kind: String,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+fn default_queue() -> String {
+    "default".to_owned()
+}
+
+impl Default for NodeSpec {
+    fn default() -> Self {
+        NodeSpec {
+            id: String::new(),
+            kind: String::new(),
+            queue: default_queue(),
+            payload: None,
+            depends_on: Vec::new(),
+            priority: None,
+            max_attempts: None,
+            timeout_ms: None,
+            lease_timeout_ms: None,
+            backoff: None,
+            tags: None,
+        }
+    }
+}
+
+/// A workflow as submitted: `{"name": ..., "failure_policy": ..., "tasks": [...]}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+    pub tasks: Vec<NodeSpec>,
+}
+
+/// A node after validation: its task, and its parents as indexes into the plan.
+#[derive(Clone, Debug)]
+pub struct PlannedNode {
+    pub id: String,
+    pub task: NewTask,
+    pub parents: Vec<usize>,
+}
+
+/// A validated workflow: nodes in an order where every parent comes before its children.
+#[derive(Clone, Debug)]
+pub struct WorkflowPlan {
+    pub name: Option<String>,
+    pub failure_policy: FailurePolicy,
+    pub nodes: Vec<PlannedNode>,
+    /// Nodes no other node depends on; the workflow's result is the sink's (when there is one).
+    pub sinks: Vec<usize>,
+}
+
+impl WorkflowSpec {
+    /// Checks the graph (unique ids, known dependencies, no cycle) and every node's options, and
+    /// returns the nodes in topological order. Errors name the node and field, or the cycle.
+    pub fn plan(self, limits: &Limits, now: Timestamp) -> Result<WorkflowPlan, ValidationError> {
+        if let Some(name) = &self.name {
+            check_name("name", name, limits)?;
+        }
+        validate_policy(&self.failure_policy)?;
+        if self.tasks.is_empty() {
+            return Err(ValidationError::new("tasks", "a workflow needs at least one task"));
+        }
+        if self.tasks.len() > limits.max_batch {
+            return Err(ValidationError::new("tasks", format!("at most {} tasks per workflow", limits.max_batch)));
+        }
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.tasks.len());
+        for (i, node) in self.tasks.iter().enumerate() {
+            check_name(&format!("tasks[{i}].id"), &node.id, limits)?;
+            if index.insert(node.id.as_str(), i).is_some() {
+                return Err(ValidationError::new(
+                    format!("tasks[{i}].id"),
+                    format!("{:?} is used by two tasks", node.id),
+                ));
+            }
+        }
+        let mut parents: Vec<Vec<usize>> = Vec::with_capacity(self.tasks.len());
+        for (i, node) in self.tasks.iter().enumerate() {
+            let mut ps = Vec::with_capacity(node.depends_on.len());
+            for (j, dep) in node.depends_on.iter().enumerate() {
+                let field = format!("tasks[{i}].depends_on[{j}]");
+                let p = *index
+                    .get(dep.as_str())
+                    .ok_or_else(|| ValidationError::new(&field, format!("unknown task {dep:?}")))?;
+                if ps.contains(&p) {
+                    return Err(ValidationError::new(field, format!("{dep:?} is listed twice")));
+                }
+                ps.push(p);
+            }
+            parents.push(ps);
+        }
+        let order = topological_order(&parents).map_err(|cycle| {
+            let names: Vec<&str> = cycle.iter().map(|&i| self.tasks[i].id.as_str()).collect();
+            ValidationError::new("tasks", format!("the dependencies form a cycle: {}", names.join(" -> ")))
+        })?;
+        let mut position = vec![0; order.len()];
+        for (pos, &i) in order.iter().enumerate() {
+            position[i] = pos;
+        }
+        let mut has_children = vec![false; self.tasks.len()];
+        for ps in &parents {
+            for &p in ps {
+                has_children[p] = true;
+            }
+        }
+        let mut specs: Vec<Option<NodeSpec>> = self.tasks.into_iter().map(Some).collect();
+        let mut nodes = Vec::with_capacity(order.len());
+        for &i in &order {
+            let node = specs[i].take().expect("each node once");
+            let id = node.id.clone();
+            let task = node.into_submit().validate(limits, now).map_err(|e| e.within(&format!("tasks[{i}]")))?;
+            nodes.push(PlannedNode { id, task, parents: parents[i].iter().map(|&p| position[p]).collect() });
+        }
+        let sinks = order.iter().enumerate().filter(|(_, i)| !has_children[**i]).map(|(pos, _)| pos).collect();
+        Ok(WorkflowPlan { name: self.name, failure_policy: self.failure_policy, nodes, sinks })
+    }
+}
+
+impl NodeSpec {
+    fn into_submit(self) -> SubmitTask {
+        SubmitTask {
+            queue: self.queue,
+            kind: self.kind,
+            payload: self.payload,
+            priority: self.priority,
+            max_attempts: self.max_attempts,
+            timeout_ms: self.timeout_ms,
+            lease_timeout_ms: self.lease_timeout_ms,
+            backoff: self.backoff,
+            tags: self.tags,
+            ..SubmitTask::default()
+        }
+    }
+}
+
+fn validate_policy(p: &FailurePolicy) -> Result<(), ValidationError> {
+    if let FailurePolicy::Quorum { min_successes, fraction } = p {
+        match (min_successes, fraction) {
+            (Some(0), _) => return Err(ValidationError::new("failure_policy.min_successes", "must be at least 1")),
+            (None, Some(f)) if !(*f > 0.0 && *f <= 1.0) => {
+                return Err(ValidationError::new("failure_policy.fraction", "must be in (0, 1]"));
+            }
+            (Some(_), Some(_)) => {
+                return Err(ValidationError::new("failure_policy", "give min_successes or fraction, not both"));
+            }
+            (None, None) => {
+                return Err(ValidationError::new("failure_policy", "a quorum needs min_successes or fraction"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Orders nodes so that parents come first (depth-first, iterative: a long chain does not grow
+/// the call stack). On a cycle, returns the nodes on it in the order they would run, the first
+/// repeated at the end.
+fn topological_order(parents: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    let mut mark = vec![Mark::New; parents.len()];
+    let mut order = Vec::with_capacity(parents.len());
+    for root in 0..parents.len() {
+        if mark[root] != Mark::New {
+            continue;
+        }
+        // (node, next parent to visit)
+        let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+        mark[root] = Mark::OnPath;
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            if let Some(&p) = parents[node].get(*next) {
+                *next += 1;
+                match mark[p] {
+                    Mark::New => {
+                        mark[p] = Mark::OnPath;
+                        path.push((p, 0));
+                    }
+                    Mark::OnPath => {
+                        // The path from p to node, then back to p, is the cycle (edges run from
+                        // child to parent here, so reverse it to read in dependency order).
+                        let start = path.iter().position(|&(n, _)| n == p).expect("p is on the path");
+                        let mut cycle: Vec<usize> = path[start..].iter().map(|&(n, _)| n).collect();
+                        cycle.reverse();
+                        cycle.push(cycle[0]);
+                        return Err(cycle);
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                mark[node] = Mark::Done;
+                order.push(node);
+                path.pop();
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// One node's timings, for the speedup report.
+#[derive(Clone, Debug)]
+pub struct NodeTiming {
+    /// Parents, as indexes into the same slice.
+    pub parents: Vec<usize>,
+    /// When the node could first run: the workflow's submission or its last parent's finish.
+    pub ready_at: Timestamp,
+    /// Every attempt's (start, end).
+    pub attempts: Vec<(Timestamp, Timestamp)>,
+}
+
+/// What parallel execution bought, measured on a finished workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpeedupReport {
+    pub tasks: usize,
+    /// Sum of every attempt's run time: what one worker running everything in turn would take.
+    #[serde(rename = "t_serial_ms", with = "duration_ms")]
+    pub t_serial: Duration,
+    /// Wall time from the first start to the last finish.
+    #[serde(rename = "t_parallel_ms", with = "duration_ms")]
+    pub t_parallel: Duration,
+    /// `T_serial / T_parallel`.
+    pub speedup: f64,
+    /// Most attempts running at the same moment.
+    pub peak_parallelism: usize,
+    /// `speedup / peak_parallelism`: how well the parallelism in use was kept busy.
+    pub efficiency: f64,
+    /// The longest chain of run times through the graph: no schedule can beat it.
+    #[serde(rename = "critical_path_ms", with = "duration_ms")]
+    pub critical_path: Duration,
+    /// Total time nodes spent ready but not yet started.
+    #[serde(rename = "queue_wait_ms", with = "duration_ms")]
+    pub queue_wait: Duration,
+}
+
+/// Computes the speedup report. Nodes must be given parents-first (as [`WorkflowPlan`] orders them).
+pub fn speedup_report(nodes: &[NodeTiming]) -> SpeedupReport {
+    let run = |n: &NodeTiming| -> Duration { n.attempts.iter().map(|(s, e)| e.duration_since(*s)).sum() };
+    let t_serial: Duration = nodes.iter().map(run).sum();
+    let first = nodes.iter().flat_map(|n| n.attempts.iter().map(|a| a.0)).min();
+    let last = nodes.iter().flat_map(|n| n.attempts.iter().map(|a| a.1)).max();
+    let t_parallel = match (first, last) {
+        (Some(f), Some(l)) => l.duration_since(f),
+        _ => Duration::ZERO,
+    };
+    // Peak parallelism: sweep over attempt starts (+1) and ends (-1); an end at the same instant
+    // as a start is counted first, so back-to-back attempts do not overlap.
+    let mut events: Vec<(Timestamp, i32)> =
+        nodes.iter().flat_map(|n| n.attempts.iter()).flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
+    events.sort();
+    let (mut running, mut peak) = (0i64, 0i64);
+    for (_, delta) in events {
+        running += i64::from(delta);
+        peak = peak.max(running);
+    }
+    let mut longest = vec![Duration::ZERO; nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        let before = n.parents.iter().map(|&p| longest[p]).max().unwrap_or_default();
+        longest[i] = before + run(n);
+    }
+    let queue_wait =
+        nodes.iter().filter_map(|n| n.attempts.iter().map(|a| a.0).min().map(|s| s.duration_since(n.ready_at))).sum();
+    let speedup = if t_parallel.is_zero() { 0.0 } else { t_serial.as_secs_f64() / t_parallel.as_secs_f64() };
+    SpeedupReport {
+        tasks: nodes.len(),
+        t_serial,
+        t_parallel,
+        speedup,
+        peak_parallelism: peak as usize,
+        efficiency: if peak > 0 { speedup / peak as f64 } else { 0.0 },
+        critical_path: longest.into_iter().max().unwrap_or_default(),
+        queue_wait,
+    }
+}
+
+#[cfg(test)]
+mod tests;
