@@ -24,6 +24,8 @@ pub enum Command {
     Task(TaskArgs),
     /// List the workers the server knows.
     Workers(WorkersArgs),
+    /// Submit, show, wait for and cancel workflows (DAGs of tasks).
+    Workflow(WorkflowArgs),
     /// Run the demo: an embedded server, workers and 200 http.fetch tasks.
     Demo(DemoArgs),
     /// Run the benchmark against a fresh server process.
@@ -162,6 +164,49 @@ pub enum TaskCommand {
         id: String,
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(ClapArgs)]
+pub struct WorkflowArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(subcommand)]
+    pub command: WorkflowCommand,
+}
+
+#[derive(Subcommand)]
+pub enum WorkflowCommand {
+    /// Submit a workflow from a JSON file (`-` for stdin); prints its id.
+    Submit {
+        file: PathBuf,
+        /// Wait for the outcome and print the workflow.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait for a workflow's outcome; exits non-zero unless it succeeded.
+    Wait {
+        id: String,
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a workflow: state, result, nodes and the speedup report.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel every unfinished task of a workflow.
+    Cancel {
+        id: String,
         #[arg(long)]
         json: bool,
     },

@@ -21,11 +21,13 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+pub use taskwarden_core::protocol::ParentList;
 use taskwarden_core::protocol::{
     ErrorBody, FetchRequest, FetchResponse, HeldLease, RegisterWorker, Report, ReportBatch, ReportBatchResponse,
     SubmitBatch, TaskList, WorkerHeartbeat, WorkerHeartbeatResponse, WorkerInfo, WorkerList,
 };
 pub use taskwarden_core::protocol::{LeaseStatus, LeasedTask, Outcome, ReportResult, SubmitTask};
+pub use taskwarden_core::workflow::{FailurePolicy, NodeSpec, ParentResult, Workflow, WorkflowSpec, WorkflowState};
 pub use taskwarden_core::{Backoff, Task, TaskId, TaskState};
 use thiserror::Error;
 
@@ -248,6 +250,46 @@ impl Client {
     /// Sends a failed (or cancelled) task back to the queue with a fresh attempt budget.
     pub async fn retry(&self, id: TaskId) -> Result<Task> {
         Ok(self.call::<(), _>(Method::POST, &format!("/v1/tasks/{id}/retry"), None, Self::TIMEOUT).await?.1)
+    }
+
+    /// Submits a workflow (a DAG of tasks) atomically.
+    pub async fn submit_workflow(&self, spec: &WorkflowSpec) -> Result<Workflow> {
+        Ok(self.call(Method::POST, "/v1/workflows", Some(spec), Self::TIMEOUT).await?.1)
+    }
+
+    /// A workflow with its nodes and speedup report.
+    pub async fn get_workflow(&self, id: TaskId) -> Result<Workflow> {
+        Ok(self.call::<(), _>(Method::GET, &format!("/v1/workflows/{id}"), None, Self::TIMEOUT).await?.1)
+    }
+
+    /// Waits until the workflow's outcome is decided, up to `timeout`.
+    pub async fn wait_workflow(&self, id: TaskId, timeout: Duration) -> Result<Workflow> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let poll = deadline.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(30));
+            let path = format!("/v1/workflows/{id}/wait?timeout_ms={}", poll.as_millis());
+            let wf: Workflow = self.call::<(), _>(Method::GET, &path, None, poll + Self::TIMEOUT).await?.1;
+            if wf.state.is_terminal() {
+                return Ok(wf);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::WaitTimeout(id));
+            }
+        }
+    }
+
+    pub async fn cancel_workflow(&self, id: TaskId) -> Result<Workflow> {
+        Ok(self.call::<(), _>(Method::POST, &format!("/v1/workflows/{id}/cancel"), None, Self::TIMEOUT).await?.1)
+    }
+
+    /// One page of a workflow task's parents' outcomes, in node order, after node `after`.
+    pub async fn parents(&self, task: TaskId, after: Option<&str>, limit: u32) -> Result<ParentList> {
+        let mut query = format!("limit={limit}");
+        if let Some(a) = after {
+            query.push('&');
+            query.push_str(&serde_urlencoded::to_string([("after", a)]).expect("a string pair"));
+        }
+        Ok(self.call::<(), _>(Method::GET, &format!("/v1/tasks/{task}/parents?{query}"), None, Self::TIMEOUT).await?.1)
     }
 
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {

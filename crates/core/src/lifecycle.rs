@@ -126,6 +126,16 @@ impl Task {
         Ok(())
     }
 
+    /// Scheduled (waiting for its parents) → ready: every parent of this workflow task finished.
+    pub fn dependencies_met(&mut self, now: Timestamp) -> Result<(), TransitionError> {
+        if self.state != TaskState::Scheduled || self.run_at != Timestamp::NEVER {
+            return Err(self.refuse("release the dependencies of"));
+        }
+        self.updated_at = now;
+        self.schedule(now, now);
+        Ok(())
+    }
+
     /// Ready → running under a new lease held by `worker_id`.
     pub fn start(&mut self, worker_id: &str, token: LeaseToken, now: Timestamp) -> Result<&Lease, TransitionError> {
         if self.state != TaskState::Ready {

@@ -111,6 +111,9 @@ pub struct LeasedTask {
     pub lease_expires_at: Timestamp,
     pub timeout_ms: u64,
     pub lease_timeout_ms: u64,
+    /// For a workflow task: how many parents it has (their results: `/v1/tasks/{id}/parents`).
+    #[serde(default)]
+    pub parent_count: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -317,4 +320,13 @@ pub struct ErrorDetail {
     /// The offending field, as a path such as `tasks[3].queue`, when one field is to blame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+/// A page of a workflow task's parents' outcomes, in node order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ParentList {
+    pub parents: Vec<crate::workflow::ParentResult>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }

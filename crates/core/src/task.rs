@@ -18,7 +18,8 @@ use crate::time::{Timestamp, duration_ms};
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
-    /// Waiting for its `run_at` (a delay, or the backoff after a failed attempt).
+    /// Waiting for its `run_at` (a delay, the backoff after a failed attempt, or, for a workflow
+    /// task, its parents to finish).
     Scheduled,
     /// Due, waiting for a worker.
     Ready,
@@ -216,6 +217,19 @@ pub struct Task {
     /// running attempt, if any, is described by `lease`.
     #[serde(default)]
     pub history: Vec<Attempt>,
+    /// The workflow this task is a node of, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<TaskId>,
+    /// The node's id within its workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// How many workflow tasks this one depends on; their results are at `/v1/tasks/{id}/parents`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parent_count: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Task {
@@ -247,7 +261,31 @@ impl Task {
             error: None,
             progress: None,
             history: Vec::new(),
+            workflow_id: None,
+            node: None,
+            parent_count: 0,
         }
+    }
+
+    /// A new workflow node. One with parents waits (scheduled, due never) until they finish; see
+    /// [`Task::dependencies_met`].
+    pub fn new_node(
+        id: TaskId,
+        spec: NewTask,
+        workflow_id: TaskId,
+        node: String,
+        parents: u32,
+        now: Timestamp,
+    ) -> Task {
+        let mut task = Task::new(id, spec, now);
+        task.workflow_id = Some(workflow_id);
+        task.node = Some(node);
+        task.parent_count = parents;
+        if parents > 0 {
+            task.state = TaskState::Scheduled;
+            task.run_at = Timestamp::NEVER;
+        }
+        task
     }
 
     /// The sum of the run times of the finished attempts.

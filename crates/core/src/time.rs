@@ -13,6 +13,9 @@ pub struct Timestamp(i64);
 
 impl Timestamp {
     pub const EPOCH: Timestamp = Timestamp(0);
+    /// The last second of year 9999: "not until something else happens" (a workflow task waiting
+    /// for its parents). Still a valid RFC 3339 time.
+    pub const NEVER: Timestamp = Timestamp(253_402_300_799_000_000);
 
     pub const fn from_micros(micros: i64) -> Self {
         Timestamp(micros)
@@ -116,6 +119,13 @@ mod tests {
         assert_eq!(s, "\"2025-11-24T16:00:00.123456Z\"");
         let back: Timestamp = serde_json::from_str(&s).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn never_is_printable_and_parses_back() {
+        let s = Timestamp::NEVER.to_string();
+        assert_eq!(s, "9999-12-31T23:59:59.000000Z");
+        assert_eq!(s.parse::<Timestamp>().unwrap(), Timestamp::NEVER);
     }
 
     #[test]

@@ -216,8 +216,8 @@ fn validate_policy(p: &FailurePolicy) -> Result<(), ValidationError> {
 }
 
 /// Orders nodes so that parents come first (depth-first, iterative: a long chain does not grow
-/// the call stack). On a cycle, returns the nodes on it in the order they would run, the first
-/// repeated at the end.
+/// the call stack). On a cycle, returns the nodes on it in the order they would run, starting
+/// from the one listed first and repeating it at the end.
 fn topological_order(parents: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
@@ -248,6 +248,9 @@ fn topological_order(parents: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
                         let start = path.iter().position(|&(n, _)| n == p).expect("p is on the path");
                         let mut cycle: Vec<usize> = path[start..].iter().map(|&(n, _)| n).collect();
                         cycle.reverse();
+                        // Start from the task listed first, so the same cycle always reads the same.
+                        let first = cycle.iter().enumerate().min_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
+                        cycle.rotate_left(first);
                         cycle.push(cycle[0]);
                         return Err(cycle);
                     }
@@ -261,6 +264,85 @@ fn topological_order(parents: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
         }
     }
     Ok(order)
+}
+
+/// A workflow's state: running until its outcome is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkflowState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl WorkflowState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowState::Running => "running",
+            WorkflowState::Succeeded => "succeeded",
+            WorkflowState::Failed => "failed",
+            WorkflowState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self != WorkflowState::Running
+    }
+}
+
+impl std::str::FromStr for WorkflowState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [WorkflowState::Running, WorkflowState::Succeeded, WorkflowState::Failed, WorkflowState::Cancelled]
+            .into_iter()
+            .find(|w| w.as_str() == s)
+            .ok_or_else(|| format!("unknown workflow state {s:?}"))
+    }
+}
+
+/// One node of a workflow, as reported.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkflowNode {
+    pub node: String,
+    pub task_id: crate::id::TaskId,
+    pub state: crate::task::TaskState,
+}
+
+/// A workflow, as the API returns it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Workflow {
+    pub id: crate::id::TaskId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub failure_policy: FailurePolicy,
+    pub state: WorkflowState,
+    pub total: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    /// The sink task's result once the workflow succeeded (with several sinks: an object of them
+    /// by node id).
+    pub result: Option<Box<RawValue>>,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// The nodes in dependency order (filled in by `get`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<WorkflowNode>,
+    /// What parallel execution bought (filled in by `get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speedup: Option<SpeedupReport>,
+}
+
+/// A parent's outcome, as its child reads it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ParentResult {
+    pub node: String,
+    pub task_id: crate::id::TaskId,
+    pub state: crate::task::TaskState,
+    pub result: Option<Box<RawValue>>,
+    pub error: Option<String>,
 }
 
 /// One node's timings, for the speedup report.

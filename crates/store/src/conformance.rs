@@ -57,7 +57,12 @@ macro_rules! conformance_tests {
             concurrent_submits_are_all_stored,
             a_waiting_fetch_is_handed_a_task_submitted_later,
             a_fetch_that_stopped_waiting_takes_nothing,
-            expired_idempotency_keys_are_pruned
+            expired_idempotency_keys_are_pruned,
+            a_workflow_runs_in_dependency_order_and_returns_its_sinks_result,
+            fail_fast_cancels_what_has_not_finished,
+            collect_runs_the_children_of_failed_parents,
+            a_quorum_decides_as_soon_as_enough_tasks_succeeded,
+            cancelling_a_workflow_cancels_its_unfinished_tasks
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -442,4 +447,141 @@ pub async fn expired_idempotency_keys_are_pruned(store: &dyn Store) {
         now: at(11_000),
     };
     assert!(!store.submit(p).await.unwrap().remove(0).created, "the younger key still deduplicates");
+}
+
+fn workflow(policy: taskwarden_core::workflow::FailurePolicy, nodes: &[(&str, &[&str])]) -> SubmitWorkflow {
+    use taskwarden_core::workflow::{NodeSpec, WorkflowSpec};
+    let tasks = nodes
+        .iter()
+        .map(|(id, deps)| NodeSpec {
+            id: id.to_string(),
+            kind: "echo".into(),
+            queue: "wf".into(),
+            payload: Some(raw(&format!("\"{id}\""))),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            max_attempts: Some(1),
+            ..Default::default()
+        })
+        .collect();
+    let plan = WorkflowSpec { name: Some("test".into()), failure_policy: policy, tasks }
+        .plan(&Limits::default(), at(0))
+        .unwrap();
+    SubmitWorkflow { plan, now: at(0) }
+}
+
+/// Leases every ready workflow task, returning them by node id.
+async fn lease_ready(store: &dyn Store, now: Timestamp) -> std::collections::BTreeMap<String, Task> {
+    fetch(store, &["wf"], 100, now).await.into_iter().map(|t| (t.node.clone().unwrap(), t)).collect()
+}
+
+fn failure(permanent: bool) -> Outcome {
+    Outcome::Failed { error: "boom".into(), retry_after_ms: None, permanent }
+}
+
+pub async fn a_workflow_runs_in_dependency_order_and_returns_its_sinks_result(store: &dyn Store) {
+    use taskwarden_core::workflow::{FailurePolicy, WorkflowState};
+    let wf = store
+        .submit_workflow(workflow(
+            FailurePolicy::FailFast,
+            &[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(wf.total, 4);
+    let ready = lease_ready(store, at(1)).await;
+    assert_eq!(ready.keys().collect::<Vec<_>>(), vec!["a"], "only the root is ready");
+    report(store, &ready["a"], success(r#"{"from":"a"}"#), at(2)).await.unwrap();
+    let ready = lease_ready(store, at(3)).await;
+    assert_eq!(ready.keys().collect::<Vec<_>>(), vec!["b", "c"]);
+    report(store, &ready["b"], success("1"), at(4)).await.unwrap();
+    assert!(lease_ready(store, at(5)).await.is_empty(), "d waits for c too");
+    report(store, &ready["c"], success("2"), at(6)).await.unwrap();
+    let ready = lease_ready(store, at(7)).await;
+    let d = &ready["d"];
+    assert_eq!(d.parent_count, 2);
+    let parents = store.parents(ListParents { task_id: d.id, after: None, limit: 10 }).await.unwrap();
+    let seen: Vec<(&str, &str)> = parents.iter().map(|p| (p.node.as_str(), p.result.as_ref().unwrap().get())).collect();
+    assert_eq!(seen, vec![("b", "1"), ("c", "2")], "the child reads its parents' results in node order");
+    let page = store.parents(ListParents { task_id: d.id, after: Some("b".into()), limit: 10 }).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(store.get_workflow(wf.id).await.unwrap().state, WorkflowState::Running);
+    report(store, d, success(r#"{"sum":3}"#), at(10)).await.unwrap();
+    let done = store.get_workflow(wf.id).await.unwrap();
+    assert_eq!(done.state, WorkflowState::Succeeded);
+    assert_eq!(done.result.unwrap().get(), r#"{"sum":3}"#);
+    assert_eq!((done.succeeded, done.failed), (4, 0));
+    let report = done.speedup.unwrap();
+    assert_eq!(report.tasks, 4);
+    assert_eq!(report.peak_parallelism, 2);
+    assert_eq!(report.t_serial, Duration::from_millis(1 + 1 + 3 + 3));
+}
+
+pub async fn fail_fast_cancels_what_has_not_finished(store: &dyn Store) {
+    use taskwarden_core::workflow::{FailurePolicy, WorkflowState};
+    let wf = store
+        .submit_workflow(workflow(FailurePolicy::FailFast, &[("a", &[]), ("b", &["a"]), ("c", &[])]))
+        .await
+        .unwrap();
+    let ready = lease_ready(store, at(1)).await;
+    report(store, &ready["a"], failure(true), at(2)).await.unwrap();
+    let got = store.get_workflow(wf.id).await.unwrap();
+    assert_eq!(got.state, WorkflowState::Failed);
+    assert!(got.error.as_deref().unwrap().contains("task a"), "{:?}", got.error);
+    let state = |n: &str| got.nodes.iter().find(|x| x.node == n).unwrap().state;
+    assert_eq!(state("b"), TaskState::Cancelled, "never started");
+    assert_eq!(state("c"), TaskState::Running, "running: asked to stop");
+    assert!(store.get(ready["c"].id).await.unwrap().cancel_requested);
+}
+
+pub async fn collect_runs_the_children_of_failed_parents(store: &dyn Store) {
+    use taskwarden_core::workflow::{FailurePolicy, WorkflowState};
+    let wf = store
+        .submit_workflow(workflow(FailurePolicy::Collect, &[("a", &[]), ("b", &[]), ("join", &["a", "b"])]))
+        .await
+        .unwrap();
+    let ready = lease_ready(store, at(1)).await;
+    report(store, &ready["a"], failure(true), at(2)).await.unwrap();
+    report(store, &ready["b"], success("\"ok\""), at(3)).await.unwrap();
+    let join = lease_ready(store, at(4)).await.remove("join").expect("the join runs despite a failed parent");
+    let parents = store.parents(ListParents { task_id: join.id, after: None, limit: 10 }).await.unwrap();
+    assert_eq!(parents[0].state, TaskState::Failed);
+    assert_eq!(parents[0].error.as_deref(), Some("boom"));
+    assert_eq!(parents[1].result.as_ref().unwrap().get(), "\"ok\"");
+    report(store, &join, success("\"joined\""), at(5)).await.unwrap();
+    let got = store.get_workflow(wf.id).await.unwrap();
+    assert_eq!(got.state, WorkflowState::Succeeded);
+    assert_eq!((got.succeeded, got.failed), (2, 1));
+}
+
+pub async fn a_quorum_decides_as_soon_as_enough_tasks_succeeded(store: &dyn Store) {
+    use taskwarden_core::workflow::{FailurePolicy, WorkflowState};
+    let nodes: Vec<(String, Vec<&str>)> = (0..5).map(|i| (format!("n{i}"), vec![])).collect();
+    let nodes: Vec<(&str, &[&str])> = nodes.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    let policy = FailurePolicy::Quorum { min_successes: Some(3), fraction: None };
+    let wf = store.submit_workflow(workflow(policy, &nodes)).await.unwrap();
+    let ready = lease_ready(store, at(1)).await;
+    report(store, &ready["n0"], failure(true), at(2)).await.unwrap();
+    for n in ["n1", "n2"] {
+        report(store, &ready[n], success("1"), at(3)).await.unwrap();
+    }
+    assert_eq!(store.get_workflow(wf.id).await.unwrap().state, WorkflowState::Running);
+    report(store, &ready["n3"], success("1"), at(4)).await.unwrap();
+    let got = store.get_workflow(wf.id).await.unwrap();
+    assert_eq!(got.state, WorkflowState::Succeeded, "3 of 5 succeeded");
+    assert!(store.get(ready["n4"].id).await.unwrap().cancel_requested, "the rest is cancelled once decided");
+}
+
+pub async fn cancelling_a_workflow_cancels_its_unfinished_tasks(store: &dyn Store) {
+    use taskwarden_core::workflow::{FailurePolicy, WorkflowState};
+    let wf = store.submit_workflow(workflow(FailurePolicy::FailFast, &[("a", &[]), ("b", &["a"])])).await.unwrap();
+    let a = lease_ready(store, at(1)).await.remove("a").unwrap();
+    assert!(matches!(store.retry(RetryTask { id: a.id, now: at(1) }).await, Err(StoreError::Conflict(_))));
+    let got = store.cancel_workflow(CancelWorkflow { id: wf.id, now: at(2) }).await.unwrap();
+    assert_eq!(got.state, WorkflowState::Cancelled);
+    assert_eq!(store.get(got.nodes[1].task_id).await.unwrap().state, TaskState::Cancelled);
+    assert!(store.get(a.id).await.unwrap().cancel_requested);
+    assert!(matches!(
+        store.cancel_workflow(CancelWorkflow { id: wf.id, now: at(3) }).await,
+        Err(StoreError::Conflict(_))
+    ));
 }

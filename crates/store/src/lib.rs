@@ -15,6 +15,7 @@ pub mod conformance;
 
 use async_trait::async_trait;
 use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
+use taskwarden_core::workflow::{ParentResult, Workflow};
 use taskwarden_core::{Task, TaskId};
 use tokio::sync::watch;
 
@@ -66,6 +67,18 @@ pub trait Store: Send + Sync + 'static {
     async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo>;
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>>;
+
+    /// Stores a workflow's tasks and edges atomically; tasks without parents are ready at once.
+    async fn submit_workflow(&self, p: SubmitWorkflow) -> Result<Workflow>;
+
+    /// A workflow with its nodes and speedup report.
+    async fn get_workflow(&self, id: TaskId) -> Result<Workflow>;
+
+    /// Cancels every unfinished task of the workflow (running ones are asked to stop).
+    async fn cancel_workflow(&self, p: CancelWorkflow) -> Result<Workflow>;
+
+    /// The outcomes of a workflow task's parents, a page at a time.
+    async fn parents(&self, p: ListParents) -> Result<Vec<ParentResult>>;
 
     /// A counter that moves on whenever `topic` happens; see [`Topic`].
     fn subscribe(&self, topic: Topic) -> watch::Receiver<u64>;

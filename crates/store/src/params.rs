@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use taskwarden_core::protocol::{HeldLease, Report};
+use taskwarden_core::workflow::WorkflowPlan;
 use taskwarden_core::{Cancellation, NewTask, Task, TaskId, TaskState, Timestamp};
 
 pub struct SubmitTasks {
@@ -111,4 +112,22 @@ pub enum Topic {
     Scheduled,
     /// Tasks reached a terminal state.
     Finished,
+}
+
+pub struct SubmitWorkflow {
+    pub plan: WorkflowPlan,
+    pub now: Timestamp,
+}
+
+pub struct CancelWorkflow {
+    pub id: TaskId,
+    pub now: Timestamp,
+}
+
+/// A page of a task's parents' outcomes, in node order.
+pub struct ListParents {
+    pub task_id: TaskId,
+    /// Return parents whose node id sorts after this one.
+    pub after: Option<String>,
+    pub limit: u32,
 }

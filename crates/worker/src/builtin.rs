@@ -1,6 +1,6 @@
 //! Handlers built into the `taskwarden worker` command, so the CLI is useful without writing code.
 //!
-//! - `echo`: returns its payload.
+//! - `echo`: returns its payload; a workflow task with parents returns `{"payload", "parents"}`.
 //! - `sleep`: `{"ms": 250}` sleeps, then returns `{"slept_ms": 250, "attempt": n}`; stops early if cancelled.
 //! - `fail`: `{"message": "...", "permanent": false}` fails (retryable unless `permanent`).
 //! - `http.fetch`: `{"url": "http://...", "timeout_ms": 10000}` GETs the URL and returns
@@ -20,8 +20,20 @@ pub(crate) fn register(worker: Worker) -> Worker {
     worker.handler("echo", echo).handler("sleep", sleep).handler("fail", fail).handler("http.fetch", http_fetch)
 }
 
-async fn echo(_ctx: TaskContext, payload: Box<RawValue>) -> Result<Box<RawValue>, TaskError> {
-    Ok(payload)
+/// Returns its whole input: the payload, or for a workflow task with parents,
+/// `{"payload": ..., "parents": {"node": {"state", "result", "error"}}}`.
+async fn echo(ctx: TaskContext, payload: Box<RawValue>) -> Result<Box<RawValue>, TaskError> {
+    if ctx.parent_count == 0 {
+        return Ok(payload);
+    }
+    let parents: serde_json::Map<String, Value> = ctx
+        .parents()
+        .await?
+        .into_iter()
+        .map(|p| (p.node.clone(), serde_json::json!({"state": p.state, "result": p.result, "error": p.error})))
+        .collect();
+    serde_json::value::to_raw_value(&serde_json::json!({"payload": payload, "parents": parents}))
+        .map_err(|e| TaskError::fail(e.to_string()))
 }
 
 #[derive(Deserialize)]

@@ -68,8 +68,11 @@ pub struct TaskContext {
     /// This attempt's number, from 1.
     pub attempt: u32,
     pub max_attempts: u32,
+    /// For a workflow task: how many parents it has; see [`TaskContext::parents`].
+    pub parent_count: u32,
     cancel: CancellationToken,
     progress: ProgressBoard,
+    client: taskwarden_client::Client,
 }
 
 impl TaskContext {
@@ -77,6 +80,7 @@ impl TaskContext {
         task: &taskwarden_core::protocol::LeasedTask,
         cancel: CancellationToken,
         progress: ProgressBoard,
+        client: taskwarden_client::Client,
     ) -> Self {
         TaskContext {
             id: task.id,
@@ -84,9 +88,37 @@ impl TaskContext {
             queue: task.queue.clone(),
             attempt: task.attempt,
             max_attempts: task.max_attempts,
+            parent_count: task.parent_count,
             cancel,
             progress,
+            client,
         }
+    }
+
+    /// The outcomes of this workflow task's parents, in node order (empty for a plain task).
+    /// Reads them a page at a time; for a join over a large fan-out, prefer
+    /// [`TaskContext::parents_page`] to keep memory flat.
+    pub async fn parents(&self) -> Result<Vec<taskwarden_client::ParentResult>, TaskError> {
+        let mut all = Vec::with_capacity(self.parent_count as usize);
+        let mut after: Option<String> = None;
+        while (all.len() as u32) < self.parent_count {
+            let page = self.parents_page(after.as_deref(), 1000).await?;
+            all.extend(page.parents);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        Ok(all)
+    }
+
+    /// One page of the parents' outcomes, after node `after`.
+    pub async fn parents_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<taskwarden_client::ParentList, TaskError> {
+        self.client.parents(self.id, after, limit).await.map_err(|e| TaskError::retry(format!("reading parents: {e}")))
     }
 
     /// Fires when the task is cancelled, its lease is lost, its timeout passes or the worker shuts

@@ -172,7 +172,7 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
     };
     let timeout =
         kind_timeout.map_or(Duration::from_millis(task.timeout_ms), |t| t.min(Duration::from_millis(task.timeout_ms)));
-    let ctx = TaskContext::new(&task, cancel.clone(), shared.progress.clone());
+    let ctx = TaskContext::new(&task, cancel.clone(), shared.progress.clone(), shared.client.clone());
     // Registered before the handler starts, so the first heartbeat already covers it.
     shared.active.lock().expect("active lock").insert(
         id,

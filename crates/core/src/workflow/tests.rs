@@ -39,8 +39,9 @@ fn bad_graphs_are_refused_with_the_culprit_named() {
     assert_eq!(err.field, "tasks[1].id");
     let err = plan(vec![node("a", &["c"]), node("b", &["a"]), node("c", &["b"]), node("d", &[])]).unwrap_err();
     assert_eq!(err.field, "tasks");
-    // Named in the order the tasks would run: b before c, c before a, a before b.
-    assert_eq!(err.message, "the dependencies form a cycle: b -> c -> a -> b");
+    // Named in the order the tasks would run (a before b, b before c, c before a), from the
+    // task listed first.
+    assert_eq!(err.message, "the dependencies form a cycle: a -> b -> c -> a");
     let err = plan(vec![node("self", &["self"])]).unwrap_err();
     assert!(err.message.ends_with("self -> self"), "{}", err.message);
     let err = plan(vec![node("a", &[]), NodeSpec { kind: String::new(), ..node("b", &["a"]) }]).unwrap_err();

@@ -3,12 +3,14 @@
 //!
 //! - `tasks`: submit, inspect, list, wait for, cancel and retry tasks.
 //! - `workers`: the worker protocol (register, fetch, heartbeat, report) and the single-lease calls.
+//! - `workflows`: submit, get, wait for and cancel workflows; a task's parents' results.
 //! - `health`: liveness, readiness and the OpenAPI document.
 
 mod health;
 pub(crate) use health::openapi;
 mod tasks;
 mod workers;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -57,6 +59,11 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/workers/{id}/fetch"),
     ("post", "/v1/workers/{id}/heartbeat"),
     ("post", "/v1/workers/{id}/reports"),
+    ("get", "/v1/tasks/{id}/parents"),
+    ("post", "/v1/workflows"),
+    ("get", "/v1/workflows/{id}"),
+    ("get", "/v1/workflows/{id}/wait"),
+    ("post", "/v1/workflows/{id}/cancel"),
 ];
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -80,6 +87,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/workers/{id}/fetch", post(workers::fetch))
         .route("/v1/workers/{id}/heartbeat", post(workers::heartbeat))
         .route("/v1/workers/{id}/reports", post(workers::reports))
+        .route("/v1/tasks/{id}/parents", get(workflows::parents))
+        .route("/v1/workflows", post(workflows::submit))
+        .route("/v1/workflows/{id}", get(workflows::get))
+        .route("/v1/workflows/{id}/wait", get(workflows::wait))
+        .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(move |mut req: Request, next: Next| async move {

@@ -56,6 +56,7 @@ fn leased(task: Task) -> LeasedTask {
         lease_expires_at: lease.expires_at,
         timeout_ms: task.timeout.as_millis() as u64,
         lease_timeout_ms: task.lease_timeout.as_millis() as u64,
+        parent_count: task.parent_count,
     }
 }
 

@@ -5,6 +5,7 @@
 //! - `handoff`: parked fetches, served the moment tasks become ready.
 //! - `reads`: queries (run on a pool of reader connections).
 //! - `rows`: the mapping between rows and core types.
+//! - `workflows`: workflow DAGs: storing them, releasing children, deciding outcomes.
 //! - `schema`: versioned migrations.
 
 mod handoff;
@@ -12,6 +13,7 @@ mod ops;
 mod reads;
 mod rows;
 mod schema;
+mod workflows;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
+use taskwarden_core::workflow::{ParentResult, Workflow};
 use taskwarden_core::{Task, TaskId};
 use tokio::sync::watch;
 
@@ -218,6 +221,22 @@ impl Store for SqliteStore {
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
         self.read(reads::workers).await
+    }
+
+    async fn submit_workflow(&self, p: SubmitWorkflow) -> Result<Workflow> {
+        self.writer.write(true, move |c, st| workflows::submit(c, st, p)).await
+    }
+
+    async fn get_workflow(&self, id: TaskId) -> Result<Workflow> {
+        self.read(move |c| workflows::get(c, id)).await
+    }
+
+    async fn cancel_workflow(&self, p: CancelWorkflow) -> Result<Workflow> {
+        self.writer.write(true, move |c, st| workflows::cancel(c, st, p)).await
+    }
+
+    async fn parents(&self, p: ListParents) -> Result<Vec<ParentResult>> {
+        self.read(move |c| workflows::parents(c, &p)).await
     }
 
     fn subscribe(&self, topic: Topic) -> watch::Receiver<u64> {

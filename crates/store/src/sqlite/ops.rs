@@ -15,7 +15,7 @@ use crate::params::*;
 use crate::{Result, StoreError};
 
 /// Notes which wake-up topics a task's new state concerns.
-fn touch_for(state: &mut WriterState, task: &Task) {
+pub(crate) fn touch_for(state: &mut WriterState, task: &Task) {
     match task.state {
         TaskState::Ready => state.touch(Topic::Ready),
         TaskState::Scheduled => state.touch(Topic::Scheduled),
@@ -24,16 +24,21 @@ fn touch_for(state: &mut WriterState, task: &Task) {
     }
 }
 
-fn load(conn: &Connection, id: TaskId) -> Result<Task> {
+pub(crate) fn load(conn: &Connection, id: TaskId) -> Result<Task> {
     load_task(conn, id).map_err(internal)?.ok_or(StoreError::NotFound)
 }
 
-fn save(conn: &Connection, st: &mut WriterState, task: &Task, attempt: Option<&Attempt>) -> Result<()> {
+/// Writes a task back after a transition; a workflow task that just finished moves its
+/// workflow on.
+pub(crate) fn save(conn: &Connection, st: &mut WriterState, task: &Task, attempt: Option<&Attempt>) -> Result<()> {
     save_task(conn, task).map_err(internal)?;
     if let Some(a) = attempt {
         insert_attempt(conn, task.id, a).map_err(internal)?;
     }
     touch_for(st, task);
+    if task.workflow_id.is_some() && task.state.is_terminal() {
+        super::workflows::on_finished(conn, st, task)?;
+    }
     Ok(())
 }
 
@@ -85,6 +90,9 @@ pub(crate) fn cancel(conn: &Connection, st: &mut WriterState, p: CancelTask) -> 
 pub(crate) fn retry(conn: &Connection, st: &mut WriterState, p: RetryTask) -> Result<Task> {
     st.observe(p.now);
     let mut task = load(conn, p.id)?;
+    if task.workflow_id.is_some() {
+        return Err(StoreError::Conflict("a workflow's tasks cannot be retried one by one".into()));
+    }
     task.retry(p.now)?;
     save(conn, st, &task, None)?;
     Ok(task)

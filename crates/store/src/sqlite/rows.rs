@@ -9,7 +9,7 @@ use taskwarden_core::{Attempt, Lease, LeaseToken, Task, TaskId, TaskState, Times
 pub(crate) const TASK_COLUMNS: &str = "id, queue, kind, payload, priority, tags, idempotency_key, state, \
     attempts, max_attempts, attempt_limit, backoff, timeout_ms, lease_timeout_ms, run_at, created_at, \
     updated_at, finished_at, lease_token, lease_worker, lease_attempt, lease_started_at, \
-    lease_expires_at, lease_deadline, cancel_requested, result, error, progress";
+    lease_expires_at, lease_deadline, cancel_requested, result, error, progress, workflow_id, node, parent_count";
 
 fn bad(column: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
@@ -67,6 +67,9 @@ pub(crate) fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
         error: r.get(26)?,
         progress: r.get::<_, Option<String>>(27)?.map(|s| json(27, &s)).transpose()?,
         history: Vec::new(),
+        workflow_id: r.get::<_, Option<[u8; 16]>>(28)?.map(TaskId::from_bytes),
+        node: r.get(29)?,
+        parent_count: r.get(30)?,
     })
 }
 
@@ -100,9 +103,10 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 }
 
 pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
+    // A new task waits for all its parents: pending_parents starts at parent_count.
     let mut stmt = conn.prepare_cached(&format!(
-        "INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-         ?14, ?15, ?16, ?17, ?18, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL)"
+        "INSERT INTO tasks ({TASK_COLUMNS}, pending_parents) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+         ?14, ?15, ?16, ?17, ?18, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, ?19, ?20, ?21, ?21)"
     ))?;
     stmt.execute(params![
         t.id.as_bytes(),
@@ -123,6 +127,9 @@ pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
         t.created_at.as_micros(),
         t.updated_at.as_micros(),
         t.finished_at.map(Timestamp::as_micros),
+        t.workflow_id.as_ref().map(|w| w.as_bytes().as_slice()),
+        t.node,
+        t.parent_count,
     ])?;
     Ok(())
 }

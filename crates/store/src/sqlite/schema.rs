@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Each entry moves the schema from version `index` to `index + 1`. Append only.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 -- A rowid table, not WITHOUT ROWID: rows are a few hundred bytes, and new tasks append at the
 -- end of the rowid b-tree, which SQLite does without rebalancing.
 CREATE TABLE tasks (
@@ -72,7 +73,40 @@ CREATE TABLE workers (
     registered_at INTEGER NOT NULL,
     last_seen_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+-- Workflows: a task may be a node of a workflow and wait for its parents.
+ALTER TABLE tasks ADD COLUMN workflow_id BLOB;
+ALTER TABLE tasks ADD COLUMN node TEXT;
+ALTER TABLE tasks ADD COLUMN parent_count INTEGER NOT NULL DEFAULT 0;
+-- Parents not yet finished; the task becomes ready when this reaches zero.
+ALTER TABLE tasks ADD COLUMN pending_parents INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX tasks_by_workflow ON tasks (workflow_id, seq) WHERE workflow_id IS NOT NULL;
+
+CREATE TABLE task_edges (
+    parent_id BLOB NOT NULL,
+    child_id  BLOB NOT NULL,
+    PRIMARY KEY (parent_id, child_id)
+) WITHOUT ROWID;
+CREATE INDEX task_edges_by_child ON task_edges (child_id, parent_id);
+
+CREATE TABLE workflows (
+    seq            INTEGER PRIMARY KEY,
+    id             BLOB NOT NULL UNIQUE,
+    name           TEXT,
+    failure_policy TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    total          INTEGER NOT NULL,
+    succeeded      INTEGER NOT NULL DEFAULT 0,
+    failed         INTEGER NOT NULL DEFAULT 0,
+    -- The task whose result is the workflow's (its single sink), if there is one.
+    result_task    BLOB,
+    error          TEXT,
+    created_at     INTEGER NOT NULL,
+    finished_at    INTEGER
+);
+"#,
+];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -1,0 +1,91 @@
+//! Workflow endpoints: submit a DAG, get it with its speedup report, wait for it, cancel it; and a
+//! workflow task's parents' results, a page at a time.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use taskwarden_core::protocol::ParentList;
+use taskwarden_core::workflow::{Workflow, WorkflowSpec};
+use taskwarden_store::{CancelWorkflow, ListParents, SubmitWorkflow, Topic};
+
+use super::{ApiResult, AppState};
+use crate::error::{ApiError, ApiJson, ApiQuery, task_id};
+
+pub(super) async fn submit(
+    State(s): State<AppState>,
+    ApiJson(spec): ApiJson<WorkflowSpec>,
+) -> ApiResult<impl IntoResponse> {
+    let now = s.clock.now();
+    let plan = spec.plan(&s.config.limits, now)?;
+    let workflow = s.store.submit_workflow(SubmitWorkflow { plan, now }).await?;
+    Ok((StatusCode::CREATED, Json(workflow)))
+}
+
+pub(super) async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Workflow>> {
+    Ok(Json(s.store.get_workflow(task_id(&id)?).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WaitQuery {
+    timeout_ms: Option<u64>,
+}
+
+/// Long-polls until the workflow's outcome is decided or the timeout passes.
+pub(super) async fn wait(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+) -> ApiResult<Json<Workflow>> {
+    let id = task_id(&id)?;
+    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000));
+    if timeout > s.config.limits.max_wait {
+        return Err(ApiError::invalid(
+            "timeout_ms",
+            format!("must be at most {} ms", s.config.limits.max_wait.as_millis()),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut finished = s.store.subscribe(Topic::Finished);
+    loop {
+        finished.borrow_and_update();
+        let wf = s.store.get_workflow(id).await?;
+        if wf.state.is_terminal() {
+            return Ok(Json(wf));
+        }
+        tokio::select! {
+            changed = finished.changed() => if changed.is_err() { return Ok(Json(wf)) },
+            _ = tokio::time::sleep_until(deadline) => return Ok(Json(wf)),
+            _ = s.shutdown.cancelled() => return Ok(Json(wf)),
+        }
+    }
+}
+
+pub(super) async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Workflow>> {
+    Ok(Json(s.store.cancel_workflow(CancelWorkflow { id: task_id(&id)?, now: s.clock.now() }).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ParentsQuery {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+pub(super) async fn parents(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ParentsQuery>,
+) -> ApiResult<Json<ParentList>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let parents = s.store.parents(ListParents { task_id: task_id(&id)?, after: q.after, limit }).await?;
+    let next = (parents.len() == limit as usize).then(|| parents.last().map(|p| p.node.clone())).flatten();
+    Ok(Json(ParentList { parents, next }))
+}

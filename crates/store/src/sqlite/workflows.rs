@@ -1,0 +1,360 @@
+//! Workflows on the embedded store: storing a DAG, moving it on as its tasks finish, reading it.
+//!
+//! Every task keeps a count of parents not yet finished. When a task finishes, its children's
+//! counts go down in the same transaction (the single writer makes that race-free), and a child
+//! whose count reaches zero becomes ready. The workflow's outcome is decided by its failure policy.
+
+use rand::Rng;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::value::RawValue;
+use taskwarden_core::workflow::{
+    FailurePolicy, NodeTiming, ParentResult, Workflow, WorkflowNode, WorkflowState, speedup_report,
+};
+use taskwarden_core::{Task, TaskId, TaskState, Timestamp};
+
+use super::internal;
+use super::ops::{load, save, touch_for};
+use super::rows::{insert_task, save_task};
+use super::writer::WriterState;
+use crate::params::{CancelWorkflow, ListParents, SubmitWorkflow};
+use crate::{Result, StoreError};
+
+fn bad(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitWorkflow) -> Result<Workflow> {
+    st.observe(p.now);
+    let plan = p.plan;
+    let id = st.ids.next(p.now, st.rng.random());
+    let ids: Vec<TaskId> = plan.nodes.iter().map(|_| st.ids.next(p.now, st.rng.random())).collect();
+    let result_task = (plan.sinks.len() == 1).then(|| ids[plan.sinks[0]]);
+    let policy = serde_json::to_string(&plan.failure_policy).map_err(bad)?;
+    conn.prepare_cached(
+        "INSERT INTO workflows (id, name, failure_policy, state, total, result_task, created_at) \
+         VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id.as_bytes(),
+            plan.name,
+            policy,
+            plan.nodes.len() as i64,
+            result_task.as_ref().map(|t| t.as_bytes().to_vec()),
+            p.now.as_micros()
+        ])
+    })
+    .map_err(internal)?;
+    let mut nodes = Vec::with_capacity(plan.nodes.len());
+    let mut edge =
+        conn.prepare_cached("INSERT INTO task_edges (parent_id, child_id) VALUES (?1, ?2)").map_err(internal)?;
+    for (i, node) in plan.nodes.into_iter().enumerate() {
+        let task = Task::new_node(ids[i], node.task, id, node.id, node.parents.len() as u32, p.now);
+        insert_task(conn, &task).map_err(internal)?;
+        for &parent in &node.parents {
+            edge.execute(params![ids[parent].as_bytes(), ids[i].as_bytes()]).map_err(internal)?;
+        }
+        touch_for(st, &task);
+        nodes.push(WorkflowNode { node: task.node.clone().unwrap_or_default(), task_id: task.id, state: task.state });
+    }
+    Ok(Workflow {
+        id,
+        name: plan.name,
+        failure_policy: plan.failure_policy,
+        state: WorkflowState::Running,
+        total: nodes.len() as u32,
+        succeeded: 0,
+        failed: 0,
+        result: None,
+        error: None,
+        created_at: p.now,
+        finished_at: None,
+        nodes,
+        speedup: None,
+    })
+}
+
+struct Row {
+    policy: FailurePolicy,
+    state: WorkflowState,
+    total: u32,
+    succeeded: u32,
+    failed: u32,
+}
+
+fn load_row(conn: &Connection, id: TaskId) -> Result<Row> {
+    let row = conn
+        .prepare_cached("SELECT failure_policy, state, total, succeeded, failed FROM workflows WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.as_bytes()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()
+        })
+        .map_err(internal)?
+        .ok_or(StoreError::NotFound)?;
+    Ok(Row {
+        policy: serde_json::from_str(&row.0).map_err(bad)?,
+        state: row.1.parse().map_err(bad)?,
+        total: row.2,
+        succeeded: row.3,
+        failed: row.4,
+    })
+}
+
+/// A workflow task reached a terminal state: count it, release its children, decide the outcome.
+pub(crate) fn on_finished(conn: &Connection, st: &mut WriterState, task: &Task) -> Result<()> {
+    let Some(wf) = task.workflow_id else { return Ok(()) };
+    let now = task.finished_at.unwrap_or(st.now);
+    let ok = task.state == TaskState::Succeeded;
+    conn.prepare_cached("UPDATE workflows SET succeeded = succeeded + ?2, failed = failed + ?3 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![wf.as_bytes(), ok as i64, !ok as i64]))
+        .map_err(internal)?;
+    let row = load_row(conn, wf)?;
+    if row.state.is_terminal() {
+        return Ok(()); // decided already (a fail-fast or a cancel is winding the rest down)
+    }
+    if ok || row.policy != FailurePolicy::FailFast {
+        release_children(conn, st, task.id, now)?;
+    }
+    let decided = match row.policy {
+        FailurePolicy::FailFast if !ok => {
+            let why = format!(
+                "task {} ({}) {}{}",
+                task.node.as_deref().unwrap_or("?"),
+                task.id,
+                task.state,
+                task.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+            );
+            Some((WorkflowState::Failed, Some(why)))
+        }
+        FailurePolicy::Quorum { min_successes, fraction } => {
+            let needed =
+                min_successes.unwrap_or_else(|| (fraction.unwrap_or(1.0) * f64::from(row.total)).ceil() as u32);
+            if row.succeeded >= needed {
+                Some((WorkflowState::Succeeded, None))
+            } else if row.failed > row.total.saturating_sub(needed) {
+                Some((
+                    WorkflowState::Failed,
+                    Some(format!("quorum lost: {} of {} tasks failed", row.failed, row.total)),
+                ))
+            } else {
+                None
+            }
+        }
+        _ if row.succeeded + row.failed == row.total => {
+            if row.failed == 0 || row.policy == FailurePolicy::Collect {
+                Some((WorkflowState::Succeeded, None))
+            } else {
+                Some((WorkflowState::Failed, Some(format!("{} of {} tasks failed", row.failed, row.total))))
+            }
+        }
+        _ => None,
+    };
+    if let Some((state, error)) = decided {
+        finish(conn, st, wf, state, error, now)?;
+    }
+    Ok(())
+}
+
+/// Counts one finished parent for each child; a child with none left becomes ready.
+fn release_children(conn: &Connection, st: &mut WriterState, parent: TaskId, now: Timestamp) -> Result<()> {
+    let children: Vec<[u8; 16]> = conn
+        .prepare_cached(
+            "UPDATE tasks SET pending_parents = pending_parents - 1 \
+             WHERE id IN (SELECT child_id FROM task_edges WHERE parent_id = ?1) AND state = 'scheduled' \
+             RETURNING CASE WHEN pending_parents = 0 THEN id END",
+        )
+        .and_then(|mut s| {
+            s.query_map([parent.as_bytes()], |r| r.get::<_, Option<[u8; 16]>>(0))?
+                .filter_map(|r| r.transpose())
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(internal)?;
+    for child in children {
+        let mut task = load(conn, TaskId::from_bytes(child))?;
+        if task.dependencies_met(now).is_ok() {
+            save_task(conn, &task).map_err(internal)?;
+            touch_for(st, &task);
+        }
+    }
+    Ok(())
+}
+
+/// Records the workflow's outcome and cancels what has not finished.
+fn finish(
+    conn: &Connection,
+    st: &mut WriterState,
+    wf: TaskId,
+    state: WorkflowState,
+    error: Option<String>,
+    now: Timestamp,
+) -> Result<()> {
+    // Recorded before cancelling, so the cancelled tasks' own on_finished sees a decided workflow.
+    conn.prepare_cached("UPDATE workflows SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![wf.as_bytes(), state.as_str(), error, now.as_micros()]))
+        .map_err(internal)?;
+    let open: Vec<[u8; 16]> = conn
+        .prepare_cached("SELECT id FROM tasks WHERE workflow_id = ?1 AND state IN ('scheduled', 'ready', 'running')")
+        .and_then(|mut s| s.query_map([wf.as_bytes()], |r| r.get(0))?.collect::<rusqlite::Result<_>>())
+        .map_err(internal)?;
+    for id in open {
+        let mut task = load(conn, TaskId::from_bytes(id))?;
+        if task.cancel(now).is_ok() {
+            save(conn, st, &task, None)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn cancel(conn: &Connection, st: &mut WriterState, p: CancelWorkflow) -> Result<Workflow> {
+    st.observe(p.now);
+    let row = load_row(conn, p.id)?;
+    if row.state.is_terminal() {
+        return Err(StoreError::Conflict(format!("the workflow already {}", row.state.as_str())));
+    }
+    finish(conn, st, p.id, WorkflowState::Cancelled, Some("cancelled".into()), p.now)?;
+    get(conn, p.id)
+}
+
+/// A workflow with its nodes, result and speedup report.
+pub(crate) fn get(conn: &Connection, id: TaskId) -> Result<Workflow> {
+    type WfRow = (Option<String>, String, String, u32, u32, u32, Option<[u8; 16]>, Option<String>, i64, Option<i64>);
+    let r: WfRow = conn
+        .prepare_cached(
+            "SELECT name, failure_policy, state, total, succeeded, failed, result_task, error, created_at, finished_at \
+             FROM workflows WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([id.as_bytes()], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(internal)?
+        .ok_or(StoreError::NotFound)?;
+    let state: WorkflowState = r.2.parse().map_err(bad)?;
+    let created_at = Timestamp::from_micros(r.8);
+
+    // Nodes in insertion order, which is dependency order.
+    type NodeRow = ([u8; 16], String, String, Option<i64>, Option<String>);
+    let rows: Vec<NodeRow> = conn
+        .prepare_cached("SELECT id, node, state, finished_at, result FROM tasks WHERE workflow_id = ?1 ORDER BY seq")
+        .and_then(|mut s| {
+            s.query_map([id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(internal)?;
+    let index: std::collections::HashMap<[u8; 16], usize> = rows.iter().enumerate().map(|(i, r)| (r.0, i)).collect();
+    let mut timings: Vec<NodeTiming> =
+        rows.iter().map(|_| NodeTiming { parents: Vec::new(), ready_at: created_at, attempts: Vec::new() }).collect();
+    let mut has_children = vec![false; rows.len()];
+    let edges: Vec<([u8; 16], [u8; 16])> = conn
+        .prepare_cached(
+            "SELECT e.parent_id, e.child_id FROM task_edges e JOIN tasks t ON t.id = e.child_id WHERE t.workflow_id = ?1",
+        )
+        .and_then(|mut s| s.query_map([id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>())
+        .map_err(internal)?;
+    for (parent, child) in edges {
+        if let (Some(&p), Some(&c)) = (index.get(&parent), index.get(&child)) {
+            timings[c].parents.push(p);
+            has_children[p] = true;
+            if let Some(done) = rows[p].3 {
+                timings[c].ready_at = timings[c].ready_at.max(Timestamp::from_micros(done));
+            }
+        }
+    }
+    let attempts: Vec<([u8; 16], i64, i64)> = conn
+        .prepare_cached(
+            "SELECT a.task_id, a.started_at, a.finished_at FROM attempts a JOIN tasks t ON t.id = a.task_id \
+             WHERE t.workflow_id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_map([id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()
+        })
+        .map_err(internal)?;
+    for (task, start, end) in attempts {
+        if let Some(&i) = index.get(&task) {
+            timings[i].attempts.push((Timestamp::from_micros(start), Timestamp::from_micros(end)));
+        }
+    }
+
+    let result = match (state, r.6) {
+        (WorkflowState::Succeeded, Some(sink)) => rows.iter().find(|n| n.0 == sink).and_then(|n| n.4.clone()),
+        (WorkflowState::Succeeded, None) => {
+            // Several sinks: an object of their results by node id.
+            let mut map = serde_json::Map::new();
+            for (i, n) in rows.iter().enumerate().filter(|(i, _)| !has_children[*i]) {
+                let _ = i;
+                let v: serde_json::Value =
+                    n.4.as_deref().map(serde_json::from_str).transpose().map_err(bad)?.unwrap_or_default();
+                map.insert(n.1.clone(), v);
+            }
+            Some(serde_json::to_string(&map).map_err(bad)?)
+        }
+        _ => None,
+    };
+    let nodes = rows
+        .iter()
+        .map(|n| {
+            Ok(WorkflowNode { node: n.1.clone(), task_id: TaskId::from_bytes(n.0), state: n.2.parse().map_err(bad)? })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Workflow {
+        id,
+        name: r.0,
+        failure_policy: serde_json::from_str(&r.1).map_err(bad)?,
+        state,
+        total: r.3,
+        succeeded: r.4,
+        failed: r.5,
+        result: result.map(RawValue::from_string).transpose().map_err(bad)?,
+        error: r.7,
+        created_at,
+        finished_at: r.9.map(Timestamp::from_micros),
+        nodes,
+        speedup: Some(speedup_report(&timings)),
+    })
+}
+
+pub(crate) fn parents(conn: &Connection, p: &ListParents) -> Result<Vec<ParentResult>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT t.node, t.id, t.state, t.result, t.error FROM task_edges e JOIN tasks t ON t.id = e.parent_id \
+             WHERE e.child_id = ?1 AND (?2 IS NULL OR t.node > ?2) ORDER BY t.node LIMIT ?3",
+        )
+        .map_err(internal)?;
+    let rows = stmt
+        .query_map(params![p.task_id.as_bytes(), p.after, p.limit], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, [u8; 16]>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get(4)?,
+            ))
+        })
+        .map_err(internal)?;
+    rows.map(|row| {
+        let (node, id, state, result, error) = row.map_err(internal)?;
+        Ok(ParentResult {
+            node,
+            task_id: TaskId::from_bytes(id),
+            state: state.parse().map_err(bad)?,
+            result: result.map(RawValue::from_string).transpose().map_err(bad)?,
+            error,
+        })
+    })
+    .collect()
+}
