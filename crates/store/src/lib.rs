@@ -15,7 +15,7 @@ pub mod conformance;
 
 use async_trait::async_trait;
 use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
-use taskwarden_core::workflow::{ParentResult, Workflow};
+use taskwarden_core::workflow::{ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{Task, TaskId};
 use tokio::sync::watch;
 
@@ -73,6 +73,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// A workflow with its nodes and speedup report.
     async fn get_workflow(&self, id: TaskId) -> Result<Workflow>;
+
+    /// Just the workflow's state: cheap enough to check on every wake-up while waiting.
+    async fn workflow_state(&self, id: TaskId) -> Result<WorkflowState>;
 
     /// Cancels every unfinished task of the workflow (running ones are asked to stop).
     async fn cancel_workflow(&self, p: CancelWorkflow) -> Result<Workflow>;

@@ -53,16 +53,17 @@ pub(super) async fn wait(
     let mut finished = s.store.subscribe(Topic::Finished);
     loop {
         finished.borrow_and_update();
-        let wf = s.store.get_workflow(id).await?;
-        if wf.state.is_terminal() {
-            return Ok(Json(wf));
+        // Only the state on each wake-up; the whole workflow (nodes, report) once, at the end.
+        if s.store.workflow_state(id).await?.is_terminal() {
+            break;
         }
         tokio::select! {
-            changed = finished.changed() => if changed.is_err() { return Ok(Json(wf)) },
-            _ = tokio::time::sleep_until(deadline) => return Ok(Json(wf)),
-            _ = s.shutdown.cancelled() => return Ok(Json(wf)),
+            changed = finished.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = s.shutdown.cancelled() => break,
         }
     }
+    Ok(Json(s.store.get_workflow(id).await?))
 }
 
 pub(super) async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Workflow>> {

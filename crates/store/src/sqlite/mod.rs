@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
-use taskwarden_core::workflow::{ParentResult, Workflow};
+use taskwarden_core::workflow::{ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{Task, TaskId};
 use tokio::sync::watch;
 
@@ -229,6 +229,10 @@ impl Store for SqliteStore {
 
     async fn get_workflow(&self, id: TaskId) -> Result<Workflow> {
         self.read(move |c| workflows::get(c, id)).await
+    }
+
+    async fn workflow_state(&self, id: TaskId) -> Result<WorkflowState> {
+        self.read(move |c| workflows::state(c, id)).await
     }
 
     async fn cancel_workflow(&self, p: CancelWorkflow) -> Result<Workflow> {

@@ -207,6 +207,10 @@ fn finish(
     Ok(())
 }
 
+pub(crate) fn state(conn: &Connection, id: TaskId) -> Result<WorkflowState> {
+    Ok(load_row(conn, id)?.state)
+}
+
 pub(crate) fn cancel(conn: &Connection, st: &mut WriterState, p: CancelWorkflow) -> Result<Workflow> {
     st.observe(p.now);
     let row = load_row(conn, p.id)?;
