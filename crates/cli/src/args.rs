@@ -247,7 +247,10 @@ pub struct BenchArgs {
     /// Server durability for the run: full or relaxed.
     #[arg(long, default_value = "full")]
     pub durability: String,
-    /// Run only these measurements (single, batch, e2e, latency); all by default.
+    /// Children in the fan-out measurement (a workflow of that many no-op tasks and a join).
+    #[arg(long, default_value_t = 10_000)]
+    pub fanout_children: usize,
+    /// Run only these measurements (single, batch, e2e, latency, fanout); all by default.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }

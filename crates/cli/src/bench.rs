@@ -147,6 +147,48 @@ async fn pickup_latency(url: &str, client: &Client, queue: &str, samples: usize)
     Ok(out)
 }
 
+/// A fan-out of `children` no-op tasks and a join that depends on all of them, run by one worker
+/// process; returns (seconds from submit to the workflow's end, its speedup report).
+async fn fan_out(
+    url: &str,
+    client: &Client,
+    queue: &str,
+    children: usize,
+) -> anyhow::Result<(f64, taskwarden_client::Workflow)> {
+    use taskwarden_client::{NodeSpec, WorkflowSpec};
+    let exe = std::env::current_exe()?;
+    let _worker = Proc(
+        Command::new(exe)
+            .args(["worker", "--url", url, "--queue", queue, "--concurrency", "512"])
+            .env("TASKWARDEN_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await; // registered and long-polling
+    let node = |id: String, kind: &str| NodeSpec { id, kind: kind.into(), queue: queue.into(), ..NodeSpec::default() };
+    let mut tasks: Vec<NodeSpec> = (0..children).map(|i| node(format!("c{i:06}"), "echo")).collect();
+    let join = NodeSpec {
+        payload: Some(serde_json::value::to_raw_value(&serde_json::json!({"ms": 0}))?),
+        depends_on: tasks.iter().map(|t| t.id.clone()).collect(),
+        ..node("join".into(), "sleep")
+    };
+    tasks.push(join);
+    let spec = WorkflowSpec { name: Some("fan-out".into()), tasks, ..WorkflowSpec::default() };
+    let started = Instant::now();
+    let wf = client.submit_workflow(&spec).await?;
+    let done = client.wait_workflow(wf.id, Duration::from_secs(600)).await?;
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(done.state == taskwarden_client::WorkflowState::Succeeded, "the fan-out ended {:?}", done.state);
+    Ok((secs, done))
+}
+
+/// The server's peak resident memory, from /proc (Linux).
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 fn report(name: &str, unit: &str, values: &[f64]) {
     if !values.is_empty() {
         println!("| {name} | {:.2} {unit} |", median(values.to_vec()));
@@ -155,11 +197,12 @@ fn report(name: &str, unit: &str, values: &[f64]) {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (_server, url) = start_server(dir.path(), &args.durability)?;
+    let (server, url) = start_server(dir.path(), &args.durability)?;
     let client = Client::new(&url)?;
     let wanted = |m: &str| args.only.is_empty() || args.only.iter().any(|o| o == m);
     println!("taskwarden bench: server {url}, durability {}, {} runs, median reported", args.durability, args.runs);
     let (mut single, mut batch, mut e2e, mut p50, mut p99) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut fanout = vec![];
     for run in 0..args.runs {
         let mut line = format!("run {}:", run + 1);
         if wanted("single") {
@@ -181,6 +224,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             p99.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
             line += &format!(" pickup p50 {:.2} ms p99 {:.2} ms", p50[run], p99[run]);
         }
+        if wanted("fanout") {
+            let (secs, wf) = fan_out(&url, &client, &format!("fanout{run}"), args.fanout_children).await?;
+            fanout.push(secs);
+            let s = wf.speedup.expect("a finished workflow has a report");
+            line += &format!(" fan-out {secs:.2} s (speedup {:.1}x, peak {})", s.speedup, s.peak_parallelism);
+        }
         println!("{line}");
     }
     println!();
@@ -191,5 +240,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     report(&format!("end to end, {} no-op tasks, one worker process", args.e2e_tasks), "tasks/s", &e2e);
     report("pickup latency p50, submit call to handler start", "ms", &p50);
     report("pickup latency p99", "ms", &p99);
+    report(&format!("fan-out of {} no-op tasks + join, submit to result", args.fanout_children), "s", &fanout);
+    if let Some(mib) = peak_rss_mib(server.0.id()) {
+        println!("| server peak memory (RSS) over the whole run | {mib:.0} MiB |");
+    }
     Ok(())
 }

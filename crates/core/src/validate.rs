@@ -39,6 +39,8 @@ pub struct Limits {
     pub max_name_len: usize,
     pub max_tags: usize,
     pub max_batch: usize,
+    /// Most tasks in one workflow submitted as a graph.
+    pub max_workflow_tasks: usize,
     pub max_fetch: u32,
     pub max_delay: Duration,
     pub max_attempts: u32,
@@ -59,6 +61,7 @@ impl Default for Limits {
             max_name_len: 128,
             max_tags: 32,
             max_batch: 10_000,
+            max_workflow_tasks: 100_000,
             max_fetch: 1_000,
             max_delay: Duration::from_secs(366 * 24 * 3600),
             max_attempts: 1_000,

@@ -124,8 +124,11 @@ impl WorkflowSpec {
         if self.tasks.is_empty() {
             return Err(ValidationError::new("tasks", "a workflow needs at least one task"));
         }
-        if self.tasks.len() > limits.max_batch {
-            return Err(ValidationError::new("tasks", format!("at most {} tasks per workflow", limits.max_batch)));
+        if self.tasks.len() > limits.max_workflow_tasks {
+            return Err(ValidationError::new(
+                "tasks",
+                format!("at most {} tasks per workflow", limits.max_workflow_tasks),
+            ));
         }
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.tasks.len());
         for (i, node) in self.tasks.iter().enumerate() {
