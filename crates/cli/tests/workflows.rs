@@ -80,3 +80,66 @@ fn fail_fast_fails_the_workflow_and_cancels_the_rest() {
     assert_eq!(wf["state"], "failed");
     assert_eq!(wf["nodes"][1]["state"], "cancelled");
 }
+
+/// Kills the server with `kill -9` while a fan-out runs: every child still succeeds exactly once,
+/// and the join runs exactly once, after all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_survives_server_crashes_with_exactly_one_join() {
+    use std::time::Duration;
+    use taskwarden_client::{Client, NodeSpec, TaskState, WorkflowSpec, WorkflowState};
+    use taskwarden_core::AttemptOutcome;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path());
+    let client = Client::new(&server.url).unwrap();
+    let _worker = WorkerProcess::start(&server.url, "fan", &["--concurrency", "16"]);
+    let node = |id: String, kind: &str, payload: Value| NodeSpec {
+        id,
+        kind: kind.into(),
+        queue: "fan".into(),
+        payload: Some(serde_json::value::to_raw_value(&payload).unwrap()),
+        lease_timeout_ms: Some(1_000),
+        ..NodeSpec::default()
+    };
+    let mut tasks: Vec<NodeSpec> = (0..300).map(|i| node(format!("c{i:03}"), "sleep", json!({"ms": 5}))).collect();
+    let join = NodeSpec {
+        depends_on: tasks.iter().map(|t| t.id.clone()).collect(),
+        ..node("join".into(), "echo", json!("join"))
+    };
+    tasks.push(join);
+    let wf = client.submit_workflow(&WorkflowSpec { tasks, ..WorkflowSpec::default() }).await.unwrap();
+
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150 + 100 * round)).await;
+        server.kill9();
+        server.restart();
+    }
+    let done = client.wait_workflow(wf.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done.state, WorkflowState::Succeeded, "{:?}", done.error);
+    assert_eq!(done.succeeded, 301);
+    let join_id = done.nodes.iter().find(|n| n.node == "join").unwrap().task_id;
+    let join = client.get(join_id).await.unwrap();
+    let join_runs = join.history.iter().filter(|a| a.outcome == AttemptOutcome::Succeeded).count();
+    assert_eq!(join_runs, 1, "exactly one join: {:?}", join.history);
+    let result: Value = serde_json::from_str(done.result.unwrap().get()).unwrap();
+    assert_eq!(result["parents"].as_object().unwrap().len(), 300, "the join saw every child's result");
+    let last_child_end = each_child_completed_once_then_latest_end(&client, &done.nodes).await;
+    assert!(join.history[0].started_at >= last_child_end, "the join started after the last child finished");
+    for n in done.nodes.iter().filter(|n| n.node != "join") {
+        assert_eq!(n.state, TaskState::Succeeded);
+    }
+}
+
+async fn each_child_completed_once_then_latest_end(
+    client: &taskwarden_client::Client,
+    nodes: &[taskwarden_client::WorkflowNode],
+) -> taskwarden_core::Timestamp {
+    let mut latest = taskwarden_core::Timestamp::EPOCH;
+    for n in nodes.iter().filter(|n| n.node != "join") {
+        let t = client.get(n.task_id).await.unwrap();
+        let successes = t.history.iter().filter(|a| a.outcome == taskwarden_core::AttemptOutcome::Succeeded).count();
+        assert_eq!(successes, 1, "child {} completed once: {:?}", n.node, t.history);
+        latest = latest.max(t.finished_at.unwrap());
+    }
+    latest
+}

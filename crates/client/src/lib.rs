@@ -27,7 +27,9 @@ use taskwarden_core::protocol::{
     SubmitBatch, TaskList, WorkerHeartbeat, WorkerHeartbeatResponse, WorkerInfo, WorkerList,
 };
 pub use taskwarden_core::protocol::{LeaseStatus, LeasedTask, Outcome, ReportResult, SubmitTask};
-pub use taskwarden_core::workflow::{FailurePolicy, NodeSpec, ParentResult, Workflow, WorkflowSpec, WorkflowState};
+pub use taskwarden_core::workflow::{
+    FailurePolicy, NodeSpec, ParentResult, Workflow, WorkflowNode, WorkflowSpec, WorkflowState,
+};
 pub use taskwarden_core::{Backoff, Task, TaskId, TaskState};
 use thiserror::Error;
 
