@@ -1,6 +1,7 @@
 //! `taskwarden demo`: the seed article's example made real. An embedded server on a temporary
-//! data dir, a local HTTP server to fetch from, two workers, and N `http.fetch` tasks submitted
-//! at once, run in parallel and gathered; then the speedup the parallelism bought.
+//! data dir, a local HTTP site to fetch from (some pages slow, some failing), two workers, and a
+//! workflow: N `http.fetch` tasks fanned out in parallel and a join that gathers their results,
+//! page by page. Then the gathered result, the failures and the speedup report.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,19 +9,56 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::extract::Path;
 use axum::http::StatusCode;
-use taskwarden_client::{Client, SubmitTask, SubmitTaskExt, TaskState};
+use serde::Serialize;
+use taskwarden_client::{Client, FailurePolicy, NodeSpec, WorkflowSpec, WorkflowState};
 use taskwarden_server::ServerConfig;
 use taskwarden_store::{SqliteConfig, SqliteStore};
-use taskwarden_worker::Worker;
+use taskwarden_worker::{TaskContext, TaskError, Worker};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::DemoArgs;
 
-/// The pages the demo fetches: each takes 10-50 ms to serve, so running them one after another
-/// would take seconds, and running them in parallel should not.
+/// The pages: each takes 10-50 ms to serve (one in ten takes 200 ms more); one in 50 answers 500
+/// (retried, then dead-lettered) and one in 100 is missing (404: failed at once).
 async fn page(Path(n): Path<u64>) -> (StatusCode, String) {
-    tokio::time::sleep(Duration::from_millis(10 + (n * 7919) % 41)).await;
-    (StatusCode::OK, format!("page {n}: {}", "lorem ipsum ".repeat((n % 16 + 1) as usize)))
+    let slow = if n % 10 == 3 { 200 } else { 0 };
+    tokio::time::sleep(Duration::from_millis(10 + (n * 7919) % 41 + slow)).await;
+    match n {
+        n if n % 50 == 7 => (StatusCode::INTERNAL_SERVER_ERROR, "flaky upstream".into()),
+        n if n % 100 == 42 => (StatusCode::NOT_FOUND, "no such page".into()),
+        n => (StatusCode::OK, format!("page {n}: {}", "lorem ipsum ".repeat((n % 16 + 1) as usize))),
+    }
+}
+
+#[derive(Serialize)]
+struct Gathered {
+    pages: usize,
+    bytes: u64,
+    failed: Vec<String>,
+}
+
+/// The join: reads every fetch's outcome a page at a time (memory stays flat however wide the
+/// fan-out) and integrates them into one answer.
+async fn gather(ctx: TaskContext, _payload: serde_json::Value) -> Result<Gathered, TaskError> {
+    let mut out = Gathered { pages: 0, bytes: 0, failed: Vec::new() };
+    let mut after: Option<String> = None;
+    loop {
+        let page = ctx.parents_page(after.as_deref(), 100).await?;
+        for p in &page.parents {
+            match &p.result {
+                Some(r) => {
+                    let v: serde_json::Value = serde_json::from_str(r.get()).unwrap_or_default();
+                    out.pages += 1;
+                    out.bytes += v["bytes"].as_u64().unwrap_or(0);
+                }
+                None => out.failed.push(format!("{}: {}", p.node, p.error.as_deref().unwrap_or("?"))),
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(out),
+        }
+    }
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -49,52 +87,82 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .queue("fetch")
                 .concurrency(args.concurrency)
                 .shutdown_grace(Duration::from_secs(5))
-                .builtin_handlers();
+                .builtin_handlers()
+                .handler("demo.gather", gather);
             tokio::spawn(w.run(stop.clone()))
         })
         .collect();
 
     println!("Taskwarden demo: server {url}, data in {}", dir.path().display());
     println!(
-        "Submitting {} http.fetch tasks against {site_url} to 2 workers x {} slots...",
+        "A workflow: {} http.fetch tasks against {site_url}, fanned out to 2 workers x {} slots, and a join.",
         args.tasks, args.concurrency
     );
     let client = Client::new(&url)?;
-    let requests: Vec<SubmitTask> = (0..args.tasks)
-        .map(|n| {
-            SubmitTask::new("fetch", "http.fetch").payload(&serde_json::json!({"url": format!("{site_url}/page/{n}")}))
+    let fetch = |n: usize| -> anyhow::Result<NodeSpec> {
+        Ok(NodeSpec {
+            id: format!("fetch-{n:04}"),
+            kind: "http.fetch".into(),
+            queue: "fetch".into(),
+            payload: Some(serde_json::value::to_raw_value(
+                &serde_json::json!({"url": format!("{site_url}/page/{n}")}),
+            )?),
+            max_attempts: Some(2),
+            backoff: Some(taskwarden_client::Backoff {
+                min: Duration::from_millis(50),
+                max: Duration::from_millis(50),
+                multiplier: 1.0,
+                jitter: 0.0,
+            }),
+            ..NodeSpec::default()
         })
-        .collect::<Result<_, _>>()?;
-    let wall = Instant::now();
-    let submitted = client.submit_batch(requests).await?;
-    let mut done = Vec::with_capacity(submitted.len());
-    for t in &submitted {
-        done.push(client.wait(t.id, Duration::from_secs(120)).await?);
-    }
-    let wall = wall.elapsed();
+    };
+    let mut tasks = (0..args.tasks).map(fetch).collect::<anyhow::Result<Vec<_>>>()?;
+    let join = NodeSpec {
+        id: "gather".into(),
+        kind: "demo.gather".into(),
+        queue: "fetch".into(),
+        depends_on: tasks.iter().map(|t| t.id.clone()).collect(),
+        ..NodeSpec::default()
+    };
+    tasks.push(join);
+    // Collect: a failed fetch is reported by the join instead of failing the whole job.
+    let spec =
+        WorkflowSpec { name: Some("demo: fetch and gather".into()), failure_policy: FailurePolicy::Collect, tasks };
+    let submitted = client.submit_workflow(&spec).await?;
+    let wf = client.wait_workflow(submitted.id, Duration::from_secs(120)).await?;
 
-    let succeeded = done.iter().filter(|t| t.state == TaskState::Succeeded).count();
-    let failed: Vec<_> = done.iter().filter(|t| t.state != TaskState::Succeeded).collect();
-    let serial: Duration = done.iter().map(|t| t.total_run_time()).sum();
-    let bytes: u64 = done
-        .iter()
-        .filter_map(|t| t.result.as_ref())
-        .filter_map(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok())
-        .filter_map(|v| v["bytes"].as_u64())
-        .sum();
-    let speedup = serial.as_secs_f64() / wall.as_secs_f64();
-
+    let fetches = wf.total - 1;
+    let failed_fetches = wf.failed;
     println!();
-    println!("tasks:            {}", done.len());
-    println!("succeeded:        {succeeded}");
-    println!("failed:           {}", failed.len());
-    for t in failed.iter().take(5) {
-        println!("  {} {}: {}", t.id, t.state, t.error.as_deref().unwrap_or(""));
+    println!("workflow:         {} ({})", wf.id, wf.state.as_str());
+    println!("fetch tasks:      {fetches}");
+    println!("succeeded:        {}", fetches - failed_fetches);
+    println!("failed:           {failed_fetches}");
+    if let Some(r) = &wf.result {
+        let g: serde_json::Value = serde_json::from_str(r.get())?;
+        println!("gathered:         {} pages, {} bytes", g["pages"], g["bytes"]);
+        for f in g["failed"].as_array().into_iter().flatten().take(5) {
+            println!("  failed {}", f.as_str().unwrap_or_default());
+        }
     }
-    println!("bytes gathered:   {bytes}");
-    println!("T_serial:         {:.3} s   (sum of every attempt's run time)", serial.as_secs_f64());
-    println!("T_parallel:       {:.3} s   (wall time, submit to last result)", wall.as_secs_f64());
-    println!("speedup:          {speedup:.1}x  (T_serial / T_parallel)");
+    if let Some(s) = &wf.speedup {
+        println!("T_serial:         {:.3} s   (sum of every attempt's run time)", s.t_serial.as_secs_f64());
+        println!("T_parallel:       {:.3} s   (wall time, first start to last finish)", s.t_parallel.as_secs_f64());
+        println!("speedup:          {:.1}x  (T_serial / T_parallel)", s.speedup);
+        println!(
+            "peak running:     {} tasks at once; efficiency {:.2} (speedup / peak)",
+            s.peak_parallelism, s.efficiency
+        );
+        println!(
+            "critical path:    {:.3} s   (longest chain of run times: the floor for T_parallel)",
+            s.critical_path.as_secs_f64()
+        );
+        println!(
+            "queue wait:       {:.3} s   (total time tasks were ready but not started)",
+            s.queue_wait.as_secs_f64()
+        );
+    }
 
     stop.cancel();
     for w in workers {
@@ -102,8 +170,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     server.await??;
     println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
-    if succeeded != done.len() {
-        anyhow::bail!("{} of {} tasks did not succeed", done.len() - succeeded, done.len());
+    if wf.state != WorkflowState::Succeeded {
+        anyhow::bail!("the workflow ended {}: {}", wf.state.as_str(), wf.error.unwrap_or_default());
     }
     Ok(())
 }

@@ -145,3 +145,14 @@ fn the_server_reads_a_config_file_and_flags_override_it() {
     let (ok, _, err) = cli(&["server", "--config", config.to_str().unwrap(), "--durability", "sometimes"]);
     assert!(!ok && err.contains("durability"), "{err}");
 }
+
+#[test]
+fn the_demo_gathers_every_fetch_and_reports_the_speedup() {
+    let (ok, out, err) = cli(&["demo", "--tasks", "60"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("fetch tasks:      60"), "{out}");
+    // Pages 7 and 57 answer 500 (retried, then failed) and 42 is missing: 57 gathered, 3 failed.
+    assert!(out.contains("succeeded:        57") && out.contains("failed:           3"), "{out}");
+    assert!(out.contains("gathered:         57 pages"), "{out}");
+    assert!(out.contains("speedup:") && out.contains("critical path:"), "{out}");
+}
