@@ -504,6 +504,11 @@ pub async fn a_workflow_runs_in_dependency_order_and_returns_its_sinks_result(st
     assert_eq!(seen, vec![("b", "1"), ("c", "2")], "the child reads its parents' results in node order");
     let page = store.parents(ListParents { task_id: d.id, after: Some("b".into()), limit: 10 }).await.unwrap();
     assert_eq!(page.len(), 1);
+    let ghost = taskwarden_core::IdGenerator::new().next(at(0), 9);
+    assert!(matches!(
+        store.parents(ListParents { task_id: ghost, after: None, limit: 10 }).await,
+        Err(StoreError::NotFound)
+    ));
     assert_eq!(store.get_workflow(wf.id).await.unwrap().state, WorkflowState::Running);
     report(store, d, success(r#"{"sum":3}"#), at(10)).await.unwrap();
     let done = store.get_workflow(wf.id).await.unwrap();

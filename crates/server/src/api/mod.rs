@@ -115,3 +115,44 @@ async fn method_not_allowed() -> ApiError {
 
 /// Kept for handlers' signatures: a response or an API error.
 pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
+
+/// The `?timeout_ms=` of a long-poll (default 30 s, at most the server's `max_wait`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WaitQuery {
+    timeout_ms: Option<u64>,
+}
+
+impl WaitQuery {
+    fn timeout(&self, s: &AppState) -> Result<std::time::Duration, ApiError> {
+        let timeout = std::time::Duration::from_millis(self.timeout_ms.unwrap_or(30_000));
+        let max = s.config.limits.max_wait;
+        if timeout > max {
+            return Err(ApiError::invalid("timeout_ms", format!("must be at most {} ms", max.as_millis())));
+        }
+        Ok(timeout)
+    }
+}
+
+/// Long-polls: checks `done` now and each time a task finishes anywhere, until it says yes, the
+/// timeout passes or the server shuts down.
+pub(super) async fn until_finished<F, Fut>(s: &AppState, q: &WaitQuery, mut done: F) -> ApiResult<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + q.timeout(s)?;
+    let mut finished = s.store.subscribe(taskwarden_store::Topic::Finished);
+    loop {
+        // Mark the counter seen before looking, so a finish between the look and the wait is not missed.
+        finished.borrow_and_update();
+        if done().await? {
+            return Ok(());
+        }
+        tokio::select! {
+            changed = finished.changed() => if changed.is_err() { return Ok(()) },
+            _ = tokio::time::sleep_until(deadline) => return Ok(()),
+            _ = s.shutdown.cancelled() => return Ok(()),
+        }
+    }
+}

@@ -1,7 +1,5 @@
 //! Task endpoints for clients: submit, inspect, list, wait, cancel, retry.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,9 +8,9 @@ use serde::Deserialize;
 use taskwarden_core::protocol::{SubmitBatch, SubmitTask, TaskList};
 use taskwarden_core::validate::{check_name, validate_batch};
 use taskwarden_core::{Task, TaskState};
-use taskwarden_store::{CancelTask, ListTasks, RetryTask, SubmitTasks, Submitted, Topic};
+use taskwarden_store::{CancelTask, ListTasks, RetryTask, SubmitTasks, Submitted};
 
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, WaitQuery, until_finished};
 use crate::error::{ApiError, ApiJson, ApiQuery, task_id};
 
 pub(super) async fn submit(
@@ -74,12 +72,6 @@ pub(super) async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQu
     Ok(Json(TaskList { tasks: page.tasks, next_cursor: page.next.map(|id| id.to_string()) }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct WaitQuery {
-    timeout_ms: Option<u64>,
-}
-
 /// Long-polls until the task reaches a terminal state or the timeout passes; answers with the task
 /// either way (the caller checks `state`).
 pub(super) async fn wait(
@@ -88,26 +80,8 @@ pub(super) async fn wait(
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Json<Task>> {
     let id = task_id(&id)?;
-    let timeout_ms = q.timeout_ms.unwrap_or(30_000);
-    let max = s.config.limits.max_wait;
-    if Duration::from_millis(timeout_ms) > max {
-        return Err(ApiError::invalid("timeout_ms", format!("must be at most {} ms", max.as_millis())));
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    let mut finished = s.store.subscribe(Topic::Finished);
-    loop {
-        // Mark the counter seen before looking, so a finish between the look and the wait is not missed.
-        finished.borrow_and_update();
-        let task = s.store.get(id).await?;
-        if task.state.is_terminal() {
-            return Ok(Json(task));
-        }
-        tokio::select! {
-            changed = finished.changed() => if changed.is_err() { return Ok(Json(task)) },
-            _ = tokio::time::sleep_until(deadline) => return Ok(Json(task)),
-            _ = s.shutdown.cancelled() => return Ok(Json(task)),
-        }
-    }
+    until_finished(&s, &q, || async { Ok(s.store.get(id).await?.state.is_terminal()) }).await?;
+    Ok(Json(s.store.get(id).await?))
 }
 
 pub(super) async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Task>> {

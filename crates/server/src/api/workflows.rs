@@ -1,8 +1,6 @@
 //! Workflow endpoints: submit a DAG, get it with its speedup report, wait for it, cancel it; and a
 //! workflow task's parents' results, a page at a time.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,9 +8,9 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use taskwarden_core::protocol::ParentList;
 use taskwarden_core::workflow::{Workflow, WorkflowSpec};
-use taskwarden_store::{CancelWorkflow, ListParents, SubmitWorkflow, Topic};
+use taskwarden_store::{CancelWorkflow, ListParents, SubmitWorkflow};
 
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, WaitQuery, until_finished};
 use crate::error::{ApiError, ApiJson, ApiQuery, task_id};
 
 pub(super) async fn submit(
@@ -29,12 +27,6 @@ pub(super) async fn get(State(s): State<AppState>, Path(id): Path<String>) -> Ap
     Ok(Json(s.store.get_workflow(task_id(&id)?).await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct WaitQuery {
-    timeout_ms: Option<u64>,
-}
-
 /// Long-polls until the workflow's outcome is decided or the timeout passes.
 pub(super) async fn wait(
     State(s): State<AppState>,
@@ -42,27 +34,8 @@ pub(super) async fn wait(
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Json<Workflow>> {
     let id = task_id(&id)?;
-    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000));
-    if timeout > s.config.limits.max_wait {
-        return Err(ApiError::invalid(
-            "timeout_ms",
-            format!("must be at most {} ms", s.config.limits.max_wait.as_millis()),
-        ));
-    }
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut finished = s.store.subscribe(Topic::Finished);
-    loop {
-        finished.borrow_and_update();
-        // Only the state on each wake-up; the whole workflow (nodes, report) once, at the end.
-        if s.store.workflow_state(id).await?.is_terminal() {
-            break;
-        }
-        tokio::select! {
-            changed = finished.changed() => if changed.is_err() { break },
-            _ = tokio::time::sleep_until(deadline) => break,
-            _ = s.shutdown.cancelled() => break,
-        }
-    }
+    // Only the state on each wake-up; the whole workflow (nodes, report) once, at the end.
+    until_finished(&s, &q, || async { Ok(s.store.workflow_state(id).await?.is_terminal()) }).await?;
     Ok(Json(s.store.get_workflow(id).await?))
 }
 

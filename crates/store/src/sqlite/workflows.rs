@@ -350,15 +350,20 @@ pub(crate) fn parents(conn: &Connection, p: &ListParents) -> Result<Vec<ParentRe
             ))
         })
         .map_err(internal)?;
-    rows.map(|row| {
-        let (node, id, state, result, error) = row.map_err(internal)?;
-        Ok(ParentResult {
-            node,
-            task_id: TaskId::from_bytes(id),
-            state: state.parse().map_err(bad)?,
-            result: result.map(RawValue::from_string).transpose().map_err(bad)?,
-            error,
+    let parents: Vec<ParentResult> = rows
+        .map(|row| {
+            let (node, id, state, result, error) = row.map_err(internal)?;
+            Ok(ParentResult {
+                node,
+                task_id: TaskId::from_bytes(id),
+                state: state.parse().map_err(bad)?,
+                result: result.map(RawValue::from_string).transpose().map_err(bad)?,
+                error,
+            })
         })
-    })
-    .collect()
+        .collect::<Result<_>>()?;
+    if parents.is_empty() && super::rows::load_task(conn, p.task_id).map_err(internal)?.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    Ok(parents)
 }
