@@ -46,6 +46,18 @@ fn start_server(dir: &std::path::Path, durability: &str) -> anyhow::Result<(Proc
     Ok((Proc(child), url))
 }
 
+/// One `taskwarden worker` process (this same binary) serving `queue` with 512 slots.
+fn start_worker(url: &str, queue: &str) -> anyhow::Result<Proc> {
+    let exe = std::env::current_exe()?;
+    let child = Command::new(exe)
+        .args(["worker", "--url", url, "--queue", queue, "--concurrency", "512"])
+        .env("TASKWARDEN_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting a worker")?;
+    Ok(Proc(child))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -104,15 +116,8 @@ async fn end_to_end(url: &str, client: &Client, queue: &str, tasks: usize) -> an
     // Leased after every other task (it has the lowest priority), so once it is done, at most the
     // tasks of its last fetch remain; a last check waits for those.
     let sentinel = client.submit(SubmitTask { priority: Some(-1), ..noop(queue) }).await?.id;
-    let exe = std::env::current_exe()?;
     let started = Instant::now();
-    let _worker = Proc(
-        Command::new(exe)
-            .args(["worker", "--url", url, "--queue", queue, "--concurrency", "512"])
-            .env("TASKWARDEN_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
+    let _worker = start_worker(url, queue)?;
     client.wait(sentinel, Duration::from_secs(600)).await?;
     while count(client, queue, TaskState::Ready).await? + count(client, queue, TaskState::Running).await? > 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -156,14 +161,7 @@ async fn fan_out(
     children: usize,
 ) -> anyhow::Result<(f64, taskwarden_client::Workflow)> {
     use taskwarden_client::{NodeSpec, WorkflowSpec};
-    let exe = std::env::current_exe()?;
-    let _worker = Proc(
-        Command::new(exe)
-            .args(["worker", "--url", url, "--queue", queue, "--concurrency", "512"])
-            .env("TASKWARDEN_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
+    let _worker = start_worker(url, queue)?;
     tokio::time::sleep(Duration::from_millis(300)).await; // registered and long-polling
     let node = |id: String, kind: &str| NodeSpec { id, kind: kind.into(), queue: queue.into(), ..NodeSpec::default() };
     let mut tasks: Vec<NodeSpec> = (0..children).map(|i| node(format!("c{i:06}"), "echo")).collect();
