@@ -11,6 +11,18 @@ use support::{ServerProcess, WorkerProcess, eventually, signal};
 use taskwarden_client::{Client, SubmitTask, SubmitTaskExt, TaskState};
 use taskwarden_core::AttemptOutcome;
 
+/// A `sleep` task whose lease lapses 500 ms after its worker goes quiet, retried at once.
+fn short_lease_sleep(queue: &str, ms: u64) -> SubmitTask {
+    let req = SubmitTask::new(queue, "sleep").payload(&json!({ "ms": ms })).unwrap();
+    let backoff = taskwarden_client::Backoff {
+        min: Duration::from_millis(1),
+        max: Duration::from_millis(1),
+        multiplier: 1.0,
+        jitter: 0.0,
+    };
+    SubmitTask { lease_timeout_ms: Some(500), backoff: Some(backoff), ..req }
+}
+
 /// Waits until a worker has leased the task.
 async fn running(client: &Client, id: taskwarden_client::TaskId) {
     eventually(Duration::from_secs(10), "the task to start", || async {
@@ -87,17 +99,7 @@ async fn a_frozen_worker_cannot_overwrite_the_result_of_the_attempt_that_replace
     let server = ServerProcess::start(dir.path());
     let client = Client::new(&server.url).unwrap();
     let mut frozen = WorkerProcess::start(&server.url, "fence", &["--name", "frozen"]);
-    let req = SubmitTask::new("fence", "sleep").payload(&json!({"ms": 1500})).unwrap();
-    let req = SubmitTask {
-        lease_timeout_ms: Some(500),
-        backoff: Some(taskwarden_client::Backoff {
-            min: Duration::from_millis(1),
-            max: Duration::from_millis(1),
-            multiplier: 1.0,
-            jitter: 0.0,
-        }),
-        ..req
-    };
+    let req = short_lease_sleep("fence", 1500);
     let id = client.submit(req).await.unwrap().id;
     running(&client, id).await;
     signal(&frozen.child, "STOP");
@@ -194,17 +196,7 @@ async fn a_task_running_when_server_and_worker_are_both_killed_runs_again_after_
     let mut server = ServerProcess::start(dir.path());
     let client = Client::new(&server.url).unwrap();
     let mut first = WorkerProcess::start(&server.url, "both", &[]);
-    let req = SubmitTask::new("both", "sleep").payload(&json!({"ms": 1000})).unwrap();
-    let req = SubmitTask {
-        lease_timeout_ms: Some(500),
-        backoff: Some(taskwarden_client::Backoff {
-            min: Duration::from_millis(1),
-            max: Duration::from_millis(1),
-            multiplier: 1.0,
-            jitter: 0.0,
-        }),
-        ..req
-    };
+    let req = short_lease_sleep("both", 1000);
     let id = client.submit(req).await.unwrap().id;
     running(&client, id).await;
     signal(&first.child, "KILL");
