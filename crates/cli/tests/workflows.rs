@@ -143,3 +143,39 @@ async fn each_child_completed_once_then_latest_end(
     }
     latest
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_workflow_stops_its_running_task_through_the_cancellation_token() {
+    use std::time::{Duration, Instant};
+    use taskwarden_client::{Client, NodeSpec, TaskState, WorkflowSpec, WorkflowState};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = Client::new(&server.url).unwrap();
+    let _worker = WorkerProcess::start(&server.url, "default", &[]);
+    let node = |id: &str, kind: &str, payload: Value, deps: &[&str]| NodeSpec {
+        id: id.into(),
+        kind: kind.into(),
+        payload: Some(serde_json::value::to_raw_value(&payload).unwrap()),
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        lease_timeout_ms: Some(600),
+        ..NodeSpec::default()
+    };
+    let spec = WorkflowSpec {
+        tasks: vec![node("long", "sleep", json!({"ms": 60_000}), &[]), node("next", "echo", json!(null), &["long"])],
+        ..WorkflowSpec::default()
+    };
+    let wf = client.submit_workflow(&spec).await.unwrap();
+    let long = wf.nodes[0].task_id;
+    support::eventually(Duration::from_secs(10), "the long task to start", || async {
+        (client.get(long).await.unwrap().state == TaskState::Running).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let cancelled = client.cancel_workflow(wf.id).await.unwrap();
+    assert_eq!(cancelled.state, WorkflowState::Cancelled);
+    let task = client.wait(long, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(task.state, TaskState::Cancelled);
+    assert!(started.elapsed() < Duration::from_secs(5), "the handler stopped on its token, not after 60 s");
+    assert_eq!(client.get(wf.nodes[1].task_id).await.unwrap().state, TaskState::Cancelled);
+}
