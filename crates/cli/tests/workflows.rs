@@ -179,3 +179,77 @@ async fn cancelling_a_workflow_stops_its_running_task_through_the_cancellation_t
     assert!(started.elapsed() < Duration::from_secs(5), "the handler stopped on its token, not after 60 s");
     assert_eq!(client.get(wf.nodes[1].task_id).await.unwrap().state, TaskState::Cancelled);
 }
+
+/// A handler fans out at run time (map), children fan out again (nested), and joins reduce; the
+/// whole job's result is the outer join's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_fans_out_at_run_time_and_the_joins_reduce() {
+    use std::time::Duration;
+    use taskwarden_client::{Client, NodeSpec, SubmitTask, SubmitTaskExt, WorkflowState};
+    use taskwarden_worker::{TaskContext, TaskError, Worker};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let node = |kind: &str, payload: Value| NodeSpec {
+        kind: kind.into(),
+        queue: "mr".into(),
+        payload: Some(serde_json::value::to_raw_value(&payload).unwrap()),
+        ..NodeSpec::default()
+    };
+    // split {"from", "to"}: ranges wider than 10 split again; narrower ones fan out one square each.
+    let split = move |ctx: TaskContext, r: Value| async move {
+        let (from, to) = (r["from"].as_u64().unwrap(), r["to"].as_u64().unwrap());
+        let children: Vec<NodeSpec> = if to - from > 10 {
+            let mid = (from + to) / 2;
+            vec![node("split", json!({"from": from, "to": mid})), node("split", json!({"from": mid, "to": to}))]
+        } else {
+            (from..to).map(|n| node("square", json!(n))).collect()
+        };
+        ctx.fan_out(children, node("sum", json!(null))).await?;
+        Ok::<_, TaskError>(json!("split"))
+    };
+    let square = |_ctx: TaskContext, n: u64| async move { Ok::<_, TaskError>(n * n) };
+    let sum = |ctx: TaskContext, _: Value| async move {
+        let mut total = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let page = ctx.parents_page(after.as_deref(), 7).await?;
+            for p in &page.parents {
+                total += serde_json::from_str::<u64>(
+                    p.result.as_ref().ok_or_else(|| TaskError::fail("a child failed"))?.get(),
+                )?;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok::<_, TaskError>(total),
+            }
+        }
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = Worker::builder(&server.url)
+        .queue("mr")
+        .concurrency(16)
+        .handler("split", split)
+        .handler("square", square)
+        .handler("sum", sum);
+    let worker = tokio::spawn(worker.run(stop.clone()));
+
+    let client = Client::new(&server.url).unwrap();
+    let root =
+        client.submit(SubmitTask::new("mr", "split").payload(&json!({"from": 0, "to": 40})).unwrap()).await.unwrap();
+    let done = client.wait(root.id, Duration::from_secs(30)).await.unwrap();
+    let wf = client
+        .wait_workflow(done.workflow_id.expect("the root became a workflow"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(wf.state, WorkflowState::Succeeded, "{:?}", wf.error);
+    let expected: u64 = (0..40u64).map(|n| n * n).sum();
+    assert_eq!(wf.result.unwrap().get(), expected.to_string());
+    assert!(
+        wf.nodes.iter().any(|n| n.node == "root/000000/000000/join"),
+        "nested fan-outs: {:?}",
+        wf.nodes.iter().map(|n| &n.node).collect::<Vec<_>>()
+    );
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+}

@@ -28,7 +28,7 @@ use taskwarden_core::protocol::{
 };
 pub use taskwarden_core::protocol::{LeaseStatus, LeasedTask, Outcome, ReportResult, SubmitTask};
 pub use taskwarden_core::workflow::{
-    FailurePolicy, NodeSpec, ParentResult, Workflow, WorkflowNode, WorkflowSpec, WorkflowState,
+    FailurePolicy, FanOut, FanOutRequest, NodeSpec, ParentResult, Workflow, WorkflowNode, WorkflowSpec, WorkflowState,
 };
 pub use taskwarden_core::{Backoff, Task, TaskId, TaskState};
 use thiserror::Error;
@@ -282,6 +282,11 @@ impl Client {
 
     pub async fn cancel_workflow(&self, id: TaskId) -> Result<Workflow> {
         Ok(self.call::<(), _>(Method::POST, &format!("/v1/workflows/{id}/cancel"), None, Self::TIMEOUT).await?.1)
+    }
+
+    /// Fans a running task out into children and a join (the worker SDK's `ctx.fan_out`).
+    pub async fn fan_out(&self, task: TaskId, req: &FanOutRequest) -> Result<FanOut> {
+        Ok(self.call(Method::POST, &format!("/v1/tasks/{task}/fan-out"), Some(req), Self::TIMEOUT).await?.1)
     }
 
     /// One page of a workflow task's parents' outcomes, in node order, after node `after`.

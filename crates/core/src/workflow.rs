@@ -40,6 +40,9 @@ pub enum FailurePolicy {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
+    /// Required in a workflow graph; left out for a fan-out's children and join, which are named
+    /// after their parent (`parent/000042`, `parent/join`).
+    #[serde(default)]
     pub id: String,
     pub kind: String,
     #[serde(default = "default_queue")]
@@ -267,6 +270,65 @@ fn topological_order(parents: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
         }
     }
     Ok(order)
+}
+
+/// A running task's request to fan out: children that run in parallel, and a join that runs once
+/// all of them finished and reads their outcomes in child order. Whatever waited for the task now
+/// waits for the join, and the join's result stands in for the task's in its workflow.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FanOutRequest {
+    pub lease: crate::id::LeaseToken,
+    pub children: Vec<NodeSpec>,
+    pub join: NodeSpec,
+}
+
+/// A validated fan-out.
+#[derive(Clone, Debug)]
+pub struct FanOutPlan {
+    pub children: Vec<NewTask>,
+    pub join: NewTask,
+}
+
+impl FanOutRequest {
+    pub fn plan(self, limits: &Limits, now: Timestamp) -> Result<FanOutPlan, ValidationError> {
+        if self.children.is_empty() {
+            return Err(ValidationError::new("children", "a fan-out needs at least one child"));
+        }
+        if self.children.len() >= limits.max_workflow_tasks {
+            return Err(ValidationError::new(
+                "children",
+                format!("at most {} children", limits.max_workflow_tasks - 1),
+            ));
+        }
+        let check = |node: NodeSpec, field: String| -> Result<NewTask, ValidationError> {
+            if !node.id.is_empty() {
+                return Err(ValidationError::new(format!("{field}.id"), "is given by the server (parent/index)"));
+            }
+            if !node.depends_on.is_empty() {
+                return Err(ValidationError::new(
+                    format!("{field}.depends_on"),
+                    "a fan-out's tasks depend on the fan-out alone",
+                ));
+            }
+            node.into_submit().validate(limits, now).map_err(|e| e.within(&field))
+        };
+        let children = self
+            .children
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| check(c, format!("children[{i}]")))
+            .collect::<Result<_, _>>()?;
+        Ok(FanOutPlan { children, join: check(self.join, "join".into())? })
+    }
+}
+
+/// What a fan-out created.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FanOut {
+    pub workflow_id: crate::id::TaskId,
+    pub join_id: crate::id::TaskId,
+    pub children: u32,
 }
 
 /// A workflow's state: running until its outcome is decided.

@@ -62,7 +62,9 @@ macro_rules! conformance_tests {
             fail_fast_cancels_what_has_not_finished,
             collect_runs_the_children_of_failed_parents,
             a_quorum_decides_as_soon_as_enough_tasks_succeeded,
-            cancelling_a_workflow_cancels_its_unfinished_tasks
+            cancelling_a_workflow_cancels_its_unfinished_tasks,
+            a_running_task_fans_out_and_its_join_gathers_in_child_order,
+            a_nested_fan_out_holds_the_outer_join_until_it_is_done
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -589,4 +591,117 @@ pub async fn cancelling_a_workflow_cancels_its_unfinished_tasks(store: &dyn Stor
         store.cancel_workflow(CancelWorkflow { id: wf.id, now: at(3) }).await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+fn fan_out_plan(children: usize) -> taskwarden_core::workflow::FanOutPlan {
+    use taskwarden_core::workflow::{FanOutRequest, NodeSpec};
+    let child = |i: usize| NodeSpec {
+        kind: "echo".into(),
+        queue: "wf".into(),
+        payload: Some(raw(&i.to_string())),
+        ..Default::default()
+    };
+    let req = FanOutRequest {
+        lease: taskwarden_core::LeaseToken(0),
+        children: (0..children).map(child).collect(),
+        join: NodeSpec { kind: "echo".into(), queue: "wf".into(), ..Default::default() },
+    };
+    req.plan(&Limits::default(), at(0)).unwrap()
+}
+
+async fn fan_out(
+    store: &dyn Store,
+    task: &Task,
+    children: usize,
+    now: Timestamp,
+) -> crate::Result<taskwarden_core::workflow::FanOut> {
+    let lease = task.lease.as_ref().unwrap().token;
+    store.fan_out(FanOutTasks { task_id: task.id, lease, plan: fan_out_plan(children), now }).await
+}
+
+pub async fn a_running_task_fans_out_and_its_join_gathers_in_child_order(store: &dyn Store) {
+    use taskwarden_core::workflow::WorkflowState;
+    submit_one(store, spec("wf"), at(0)).await;
+    let parent = fetch(store, &["wf"], 1, at(1)).await.remove(0);
+    let stale = Task {
+        lease: Some(taskwarden_core::Lease { token: taskwarden_core::LeaseToken(7), ..parent.lease.clone().unwrap() }),
+        ..parent.clone()
+    };
+    assert!(
+        matches!(fan_out(store, &stale, 2, at(2)).await, Err(StoreError::LeaseLost)),
+        "fenced like every worker call"
+    );
+    let fo = fan_out(store, &parent, 12, at(2)).await.unwrap();
+    assert_eq!(fo.children, 12);
+    let again = fan_out(store, &parent, 12, at(3)).await.unwrap();
+    assert_eq!(again.join_id, fo.join_id, "fanning out again (a retried attempt) returns the same fan-out");
+    report(store, &parent, success("\"parent done\""), at(4)).await.unwrap();
+    let children = lease_ready(store, at(5)).await;
+    assert_eq!(children.len(), 12, "the join is not among them: {:?}", children.keys());
+    for (i, (_, child)) in children.iter().rev().enumerate() {
+        if i == 11 {
+            assert!(lease_ready(store, at(6)).await.is_empty(), "the join waits for the last child");
+        }
+        report(
+            store,
+            child,
+            success(&format!("\"r{}\"", child.node.as_ref().unwrap().rsplit('/').next().unwrap())),
+            at(6 + i as i64),
+        )
+        .await
+        .unwrap();
+    }
+    let join =
+        lease_ready(store, at(30)).await.remove("root/join").expect("the join is ready once every child finished");
+    assert_eq!(join.parent_count, 12);
+    let mut results = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.parents(ListParents { task_id: join.id, after: after.clone(), limit: 5 }).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|p| p.node.clone());
+        results.extend(page.into_iter().map(|p| p.result.unwrap().get().to_owned()));
+    }
+    let expected: Vec<String> = (0..12).map(|i| format!("\"r{i:06}\"")).collect();
+    assert_eq!(results, expected, "child order, page by page");
+    report(store, &join, success("\"gathered\""), at(31)).await.unwrap();
+    let wf = store.get_workflow(fo.workflow_id).await.unwrap();
+    assert_eq!(wf.state, WorkflowState::Succeeded);
+    assert_eq!(wf.total, 14);
+    assert_eq!(wf.result.unwrap().get(), "\"gathered\"", "the join's result stands for the parent's");
+}
+
+pub async fn a_nested_fan_out_holds_the_outer_join_until_it_is_done(store: &dyn Store) {
+    use taskwarden_core::workflow::WorkflowState;
+    submit_one(store, spec("wf"), at(0)).await;
+    let root = fetch(store, &["wf"], 1, at(1)).await.remove(0);
+    let outer = fan_out(store, &root, 2, at(2)).await.unwrap();
+    report(store, &root, success("0"), at(3)).await.unwrap();
+    let kids = lease_ready(store, at(4)).await;
+    let inner = fan_out(store, &kids["root/000000"], 2, at(5)).await.unwrap();
+    assert_eq!(inner.workflow_id, outer.workflow_id, "a child's fan-out joins the same workflow");
+    for k in kids.values() {
+        report(store, k, success("1"), at(6)).await.unwrap();
+    }
+    let ready = lease_ready(store, at(7)).await;
+    assert_eq!(
+        ready.keys().collect::<Vec<_>>(),
+        vec!["root/000000/000000", "root/000000/000001"],
+        "the outer join still waits"
+    );
+    for g in ready.values() {
+        report(store, g, success("2"), at(8)).await.unwrap();
+    }
+    let inner_join = lease_ready(store, at(9)).await.remove("root/000000/join").unwrap();
+    report(store, &inner_join, success("\"inner\""), at(10)).await.unwrap();
+    let outer_join = lease_ready(store, at(11)).await.remove("root/join").expect("released by the inner join");
+    let parents = store.parents(ListParents { task_id: outer_join.id, after: None, limit: 10 }).await.unwrap();
+    let nodes: Vec<&str> = parents.iter().map(|p| p.node.as_str()).collect();
+    assert_eq!(nodes, vec!["root/000000/join", "root/000001"], "the inner join took its parent's place");
+    report(store, &outer_join, success("\"outer\""), at(12)).await.unwrap();
+    let wf = store.get_workflow(outer.workflow_id).await.unwrap();
+    assert_eq!((wf.state, wf.total, wf.succeeded), (WorkflowState::Succeeded, 7, 7));
+    assert_eq!(wf.result.unwrap().get(), "\"outer\"");
 }

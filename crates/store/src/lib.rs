@@ -15,7 +15,7 @@ pub mod conformance;
 
 use async_trait::async_trait;
 use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
-use taskwarden_core::workflow::{ParentResult, Workflow, WorkflowState};
+use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{Task, TaskId};
 use tokio::sync::watch;
 
@@ -79,6 +79,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cancels every unfinished task of the workflow (running ones are asked to stop).
     async fn cancel_workflow(&self, p: CancelWorkflow) -> Result<Workflow>;
+
+    /// Adds children and a join to a running task's workflow (making the task the root of a new
+    /// workflow if it is in none). Idempotent per task: a retried task that fans out again gets
+    /// the fan-out it made the first time.
+    async fn fan_out(&self, p: FanOutTasks) -> Result<FanOut>;
 
     /// The outcomes of a workflow task's parents, a page at a time.
     async fn parents(&self, p: ListParents) -> Result<Vec<ParentResult>>;

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use taskwarden_core::protocol::{HeldLease, Report};
-use taskwarden_core::workflow::WorkflowPlan;
-use taskwarden_core::{Cancellation, NewTask, Task, TaskId, TaskState, Timestamp};
+use taskwarden_core::workflow::{FanOutPlan, WorkflowPlan};
+use taskwarden_core::{Cancellation, LeaseToken, NewTask, Task, TaskId, TaskState, Timestamp};
 
 pub struct SubmitTasks {
     /// Accepted together or not at all.
@@ -130,4 +130,12 @@ pub struct ListParents {
     /// Return parents whose node id sorts after this one.
     pub after: Option<String>,
     pub limit: u32,
+}
+
+/// A running task fans out: its lease must be current.
+pub struct FanOutTasks {
+    pub task_id: TaskId,
+    pub lease: LeaseToken,
+    pub plan: FanOutPlan,
+    pub now: Timestamp,
 }

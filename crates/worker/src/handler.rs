@@ -73,6 +73,7 @@ pub struct TaskContext {
     cancel: CancellationToken,
     progress: ProgressBoard,
     client: taskwarden_client::Client,
+    lease: taskwarden_core::LeaseToken,
 }
 
 impl TaskContext {
@@ -92,7 +93,25 @@ impl TaskContext {
             cancel,
             progress,
             client,
+            lease: task.lease,
         }
+    }
+
+    /// Fans out: `children` run in parallel; `join` runs once all of them finished and reads their
+    /// outcomes in child order (see [`TaskContext::parents_page`]). Whatever waited for this task
+    /// now waits for the join, whose result stands in for this task's. Leave `id` and `depends_on`
+    /// empty: children are named `this-node/000000`, ... and the join `this-node/join`. Calling it
+    /// again (say, on a retried attempt) returns the fan-out made the first time.
+    pub async fn fan_out(
+        &self,
+        children: Vec<taskwarden_client::NodeSpec>,
+        join: taskwarden_client::NodeSpec,
+    ) -> Result<taskwarden_client::FanOut, TaskError> {
+        let req = taskwarden_client::FanOutRequest { lease: self.lease, children, join };
+        self.client.fan_out(self.id, &req).await.map_err(|e| match e.status() {
+            Some(400) => TaskError::fail(format!("fan-out refused: {e}")),
+            _ => TaskError::retry(format!("fan-out failed: {e}")),
+        })
     }
 
     /// The outcomes of this workflow task's parents, in node order (empty for a plain task).

@@ -60,6 +60,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/workers/{id}/heartbeat"),
     ("post", "/v1/workers/{id}/reports"),
     ("get", "/v1/tasks/{id}/parents"),
+    ("post", "/v1/tasks/{id}/fan-out"),
     ("post", "/v1/workflows"),
     ("get", "/v1/workflows/{id}"),
     ("get", "/v1/workflows/{id}/wait"),
@@ -88,6 +89,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/workers/{id}/heartbeat", post(workers::heartbeat))
         .route("/v1/workers/{id}/reports", post(workers::reports))
         .route("/v1/tasks/{id}/parents", get(workflows::parents))
+        .route("/v1/tasks/{id}/fan-out", post(workflows::fan_out))
         .route("/v1/workflows", post(workflows::submit))
         .route("/v1/workflows/{id}", get(workflows::get))
         .route("/v1/workflows/{id}/wait", get(workflows::wait))

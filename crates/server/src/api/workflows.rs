@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use taskwarden_core::protocol::ParentList;
-use taskwarden_core::workflow::{Workflow, WorkflowSpec};
-use taskwarden_store::{CancelWorkflow, ListParents, SubmitWorkflow};
+use taskwarden_core::workflow::{FanOut, FanOutRequest, Workflow, WorkflowSpec};
+use taskwarden_store::{CancelWorkflow, FanOutTasks, ListParents, SubmitWorkflow};
 
 use super::{ApiResult, AppState, WaitQuery, until_finished};
 use crate::error::{ApiError, ApiJson, ApiQuery, task_id};
@@ -62,4 +62,17 @@ pub(super) async fn parents(
     let parents = s.store.parents(ListParents { task_id: task_id(&id)?, after: q.after, limit }).await?;
     let next = (parents.len() == limit as usize).then(|| parents.last().map(|p| p.node.clone())).flatten();
     Ok(Json(ParentList { parents, next }))
+}
+
+/// A running task fans out into children and a join (fenced by its lease: 409 when it is stale).
+pub(super) async fn fan_out(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<FanOutRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let now = s.clock.now();
+    let lease = req.lease;
+    let plan = req.plan(&s.config.limits, now)?;
+    let fan_out: FanOut = s.store.fan_out(FanOutTasks { task_id: task_id(&id)?, lease, plan, now }).await?;
+    Ok((StatusCode::CREATED, Json(fan_out)))
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
-use taskwarden_core::workflow::{ParentResult, Workflow, WorkflowState};
+use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{Task, TaskId};
 use tokio::sync::watch;
 
@@ -237,6 +237,10 @@ impl Store for SqliteStore {
 
     async fn cancel_workflow(&self, p: CancelWorkflow) -> Result<Workflow> {
         self.writer.write(true, move |c, st| workflows::cancel(c, st, p)).await
+    }
+
+    async fn fan_out(&self, p: FanOutTasks) -> Result<FanOut> {
+        self.writer.write(true, move |c, st| workflows::fan_out(c, st, p)).await
     }
 
     async fn parents(&self, p: ListParents) -> Result<Vec<ParentResult>> {

@@ -8,7 +8,7 @@ use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 use taskwarden_core::workflow::{
-    FailurePolicy, NodeTiming, ParentResult, Workflow, WorkflowNode, WorkflowState, speedup_report,
+    FailurePolicy, FanOut, NodeTiming, ParentResult, Workflow, WorkflowNode, WorkflowState, speedup_report,
 };
 use taskwarden_core::{Task, TaskId, TaskState, Timestamp};
 
@@ -16,7 +16,7 @@ use super::internal;
 use super::ops::{load, save, touch_for};
 use super::rows::{insert_task, save_task};
 use super::writer::WriterState;
-use crate::params::{CancelWorkflow, ListParents, SubmitWorkflow};
+use crate::params::{CancelWorkflow, FanOutTasks, ListParents, SubmitWorkflow};
 use crate::{Result, StoreError};
 
 fn bad(e: impl std::fmt::Display) -> StoreError {
@@ -72,6 +72,86 @@ pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitWorkflow)
         nodes,
         speedup: None,
     })
+}
+
+/// Adds a fan-out under a running task. See [`crate::Store::fan_out`].
+pub(crate) fn fan_out(conn: &Connection, st: &mut WriterState, p: FanOutTasks) -> Result<FanOut> {
+    st.observe(p.now);
+    let parent = load(conn, p.task_id)?;
+    match &parent.lease {
+        Some(l) if parent.state == TaskState::Running && l.token == p.lease => {}
+        _ => return Err(StoreError::LeaseLost),
+    }
+    let prefix = parent.node.clone().unwrap_or_else(|| "root".to_owned());
+    let join_node = format!("{prefix}/join");
+    // Already fanned out (an earlier attempt did, then failed or lost its lease): the children
+    // are running or done; hand back the same fan-out rather than start a second one.
+    if let Some(wf) = parent.workflow_id {
+        let existing: Option<[u8; 16]> = conn
+            .prepare_cached("SELECT id FROM tasks WHERE workflow_id = ?1 AND node = ?2")
+            .and_then(|mut s| s.query_row(params![wf.as_bytes(), join_node], |r| r.get(0)).optional())
+            .map_err(internal)?;
+        if let Some(join) = existing {
+            let children = conn
+                .prepare_cached("SELECT COUNT(*) FROM task_edges WHERE child_id = ?1")
+                .and_then(|mut s| s.query_row([join], |r| r.get(0)))
+                .map_err(internal)?;
+            return Ok(FanOut { workflow_id: wf, join_id: TaskId::from_bytes(join), children });
+        }
+    }
+    let n = p.plan.children.len();
+    let join_id = st.ids.next(p.now, st.rng.random());
+    let wf = match parent.workflow_id {
+        Some(wf) => {
+            // The join takes the parent's place: its dependents now wait for the whole fan-out,
+            // and if the parent's result was the workflow's, the join's is.
+            conn.prepare_cached(
+                "UPDATE workflows SET total = total + ?2,                  result_task = CASE WHEN result_task = ?3 THEN ?4 ELSE result_task END WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![wf.as_bytes(), (n + 1) as i64, parent.id.as_bytes(), join_id.as_bytes()]))
+            .map_err(internal)?;
+            conn.prepare_cached("UPDATE task_edges SET parent_id = ?2 WHERE parent_id = ?1")
+                .and_then(|mut s| s.execute(params![parent.id.as_bytes(), join_id.as_bytes()]))
+                .map_err(internal)?;
+            wf
+        }
+        None => {
+            // A plain task becomes the root of a workflow of its own.
+            let wf = st.ids.next(p.now, st.rng.random());
+            let policy = serde_json::to_string(&FailurePolicy::FailFast).map_err(bad)?;
+            conn.prepare_cached(
+                "INSERT INTO workflows (id, name, failure_policy, state, total, result_task, created_at)                  VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    wf.as_bytes(),
+                    parent.kind,
+                    policy,
+                    (n + 2) as i64,
+                    join_id.as_bytes(),
+                    parent.created_at.as_micros()
+                ])
+            })
+            .map_err(internal)?;
+            conn.prepare_cached("UPDATE tasks SET workflow_id = ?2, node = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![parent.id.as_bytes(), wf.as_bytes(), prefix]))
+                .map_err(internal)?;
+            wf
+        }
+    };
+    let mut edge =
+        conn.prepare_cached("INSERT INTO task_edges (parent_id, child_id) VALUES (?1, ?2)").map_err(internal)?;
+    for (i, spec) in p.plan.children.into_iter().enumerate() {
+        let id = st.ids.next(p.now, st.rng.random());
+        // Zero-padded, so node order is child order when the join reads its parents.
+        let child = Task::new_node(id, spec, wf, format!("{prefix}/{i:06}"), 0, p.now);
+        insert_task(conn, &child).map_err(internal)?;
+        edge.execute(params![id.as_bytes(), join_id.as_bytes()]).map_err(internal)?;
+        touch_for(st, &child);
+    }
+    let join = Task::new_node(join_id, p.plan.join, wf, join_node, n as u32, p.now);
+    insert_task(conn, &join).map_err(internal)?;
+    Ok(FanOut { workflow_id: wf, join_id, children: n as u32 })
 }
 
 struct Row {
