@@ -64,7 +64,8 @@ macro_rules! conformance_tests {
             a_quorum_decides_as_soon_as_enough_tasks_succeeded,
             cancelling_a_workflow_cancels_its_unfinished_tasks,
             a_running_task_fans_out_and_its_join_gathers_in_child_order,
-            a_nested_fan_out_holds_the_outer_join_until_it_is_done
+            a_nested_fan_out_holds_the_outer_join_until_it_is_done,
+            a_child_retried_after_its_lease_expired_counts_once
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -704,4 +705,28 @@ pub async fn a_nested_fan_out_holds_the_outer_join_until_it_is_done(store: &dyn 
     let wf = store.get_workflow(outer.workflow_id).await.unwrap();
     assert_eq!((wf.state, wf.total, wf.succeeded), (WorkflowState::Succeeded, 7, 7));
     assert_eq!(wf.result.unwrap().get(), "\"outer\"");
+}
+
+pub async fn a_child_retried_after_its_lease_expired_counts_once(store: &dyn Store) {
+    submit_one(store, spec("wf"), at(0)).await;
+    let parent = fetch(store, &["wf"], 1, at(1)).await.remove(0);
+    fan_out(store, &parent, 2, at(2)).await.unwrap();
+    report(store, &parent, success("0"), at(3)).await.unwrap();
+    let kids = lease_ready(store, at(4)).await;
+    let first = &kids["root/000000"];
+    report(store, &kids["root/000001"], success("\"b\""), at(5)).await.unwrap();
+    // The first child's worker goes silent: its lease (the default 30 s) expires and the child is
+    // retried after its backoff (at most 1 s).
+    assert_eq!(store.expire_leases(ExpireLeases { now: at(31_000), limit: 10 }).await.unwrap(), 1);
+    store.promote_due(PromoteDue { now: at(33_000), limit: 10 }).await.unwrap();
+    let second = lease_ready(store, at(33_000)).await.remove("root/000000").expect("retried");
+    assert!(lease_ready(store, at(33_001)).await.is_empty(), "the join waits: the retry is still running");
+    assert!(matches!(report(store, first, success("\"late\""), at(33_100)).await, Err(StoreError::LeaseLost)));
+    assert!(lease_ready(store, at(33_101)).await.is_empty(), "a refused late report releases nothing");
+    report(store, &second, success("\"a\""), at(33_200)).await.unwrap();
+    let join =
+        lease_ready(store, at(33_300)).await.remove("root/join").expect("released exactly when the retry finished");
+    let parents = store.parents(ListParents { task_id: join.id, after: None, limit: 10 }).await.unwrap();
+    let results: Vec<&str> = parents.iter().map(|p| p.result.as_ref().unwrap().get()).collect();
+    assert_eq!(results, vec!["\"a\"", "\"b\""], "each child once, the retried one with its second attempt's result");
 }

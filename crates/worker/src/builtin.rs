@@ -3,6 +3,8 @@
 //! - `echo`: returns its payload; a workflow task with parents returns `{"payload", "parents"}`.
 //! - `sleep`: `{"ms": 250}` sleeps, then returns `{"slept_ms": 250, "attempt": n}`; stops early if cancelled.
 //! - `fail`: `{"message": "...", "permanent": false}` fails (retryable unless `permanent`).
+//! - `fan.out`: `{"count": 100, "child": {"kind": "echo"}, "join": {"kind": "echo"}}` fans out
+//!   `count` children (each payload gets its `"index"`) and a join; see the README's workflows.
 //! - `http.fetch`: `{"url": "http://...", "timeout_ms": 10000}` GETs the URL and returns
 //!   `{"url", "status", "bytes", "elapsed_ms", "body"}` (body cut to 1 KiB). 5xx, 429 and
 //!   transport errors are retried; other 4xx fail permanently.
@@ -17,7 +19,45 @@ use serde_json::value::RawValue;
 use crate::{TaskContext, TaskError, Worker};
 
 pub(crate) fn register(worker: Worker) -> Worker {
-    worker.handler("echo", echo).handler("sleep", sleep).handler("fail", fail).handler("http.fetch", http_fetch)
+    worker
+        .handler("echo", echo)
+        .handler("sleep", sleep)
+        .handler("fail", fail)
+        .handler("http.fetch", http_fetch)
+        .handler("fan.out", fan_out)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FanOutArgs {
+    /// How many children.
+    count: u32,
+    /// The children's task (its payload gets `"index"` added when it is an object or absent).
+    child: taskwarden_client::NodeSpec,
+    join: taskwarden_client::NodeSpec,
+}
+
+/// Fans out `count` copies of `child` and a `join`; the payload of each copy is `{"index": i}`
+/// merged into the child's payload when that is an object (or absent).
+async fn fan_out(ctx: TaskContext, args: FanOutArgs) -> Result<Value, TaskError> {
+    let base: Value = match &args.child.payload {
+        Some(p) => serde_json::from_str(p.get())?,
+        None => Value::Object(Default::default()),
+    };
+    let children = (0..args.count)
+        .map(|i| {
+            let mut payload = base.clone();
+            if let Value::Object(map) = &mut payload {
+                map.insert("index".into(), i.into());
+            }
+            let payload = serde_json::value::to_raw_value(&payload).map_err(|e| TaskError::fail(e.to_string()))?;
+            Ok(taskwarden_client::NodeSpec { payload: Some(payload), ..args.child.clone() })
+        })
+        .collect::<Result<Vec<_>, TaskError>>()?;
+    let fan_out = ctx.fan_out(children, args.join).await?;
+    Ok(
+        serde_json::json!({"workflow_id": fan_out.workflow_id, "join_id": fan_out.join_id, "children": fan_out.children}),
+    )
 }
 
 /// Returns its whole input: the payload, or for a workflow task with parents,
