@@ -253,3 +253,31 @@ async fn a_handler_fans_out_at_run_time_and_the_joins_reduce() {
     stop.cancel();
     worker.await.unwrap().unwrap();
 }
+
+#[test]
+fn the_fan_out_builtin_with_collect_hands_every_failure_to_the_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let _worker = WorkerProcess::start(url, "default", &["--concurrency", "8"]);
+    let payload = json!({
+        "count": 5,
+        "child": {"kind": "fail", "payload": {"permanent": true}},
+        "join": {"kind": "echo", "payload": "joined"},
+        "failure_policy": {"kind": "collect"}
+    });
+    let (ok, out, err) =
+        cli(&["submit", "--url", url, "--kind", "fan.out", "--payload", &payload.to_string(), "--wait", "--json"]);
+    assert!(ok, "{err}");
+    let root: Value = serde_json::from_str(&out).unwrap();
+    let wf_id = root["workflow_id"].as_str().unwrap();
+    let (ok, out, err) = cli(&["workflow", "wait", wf_id, "--url", url, "--json"]);
+    assert!(ok, "the fan-out collected its failures, so the workflow succeeds: {err}");
+    let wf: Value = serde_json::from_str(&out).unwrap();
+    let parents = wf["result"]["parents"].as_object().unwrap();
+    assert_eq!(parents.len(), 5);
+    assert!(
+        parents.values().all(|p| p["state"] == "failed" && p["error"].as_str().unwrap().contains("failed on purpose")),
+        "{parents:?}"
+    );
+}

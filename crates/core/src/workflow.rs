@@ -281,6 +281,12 @@ pub struct FanOutRequest {
     pub lease: crate::id::LeaseToken,
     pub children: Vec<NodeSpec>,
     pub join: NodeSpec,
+    /// The fan-out's own policy: `collect` (the join sees every child's success or error),
+    /// `quorum` (the join runs as soon as enough children succeeded; the rest are cancelled) or
+    /// `fail_fast` (a child's failure cancels its siblings and the join). Absent: the workflow's
+    /// policy applies to the children like to any task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
 }
 
 /// A validated fan-out.
@@ -288,6 +294,7 @@ pub struct FanOutRequest {
 pub struct FanOutPlan {
     pub children: Vec<NewTask>,
     pub join: NewTask,
+    pub policy: Option<FailurePolicy>,
 }
 
 impl FanOutRequest {
@@ -313,13 +320,17 @@ impl FanOutRequest {
             }
             node.into_submit().validate(limits, now).map_err(|e| e.within(&field))
         };
+        if let Some(p) = &self.failure_policy {
+            validate_policy(p)?;
+        }
+        let policy = self.failure_policy;
         let children = self
             .children
             .into_iter()
             .enumerate()
             .map(|(i, c)| check(c, format!("children[{i}]")))
             .collect::<Result<_, _>>()?;
-        Ok(FanOutPlan { children, join: check(self.join, "join".into())? })
+        Ok(FanOutPlan { children, join: check(self.join, "join".into())?, policy })
     }
 }
 

@@ -65,7 +65,10 @@ macro_rules! conformance_tests {
             cancelling_a_workflow_cancels_its_unfinished_tasks,
             a_running_task_fans_out_and_its_join_gathers_in_child_order,
             a_nested_fan_out_holds_the_outer_join_until_it_is_done,
-            a_child_retried_after_its_lease_expired_counts_once
+            a_child_retried_after_its_lease_expired_counts_once,
+            a_quorum_fan_out_runs_its_join_early_and_cancels_the_rest,
+            a_collecting_fan_out_hands_failures_to_its_join,
+            a_fail_fast_fan_out_cancels_its_join_and_fails_the_workflow
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -595,6 +598,13 @@ pub async fn cancelling_a_workflow_cancels_its_unfinished_tasks(store: &dyn Stor
 }
 
 fn fan_out_plan(children: usize) -> taskwarden_core::workflow::FanOutPlan {
+    fan_out_plan_with(children, None)
+}
+
+fn fan_out_plan_with(
+    children: usize,
+    policy: Option<taskwarden_core::workflow::FailurePolicy>,
+) -> taskwarden_core::workflow::FanOutPlan {
     use taskwarden_core::workflow::{FanOutRequest, NodeSpec};
     let child = |i: usize| NodeSpec {
         kind: "echo".into(),
@@ -606,6 +616,7 @@ fn fan_out_plan(children: usize) -> taskwarden_core::workflow::FanOutPlan {
         lease: taskwarden_core::LeaseToken(0),
         children: (0..children).map(child).collect(),
         join: NodeSpec { kind: "echo".into(), queue: "wf".into(), ..Default::default() },
+        failure_policy: policy,
     };
     req.plan(&Limits::default(), at(0)).unwrap()
 }
@@ -729,4 +740,66 @@ pub async fn a_child_retried_after_its_lease_expired_counts_once(store: &dyn Sto
     let parents = store.parents(ListParents { task_id: join.id, after: None, limit: 10 }).await.unwrap();
     let results: Vec<&str> = parents.iter().map(|p| p.result.as_ref().unwrap().get()).collect();
     assert_eq!(results, vec!["\"a\"", "\"b\""], "each child once, the retried one with its second attempt's result");
+}
+
+/// Submits a plain task, leases it and fans it out with `policy`; returns the fan-out and the
+/// leased children by node id.
+async fn fanned_out(
+    store: &dyn Store,
+    children: usize,
+    policy: taskwarden_core::workflow::FailurePolicy,
+) -> (taskwarden_core::workflow::FanOut, std::collections::BTreeMap<String, Task>) {
+    submit_one(store, spec("wf"), at(0)).await;
+    let parent = fetch(store, &["wf"], 1, at(1)).await.remove(0);
+    let lease = parent.lease.as_ref().unwrap().token;
+    let plan = fan_out_plan_with(children, Some(policy));
+    let fo = store.fan_out(FanOutTasks { task_id: parent.id, lease, plan, now: at(2) }).await.unwrap();
+    report(store, &parent, success("0"), at(3)).await.unwrap();
+    (fo, lease_ready(store, at(4)).await)
+}
+
+pub async fn a_quorum_fan_out_runs_its_join_early_and_cancels_the_rest(store: &dyn Store) {
+    use taskwarden_core::workflow::{FailurePolicy, WorkflowState};
+    let (fo, kids) = fanned_out(store, 5, FailurePolicy::Quorum { min_successes: Some(3), fraction: None }).await;
+    report(store, &kids["root/000000"], failure(true), at(5)).await.unwrap();
+    assert_eq!(
+        store.get_workflow(fo.workflow_id).await.unwrap().state,
+        WorkflowState::Running,
+        "one failure is within the quorum"
+    );
+    for n in ["root/000001", "root/000002"] {
+        report(store, &kids[n], success("1"), at(6)).await.unwrap();
+    }
+    assert!(lease_ready(store, at(7)).await.is_empty(), "2 of the 3 needed");
+    report(store, &kids["root/000003"], success("1"), at(8)).await.unwrap();
+    let join = lease_ready(store, at(9)).await.remove("root/join").expect("the join runs as soon as 3 succeeded");
+    assert!(store.get(kids["root/000004"].id).await.unwrap().cancel_requested, "the last child is no longer needed");
+    report(store, &join, success("\"quorum\""), at(10)).await.unwrap();
+    report(store, &kids["root/000004"], Outcome::Cancelled, at(11)).await.unwrap();
+    let wf = store.get_workflow(fo.workflow_id).await.unwrap();
+    assert_eq!(wf.state, WorkflowState::Succeeded, "{:?}", wf.error);
+    assert_eq!(wf.result.unwrap().get(), "\"quorum\"");
+}
+
+pub async fn a_collecting_fan_out_hands_failures_to_its_join(store: &dyn Store) {
+    use taskwarden_core::workflow::{FailurePolicy, WorkflowState};
+    let (fo, kids) = fanned_out(store, 2, FailurePolicy::Collect).await;
+    report(store, &kids["root/000000"], failure(true), at(5)).await.unwrap();
+    report(store, &kids["root/000001"], success("1"), at(6)).await.unwrap();
+    let join = lease_ready(store, at(7)).await.remove("root/join").expect("the join runs despite the failure");
+    let parents = store.parents(ListParents { task_id: join.id, after: None, limit: 10 }).await.unwrap();
+    assert_eq!(parents[0].state, TaskState::Failed);
+    report(store, &join, success("\"collected\""), at(8)).await.unwrap();
+    let wf = store.get_workflow(fo.workflow_id).await.unwrap();
+    assert_eq!(wf.state, WorkflowState::Succeeded, "the fan-out dealt with its failure: {:?}", wf.error);
+}
+
+pub async fn a_fail_fast_fan_out_cancels_its_join_and_fails_the_workflow(store: &dyn Store) {
+    use taskwarden_core::workflow::{FailurePolicy, WorkflowState};
+    let (fo, kids) = fanned_out(store, 3, FailurePolicy::FailFast).await;
+    report(store, &kids["root/000000"], failure(true), at(5)).await.unwrap();
+    assert_eq!(store.get(fo.join_id).await.unwrap().state, TaskState::Cancelled);
+    assert!(store.get(kids["root/000001"].id).await.unwrap().cancel_requested);
+    let wf = store.get_workflow(fo.workflow_id).await.unwrap();
+    assert_eq!(wf.state, WorkflowState::Failed);
 }

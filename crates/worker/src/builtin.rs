@@ -35,6 +35,8 @@ struct FanOutArgs {
     /// The children's task (its payload gets `"index"` added when it is an object or absent).
     child: taskwarden_client::NodeSpec,
     join: taskwarden_client::NodeSpec,
+    #[serde(default)]
+    failure_policy: Option<taskwarden_client::FailurePolicy>,
 }
 
 /// Fans out `count` copies of `child` and a `join`; the payload of each copy is `{"index": i}`
@@ -54,7 +56,7 @@ async fn fan_out(ctx: TaskContext, args: FanOutArgs) -> Result<Value, TaskError>
             Ok(taskwarden_client::NodeSpec { payload: Some(payload), ..args.child.clone() })
         })
         .collect::<Result<Vec<_>, TaskError>>()?;
-    let fan_out = ctx.fan_out(children, args.join).await?;
+    let fan_out = ctx.fan_out_with_policy(children, args.join, args.failure_policy).await?;
     Ok(
         serde_json::json!({"workflow_id": fan_out.workflow_id, "join_id": fan_out.join_id, "children": fan_out.children}),
     )
@@ -77,7 +79,7 @@ async fn echo(ctx: TaskContext, payload: Box<RawValue>) -> Result<Box<RawValue>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+// Other fields are ignored: `fan.out` adds an `index` to each child's payload.
 struct SleepArgs {
     ms: u64,
 }
@@ -90,7 +92,7 @@ async fn sleep(ctx: TaskContext, args: SleepArgs) -> Result<Value, TaskError> {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+// Other fields are ignored: `fan.out` adds an `index` to each child's payload.
 struct FailArgs {
     #[serde(default)]
     message: Option<String>,
@@ -105,7 +107,7 @@ async fn fail(ctx: TaskContext, args: Option<FailArgs>) -> Result<Value, TaskErr
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+// Other fields are ignored: `fan.out` adds an `index` to each child's payload.
 struct FetchArgs {
     url: String,
     #[serde(default)]

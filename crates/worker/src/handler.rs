@@ -107,7 +107,20 @@ impl TaskContext {
         children: Vec<taskwarden_client::NodeSpec>,
         join: taskwarden_client::NodeSpec,
     ) -> Result<taskwarden_client::FanOut, TaskError> {
-        let req = taskwarden_client::FanOutRequest { lease: self.lease, children, join };
+        self.fan_out_with_policy(children, join, None).await
+    }
+
+    /// Like [`TaskContext::fan_out`], with the fan-out's own failure policy: `Collect` (the join
+    /// sees every child's success or error), `Quorum` (the join runs as soon as enough children
+    /// succeeded; the rest are cancelled) or `FailFast` (a failed child cancels its siblings and
+    /// the join). With `None` the workflow's policy applies to the children.
+    pub async fn fan_out_with_policy(
+        &self,
+        children: Vec<taskwarden_client::NodeSpec>,
+        join: taskwarden_client::NodeSpec,
+        failure_policy: Option<taskwarden_client::FailurePolicy>,
+    ) -> Result<taskwarden_client::FanOut, TaskError> {
+        let req = taskwarden_client::FanOutRequest { lease: self.lease, children, join, failure_policy };
         self.client.fan_out(self.id, &req).await.map_err(|e| match e.status() {
             Some(400) => TaskError::fail(format!("fan-out refused: {e}")),
             _ => TaskError::retry(format!("fan-out failed: {e}")),

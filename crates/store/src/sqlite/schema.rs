@@ -99,12 +99,24 @@ CREATE TABLE workflows (
     total          INTEGER NOT NULL,
     succeeded      INTEGER NOT NULL DEFAULT 0,
     failed         INTEGER NOT NULL DEFAULT 0,
+    -- Failures a fan-out's own policy dealt with (collected, or outvoted by a quorum).
+    handled        INTEGER NOT NULL DEFAULT 0,
     -- The task whose result is the workflow's (its single sink), if there is one.
     result_task    BLOB,
     error          TEXT,
     created_at     INTEGER NOT NULL,
     finished_at    INTEGER
 );
+
+-- A fan-out with a failure policy of its own, keyed by its join. Its members are the join's parents.
+CREATE TABLE fanouts (
+    join_id   BLOB PRIMARY KEY,
+    policy    TEXT NOT NULL,
+    total     INTEGER NOT NULL,
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0,
+    decided   INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 "#,
 ];
 

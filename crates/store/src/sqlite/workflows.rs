@@ -100,6 +100,7 @@ pub(crate) fn fan_out(conn: &Connection, st: &mut WriterState, p: FanOutTasks) -
         }
     }
     let n = p.plan.children.len();
+    let policy = p.plan.policy;
     let join_id = st.ids.next(p.now, st.rng.random());
     let wf = match parent.workflow_id {
         Some(wf) => {
@@ -151,6 +152,17 @@ pub(crate) fn fan_out(conn: &Connection, st: &mut WriterState, p: FanOutTasks) -
     }
     let join = Task::new_node(join_id, p.plan.join, wf, join_node, n as u32, p.now);
     insert_task(conn, &join).map_err(internal)?;
+    if let Some(policy) = policy {
+        conn.prepare_cached("INSERT INTO fanouts (join_id, policy, total) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| {
+                s.execute(params![
+                    join_id.as_bytes(),
+                    serde_json::to_string(&policy).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                    n as i64
+                ])
+            })
+            .map_err(internal)?;
+    }
     Ok(FanOut { workflow_id: wf, join_id, children: n as u32 })
 }
 
@@ -160,14 +172,15 @@ struct Row {
     total: u32,
     succeeded: u32,
     failed: u32,
+    handled: u32,
 }
 
 fn load_row(conn: &Connection, id: TaskId) -> Result<Row> {
     let row = conn
-        .prepare_cached("SELECT failure_policy, state, total, succeeded, failed FROM workflows WHERE id = ?1")
+        .prepare_cached("SELECT failure_policy, state, total, succeeded, failed, handled FROM workflows WHERE id = ?1")
         .and_then(|mut s| {
             s.query_row([id.as_bytes()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
             })
             .optional()
         })
@@ -179,6 +192,7 @@ fn load_row(conn: &Connection, id: TaskId) -> Result<Row> {
         total: row.2,
         succeeded: row.3,
         failed: row.4,
+        handled: row.5,
     })
 }
 
@@ -187,18 +201,23 @@ pub(crate) fn on_finished(conn: &Connection, st: &mut WriterState, task: &Task) 
     let Some(wf) = task.workflow_id else { return Ok(()) };
     let now = task.finished_at.unwrap_or(st.now);
     let ok = task.state == TaskState::Succeeded;
-    conn.prepare_cached("UPDATE workflows SET succeeded = succeeded + ?2, failed = failed + ?3 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![wf.as_bytes(), ok as i64, !ok as i64]))
-        .map_err(internal)?;
+    // A member of a fan-out with its own policy: that policy deals with its failures first.
+    let handled = fan_out_member_finished(conn, st, task, now)? && !ok;
+    conn.prepare_cached(
+        "UPDATE workflows SET succeeded = succeeded + ?2, failed = failed + ?3, handled = handled + ?4 WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![wf.as_bytes(), ok as i64, (!ok && !handled) as i64, handled as i64]))
+    .map_err(internal)?;
     let row = load_row(conn, wf)?;
     if row.state.is_terminal() {
         return Ok(()); // decided already (a fail-fast or a cancel is winding the rest down)
     }
-    if ok || row.policy != FailurePolicy::FailFast {
+    let failed = !ok && !handled;
+    if !failed || row.policy != FailurePolicy::FailFast {
         release_children(conn, st, task.id, now)?;
     }
     let decided = match row.policy {
-        FailurePolicy::FailFast if !ok => {
+        FailurePolicy::FailFast if failed => {
             let why = format!(
                 "task {} ({}) {}{}",
                 task.node.as_deref().unwrap_or("?"),
@@ -222,7 +241,7 @@ pub(crate) fn on_finished(conn: &Connection, st: &mut WriterState, task: &Task) 
                 None
             }
         }
-        _ if row.succeeded + row.failed == row.total => {
+        _ if row.succeeded + row.failed + row.handled == row.total => {
             if row.failed == 0 || row.policy == FailurePolicy::Collect {
                 Some((WorkflowState::Succeeded, None))
             } else {
@@ -235,6 +254,74 @@ pub(crate) fn on_finished(conn: &Connection, st: &mut WriterState, task: &Task) 
         finish(conn, st, wf, state, error, now)?;
     }
     Ok(())
+}
+
+/// If `task` is a member of a fan-out that has its own policy (it is a parent of that fan-out's
+/// join), counts it there and applies the policy. Returns whether the policy dealt with the
+/// task's failure, so the workflow's own policy must not react to it.
+fn fan_out_member_finished(conn: &Connection, st: &mut WriterState, task: &Task, now: Timestamp) -> Result<bool> {
+    type FanRow = ([u8; 16], String, u32, u32, u32, bool);
+    let ok = task.state == TaskState::Succeeded;
+    let row: Option<FanRow> = conn
+        .prepare_cached(
+            "UPDATE fanouts SET succeeded = succeeded + ?2, failed = failed + ?3 \
+             WHERE join_id IN (SELECT child_id FROM task_edges WHERE parent_id = ?1) \
+             RETURNING join_id, policy, total, succeeded, failed, decided",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![task.id.as_bytes(), ok as i64, !ok as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })
+            .optional()
+        })
+        .map_err(internal)?;
+    let Some((join, policy, total, succeeded, failed, decided)) = row else { return Ok(false) };
+    let join = TaskId::from_bytes(join);
+    if decided {
+        return Ok(true); // wound down by the fan-out's decision (a cancelled sibling, say)
+    }
+    let policy: FailurePolicy = serde_json::from_str(&policy).map_err(bad)?;
+    // What the fan-out now does: release the join early, cancel it, or wait.
+    let (release_join, cancel_join) = match policy {
+        FailurePolicy::FailFast => (false, !ok),
+        FailurePolicy::Collect => (false, false),
+        FailurePolicy::Quorum { min_successes, fraction } => {
+            let needed = min_successes.unwrap_or_else(|| (fraction.unwrap_or(1.0) * f64::from(total)).ceil() as u32);
+            (succeeded >= needed, failed > total.saturating_sub(needed))
+        }
+    };
+    if !(release_join || cancel_join) {
+        return Ok(policy != FailurePolicy::FailFast);
+    }
+    conn.prepare_cached("UPDATE fanouts SET decided = 1 WHERE join_id = ?1")
+        .and_then(|mut s| s.execute([join.as_bytes()]))
+        .map_err(internal)?;
+    let mut join_task = load(conn, join)?;
+    if release_join {
+        conn.prepare_cached("UPDATE tasks SET pending_parents = 0 WHERE id = ?1")
+            .and_then(|mut s| s.execute([join.as_bytes()]))
+            .map_err(internal)?;
+        if join_task.dependencies_met(now).is_ok() {
+            save_task(conn, &join_task).map_err(internal)?;
+            touch_for(st, &join_task);
+        }
+    } else if join_task.cancel(now).is_ok() {
+        // The join's cancellation is what the workflow's policy sees.
+        join_task.error = Some(format!("fan-out failed: task {} {}", task.node.as_deref().unwrap_or("?"), task.state));
+        save(conn, st, &join_task, None)?;
+    }
+    // The outcome is decided: siblings still running or waiting are cancelled.
+    let siblings: Vec<[u8; 16]> = conn
+        .prepare_cached("SELECT parent_id FROM task_edges WHERE child_id = ?1")
+        .and_then(|mut s| s.query_map([join.as_bytes()], |r| r.get(0))?.collect::<rusqlite::Result<_>>())
+        .map_err(internal)?;
+    for id in siblings {
+        let mut sibling = load(conn, TaskId::from_bytes(id))?;
+        if sibling.id != task.id && sibling.cancel(now).is_ok() {
+            save(conn, st, &sibling, None)?;
+        }
+    }
+    Ok(!ok && policy != FailurePolicy::FailFast)
 }
 
 /// Counts one finished parent for each child; a child with none left becomes ready.
