@@ -81,8 +81,8 @@ fn fail_fast_fails_the_workflow_and_cancels_the_rest() {
     assert_eq!(wf["nodes"][1]["state"], "cancelled");
 }
 
-/// Kills the server with `kill -9` while a fan-out runs: every child still succeeds exactly once,
-/// and the join runs exactly once, after all of them.
+/// Kills the server with `kill -9` while a fan-out runs on two worker processes: every child still
+/// succeeds exactly once, and the join runs exactly once, after all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_survives_server_crashes_with_exactly_one_join() {
     use std::time::Duration;
@@ -92,7 +92,9 @@ async fn a_fan_out_survives_server_crashes_with_exactly_one_join() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(dir.path());
     let client = Client::new(&server.url).unwrap();
+    // Two worker processes, so children finish at the same moment on different workers.
     let _worker = WorkerProcess::start(&server.url, "fan", &["--concurrency", "16"]);
+    let _second = WorkerProcess::start(&server.url, "fan", &["--concurrency", "16"]);
     let node = |id: String, kind: &str, payload: Value| NodeSpec {
         id,
         kind: kind.into(),
@@ -101,7 +103,8 @@ async fn a_fan_out_survives_server_crashes_with_exactly_one_join() {
         lease_timeout_ms: Some(1_000),
         ..NodeSpec::default()
     };
-    let mut tasks: Vec<NodeSpec> = (0..300).map(|i| node(format!("c{i:03}"), "sleep", json!({"ms": 5}))).collect();
+    // 300 children of 40 ms on 32 slots: about half a second of work, so the kills land mid-run.
+    let mut tasks: Vec<NodeSpec> = (0..300).map(|i| node(format!("c{i:03}"), "sleep", json!({"ms": 40}))).collect();
     let join = NodeSpec {
         depends_on: tasks.iter().map(|t| t.id.clone()).collect(),
         ..node("join".into(), "echo", json!("join"))
@@ -109,8 +112,10 @@ async fn a_fan_out_survives_server_crashes_with_exactly_one_join() {
     tasks.push(join);
     let wf = client.submit_workflow(&WorkflowSpec { tasks, ..WorkflowSpec::default() }).await.unwrap();
 
-    for round in 0..3 {
-        tokio::time::sleep(Duration::from_millis(150 + 100 * round)).await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let finished = client.get_workflow(wf.id).await.unwrap().state.is_terminal();
+        assert!(!finished, "the kill must land while the fan-out runs");
         server.kill9();
         server.restart();
     }
