@@ -36,6 +36,33 @@ pub enum FailurePolicy {
     },
 }
 
+/// Where a quorum stands after some of its `total` tasks finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuorumOutcome {
+    Reached,
+    Lost,
+    Open,
+}
+
+/// Decides a quorum: reached once `min_successes` (or `fraction` of `total`) succeeded, lost once
+/// so many failed that it can no longer be reached.
+pub fn quorum(
+    min_successes: Option<u32>,
+    fraction: Option<f64>,
+    total: u32,
+    succeeded: u32,
+    failed: u32,
+) -> QuorumOutcome {
+    let needed = min_successes.unwrap_or_else(|| (fraction.unwrap_or(1.0) * f64::from(total)).ceil() as u32);
+    if succeeded >= needed {
+        QuorumOutcome::Reached
+    } else if failed > total.saturating_sub(needed) {
+        QuorumOutcome::Lost
+    } else {
+        QuorumOutcome::Open
+    }
+}
+
 /// One node of a submitted workflow: a task with an id local to the workflow and its parents.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -163,3 +163,12 @@ proptest! {
         prop_assert_eq!(r.t_serial, Duration::from_millis(lengths[..parents.len()].iter().sum::<i64>() as u64));
     }
 }
+
+#[test]
+fn a_quorum_is_reached_lost_or_still_open() {
+    assert_eq!(quorum(Some(3), None, 5, 3, 1), QuorumOutcome::Reached);
+    assert_eq!(quorum(Some(3), None, 5, 2, 2), QuorumOutcome::Open);
+    assert_eq!(quorum(Some(3), None, 5, 2, 3), QuorumOutcome::Lost, "3 of 5 can no longer succeed");
+    assert_eq!(quorum(None, Some(0.5), 5, 3, 0), QuorumOutcome::Reached, "half of 5 rounds up to 3");
+    assert_eq!(quorum(None, Some(0.5), 5, 2, 0), QuorumOutcome::Open);
+}

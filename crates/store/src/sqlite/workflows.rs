@@ -8,7 +8,8 @@ use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 use taskwarden_core::workflow::{
-    FailurePolicy, FanOut, NodeTiming, ParentResult, Workflow, WorkflowNode, WorkflowState, speedup_report,
+    FailurePolicy, FanOut, NodeTiming, ParentResult, QuorumOutcome, Workflow, WorkflowNode, WorkflowState, quorum,
+    speedup_report,
 };
 use taskwarden_core::{Task, TaskId, TaskState, Timestamp};
 
@@ -153,14 +154,9 @@ pub(crate) fn fan_out(conn: &Connection, st: &mut WriterState, p: FanOutTasks) -
     let join = Task::new_node(join_id, p.plan.join, wf, join_node, n as u32, p.now);
     insert_task(conn, &join).map_err(internal)?;
     if let Some(policy) = policy {
+        let policy = serde_json::to_string(&policy).map_err(bad)?;
         conn.prepare_cached("INSERT INTO fanouts (join_id, policy, total) VALUES (?1, ?2, ?3)")
-            .and_then(|mut s| {
-                s.execute(params![
-                    join_id.as_bytes(),
-                    serde_json::to_string(&policy).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
-                    n as i64
-                ])
-            })
+            .and_then(|mut s| s.execute(params![join_id.as_bytes(), policy, n as i64]))
             .map_err(internal)?;
     }
     Ok(FanOut { workflow_id: wf, join_id, children: n as u32 })
@@ -228,17 +224,13 @@ pub(crate) fn on_finished(conn: &Connection, st: &mut WriterState, task: &Task) 
             Some((WorkflowState::Failed, Some(why)))
         }
         FailurePolicy::Quorum { min_successes, fraction } => {
-            let needed =
-                min_successes.unwrap_or_else(|| (fraction.unwrap_or(1.0) * f64::from(row.total)).ceil() as u32);
-            if row.succeeded >= needed {
-                Some((WorkflowState::Succeeded, None))
-            } else if row.failed > row.total.saturating_sub(needed) {
-                Some((
+            match quorum(min_successes, fraction, row.total, row.succeeded, row.failed) {
+                QuorumOutcome::Reached => Some((WorkflowState::Succeeded, None)),
+                QuorumOutcome::Lost => Some((
                     WorkflowState::Failed,
                     Some(format!("quorum lost: {} of {} tasks failed", row.failed, row.total)),
-                ))
-            } else {
-                None
+                )),
+                QuorumOutcome::Open => None,
             }
         }
         _ if row.succeeded + row.failed + row.handled == row.total => {
@@ -286,8 +278,8 @@ fn fan_out_member_finished(conn: &Connection, st: &mut WriterState, task: &Task,
         FailurePolicy::FailFast => (false, !ok),
         FailurePolicy::Collect => (false, false),
         FailurePolicy::Quorum { min_successes, fraction } => {
-            let needed = min_successes.unwrap_or_else(|| (fraction.unwrap_or(1.0) * f64::from(total)).ceil() as u32);
-            (succeeded >= needed, failed > total.saturating_sub(needed))
+            let outcome = quorum(min_successes, fraction, total, succeeded, failed);
+            (outcome == QuorumOutcome::Reached, outcome == QuorumOutcome::Lost)
         }
     };
     if !(release_join || cancel_join) {
@@ -466,8 +458,7 @@ pub(crate) fn get(conn: &Connection, id: TaskId) -> Result<Workflow> {
         (WorkflowState::Succeeded, None) => {
             // Several sinks: an object of their results by node id.
             let mut map = serde_json::Map::new();
-            for (i, n) in rows.iter().enumerate().filter(|(i, _)| !has_children[*i]) {
-                let _ = i;
+            for (_, n) in rows.iter().enumerate().filter(|(i, _)| !has_children[*i]) {
                 let v: serde_json::Value =
                     n.4.as_deref().map(serde_json::from_str).transpose().map_err(bad)?.unwrap_or_default();
                 map.insert(n.1.clone(), v);
