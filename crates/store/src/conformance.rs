@@ -68,14 +68,19 @@ macro_rules! conformance_tests {
             a_child_retried_after_its_lease_expired_counts_once,
             a_quorum_fan_out_runs_its_join_early_and_cancels_the_rest,
             a_collecting_fan_out_hands_failures_to_its_join,
-            a_fail_fast_fan_out_cancels_its_join_and_fails_the_workflow
+            a_fail_fast_fan_out_cancels_its_join_and_fails_the_workflow,
+            finished_work_past_retention_is_pruned,
+            a_named_lease_has_one_holder_until_it_expires
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let harness = $make.await;
+                // A backend that cannot run here (no database reachable) yields `None` and the
+                // case passes having said why on stderr.
+                let harness: Option<$crate::conformance::Harness> = $make.await.into();
+                let Some(harness) = harness else { return };
                 $crate::conformance::$case(harness.store.as_ref()).await;
             }
         )*
@@ -802,4 +807,61 @@ pub async fn a_fail_fast_fan_out_cancels_its_join_and_fails_the_workflow(store: 
     assert!(store.get(kids["root/000001"].id).await.unwrap().cancel_requested);
     let wf = store.get_workflow(fo.workflow_id).await.unwrap();
     assert_eq!(wf.state, WorkflowState::Failed);
+}
+
+pub async fn finished_work_past_retention_is_pruned(store: &dyn Store) {
+    use taskwarden_core::workflow::{FailurePolicy, WorkflowState};
+    let keyed = NewTask { idempotency_key: Some("once".into()), ..spec("r") };
+    let done = submit(store, vec![keyed.clone(), spec("r")], at(0)).await;
+    let waiting = submit_one(store, spec("other"), at(0)).await;
+    for t in fetch(store, &["r"], 10, at(1)).await {
+        report(store, &t, success("1"), at(1_000)).await.unwrap();
+    }
+    let wf = store.submit_workflow(workflow(FailurePolicy::FailFast, &[("a", &[]), ("b", &["a"])])).await.unwrap();
+    for now in [2_000, 3_000] {
+        for t in lease_ready(store, at(now)).await.into_values() {
+            report(store, &t, success("2"), at(now)).await.unwrap();
+        }
+    }
+    assert_eq!(store.get_workflow(wf.id).await.unwrap().state, WorkflowState::Succeeded);
+
+    let prune = |ms| PruneFinished { finished_before: at(ms), limit: 100 };
+    assert_eq!(store.prune_finished(prune(500)).await.unwrap(), 0, "nothing finished before 0.5 s");
+    assert_eq!(
+        store.prune_finished(prune(2_500)).await.unwrap(),
+        2,
+        "the two plain tasks go; the workflow ended later"
+    );
+    for t in &done {
+        assert!(matches!(store.get(t.id).await, Err(StoreError::NotFound)));
+    }
+    assert_eq!(store.get(waiting.id).await.unwrap().state, TaskState::Ready, "unfinished work stays");
+    assert_eq!(store.prune_finished(prune(10_000)).await.unwrap(), 2, "then the decided workflow, whole");
+    assert!(matches!(store.get_workflow(wf.id).await, Err(StoreError::NotFound)));
+    assert_eq!(store.prune_finished(prune(10_000)).await.unwrap(), 0);
+    let p = SubmitTasks { tasks: vec![keyed], idempotency_window: Duration::from_secs(3600), now: at(11_000) };
+    let again = store.submit(p).await.unwrap().remove(0);
+    assert!(again.created, "a pruned task's idempotency key no longer matches it");
+}
+
+pub async fn a_named_lease_has_one_holder_until_it_expires(store: &dyn Store) {
+    let take = |holder: &str, ttl_ms: u64, now| AcquireLease {
+        name: "maintenance".into(),
+        holder: holder.into(),
+        ttl: Duration::from_millis(ttl_ms),
+        now,
+    };
+    let a = store.acquire_lease(take("node-a", 5_000, at(0))).await.unwrap();
+    assert_eq!(a, LeaseHolder { holder: "node-a".into(), expires_at: at(5_000) });
+    let b = store.acquire_lease(take("node-b", 5_000, at(1_000))).await.unwrap();
+    assert_eq!(b.holder, "node-a", "a live lease keeps its holder");
+    let renewed = store.acquire_lease(take("node-a", 5_000, at(4_000))).await.unwrap();
+    assert_eq!(renewed, LeaseHolder { holder: "node-a".into(), expires_at: at(9_000) });
+    assert_eq!(store.acquire_lease(take("node-b", 5_000, at(8_999))).await.unwrap().holder, "node-a");
+    let b = store.acquire_lease(take("node-b", 5_000, at(9_000))).await.unwrap();
+    assert_eq!(b, LeaseHolder { holder: "node-b".into(), expires_at: at(14_000) }, "an expired lease moves on");
+    assert_eq!(store.acquire_lease(take("node-a", 0, at(9_500))).await.unwrap().holder, "node-b");
+    store.acquire_lease(take("node-b", 0, at(10_000))).await.unwrap();
+    let a = store.acquire_lease(take("node-a", 5_000, at(10_000))).await.unwrap();
+    assert_eq!(a.holder, "node-a", "a lease given up is free at once");
 }

@@ -4,14 +4,19 @@
 //!   [`params`] and return the core's types; rows, SQL and driver errors stay inside the backend.
 //! - [`StoreError`]: errors as callers match them, the same on every backend.
 //! - [`SqliteStore`]: the embedded backend (one file, WAL, group commit).
+//! - [`PgStore`]: PostgreSQL, shared by several server nodes.
 //! - `conformance` (feature `conformance`): the suite every backend must pass unchanged.
 
 mod error;
 pub mod params;
+mod postgres;
 mod sqlite;
+mod topics;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod pg_testing;
 
 use async_trait::async_trait;
 use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
@@ -21,6 +26,7 @@ use tokio::sync::watch;
 
 pub use error::{Result, StoreError};
 pub use params::*;
+pub use postgres::{PgConfig, PgStore};
 pub use sqlite::{Durability, SqliteConfig, SqliteStore};
 
 /// Durable task storage. Every method that changes state applies the core's transitions, so all
@@ -63,6 +69,15 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets expired idempotency keys, so their table stays as small as the window. Returns how
     /// many were deleted.
     async fn prune_expired(&self, p: PruneExpired) -> Result<usize>;
+
+    /// Deletes finished tasks and decided workflows past their retention, a batch at a time.
+    /// Returns how many tasks were deleted.
+    async fn prune_finished(&self, p: PruneFinished) -> Result<usize>;
+
+    /// Takes or renews a named lease held in the database (the leader lease that decides which
+    /// server node runs the background loops). Returns the holder after the call: the caller holds
+    /// the lease when that is its own name.
+    async fn acquire_lease(&self, p: AcquireLease) -> Result<LeaseHolder>;
 
     async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo>;
 

@@ -139,3 +139,26 @@ pub struct FanOutTasks {
     pub plan: FanOutPlan,
     pub now: Timestamp,
 }
+
+/// Deletes finished work that ended before `finished_before`, at most `limit` tasks a call: plain
+/// tasks in a terminal state, and decided workflows with all their tasks.
+pub struct PruneFinished {
+    pub finished_before: Timestamp,
+    pub limit: u32,
+}
+
+/// Takes or renews the lease `name` for `holder` until `now + ttl`, unless another holder's lease
+/// is still live. A holder gives the lease up early with a zero `ttl`.
+pub struct AcquireLease {
+    pub name: String,
+    pub holder: String,
+    pub ttl: Duration,
+    pub now: Timestamp,
+}
+
+/// Who holds a named lease after an [`AcquireLease`] call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub holder: String,
+    pub expires_at: Timestamp,
+}

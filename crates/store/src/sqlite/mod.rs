@@ -27,8 +27,9 @@ use taskwarden_core::{Task, TaskId};
 use tokio::sync::watch;
 
 use crate::params::*;
+use crate::topics::Topics;
 use crate::{Result, Store, StoreError};
-use writer::{Topics, Writer};
+use writer::Writer;
 
 /// How hard a commit works to survive a crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -213,6 +214,14 @@ impl Store for SqliteStore {
 
     async fn prune_expired(&self, p: PruneExpired) -> Result<usize> {
         self.writer.write(false, move |c, _| ops::prune_expired(c, p)).await
+    }
+
+    async fn prune_finished(&self, p: PruneFinished) -> Result<usize> {
+        self.writer.write(false, move |c, _| ops::prune_finished(c, p)).await
+    }
+
+    async fn acquire_lease(&self, p: AcquireLease) -> Result<LeaseHolder> {
+        self.writer.write(false, move |c, _| ops::acquire_lease(c, p)).await
     }
 
     async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo> {

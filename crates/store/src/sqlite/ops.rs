@@ -272,3 +272,76 @@ pub(crate) fn prune_expired(conn: &Connection, p: PruneExpired) -> Result<usize>
     .and_then(|mut s| s.execute(params![p.keys_before.as_micros(), p.limit]))
     .map_err(internal)
 }
+
+/// Deletes tasks (with their attempts, keys and edges) by id.
+fn delete_tasks(conn: &Connection, ids: &[[u8; 16]]) -> Result<()> {
+    for sql in [
+        "DELETE FROM attempts WHERE task_id = ?1",
+        "DELETE FROM idempotency_keys WHERE task_id = ?1",
+        "DELETE FROM task_edges WHERE child_id = ?1",
+        "DELETE FROM fanouts WHERE join_id = ?1",
+        "DELETE FROM tasks WHERE id = ?1",
+    ] {
+        let mut stmt = conn.prepare_cached(sql).map_err(internal)?;
+        for id in ids {
+            stmt.execute([id]).map_err(internal)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn prune_finished(conn: &Connection, p: PruneFinished) -> Result<usize> {
+    let before = p.finished_before.as_micros();
+    let plain: Vec<[u8; 16]> = conn
+        .prepare_cached(
+            "SELECT id FROM tasks WHERE finished_at < ?1 AND workflow_id IS NULL \
+             AND state IN ('succeeded', 'failed', 'cancelled') ORDER BY finished_at LIMIT ?2",
+        )
+        .and_then(|mut s| s.query_map(params![before, p.limit], |r| r.get(0))?.collect())
+        .map_err(internal)?;
+    delete_tasks(conn, &plain)?;
+    let mut deleted = plain.len();
+    // Whole workflows, once decided and with no task still running.
+    while deleted < p.limit as usize {
+        let wf: Option<[u8; 16]> = conn
+            .prepare_cached(
+                "SELECT w.id FROM workflows w WHERE w.finished_at < ?1 AND NOT EXISTS \
+                 (SELECT 1 FROM tasks t WHERE t.workflow_id = w.id AND t.state IN ('scheduled', 'ready', 'running')) \
+                 ORDER BY w.finished_at LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row([before], |r| r.get(0)).optional())
+            .map_err(internal)?;
+        let Some(wf) = wf else { break };
+        let ids: Vec<[u8; 16]> = conn
+            .prepare_cached("SELECT id FROM tasks WHERE workflow_id = ?1")
+            .and_then(|mut s| s.query_map([wf], |r| r.get(0))?.collect())
+            .map_err(internal)?;
+        delete_tasks(conn, &ids)?;
+        conn.prepare_cached("DELETE FROM task_edges WHERE parent_id = ?1")
+            .and_then(|mut s| ids.iter().try_for_each(|id| s.execute([id]).map(drop)))
+            .map_err(internal)?;
+        conn.prepare_cached("DELETE FROM workflows WHERE id = ?1")
+            .and_then(|mut s| s.execute([wf]))
+            .map_err(internal)?;
+        deleted += ids.len();
+    }
+    Ok(deleted)
+}
+
+pub(crate) fn acquire_lease(conn: &Connection, p: AcquireLease) -> Result<LeaseHolder> {
+    let now = p.now.as_micros();
+    let until = p.now.saturating_add(p.ttl).as_micros();
+    let (holder, expires_at): (String, i64) = conn
+        .prepare_cached(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= ?4",
+        )
+        .and_then(|mut s| s.execute(params![p.name, p.holder, until, now]))
+        .and_then(|_| {
+            conn.prepare_cached("SELECT holder, expires_at FROM leases WHERE name = ?1")?
+                .query_row([&p.name], |r| Ok((r.get(0)?, r.get(1)?)))
+        })
+        .map_err(internal)?;
+    Ok(LeaseHolder { holder, expires_at: Timestamp::from_micros(expires_at) })
+}

@@ -118,6 +118,19 @@ CREATE TABLE fanouts (
     decided   INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Retention: finished plain tasks, oldest first; decided workflows.
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL AND workflow_id IS NULL;
+CREATE INDEX workflows_finished ON workflows (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX idempotency_keys_by_task ON idempotency_keys (task_id);
+
+-- Named leases held in the database (the leader lease of the background loops).
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -13,10 +13,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rusqlite::Connection;
 use taskwarden_core::{IdGenerator, Task, Timestamp};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use super::handoff::{self, FetchReply, Waiter};
 use crate::params::Topic;
+use crate::topics::{Topics, topic_index};
 use crate::{Result, StoreError};
 
 /// Most operations one transaction takes. Bounds the latency a large group adds to its first
@@ -45,14 +46,6 @@ impl WriterState {
     /// Takes note of an operation's time; the writer's notion of now never goes backwards.
     pub fn observe(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
-    }
-}
-
-fn topic_index(topic: Topic) -> usize {
-    match topic {
-        Topic::Ready => 0,
-        Topic::Scheduled => 1,
-        Topic::Finished => 2,
     }
 }
 
@@ -98,28 +91,6 @@ pub(crate) struct WriteJob {
 }
 
 /// Wake-up counters, one per [`Topic`].
-pub(crate) struct Topics {
-    senders: [watch::Sender<u64>; 3],
-}
-
-impl Topics {
-    pub fn new() -> Self {
-        Topics { senders: std::array::from_fn(|_| watch::channel(0).0) }
-    }
-
-    pub fn subscribe(&self, topic: Topic) -> watch::Receiver<u64> {
-        self.senders[topic_index(topic)].subscribe()
-    }
-
-    fn announce(&self, touched: [bool; 3]) {
-        for (sender, hit) in self.senders.iter().zip(touched) {
-            if hit {
-                sender.send_modify(|n| *n = n.wrapping_add(1));
-            }
-        }
-    }
-}
-
 #[derive(Clone)]
 pub(crate) struct Writer {
     // Bounded so that a flood of submits queues in the HTTP layer (and pushes back on clients)

@@ -1,0 +1,443 @@
+//! The PostgreSQL backend: one database shared by any number of server nodes.
+//!
+//! - `schema`: versioned migrations, applied under an advisory lock so nodes may start together.
+//! - `rows`: the mapping between rows and core types (a task is a JSON document plus the columns
+//!   that queries filter and sort on).
+//! - `ops`: task operations. Each runs in one transaction that locks the rows it changes
+//!   (`FOR UPDATE`, or `SKIP LOCKED` where any row will do), applies the core's transition and
+//!   writes the rows back in one statement.
+//! - `workflows`: workflow DAGs, the same rules as the embedded store.
+//! - `listen`: wake-ups that cross nodes, by LISTEN/NOTIFY.
+//!
+//! Nodes share nothing but the database: every decision that must be made once (a lease, a
+//! workflow's outcome, the leader of the background loops) is a row lock or a conditional write.
+
+mod listen;
+mod ops;
+mod rows;
+mod schema;
+mod workflows;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
+use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
+use taskwarden_core::{IdGenerator, Task, TaskId, Timestamp, TransitionError};
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::params::*;
+use crate::topics::{Topics, topic_index};
+use crate::{Result, Store, StoreError};
+
+pub use schema::MigrationReport;
+
+/// How to reach the database.
+#[derive(Clone, Debug)]
+pub struct PgConfig {
+    /// A `postgres://user:password@host:port/database` URL (or key=value connection string).
+    pub url: String,
+    /// The schema Taskwarden's tables live in; created if missing. Several deployments (or test
+    /// runs) can share a database by using different schemas.
+    pub schema: String,
+    /// Connections this node keeps open.
+    pub pool_size: usize,
+    /// How long a request waits for a connection (or for the database to answer a connect)
+    /// before it fails as unavailable.
+    pub connect_timeout: Duration,
+    /// Apply pending migrations on open. When false, opening fails if the schema is behind.
+    pub migrate: bool,
+}
+
+impl PgConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        PgConfig {
+            url: url.into(),
+            schema: "taskwarden".into(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(2),
+            migrate: true,
+        }
+    }
+}
+
+/// Errors inside the backend: a store error, or a database error that may be worth a retry.
+pub(crate) enum Fail {
+    Store(StoreError),
+    Db(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+impl From<TransitionError> for Fail {
+    fn from(e: TransitionError) -> Self {
+        Fail::Store(e.into())
+    }
+}
+
+impl Fail {
+    /// Deadlocks and serialization failures: the transaction did nothing and can run again.
+    fn retryable(&self) -> bool {
+        match self {
+            Fail::Db(e) => {
+                matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+            }
+            Fail::Store(_) => false,
+        }
+    }
+
+    fn into_store(self) -> StoreError {
+        match self {
+            Fail::Store(e) => e,
+            Fail::Db(e) => db_error(e),
+        }
+    }
+}
+
+/// A database error as callers see it: anything that is not the database refusing a statement
+/// (a lost connection, a server shutting down or starting up) is "unavailable", worth a retry.
+pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(code) if code.code().starts_with("08") || code.code().starts_with("57") => {
+            StoreError::Unavailable(e.to_string())
+        }
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
+        Some(_) => StoreError::Internal(e.to_string()),
+        None => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+pub(crate) type PgResult<T> = std::result::Result<T, Fail>;
+
+/// Topics a transaction touched, announced after it commits.
+#[derive(Default)]
+pub(crate) struct Touched([bool; 3]);
+
+impl Touched {
+    pub fn touch(&mut self, topic: Topic) {
+        self.0[topic_index(topic)] = true;
+    }
+
+    pub fn touch_for(&mut self, task: &Task) {
+        use taskwarden_core::TaskState;
+        match task.state {
+            TaskState::Ready => self.touch(Topic::Ready),
+            TaskState::Scheduled => self.touch(Topic::Scheduled),
+            s if s.is_terminal() => self.touch(Topic::Finished),
+            _ => {}
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.0.iter().any(|t| *t)
+    }
+
+    /// The NOTIFY payload: one letter per touched topic.
+    fn payload(&self) -> String {
+        self.0.iter().zip(['r', 's', 'f']).filter(|(hit, _)| **hit).map(|(_, c)| c).collect()
+    }
+}
+
+/// Ids and random numbers for this node; UUIDv7's random bits keep nodes' ids apart.
+pub(crate) struct Ids {
+    ids: IdGenerator,
+    rng: StdRng,
+}
+
+impl Ids {
+    pub fn next(&mut self, now: Timestamp) -> TaskId {
+        let random = self.rng.random();
+        self.ids.next(now, random)
+    }
+
+    pub fn random<T>(&mut self) -> T
+    where
+        rand::distr::StandardUniform: rand::distr::Distribution<T>,
+    {
+        self.rng.random()
+    }
+}
+
+pub(crate) struct Shared {
+    pub ids: Mutex<Ids>,
+    pub channel: String,
+}
+
+impl Shared {
+    pub fn next_id(&self, now: Timestamp) -> TaskId {
+        self.ids.lock().expect("id generator lock").next(now)
+    }
+
+    pub fn random<T>(&self) -> T
+    where
+        rand::distr::StandardUniform: rand::distr::Distribution<T>,
+    {
+        self.ids.lock().expect("id generator lock").random()
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+    topics: Arc<Topics>,
+    shared: Shared,
+    // Dropping it stops the listener.
+    _stop: watch::Sender<()>,
+}
+
+fn pg_config(config: &PgConfig) -> Result<tokio_postgres::Config> {
+    let mut pg: tokio_postgres::Config =
+        config.url.parse().map_err(|e| StoreError::Internal(format!("bad database URL: {e}")))?;
+    pg.options(format!("-c search_path={}", config.schema));
+    pg.connect_timeout(config.connect_timeout);
+    pg.application_name("taskwarden");
+    Ok(pg)
+}
+
+fn valid_schema(schema: &str) -> Result<()> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 48
+        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Internal(format!(
+            "bad schema name {schema:?}: use lowercase letters, digits and underscores (at most 48)"
+        )))
+    }
+}
+
+impl PgStore {
+    /// Connects, applies pending migrations (unless `config.migrate` is off) and starts listening
+    /// for other nodes' wake-ups.
+    pub async fn open(config: PgConfig) -> Result<PgStore> {
+        valid_schema(&config.schema)?;
+        let pg = pg_config(&config)?;
+        if config.migrate {
+            schema::migrate(&pg, &config.schema, false).await?;
+        } else {
+            schema::check(&pg, &config.schema).await?;
+        }
+        let manager =
+            Manager::from_config(pg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Internal(format!("connection pool: {e}")))?;
+        let topics = Arc::new(Topics::new());
+        let channel = format!("taskwarden_{}", config.schema);
+        let (stop, stopped) = watch::channel(());
+        let (listening, listens) = tokio::sync::oneshot::channel();
+        tokio::spawn(listen::run(pg, channel.clone(), topics.clone(), stopped, listening));
+        // Serve only once other nodes' wake-ups reach us (the listener keeps trying if not yet).
+        if tokio::time::timeout(config.connect_timeout, listens).await.is_err() {
+            tracing::warn!("not yet listening for other nodes' wake-ups; carrying on");
+        }
+        let ids = Ids { ids: IdGenerator::default(), rng: StdRng::from_os_rng() };
+        Ok(PgStore { pool, topics, shared: Shared { ids: Mutex::new(ids), channel }, _stop: stop })
+    }
+
+    /// Applies pending migrations and reports what it did. `allow_destructive` must be set for a
+    /// migration that drops data.
+    pub async fn migrate(config: &PgConfig, allow_destructive: bool) -> Result<MigrationReport> {
+        valid_schema(&config.schema)?;
+        schema::migrate(&pg_config(config)?, &config.schema, allow_destructive).await
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => db_error(e),
+            other => StoreError::Unavailable(format!("no database connection: {other}")),
+        })
+    }
+}
+
+/// Runs `$body` in a transaction on a pooled connection, with `$tx` the transaction and `$st`
+/// the topics it touches; commits, announces the topics, and runs the whole again (at most a few
+/// times) if the database broke a deadlock by aborting it.
+macro_rules! transaction {
+    ($store:expr, |$tx:ident, $st:ident| $body:expr) => {{
+        let store: &PgStore = $store;
+        let mut tries = 0u32;
+        loop {
+            let mut client = store.client().await?;
+            let $tx = match client.transaction().await {
+                Ok(tx) => tx,
+                Err(e) => break Err(db_error(e)),
+            };
+            let mut touched = Touched::default();
+            let outcome: PgResult<_> = {
+                let $st = &mut touched;
+                async { $body }.await
+            };
+            let outcome = match outcome {
+                Ok(value) if touched.any() => {
+                    match $tx.execute("SELECT pg_notify($1, $2)", &[&store.shared.channel, &touched.payload()]).await {
+                        Ok(_) => Ok(value),
+                        Err(e) => Err(Fail::from(e)),
+                    }
+                }
+                other => other,
+            };
+            let outcome = match outcome {
+                Ok(value) => $tx.commit().await.map(|_| value).map_err(Fail::from),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(value) => {
+                    store.topics.announce(touched.0);
+                    break Ok(value);
+                }
+                Err(e) if e.retryable() && tries < 8 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(u64::from(tries))).await;
+                }
+                Err(e) => break Err(e.into_store()),
+            }
+        }
+    }};
+}
+
+/// Runs `$body` with `$c` a pooled connection, outside any transaction.
+macro_rules! read {
+    ($store:expr, |$c:ident| $body:expr) => {{
+        let $c = $store.client().await?;
+        let outcome: PgResult<_> = async { $body }.await;
+        outcome.map_err(Fail::into_store)
+    }};
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn submit(&self, p: SubmitTasks) -> Result<Vec<Submitted>> {
+        transaction!(self, |tx, st| ops::submit(&tx, st, &self.shared, &p).await)
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Task> {
+        read!(self, |c| ops::get(&c, id).await)
+    }
+
+    async fn list(&self, p: ListTasks) -> Result<TaskPage> {
+        read!(self, |c| ops::list(&c, &p).await)
+    }
+
+    async fn cancel(&self, p: CancelTask) -> Result<Cancelled> {
+        transaction!(self, |tx, st| ops::cancel(&tx, st, &self.shared, &p).await)
+    }
+
+    async fn retry(&self, p: RetryTask) -> Result<Task> {
+        transaction!(self, |tx, st| ops::retry(&tx, st, &self.shared, &p).await)
+    }
+
+    async fn fetch(&self, p: FetchTasks) -> Result<Vec<Task>> {
+        let mut ready = self.topics.subscribe(Topic::Ready);
+        let deadline = tokio::time::Instant::now() + p.wait;
+        // Leases start at the caller's time, moved on by however long the fetch has waited.
+        let started = tokio::time::Instant::now();
+        let mut now = p.now;
+        loop {
+            ready.borrow_and_update();
+            let tasks = transaction!(self, |tx, st| ops::fetch(&tx, st, &self.shared, &p, now).await)?;
+            if !tasks.is_empty() || p.wait.is_zero() {
+                return Ok(tasks);
+            }
+            tokio::select! {
+                changed = ready.changed() => if changed.is_err() { return Ok(Vec::new()) },
+                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+            }
+            now = p.now.saturating_add(started.elapsed());
+        }
+    }
+
+    async fn heartbeat(&self, p: Heartbeat) -> Result<Vec<LeaseStatus>> {
+        transaction!(self, |tx, st| ops::heartbeat(&tx, st, &self.shared, &p).await)
+    }
+
+    async fn report(&self, p: ReportOutcomes) -> Result<Vec<Result<Task>>> {
+        transaction!(self, |tx, st| ops::report(&tx, st, &self.shared, &p).await)
+    }
+
+    async fn expire_leases(&self, p: ExpireLeases) -> Result<usize> {
+        transaction!(self, |tx, st| ops::expire_leases(&tx, st, &self.shared, &p).await)
+    }
+
+    async fn promote_due(&self, p: PromoteDue) -> Result<Promoted> {
+        transaction!(self, |tx, st| ops::promote_due(&tx, st, &self.shared, &p).await)
+    }
+
+    async fn prune_expired(&self, p: PruneExpired) -> Result<usize> {
+        transaction!(self, |tx, _st| ops::prune_expired(&tx, &p).await)
+    }
+
+    async fn prune_finished(&self, p: PruneFinished) -> Result<usize> {
+        transaction!(self, |tx, _st| ops::prune_finished(&tx, &p).await)
+    }
+
+    async fn acquire_lease(&self, p: AcquireLease) -> Result<LeaseHolder> {
+        transaction!(self, |tx, _st| ops::acquire_lease(&tx, &p).await)
+    }
+
+    async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo> {
+        transaction!(self, |tx, _st| ops::register_worker(&tx, &self.shared, &p).await)
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
+        read!(self, |c| ops::workers(&c).await)
+    }
+
+    async fn submit_workflow(&self, p: SubmitWorkflow) -> Result<Workflow> {
+        transaction!(self, |tx, st| workflows::submit(&tx, st, &self.shared, &p).await)
+    }
+
+    async fn get_workflow(&self, id: TaskId) -> Result<Workflow> {
+        read!(self, |c| workflows::get(&c, id).await)
+    }
+
+    async fn workflow_state(&self, id: TaskId) -> Result<WorkflowState> {
+        read!(self, |c| workflows::state(&c, id).await)
+    }
+
+    async fn cancel_workflow(&self, p: CancelWorkflow) -> Result<Workflow> {
+        transaction!(self, |tx, st| workflows::cancel(&tx, st, &self.shared, &p).await)
+    }
+
+    async fn fan_out(&self, p: FanOutTasks) -> Result<FanOut> {
+        transaction!(self, |tx, st| workflows::fan_out(&tx, st, &self.shared, &p).await)
+    }
+
+    async fn parents(&self, p: ListParents) -> Result<Vec<ParentResult>> {
+        read!(self, |c| workflows::parents(&c, &p).await)
+    }
+
+    fn subscribe(&self, topic: Topic) -> watch::Receiver<u64> {
+        self.topics.subscribe(topic)
+    }
+
+    async fn ready(&self) -> Result<()> {
+        read!(self, |c| {
+            c.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+    }
+}

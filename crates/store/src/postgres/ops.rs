@@ -1,0 +1,433 @@
+//! Task operations on PostgreSQL. Writes lock the rows they change, apply the core's transitions
+//! and write the rows back with one statement; an operation that refuses does so before writing.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+use taskwarden_core::protocol::{ItemStatus, LeaseStatus, Outcome, WorkerInfo};
+use taskwarden_core::validate::truncate_error;
+use taskwarden_core::{Cancellation, LeaseToken, RetryRequest, Task, TaskId, TaskState, Timestamp};
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::rows::{self, Tx, execute, load, lock, lock_many, query, query_opt, uuid};
+use super::{PgResult, Shared, Touched, workflows};
+use crate::StoreError;
+use crate::params::*;
+
+/// Writes tasks back after their transitions and notes the topics they touch; workflow tasks
+/// that finished then move their workflows on (which sees them already written).
+pub(crate) async fn save(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, tasks: &[Task]) -> PgResult<()> {
+    rows::update(tx, tasks).await?;
+    for task in tasks {
+        st.touch_for(task);
+    }
+    for task in tasks.iter().filter(|t| t.workflow_id.is_some() && t.state.is_terminal()) {
+        workflows::on_finished(tx, st, shared, task).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn submit(
+    tx: &Tx<'_>,
+    st: &mut Touched,
+    shared: &Shared,
+    p: &SubmitTasks,
+) -> PgResult<Vec<Submitted>> {
+    let window_start = p.now.saturating_sub(p.idempotency_window).as_micros();
+    let now = p.now.as_micros();
+    let mut out = Vec::with_capacity(p.tasks.len());
+    let mut new: Vec<Task> = Vec::with_capacity(p.tasks.len());
+    for spec in &p.tasks {
+        let id = shared.next_id(p.now);
+        if let Some(key) = &spec.idempotency_key {
+            // Claim the key, or take it over if its window has passed. A concurrent submit of the
+            // same key on another node waits here for this transaction, then sees the key taken.
+            let claimed = query_opt(
+                tx,
+                "INSERT INTO idempotency_keys (key, task_id, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET task_id = EXCLUDED.task_id, created_at = EXCLUDED.created_at \
+                 WHERE idempotency_keys.created_at < $4 RETURNING task_id",
+                &[key, &uuid(id), &now, &window_start],
+            )
+            .await?;
+            if claimed.is_none() {
+                let row = query_opt(tx, "SELECT task_id FROM idempotency_keys WHERE key = $1", &[key]).await?;
+                let existing =
+                    rows::task_id(row.ok_or(StoreError::Internal("idempotency key vanished".into()))?.get(0));
+                if let Some(task) = new.iter().find(|t| t.id == existing) {
+                    out.push(Submitted { task: task.clone(), created: false });
+                    continue;
+                }
+                if let Some(task) = load(tx, existing).await? {
+                    out.push(Submitted { task, created: false });
+                    continue;
+                }
+                // Its task was pruned by retention: the key is free again.
+                execute(
+                    tx,
+                    "UPDATE idempotency_keys SET task_id = $2, created_at = $3 WHERE key = $1",
+                    &[key, &uuid(id), &now],
+                )
+                .await?;
+            }
+        }
+        let task = Task::new(id, spec.clone(), p.now);
+        st.touch_for(&task);
+        out.push(Submitted { task: task.clone(), created: true });
+        new.push(task);
+    }
+    rows::insert(tx, &new).await?;
+    Ok(out)
+}
+
+pub(crate) async fn get(c: &impl GenericClient, id: TaskId) -> PgResult<Task> {
+    load(c, id).await?.ok_or(StoreError::NotFound.into())
+}
+
+pub(crate) async fn list(c: &impl GenericClient, p: &ListTasks) -> PgResult<TaskPage> {
+    let mut sql = String::from("SELECT doc FROM tasks WHERE true");
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let mut bind = |sql: &mut String, clause: &str, v: Box<dyn ToSql + Sync + Send>| {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
+    };
+    if let Some(q) = &p.queue {
+        bind(&mut sql, " AND queue = ?", Box::new(q.clone()));
+    }
+    if let Some(s) = p.state {
+        // A literal, so the planner can use the state's partial index; it comes from the enum.
+        sql.push_str(&format!(" AND state = '{}'", s.as_str()));
+        if matches!(s, TaskState::Failed | TaskState::Cancelled) {
+            sql.push_str(" AND state IN ('failed', 'cancelled')");
+        }
+    }
+    if let Some(k) = &p.kind {
+        bind(&mut sql, " AND kind = ?", Box::new(k.clone()));
+    }
+    if let Some(t) = &p.tag {
+        bind(&mut sql, " AND jsonb_exists(doc::jsonb -> 'tags', ?)", Box::new(t.clone()));
+    }
+    if let Some(before) = p.before {
+        bind(&mut sql, " AND id < ?", Box::new(uuid(before)));
+    }
+    let limit = p.limit.max(1);
+    bind(&mut sql, " ORDER BY id DESC LIMIT ?", Box::new(i64::from(limit)));
+    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+    let mut tasks = rows::tasks(&query(c, &sql, &params).await?)?;
+    for t in &mut tasks {
+        t.history.clear();
+    }
+    let next = if tasks.len() == limit as usize { tasks.last().map(|t| t.id) } else { None };
+    Ok(TaskPage { tasks, next })
+}
+
+pub(crate) async fn cancel(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &CancelTask) -> PgResult<Cancelled> {
+    let mut task = lock(tx, p.id).await?;
+    let effect = task.cancel(p.now)?;
+    save(tx, st, shared, std::slice::from_ref(&task)).await?;
+    if effect == Cancellation::Cancelled {
+        st.touch(Topic::Finished);
+    }
+    Ok(Cancelled { task, effect })
+}
+
+pub(crate) async fn retry(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &RetryTask) -> PgResult<Task> {
+    let mut task = lock(tx, p.id).await?;
+    if task.workflow_id.is_some() {
+        return Err(StoreError::Conflict("a workflow's tasks cannot be retried one by one".into()).into());
+    }
+    task.retry(p.now)?;
+    save(tx, st, shared, std::slice::from_ref(&task)).await?;
+    Ok(task)
+}
+
+/// Leases up to `limit` ready tasks in one statement: rows another node is leasing right now are
+/// skipped, not waited for.
+pub(crate) async fn fetch(
+    tx: &Tx<'_>,
+    st: &mut Touched,
+    shared: &Shared,
+    p: &FetchTasks,
+    now: Timestamp,
+) -> PgResult<Vec<Task>> {
+    let mut queues = p.queues.clone();
+    queues.sort();
+    queues.dedup();
+    let limit = i64::from(p.limit);
+    let found = match queues.as_slice() {
+        [] => return Ok(Vec::new()),
+        [queue] => {
+            query(
+                tx,
+                "SELECT doc FROM tasks WHERE state = 'ready' AND queue = $1 \
+                 ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[queue, &limit],
+            )
+            .await?
+        }
+        _ => {
+            query(
+                tx,
+                "SELECT doc FROM tasks WHERE state = 'ready' AND queue = ANY($1) \
+                 ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&queues, &limit],
+            )
+            .await?
+        }
+    };
+    let mut tasks = rows::tasks(&found)?;
+    for task in &mut tasks {
+        let token = LeaseToken(shared.random());
+        task.start(&p.worker_id, token, now)?;
+    }
+    save(tx, st, shared, &tasks).await?;
+    for task in &mut tasks {
+        task.history.clear();
+    }
+    Ok(tasks)
+}
+
+pub(crate) async fn heartbeat(
+    tx: &Tx<'_>,
+    st: &mut Touched,
+    shared: &Shared,
+    p: &Heartbeat,
+) -> PgResult<Vec<LeaseStatus>> {
+    execute(tx, "UPDATE workers SET last_seen_at = $2 WHERE id = $1", &[&p.worker_id, &p.now.as_micros()]).await?;
+    let ids: Vec<TaskId> = p.leases.iter().map(|h| h.task_id).collect();
+    let mut found: HashMap<TaskId, Task> = lock_many(tx, &ids).await?.into_iter().map(|t| (t.id, t)).collect();
+    let mut changed: Vec<TaskId> = Vec::new();
+    let mut out = Vec::with_capacity(p.leases.len());
+    for held in &p.leases {
+        let Some(task) = found.get_mut(&held.task_id) else {
+            out.push(LeaseStatus {
+                task_id: held.task_id,
+                status: ItemStatus::NotFound,
+                cancel_requested: false,
+                lease_expires_at: None,
+            });
+            continue;
+        };
+        let beat = task.heartbeat(held.lease, p.now).and_then(|cancel| {
+            if let Some(progress) = held.progress.clone() {
+                task.report_progress(held.lease, progress, p.now)?;
+            }
+            Ok(cancel)
+        });
+        out.push(match beat {
+            Ok(cancel_requested) => {
+                if !changed.contains(&task.id) {
+                    changed.push(task.id);
+                }
+                LeaseStatus {
+                    task_id: task.id,
+                    status: ItemStatus::Ok,
+                    cancel_requested,
+                    lease_expires_at: task.lease.as_ref().map(|l| l.expires_at),
+                }
+            }
+            Err(_) => LeaseStatus {
+                task_id: task.id,
+                status: ItemStatus::LeaseLost,
+                cancel_requested: task.cancel_requested,
+                lease_expires_at: None,
+            },
+        });
+    }
+    let changed: Vec<Task> = changed.iter().filter_map(|id| found.remove(id)).collect();
+    save(tx, st, shared, &changed).await?;
+    Ok(out)
+}
+
+pub(crate) async fn report(
+    tx: &Tx<'_>,
+    st: &mut Touched,
+    shared: &Shared,
+    p: &ReportOutcomes,
+) -> PgResult<Vec<crate::Result<Task>>> {
+    let ids: Vec<TaskId> = p.reports.iter().map(|r| r.task_id).collect();
+    let mut found: HashMap<TaskId, Task> = lock_many(tx, &ids).await?.into_iter().map(|t| (t.id, t)).collect();
+    let mut changed: Vec<TaskId> = Vec::new();
+    let mut out = Vec::with_capacity(p.reports.len());
+    for r in &p.reports {
+        let Some(task) = found.get_mut(&r.task_id) else {
+            out.push(Err(StoreError::NotFound));
+            continue;
+        };
+        let random: f64 = shared.random();
+        let attempt = match &r.outcome {
+            Outcome::Succeeded { result } => task.succeed(r.lease, result.clone(), p.now),
+            Outcome::Failed { error, retry_after_ms, permanent } => {
+                let retry = match (permanent, retry_after_ms) {
+                    (true, _) => RetryRequest::Never,
+                    (false, Some(ms)) => RetryRequest::After(std::time::Duration::from_millis(*ms)),
+                    (false, None) => RetryRequest::Backoff,
+                };
+                task.fail(r.lease, truncate_error(error.clone()), retry, p.now, random)
+            }
+            Outcome::Cancelled => task.acknowledge_cancel(r.lease, p.now),
+            Outcome::Released => task.release(r.lease, p.now),
+        };
+        match attempt {
+            // The transition recorded the attempt in the task's history.
+            Ok(_) => {
+                if !changed.contains(&task.id) {
+                    changed.push(task.id);
+                }
+                let mut reply = task.clone();
+                reply.history.clear();
+                out.push(Ok(reply));
+            }
+            // Any refusal here means the caller's lease is not current: the task moved on.
+            Err(_) => out.push(Err(StoreError::LeaseLost)),
+        }
+    }
+    let changed: Vec<Task> = changed.iter().filter_map(|id| found.remove(id)).collect();
+    save(tx, st, shared, &changed).await?;
+    Ok(out)
+}
+
+pub(crate) async fn expire_leases(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &ExpireLeases) -> PgResult<usize> {
+    let due = query(
+        tx,
+        "SELECT doc FROM tasks WHERE state = 'running' AND lease_expires_at <= $1 \
+         ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        &[&p.now.as_micros(), &i64::from(p.limit)],
+    )
+    .await?;
+    let mut expired = Vec::new();
+    for mut task in rows::tasks(&due)? {
+        if task.expire(p.now, shared.random()).is_ok() {
+            expired.push(task);
+        }
+    }
+    save(tx, st, shared, &expired).await?;
+    Ok(expired.len())
+}
+
+pub(crate) async fn promote_due(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &PromoteDue) -> PgResult<Promoted> {
+    let due = query(
+        tx,
+        "SELECT doc FROM tasks WHERE state = 'scheduled' AND run_at <= $1 \
+         ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        &[&p.now.as_micros(), &i64::from(p.limit)],
+    )
+    .await?;
+    let mut promoted = Vec::new();
+    for mut task in rows::tasks(&due)? {
+        if task.promote(p.now).is_ok() {
+            promoted.push(task);
+        }
+    }
+    save(tx, st, shared, &promoted).await?;
+    let next = query_opt(tx, "SELECT MIN(run_at) FROM tasks WHERE state = 'scheduled'", &[]).await?;
+    let next_due: Option<i64> = next.and_then(|r| r.get(0));
+    Ok(Promoted { promoted: promoted.len(), next_due: next_due.map(Timestamp::from_micros) })
+}
+
+pub(crate) async fn prune_expired(tx: &Tx<'_>, p: &PruneExpired) -> PgResult<usize> {
+    let n = execute(
+        tx,
+        "DELETE FROM idempotency_keys WHERE key IN \
+         (SELECT key FROM idempotency_keys WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        &[&p.keys_before.as_micros(), &i64::from(p.limit)],
+    )
+    .await?;
+    Ok(n as usize)
+}
+
+pub(crate) async fn prune_finished(tx: &Tx<'_>, p: &PruneFinished) -> PgResult<usize> {
+    let before = p.finished_before.as_micros();
+    let plain = query(
+        tx,
+        "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE finished_at < $1 AND workflow_id IS NULL \
+         AND state IN ('succeeded', 'failed', 'cancelled') ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         RETURNING id",
+        &[&before, &i64::from(p.limit)],
+    )
+    .await?;
+    let ids: Vec<Uuid> = plain.iter().map(|r| r.get(0)).collect();
+    execute(tx, "DELETE FROM idempotency_keys WHERE task_id = ANY($1)", &[&ids]).await?;
+    let mut deleted = ids.len();
+    // Whole workflows, once decided and with no task still running.
+    while deleted < p.limit as usize {
+        let wf = query_opt(
+            tx,
+            "SELECT w.id FROM workflows w WHERE w.finished_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM tasks t WHERE t.workflow_id = w.id AND t.state IN ('scheduled', 'ready', 'running')) \
+             ORDER BY w.finished_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[&before],
+        )
+        .await?;
+        let Some(wf) = wf else { break };
+        let wf: Uuid = wf.get(0);
+        let gone = query(tx, "DELETE FROM tasks WHERE workflow_id = $1 RETURNING id", &[&wf]).await?;
+        let ids: Vec<Uuid> = gone.iter().map(|r| r.get(0)).collect();
+        execute(tx, "DELETE FROM task_edges WHERE child_id = ANY($1) OR parent_id = ANY($1)", &[&ids]).await?;
+        execute(tx, "DELETE FROM fanouts WHERE join_id = ANY($1)", &[&ids]).await?;
+        execute(tx, "DELETE FROM idempotency_keys WHERE task_id = ANY($1)", &[&ids]).await?;
+        execute(tx, "DELETE FROM workflows WHERE id = $1", &[&wf]).await?;
+        deleted += ids.len();
+    }
+    Ok(deleted)
+}
+
+pub(crate) async fn acquire_lease(tx: &Tx<'_>, p: &AcquireLease) -> PgResult<LeaseHolder> {
+    let until = p.now.saturating_add(p.ttl).as_micros();
+    execute(
+        tx,
+        "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+         WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= $4",
+        &[&p.name, &p.holder, &until, &p.now.as_micros()],
+    )
+    .await?;
+    let row = query_opt(tx, "SELECT holder, expires_at FROM leases WHERE name = $1", &[&p.name]).await?;
+    let row = row.ok_or(StoreError::Internal("the lease row vanished".into()))?;
+    Ok(LeaseHolder { holder: row.get(0), expires_at: Timestamp::from_micros(row.get(1)) })
+}
+
+pub(crate) async fn register_worker(tx: &Tx<'_>, shared: &Shared, p: &RegisterWorker) -> PgResult<WorkerInfo> {
+    let id = format!("w-{:016x}", shared.random::<u64>());
+    let queues = serde_json::to_string(&p.queues).expect("strings serialize");
+    execute(
+        tx,
+        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at) \
+         VALUES ($1, $2, $3, $4, $5, $5)",
+        &[&id, &p.name, &queues, &(p.concurrency as i32), &p.now.as_micros()],
+    )
+    .await?;
+    Ok(WorkerInfo {
+        id,
+        name: p.name.clone(),
+        queues: p.queues.clone(),
+        concurrency: p.concurrency,
+        registered_at: p.now,
+        last_seen_at: p.now,
+        running: 0,
+    })
+}
+
+pub(crate) async fn workers(c: &impl GenericClient) -> PgResult<Vec<WorkerInfo>> {
+    let found = query(
+        c,
+        "SELECT w.id, w.name, w.queues, w.concurrency, w.registered_at, w.last_seen_at, COALESCE(r.n, 0) \
+         FROM workers w LEFT JOIN (SELECT lease_worker, COUNT(*) AS n FROM tasks WHERE state = 'running' \
+         GROUP BY lease_worker) r ON r.lease_worker = w.id ORDER BY w.last_seen_at DESC LIMIT 1000",
+        &[],
+    )
+    .await?;
+    Ok(found
+        .iter()
+        .map(|r| WorkerInfo {
+            id: r.get(0),
+            name: r.get(1),
+            queues: serde_json::from_str(r.get(2)).unwrap_or_default(),
+            concurrency: r.get::<_, i32>(3) as u32,
+            registered_at: Timestamp::from_micros(r.get(4)),
+            last_seen_at: Timestamp::from_micros(r.get(5)),
+            running: r.get::<_, i64>(6) as u32,
+        })
+        .collect())
+}

@@ -1,0 +1,191 @@
+//! Mapping between `tasks` rows and the core's `Task`, and the statements every operation shares.
+//!
+//! A task row is its JSON document (`doc`, the task with its attempt history) plus copies of the
+//! fields that queries filter and sort on. The document is stored as text, so payloads and
+//! results come back byte for byte as they were sent.
+
+use deadpool_postgres::GenericClient;
+use taskwarden_core::{Task, TaskId};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::PgResult;
+use crate::StoreError;
+
+pub(crate) type Tx<'a> = deadpool_postgres::Transaction<'a>;
+pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+pub(crate) fn uuid(id: TaskId) -> Uuid {
+    Uuid::from_bytes(*id.as_bytes())
+}
+
+pub(crate) fn task_id(u: Uuid) -> TaskId {
+    TaskId::from_bytes(u.into_bytes())
+}
+
+fn bad(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("a stored row does not parse: {e}"))
+}
+
+pub(crate) async fn query(c: &impl GenericClient, sql: &str, params: &Params<'_>) -> PgResult<Vec<Row>> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.query(&stmt, params).await?)
+}
+
+pub(crate) async fn query_opt(c: &impl GenericClient, sql: &str, params: &Params<'_>) -> PgResult<Option<Row>> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&stmt, params).await?)
+}
+
+pub(crate) async fn execute(c: &impl GenericClient, sql: &str, params: &Params<'_>) -> PgResult<u64> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.execute(&stmt, params).await?)
+}
+
+pub(crate) fn to_doc(task: &Task) -> String {
+    serde_json::to_string(task).expect("a task serializes")
+}
+
+pub(crate) fn from_doc(doc: &str) -> PgResult<Task> {
+    Ok(serde_json::from_str(doc).map_err(bad)?)
+}
+
+/// Tasks from rows whose first column is `doc`.
+pub(crate) fn tasks(rows: &[Row]) -> PgResult<Vec<Task>> {
+    rows.iter().map(|r| from_doc(r.get(0))).collect()
+}
+
+pub(crate) fn parse<T: std::str::FromStr>(s: &str) -> PgResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    Ok(s.parse().map_err(bad)?)
+}
+
+pub(crate) fn json<T: serde::de::DeserializeOwned>(s: &str) -> PgResult<T> {
+    Ok(serde_json::from_str(s).map_err(bad)?)
+}
+
+pub(crate) async fn load(c: &impl GenericClient, id: TaskId) -> PgResult<Option<Task>> {
+    let row = query_opt(c, "SELECT doc FROM tasks WHERE id = $1", &[&uuid(id)]).await?;
+    row.map(|r| from_doc(r.get(0))).transpose()
+}
+
+/// Loads a task and locks its row until the transaction ends.
+pub(crate) async fn lock(tx: &Tx<'_>, id: TaskId) -> PgResult<Task> {
+    let row = query_opt(tx, "SELECT doc FROM tasks WHERE id = $1 FOR UPDATE", &[&uuid(id)]).await?;
+    match row {
+        Some(r) => from_doc(r.get(0)),
+        None => Err(StoreError::NotFound.into()),
+    }
+}
+
+/// Loads and locks several tasks, in id order so that concurrent callers lock in the same order.
+pub(crate) async fn lock_many(tx: &Tx<'_>, ids: &[TaskId]) -> PgResult<Vec<Task>> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| uuid(*id)).collect();
+    let rows = query(tx, "SELECT doc FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&ids]).await?;
+    tasks(&rows)
+}
+
+/// The columns copied out of a task, as arrays for one `unnest` statement.
+#[derive(Default)]
+struct Columns {
+    id: Vec<Uuid>,
+    queue: Vec<String>,
+    kind: Vec<String>,
+    priority: Vec<i32>,
+    state: Vec<&'static str>,
+    run_at: Vec<i64>,
+    lease_expires_at: Vec<Option<i64>>,
+    lease_worker: Vec<Option<String>>,
+    finished_at: Vec<Option<i64>>,
+    workflow_id: Vec<Option<Uuid>>,
+    node: Vec<Option<String>>,
+    parent_count: Vec<i32>,
+    doc: Vec<String>,
+}
+
+impl Columns {
+    fn of<'t>(tasks: impl IntoIterator<Item = &'t Task>) -> Columns {
+        let mut c = Columns::default();
+        for t in tasks {
+            c.id.push(uuid(t.id));
+            c.queue.push(t.queue.clone());
+            c.kind.push(t.kind.clone());
+            c.priority.push(t.priority);
+            c.state.push(t.state.as_str());
+            c.run_at.push(t.run_at.as_micros());
+            c.lease_expires_at.push(t.lease.as_ref().map(|l| l.expires_at.as_micros()));
+            c.lease_worker.push(t.lease.as_ref().map(|l| l.worker_id.clone()));
+            c.finished_at.push(t.finished_at.map(|f| f.as_micros()));
+            c.workflow_id.push(t.workflow_id.map(uuid));
+            c.node.push(t.node.clone());
+            c.parent_count.push(t.parent_count as i32);
+            c.doc.push(to_doc(t));
+        }
+        c
+    }
+}
+
+/// Inserts new tasks in one statement, in the given order (which is `seq` order).
+pub(crate) async fn insert(tx: &Tx<'_>, new: &[Task]) -> PgResult<()> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let c = Columns::of(new);
+    execute(
+        tx,
+        "INSERT INTO tasks (id, queue, kind, priority, state, run_at, lease_expires_at, lease_worker, \
+         finished_at, workflow_id, node, parent_count, pending_parents, doc) \
+         SELECT id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, pc, doc FROM unnest(\
+         $1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[], $7::int8[], $8::text[], \
+         $9::int8[], $10::uuid[], $11::text[], $12::int4[], $13::text[]) WITH ORDINALITY \
+         AS u(id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, doc, ord) ORDER BY ord",
+        &[
+            &c.id,
+            &c.queue,
+            &c.kind,
+            &c.priority,
+            &c.state,
+            &c.run_at,
+            &c.lease_expires_at,
+            &c.lease_worker,
+            &c.finished_at,
+            &c.workflow_id,
+            &c.node,
+            &c.parent_count,
+            &c.doc,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Writes changed tasks back in one statement.
+pub(crate) async fn update<'t>(tx: &Tx<'_>, changed: impl IntoIterator<Item = &'t Task>) -> PgResult<()> {
+    let c = Columns::of(changed);
+    if c.id.is_empty() {
+        return Ok(());
+    }
+    execute(
+        tx,
+        "UPDATE tasks SET state = u.state, run_at = u.run_at, lease_expires_at = u.lx, lease_worker = u.lw, \
+         finished_at = u.fin, workflow_id = u.wf, node = u.node, doc = u.doc \
+         FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], $7::uuid[], \
+         $8::text[], $9::text[]) AS u(id, state, run_at, lx, lw, fin, wf, node, doc) WHERE tasks.id = u.id",
+        &[
+            &c.id,
+            &c.state,
+            &c.run_at,
+            &c.lease_expires_at,
+            &c.lease_worker,
+            &c.finished_at,
+            &c.workflow_id,
+            &c.node,
+            &c.doc,
+        ],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The PostgreSQL schema, versioned in `schema_migrations`.
+//!
+//! Migrations are embedded in the binary and append-only. Applying them takes an advisory lock
+//! on the schema's name, so nodes starting together take turns: the first applies, the rest find
+//! nothing to do. A migration that drops data is marked destructive and is applied only when the
+//! caller says so explicitly (`taskwarden migrate --allow-destructive`).
+
+use tokio_postgres::NoTls;
+
+use super::db_error;
+use crate::{Result, StoreError};
+
+struct Migration {
+    description: &'static str,
+    destructive: bool,
+    sql: &'static str,
+}
+
+/// Entry `i` moves the schema from version `i` to `i + 1`. Append only.
+const MIGRATIONS: &[Migration] = &[Migration {
+    description: "tasks, attempts, idempotency keys, workers, workflows, leases",
+    destructive: false,
+    sql: r#"
+-- A task is its JSON document (`doc`: the task with its attempt history, as text so payloads and
+-- results keep their bytes) plus copies of what queries filter and sort on.
+CREATE TABLE tasks (
+    seq              bigint GENERATED ALWAYS AS IDENTITY,
+    id               uuid PRIMARY KEY,
+    queue            text NOT NULL,
+    kind             text NOT NULL,
+    priority         int4 NOT NULL,
+    state            text NOT NULL,
+    run_at           int8 NOT NULL,
+    lease_expires_at int8,
+    lease_worker     text,
+    finished_at      int8,
+    workflow_id      uuid,
+    node             text COLLATE "C",
+    parent_count     int4 NOT NULL DEFAULT 0,
+    -- Parents not yet finished; a workflow task becomes ready when this reaches zero.
+    pending_parents  int4 NOT NULL DEFAULT 0,
+    doc              text NOT NULL
+);
+-- Leasing: the best ready task of a queue is the first entry of this index.
+CREATE INDEX tasks_ready ON tasks (queue, priority DESC, id) WHERE state = 'ready';
+CREATE INDEX tasks_scheduled ON tasks (run_at) WHERE state = 'scheduled';
+CREATE INDEX tasks_running ON tasks (lease_expires_at) WHERE state = 'running';
+CREATE INDEX tasks_by_queue ON tasks (queue, id);
+CREATE INDEX tasks_dead ON tasks (id) WHERE state IN ('failed', 'cancelled');
+CREATE INDEX tasks_by_workflow ON tasks (workflow_id, node) WHERE workflow_id IS NOT NULL;
+-- Retention: finished plain tasks, oldest first.
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL AND workflow_id IS NULL;
+
+CREATE TABLE idempotency_keys (
+    key        text PRIMARY KEY,
+    task_id    uuid NOT NULL,
+    created_at int8 NOT NULL
+);
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+CREATE INDEX idempotency_keys_by_task ON idempotency_keys (task_id);
+
+CREATE TABLE workers (
+    id            text PRIMARY KEY,
+    name          text NOT NULL,
+    queues        text NOT NULL,
+    concurrency   int4 NOT NULL,
+    registered_at int8 NOT NULL,
+    last_seen_at  int8 NOT NULL
+);
+
+CREATE TABLE task_edges (
+    parent_id uuid NOT NULL,
+    child_id  uuid NOT NULL,
+    PRIMARY KEY (parent_id, child_id)
+);
+CREATE INDEX task_edges_by_child ON task_edges (child_id, parent_id);
+
+CREATE TABLE workflows (
+    id             uuid PRIMARY KEY,
+    name           text,
+    failure_policy text NOT NULL,
+    state          text NOT NULL,
+    total          int4 NOT NULL,
+    succeeded      int4 NOT NULL DEFAULT 0,
+    failed         int4 NOT NULL DEFAULT 0,
+    -- Failures a fan-out's own policy dealt with (collected, or outvoted by a quorum).
+    handled        int4 NOT NULL DEFAULT 0,
+    -- The task whose result is the workflow's (its single sink), if there is one.
+    result_task    uuid,
+    error          text,
+    created_at     int8 NOT NULL,
+    finished_at    int8
+);
+CREATE INDEX workflows_finished ON workflows (finished_at) WHERE finished_at IS NOT NULL;
+
+-- A fan-out with a failure policy of its own, keyed by its join. Its members are the join's parents.
+CREATE TABLE fanouts (
+    join_id   uuid PRIMARY KEY,
+    policy    text NOT NULL,
+    total     int4 NOT NULL,
+    succeeded int4 NOT NULL DEFAULT 0,
+    failed    int4 NOT NULL DEFAULT 0,
+    decided   bool NOT NULL DEFAULT false
+);
+
+-- Named leases held in the database (the leader lease of the background loops).
+CREATE TABLE leases (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,
+    expires_at int8 NOT NULL
+);
+"#,
+}];
+
+/// What `migrate` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The schema version found.
+    pub from: usize,
+    /// The schema version left.
+    pub to: usize,
+    /// Descriptions of the migrations applied, in order.
+    pub applied: Vec<String>,
+}
+
+async fn connect(pg: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
+    let (client, connection) = pg.connect(NoTls).await.map_err(db_error)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "migration connection ended");
+        }
+    });
+    Ok(client)
+}
+
+async fn version(client: &tokio_postgres::Client) -> Result<usize> {
+    let row =
+        client.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await.map_err(db_error)?;
+    Ok(row.get::<_, i32>(0) as usize)
+}
+
+fn too_new(found: usize) -> StoreError {
+    StoreError::Internal(format!(
+        "the database schema is at version {found}, newer than this binary knows ({}); upgrade taskwarden",
+        MIGRATIONS.len()
+    ))
+}
+
+pub(crate) async fn migrate(
+    pg: &tokio_postgres::Config,
+    schema: &str,
+    allow_destructive: bool,
+) -> Result<MigrationReport> {
+    let mut client = connect(pg).await?;
+    // Session-level: held across the migrations' own transactions, released on disconnect.
+    client
+        .execute("SELECT pg_advisory_lock(hashtext('taskwarden migrate ' || $1))", &[&schema])
+        .await
+        .map_err(db_error)?;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}; \
+             CREATE TABLE IF NOT EXISTS schema_migrations (version int4 PRIMARY KEY, description text NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now());"
+        ))
+        .await
+        .map_err(db_error)?;
+    let from = version(&client).await?;
+    if from > MIGRATIONS.len() {
+        return Err(too_new(from));
+    }
+    let pending = &MIGRATIONS[from..];
+    if let Some(m) = pending.iter().find(|m| m.destructive && !allow_destructive) {
+        return Err(StoreError::Conflict(format!(
+            "migration \"{}\" drops data; run `taskwarden migrate --allow-destructive` to apply it",
+            m.description
+        )));
+    }
+    let mut applied = Vec::new();
+    for (i, m) in pending.iter().enumerate() {
+        let tx = client.transaction().await.map_err(db_error)?;
+        tx.batch_execute(m.sql).await.map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
+            &[&((from + i + 1) as i32), &m.description],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        tracing::info!(version = from + i + 1, description = m.description, "applied a migration");
+        applied.push(m.description.to_owned());
+    }
+    Ok(MigrationReport { from, to: MIGRATIONS.len(), applied })
+}
+
+/// Fails unless the schema is exactly at the version this binary expects.
+pub(crate) async fn check(pg: &tokio_postgres::Config, schema: &str) -> Result<()> {
+    let client = connect(pg).await?;
+    let exists = client
+        .query_one("SELECT to_regclass(quote_ident($1) || '.schema_migrations') IS NOT NULL", &[&schema])
+        .await
+        .map_err(db_error)?;
+    let found = if exists.get(0) { version(&client).await? } else { 0 };
+    match found.cmp(&MIGRATIONS.len()) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(too_new(found)),
+        std::cmp::Ordering::Less => Err(StoreError::Conflict(format!(
+            "the database schema is at version {found} of {}; run `taskwarden migrate`",
+            MIGRATIONS.len()
+        ))),
+    }
+}
