@@ -1,4 +1,5 @@
-//! The command line. Every client command takes `--url` (or `TASKWARDEN_URL`).
+//! The command line. Every client command takes `--url` (or `TASKWARDEN_URL`), one URL or several
+//! comma-separated.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,8 +15,10 @@ pub struct Args {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run a server on the embedded SQLite store.
+    /// Run a server: on the embedded SQLite store, or with --database on PostgreSQL.
     Server(ServerArgs),
+    /// Apply the database's pending schema migrations and exit.
+    Migrate(MigrateArgs),
     /// Run a worker with the built-in handlers (echo, sleep, fail, http.fetch).
     Worker(WorkerArgs),
     /// Submit a task; prints its id (or the task as JSON with --json).
@@ -34,7 +37,8 @@ pub enum Command {
 
 #[derive(ClapArgs, Clone)]
 pub struct ConnectArgs {
-    /// The server's URL.
+    /// The server's URL; for several nodes of one deployment, comma-separate them and the
+    /// command fails over between them.
     #[arg(long, env = "TASKWARDEN_URL", default_value = "http://127.0.0.1:7433", global = true)]
     pub url: String,
 }
@@ -54,6 +58,52 @@ pub struct ServerArgs {
     /// crash, not a machine crash) [default: full].
     #[arg(long, env = "TASKWARDEN_DURABILITY")]
     pub durability: Option<String>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// This node's name, shown in /readyz and used for the leader lease [default: HOST-PID-RANDOM].
+    #[arg(long, env = "TASKWARDEN_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// How long the leader lease lasts unless renewed; another node takes over the background
+    /// loops within about this long after the leader dies [default: 5s].
+    #[arg(long, env = "TASKWARDEN_LEADER_LEASE", value_parser = humantime::parse_duration)]
+    pub leader_lease: Option<Duration>,
+    /// How long finished tasks and decided workflows are kept before they are deleted, or `forever`
+    /// [default: 7days].
+    #[arg(long, env = "TASKWARDEN_RETENTION")]
+    pub retention: Option<String>,
+    /// How often expired idempotency keys and work past retention are deleted [default: 60s].
+    #[arg(long, env = "TASKWARDEN_PRUNE_INTERVAL", value_parser = humantime::parse_duration)]
+    pub prune_interval: Option<Duration>,
+    /// Do not apply schema migrations on start; refuse to start if the schema is behind.
+    #[arg(long)]
+    pub no_migrate: bool,
+}
+
+/// Which database to use. Without `--database` the server uses the embedded SQLite store.
+#[derive(ClapArgs, Clone, Default)]
+pub struct DatabaseArgs {
+    /// A PostgreSQL URL (postgres://user:password@host:port/database); several server nodes on
+    /// the same database (and schema) share its tasks.
+    #[arg(long, env = "TASKWARDEN_DATABASE_URL")]
+    pub database: Option<String>,
+    /// The PostgreSQL schema for Taskwarden's tables [default: taskwarden].
+    #[arg(long, env = "TASKWARDEN_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
+    /// PostgreSQL connections this node keeps [default: 16].
+    #[arg(long, env = "TASKWARDEN_DATABASE_POOL")]
+    pub database_pool: Option<usize>,
+}
+
+#[derive(ClapArgs)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The embedded database's directory, when no --database is given [default: ./taskwarden-data].
+    #[arg(long, env = "TASKWARDEN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Apply migrations that drop data, too.
+    #[arg(long)]
+    pub allow_destructive: bool,
 }
 
 #[derive(ClapArgs)]

@@ -26,6 +26,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match args.command {
             Command::Server(a) => server_cmd::run(a).await,
+            Command::Migrate(a) => server_cmd::migrate(a).await,
             Command::Worker(a) => worker_cmd::run(a).await,
             Command::Submit(a) => client_cmd::submit(a).await,
             Command::Task(a) => client_cmd::task(a).await,

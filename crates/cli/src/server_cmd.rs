@@ -1,5 +1,6 @@
 //! `taskwarden server`: merges the config file, environment and flags into one config, opens the
-//! store and calls `serve`.
+//! store (SQLite by default, PostgreSQL with `--database`) and calls `serve`. Also `taskwarden
+//! migrate`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use taskwarden_server::ServerConfig;
-use taskwarden_store::{Durability, SqliteConfig, SqliteStore};
+use taskwarden_store::{Durability, PgConfig, PgStore, SqliteConfig, SqliteStore, Store};
 
-use crate::args::ServerArgs;
+use crate::args::{DatabaseArgs, MigrateArgs, ServerArgs};
 
 /// The config file's shape. Every key is optional; flags and environment variables win.
 #[derive(Deserialize, Default)]
@@ -26,12 +27,74 @@ struct FileConfig {
     default_lease_timeout_ms: Option<u64>,
     default_timeout_ms: Option<u64>,
     default_max_attempts: Option<u32>,
+    database: Option<String>,
+    database_schema: Option<String>,
+    database_pool: Option<usize>,
+    node_name: Option<String>,
+    leader_lease_ms: Option<u64>,
+    retention: Option<String>,
+    prune_interval_ms: Option<u64>,
+}
+
+/// Where the tasks live.
+pub enum Database {
+    Sqlite(SqliteConfig),
+    Postgres(PgConfig),
+}
+
+impl Database {
+    fn resolve(args: DatabaseArgs, data_dir: PathBuf, durability: Durability) -> Database {
+        match args.database {
+            Some(url) => {
+                let mut config = PgConfig::new(url);
+                if let Some(schema) = args.database_schema {
+                    config.schema = schema;
+                }
+                if let Some(pool) = args.database_pool {
+                    config.pool_size = pool;
+                }
+                Database::Postgres(config)
+            }
+            None => Database::Sqlite(SqliteConfig { durability, ..SqliteConfig::new(data_dir.join("taskwarden.db")) }),
+        }
+    }
+
+    /// Where, for people: the file, or the database without its password.
+    fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(c) => c.path.display().to_string(),
+            Database::Postgres(c) => {
+                format!("{} (schema {})", hide_password(&c.url), c.schema)
+            }
+        }
+    }
+
+    async fn open(self, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+        let described = self.describe();
+        Ok(match self {
+            Database::Sqlite(c) => Arc::new(SqliteStore::open(c).with_context(|| format!("opening {described}"))?),
+            Database::Postgres(c) => Arc::new(
+                PgStore::open(PgConfig { migrate, ..c }).await.with_context(|| format!("opening {described}"))?,
+            ),
+        })
+    }
+}
+
+/// `postgres://user:secret@host/db` as `postgres://user:***@host/db`.
+fn hide_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((auth, host)) = rest.rsplit_once('@')
+        && let Some((user, _)) = auth.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_owned()
 }
 
 pub struct Resolved {
     pub listen: String,
-    pub data_dir: PathBuf,
-    pub durability: Durability,
+    pub database: Database,
+    pub migrate: bool,
     pub server: ServerConfig,
 }
 
@@ -67,31 +130,76 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
     if let Some(v) = file.idempotency_window_secs {
         server.idempotency_window = Duration::from_secs(v);
     }
+    if let Some(v) = args.node_name.or(file.node_name) {
+        server.node_name = v;
+    }
+    if let Some(v) = args.leader_lease.or(file.leader_lease_ms.map(Duration::from_millis)) {
+        server.leader_lease = v;
+    }
+    if let Some(v) = args.prune_interval.or(file.prune_interval_ms.map(Duration::from_millis)) {
+        server.prune_interval = v;
+    }
+    if let Some(v) = args.retention.or(file.retention) {
+        server.retention = match v.as_str() {
+            "forever" => None,
+            d => Some(humantime::parse_duration(d).with_context(|| format!("retention {d:?}"))?),
+        };
+    }
     if let Err(e) = server.validate() {
         bail!("invalid configuration: {e}");
     }
     let durability = args.durability.or(file.durability).unwrap_or_else(|| "full".into());
+    let durability = durability.parse().map_err(|e: String| anyhow::anyhow!("durability: {e}"))?;
+    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("taskwarden-data"));
+    let database = DatabaseArgs {
+        database: args.database.database.or(file.database),
+        database_schema: args.database.database_schema.or(file.database_schema),
+        database_pool: args.database.database_pool.or(file.database_pool),
+    };
     Ok(Resolved {
         listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7433".into()),
-        data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("taskwarden-data")),
-        durability: durability.parse().map_err(|e: String| anyhow::anyhow!("durability: {e}"))?,
+        database: Database::resolve(database, data_dir, durability),
+        migrate: !args.no_migrate,
         server,
     })
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let cfg = resolve(args)?;
-    let db = cfg.data_dir.join("taskwarden.db");
-    let store = SqliteStore::open(SqliteConfig { durability: cfg.durability, ..SqliteConfig::new(&db) })
-        .with_context(|| format!("opening {}", db.display()))?;
+    let described = cfg.database.describe();
+    let store = cfg.database.open(cfg.migrate).await?;
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     // Printed on stdout so scripts (and tests using port 0) can read the address.
-    println!("taskwarden server listening on http://{addr} (data: {})", db.display());
-    tracing::info!(%addr, db = %db.display(), durability = ?cfg.durability, "server started");
+    println!("taskwarden server listening on http://{addr} (data: {described}, node: {})", cfg.server.node_name);
+    tracing::info!(%addr, data = %described, node = %cfg.server.node_name, "server started");
     let shutdown = crate::signal::shutdown_token();
-    taskwarden_server::serve(listener, Arc::new(store), cfg.server, shutdown).await?;
+    taskwarden_server::serve(listener, store, cfg.server, shutdown).await?;
     tracing::info!("server stopped");
+    Ok(())
+}
+
+/// `taskwarden migrate`: applies pending migrations and says what it did.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("taskwarden-data"));
+    let database = Database::resolve(args.database, data_dir, Durability::Full);
+    let described = database.describe();
+    match database {
+        Database::Sqlite(c) => {
+            // Opening the embedded store applies its migrations (none of which drops data).
+            SqliteStore::open(c).with_context(|| format!("migrating {described}"))?;
+            println!("{described}: schema is up to date");
+        }
+        Database::Postgres(c) => {
+            let report = PgStore::migrate(&c, args.allow_destructive)
+                .await
+                .with_context(|| format!("migrating {described}"))?;
+            for applied in &report.applied {
+                println!("applied: {applied}");
+            }
+            println!("{described}: schema version {} -> {}", report.from, report.to);
+        }
+    }
     Ok(())
 }

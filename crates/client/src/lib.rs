@@ -14,7 +14,12 @@
 //!
 //! The worker-side calls (`register`, `fetch`, `heartbeat`, `report`) are used by the worker SDK;
 //! most users want `taskwarden-worker` for those.
+//!
+//! For a deployment of several server nodes, give every node's URL, comma-separated
+//! (`Client::new("http://a:7433,http://b:7433")`); see [`Client`] for how it fails over.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -61,6 +66,16 @@ impl ClientError {
         match self {
             ClientError::Api { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// True when the request surely did not run: the server could not be reached, or refused it
+    /// as unavailable (503). Such a request is safe to send to another node.
+    pub fn never_ran(&self) -> bool {
+        match self {
+            ClientError::Transport(e) => e.is_connect(),
+            ClientError::Api { status, .. } => *status == 503,
+            _ => false,
         }
     }
 
@@ -142,30 +157,69 @@ pub struct ListOptions {
 
 pub use taskwarden_core::protocol::TaskList as TaskPage;
 
-/// A handle on one Taskwarden server. Cheap to clone; clones share a connection pool.
+/// A handle on a Taskwarden deployment: one server, or several nodes sharing one database.
+/// Cheap to clone; clones share a connection pool and the choice of node.
+///
+/// With several URLs the client talks to one node at a time and fails over to the next when a
+/// node cannot be reached or answers 503 (its database is down, or it is shutting down): such a
+/// request never ran, so it is sent again to the next node at once. A request that failed after
+/// it was sent (a timeout, a connection reset) is not resent, since it may have taken effect;
+/// the error is returned and the next call goes to the next node.
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    bases: Arc<[String]>,
+    /// Index into `bases` of the node in use.
+    current: Arc<AtomicUsize>,
 }
 
 impl Client {
-    /// A client for the server at `url`, such as `http://127.0.0.1:7433`.
+    /// A client for the server at `url`, such as `http://127.0.0.1:7433`, or for several nodes
+    /// given comma-separated: `http://10.0.0.1:7433,http://10.0.0.2:7433`.
     pub fn new(url: &str) -> Result<Client> {
-        let base = url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::Invalid(format!("server URL {url:?} must start with http:// or https://")));
+        Client::with_urls(url.split(',').map(str::trim).filter(|u| !u.is_empty()))
+    }
+
+    /// A client for several nodes of one deployment, tried in order.
+    pub fn with_urls<S: AsRef<str>>(urls: impl IntoIterator<Item = S>) -> Result<Client> {
+        let mut bases = Vec::new();
+        for url in urls {
+            let url = url.as_ref();
+            let base = url.trim_end_matches('/').to_owned();
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(ClientError::Invalid(format!("server URL {url:?} must start with http:// or https://")));
+            }
+            bases.push(base);
+        }
+        if bases.is_empty() {
+            return Err(ClientError::Invalid("no server URL given".into()));
         }
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()?;
-        Ok(Client { http, base })
+        Ok(Client { http, bases: bases.into(), current: Arc::new(AtomicUsize::new(0)) })
     }
 
+    /// The URL of the node in use now.
     pub fn url(&self) -> &str {
-        &self.base
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Every node's URL, in the order given.
+    pub fn urls(&self) -> &[String] {
+        &self.bases
+    }
+
+    /// Moves on from node `from` to the next, unless another call already did.
+    fn fail_over(&self, from: usize) {
+        if self.bases.len() > 1 {
+            let next = (from + 1) % self.bases.len();
+            if self.current.compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                tracing::warn!(from = %self.bases[from], to = %self.bases[next], "failing over to another server node");
+            }
+        }
     }
 
     async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
@@ -175,7 +229,36 @@ impl Client {
         body: Option<&B>,
         timeout: Duration,
     ) -> Result<(StatusCode, T)> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).timeout(timeout);
+        let mut tries = 0;
+        loop {
+            let node = self.current.load(Ordering::Relaxed) % self.bases.len();
+            tries += 1;
+            match self.call_node(node, method.clone(), path, body, timeout).await {
+                Err(e) if e.never_ran() && self.bases.len() > 1 => {
+                    self.fail_over(node);
+                    if tries >= self.bases.len() {
+                        return Err(e);
+                    }
+                }
+                Err(ClientError::Transport(e)) => {
+                    // It may have run: do not resend, but use another node next time.
+                    self.fail_over(node);
+                    return Err(ClientError::Transport(e));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_node<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        node: usize,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, T)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.bases[node])).timeout(timeout);
         if let Some(b) = body {
             req = req.json(b);
         }

@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use clock::{Clock, SystemClock};
-pub use config::ServerConfig;
+pub use config::{ServerConfig, default_node_name};
 pub use maintenance::LoopSignals;
 
 /// Serves the API on `listener` until `shutdown` fires, then stops taking connections, lets
@@ -61,7 +61,8 @@ impl Server {
         shutdown: CancellationToken,
     ) -> Server {
         let (signals, loops) = maintenance::spawn(store.clone(), clock.clone(), &config, shutdown.clone());
-        let state = api::AppState { store, config: Arc::new(config), clock, shutdown: shutdown.clone() };
+        let leader = signals.leader.clone();
+        let state = api::AppState { store, config: Arc::new(config), clock, shutdown: shutdown.clone(), leader };
         Server { router: api::router(state), shutdown, loops, signals }
     }
 

@@ -1,10 +1,16 @@
-//! The background loops: lease expiry, delayed-task promotion and pruning of expired idempotency
-//! keys. All use the server's clock only.
+//! The background loops: lease expiry, delayed-task promotion, and pruning (expired idempotency
+//! keys, finished work past retention). All use the server's clock only.
+//!
+//! With several server nodes on one database, the loops run on one node at a time: the node that
+//! holds the leader lease (a row in the database, taken and renewed through the store). Every
+//! node runs `lead`, which keeps trying for the lease; the other loops idle while their node does
+//! not lead. A leader that cannot renew stops acting at once, before its lease runs out, and one
+//! that shuts down gives the lease up so another node takes over without waiting.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskwarden_store::{ExpireLeases, PromoteDue, PruneExpired, Store, Topic};
+use taskwarden_store::{AcquireLease, ExpireLeases, PromoteDue, PruneExpired, PruneFinished, Store, Topic};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +25,12 @@ const PASS_LIMIT: u32 = 1000;
 pub struct LoopSignals {
     pub reaper: watch::Receiver<u64>,
     pub promoter: watch::Receiver<u64>,
+    /// Whether this node holds the leader lease now.
+    pub leader: watch::Receiver<bool>,
 }
+
+/// The name of the lease that decides which node runs the loops.
+const LEADER_LEASE: &str = "maintenance";
 
 pub(crate) fn spawn(
     store: Arc<dyn Store>,
@@ -29,11 +40,21 @@ pub(crate) fn spawn(
 ) -> (LoopSignals, Vec<tokio::task::JoinHandle<()>>) {
     let (reaper_tx, reaper) = watch::channel(0);
     let (promoter_tx, promoter) = watch::channel(0);
+    let (leader_tx, leader) = watch::channel(false);
     let handles = vec![
+        tokio::spawn(lead(
+            store.clone(),
+            clock.clone(),
+            config.node_name.clone(),
+            config.leader_lease,
+            shutdown.clone(),
+            leader_tx,
+        )),
         tokio::spawn(reap_expired_leases(
             store.clone(),
             clock.clone(),
             config.reap_interval,
+            Leadership(leader.clone()),
             shutdown.clone(),
             reaper_tx,
         )),
@@ -41,12 +62,68 @@ pub(crate) fn spawn(
             store.clone(),
             clock.clone(),
             config.promote_interval,
+            Leadership(leader.clone()),
             shutdown.clone(),
             promoter_tx,
         )),
-        tokio::spawn(prune_expired(store, clock, config.idempotency_window, shutdown)),
+        tokio::spawn(prune(store, clock, config.clone(), Leadership(leader.clone()), shutdown)),
     ];
-    (LoopSignals { reaper, promoter }, handles)
+    (LoopSignals { reaper, promoter, leader }, handles)
+}
+
+/// Takes the leader lease when it is free and renews it while held, every third of its length.
+async fn lead(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    node: String,
+    ttl: Duration,
+    shutdown: CancellationToken,
+    leader: watch::Sender<bool>,
+) {
+    let acquire = |ttl| AcquireLease { name: LEADER_LEASE.into(), holder: node.clone(), ttl, now: clock.now() };
+    loop {
+        let leads = match store.acquire_lease(acquire(ttl)).await {
+            Ok(holder) => holder.holder == node,
+            Err(e) => {
+                // Unsure whether the lease was renewed: stop acting now, while it is surely ours.
+                tracing::warn!(error = %e, "cannot renew the leader lease");
+                false
+            }
+        };
+        if leads != *leader.borrow() {
+            if leads {
+                tracing::info!(node = %node, "this node now runs the background loops");
+            } else {
+                tracing::info!(node = %node, "this node no longer runs the background loops");
+            }
+            leader.send_replace(leads);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ttl / 3) => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    if leader.send_replace(false) {
+        // Give the lease up so another node takes over at once rather than when it expires.
+        let _ = store.acquire_lease(acquire(Duration::ZERO)).await;
+    }
+}
+
+/// Lets a loop wait until its node leads.
+struct Leadership(watch::Receiver<bool>);
+
+impl Leadership {
+    /// Returns false when shutting down.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            led = self.0.wait_for(|leads| *leads) => led.is_ok(),
+            _ = shutdown.cancelled() => false,
+        }
+    }
+
+    fn leads(&self) -> bool {
+        *self.0.borrow()
+    }
 }
 
 /// Ends attempts whose lease ran out (the worker died, hung or was partitioned away), so their
@@ -55,6 +132,7 @@ async fn reap_expired_leases(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     interval: Duration,
+    mut leadership: Leadership,
     shutdown: CancellationToken,
     passes: watch::Sender<u64>,
 ) {
@@ -64,6 +142,9 @@ async fn reap_expired_leases(
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
+        }
+        if !leadership.wait(&shutdown).await {
+            return;
         }
         loop {
             match store.expire_leases(ExpireLeases { now: clock.now(), limit: PASS_LIMIT }).await {
@@ -90,11 +171,15 @@ async fn promote_due_tasks(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     max_sleep: Duration,
+    mut leadership: Leadership,
     shutdown: CancellationToken,
     passes: watch::Sender<u64>,
 ) {
     let mut scheduled = store.subscribe(Topic::Scheduled);
     loop {
+        if !leadership.wait(&shutdown).await {
+            return;
+        }
         scheduled.borrow_and_update();
         let now = clock.now();
         let sleep = match store.promote_due(PromoteDue { now, limit: PASS_LIMIT }).await {
@@ -117,19 +202,49 @@ async fn promote_due_tasks(
     }
 }
 
-/// Deletes idempotency keys older than their window, a batch at a time, once a minute.
-async fn prune_expired(store: Arc<dyn Store>, clock: Arc<dyn Clock>, window: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+/// Once per `prune_interval`: deletes idempotency keys older than their window, then finished
+/// work past retention, a batch at a time, so each transaction stays small.
+async fn prune(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: ServerConfig,
+    leadership: Leadership,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(config.prune_interval);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let keys_before = clock.now().saturating_sub(window);
+        if !leadership.leads() {
+            continue;
+        }
+        let keys_before = clock.now().saturating_sub(config.idempotency_window);
         while let Ok(n) = store.prune_expired(PruneExpired { keys_before, limit: PASS_LIMIT }).await {
-            if (n as u32) < PASS_LIMIT {
+            if (n as u32) < PASS_LIMIT || shutdown.is_cancelled() {
                 break;
             }
+        }
+        let Some(retention) = config.retention else { continue };
+        let finished_before = clock.now().saturating_sub(retention);
+        let mut pruned = 0;
+        loop {
+            match store.prune_finished(PruneFinished { finished_before, limit: PASS_LIMIT }).await {
+                Ok(n) => {
+                    pruned += n;
+                    if (n as u32) < PASS_LIMIT || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention pass failed");
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, "deleted finished tasks past retention");
         }
     }
 }

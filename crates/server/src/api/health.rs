@@ -14,13 +14,14 @@ pub(super) async fn live() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: the store answers too.
+/// Readiness: the store answers too. Also names the node and says whether it leads.
 pub(super) async fn ready(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"));
     }
     state.store.ready().await?;
-    Ok(Json(json!({"status": "ready"})))
+    let leader = *state.leader.borrow();
+    Ok(Json(json!({"status": "ready", "node": state.config.node_name, "leader": leader})))
 }
 
 pub(super) async fn openapi_json() -> impl IntoResponse {

@@ -34,6 +34,8 @@ pub(crate) struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Fired when the server begins shutting down: long-polls return at once.
     pub shutdown: CancellationToken,
+    /// Whether this node holds the leader lease (runs the background loops).
+    pub leader: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Every route, in one place. The OpenAPI document lists the same paths (a test keeps them equal).

@@ -204,7 +204,7 @@ pub struct PgStore {
 fn pg_config(config: &PgConfig) -> Result<tokio_postgres::Config> {
     let mut pg: tokio_postgres::Config =
         config.url.parse().map_err(|e| StoreError::Internal(format!("bad database URL: {e}")))?;
-    pg.options(format!("-c search_path={}", config.schema));
+    pg.options(format!("-c search_path={} -c client_min_messages=warning", config.schema));
     pg.connect_timeout(config.connect_timeout);
     pg.application_name("taskwarden");
     Ok(pg)
