@@ -192,9 +192,8 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
             println!("{described}: schema is up to date");
         }
         Database::Postgres(c) => {
-            let report = PgStore::migrate(&c, args.allow_destructive)
-                .await
-                .with_context(|| format!("migrating {described}"))?;
+            let report =
+                PgStore::migrate(&c, args.allow_destructive).await.with_context(|| format!("migrating {described}"))?;
             for applied in &report.applied {
                 println!("applied: {applied}");
             }

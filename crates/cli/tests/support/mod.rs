@@ -26,6 +26,8 @@ pub struct ServerProcess {
     pub url: String,
     pub port: u16,
     pub data_dir: PathBuf,
+    /// Everything after `server --listen ADDR`, kept for restarts.
+    args: Vec<String>,
 }
 
 impl ServerProcess {
@@ -35,11 +37,26 @@ impl ServerProcess {
 
     /// Starts a server and waits for its "listening" line.
     pub fn start_on(data_dir: &Path, port: u16) -> ServerProcess {
+        Self::start_with(vec!["--data-dir".into(), data_dir.display().to_string()], port)
+    }
+
+    /// A node on PostgreSQL: `url` and `schema` name the shared database; `extra` adds flags.
+    pub fn postgres(url: &str, schema: &str, extra: &[&str]) -> ServerProcess {
+        let mut args: Vec<String> = vec!["--database".into(), url.into(), "--database-schema".into(), schema.into()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Self::start_with(args, free_port())
+    }
+
+    pub fn start_with(args: Vec<String>, port: u16) -> ServerProcess {
+        let data_dir = match args.iter().position(|a| a == "--data-dir") {
+            Some(i) => PathBuf::from(&args[i + 1]),
+            None => PathBuf::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mut child = Command::new(BIN)
-                .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-                .arg(data_dir)
+                .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+                .args(&args)
                 .env("TASKWARDEN_LOG", "warn")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -48,12 +65,7 @@ impl ServerProcess {
             let mut line = String::new();
             BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
             if line.contains("listening on") {
-                return ServerProcess {
-                    child,
-                    url: format!("http://127.0.0.1:{port}"),
-                    port,
-                    data_dir: data_dir.to_owned(),
-                };
+                return ServerProcess { child, url: format!("http://127.0.0.1:{port}"), port, data_dir, args };
             }
             // The port may still be held by the process we just killed; try again shortly.
             let _ = child.wait();
@@ -68,7 +80,12 @@ impl ServerProcess {
     }
 
     pub fn restart(&mut self) {
-        *self = ServerProcess::start_on(&self.data_dir.clone(), self.port);
+        *self = ServerProcess::start_with(self.args.clone(), self.port);
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 }
 
@@ -142,4 +159,23 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// A connection to a test schema, for checking what the nodes stored.
+pub async fn pg_connect(url: &str, schema: &str) -> tokio_postgres::Client {
+    let (client, connection) =
+        url.parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(&format!("SET search_path TO {schema}")).await.unwrap();
+    client
+}
+
+/// A node's `/readyz` answer: `Some(leads)` when ready, `None` when not (503, or unreachable).
+pub async fn leads(http: &reqwest::Client, url: &str) -> Option<bool> {
+    let resp = http.get(format!("{url}/readyz")).timeout(Duration::from_secs(2)).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body: serde_json::Value = resp.json().await.ok()?;
+    body["leader"].as_bool()
 }

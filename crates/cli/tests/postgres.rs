@@ -1,0 +1,157 @@
+//! Several server nodes on one real PostgreSQL, as real processes: losing a node loses nothing,
+//! and the leader role moves when its node dies. Each test uses a schema of its own. Without a
+//! reachable PostgreSQL the tests skip and say why, unless `TASKWARDEN_REQUIRE_POSTGRES` is set.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use support::{ServerProcess, WorkerProcess, eventually, leads, pg_connect};
+use taskwarden_client::{Client, SubmitTask, SubmitTaskExt, TaskState};
+use taskwarden_core::protocol::RegisterWorker;
+use taskwarden_store::pg_testing::TestSchema;
+
+/// `urls` rotated to start at `i`: a process that starts on node `i` and knows the others.
+fn rotated(urls: &[String], i: usize) -> String {
+    [&urls[i..], &urls[..i]].concat().join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_lose_nothing_when_one_is_killed() {
+    const TASKS: usize = 20_000;
+    const BATCH: usize = 500;
+    let Some(schema) = TestSchema::new("nodes").await else { return };
+    let mut nodes: Vec<ServerProcess> =
+        (0..3).map(|_| ServerProcess::postgres(&schema.url, &schema.name, &[])).collect();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let _workers: Vec<WorkerProcess> =
+        (0..3).map(|i| WorkerProcess::start(&rotated(&urls, i), "bulk", &["--concurrency", "32"])).collect();
+
+    // Batches go to the nodes in turn. Each task has an idempotency key, so a batch whose answer
+    // was lost (its node died mid-request) is sent again without doubling anything.
+    let submitter = {
+        let clients: Vec<Client> = (0..3).map(|i| Client::new(&rotated(&urls, i)).unwrap()).collect();
+        tokio::spawn(async move {
+            let mut acknowledged = HashSet::new();
+            for (b, start) in (0..TASKS).step_by(BATCH).enumerate() {
+                let batch: Vec<SubmitTask> = (start..start + BATCH)
+                    .map(|i| SubmitTask::new("bulk", "echo").idempotency_key(format!("task-{i}")))
+                    .collect();
+                let client = &clients[b % clients.len()];
+                let tasks = loop {
+                    match client.submit_batch(batch.clone()).await {
+                        Ok(tasks) => break tasks,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                };
+                acknowledged.extend(tasks.into_iter().map(|t| t.id));
+            }
+            acknowledged
+        })
+    };
+
+    let db = pg_connect(&schema.url, &schema.name).await;
+    let succeeded = || async {
+        let row = db.query_one("SELECT count(*) FROM tasks WHERE state = 'succeeded'", &[]).await.unwrap();
+        row.get::<_, i64>(0) as usize
+    };
+    eventually(Duration::from_secs(120), "a third of the tasks to succeed", || async {
+        (succeeded().await >= TASKS / 3).then_some(())
+    })
+    .await;
+    nodes[0].kill9();
+    let killed_at = succeeded().await;
+    assert!(killed_at < TASKS, "the node died mid-run ({killed_at} of {TASKS} done)");
+
+    let acknowledged = submitter.await.unwrap();
+    assert_eq!(acknowledged.len(), TASKS, "every task was acknowledged once, under its own id");
+    eventually(Duration::from_secs(180), "every task to succeed", || async {
+        (succeeded().await == TASKS).then_some(())
+    })
+    .await;
+    let row = db.query_one("SELECT count(*) FROM tasks", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0) as usize, TASKS, "no task was stored twice");
+    // Each completion recorded exactly once: one succeeded attempt in every task's history.
+    let twice = db
+        .query_one(
+            "SELECT count(*) FROM tasks WHERE (SELECT count(*) FROM json_array_elements(doc::json -> 'history') h \
+             WHERE h ->> 'outcome' = 'succeeded') <> 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(twice.get::<_, i64>(0), 0);
+    let ids: HashSet<_> = db
+        .query("SELECT id FROM tasks", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, uuid::Uuid>(0).to_string())
+        .collect();
+    assert!(acknowledged.iter().all(|id| ids.contains(&id.to_string())), "every acknowledged task is stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_role_moves_when_the_leader_dies_and_leases_are_still_reaped() {
+    let Some(schema) = TestSchema::new("leader").await else { return };
+    let lease = ["--leader-lease", "1s"];
+    let mut nodes = [
+        ServerProcess::postgres(&schema.url, &schema.name, &lease),
+        ServerProcess::postgres(&schema.url, &schema.name, &lease),
+    ];
+    let http = reqwest::Client::new();
+    let leader = eventually(Duration::from_secs(10), "one node to lead", || async {
+        let a = leads(&http, &nodes[0].url).await?;
+        let b = leads(&http, &nodes[1].url).await?;
+        (a != b).then_some(if a { 0 } else { 1 })
+    })
+    .await;
+    let follower = 1 - leader;
+
+    // A worker leases a task through the follower, then vanishes without a word.
+    let client = Client::new(&nodes[follower].url).unwrap();
+    let mut spec = SubmitTask::new("lost", "echo");
+    spec.lease_timeout_ms = Some(500);
+    spec.max_attempts = Some(3);
+    let task = client.submit(spec).await.unwrap();
+    let worker = client
+        .register(&RegisterWorker { name: "vanishing".into(), queues: vec!["lost".into()], concurrency: 1 })
+        .await
+        .unwrap();
+    let leased = client.fetch(&worker.id, &["lost".to_string()], 1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(leased.len(), 1);
+
+    nodes[leader].kill9();
+    let killed = Instant::now();
+    eventually(Duration::from_secs(10), "the follower to take the lead", || async {
+        leads(&http, &nodes[follower].url).await.filter(|l| *l)
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(3), "took over {took:?} after the leader died (lease 1s)");
+
+    // The new leader's reaper ends the vanished worker's attempt.
+    let reaped = eventually(Duration::from_secs(10), "the expired lease to be reaped", || async {
+        let t = client.get(task.id).await.ok()?;
+        (t.state != TaskState::Running).then_some(t)
+    })
+    .await;
+    assert_eq!(reaped.history.len(), 1);
+    assert_eq!(reaped.history[0].outcome, taskwarden_core::AttemptOutcome::TimedOut);
+    eprintln!("leader failover took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_command_prepares_a_schema_and_a_node_can_then_start_without_migrating() {
+    let Some(schema) = TestSchema::new("cmd").await else { return };
+    let db = ["--database", &schema.url, "--database-schema", &schema.name];
+    let (ok, out, err) = support::cli(&[&["migrate"][..], &db].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("schema version 0 -> 1"), "{out}");
+    let (ok, out, _) = support::cli(&[&["migrate"][..], &db].concat());
+    assert!(ok && out.contains("schema version 1 -> 1"), "a second run has nothing to do: {out}");
+    let node = ServerProcess::postgres(&schema.url, &schema.name, &["--no-migrate"]);
+    let client = Client::new(&node.url).unwrap();
+    client.ready().await.unwrap();
+}
