@@ -303,4 +303,12 @@ pub struct BenchArgs {
     /// Run only these measurements (single, batch, e2e, latency, fanout); all by default.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Benchmark on this PostgreSQL (in a fresh schema, dropped afterwards) instead of SQLite.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Server nodes to start on the PostgreSQL database. Submits go to the first node, the
+    /// pickup-latency worker listens on the last (so pickup crosses nodes), and end to end runs
+    /// one worker process per node.
+    #[arg(long, default_value_t = 1, requires = "database")]
+    pub nodes: usize,
 }

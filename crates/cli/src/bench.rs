@@ -1,7 +1,8 @@
-//! `taskwarden bench`: throughput and latency of a real server process on the embedded store.
+//! `taskwarden bench`: throughput and latency of real server processes.
 //!
-//! Starts `taskwarden server` (this same binary) on a fresh data dir and measures, each `--runs`
-//! times, reporting the median:
+//! Starts `taskwarden server` (this same binary) on a fresh data dir, or with `--database` as
+//! `--nodes` nodes on a fresh PostgreSQL schema, and measures, each `--runs` times, reporting the
+//! median:
 //! - single submits from 32 concurrent clients, each acknowledged only once durable;
 //! - batch submits of 1,000 tasks, from 4 clients in parallel;
 //! - end to end: N no-op tasks queued, then drained by one `taskwarden worker` process;
@@ -27,15 +28,26 @@ impl Drop for Proc {
     }
 }
 
-fn start_server(dir: &std::path::Path, durability: &str) -> anyhow::Result<(Proc, String)> {
+/// Where the benchmark's servers keep their tasks.
+enum Backend<'a> {
+    Sqlite { dir: &'a std::path::Path, durability: &'a str },
+    Postgres { url: &'a str, schema: &'a str },
+}
+
+fn start_server(backend: &Backend<'_>) -> anyhow::Result<(Proc, String)> {
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args(["server", "--listen", "127.0.0.1:0", "--durability", durability, "--data-dir"])
-        .arg(dir)
-        .env("TASKWARDEN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the server")?;
+    let mut command = Command::new(exe);
+    command.args(["server", "--listen", "127.0.0.1:0"]);
+    match backend {
+        Backend::Sqlite { dir, durability } => {
+            command.args(["--durability", durability, "--data-dir"]).arg(dir);
+        }
+        Backend::Postgres { url, schema } => {
+            command.args(["--database", url, "--database-schema", schema]);
+        }
+    }
+    let mut child =
+        command.env("TASKWARDEN_LOG", "warn").stdout(Stdio::piped()).spawn().context("starting the server")?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
     let url = line
@@ -108,7 +120,8 @@ async fn count(client: &Client, queue: &str, state: TaskState) -> anyhow::Result
     Ok(client.list(&opts).await?.tasks.len())
 }
 
-async fn end_to_end(url: &str, client: &Client, queue: &str, tasks: usize) -> anyhow::Result<f64> {
+/// Drains `tasks` queued no-op tasks with one worker process per server node.
+async fn end_to_end(urls: &[String], client: &Client, queue: &str, tasks: usize) -> anyhow::Result<f64> {
     for chunk in 0..tasks.div_ceil(5000) {
         let n = (tasks - chunk * 5000).min(5000);
         client.submit_batch((0..n).map(|_| noop(queue)).collect()).await?;
@@ -117,7 +130,7 @@ async fn end_to_end(url: &str, client: &Client, queue: &str, tasks: usize) -> an
     // tasks of its last fetch remain; a last check waits for those.
     let sentinel = client.submit(SubmitTask { priority: Some(-1), ..noop(queue) }).await?.id;
     let started = Instant::now();
-    let _worker = start_worker(url, queue)?;
+    let _workers = urls.iter().map(|url| start_worker(url, queue)).collect::<anyhow::Result<Vec<_>>>()?;
     client.wait(sentinel, Duration::from_secs(600)).await?;
     while count(client, queue, TaskState::Ready).await? + count(client, queue, TaskState::Running).await? > 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -198,35 +211,67 @@ fn report(name: &str, unit: &str, values: &[f64]) {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (server, url) = start_server(dir.path(), &args.durability)?;
-    let client = Client::new(&url)?;
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let schema = format!("bench_{}_{:08x}", std::process::id(), nonce);
+    let backend = match &args.database {
+        Some(url) => Backend::Postgres { url, schema: &schema },
+        None => Backend::Sqlite { dir: dir.path(), durability: &args.durability },
+    };
+    let mut servers = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..args.nodes.max(1) {
+        let (server, url) = start_server(&backend)?;
+        servers.push(server);
+        urls.push(url);
+    }
+    let result = measure(&args, &urls).await;
+    if let Some(mib) = peak_rss_mib(servers[0].0.id()) {
+        println!("| server peak memory (RSS) over the whole run (first node) | {mib:.0} MiB |");
+    }
+    drop(servers);
+    if let Some(url) = &args.database {
+        let config = taskwarden_store::PgConfig { schema: schema.clone(), ..taskwarden_store::PgConfig::new(url) };
+        taskwarden_store::PgStore::drop_schema(&config).await.context("dropping the benchmark's schema")?;
+    }
+    result
+}
+
+async fn measure(args: &BenchArgs, urls: &[String]) -> anyhow::Result<()> {
+    let url = &urls[0];
+    // The pickup worker listens on the last node: with several nodes, the wake-up crosses nodes.
+    let worker_url = urls.last().expect("one node at least");
+    let client = Client::new(url)?;
     let wanted = |m: &str| args.only.is_empty() || args.only.iter().any(|o| o == m);
-    println!("taskwarden bench: server {url}, durability {}, {} runs, median reported", args.durability, args.runs);
+    let store = match &args.database {
+        Some(_) => format!("PostgreSQL, {} node(s)", urls.len()),
+        None => format!("SQLite, durability {}", args.durability),
+    };
+    println!("taskwarden bench: {store}, servers {}, {} runs, median reported", urls.join(" "), args.runs);
     let (mut single, mut batch, mut e2e, mut p50, mut p99) = (vec![], vec![], vec![], vec![], vec![]);
     let mut fanout = vec![];
     for run in 0..args.runs {
         let mut line = format!("run {}:", run + 1);
         if wanted("single") {
-            single.push(submit_from_clients(&url, &format!("single{run}"), 32, args.submits / 32, 1).await?);
+            single.push(submit_from_clients(url, &format!("single{run}"), 32, args.submits / 32, 1).await?);
             line += &format!(" single {:.0}/s", single[run]);
         }
         if wanted("batch") {
-            batch.push(submit_from_clients(&url, &format!("batch{run}"), 4, 25, 1000).await?);
+            batch.push(submit_from_clients(url, &format!("batch{run}"), 4, 25, 1000).await?);
             line += &format!(" batch {:.0}/s", batch[run]);
         }
         if wanted("e2e") {
-            e2e.push(end_to_end(&url, &client, &format!("e2e{run}"), args.e2e_tasks).await?);
+            e2e.push(end_to_end(urls, &client, &format!("e2e{run}"), args.e2e_tasks).await?);
             line += &format!(" end-to-end {:.0}/s", e2e[run]);
         }
         if wanted("latency") {
-            let mut lat = pickup_latency(&url, &client, &format!("latency{run}"), args.latency_samples).await?;
+            let mut lat = pickup_latency(worker_url, &client, &format!("latency{run}"), args.latency_samples).await?;
             lat.sort();
             p50.push(percentile(&lat, 0.5).as_secs_f64() * 1000.0);
             p99.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
             line += &format!(" pickup p50 {:.2} ms p99 {:.2} ms", p50[run], p99[run]);
         }
         if wanted("fanout") {
-            let (secs, wf) = fan_out(&url, &client, &format!("fanout{run}"), args.fanout_children).await?;
+            let (secs, wf) = fan_out(url, &client, &format!("fanout{run}"), args.fanout_children).await?;
             fanout.push(secs);
             let s = wf.speedup.expect("a finished workflow has a report");
             line += &format!(" fan-out {secs:.2} s (speedup {:.1}x, peak {})", s.speedup, s.peak_parallelism);
@@ -238,7 +283,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("|---|---|");
     report("single submits, 32 concurrent clients, durable", "tasks/s", &single);
     report("batch submits, 1,000 tasks per batch, 4 concurrent clients", "tasks/s", &batch);
-    report(&format!("end to end, {} no-op tasks, one worker process", args.e2e_tasks), "tasks/s", &e2e);
+    let workers = if urls.len() == 1 {
+        "one worker process".to_owned()
+    } else {
+        format!("{} worker processes, one per node", urls.len())
+    };
+    report(&format!("end to end, {} no-op tasks, {workers}", args.e2e_tasks), "tasks/s", &e2e);
     report("pickup latency p50, submit call to handler start", "ms", &p50);
     report("pickup latency p99", "ms", &p99);
     report(
@@ -246,8 +296,5 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "s",
         &fanout,
     );
-    if let Some(mib) = peak_rss_mib(server.0.id()) {
-        println!("| server peak memory (RSS) over the whole run | {mib:.0} MiB |");
-    }
     Ok(())
 }

@@ -71,6 +71,8 @@ impl PgConfig {
 pub(crate) enum Fail {
     Store(StoreError),
     Db(tokio_postgres::Error),
+    /// A row changed between an optimistic read and its write: run the transaction again.
+    Changed,
 }
 
 impl From<tokio_postgres::Error> for Fail {
@@ -98,6 +100,7 @@ impl Fail {
             Fail::Db(e) => {
                 matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
             }
+            Fail::Changed => true,
             Fail::Store(_) => false,
         }
     }
@@ -106,6 +109,7 @@ impl Fail {
         match self {
             Fail::Store(e) => e,
             Fail::Db(e) => db_error(e),
+            Fail::Changed => StoreError::Unavailable("tasks kept changing under a write; retry".into()),
         }
     }
 }
@@ -265,6 +269,13 @@ impl PgStore {
         schema::migrate(&pg_config(config)?, &config.schema, allow_destructive).await
     }
 
+    /// Drops the schema and everything in it. For benchmarks and tests that made a schema of
+    /// their own; nothing in the server calls it.
+    pub async fn drop_schema(config: &PgConfig) -> Result<()> {
+        valid_schema(&config.schema)?;
+        schema::drop(&pg_config(config)?, &config.schema).await
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => db_error(e),
@@ -309,7 +320,7 @@ macro_rules! transaction {
                     store.topics.announce(touched.0);
                     break Ok(value);
                 }
-                Err(e) if e.retryable() && tries < 8 => {
+                Err(e) if e.retryable() && tries < 20 => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(u64::from(tries))).await;
                 }

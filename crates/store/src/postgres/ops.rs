@@ -10,7 +10,7 @@ use taskwarden_core::{Cancellation, LeaseToken, RetryRequest, Task, TaskId, Task
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::rows::{self, Tx, execute, load, lock, lock_many, query, query_opt, uuid};
+use super::rows::{self, Tx, execute, load, lock, query, query_opt, uuid};
 use super::{PgResult, Shared, Touched, workflows};
 use crate::StoreError;
 use crate::params::*;
@@ -25,6 +25,46 @@ pub(crate) async fn save(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, tasks: 
     for task in tasks.iter().filter(|t| t.workflow_id.is_some() && t.state.is_terminal()) {
         workflows::on_finished(tx, st, shared, task).await?;
     }
+    Ok(())
+}
+
+/// Tasks by id, read without locks, with their row versions.
+async fn versioned(tx: &Tx<'_>, ids: &[TaskId]) -> PgResult<(HashMap<TaskId, Task>, HashMap<TaskId, i64>)> {
+    let mut tasks = HashMap::with_capacity(ids.len());
+    let mut versions = HashMap::with_capacity(ids.len());
+    for (task, version) in rows::load_versioned(tx, ids).await? {
+        versions.insert(task.id, version);
+        tasks.insert(task.id, task);
+    }
+    Ok((tasks, versions))
+}
+
+/// Like [`save`], for tasks read by [`versioned`]: the write fails (and the transaction runs
+/// again) if any of them changed meanwhile.
+async fn save_unchanged(
+    tx: &Tx<'_>,
+    st: &mut Touched,
+    shared: &Shared,
+    tasks: &[Task],
+    versions: &HashMap<TaskId, i64>,
+) -> PgResult<()> {
+    let changed: Vec<(&Task, i64)> = tasks.iter().map(|t| (t, versions[&t.id])).collect();
+    rows::update_unchanged(tx, &changed).await?;
+    for task in tasks {
+        st.touch_for(task);
+    }
+    for task in tasks.iter().filter(|t| t.workflow_id.is_some() && t.state.is_terminal()) {
+        workflows::on_finished(tx, st, shared, task).await?;
+    }
+    Ok(())
+}
+
+/// Lets this transaction commit without waiting for its WAL to reach disk. Only for leases and
+/// heartbeats: if the database crashes and forgets one, the task is simply leased again (execution
+/// is at-least-once anyway, and the forgotten lease's report is refused by fencing). Submits and
+/// completions always wait for the disk.
+async fn relaxed_commit(tx: &Tx<'_>) -> PgResult<()> {
+    tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await?;
     Ok(())
 }
 
@@ -151,6 +191,7 @@ pub(crate) async fn fetch(
     p: &FetchTasks,
     now: Timestamp,
 ) -> PgResult<Vec<Task>> {
+    relaxed_commit(tx).await?;
     let mut queues = p.queues.clone();
     queues.sort();
     queues.dedup();
@@ -194,9 +235,10 @@ pub(crate) async fn heartbeat(
     shared: &Shared,
     p: &Heartbeat,
 ) -> PgResult<Vec<LeaseStatus>> {
+    relaxed_commit(tx).await?;
     execute(tx, "UPDATE workers SET last_seen_at = $2 WHERE id = $1", &[&p.worker_id, &p.now.as_micros()]).await?;
     let ids: Vec<TaskId> = p.leases.iter().map(|h| h.task_id).collect();
-    let mut found: HashMap<TaskId, Task> = lock_many(tx, &ids).await?.into_iter().map(|t| (t.id, t)).collect();
+    let (mut found, versions) = versioned(tx, &ids).await?;
     let mut changed: Vec<TaskId> = Vec::new();
     let mut out = Vec::with_capacity(p.leases.len());
     for held in &p.leases {
@@ -236,7 +278,7 @@ pub(crate) async fn heartbeat(
         });
     }
     let changed: Vec<Task> = changed.iter().filter_map(|id| found.remove(id)).collect();
-    save(tx, st, shared, &changed).await?;
+    save_unchanged(tx, st, shared, &changed, &versions).await?;
     Ok(out)
 }
 
@@ -247,7 +289,7 @@ pub(crate) async fn report(
     p: &ReportOutcomes,
 ) -> PgResult<Vec<crate::Result<Task>>> {
     let ids: Vec<TaskId> = p.reports.iter().map(|r| r.task_id).collect();
-    let mut found: HashMap<TaskId, Task> = lock_many(tx, &ids).await?.into_iter().map(|t| (t.id, t)).collect();
+    let (mut found, versions) = versioned(tx, &ids).await?;
     let mut changed: Vec<TaskId> = Vec::new();
     let mut out = Vec::with_capacity(p.reports.len());
     for r in &p.reports {
@@ -284,7 +326,7 @@ pub(crate) async fn report(
         }
     }
     let changed: Vec<Task> = changed.iter().filter_map(|id| found.remove(id)).collect();
-    save(tx, st, shared, &changed).await?;
+    save_unchanged(tx, st, shared, &changed, &versions).await?;
     Ok(out)
 }
 

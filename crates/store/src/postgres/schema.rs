@@ -210,3 +210,8 @@ pub(crate) async fn check(pg: &tokio_postgres::Config, schema: &str) -> Result<(
         ))),
     }
 }
+
+pub(crate) async fn drop(pg: &tokio_postgres::Config, schema: &str) -> Result<()> {
+    let client = connect(pg).await?;
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.map_err(db_error)
+}
