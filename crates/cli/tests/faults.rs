@@ -206,7 +206,7 @@ async fn a_task_running_when_server_and_worker_are_both_killed_runs_again_after_
 
     let _second = WorkerProcess::start(&server.url, "both", &[]);
     let done = client.wait(id, Duration::from_secs(30)).await.unwrap();
-    assert_eq!(done.state, TaskState::Succeeded);
+    assert_eq!(done.state, TaskState::Succeeded, "{:?}", done.history);
     let outcomes: Vec<_> = done.history.iter().map(|a| a.outcome).collect();
     assert_eq!(
         outcomes,

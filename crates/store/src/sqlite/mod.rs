@@ -110,6 +110,9 @@ impl SqliteStore {
         }
         let mut conn = open(&config.path).map_err(internal)?;
         schema::migrate(&mut conn).map_err(internal)?;
+        // The embedded store belongs to one server process at a time: a lease (the leader lease)
+        // held by an earlier process died with it, so the new one need not wait it out.
+        conn.execute("DELETE FROM leases", []).map_err(internal)?;
         let readers = (0..config.readers.max(1)).map(|_| open(&config.path)).collect::<rusqlite::Result<Vec<_>>>();
         // The log the writer syncs by hand. It exists once a connection has used the database
         // (the migration above did) and keeps its inode while any connection is open.
