@@ -18,8 +18,10 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::id::LeaseToken;
+use crate::protocol::{HeldLease, ItemStatus, LeaseStatus, Outcome};
 use crate::task::{Attempt, AttemptOutcome, Lease, Progress, Task, TaskState};
 use crate::time::Timestamp;
+use crate::validate::truncate_error;
 
 /// Why a transition was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -217,6 +219,56 @@ impl Task {
         let attempt = self.end_attempt(AttemptOutcome::Cancelled, None, now);
         self.finish(TaskState::Cancelled, now);
         Ok(attempt)
+    }
+
+    /// Applies a worker's report of how its attempt ended: the transition the outcome names, with
+    /// a failure's error cut to the stored limit. Refused (the task untouched) unless `token` is
+    /// the current lease.
+    pub fn apply_report(
+        &mut self,
+        token: LeaseToken,
+        outcome: Outcome,
+        now: Timestamp,
+        random: f64,
+    ) -> Result<Attempt, TransitionError> {
+        match outcome {
+            Outcome::Succeeded { result } => self.succeed(token, result, now),
+            Outcome::Failed { error, retry_after_ms, permanent } => {
+                let retry = match (permanent, retry_after_ms) {
+                    (true, _) => RetryRequest::Never,
+                    (false, Some(ms)) => RetryRequest::After(Duration::from_millis(ms)),
+                    (false, None) => RetryRequest::Backoff,
+                };
+                self.fail(token, truncate_error(error), retry, now, random)
+            }
+            Outcome::Cancelled => self.acknowledge_cancel(token, now),
+            Outcome::Released => self.release(token, now),
+        }
+    }
+
+    /// A worker's heartbeat for one lease it holds, with its progress: extends the lease and
+    /// answers what the worker is told. The task changed only when the answer is `Ok`.
+    pub fn beat(&mut self, held: &HeldLease, now: Timestamp) -> LeaseStatus {
+        let beat = self.heartbeat(held.lease, now).and_then(|cancel| {
+            if let Some(progress) = held.progress.clone() {
+                self.report_progress(held.lease, progress, now)?;
+            }
+            Ok(cancel)
+        });
+        match beat {
+            Ok(cancel_requested) => LeaseStatus {
+                task_id: self.id,
+                status: ItemStatus::Ok,
+                cancel_requested,
+                lease_expires_at: self.lease.as_ref().map(|l| l.expires_at),
+            },
+            Err(_) => LeaseStatus {
+                task_id: self.id,
+                status: ItemStatus::LeaseLost,
+                cancel_requested: self.cancel_requested,
+                lease_expires_at: None,
+            },
+        }
     }
 
     /// Running → ready: the worker gives the task back unfinished (it is shutting down). The

@@ -266,6 +266,13 @@ pub struct LeaseStatus {
     pub lease_expires_at: Option<Timestamp>,
 }
 
+impl LeaseStatus {
+    /// The answer for a lease on a task that does not exist.
+    pub fn not_found(task_id: TaskId) -> LeaseStatus {
+        LeaseStatus { task_id, status: ItemStatus::NotFound, cancel_requested: false, lease_expires_at: None }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkerHeartbeatResponse {
     pub leases: Vec<LeaseStatus>,

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::backoff::Backoff;
 use crate::protocol::SubmitTask;
-use crate::task::NewTask;
+use crate::task::{NewTask, Task, TaskState};
 use crate::time::{Timestamp, duration_ms};
 use crate::validate::{Limits, ValidationError, check_name};
 
@@ -60,6 +60,98 @@ pub fn quorum(
         QuorumOutcome::Lost
     } else {
         QuorumOutcome::Open
+    }
+}
+
+/// A workflow's counts, with the task that just finished already counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tally {
+    pub total: u32,
+    pub succeeded: u32,
+    /// Failures the workflow's own policy sees.
+    pub failed: u32,
+    /// Failures a fan-out's own policy dealt with (collected, or outvoted by a quorum).
+    pub handled: u32,
+}
+
+/// What a workflow does after one of its tasks finished.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkflowStep {
+    /// Whether the task counts as done for its children. A fail-fast workflow holds them back
+    /// after a failure; every other case lets them go on.
+    pub release_children: bool,
+    /// The outcome, once decided, with the reason when it is a failure.
+    pub decided: Option<(WorkflowState, Option<String>)>,
+}
+
+/// What a fan-out with a policy of its own does after one of its members finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FanOutStep {
+    /// Not decided yet: the join waits for the rest.
+    Wait,
+    /// A quorum was reached: the join runs now and the unfinished members are cancelled.
+    ReleaseJoin,
+    /// The fan-out failed: the join and the unfinished members are cancelled.
+    CancelJoin,
+}
+
+impl FailurePolicy {
+    /// Whether a fan-out with this policy deals with its members' failures itself, so the
+    /// workflow's own policy never sees them. Every policy but fail-fast does.
+    pub fn handles_failures(self) -> bool {
+        self != FailurePolicy::FailFast
+    }
+
+    /// A fan-out's step once a member (`member_ok`: it succeeded) has been counted.
+    pub fn fan_out_step(self, member_ok: bool, total: u32, succeeded: u32, failed: u32) -> FanOutStep {
+        match self {
+            FailurePolicy::FailFast if !member_ok => FanOutStep::CancelJoin,
+            FailurePolicy::FailFast | FailurePolicy::Collect => FanOutStep::Wait,
+            FailurePolicy::Quorum { min_successes, fraction } => {
+                match quorum(min_successes, fraction, total, succeeded, failed) {
+                    QuorumOutcome::Reached => FanOutStep::ReleaseJoin,
+                    QuorumOutcome::Lost => FanOutStep::CancelJoin,
+                    QuorumOutcome::Open => FanOutStep::Wait,
+                }
+            }
+        }
+    }
+
+    /// A workflow's step once `task` (now terminal) has been counted in `tally`; `handled` when a
+    /// fan-out's own policy dealt with its failure.
+    pub fn workflow_step(self, task: &Task, handled: bool, tally: Tally) -> WorkflowStep {
+        let failed_here = task.state != TaskState::Succeeded && !handled;
+        let Tally { total, succeeded, failed, handled: handled_count } = tally;
+        let decided = match self {
+            FailurePolicy::FailFast if failed_here => {
+                let why = format!(
+                    "task {} ({}) {}{}",
+                    task.node.as_deref().unwrap_or("?"),
+                    task.id,
+                    task.state,
+                    task.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+                );
+                Some((WorkflowState::Failed, Some(why)))
+            }
+            FailurePolicy::Quorum { min_successes, fraction } => {
+                match quorum(min_successes, fraction, total, succeeded, failed) {
+                    QuorumOutcome::Reached => Some((WorkflowState::Succeeded, None)),
+                    QuorumOutcome::Lost => {
+                        Some((WorkflowState::Failed, Some(format!("quorum lost: {failed} of {total} tasks failed"))))
+                    }
+                    QuorumOutcome::Open => None,
+                }
+            }
+            _ if succeeded + failed + handled_count == total => {
+                if failed == 0 || self == FailurePolicy::Collect {
+                    Some((WorkflowState::Succeeded, None))
+                } else {
+                    Some((WorkflowState::Failed, Some(format!("{failed} of {total} tasks failed"))))
+                }
+            }
+            _ => None,
+        };
+        WorkflowStep { release_children: !failed_here || self != FailurePolicy::FailFast, decided }
     }
 }
 
@@ -436,6 +528,32 @@ pub struct Workflow {
     /// What parallel execution bought (filled in by `get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speedup: Option<SpeedupReport>,
+}
+
+impl Workflow {
+    /// A workflow just stored from `plan`: running, nothing finished yet. `nodes` are its tasks
+    /// as stored, in the plan's order.
+    pub fn started(id: crate::id::TaskId, plan: &WorkflowPlan, tasks: &[Task], now: Timestamp) -> Workflow {
+        let nodes: Vec<WorkflowNode> = tasks
+            .iter()
+            .map(|t| WorkflowNode { node: t.node.clone().unwrap_or_default(), task_id: t.id, state: t.state })
+            .collect();
+        Workflow {
+            id,
+            name: plan.name.clone(),
+            failure_policy: plan.failure_policy,
+            state: WorkflowState::Running,
+            total: nodes.len() as u32,
+            succeeded: 0,
+            failed: 0,
+            result: None,
+            error: None,
+            created_at: now,
+            finished_at: None,
+            nodes,
+            speedup: None,
+        }
+    }
 }
 
 /// A parent's outcome, as its child reads it.

@@ -172,3 +172,53 @@ fn a_quorum_is_reached_lost_or_still_open() {
     assert_eq!(quorum(None, Some(0.5), 5, 3, 0), QuorumOutcome::Reached, "half of 5 rounds up to 3");
     assert_eq!(quorum(None, Some(0.5), 5, 2, 0), QuorumOutcome::Open);
 }
+
+/// A finished workflow task in `state`, as a store hands it to the policy.
+fn finished(state: crate::TaskState) -> Task {
+    let spec = plan(vec![node("b", &[])]).unwrap().nodes.remove(0).task;
+    let id = crate::IdGenerator::new().next(at(0), 1);
+    let mut task = Task::new_node(id, spec, id, "b".into(), 0, at(0));
+    task.state = state;
+    task.error = (state != crate::TaskState::Succeeded).then(|| "boom".into());
+    task
+}
+
+#[test]
+fn fail_fast_holds_children_back_and_fails_on_the_first_failure() {
+    let tally = Tally { total: 3, succeeded: 0, failed: 1, handled: 0 };
+    let step = FailurePolicy::FailFast.workflow_step(&finished(crate::TaskState::Failed), false, tally);
+    assert!(!step.release_children);
+    let (state, why) = step.decided.unwrap();
+    assert_eq!(state, WorkflowState::Failed);
+    assert!(why.unwrap().contains("task b"), "the reason names the node");
+    // A failure a fan-out dealt with is not the workflow's failure.
+    let handled = Tally { total: 3, succeeded: 0, failed: 0, handled: 1 };
+    let step = FailurePolicy::FailFast.workflow_step(&finished(crate::TaskState::Failed), true, handled);
+    assert_eq!(step, WorkflowStep { release_children: true, decided: None });
+}
+
+#[test]
+fn collect_and_quorum_decide_when_the_counts_say_so() {
+    let ok = finished(crate::TaskState::Succeeded);
+    let last = Tally { total: 3, succeeded: 2, failed: 1, handled: 0 };
+    assert_eq!(FailurePolicy::Collect.workflow_step(&ok, false, last).decided, Some((WorkflowState::Succeeded, None)));
+    let step = FailurePolicy::Quorum { min_successes: Some(2), fraction: None }.workflow_step(
+        &ok,
+        false,
+        Tally { total: 5, succeeded: 2, failed: 0, handled: 0 },
+    );
+    assert_eq!(step, WorkflowStep { release_children: true, decided: Some((WorkflowState::Succeeded, None)) });
+    let open = Tally { total: 3, succeeded: 1, failed: 0, handled: 0 };
+    assert_eq!(FailurePolicy::Collect.workflow_step(&ok, false, open).decided, None);
+}
+
+#[test]
+fn a_fan_out_waits_releases_or_cancels_its_join() {
+    let quorum = FailurePolicy::Quorum { min_successes: Some(2), fraction: None };
+    assert_eq!(quorum.fan_out_step(true, 4, 1, 0), FanOutStep::Wait);
+    assert_eq!(quorum.fan_out_step(true, 4, 2, 0), FanOutStep::ReleaseJoin);
+    assert_eq!(quorum.fan_out_step(false, 4, 0, 3), FanOutStep::CancelJoin);
+    assert_eq!(FailurePolicy::FailFast.fan_out_step(false, 4, 0, 1), FanOutStep::CancelJoin);
+    assert_eq!(FailurePolicy::Collect.fan_out_step(false, 4, 0, 4), FanOutStep::Wait);
+    assert!(FailurePolicy::Collect.handles_failures() && !FailurePolicy::FailFast.handles_failures());
+}

@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
-use taskwarden_core::protocol::{ItemStatus, LeaseStatus, Outcome, WorkerInfo};
-use taskwarden_core::validate::truncate_error;
-use taskwarden_core::{Cancellation, LeaseToken, RetryRequest, Task, TaskId, TaskState, Timestamp};
+use taskwarden_core::protocol::{ItemStatus, LeaseStatus, WorkerInfo};
+use taskwarden_core::{Cancellation, LeaseToken, Task, TaskId, TaskState, Timestamp};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -18,7 +17,11 @@ use crate::params::*;
 /// Writes tasks back after their transitions and notes the topics they touch; workflow tasks
 /// that finished then move their workflows on (which sees them already written).
 pub(crate) async fn save(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, tasks: &[Task]) -> PgResult<()> {
-    rows::update(tx, tasks).await?;
+    rows::update(tx, tasks, None).await?;
+    after_write(tx, st, shared, tasks).await
+}
+
+async fn after_write(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, tasks: &[Task]) -> PgResult<()> {
     for task in tasks {
         st.touch_for(task);
     }
@@ -48,15 +51,9 @@ async fn save_unchanged(
     tasks: &[Task],
     versions: &HashMap<TaskId, i64>,
 ) -> PgResult<()> {
-    let changed: Vec<(&Task, i64)> = tasks.iter().map(|t| (t, versions[&t.id])).collect();
-    rows::update_unchanged(tx, &changed).await?;
-    for task in tasks {
-        st.touch_for(task);
-    }
-    for task in tasks.iter().filter(|t| t.workflow_id.is_some() && t.state.is_terminal()) {
-        workflows::on_finished(tx, st, shared, task).await?;
-    }
-    Ok(())
+    let versions: Vec<i64> = tasks.iter().map(|t| versions[&t.id]).collect();
+    rows::update(tx, tasks, Some(&versions)).await?;
+    after_write(tx, st, shared, tasks).await
 }
 
 /// Lets this transaction commit without waiting for its WAL to reach disk. Only for leases and
@@ -243,39 +240,14 @@ pub(crate) async fn heartbeat(
     let mut out = Vec::with_capacity(p.leases.len());
     for held in &p.leases {
         let Some(task) = found.get_mut(&held.task_id) else {
-            out.push(LeaseStatus {
-                task_id: held.task_id,
-                status: ItemStatus::NotFound,
-                cancel_requested: false,
-                lease_expires_at: None,
-            });
+            out.push(LeaseStatus::not_found(held.task_id));
             continue;
         };
-        let beat = task.heartbeat(held.lease, p.now).and_then(|cancel| {
-            if let Some(progress) = held.progress.clone() {
-                task.report_progress(held.lease, progress, p.now)?;
-            }
-            Ok(cancel)
-        });
-        out.push(match beat {
-            Ok(cancel_requested) => {
-                if !changed.contains(&task.id) {
-                    changed.push(task.id);
-                }
-                LeaseStatus {
-                    task_id: task.id,
-                    status: ItemStatus::Ok,
-                    cancel_requested,
-                    lease_expires_at: task.lease.as_ref().map(|l| l.expires_at),
-                }
-            }
-            Err(_) => LeaseStatus {
-                task_id: task.id,
-                status: ItemStatus::LeaseLost,
-                cancel_requested: task.cancel_requested,
-                lease_expires_at: None,
-            },
-        });
+        let status = task.beat(held, p.now);
+        if status.status == ItemStatus::Ok && !changed.contains(&task.id) {
+            changed.push(task.id);
+        }
+        out.push(status);
     }
     let changed: Vec<Task> = changed.iter().filter_map(|id| found.remove(id)).collect();
     save_unchanged(tx, st, shared, &changed, &versions).await?;
@@ -297,20 +269,7 @@ pub(crate) async fn report(
             out.push(Err(StoreError::NotFound));
             continue;
         };
-        let random: f64 = shared.random();
-        let attempt = match &r.outcome {
-            Outcome::Succeeded { result } => task.succeed(r.lease, result.clone(), p.now),
-            Outcome::Failed { error, retry_after_ms, permanent } => {
-                let retry = match (permanent, retry_after_ms) {
-                    (true, _) => RetryRequest::Never,
-                    (false, Some(ms)) => RetryRequest::After(std::time::Duration::from_millis(*ms)),
-                    (false, None) => RetryRequest::Backoff,
-                };
-                task.fail(r.lease, truncate_error(error.clone()), retry, p.now, random)
-            }
-            Outcome::Cancelled => task.acknowledge_cancel(r.lease, p.now),
-            Outcome::Released => task.release(r.lease, p.now),
-        };
+        let attempt = task.apply_report(r.lease, r.outcome.clone(), p.now, shared.random());
         match attempt {
             // The transition recorded the attempt in the task's history.
             Ok(_) => {

@@ -97,41 +97,6 @@ pub(crate) async fn load_versioned(tx: &Tx<'_>, ids: &[TaskId]) -> PgResult<Vec<
     found.iter().map(|r| Ok((from_doc(r.get(0))?, r.get(1)))).collect()
 }
 
-/// Writes tasks back only if no one changed their rows since [`load_versioned`] read them; if
-/// anyone did, fails with a conflict that reruns the whole transaction.
-pub(crate) async fn update_unchanged(tx: &Tx<'_>, changed: &[(&Task, i64)]) -> PgResult<()> {
-    if changed.is_empty() {
-        return Ok(());
-    }
-    let c = Columns::of(changed.iter().map(|(t, _)| *t));
-    let versions: Vec<i64> = changed.iter().map(|(_, v)| *v).collect();
-    let written = execute(
-        tx,
-        "UPDATE tasks SET state = u.state, run_at = u.run_at, lease_expires_at = u.lx, lease_worker = u.lw, \
-         finished_at = u.fin, workflow_id = u.wf, node = u.node, doc = u.doc \
-         FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], $7::uuid[], \
-         $8::text[], $9::text[], $10::int8[]) AS u(id, state, run_at, lx, lw, fin, wf, node, doc, version) \
-         WHERE tasks.id = u.id AND tasks.xmin::text::int8 = u.version",
-        &[
-            &c.id,
-            &c.state,
-            &c.run_at,
-            &c.lease_expires_at,
-            &c.lease_worker,
-            &c.finished_at,
-            &c.workflow_id,
-            &c.node,
-            &c.doc,
-            &versions,
-        ],
-    )
-    .await?;
-    if written as usize != changed.len() {
-        return Err(super::Fail::Changed);
-    }
-    Ok(())
-}
-
 /// The columns copied out of a task, as arrays for one `unnest` statement.
 #[derive(Default)]
 struct Columns {
@@ -206,30 +171,46 @@ pub(crate) async fn insert(tx: &Tx<'_>, new: &[Task]) -> PgResult<()> {
     Ok(())
 }
 
-/// Writes changed tasks back in one statement.
-pub(crate) async fn update<'t>(tx: &Tx<'_>, changed: impl IntoIterator<Item = &'t Task>) -> PgResult<()> {
+/// Writes changed tasks back in one statement. With `versions` (one per task, from
+/// [`load_versioned`]), writes only rows no one changed since they were read, and fails with a
+/// conflict that reruns the whole transaction if any was.
+pub(crate) async fn update<'t>(
+    tx: &Tx<'_>,
+    changed: impl IntoIterator<Item = &'t Task>,
+    versions: Option<&[i64]>,
+) -> PgResult<()> {
     let c = Columns::of(changed);
     if c.id.is_empty() {
         return Ok(());
     }
-    execute(
-        tx,
+    let (version_array, version_column, unchanged) = match versions {
+        Some(_) => (", $10::int8[]", ", version", " AND tasks.xmin::text::int8 = u.version"),
+        None => ("", "", ""),
+    };
+    let sql = format!(
         "UPDATE tasks SET state = u.state, run_at = u.run_at, lease_expires_at = u.lx, lease_worker = u.lw, \
          finished_at = u.fin, workflow_id = u.wf, node = u.node, doc = u.doc \
          FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], $7::uuid[], \
-         $8::text[], $9::text[]) AS u(id, state, run_at, lx, lw, fin, wf, node, doc) WHERE tasks.id = u.id",
-        &[
-            &c.id,
-            &c.state,
-            &c.run_at,
-            &c.lease_expires_at,
-            &c.lease_worker,
-            &c.finished_at,
-            &c.workflow_id,
-            &c.node,
-            &c.doc,
-        ],
-    )
-    .await?;
+         $8::text[], $9::text[]{version_array}) AS u(id, state, run_at, lx, lw, fin, wf, node, doc{version_column}) \
+         WHERE tasks.id = u.id{unchanged}"
+    );
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &c.id,
+        &c.state,
+        &c.run_at,
+        &c.lease_expires_at,
+        &c.lease_worker,
+        &c.finished_at,
+        &c.workflow_id,
+        &c.node,
+        &c.doc,
+    ];
+    if let Some(versions) = &versions {
+        params.push(versions);
+    }
+    let written = execute(tx, &sql, &params).await?;
+    if versions.is_some() && written as usize != c.id.len() {
+        return Err(super::Fail::Changed);
+    }
     Ok(())
 }

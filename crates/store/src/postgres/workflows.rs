@@ -8,7 +8,7 @@ use std::pin::Pin;
 use deadpool_postgres::GenericClient;
 use serde_json::value::RawValue;
 use taskwarden_core::workflow::{
-    FailurePolicy, FanOut, NodeTiming, ParentResult, QuorumOutcome, Workflow, WorkflowNode, WorkflowState, quorum,
+    FailurePolicy, FanOut, FanOutStep, NodeTiming, ParentResult, Tally, Workflow, WorkflowNode, WorkflowState,
     speedup_report,
 };
 use taskwarden_core::{Task, TaskId, TaskState, Timestamp};
@@ -62,25 +62,7 @@ pub(crate) async fn submit(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &S
     }
     rows::insert(tx, &tasks).await?;
     insert_edges(tx, &parents, &children).await?;
-    let nodes = tasks
-        .iter()
-        .map(|t| WorkflowNode { node: t.node.clone().unwrap_or_default(), task_id: t.id, state: t.state })
-        .collect::<Vec<_>>();
-    Ok(Workflow {
-        id,
-        name: plan.name.clone(),
-        failure_policy: plan.failure_policy,
-        state: WorkflowState::Running,
-        total: nodes.len() as u32,
-        succeeded: 0,
-        failed: 0,
-        result: None,
-        error: None,
-        created_at: p.now,
-        finished_at: None,
-        nodes,
-        speedup: None,
-    })
+    Ok(Workflow::started(id, plan, &tasks, p.now))
 }
 
 /// Adds a fan-out under a running task. See [`crate::Store::fan_out`].
@@ -139,7 +121,7 @@ pub(crate) async fn fan_out(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &
             .await?;
             parent.workflow_id = Some(wf);
             parent.node = Some(prefix.clone());
-            rows::update(tx, [&parent]).await?;
+            rows::update(tx, [&parent], None).await?;
             wf
         }
     };
@@ -182,7 +164,7 @@ pub(crate) fn on_finished<'a>(
         let now = task.finished_at.unwrap_or(task.updated_at);
         let ok = task.state == TaskState::Succeeded;
         // A member of a fan-out with its own policy: that policy deals with its failures first.
-        let handled = fan_out_member_finished(tx, st, shared, task, now).await? && !ok;
+        let handled = fan_out_member_finished(tx, st, shared, task, now).await?;
         // Counting locks the workflow's row until commit: one finishing task at a time decides.
         let row = query_opt(
             tx,
@@ -194,44 +176,15 @@ pub(crate) fn on_finished<'a>(
         .ok_or(StoreError::NotFound)?;
         let policy: FailurePolicy = json(row.get(0))?;
         let state: WorkflowState = parse(row.get(1))?;
-        let [total, succeeded, failed, handled_count] = [2, 3, 4, 5].map(|i| row.get::<_, i32>(i) as u32);
         if state.is_terminal() {
             return Ok(()); // decided already (a fail-fast or a cancel is winding the rest down)
         }
-        let failed_here = !ok && !handled;
-        if !failed_here || policy != FailurePolicy::FailFast {
+        let [total, succeeded, failed, handled_count] = [2, 3, 4, 5].map(|i| row.get::<_, i32>(i) as u32);
+        let step = policy.workflow_step(task, handled, Tally { total, succeeded, failed, handled: handled_count });
+        if step.release_children {
             release_children(tx, st, task.id, now).await?;
         }
-        let decided = match policy {
-            FailurePolicy::FailFast if failed_here => {
-                let why = format!(
-                    "task {} ({}) {}{}",
-                    task.node.as_deref().unwrap_or("?"),
-                    task.id,
-                    task.state,
-                    task.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
-                );
-                Some((WorkflowState::Failed, Some(why)))
-            }
-            FailurePolicy::Quorum { min_successes, fraction } => {
-                match quorum(min_successes, fraction, total, succeeded, failed) {
-                    QuorumOutcome::Reached => Some((WorkflowState::Succeeded, None)),
-                    QuorumOutcome::Lost => {
-                        Some((WorkflowState::Failed, Some(format!("quorum lost: {failed} of {total} tasks failed"))))
-                    }
-                    QuorumOutcome::Open => None,
-                }
-            }
-            _ if succeeded + failed + handled_count == total => {
-                if failed == 0 || policy == FailurePolicy::Collect {
-                    Some((WorkflowState::Succeeded, None))
-                } else {
-                    Some((WorkflowState::Failed, Some(format!("{failed} of {total} tasks failed"))))
-                }
-            }
-            _ => None,
-        };
-        if let Some((state, error)) = decided {
+        if let Some((state, error)) = step.decided {
             finish(tx, st, shared, wf, state, error, now).await?;
         }
         Ok(())
@@ -239,7 +192,7 @@ pub(crate) fn on_finished<'a>(
 }
 
 /// If `task` is a member of a fan-out with its own policy, counts it there and applies the
-/// policy. Returns whether the policy dealt with the task's failure.
+/// policy. Returns whether the policy dealt with the task's failure (false for a success).
 async fn fan_out_member_finished(
     tx: &Tx<'_>,
     st: &mut Touched,
@@ -259,27 +212,21 @@ async fn fan_out_member_finished(
     let Some(row) = found.first() else { return Ok(false) };
     let join = rows::task_id(row.get(0));
     if row.get::<_, bool>(5) {
-        return Ok(true); // wound down by the fan-out's decision (a cancelled sibling, say)
+        return Ok(!ok); // wound down by the fan-out's decision (a cancelled sibling, say)
     }
     let policy: FailurePolicy = json(row.get(1))?;
     let [total, succeeded, failed] = [2, 3, 4].map(|i| row.get::<_, i32>(i) as u32);
-    let (release_join, cancel_join) = match policy {
-        FailurePolicy::FailFast => (false, !ok),
-        FailurePolicy::Collect => (false, false),
-        FailurePolicy::Quorum { min_successes, fraction } => {
-            let outcome = quorum(min_successes, fraction, total, succeeded, failed);
-            (outcome == QuorumOutcome::Reached, outcome == QuorumOutcome::Lost)
-        }
-    };
-    if !(release_join || cancel_join) {
-        return Ok(policy != FailurePolicy::FailFast);
+    let handled = !ok && policy.handles_failures();
+    let step = policy.fan_out_step(ok, total, succeeded, failed);
+    if step == FanOutStep::Wait {
+        return Ok(handled);
     }
     execute(tx, "UPDATE fanouts SET decided = true WHERE join_id = $1", &[&uuid(join)]).await?;
     let mut join_task = lock(tx, join).await?;
-    if release_join {
+    if step == FanOutStep::ReleaseJoin {
         execute(tx, "UPDATE tasks SET pending_parents = 0 WHERE id = $1", &[&uuid(join)]).await?;
         if join_task.dependencies_met(now).is_ok() {
-            rows::update(tx, [&join_task]).await?;
+            rows::update(tx, [&join_task], None).await?;
             st.touch_for(&join_task);
         }
     } else if join_task.cancel(now).is_ok() {
@@ -297,7 +244,7 @@ async fn fan_out_member_finished(
         }
     }
     save(tx, st, shared, &cancelled).await?;
-    Ok(!ok && policy != FailurePolicy::FailFast)
+    Ok(handled)
 }
 
 /// Counts one finished parent for each child; a child with none left becomes ready.
@@ -319,7 +266,7 @@ async fn release_children(tx: &Tx<'_>, st: &mut Touched, parent: TaskId, now: Ti
             ready.push(task);
         }
     }
-    rows::update(tx, &ready).await
+    rows::update(tx, &ready, None).await
 }
 
 /// Records the workflow's outcome and cancels what has not finished.

@@ -4,9 +4,8 @@
 
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
-use taskwarden_core::protocol::{ItemStatus, LeaseStatus, Outcome, WorkerInfo};
-use taskwarden_core::validate::truncate_error;
-use taskwarden_core::{Attempt, Cancellation, LeaseToken, RetryRequest, Task, TaskId, TaskState, Timestamp};
+use taskwarden_core::protocol::{ItemStatus, LeaseStatus, WorkerInfo};
+use taskwarden_core::{Attempt, Cancellation, LeaseToken, Task, TaskId, TaskState, Timestamp};
 
 use super::internal;
 use super::rows::{TASK_COLUMNS, insert_attempt, insert_task, load_task, save_task, task_from_row};
@@ -136,37 +135,13 @@ pub(crate) fn heartbeat(conn: &Connection, st: &mut WriterState, p: Heartbeat) -
     let mut out = Vec::with_capacity(p.leases.len());
     for held in p.leases {
         let Some(mut task) = load_task(conn, held.task_id).map_err(internal)? else {
-            out.push(LeaseStatus {
-                task_id: held.task_id,
-                status: ItemStatus::NotFound,
-                cancel_requested: false,
-                lease_expires_at: None,
-            });
+            out.push(LeaseStatus::not_found(held.task_id));
             continue;
         };
-        let beat = task.heartbeat(held.lease, p.now).and_then(|cancel| {
-            if let Some(progress) = held.progress {
-                task.report_progress(held.lease, progress, p.now)?;
-            }
-            Ok(cancel)
-        });
-        let status = match beat {
-            Ok(cancel_requested) => {
-                save(conn, st, &task, None)?;
-                LeaseStatus {
-                    task_id: task.id,
-                    status: ItemStatus::Ok,
-                    cancel_requested,
-                    lease_expires_at: task.lease.as_ref().map(|l| l.expires_at),
-                }
-            }
-            Err(_) => LeaseStatus {
-                task_id: task.id,
-                status: ItemStatus::LeaseLost,
-                cancel_requested: task.cancel_requested,
-                lease_expires_at: None,
-            },
-        };
+        let status = task.beat(&held, p.now);
+        if status.status == ItemStatus::Ok {
+            save(conn, st, &task, None)?;
+        }
         out.push(status);
     }
     Ok(out)
@@ -180,20 +155,7 @@ pub(crate) fn report(conn: &Connection, st: &mut WriterState, p: ReportOutcomes)
             out.push(Err(StoreError::NotFound));
             continue;
         };
-        let random: f64 = st.rng.random();
-        let attempt = match r.outcome {
-            Outcome::Succeeded { result } => task.succeed(r.lease, result, p.now),
-            Outcome::Failed { error, retry_after_ms, permanent } => {
-                let retry = match (permanent, retry_after_ms) {
-                    (true, _) => RetryRequest::Never,
-                    (false, Some(ms)) => RetryRequest::After(std::time::Duration::from_millis(ms)),
-                    (false, None) => RetryRequest::Backoff,
-                };
-                task.fail(r.lease, truncate_error(error), retry, p.now, random)
-            }
-            Outcome::Cancelled => task.acknowledge_cancel(r.lease, p.now),
-            Outcome::Released => task.release(r.lease, p.now),
-        };
+        let attempt = task.apply_report(r.lease, r.outcome, p.now, st.rng.random());
         match attempt {
             Ok(attempt) => {
                 save(conn, st, &task, Some(&attempt))?;

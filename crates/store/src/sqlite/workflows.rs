@@ -8,7 +8,7 @@ use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 use taskwarden_core::workflow::{
-    FailurePolicy, FanOut, NodeTiming, ParentResult, QuorumOutcome, Workflow, WorkflowNode, WorkflowState, quorum,
+    FailurePolicy, FanOut, FanOutStep, NodeTiming, ParentResult, Tally, Workflow, WorkflowNode, WorkflowState,
     speedup_report,
 };
 use taskwarden_core::{Task, TaskId, TaskState, Timestamp};
@@ -26,7 +26,7 @@ fn bad(e: impl std::fmt::Display) -> StoreError {
 
 pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitWorkflow) -> Result<Workflow> {
     st.observe(p.now);
-    let plan = p.plan;
+    let mut plan = p.plan;
     let id = st.ids.next(p.now, st.rng.random());
     let ids: Vec<TaskId> = plan.nodes.iter().map(|_| st.ids.next(p.now, st.rng.random())).collect();
     let result_task = (plan.sinks.len() == 1).then(|| ids[plan.sinks[0]]);
@@ -46,33 +46,19 @@ pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitWorkflow)
         ])
     })
     .map_err(internal)?;
-    let mut nodes = Vec::with_capacity(plan.nodes.len());
+    let mut tasks = Vec::with_capacity(plan.nodes.len());
     let mut edge =
         conn.prepare_cached("INSERT INTO task_edges (parent_id, child_id) VALUES (?1, ?2)").map_err(internal)?;
-    for (i, node) in plan.nodes.into_iter().enumerate() {
+    for (i, node) in std::mem::take(&mut plan.nodes).into_iter().enumerate() {
         let task = Task::new_node(ids[i], node.task, id, node.id, node.parents.len() as u32, p.now);
         insert_task(conn, &task).map_err(internal)?;
         for &parent in &node.parents {
             edge.execute(params![ids[parent].as_bytes(), ids[i].as_bytes()]).map_err(internal)?;
         }
         touch_for(st, &task);
-        nodes.push(WorkflowNode { node: task.node.clone().unwrap_or_default(), task_id: task.id, state: task.state });
+        tasks.push(task);
     }
-    Ok(Workflow {
-        id,
-        name: plan.name,
-        failure_policy: plan.failure_policy,
-        state: WorkflowState::Running,
-        total: nodes.len() as u32,
-        succeeded: 0,
-        failed: 0,
-        result: None,
-        error: None,
-        created_at: p.now,
-        finished_at: None,
-        nodes,
-        speedup: None,
-    })
+    Ok(Workflow::started(id, &plan, &tasks, p.now))
 }
 
 /// Adds a fan-out under a running task. See [`crate::Store::fan_out`].
@@ -198,7 +184,7 @@ pub(crate) fn on_finished(conn: &Connection, st: &mut WriterState, task: &Task) 
     let now = task.finished_at.unwrap_or(st.now);
     let ok = task.state == TaskState::Succeeded;
     // A member of a fan-out with its own policy: that policy deals with its failures first.
-    let handled = fan_out_member_finished(conn, st, task, now)? && !ok;
+    let handled = fan_out_member_finished(conn, st, task, now)?;
     conn.prepare_cached(
         "UPDATE workflows SET succeeded = succeeded + ?2, failed = failed + ?3, handled = handled + ?4 WHERE id = ?1",
     )
@@ -208,41 +194,12 @@ pub(crate) fn on_finished(conn: &Connection, st: &mut WriterState, task: &Task) 
     if row.state.is_terminal() {
         return Ok(()); // decided already (a fail-fast or a cancel is winding the rest down)
     }
-    let failed = !ok && !handled;
-    if !failed || row.policy != FailurePolicy::FailFast {
+    let tally = Tally { total: row.total, succeeded: row.succeeded, failed: row.failed, handled: row.handled };
+    let step = row.policy.workflow_step(task, handled, tally);
+    if step.release_children {
         release_children(conn, st, task.id, now)?;
     }
-    let decided = match row.policy {
-        FailurePolicy::FailFast if failed => {
-            let why = format!(
-                "task {} ({}) {}{}",
-                task.node.as_deref().unwrap_or("?"),
-                task.id,
-                task.state,
-                task.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
-            );
-            Some((WorkflowState::Failed, Some(why)))
-        }
-        FailurePolicy::Quorum { min_successes, fraction } => {
-            match quorum(min_successes, fraction, row.total, row.succeeded, row.failed) {
-                QuorumOutcome::Reached => Some((WorkflowState::Succeeded, None)),
-                QuorumOutcome::Lost => Some((
-                    WorkflowState::Failed,
-                    Some(format!("quorum lost: {} of {} tasks failed", row.failed, row.total)),
-                )),
-                QuorumOutcome::Open => None,
-            }
-        }
-        _ if row.succeeded + row.failed + row.handled == row.total => {
-            if row.failed == 0 || row.policy == FailurePolicy::Collect {
-                Some((WorkflowState::Succeeded, None))
-            } else {
-                Some((WorkflowState::Failed, Some(format!("{} of {} tasks failed", row.failed, row.total))))
-            }
-        }
-        _ => None,
-    };
-    if let Some((state, error)) = decided {
+    if let Some((state, error)) = step.decided {
         finish(conn, st, wf, state, error, now)?;
     }
     Ok(())
@@ -250,7 +207,7 @@ pub(crate) fn on_finished(conn: &Connection, st: &mut WriterState, task: &Task) 
 
 /// If `task` is a member of a fan-out that has its own policy (it is a parent of that fan-out's
 /// join), counts it there and applies the policy. Returns whether the policy dealt with the
-/// task's failure, so the workflow's own policy must not react to it.
+/// task's failure (false for a success), so the workflow's own policy must not react to it.
 fn fan_out_member_finished(conn: &Connection, st: &mut WriterState, task: &Task, now: Timestamp) -> Result<bool> {
     type FanRow = ([u8; 16], String, u32, u32, u32, bool);
     let ok = task.state == TaskState::Succeeded;
@@ -270,26 +227,19 @@ fn fan_out_member_finished(conn: &Connection, st: &mut WriterState, task: &Task,
     let Some((join, policy, total, succeeded, failed, decided)) = row else { return Ok(false) };
     let join = TaskId::from_bytes(join);
     if decided {
-        return Ok(true); // wound down by the fan-out's decision (a cancelled sibling, say)
+        return Ok(!ok); // wound down by the fan-out's decision (a cancelled sibling, say)
     }
     let policy: FailurePolicy = serde_json::from_str(&policy).map_err(bad)?;
-    // What the fan-out now does: release the join early, cancel it, or wait.
-    let (release_join, cancel_join) = match policy {
-        FailurePolicy::FailFast => (false, !ok),
-        FailurePolicy::Collect => (false, false),
-        FailurePolicy::Quorum { min_successes, fraction } => {
-            let outcome = quorum(min_successes, fraction, total, succeeded, failed);
-            (outcome == QuorumOutcome::Reached, outcome == QuorumOutcome::Lost)
-        }
-    };
-    if !(release_join || cancel_join) {
-        return Ok(policy != FailurePolicy::FailFast);
+    let handled = !ok && policy.handles_failures();
+    let step = policy.fan_out_step(ok, total, succeeded, failed);
+    if step == FanOutStep::Wait {
+        return Ok(handled);
     }
     conn.prepare_cached("UPDATE fanouts SET decided = 1 WHERE join_id = ?1")
         .and_then(|mut s| s.execute([join.as_bytes()]))
         .map_err(internal)?;
     let mut join_task = load(conn, join)?;
-    if release_join {
+    if step == FanOutStep::ReleaseJoin {
         conn.prepare_cached("UPDATE tasks SET pending_parents = 0 WHERE id = ?1")
             .and_then(|mut s| s.execute([join.as_bytes()]))
             .map_err(internal)?;
@@ -313,7 +263,7 @@ fn fan_out_member_finished(conn: &Connection, st: &mut WriterState, task: &Task,
             save(conn, st, &sibling, None)?;
         }
     }
-    Ok(!ok && policy != FailurePolicy::FailFast)
+    Ok(handled)
 }
 
 /// Counts one finished parent for each child; a child with none left becomes ready.
