@@ -8,6 +8,7 @@
 //! - `conformance` (feature `conformance`): the suite every backend must pass unchanged.
 
 mod error;
+mod list_query;
 pub mod params;
 mod postgres;
 mod sqlite;

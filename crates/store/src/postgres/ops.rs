@@ -5,13 +5,14 @@ use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, WorkerInfo};
-use taskwarden_core::{Cancellation, LeaseToken, Task, TaskId, TaskState, Timestamp};
+use taskwarden_core::{Cancellation, LeaseToken, Task, TaskId, Timestamp};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::rows::{self, Tx, execute, load, lock, query, query_opt, uuid};
 use super::{PgResult, Shared, Touched, workflows};
 use crate::StoreError;
+use crate::list_query::{Arg, ListQuery};
 use crate::params::*;
 
 /// Writes tasks back after their transitions and notes the topics they touch; workflow tasks
@@ -123,40 +124,22 @@ pub(crate) async fn get(c: &impl GenericClient, id: TaskId) -> PgResult<Task> {
 }
 
 pub(crate) async fn list(c: &impl GenericClient, p: &ListTasks) -> PgResult<TaskPage> {
-    let mut sql = String::from("SELECT doc FROM tasks WHERE true");
-    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-    let mut bind = |sql: &mut String, clause: &str, v: Box<dyn ToSql + Sync + Send>| {
-        args.push(v);
-        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
-    };
-    if let Some(q) = &p.queue {
-        bind(&mut sql, " AND queue = ?", Box::new(q.clone()));
-    }
-    if let Some(s) = p.state {
-        // A literal, so the planner can use the state's partial index; it comes from the enum.
-        sql.push_str(&format!(" AND state = '{}'", s.as_str()));
-        if matches!(s, TaskState::Failed | TaskState::Cancelled) {
-            sql.push_str(" AND state IN ('failed', 'cancelled')");
-        }
-    }
-    if let Some(k) = &p.kind {
-        bind(&mut sql, " AND kind = ?", Box::new(k.clone()));
-    }
-    if let Some(t) = &p.tag {
-        bind(&mut sql, " AND jsonb_exists(doc::jsonb -> 'tags', ?)", Box::new(t.clone()));
-    }
-    if let Some(before) = p.before {
-        bind(&mut sql, " AND id < ?", Box::new(uuid(before)));
-    }
-    let limit = p.limit.max(1);
-    bind(&mut sql, " ORDER BY id DESC LIMIT ?", Box::new(i64::from(limit)));
-    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
-    let mut tasks = rows::tasks(&query(c, &sql, &params).await?)?;
+    let q = ListQuery::new(p, |n| format!("${n}"), "jsonb_exists(doc::jsonb -> 'tags', ?)");
+    let before = p.before.map(uuid);
+    let params: Vec<&(dyn ToSql + Sync)> = q
+        .args
+        .iter()
+        .map(|a| match a {
+            Arg::Text(s) => s as &(dyn ToSql + Sync),
+            Arg::Before => &before as &(dyn ToSql + Sync),
+            Arg::Limit(n) => n as &(dyn ToSql + Sync),
+        })
+        .collect();
+    let mut tasks = rows::tasks(&query(c, &format!("SELECT doc FROM tasks{}", q.sql), &params).await?)?;
     for t in &mut tasks {
         t.history.clear();
     }
-    let next = if tasks.len() == limit as usize { tasks.last().map(|t| t.id) } else { None };
-    Ok(TaskPage { tasks, next })
+    Ok(q.page(tasks))
 }
 
 pub(crate) async fn cancel(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &CancelTask) -> PgResult<Cancelled> {
