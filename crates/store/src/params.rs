@@ -114,6 +114,18 @@ pub enum Topic {
     Finished,
 }
 
+impl Topic {
+    /// The topic a task's new state concerns, if any.
+    pub(crate) fn of(state: TaskState) -> Option<Topic> {
+        match state {
+            TaskState::Ready => Some(Topic::Ready),
+            TaskState::Scheduled => Some(Topic::Scheduled),
+            s if s.is_terminal() => Some(Topic::Finished),
+            _ => None,
+        }
+    }
+}
+
 pub struct SubmitWorkflow {
     pub plan: WorkflowPlan,
     pub now: Timestamp,

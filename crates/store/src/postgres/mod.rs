@@ -139,12 +139,8 @@ impl Touched {
     }
 
     pub fn touch_for(&mut self, task: &Task) {
-        use taskwarden_core::TaskState;
-        match task.state {
-            TaskState::Ready => self.touch(Topic::Ready),
-            TaskState::Scheduled => self.touch(Topic::Scheduled),
-            s if s.is_terminal() => self.touch(Topic::Finished),
-            _ => {}
+        if let Some(topic) = Topic::of(task.state) {
+            self.touch(topic);
         }
     }
 

@@ -5,7 +5,7 @@
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, WorkerInfo};
-use taskwarden_core::{Attempt, Cancellation, LeaseToken, Task, TaskId, TaskState, Timestamp};
+use taskwarden_core::{Attempt, Cancellation, LeaseToken, Task, TaskId, Timestamp};
 
 use super::internal;
 use super::rows::{TASK_COLUMNS, insert_attempt, insert_task, load_task, save_task, task_from_row};
@@ -15,11 +15,8 @@ use crate::{Result, StoreError};
 
 /// Notes which wake-up topics a task's new state concerns.
 pub(crate) fn touch_for(state: &mut WriterState, task: &Task) {
-    match task.state {
-        TaskState::Ready => state.touch(Topic::Ready),
-        TaskState::Scheduled => state.touch(Topic::Scheduled),
-        s if s.is_terminal() => state.touch(Topic::Finished),
-        _ => {}
+    if let Some(topic) = Topic::of(task.state) {
+        state.touch(topic);
     }
 }
 
