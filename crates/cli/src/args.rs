@@ -116,6 +116,9 @@ pub struct WorkerArgs {
     /// Most tasks run at once.
     #[arg(long, short, default_value_t = 16)]
     pub concurrency: usize,
+    /// Fetches in flight at once, so work keeps flowing while one is on its way back.
+    #[arg(long, default_value_t = 2)]
+    pub fetchers: usize,
     /// The worker's name [default: HOSTNAME-PID].
     #[arg(long)]
     pub name: Option<String>,

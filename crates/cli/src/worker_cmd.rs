@@ -5,7 +5,10 @@ use taskwarden_worker::Worker;
 use crate::args::WorkerArgs;
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    let mut worker = Worker::builder(args.connect.url).concurrency(args.concurrency).shutdown_grace(args.grace);
+    let mut worker = Worker::builder(args.connect.url)
+        .concurrency(args.concurrency)
+        .fetchers(args.fetchers)
+        .shutdown_grace(args.grace);
     for q in args.queue {
         worker = worker.queue(q);
     }

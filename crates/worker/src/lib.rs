@@ -69,6 +69,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Most tasks asked for in one fetch.
     pub max_fetch: u32,
+    /// Fetches in flight at once. Two keep work flowing while one is on its way back, which
+    /// matters when a fetch takes a while (a database server, a remote node).
+    pub fetchers: usize,
     /// How long one fetch waits on the server for work before asking again.
     pub fetch_wait: Duration,
     /// How long running tasks may take to finish after shutdown begins.
@@ -82,6 +85,7 @@ impl Default for WorkerConfig {
             queues: Vec::new(),
             concurrency: 16,
             max_fetch: 256,
+            fetchers: 2,
             fetch_wait: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -115,6 +119,12 @@ impl Worker {
 
     pub fn concurrency(mut self, n: usize) -> Self {
         self.config.concurrency = n;
+        self
+    }
+
+    /// Fetches in flight at once (default 2, at most 16).
+    pub fn fetchers(mut self, n: usize) -> Self {
+        self.config.fetchers = n;
         self
     }
 
@@ -188,6 +198,9 @@ impl Worker {
         // The server's limits: asking for more would be refused on every fetch.
         if c.max_fetch == 0 || c.max_fetch > 1000 {
             return Err(WorkerError::Config("max_fetch must be between 1 and 1000".into()));
+        }
+        if c.fetchers == 0 || c.fetchers > 16 {
+            return Err(WorkerError::Config("fetchers must be between 1 and 16".into()));
         }
         if c.fetch_wait > Duration::from_secs(60) {
             return Err(WorkerError::Config("fetch_wait must be at most 60 s".into()));

@@ -81,7 +81,12 @@ pub(crate) async fn run(
     // Each permit is one execution slot: the fetch loop asks the server for at most as many tasks
     // as it holds permits, so the worker never takes more than it can run.
     let slots = Arc::new(Semaphore::new(config.concurrency));
-    fetch_loop(&shared, &config, &slots, &shutdown).await;
+    let mut fetchers = tokio::task::JoinSet::new();
+    for _ in 0..config.fetchers {
+        let (shared, config, slots, shutdown) = (shared.clone(), config.clone(), slots.clone(), shutdown.clone());
+        fetchers.spawn(async move { fetch_loop(&shared, &config, &slots, &shutdown).await });
+    }
+    while fetchers.join_next().await.is_some() {}
 
     // Graceful shutdown: let in-flight tasks finish within the grace period...
     let all = config.concurrency as u32;

@@ -227,11 +227,12 @@ pub(crate) async fn heartbeat(
             continue;
         };
         let status = task.beat(held, p.now);
-        if status.status == ItemStatus::Ok && !changed.contains(&task.id) {
+        if status.status == ItemStatus::Ok {
             changed.push(task.id);
         }
         out.push(status);
     }
+    // A task named twice is taken (and written) once.
     let changed: Vec<Task> = changed.iter().filter_map(|id| found.remove(id)).collect();
     save_unchanged(tx, st, shared, &changed, &versions).await?;
     Ok(out)
@@ -256,9 +257,7 @@ pub(crate) async fn report(
         match attempt {
             // The transition recorded the attempt in the task's history.
             Ok(_) => {
-                if !changed.contains(&task.id) {
-                    changed.push(task.id);
-                }
+                changed.push(task.id);
                 let mut reply = task.clone();
                 reply.history.clear();
                 out.push(Ok(reply));
@@ -267,6 +266,7 @@ pub(crate) async fn report(
             Err(_) => out.push(Err(StoreError::LeaseLost)),
         }
     }
+    // A task named twice is taken (and written) once.
     let changed: Vec<Task> = changed.iter().filter_map(|id| found.remove(id)).collect();
     save_unchanged(tx, st, shared, &changed, &versions).await?;
     Ok(out)
