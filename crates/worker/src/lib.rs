@@ -69,8 +69,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Most tasks asked for in one fetch.
     pub max_fetch: u32,
-    /// Fetches in flight at once. Two keep work flowing while one is on its way back, which
-    /// matters when a fetch takes a while (a database server, a remote node).
+    /// Fetches in flight at once while work is flowing. Two keep work coming while one is on its
+    /// way back, which matters when a fetch takes a while (a database server, a remote node).
+    /// Only one of them ever waits on the server for work.
     pub fetchers: usize,
     /// How long one fetch waits on the server for work before asking again.
     pub fetch_wait: Duration,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use taskwarden_client::Client;
 use taskwarden_core::protocol::{HeldLease, ItemStatus, LeasedTask, Outcome, RegisterWorker, Report};
 use taskwarden_core::{LeaseToken, TaskId};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -81,10 +81,14 @@ pub(crate) async fn run(
     // Each permit is one execution slot: the fetch loop asks the server for at most as many tasks
     // as it holds permits, so the worker never takes more than it can run.
     let slots = Arc::new(Semaphore::new(config.concurrency));
+    // One fetcher long-polls; the others help only while work is flowing (they never park on
+    // the server), so a frozen worker holds at most one waiting fetch that could be handed tasks.
+    let flowing = Arc::new(Notify::new());
     let mut fetchers = tokio::task::JoinSet::new();
-    for _ in 0..config.fetchers {
+    for i in 0..config.fetchers {
+        let role = if i == 0 { Role::LongPoll(flowing.clone()) } else { Role::Helper(flowing.clone()) };
         let (shared, config, slots, shutdown) = (shared.clone(), config.clone(), slots.clone(), shutdown.clone());
-        fetchers.spawn(async move { fetch_loop(&shared, &config, &slots, &shutdown).await });
+        fetchers.spawn(async move { fetch_loop(&shared, &config, &slots, &shutdown, role).await });
     }
     while fetchers.join_next().await.is_some() {}
 
@@ -111,7 +115,26 @@ pub(crate) async fn run(
     Ok(summary)
 }
 
-async fn fetch_loop(shared: &Arc<Shared>, config: &WorkerConfig, slots: &Arc<Semaphore>, shutdown: &CancellationToken) {
+/// What a fetch loop does when there is nothing to fetch.
+enum Role {
+    /// Waits on the server for work (up to `fetch_wait`); announces on the `Notify` when it got some.
+    LongPoll(Arc<Notify>),
+    /// Fetches without waiting while work comes; when none does, waits for the long-poller's
+    /// announcement.
+    Helper(Arc<Notify>),
+}
+
+async fn fetch_loop(
+    shared: &Arc<Shared>,
+    config: &WorkerConfig,
+    slots: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+    role: Role,
+) {
+    let wait = match role {
+        Role::LongPoll(_) => config.fetch_wait,
+        Role::Helper(_) => Duration::ZERO,
+    };
     let mut failures = 0u32;
     loop {
         let first = tokio::select! {
@@ -129,7 +152,7 @@ async fn fetch_loop(shared: &Arc<Shared>, config: &WorkerConfig, slots: &Arc<Sem
             // Biased: tasks already leased to us are run (shutdown then waits for them) rather
             // than dropped on the floor when shutdown fires at the same moment.
             biased;
-            r = shared.client.fetch(&shared.worker_id, &config.queues, permits.len() as u32, config.fetch_wait) => r,
+            r = shared.client.fetch(&shared.worker_id, &config.queues, permits.len() as u32, wait) => r,
             // Dropping the request abandons the long-poll; the server hands nothing to a closed call
             // that it has not already leased, and anything leased is re-leased after expiry.
             _ = shutdown.cancelled() => return,
@@ -137,6 +160,7 @@ async fn fetch_loop(shared: &Arc<Shared>, config: &WorkerConfig, slots: &Arc<Sem
         match fetched {
             Ok(tasks) => {
                 failures = 0;
+                let got = !tasks.is_empty();
                 for task in tasks {
                     let permit = permits.pop().expect("never more tasks than permits");
                     let shared = shared.clone();
@@ -144,6 +168,17 @@ async fn fetch_loop(shared: &Arc<Shared>, config: &WorkerConfig, slots: &Arc<Sem
                         execute(&shared, task).await;
                         drop(permit);
                     });
+                }
+                match &role {
+                    Role::LongPoll(flowing) if got => flowing.notify_waiters(),
+                    Role::Helper(flowing) if !got => {
+                        drop(permits);
+                        tokio::select! {
+                            _ = flowing.notified() => {}
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                    _ => {}
                 }
             }
             Err(e) => {
