@@ -304,8 +304,16 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub fanout_children: usize,
     /// Run only these measurements (single, batch, e2e, latency, fanout); all by default.
+    /// `retention` (never run by default) is a soak instead: waves of tasks through a server with
+    /// a one-second retention, printing the stored size after each wave.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Waves of tasks in the retention soak.
+    #[arg(long, default_value_t = 30)]
+    pub soak_waves: usize,
+    /// Tasks per wave in the retention soak.
+    #[arg(long, default_value_t = 5000)]
+    pub soak_tasks: usize,
     /// Benchmark on this PostgreSQL (in a fresh schema, dropped afterwards) instead of SQLite.
     #[arg(long)]
     pub database: Option<String>,

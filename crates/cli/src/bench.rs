@@ -34,10 +34,10 @@ enum Backend<'a> {
     Postgres { url: &'a str, schema: &'a str },
 }
 
-fn start_server(backend: &Backend<'_>) -> anyhow::Result<(Proc, String)> {
+fn start_server(backend: &Backend<'_>, extra: &[&str]) -> anyhow::Result<(Proc, String)> {
     let exe = std::env::current_exe()?;
     let mut command = Command::new(exe);
-    command.args(["server", "--listen", "127.0.0.1:0"]);
+    command.args(["server", "--listen", "127.0.0.1:0"]).args(extra);
     match backend {
         Backend::Sqlite { dir, durability } => {
             command.args(["--durability", durability, "--data-dir"]).arg(dir);
@@ -217,23 +217,85 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(url) => Backend::Postgres { url, schema: &schema },
         None => Backend::Sqlite { dir: dir.path(), durability: &args.durability },
     };
-    let mut servers = Vec::new();
-    let mut urls = Vec::new();
-    for _ in 0..args.nodes.max(1) {
-        let (server, url) = start_server(&backend)?;
-        servers.push(server);
-        urls.push(url);
-    }
-    let result = measure(&args, &urls).await;
-    if let Some(mib) = peak_rss_mib(servers[0].0.id()) {
-        println!("| server peak memory (RSS) over the whole run (first node) | {mib:.0} MiB |");
-    }
-    drop(servers);
+    let result = if args.only.iter().any(|o| o == "retention") {
+        retention_soak(&backend, args.soak_waves, args.soak_tasks).await
+    } else {
+        let mut servers = Vec::new();
+        let mut urls = Vec::new();
+        for _ in 0..args.nodes.max(1) {
+            let (server, url) = start_server(&backend, &[])?;
+            servers.push(server);
+            urls.push(url);
+        }
+        let result = measure(&args, &urls).await;
+        if let Some(mib) = peak_rss_mib(servers[0].0.id()) {
+            println!("| server peak memory (RSS) over the whole run (first node) | {mib:.0} MiB |");
+        }
+        result
+    };
     if let Some(url) = &args.database {
         let config = taskwarden_store::PgConfig { schema: schema.clone(), ..taskwarden_store::PgConfig::new(url) };
         taskwarden_store::PgStore::drop_schema(&config).await.context("dropping the benchmark's schema")?;
     }
     result
+}
+
+/// How much space the stored tasks take: the database file and its log (SQLite), or the tasks
+/// table with its indexes and TOAST (PostgreSQL), with the number of rows when known.
+async fn stored_size(backend: &Backend<'_>) -> anyhow::Result<(u64, Option<i64>)> {
+    match backend {
+        Backend::Sqlite { dir, .. } => {
+            let len = |name: &str| std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0);
+            Ok((len("taskwarden.db") + len("taskwarden.db-wal"), None))
+        }
+        Backend::Postgres { url, schema } => {
+            let (client, connection) = url.parse::<tokio_postgres::Config>()?.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            let row = client
+                .query_one(
+                    &format!("SELECT pg_total_relation_size('{schema}.tasks'), (SELECT count(*) FROM {schema}.tasks)"),
+                    &[],
+                )
+                .await?;
+            Ok((row.get::<_, i64>(0) as u64, Some(row.get(1))))
+        }
+    }
+}
+
+/// Runs waves of no-op tasks through a server that keeps finished tasks for one second, printing
+/// how much space the stored tasks take after each wave: with retention at work, it levels off
+/// instead of growing with the number of tasks run.
+async fn retention_soak(backend: &Backend<'_>, waves: usize, per_wave: usize) -> anyhow::Result<()> {
+    let (_server, url) = start_server(backend, &["--retention", "1s", "--prune-interval", "250ms"])?;
+    let client = Client::new(&url)?;
+    let _worker = start_worker(&url, "soak")?;
+    println!("retention soak: {waves} waves of {per_wave} no-op tasks, retention 1 s, pruned every 250 ms");
+    let mut sizes = Vec::with_capacity(waves);
+    for wave in 1..=waves {
+        for chunk in 0..per_wave.div_ceil(1000) {
+            let n = (per_wave - chunk * 1000).min(1000);
+            client.submit_batch((0..n).map(|_| noop("soak")).collect()).await?;
+        }
+        while count(&client, "soak", TaskState::Ready).await? + count(&client, "soak", TaskState::Running).await? > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Past the retention and a prune pass or two.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (bytes, rows) = stored_size(backend).await?;
+        let rows = rows.map(|r| format!(", {r} rows kept")).unwrap_or_default();
+        println!("wave {wave:>3}: {:>8} tasks run, stored {:.1} MiB{rows}", wave * per_wave, bytes as f64 / 1048576.0);
+        sizes.push(bytes as f64);
+    }
+    if sizes.len() >= 4 {
+        let early = sizes[sizes.len() / 4].max(1.0);
+        let last = *sizes.last().expect("non-empty");
+        println!(
+            "| stored size after the last wave / after a quarter of the waves (bounded: close to 1, not {:.0}) | {:.2} |",
+            sizes.len() as f64 / (sizes.len() / 4 + 1) as f64,
+            last / early
+        );
+    }
+    Ok(())
 }
 
 async fn measure(args: &BenchArgs, urls: &[String]) -> anyhow::Result<()> {

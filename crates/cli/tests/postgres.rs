@@ -148,9 +148,13 @@ async fn migrate_command_prepares_a_schema_and_a_node_can_then_start_without_mig
     let db = ["--database", &schema.url, "--database-schema", &schema.name];
     let (ok, out, err) = support::cli(&[&["migrate"][..], &db].concat());
     assert!(ok, "{err}");
-    assert!(out.contains("schema version 0 -> 1"), "{out}");
+    let latest = out.split("schema version 0 -> ").nth(1).map(str::trim).expect("migrated from version 0").to_owned();
     let (ok, out, _) = support::cli(&[&["migrate"][..], &db].concat());
-    assert!(ok && out.contains("schema version 1 -> 1"), "a second run has nothing to do: {out}");
+    assert!(
+        ok && out.contains(&format!("schema version {latest} -> {latest}")),
+        "a second run has nothing to do: {out}"
+    );
+    assert!(!out.contains("applied:"), "{out}");
     let node = ServerProcess::postgres(&schema.url, &schema.name, &["--no-migrate"]);
     let client = Client::new(&node.url).unwrap();
     client.ready().await.unwrap();

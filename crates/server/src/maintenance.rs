@@ -203,7 +203,8 @@ async fn promote_due_tasks(
 }
 
 /// Once per `prune_interval`: deletes idempotency keys older than their window, then finished
-/// work past retention, a batch at a time, so each transaction stays small.
+/// work past retention, a batch at a time, so each transaction stays small; then lets the
+/// database reuse the space.
 async fn prune(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -226,25 +227,34 @@ async fn prune(
                 break;
             }
         }
-        let Some(retention) = config.retention else { continue };
-        let finished_before = clock.now().saturating_sub(retention);
-        let mut pruned = 0;
-        loop {
-            match store.prune_finished(PruneFinished { finished_before, limit: PASS_LIMIT }).await {
-                Ok(n) => {
-                    pruned += n;
-                    if (n as u32) < PASS_LIMIT || shutdown.is_cancelled() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "retention pass failed");
+        if let Some(retention) = config.retention {
+            prune_finished(store.as_ref(), clock.now().saturating_sub(retention), &shutdown).await;
+        }
+        // Deleted and superseded rows take space until the database is told it may reuse it.
+        if let Err(e) = store.compact().await {
+            tracing::warn!(error = %e, "compaction failed");
+        }
+    }
+}
+
+/// Deletes finished work that ended before `finished_before`, a batch at a time.
+async fn prune_finished(store: &dyn Store, finished_before: taskwarden_core::Timestamp, shutdown: &CancellationToken) {
+    let mut pruned = 0;
+    loop {
+        match store.prune_finished(PruneFinished { finished_before, limit: PASS_LIMIT }).await {
+            Ok(n) => {
+                pruned += n;
+                if (n as u32) < PASS_LIMIT || shutdown.is_cancelled() {
                     break;
                 }
             }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention pass failed");
+                break;
+            }
         }
-        if pruned > 0 {
-            tracing::info!(pruned, "deleted finished tasks past retention");
-        }
+    }
+    if pruned > 0 {
+        tracing::info!(pruned, "deleted finished tasks past retention");
     }
 }

@@ -839,6 +839,8 @@ pub async fn finished_work_past_retention_is_pruned(store: &dyn Store) {
     assert_eq!(store.prune_finished(prune(10_000)).await.unwrap(), 2, "then the decided workflow, whole");
     assert!(matches!(store.get_workflow(wf.id).await, Err(StoreError::NotFound)));
     assert_eq!(store.prune_finished(prune(10_000)).await.unwrap(), 0);
+    store.compact().await.unwrap();
+    assert_eq!(store.get(waiting.id).await.unwrap().state, TaskState::Ready, "compaction changes no data");
     let p = SubmitTasks { tasks: vec![keyed], idempotency_window: Duration::from_secs(3600), now: at(11_000) };
     let again = store.submit(p).await.unwrap().remove(0);
     assert!(again.created, "a pruned task's idempotency key no longer matches it");

@@ -75,6 +75,12 @@ pub trait Store: Send + Sync + 'static {
     /// Returns how many tasks were deleted.
     async fn prune_finished(&self, p: PruneFinished) -> Result<usize>;
 
+    /// Lets the database reuse the space of deleted and superseded rows, so a long run stays the
+    /// size of its retention window. PostgreSQL: a `VACUUM (ANALYZE)` of the task tables, which
+    /// keeps them bounded even where autovacuum is off or slow; SQLite reuses freed pages by
+    /// itself, so nothing. Changes no data.
+    async fn compact(&self) -> Result<()>;
+
     /// Takes or renews a named lease held in the database (the leader lease that decides which
     /// server node runs the background loops). Returns the holder after the call: the caller holds
     /// the lease when that is its own name.

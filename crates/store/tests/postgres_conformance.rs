@@ -24,10 +24,13 @@ async fn migrations_run_once_when_nodes_start_together() {
         tokio::spawn(async move { PgStore::migrate(&config, false).await.unwrap() })
     });
     let mut applied = 0;
+    let mut latest = 0;
     for start in starts {
-        applied += start.await.unwrap().applied.len();
+        let report = start.await.unwrap();
+        applied += report.applied.len();
+        latest = report.to;
     }
-    assert_eq!(applied, 1, "one node applied the migration; the others found nothing to do");
+    assert_eq!(applied, latest, "each migration was applied once, by one node; the others found nothing to do");
     let again = PgStore::migrate(&config, false).await.unwrap();
     assert!(again.applied.is_empty());
     assert_eq!(again.from, again.to);

@@ -401,6 +401,16 @@ impl Store for PgStore {
         transaction!(self, |tx, _st| ops::prune_finished(&tx, &p).await)
     }
 
+    async fn compact(&self) -> Result<()> {
+        // One statement, outside any transaction (VACUUM cannot run in one); tables another
+        // vacuum holds are skipped this time.
+        read!(self, |c| {
+            c.batch_execute("VACUUM (ANALYZE, SKIP_LOCKED) tasks, idempotency_keys, task_edges, workflows, fanouts")
+                .await?;
+            Ok(())
+        })
+    }
+
     async fn acquire_lease(&self, p: AcquireLease) -> Result<LeaseHolder> {
         transaction!(self, |tx, _st| ops::acquire_lease(&tx, &p).await)
     }
