@@ -139,16 +139,25 @@ async fn version(client: &tokio_postgres::Client) -> Result<usize> {
     Ok(row.get::<_, i32>(0) as usize)
 }
 
-fn too_new(found: usize) -> StoreError {
+fn too_new(found: usize, known: usize) -> StoreError {
     StoreError::Internal(format!(
-        "the database schema is at version {found}, newer than this binary knows ({}); upgrade taskwarden",
-        MIGRATIONS.len()
+        "the database schema is at version {found}, newer than this binary knows ({known}); upgrade taskwarden"
     ))
 }
 
 pub(crate) async fn migrate(
     pg: &tokio_postgres::Config,
     schema: &str,
+    allow_destructive: bool,
+) -> Result<MigrationReport> {
+    apply(pg, schema, MIGRATIONS, allow_destructive).await
+}
+
+/// Applies `migrations` (the embedded ones, or a test's) up to the last.
+async fn apply(
+    pg: &tokio_postgres::Config,
+    schema: &str,
+    migrations: &[Migration],
     allow_destructive: bool,
 ) -> Result<MigrationReport> {
     let mut client = connect(pg).await?;
@@ -166,10 +175,10 @@ pub(crate) async fn migrate(
         .await
         .map_err(db_error)?;
     let from = version(&client).await?;
-    if from > MIGRATIONS.len() {
-        return Err(too_new(from));
+    if from > migrations.len() {
+        return Err(too_new(from, migrations.len()));
     }
-    let pending = &MIGRATIONS[from..];
+    let pending = &migrations[from..];
     if let Some(m) = pending.iter().find(|m| m.destructive && !allow_destructive) {
         return Err(StoreError::Conflict(format!(
             "migration \"{}\" drops data; run `taskwarden migrate --allow-destructive` to apply it",
@@ -190,7 +199,7 @@ pub(crate) async fn migrate(
         tracing::info!(version = from + i + 1, description = m.description, "applied a migration");
         applied.push(m.description.to_owned());
     }
-    Ok(MigrationReport { from, to: MIGRATIONS.len(), applied })
+    Ok(MigrationReport { from, to: migrations.len(), applied })
 }
 
 /// Fails unless the schema is exactly at the version this binary expects.
@@ -203,7 +212,7 @@ pub(crate) async fn check(pg: &tokio_postgres::Config, schema: &str) -> Result<(
     let found = if exists.get(0) { version(&client).await? } else { 0 };
     match found.cmp(&MIGRATIONS.len()) {
         std::cmp::Ordering::Equal => Ok(()),
-        std::cmp::Ordering::Greater => Err(too_new(found)),
+        std::cmp::Ordering::Greater => Err(too_new(found, MIGRATIONS.len())),
         std::cmp::Ordering::Less => Err(StoreError::Conflict(format!(
             "the database schema is at version {found} of {}; run `taskwarden migrate`",
             MIGRATIONS.len()
@@ -214,4 +223,29 @@ pub(crate) async fn check(pg: &tokio_postgres::Config, schema: &str) -> Result<(
 pub(crate) async fn drop(pg: &tokio_postgres::Config, schema: &str) -> Result<()> {
     let client = connect(pg).await?;
     client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.map_err(db_error)
+}
+
+#[cfg(all(test, feature = "conformance"))]
+mod tests {
+    use super::*;
+    use crate::pg_testing::TestSchema;
+
+    const TWO: &[Migration] = &[
+        Migration { description: "make a table", destructive: false, sql: "CREATE TABLE kept (n int4)" },
+        Migration { description: "drop it", destructive: true, sql: "DROP TABLE kept" },
+    ];
+
+    #[tokio::test]
+    async fn a_destructive_migration_waits_for_an_explicit_yes_and_a_newer_schema_is_refused() {
+        let Some(schema) = TestSchema::new("destructive").await else { return };
+        let pg = super::super::pg_config(&schema.config()).unwrap();
+        let refused = apply(&pg, &schema.name, TWO, false).await.unwrap_err();
+        assert!(refused.to_string().contains("--allow-destructive"), "{refused}");
+        let first = apply(&pg, &schema.name, &TWO[..1], false).await.unwrap();
+        assert_eq!((first.from, first.to), (0, 1), "the refused run applied nothing");
+        let applied = apply(&pg, &schema.name, TWO, true).await.unwrap();
+        assert_eq!((applied.from, applied.applied.len()), (1, 1));
+        let older = apply(&pg, &schema.name, &TWO[..1], false).await.unwrap_err();
+        assert!(older.to_string().contains("newer than this binary knows"), "{older}");
+    }
 }
