@@ -9,10 +9,13 @@
 //! - [`protocol`]: the HTTP request and response bodies shared by server and SDKs.
 //! - [`time`]: timestamps; "now" is always an argument.
 //! - [`workflow`]: workflow graphs (validation, ordering) and the speedup report.
+//! - [`placement`]: which ready task goes to which worker (priority with aging, fair share,
+//!   resources and labels, reservations for big tasks).
 
 pub mod backoff;
 pub mod id;
 pub mod lifecycle;
+pub mod placement;
 pub mod protocol;
 pub mod task;
 pub mod time;

@@ -1,0 +1,273 @@
+//! Placement: which ready task goes to which worker. A pure function of the ready tasks, the
+//! workers' free capacity and the queues' weights, so every store applies it the same way and a
+//! simulation can replay it in virtual time.
+//!
+//! The rules, in the order they apply:
+//! 1. **Could it ever run?** A task no live worker could run (no worker serves its queue, has its
+//!    labels, or has the capacity it asks for) is *unschedulable*, with the reason in words
+//!    (`no live worker has gpu >= 2`). It is placed as soon as such a worker exists.
+//! 2. **Priority with aging.** Within a queue, higher effective priority first, then the longest
+//!    waiting. Effective priority is the priority plus one for every `aging` step the task has
+//!    waited, so low-priority work waits a bounded time under a flood of high-priority work.
+//! 3. **Fair share across queues.** Queues take turns by stride scheduling: the next task comes
+//!    from the queue with the least work served per unit of weight, so under contention each
+//!    queue gets work in proportion to its weight and a flood in one cannot starve another.
+//! 4. **Least-loaded worker.** Of the workers that can take the task now, the one left least
+//!    loaded (its dominant resource share after placing it is smallest).
+//! 5. **Reservation for big tasks.** The first task of a queue that fits some worker's capacity
+//!    but no worker's free capacity now reserves the worker with the most of what it needs free;
+//!    nothing else is placed there in that round, so a stream of small tasks cannot starve it.
+//!    Smaller tasks behind it still go to other workers (backfilling that does not delay it).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// Amounts of named resources: `cpu`, `memory_mb`, `gpu`, or any name (`license_seat`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Resources(pub BTreeMap<String, u64>);
+
+impl Resources {
+    pub fn of<'a>(pairs: impl IntoIterator<Item = (&'a str, u64)>) -> Resources {
+        Resources(pairs.into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_owned(), n)).collect())
+    }
+
+    pub fn get(&self, name: &str) -> u64 {
+        self.0.get(name).copied().unwrap_or(0)
+    }
+
+    /// Whether every amount here is at most the same amount in `other`.
+    pub fn fits_in(&self, other: &Resources) -> bool {
+        self.0.iter().all(|(name, n)| *n <= other.get(name))
+    }
+
+    fn add(&mut self, other: &Resources) {
+        for (name, n) in &other.0 {
+            *self.0.entry(name.clone()).or_insert(0) += n;
+        }
+    }
+
+    /// What is left of `capacity` when `self` is in use.
+    fn free_of(&self, capacity: &Resources) -> Resources {
+        Resources(capacity.0.iter().map(|(k, c)| (k.clone(), c.saturating_sub(self.get(k)))).collect())
+    }
+}
+
+/// Labels a worker has, or a task requires (`region=eu`).
+pub type Labels = BTreeMap<String, String>;
+
+/// A live worker as placement sees it.
+#[derive(Clone, Debug)]
+pub struct WorkerView {
+    pub queues: Vec<String>,
+    pub capacity: Resources,
+    /// Resources held by the tasks it runs now.
+    pub used: Resources,
+    pub labels: Labels,
+    /// Tasks it may still take (its free execution slots).
+    pub free_slots: u32,
+    /// Tasks it runs now.
+    pub running: u32,
+}
+
+impl WorkerView {
+    fn serves(&self, t: &Candidate) -> bool {
+        self.queues.contains(&t.queue) && t.labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+
+    /// Could run the task when idle.
+    fn could_run(&self, t: &Candidate) -> bool {
+        self.serves(t) && t.resources.fits_in(&self.capacity)
+    }
+
+    /// Can run the task now.
+    fn can_run_now(&self, t: &Candidate) -> bool {
+        self.serves(t) && self.free_slots > 0 && t.resources.fits_in(&self.used.free_of(&self.capacity))
+    }
+
+    /// Its dominant share with `extra` placed on it: the largest fraction of any resource in use,
+    /// or of its slots when the task asks for no resources.
+    fn load_with(&self, extra: &Resources) -> f64 {
+        let mut used = self.used.clone();
+        used.add(extra);
+        let slots = f64::from(self.running + 1) / f64::from(self.running + self.free_slots).max(1.0);
+        self.capacity
+            .0
+            .iter()
+            .filter(|(_, c)| **c > 0)
+            .map(|(k, c)| used.get(k) as f64 / *c as f64)
+            .fold(slots, f64::max)
+    }
+}
+
+/// A ready task as placement sees it.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub queue: String,
+    pub priority: i32,
+    /// When it became ready (its wait starts here).
+    pub ready_since: Timestamp,
+    pub resources: Resources,
+    pub labels: Labels,
+}
+
+/// A queue's share: its weight, and the work it was served recently (tasks started).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    pub weight: u32,
+    pub served: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// A waiting task gains one priority level per `aging` waited; `None` turns aging off.
+    pub aging: Option<Duration>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { aging: Some(Duration::from_secs(10)) }
+    }
+}
+
+impl Policy {
+    /// The priority a task competes with at `now`.
+    pub fn effective_priority(&self, t: &Candidate, now: Timestamp) -> i64 {
+        let boost = match self.aging {
+            Some(step) if !step.is_zero() => (now.duration_since(t.ready_since).as_micros() / step.as_micros()) as i64,
+            _ => 0,
+        };
+        i64::from(t.priority) + boost
+    }
+}
+
+/// The outcome of one placement round. Indexes refer to the slices given to [`place`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Placement {
+    /// (task, worker), in the order they were decided.
+    pub assigned: Vec<(usize, usize)>,
+    /// Tasks no live worker could ever run, with the reason.
+    pub unschedulable: Vec<(usize, String)>,
+    /// (worker, task): workers held back this round for a big task that does not fit anywhere yet.
+    pub reserved: Vec<(usize, usize)>,
+}
+
+/// Why no live worker could ever run `t`, or `None` if one could.
+pub fn unschedulable_reason(t: &Candidate, workers: &[WorkerView]) -> Option<String> {
+    if workers.iter().any(|w| w.could_run(t)) {
+        return None;
+    }
+    let serving: Vec<&WorkerView> = workers.iter().filter(|w| w.queues.contains(&t.queue)).collect();
+    if serving.is_empty() {
+        return Some(format!("no live worker serves queue {}", t.queue));
+    }
+    let labelled: Vec<&WorkerView> = serving.into_iter().filter(|w| w.serves(t)).collect();
+    if labelled.is_empty() {
+        let wanted: Vec<String> = t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        return Some(format!("no live worker has labels {}", wanted.join(",")));
+    }
+    for (name, n) in &t.resources.0 {
+        if labelled.iter().all(|w| w.capacity.get(name) < *n) {
+            return Some(format!("no live worker has {name} >= {n}"));
+        }
+    }
+    let wanted: Vec<String> = t.resources.0.iter().map(|(k, n)| format!("{k} >= {n}")).collect();
+    Some(format!("no live worker has {} together", wanted.join(" and ")))
+}
+
+/// One placement round: see the module documentation for the rules.
+pub fn place(
+    tasks: &[Candidate],
+    workers: &[WorkerView],
+    shares: &BTreeMap<String, Share>,
+    policy: &Policy,
+    now: Timestamp,
+) -> Placement {
+    let mut out = Placement::default();
+    let mut workers: Vec<WorkerView> = workers.to_vec();
+    let mut reserved = vec![false; workers.len()];
+    // Queues whose head already holds a worker back this round: one reservation per queue.
+    let mut holding: Vec<&str> = Vec::new();
+
+    // Each queue's schedulable tasks, best first.
+    let mut queues: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, t) in tasks.iter().enumerate() {
+        match unschedulable_reason(t, &workers) {
+            Some(why) => out.unschedulable.push((i, why)),
+            None => queues.entry(t.queue.as_str()).or_default().push(i),
+        }
+    }
+    for list in queues.values_mut() {
+        list.sort_by(|&a, &b| {
+            let (ta, tb) = (&tasks[a], &tasks[b]);
+            policy
+                .effective_priority(tb, now)
+                .cmp(&policy.effective_priority(ta, now))
+                .then(ta.ready_since.cmp(&tb.ready_since))
+                .then(a.cmp(&b))
+        });
+        list.reverse(); // popped from the end, best first
+    }
+    let mut served: BTreeMap<&str, u64> = queues.keys().map(|q| (*q, shares.get(*q).map_or(0, |s| s.served))).collect();
+    let weight = |q: &str| u64::from(shares.get(q).map_or(1, |s| s.weight.max(1)));
+
+    loop {
+        // The queue with the least work served per unit of weight (stride scheduling).
+        let next = queues.iter().filter(|(_, list)| !list.is_empty()).map(|(q, _)| *q).min_by(|a, b| {
+            (u128::from(served[a]) * u128::from(weight(b))).cmp(&(u128::from(served[b]) * u128::from(weight(a))))
+        });
+        let Some(queue) = next else { break };
+        let task = queues.get_mut(queue).and_then(Vec::pop).expect("a queue with tasks");
+        let t = &tasks[task];
+        let fit = workers
+            .iter()
+            .enumerate()
+            .filter(|(w, worker)| !reserved[*w] && worker.can_run_now(t))
+            .min_by(|(wa, a), (wb, b)| a.load_with(&t.resources).total_cmp(&b.load_with(&t.resources)).then(wa.cmp(wb)))
+            .map(|(w, _)| w);
+        match fit {
+            Some(w) => {
+                let worker = &mut workers[w];
+                worker.used.add(&t.resources);
+                worker.free_slots -= 1;
+                worker.running += 1;
+                *served.get_mut(queue).expect("known queue") += 1;
+                out.assigned.push((task, w));
+            }
+            None if holding.contains(&queue) => {} // behind this queue's held head: skipped
+            None => {
+                // The queue's head, too big for anyone's free capacity now: hold back the worker
+                // that could run it and has the most of what it needs free, so small tasks cannot
+                // keep it busy.
+                holding.push(queue);
+                let hold = workers
+                    .iter()
+                    .enumerate()
+                    .filter(|(w, worker)| !reserved[*w] && worker.could_run(t))
+                    .max_by(|(wa, a), (wb, b)| {
+                        let free = |x: &WorkerView| {
+                            let free = x.used.free_of(&x.capacity);
+                            t.resources.0.keys().map(|k| free.get(k)).sum::<u64>()
+                        };
+                        free(a).cmp(&free(b)).then(wb.cmp(wa))
+                    })
+                    .map(|(w, _)| w);
+                if let Some(w) = hold {
+                    reserved[w] = true;
+                    out.reserved.push((w, task));
+                }
+            }
+        }
+        if reserved.iter().all(|r| *r) {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
