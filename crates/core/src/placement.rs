@@ -269,5 +269,7 @@ pub fn place(
     out
 }
 
+pub mod sim;
+
 #[cfg(test)]
 mod tests;

@@ -198,3 +198,26 @@ proptest! {
         prop_assert!((a - expected).abs() <= 1.0, "queue a got {} of {} slots, its weight says {:.1}", a, slots, expected);
     }
 }
+
+#[test]
+fn the_mixed_workload_finishes_close_to_its_lower_bound_and_nobody_waits_forever() {
+    let r = sim::simulate(&sim::mixed_workload(1, 7));
+    eprintln!("{r:#?}");
+    assert!(
+        r.stretch() <= 1.10,
+        "makespan {:?} is {:.3}x the lower bound {:?}",
+        r.makespan,
+        r.stretch(),
+        r.lower_bound
+    );
+    assert!(r.utilisation >= 0.85, "utilisation {:.2}", r.utilisation);
+    let low = r.worst_wait_by_priority[&-1];
+    assert!(low <= r.makespan / 2, "low-priority work waited {low:?} of a {:?} run", r.makespan);
+}
+
+#[test]
+fn contended_queues_get_work_by_weight() {
+    let r = sim::simulate(&sim::contended_workload(400));
+    let heavy = r.contended_share["heavy"];
+    assert!((heavy - 0.75).abs() <= 0.075, "heavy got {heavy:.3} of the work, its weight says 0.75");
+}
