@@ -88,6 +88,29 @@ pub struct WorkerList {
     pub workers: Vec<WorkerInfo>,
 }
 
+/// A queue: whether it is paused, and what it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    pub name: String,
+    /// A paused queue keeps its tasks and takes submits, but leases nothing until resumed.
+    pub paused: bool,
+    pub ready: u64,
+    pub scheduled: u64,
+    pub running: u64,
+    /// Dead letters: tasks that failed for good.
+    pub failed: u64,
+    /// How long the oldest ready task has been ready, if any is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_ready_ms: Option<u64>,
+    /// Tasks that succeeded in the last minute.
+    pub succeeded_last_minute: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueueList {
+    pub queues: Vec<QueueInfo>,
+}
+
 /// Asks for up to `limit` tasks from `queues`, waiting up to `wait_ms` for one to arrive.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -70,7 +70,9 @@ macro_rules! conformance_tests {
             a_collecting_fan_out_hands_failures_to_its_join,
             a_fail_fast_fan_out_cancels_its_join_and_fails_the_workflow,
             finished_work_past_retention_is_pruned,
-            a_named_lease_has_one_holder_until_it_expires
+            a_named_lease_has_one_holder_until_it_expires,
+            a_paused_queue_leases_nothing_until_resumed,
+            queues_are_listed_with_their_counts
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -866,4 +868,38 @@ pub async fn a_named_lease_has_one_holder_until_it_expires(store: &dyn Store) {
     store.acquire_lease(take("node-b", 0, at(10_000))).await.unwrap();
     let a = store.acquire_lease(take("node-a", 5_000, at(10_000))).await.unwrap();
     assert_eq!(a.holder, "node-a", "a lease given up is free at once");
+}
+
+pub async fn a_paused_queue_leases_nothing_until_resumed(store: &dyn Store) {
+    let pause = |paused| PauseQueue { queue: "held".into(), paused, now: at(0) };
+    store.pause_queue(pause(true)).await.unwrap();
+    let held = submit_one(store, spec("held"), at(1)).await;
+    submit_one(store, spec("free"), at(1)).await;
+    let got = fetch(store, &["held", "free"], 10, at(2)).await;
+    assert_eq!(got.iter().map(|t| t.queue.as_str()).collect::<Vec<_>>(), vec!["free"], "the paused queue is skipped");
+    let mut ready = store.subscribe(Topic::Ready);
+    ready.borrow_and_update();
+    store.pause_queue(pause(false)).await.unwrap();
+    assert!(ready.has_changed().unwrap(), "resuming wakes waiting fetchers");
+    let got = fetch(store, &["held"], 10, at(3)).await;
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![held.id]);
+}
+
+pub async fn queues_are_listed_with_their_counts(store: &dyn Store) {
+    submit(store, (0..3).map(|_| spec("a")).collect(), at(0)).await;
+    submit_one(store, NewTask { delay: Duration::from_secs(60), ..spec("a") }, at(0)).await;
+    let done = fetch(store, &["a"], 2, at(1_000)).await;
+    report(store, &done[0], success("1"), at(2_000)).await.unwrap();
+    report(store, &done[1], failure(true), at(2_000)).await.unwrap();
+    store.pause_queue(PauseQueue { queue: "idle".into(), paused: true, now: at(0) }).await.unwrap();
+    let queues = store.list_queues(at(10_000)).await.unwrap();
+    let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, vec!["a", "idle"]);
+    let a = &queues[0];
+    assert_eq!((a.ready, a.scheduled, a.running, a.failed, a.paused), (1, 1, 0, 1, false));
+    assert_eq!(a.oldest_ready_ms, Some(10_000), "ready since it was submitted at 0");
+    assert_eq!(a.succeeded_last_minute, 1);
+    assert!(queues[1].paused && queues[1].ready == 0);
+    let later = store.list_queues(at(70_000)).await.unwrap();
+    assert_eq!(later[0].succeeded_last_minute, 0, "a minute later the success is no longer recent");
 }

@@ -11,6 +11,7 @@ mod error;
 mod list_query;
 pub mod params;
 mod postgres;
+mod queue_stats;
 mod sqlite;
 mod topics;
 
@@ -20,9 +21,9 @@ pub mod conformance;
 pub mod pg_testing;
 
 use async_trait::async_trait;
-use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
+use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
-use taskwarden_core::{Task, TaskId};
+use taskwarden_core::{Task, TaskId, Timestamp};
 use tokio::sync::watch;
 
 pub use error::{Result, StoreError};
@@ -87,6 +88,13 @@ pub trait Store: Send + Sync + 'static {
     async fn acquire_lease(&self, p: AcquireLease) -> Result<LeaseHolder>;
 
     async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo>;
+
+    /// Pauses or resumes a queue (known or not yet). Resuming wakes waiting fetchers.
+    async fn pause_queue(&self, p: PauseQueue) -> Result<()>;
+
+    /// Every queue that holds unfinished or dead-lettered tasks, or has been paused, with its
+    /// counts at `now`, by name.
+    async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>>;
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>>;
 

@@ -174,3 +174,10 @@ pub struct LeaseHolder {
     pub holder: String,
     pub expires_at: Timestamp,
 }
+
+/// Pauses or resumes a queue. A paused queue leases nothing; its tasks wait.
+pub struct PauseQueue {
+    pub queue: String,
+    pub paused: bool,
+    pub now: Timestamp,
+}

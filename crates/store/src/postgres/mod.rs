@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
+use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{IdGenerator, Task, TaskId, Timestamp, TransitionError};
 use tokio::sync::watch;
@@ -417,6 +417,14 @@ impl Store for PgStore {
 
     async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo> {
         transaction!(self, |tx, _st| ops::register_worker(&tx, &self.shared, &p).await)
+    }
+
+    async fn pause_queue(&self, p: PauseQueue) -> Result<()> {
+        transaction!(self, |tx, st| ops::pause_queue(&tx, st, &p).await)
+    }
+
+    async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {
+        read!(self, |c| ops::queues(&c, now).await)
     }
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
-use taskwarden_core::protocol::{ItemStatus, LeaseStatus, WorkerInfo};
+use taskwarden_core::protocol::{ItemStatus, LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::{Cancellation, LeaseToken, Task, TaskId, Timestamp};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -14,6 +14,7 @@ use super::{PgResult, Shared, Touched, workflows};
 use crate::StoreError;
 use crate::list_query::{Arg, ListQuery};
 use crate::params::*;
+use crate::queue_stats::{COUNTED, Count, assemble};
 
 /// Writes tasks back after their transitions and notes the topics they touch; workflow tasks
 /// that finished then move their workflows on (which sees them already written).
@@ -182,6 +183,7 @@ pub(crate) async fn fetch(
             query(
                 tx,
                 "SELECT doc FROM tasks WHERE state = 'ready' AND queue = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused) \
                  ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED",
                 &[queue, &limit],
             )
@@ -191,6 +193,7 @@ pub(crate) async fn fetch(
             query(
                 tx,
                 "SELECT doc FROM tasks WHERE state = 'ready' AND queue = ANY($1) \
+                 AND queue NOT IN (SELECT name FROM queues WHERE paused) \
                  ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED",
                 &[&queues, &limit],
             )
@@ -414,4 +417,41 @@ pub(crate) async fn workers(c: &impl GenericClient) -> PgResult<Vec<WorkerInfo>>
             running: r.get::<_, i64>(6) as u32,
         })
         .collect())
+}
+
+pub(crate) async fn pause_queue(tx: &Tx<'_>, st: &mut Touched, p: &PauseQueue) -> PgResult<()> {
+    execute(
+        tx,
+        "INSERT INTO queues (name, paused, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, updated_at = EXCLUDED.updated_at",
+        &[&p.queue, &p.paused, &p.now.as_micros()],
+    )
+    .await?;
+    if !p.paused {
+        st.touch(Topic::Ready); // its tasks may be leased again: wake the parked fetchers
+    }
+    Ok(())
+}
+
+pub(crate) async fn queues(c: &impl GenericClient, now: Timestamp) -> PgResult<Vec<QueueInfo>> {
+    let mut counts = Vec::new();
+    for what in COUNTED {
+        // The state as a literal, so its partial index serves the count.
+        let sql = format!("SELECT queue, COUNT(*), MIN(run_at) FROM tasks WHERE state = '{what}' GROUP BY queue");
+        for r in query(c, &sql, &[]).await? {
+            counts.push(Count {
+                queue: r.get(0),
+                what,
+                n: r.get::<_, i64>(1) as u64,
+                earliest: r.get::<_, Option<i64>>(2).map(Timestamp::from_micros),
+            });
+        }
+    }
+    let minute_ago = now.saturating_sub(std::time::Duration::from_secs(60)).as_micros();
+    let sql = "SELECT queue, COUNT(*) FROM tasks WHERE finished_at >= $1 AND state = 'succeeded' GROUP BY queue";
+    for r in query(c, sql, &[&minute_ago]).await? {
+        counts.push(Count { queue: r.get(0), what: "succeeded", n: r.get::<_, i64>(1) as u64, earliest: None });
+    }
+    let paused = query(c, "SELECT name FROM queues WHERE paused", &[]).await?.iter().map(|r| r.get(0)).collect();
+    Ok(assemble(counts, paused, now))
 }

@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
-use taskwarden_core::protocol::{LeaseStatus, WorkerInfo};
+use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
-use taskwarden_core::{Task, TaskId};
+use taskwarden_core::{Task, TaskId, Timestamp};
 use tokio::sync::watch;
 
 use crate::params::*;
@@ -233,6 +233,14 @@ impl Store for SqliteStore {
 
     async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo> {
         self.writer.write(true, move |c, st| ops::register_worker(c, st, p)).await
+    }
+
+    async fn pause_queue(&self, p: PauseQueue) -> Result<()> {
+        self.writer.write(true, move |c, st| ops::pause_queue(c, st, p)).await
+    }
+
+    async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {
+        self.read(move |c| reads::queues(c, now)).await
     }
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {

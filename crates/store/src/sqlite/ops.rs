@@ -103,8 +103,9 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
              ORDER BY priority DESC, id LIMIT ?2"
         ))
         .map_err(internal)?;
-    // Each queue once: a queue named twice would lease the same task twice.
-    let mut queues: Vec<&String> = p.queues.iter().collect();
+    // Each queue once: a queue named twice would lease the same task twice. Paused ones not at all.
+    let paused = paused_queues(conn)?;
+    let mut queues: Vec<&String> = p.queues.iter().filter(|q| !paused.contains(q)).collect();
     queues.sort();
     queues.dedup();
     for queue in queues {
@@ -303,4 +304,23 @@ pub(crate) fn acquire_lease(conn: &Connection, p: AcquireLease) -> Result<LeaseH
         })
         .map_err(internal)?;
     Ok(LeaseHolder { holder, expires_at: Timestamp::from_micros(expires_at) })
+}
+
+pub(crate) fn paused_queues(conn: &Connection) -> Result<Vec<String>> {
+    conn.prepare_cached("SELECT name FROM queues WHERE paused = 1")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(internal)
+}
+
+pub(crate) fn pause_queue(conn: &Connection, st: &mut WriterState, p: PauseQueue) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO queues (name, paused, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| s.execute(params![p.queue, p.paused, p.now.as_micros()]))
+    .map_err(internal)?;
+    if !p.paused {
+        st.touch(Topic::Ready); // its tasks may be leased again: wake the parked fetchers
+    }
+    Ok(())
 }

@@ -2,13 +2,14 @@
 //! writer commits.
 
 use rusqlite::{Connection, ToSql};
-use taskwarden_core::protocol::WorkerInfo;
+use taskwarden_core::protocol::{QueueInfo, WorkerInfo};
 use taskwarden_core::{TaskId, Timestamp};
 
 use super::internal;
 use super::rows::{TASK_COLUMNS, load_history, load_task, task_from_row};
 use crate::list_query::{Arg, ListQuery};
 use crate::params::{ListTasks, TaskPage};
+use crate::queue_stats::{COUNTED, Count, assemble};
 use crate::{Result, StoreError};
 
 pub(crate) fn get(conn: &Connection, id: TaskId) -> Result<taskwarden_core::Task> {
@@ -65,4 +66,37 @@ pub(crate) fn workers(conn: &Connection) -> Result<Vec<WorkerInfo>> {
         })
         .map_err(internal)?;
     rows.collect::<rusqlite::Result<_>>().map_err(internal)
+}
+
+pub(crate) fn queues(conn: &Connection, now: Timestamp) -> Result<Vec<QueueInfo>> {
+    let mut counts = Vec::new();
+    for what in COUNTED {
+        // The state as a literal, so its partial index serves the count.
+        let sql = format!("SELECT queue, COUNT(*), MIN(run_at) FROM tasks WHERE state = '{what}' GROUP BY queue");
+        let mut stmt = conn.prepare_cached(&sql).map_err(internal)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Count {
+                    queue: r.get(0)?,
+                    what,
+                    n: r.get::<_, i64>(1)? as u64,
+                    earliest: r.get::<_, Option<i64>>(2)?.map(Timestamp::from_micros),
+                })
+            })
+            .map_err(internal)?;
+        counts.extend(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?);
+    }
+    let minute_ago = now.saturating_sub(std::time::Duration::from_secs(60)).as_micros();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT queue, COUNT(*) FROM tasks WHERE finished_at >= ?1 AND state = 'succeeded' GROUP BY queue",
+        )
+        .map_err(internal)?;
+    let rows = stmt
+        .query_map([minute_ago], |r| {
+            Ok(Count { queue: r.get(0)?, what: "succeeded", n: r.get::<_, i64>(1)? as u64, earliest: None })
+        })
+        .map_err(internal)?;
+    counts.extend(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?);
+    Ok(assemble(counts, super::ops::paused_queues(conn)?, now))
 }

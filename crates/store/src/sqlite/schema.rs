@@ -131,6 +131,17 @@ CREATE TABLE leases (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Queues with settings of their own (for now: paused). A queue needs no row to exist.
+CREATE TABLE queues (
+    name       TEXT PRIMARY KEY,
+    paused     INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Finished tasks by time, workflow tasks too: throughput per queue, and retention.
+DROP INDEX tasks_finished;
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -1,0 +1,50 @@
+//! Queue statistics, assembled the same way for every backend from a few grouped counts.
+
+use std::collections::BTreeMap;
+
+use taskwarden_core::Timestamp;
+use taskwarden_core::protocol::QueueInfo;
+
+/// The states counted per queue; each backend runs one grouped count per entry, with the state
+/// as a literal so the state's partial index serves it.
+pub(crate) const COUNTED: [&str; 4] = ["ready", "scheduled", "running", "failed"];
+
+/// One row of a grouped count: the queue, which of [`COUNTED`] (or `"succeeded"` for the last
+/// minute), how many, and for ready tasks the earliest `run_at`.
+pub(crate) struct Count {
+    pub queue: String,
+    pub what: &'static str,
+    pub n: u64,
+    pub earliest: Option<Timestamp>,
+}
+
+pub(crate) fn assemble(counts: Vec<Count>, paused: Vec<String>, now: Timestamp) -> Vec<QueueInfo> {
+    let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
+    let blank = |name: &str| QueueInfo {
+        name: name.to_owned(),
+        paused: false,
+        ready: 0,
+        scheduled: 0,
+        running: 0,
+        failed: 0,
+        oldest_ready_ms: None,
+        succeeded_last_minute: 0,
+    };
+    for name in paused {
+        queues.entry(name.clone()).or_insert_with(|| blank(&name)).paused = true;
+    }
+    for c in counts {
+        let q = queues.entry(c.queue.clone()).or_insert_with(|| blank(&c.queue));
+        match c.what {
+            "ready" => {
+                q.ready = c.n;
+                q.oldest_ready_ms = c.earliest.map(|t| now.duration_since(t).as_millis() as u64);
+            }
+            "scheduled" => q.scheduled = c.n,
+            "running" => q.running = c.n,
+            "failed" => q.failed = c.n,
+            _ => q.succeeded_last_minute = c.n,
+        }
+    }
+    queues.into_values().collect()
+}
