@@ -27,6 +27,8 @@ pub enum Command {
     Task(TaskArgs),
     /// List the workers the server knows.
     Workers(WorkersArgs),
+    /// List queues with their counts; pause and resume them.
+    Queue(QueueArgs),
     /// Submit, show, wait for and cancel workflows (DAGs of tasks).
     Workflow(WorkflowArgs),
     /// Run the demo: an embedded server, workers and 200 http.fetch tasks.
@@ -271,6 +273,28 @@ pub struct WorkersArgs {
     pub connect: ConnectArgs,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(ClapArgs)]
+pub struct QueueArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(subcommand)]
+    pub command: QueueCommand,
+}
+
+#[derive(Subcommand)]
+pub enum QueueCommand {
+    /// Every queue: ready, scheduled, running and failed counts, paused, oldest ready task's age,
+    /// successes in the last minute.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop leasing from a queue (its tasks wait; submits are still accepted).
+    Pause { queue: String },
+    /// Lease from a paused queue again.
+    Resume { queue: String },
 }
 
 #[derive(ClapArgs)]

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use serde_json::value::RawValue;
 use taskwarden_client::{Client, ListOptions, SubmitTask, Task, TaskId, TaskState};
 
-use crate::args::{SubmitArgs, TaskArgs, TaskCommand, WorkersArgs};
+use crate::args::{QueueArgs, QueueCommand, SubmitArgs, TaskArgs, TaskCommand, WorkersArgs};
 
 fn parse_id(id: &str) -> anyhow::Result<TaskId> {
     id.parse().with_context(|| format!("{id:?} is not a task id"))
@@ -141,6 +141,40 @@ pub async fn workers(a: WorkersArgs) -> anyhow::Result<()> {
             w.concurrency,
             w.last_seen_at.to_string(),
             w.queues.join(",")
+        );
+    }
+    Ok(())
+}
+
+pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
+    let client = Client::new(&a.connect.url)?;
+    let queues = match a.command {
+        QueueCommand::Ls { json } => {
+            let queues = client.queues().await?;
+            if json {
+                return print_json(&queues);
+            }
+            queues
+        }
+        QueueCommand::Pause { queue } => vec![client.pause_queue(&queue).await?],
+        QueueCommand::Resume { queue } => vec![client.resume_queue(&queue).await?],
+    };
+    println!(
+        "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>13}  {:>11}",
+        "QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "PAUSED", "OLDEST READY", "DONE/MINUTE"
+    );
+    for q in queues {
+        let oldest = q.oldest_ready_ms.map(|ms| format!("{:.1}s", ms as f64 / 1000.0)).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>13}  {:>11}",
+            q.name,
+            q.ready,
+            q.scheduled,
+            q.running,
+            q.failed,
+            if q.paused { "yes" } else { "no" },
+            oldest,
+            q.succeeded_last_minute
         );
     }
     Ok(())

@@ -156,3 +156,44 @@ fn the_demo_gathers_every_fetch_and_reports_the_speedup() {
     assert!(out.contains("gathered:         57 pages"), "{out}");
     assert!(out.contains("speedup:") && out.contains("critical path:"), "{out}");
 }
+
+/// `queue ls` as JSON, by queue name.
+fn queues(url: &str) -> std::collections::BTreeMap<String, Value> {
+    let (ok, out, err) = cli(&["queue", "ls", "--json", "--url", url]);
+    assert!(ok, "{err}");
+    let list: Vec<Value> = serde_json::from_str(&out).unwrap();
+    list.into_iter().map(|q| (q["name"].as_str().unwrap().to_owned(), q)).collect()
+}
+
+#[test]
+fn a_paused_queue_holds_its_tasks_until_resumed_and_queue_ls_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let _worker = WorkerProcess::start(url, "held", &[]);
+    let (ok, out, err) = cli(&["queue", "pause", "held", "--url", url]);
+    assert!(ok, "{err}");
+    assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("held") && l.contains("yes")), "{out}");
+
+    let (ok, out, err) = cli(&["submit", "--url", url, "--queue", "held", "--kind", "echo"]);
+    assert!(ok, "{err}");
+    let id = out.trim().to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let (_, out, _) = cli(&["task", "get", &id, "--url", url, "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["state"], "ready", "a waiting worker got nothing");
+    let held = &queues(url)["held"];
+    assert_eq!((held["paused"].as_bool(), held["ready"].as_u64()), (Some(true), Some(1)));
+    assert!(held["oldest_ready_ms"].as_u64().unwrap() >= 500);
+
+    let (ok, _, err) = cli(&["queue", "resume", "held", "--url", url]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&["task", "wait", &id, "--url", url, "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["state"], "succeeded", "the worker took it on resume");
+    let held = &queues(url)["held"];
+    assert_eq!((held["paused"].as_bool(), held["ready"].as_u64()), (Some(false), Some(0)));
+    assert_eq!(held["succeeded_last_minute"], 1);
+
+    let (ok, _, err) = cli(&["queue", "pause", "bad\u{7}name", "--url", url]);
+    assert!(!ok && err.contains("queue"), "a control character in the name is refused, naming the field: {err}");
+}

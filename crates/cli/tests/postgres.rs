@@ -159,3 +159,25 @@ async fn migrate_command_prepares_a_schema_and_a_node_can_then_start_without_mig
     let client = Client::new(&node.url).unwrap();
     client.ready().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_a_queue_on_one_node_holds_it_on_every_node() {
+    let Some(schema) = TestSchema::new("pause").await else { return };
+    let nodes = [
+        ServerProcess::postgres(&schema.url, &schema.name, &[]),
+        ServerProcess::postgres(&schema.url, &schema.name, &[]),
+    ];
+    let (a, b) = (Client::new(&nodes[0].url).unwrap(), Client::new(&nodes[1].url).unwrap());
+    let _worker = WorkerProcess::start(&nodes[1].url, "held", &[]);
+    assert!(a.pause_queue("held").await.unwrap().paused);
+    let task = a.submit(SubmitTask::new("held", "echo")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(b.get(task.id).await.unwrap().state, TaskState::Ready, "the worker on the other node got nothing");
+    let listed = b.queues().await.unwrap();
+    assert!(listed.iter().any(|q| q.name == "held" && q.paused && q.ready == 1), "{listed:?}");
+    let resumed = Instant::now();
+    assert!(!a.resume_queue("held").await.unwrap().paused);
+    let done = b.wait(task.id, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(done.state, TaskState::Succeeded);
+    assert!(resumed.elapsed() < Duration::from_secs(5), "the resume woke the other node's worker at once");
+}

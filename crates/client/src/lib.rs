@@ -28,10 +28,10 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 pub use taskwarden_core::protocol::ParentList;
 use taskwarden_core::protocol::{
-    ErrorBody, FetchRequest, FetchResponse, HeldLease, RegisterWorker, Report, ReportBatch, ReportBatchResponse,
-    SubmitBatch, TaskList, WorkerHeartbeat, WorkerHeartbeatResponse, WorkerInfo, WorkerList,
+    ErrorBody, FetchRequest, FetchResponse, HeldLease, QueueList, RegisterWorker, Report, ReportBatch,
+    ReportBatchResponse, SubmitBatch, TaskList, WorkerHeartbeat, WorkerHeartbeatResponse, WorkerInfo, WorkerList,
 };
-pub use taskwarden_core::protocol::{LeaseStatus, LeasedTask, Outcome, ReportResult, SubmitTask};
+pub use taskwarden_core::protocol::{LeaseStatus, LeasedTask, Outcome, QueueInfo, ReportResult, SubmitTask};
 pub use taskwarden_core::workflow::{
     FailurePolicy, FanOut, FanOutRequest, NodeSpec, ParentResult, Workflow, WorkflowNode, WorkflowSpec, WorkflowState,
 };
@@ -387,6 +387,27 @@ impl Client {
         Ok(list.workers)
     }
 
+    /// Every queue with its counts, by name.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        let list: QueueList = self.call::<(), _>(Method::GET, "/v1/queues", None, Self::TIMEOUT).await?.1;
+        Ok(list.queues)
+    }
+
+    /// Pauses a queue: nothing is leased from it until it is resumed.
+    pub async fn pause_queue(&self, queue: &str) -> Result<QueueInfo> {
+        self.queue_call(queue, "pause").await
+    }
+
+    /// Resumes a paused queue.
+    pub async fn resume_queue(&self, queue: &str) -> Result<QueueInfo> {
+        self.queue_call(queue, "resume").await
+    }
+
+    async fn queue_call(&self, queue: &str, action: &str) -> Result<QueueInfo> {
+        let path = format!("/v1/queues/{}/{action}", path_segment(queue));
+        Ok(self.call::<(), _>(Method::POST, &path, None, Self::TIMEOUT).await?.1)
+    }
+
     /// Whether the server and its store are ready.
     pub async fn ready(&self) -> Result<()> {
         self.call::<(), serde_json::Value>(Method::GET, "/readyz", None, Duration::from_secs(5)).await.map(|_| ())
@@ -439,6 +460,16 @@ impl Client {
             .1;
         Ok(resp.results)
     }
+}
+
+/// A queue name as one URL path segment.
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn serde_urlencoded_query(options: &ListOptions) -> String {

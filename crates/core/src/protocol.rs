@@ -106,6 +106,22 @@ pub struct QueueInfo {
     pub succeeded_last_minute: u64,
 }
 
+impl QueueInfo {
+    /// A queue with nothing in it.
+    pub fn empty(name: impl Into<String>) -> QueueInfo {
+        QueueInfo {
+            name: name.into(),
+            paused: false,
+            ready: 0,
+            scheduled: 0,
+            running: 0,
+            failed: 0,
+            oldest_ready_ms: None,
+            succeeded_last_minute: 0,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QueueList {
     pub queues: Vec<QueueInfo>,

@@ -20,21 +20,11 @@ pub(crate) struct Count {
 
 pub(crate) fn assemble(counts: Vec<Count>, paused: Vec<String>, now: Timestamp) -> Vec<QueueInfo> {
     let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
-    let blank = |name: &str| QueueInfo {
-        name: name.to_owned(),
-        paused: false,
-        ready: 0,
-        scheduled: 0,
-        running: 0,
-        failed: 0,
-        oldest_ready_ms: None,
-        succeeded_last_minute: 0,
-    };
     for name in paused {
-        queues.entry(name.clone()).or_insert_with(|| blank(&name)).paused = true;
+        queues.entry(name.clone()).or_insert_with(|| QueueInfo::empty(name)).paused = true;
     }
     for c in counts {
-        let q = queues.entry(c.queue.clone()).or_insert_with(|| blank(&c.queue));
+        let q = queues.entry(c.queue.clone()).or_insert_with(|| QueueInfo::empty(c.queue.clone()));
         match c.what {
             "ready" => {
                 q.ready = c.n;

@@ -4,10 +4,12 @@
 //! - `tasks`: submit, inspect, list, wait for, cancel and retry tasks.
 //! - `workers`: the worker protocol (register, fetch, heartbeat, report) and the single-lease calls.
 //! - `workflows`: submit, get, wait for and cancel workflows; a task's parents' results.
+//! - `queues`: list queues with their counts; pause and resume them.
 //! - `health`: liveness, readiness and the OpenAPI document.
 
 mod health;
 pub(crate) use health::openapi;
+mod queues;
 mod tasks;
 mod workers;
 mod workflows;
@@ -67,6 +69,9 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/workflows/{id}"),
     ("get", "/v1/workflows/{id}/wait"),
     ("post", "/v1/workflows/{id}/cancel"),
+    ("get", "/v1/queues"),
+    ("post", "/v1/queues/{name}/pause"),
+    ("post", "/v1/queues/{name}/resume"),
 ];
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -96,6 +101,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/workflows/{id}", get(workflows::get))
         .route("/v1/workflows/{id}/wait", get(workflows::wait))
         .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
+        .route("/v1/queues", get(queues::list))
+        .route("/v1/queues/{name}/pause", post(queues::pause))
+        .route("/v1/queues/{name}/resume", post(queues::resume))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(move |mut req: Request, next: Next| async move {
