@@ -295,6 +295,13 @@ pub enum QueueCommand {
     Pause { queue: String },
     /// Lease from a paused queue again.
     Resume { queue: String },
+    /// Change a queue's settings.
+    Set {
+        queue: String,
+        /// Its share when a worker serves several queues (1 to 1000; default 1).
+        #[arg(long)]
+        weight: u32,
+    },
 }
 
 #[derive(ClapArgs)]

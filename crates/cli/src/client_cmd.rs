@@ -158,20 +158,22 @@ pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
         }
         QueueCommand::Pause { queue } => vec![client.pause_queue(&queue).await?],
         QueueCommand::Resume { queue } => vec![client.resume_queue(&queue).await?],
+        QueueCommand::Set { queue, weight } => vec![client.set_queue_weight(&queue, weight).await?],
     };
     println!(
-        "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>13}  {:>11}",
-        "QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "PAUSED", "OLDEST READY", "DONE/MINUTE"
+        "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>6}  {:>13}  {:>11}",
+        "QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "WEIGHT", "PAUSED", "OLDEST READY", "DONE/MINUTE"
     );
     for q in queues {
         let oldest = q.oldest_ready_ms.map(|ms| format!("{:.1}s", ms as f64 / 1000.0)).unwrap_or_else(|| "-".into());
         println!(
-            "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>13}  {:>11}",
+            "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>6}  {:>13}  {:>11}",
             q.name,
             q.ready,
             q.scheduled,
             q.running,
             q.failed,
+            q.weight,
             if q.paused { "yes" } else { "no" },
             oldest,
             q.succeeded_last_minute

@@ -197,3 +197,36 @@ fn a_paused_queue_holds_its_tasks_until_resumed_and_queue_ls_shows_it() {
     let (ok, _, err) = cli(&["queue", "pause", "bad\u{7}name", "--url", url]);
     assert!(!ok && err.contains("queue"), "a control character in the name is refused, naming the field: {err}");
 }
+
+#[test]
+fn a_worker_serving_two_queues_takes_from_them_by_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let (ok, out, err) = cli(&["queue", "set", "heavy", "--weight", "3", "--url", url]);
+    assert!(ok, "{err}");
+    assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("heavy") && l.contains(" 3 ")), "{out}");
+    let (ok, _, err) = cli(&["queue", "set", "light", "--weight", "0", "--url", url]);
+    assert!(!ok && err.contains("weight"), "a zero weight is refused, naming the field: {err}");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let http = reqwest::Client::new();
+        for queue in ["heavy", "light"] {
+            let batch: Vec<Value> = (0..100)
+                .map(|_| serde_json::json!({"queue": queue, "kind": "sleep", "payload": {"ms": 200}}))
+                .collect();
+            let resp = http.post(format!("{url}/v1/tasks/batch")).json(&serde_json::json!({ "tasks": batch })).send();
+            assert!(resp.await.unwrap().status().is_success());
+        }
+    });
+    // Eight slots, every task 200 ms: while both queues have work, they share the slots 3:1.
+    let _worker = WorkerProcess::start(url, "heavy,light", &["--concurrency", "8"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let queues = queues(url);
+    let done = |q: &str| queues[q]["succeeded_last_minute"].as_u64().unwrap() + queues[q]["running"].as_u64().unwrap();
+    let (heavy, light) = (done("heavy") as f64, done("light") as f64);
+    let share = heavy / (heavy + light);
+    assert!(
+        (share - 0.75).abs() <= 0.1,
+        "heavy got {heavy} and light {light}: {share:.2} of the work, its weight says 0.75"
+    );
+}

@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 pub use taskwarden_core::protocol::ParentList;
 use taskwarden_core::protocol::{
-    ErrorBody, FetchRequest, FetchResponse, HeldLease, QueueList, RegisterWorker, Report, ReportBatch,
+    ErrorBody, FetchRequest, FetchResponse, HeldLease, QueueList, QueueUpdate, RegisterWorker, Report, ReportBatch,
     ReportBatchResponse, SubmitBatch, TaskList, WorkerHeartbeat, WorkerHeartbeatResponse, WorkerInfo, WorkerList,
 };
 pub use taskwarden_core::protocol::{LeaseStatus, LeasedTask, Outcome, QueueInfo, ReportResult, SubmitTask};
@@ -401,6 +401,13 @@ impl Client {
     /// Resumes a paused queue.
     pub async fn resume_queue(&self, queue: &str) -> Result<QueueInfo> {
         self.queue_call(queue, "resume").await
+    }
+
+    /// Sets a queue's weight: its share when a worker serves several queues.
+    pub async fn set_queue_weight(&self, queue: &str, weight: u32) -> Result<QueueInfo> {
+        let body = QueueUpdate { weight: Some(weight) };
+        let path = format!("/v1/queues/{}", path_segment(queue));
+        Ok(self.call(Method::PATCH, &path, Some(&body), Self::TIMEOUT).await?.1)
     }
 
     async fn queue_call(&self, queue: &str, action: &str) -> Result<QueueInfo> {

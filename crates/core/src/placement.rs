@@ -156,6 +156,57 @@ pub struct Placement {
     pub reserved: Vec<(usize, usize)>,
 }
 
+/// Takes up to `limit` items from several queues' lists (each best first) by weighted fair
+/// share: each next item comes from the queue with the least served per unit of weight, counting
+/// what `served` says it had before (and updating it). So a worker serving several queues takes
+/// from them in proportion to their weights when all have work, across many small fetches as
+/// well as within one large one. A queue with nothing to give is brought level with the
+/// least-served busy queue, so idling earns it no credit to flood the others with later.
+pub fn fair_take<T>(lists: Vec<(String, u32, Vec<T>)>, served: &mut BTreeMap<String, u64>, limit: usize) -> Vec<T> {
+    let mut queues: Vec<(String, u64, std::collections::VecDeque<T>)> =
+        lists.into_iter().map(|(q, w, items)| (q, u64::from(w.max(1)), items.into())).collect();
+    let idle: Vec<bool> = queues.iter().map(|(_, _, items)| items.is_empty()).collect();
+    level_idle(&queues, &idle, served);
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let next = queues
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, _, items))| !items.is_empty())
+            .min_by(|(ia, (qa, wa, _)), (ib, (qb, wb, _))| {
+                let (sa, sb) = (served.get(qa).copied().unwrap_or(0), served.get(qb).copied().unwrap_or(0));
+                (u128::from(sa) * u128::from(*wb)).cmp(&(u128::from(sb) * u128::from(*wa))).then(ia.cmp(ib))
+            })
+            .map(|(i, _)| i);
+        let Some(i) = next else { break };
+        let (q, _, items) = &mut queues[i];
+        out.push(items.pop_front().expect("a queue with items"));
+        *served.entry(q.clone()).or_insert(0) += 1;
+    }
+    level_idle(&queues, &idle, served);
+    out
+}
+
+/// Brings the queues that had nothing to give (`idle`) level with the least-served busy queue.
+fn level_idle<T>(
+    queues: &[(String, u64, std::collections::VecDeque<T>)],
+    idle: &[bool],
+    served: &mut BTreeMap<String, u64>,
+) {
+    let ratio = |q: &str, w: u64| served.get(q).copied().unwrap_or(0) as f64 / w as f64;
+    let level = queues
+        .iter()
+        .zip(idle)
+        .filter(|(_, idle)| !**idle)
+        .map(|((q, w, _), _)| ratio(q, *w))
+        .fold(f64::INFINITY, f64::min);
+    if level.is_finite() {
+        for ((q, w, _), _) in queues.iter().zip(idle).filter(|(_, idle)| **idle) {
+            served.insert(q.clone(), (level * *w as f64).ceil() as u64);
+        }
+    }
+}
+
 /// Why no live worker could ever run `t`, or `None` if one could.
 pub fn unschedulable_reason(t: &Candidate, workers: &[WorkerView]) -> Option<String> {
     if workers.iter().any(|w| w.could_run(t)) {

@@ -94,6 +94,9 @@ pub struct QueueInfo {
     pub name: String,
     /// A paused queue keeps its tasks and takes submits, but leases nothing until resumed.
     pub paused: bool,
+    /// Its share when a worker serves several queues: they are served in proportion to their
+    /// weights while all have work.
+    pub weight: u32,
     pub ready: u64,
     pub scheduled: u64,
     pub running: u64,
@@ -112,12 +115,35 @@ impl QueueInfo {
         QueueInfo {
             name: name.into(),
             paused: false,
+            weight: 1,
             ready: 0,
             scheduled: 0,
             running: 0,
             failed: 0,
             oldest_ready_ms: None,
             succeeded_last_minute: 0,
+        }
+    }
+}
+
+/// The body of `PATCH /v1/queues/{name}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// The largest queue weight.
+pub const MAX_QUEUE_WEIGHT: u32 = 1000;
+
+impl QueueUpdate {
+    pub fn validate(&self) -> Result<(), crate::ValidationError> {
+        match self.weight {
+            Some(w) if w == 0 || w > MAX_QUEUE_WEIGHT => {
+                Err(crate::ValidationError::new("weight", format!("must be between 1 and {MAX_QUEUE_WEIGHT}")))
+            }
+            _ => Ok(()),
         }
     }
 }

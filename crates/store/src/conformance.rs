@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
             finished_work_past_retention_is_pruned,
             a_named_lease_has_one_holder_until_it_expires,
             a_paused_queue_leases_nothing_until_resumed,
+            a_fetch_from_several_queues_follows_their_weights,
             queues_are_listed_with_their_counts
         );
     };
@@ -871,15 +872,15 @@ pub async fn a_named_lease_has_one_holder_until_it_expires(store: &dyn Store) {
 }
 
 pub async fn a_paused_queue_leases_nothing_until_resumed(store: &dyn Store) {
-    let pause = |paused| PauseQueue { queue: "held".into(), paused, now: at(0) };
-    store.pause_queue(pause(true)).await.unwrap();
+    let pause = |paused| UpdateQueue { queue: "held".into(), paused: Some(paused), weight: None, now: at(0) };
+    store.update_queue(pause(true)).await.unwrap();
     let held = submit_one(store, spec("held"), at(1)).await;
     submit_one(store, spec("free"), at(1)).await;
     let got = fetch(store, &["held", "free"], 10, at(2)).await;
     assert_eq!(got.iter().map(|t| t.queue.as_str()).collect::<Vec<_>>(), vec!["free"], "the paused queue is skipped");
     let mut ready = store.subscribe(Topic::Ready);
     ready.borrow_and_update();
-    store.pause_queue(pause(false)).await.unwrap();
+    store.update_queue(pause(false)).await.unwrap();
     assert!(ready.has_changed().unwrap(), "resuming wakes waiting fetchers");
     let got = fetch(store, &["held"], 10, at(3)).await;
     assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![held.id]);
@@ -891,7 +892,10 @@ pub async fn queues_are_listed_with_their_counts(store: &dyn Store) {
     let done = fetch(store, &["a"], 2, at(1_000)).await;
     report(store, &done[0], success("1"), at(2_000)).await.unwrap();
     report(store, &done[1], failure(true), at(2_000)).await.unwrap();
-    store.pause_queue(PauseQueue { queue: "idle".into(), paused: true, now: at(0) }).await.unwrap();
+    store
+        .update_queue(UpdateQueue { queue: "idle".into(), paused: Some(true), weight: None, now: at(0) })
+        .await
+        .unwrap();
     let queues = store.list_queues(at(10_000)).await.unwrap();
     let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
     assert_eq!(names, vec!["a", "idle"]);
@@ -902,4 +906,27 @@ pub async fn queues_are_listed_with_their_counts(store: &dyn Store) {
     assert!(queues[1].paused && queues[1].ready == 0);
     let later = store.list_queues(at(70_000)).await.unwrap();
     assert_eq!(later[0].succeeded_last_minute, 0, "a minute later the success is no longer recent");
+}
+
+pub async fn a_fetch_from_several_queues_follows_their_weights(store: &dyn Store) {
+    let weigh =
+        |queue: &str, weight| UpdateQueue { queue: queue.into(), paused: None, weight: Some(weight), now: at(0) };
+    store.update_queue(weigh("heavy", 3)).await.unwrap();
+    store.update_queue(weigh("light", 1)).await.unwrap();
+    submit(store, (0..20).map(|_| spec("heavy")).collect(), at(0)).await;
+    submit(store, (0..20).map(|_| spec("light")).collect(), at(0)).await;
+    let mut got = std::collections::BTreeMap::<String, usize>::new();
+    // One task a fetch, as a busy worker with one free slot asks: the share holds across fetches.
+    for i in 0..8 {
+        for t in fetch(store, &["heavy", "light"], 1, at(1 + i)).await {
+            *got.entry(t.queue).or_default() += 1;
+        }
+    }
+    for t in fetch(store, &["light", "heavy"], 8, at(20)).await {
+        *got.entry(t.queue).or_default() += 1;
+    }
+    assert_eq!((got["heavy"], got["light"]), (12, 4), "3:1 by weight");
+    let queues = store.list_queues(at(30)).await.unwrap();
+    let heavy = queues.iter().find(|q| q.name == "heavy").unwrap();
+    assert_eq!((heavy.weight, heavy.ready), (3, 8));
 }

@@ -89,8 +89,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo>;
 
-    /// Pauses or resumes a queue (known or not yet). Resuming wakes waiting fetchers.
-    async fn pause_queue(&self, p: PauseQueue) -> Result<()>;
+    /// Pauses or resumes a queue (known or not yet), or sets its weight. Resuming wakes waiting
+    /// fetchers. A fetch from several queues takes from them in proportion to their weights.
+    async fn update_queue(&self, p: UpdateQueue) -> Result<()>;
 
     /// Every queue that holds unfinished or dead-lettered tasks, or has been paused, with its
     /// counts at `now`, by name.

@@ -175,9 +175,14 @@ pub struct LeaseHolder {
     pub expires_at: Timestamp,
 }
 
-/// Pauses or resumes a queue. A paused queue leases nothing; its tasks wait.
-pub struct PauseQueue {
+/// Changes a queue's settings; `None` leaves one as it is. A paused queue leases nothing (its
+/// tasks wait); a queue's weight is its share when a worker serves several queues.
+pub struct UpdateQueue {
     pub queue: String,
-    pub paused: bool,
+    pub paused: Option<bool>,
+    pub weight: Option<u32>,
     pub now: Timestamp,
 }
+
+/// A queue's settings as stored: name, paused, weight.
+pub(crate) type QueueSettings = (String, bool, u32);

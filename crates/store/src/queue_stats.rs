@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use taskwarden_core::Timestamp;
 use taskwarden_core::protocol::QueueInfo;
 
+use crate::params::QueueSettings;
+
 /// The states counted per queue; each backend runs one grouped count per entry, with the state
 /// as a literal so the state's partial index serves it.
 pub(crate) const COUNTED: [&str; 4] = ["ready", "scheduled", "running", "failed"];
@@ -18,10 +20,13 @@ pub(crate) struct Count {
     pub earliest: Option<Timestamp>,
 }
 
-pub(crate) fn assemble(counts: Vec<Count>, paused: Vec<String>, now: Timestamp) -> Vec<QueueInfo> {
+pub(crate) fn assemble(counts: Vec<Count>, settings: Vec<QueueSettings>, now: Timestamp) -> Vec<QueueInfo> {
     let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
-    for name in paused {
-        queues.entry(name.clone()).or_insert_with(|| QueueInfo::empty(name)).paused = true;
+    // Queues with settings of their own are listed even when empty.
+    for (name, paused, weight) in settings {
+        let q = queues.entry(name.clone()).or_insert_with(|| QueueInfo::empty(name));
+        q.paused = paused;
+        q.weight = weight;
     }
     for c in counts {
         let q = queues.entry(c.queue.clone()).or_insert_with(|| QueueInfo::empty(c.queue.clone()));

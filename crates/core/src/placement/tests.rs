@@ -221,3 +221,25 @@ fn contended_queues_get_work_by_weight() {
     let heavy = r.contended_share["heavy"];
     assert!((heavy - 0.75).abs() <= 0.075, "heavy got {heavy:.3} of the work, its weight says 0.75");
 }
+
+#[test]
+fn fair_take_follows_weights_across_small_fetches_and_idling_earns_no_credit() {
+    let mut served = BTreeMap::new();
+    let mut taken = BTreeMap::<String, u32>::new();
+    for _ in 0..40 {
+        let lists = vec![("a".to_string(), 3, vec!["a"; 5]), ("b".to_string(), 1, vec!["b"; 5])];
+        for item in fair_take(lists, &mut served, 1) {
+            *taken.entry(item.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!((taken["a"], taken["b"]), (30, 10), "one task a fetch still follows 3:1");
+    // Queue c idles while a and b are served, then gets work: it shares, it does not take over.
+    for _ in 0..10 {
+        let lists = vec![("a".to_string(), 1, vec!["a"; 5]), ("c".to_string(), 1, vec![])];
+        fair_take(lists, &mut served, 4);
+    }
+    let lists = vec![("a".to_string(), 1, vec!["a"; 10]), ("c".to_string(), 1, vec!["c"; 10])];
+    let got = fair_take(lists, &mut served, 10);
+    let c = got.iter().filter(|x| **x == "c").count();
+    assert!((4..=6).contains(&c), "c got {c} of 10 after idling");
+}

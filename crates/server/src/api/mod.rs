@@ -4,7 +4,7 @@
 //! - `tasks`: submit, inspect, list, wait for, cancel and retry tasks.
 //! - `workers`: the worker protocol (register, fetch, heartbeat, report) and the single-lease calls.
 //! - `workflows`: submit, get, wait for and cancel workflows; a task's parents' results.
-//! - `queues`: list queues with their counts; pause and resume them.
+//! - `queues`: list queues with their counts; pause, resume and weigh them.
 //! - `health`: liveness, readiness and the OpenAPI document.
 
 mod health;
@@ -21,7 +21,7 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use taskwarden_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +70,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/workflows/{id}/wait"),
     ("post", "/v1/workflows/{id}/cancel"),
     ("get", "/v1/queues"),
+    ("patch", "/v1/queues/{name}"),
     ("post", "/v1/queues/{name}/pause"),
     ("post", "/v1/queues/{name}/resume"),
 ];
@@ -102,6 +103,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/workflows/{id}/wait", get(workflows::wait))
         .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
         .route("/v1/queues", get(queues::list))
+        .route("/v1/queues/{name}", patch(queues::set))
         .route("/v1/queues/{name}/pause", post(queues::pause))
         .route("/v1/queues/{name}/resume", post(queues::resume))
         .fallback(not_found)

@@ -1,31 +1,41 @@
-//! Queues: list them with their counts; pause and resume them.
+//! Queues: list them with their counts; pause, resume and weigh them.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use taskwarden_core::protocol::{QueueInfo, QueueList};
+use taskwarden_core::protocol::{QueueInfo, QueueList, QueueUpdate};
 use taskwarden_core::validate::check_name;
-use taskwarden_store::PauseQueue;
+use taskwarden_store::UpdateQueue;
 
 use super::{ApiResult, AppState};
+use crate::error::ApiJson;
 
 pub(super) async fn list(State(s): State<AppState>) -> ApiResult<Json<QueueList>> {
     Ok(Json(QueueList { queues: s.store.list_queues(s.clock.now()).await? }))
 }
 
 pub(super) async fn pause(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<QueueInfo>> {
-    set_paused(s, name, true).await
+    update(s, name, Some(true), None).await
 }
 
 pub(super) async fn resume(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<QueueInfo>> {
-    set_paused(s, name, false).await
+    update(s, name, Some(false), None).await
 }
 
-/// Pauses or resumes the queue and answers with its state afterwards.
-async fn set_paused(s: AppState, name: String, paused: bool) -> ApiResult<Json<QueueInfo>> {
+pub(super) async fn set(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<QueueUpdate>,
+) -> ApiResult<Json<QueueInfo>> {
+    body.validate()?;
+    update(s, name, None, body.weight).await
+}
+
+/// Changes the queue's settings and answers with its state afterwards.
+async fn update(s: AppState, name: String, paused: Option<bool>, weight: Option<u32>) -> ApiResult<Json<QueueInfo>> {
     check_name("queue", &name, &s.config.limits)?;
     let now = s.clock.now();
-    s.store.pause_queue(PauseQueue { queue: name.clone(), paused, now }).await?;
+    s.store.update_queue(UpdateQueue { queue: name.clone(), paused, weight, now }).await?;
     let queues = s.store.list_queues(now).await?;
-    let info = queues.into_iter().find(|q| q.name == name);
-    Ok(Json(info.unwrap_or_else(|| QueueInfo { paused, ..QueueInfo::empty(name) })))
+    let info = queues.into_iter().find(|q| q.name == name).expect("a queue with settings is listed");
+    Ok(Json(info))
 }

@@ -177,6 +177,8 @@ impl Ids {
 pub(crate) struct Shared {
     pub ids: Mutex<Ids>,
     pub channel: String,
+    /// Tasks this node leased per queue, for the weighted fair share of multi-queue fetches.
+    pub leased: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Shared {
@@ -255,7 +257,12 @@ impl PgStore {
             tracing::warn!("not yet listening for other nodes' wake-ups; carrying on");
         }
         let ids = Ids { ids: IdGenerator::default(), rng: StdRng::from_os_rng() };
-        Ok(PgStore { pool, topics, shared: Shared { ids: Mutex::new(ids), channel }, _stop: stop })
+        Ok(PgStore {
+            pool,
+            topics,
+            shared: Shared { ids: Mutex::new(ids), channel, leased: Mutex::default() },
+            _stop: stop,
+        })
     }
 
     /// Applies pending migrations and reports what it did. `allow_destructive` must be set for a
@@ -419,8 +426,8 @@ impl Store for PgStore {
         transaction!(self, |tx, _st| ops::register_worker(&tx, &self.shared, &p).await)
     }
 
-    async fn pause_queue(&self, p: PauseQueue) -> Result<()> {
-        transaction!(self, |tx, st| ops::pause_queue(&tx, st, &p).await)
+    async fn update_queue(&self, p: UpdateQueue) -> Result<()> {
+        transaction!(self, |tx, st| ops::update_queue(&tx, st, &p).await)
     }
 
     async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {

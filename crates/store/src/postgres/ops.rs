@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
+use taskwarden_core::placement::fair_take;
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::{Cancellation, LeaseToken, Task, TaskId, Timestamp};
 use tokio_postgres::types::ToSql;
@@ -177,30 +178,26 @@ pub(crate) async fn fetch(
     queues.sort();
     queues.dedup();
     let limit = i64::from(p.limit);
-    let found = match queues.as_slice() {
+    const BEST: &str = "SELECT doc FROM tasks WHERE state = 'ready' AND queue = $1 \
+        AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused) \
+        ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED";
+    let mut tasks = match queues.as_slice() {
         [] => return Ok(Vec::new()),
-        [queue] => {
-            query(
-                tx,
-                "SELECT doc FROM tasks WHERE state = 'ready' AND queue = $1 \
-                 AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused) \
-                 ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[queue, &limit],
-            )
-            .await?
-        }
+        [queue] => rows::tasks(&query(tx, BEST, &[queue, &limit]).await?)?,
         _ => {
-            query(
-                tx,
-                "SELECT doc FROM tasks WHERE state = 'ready' AND queue = ANY($1) \
-                 AND queue NOT IN (SELECT name FROM queues WHERE paused) \
-                 ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[&queues, &limit],
-            )
-            .await?
+            // Each queue's best, shared out by the queues' weights. Rows locked but not taken
+            // are free again when the transaction ends a moment later.
+            let weights = query(tx, "SELECT name, weight FROM queues WHERE name = ANY($1)", &[&queues]).await?;
+            let weight = |q: &str| weights.iter().find(|r| r.get::<_, &str>(0) == q).map_or(1, |r| r.get::<_, i32>(1));
+            let mut lists = Vec::with_capacity(queues.len());
+            for queue in &queues {
+                let best = rows::tasks(&query(tx, BEST, &[queue, &limit]).await?)?;
+                lists.push((queue.clone(), weight(queue) as u32, best));
+            }
+            let mut leased = shared.leased.lock().expect("leased lock");
+            fair_take(lists, &mut leased, p.limit as usize)
         }
     };
-    let mut tasks = rows::tasks(&found)?;
     for task in &mut tasks {
         let token = LeaseToken(shared.random());
         task.start(&p.worker_id, token, now)?;
@@ -419,15 +416,17 @@ pub(crate) async fn workers(c: &impl GenericClient) -> PgResult<Vec<WorkerInfo>>
         .collect())
 }
 
-pub(crate) async fn pause_queue(tx: &Tx<'_>, st: &mut Touched, p: &PauseQueue) -> PgResult<()> {
+pub(crate) async fn update_queue(tx: &Tx<'_>, st: &mut Touched, p: &UpdateQueue) -> PgResult<()> {
     execute(
         tx,
-        "INSERT INTO queues (name, paused, updated_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, updated_at = EXCLUDED.updated_at",
-        &[&p.queue, &p.paused, &p.now.as_micros()],
+        "INSERT INTO queues (name, paused, weight, updated_at) \
+         VALUES ($1, COALESCE($2, false), COALESCE($3, 1), $4) \
+         ON CONFLICT (name) DO UPDATE SET paused = COALESCE($2, queues.paused), \
+         weight = COALESCE($3, queues.weight), updated_at = $4",
+        &[&p.queue, &p.paused, &p.weight.map(|w| w as i32), &p.now.as_micros()],
     )
     .await?;
-    if !p.paused {
+    if p.paused == Some(false) {
         st.touch(Topic::Ready); // its tasks may be leased again: wake the parked fetchers
     }
     Ok(())
@@ -452,6 +451,7 @@ pub(crate) async fn queues(c: &impl GenericClient, now: Timestamp) -> PgResult<V
     for r in query(c, sql, &[&minute_ago]).await? {
         counts.push(Count { queue: r.get(0), what: "succeeded", n: r.get::<_, i64>(1) as u64, earliest: None });
     }
-    let paused = query(c, "SELECT name FROM queues WHERE paused", &[]).await?.iter().map(|r| r.get(0)).collect();
-    Ok(assemble(counts, paused, now))
+    let settings = query(c, "SELECT name, paused, weight FROM queues ORDER BY name", &[]).await?;
+    let settings = settings.iter().map(|r| (r.get(0), r.get(1), r.get::<_, i32>(2) as u32)).collect();
+    Ok(assemble(counts, settings, now))
 }

@@ -125,13 +125,14 @@ ALTER TABLE task_edges SET (autovacuum_vacuum_scale_factor = 0.02);
 "#,
     },
     Migration {
-        description: "queues that can be paused; finished tasks by time for throughput",
+        description: "queues that can be paused and weighted; finished tasks by time for throughput",
         destructive: false,
         sql: r#"
--- Queues with settings of their own (for now: paused). A queue needs no row to exist.
+-- Queues with settings of their own. A queue needs no row to exist: it has the defaults.
 CREATE TABLE queues (
     name       text PRIMARY KEY,
     paused     bool NOT NULL DEFAULT false,
+    weight     int4 NOT NULL DEFAULT 1,
     updated_at int8 NOT NULL
 );
 -- Finished tasks by time, workflow tasks too: throughput per queue, and retention.

@@ -235,8 +235,8 @@ impl Store for SqliteStore {
         self.writer.write(true, move |c, st| ops::register_worker(c, st, p)).await
     }
 
-    async fn pause_queue(&self, p: PauseQueue) -> Result<()> {
-        self.writer.write(true, move |c, st| ops::pause_queue(c, st, p)).await
+    async fn update_queue(&self, p: UpdateQueue) -> Result<()> {
+        self.writer.write(true, move |c, st| ops::update_queue(c, st, p)).await
     }
 
     async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {

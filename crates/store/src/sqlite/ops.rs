@@ -4,6 +4,7 @@
 
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
+use taskwarden_core::placement::fair_take;
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, WorkerInfo};
 use taskwarden_core::{Attempt, Cancellation, LeaseToken, Task, TaskId, Timestamp};
 
@@ -96,7 +97,6 @@ pub(crate) fn retry(conn: &Connection, st: &mut WriterState, p: RetryTask) -> Re
 
 pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> Result<Vec<Task>> {
     let limit = p.limit as usize;
-    let mut candidates: Vec<Task> = Vec::new();
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'ready' AND queue = ?1 \
@@ -104,20 +104,22 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
         ))
         .map_err(internal)?;
     // Each queue once: a queue named twice would lease the same task twice. Paused ones not at all.
-    let paused = paused_queues(conn)?;
-    let mut queues: Vec<&String> = p.queues.iter().filter(|q| !paused.contains(q)).collect();
+    let settings = queue_settings(conn)?;
+    let setting = |q: &str| settings.iter().find(|s| s.0 == q);
+    let mut queues: Vec<&String> = p.queues.iter().filter(|q| !setting(q).is_some_and(|s| s.1)).collect();
     queues.sort();
     queues.dedup();
+    let mut lists: Vec<(String, u32, Vec<Task>)> = Vec::with_capacity(queues.len());
     for queue in queues {
         let rows = stmt.query_map(params![queue, limit as i64], task_from_row).map_err(internal)?;
-        for row in rows {
-            candidates.push(row.map_err(internal)?);
-        }
+        let best = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?;
+        lists.push((queue.clone(), setting(queue).map_or(1, |s| s.2), best));
     }
-    if p.queues.len() > 1 {
-        candidates.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
-        candidates.truncate(limit);
-    }
+    // One queue: its best tasks. Several: each one's best, shared out by the queues' weights.
+    let mut candidates = match lists.len() {
+        1 => lists.pop().expect("one list").2,
+        _ => fair_take(lists, &mut st.leased, limit),
+    };
     for task in &mut candidates {
         task.start(&p.worker_id, LeaseToken(st.rng.random()), p.now)?;
         save_task(conn, task).map_err(internal)?;
@@ -306,20 +308,21 @@ pub(crate) fn acquire_lease(conn: &Connection, p: AcquireLease) -> Result<LeaseH
     Ok(LeaseHolder { holder, expires_at: Timestamp::from_micros(expires_at) })
 }
 
-pub(crate) fn paused_queues(conn: &Connection) -> Result<Vec<String>> {
-    conn.prepare_cached("SELECT name FROM queues WHERE paused = 1")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+pub(crate) fn queue_settings(conn: &Connection) -> Result<Vec<QueueSettings>> {
+    conn.prepare_cached("SELECT name, paused, weight FROM queues ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
         .map_err(internal)
 }
 
-pub(crate) fn pause_queue(conn: &Connection, st: &mut WriterState, p: PauseQueue) -> Result<()> {
+pub(crate) fn update_queue(conn: &Connection, st: &mut WriterState, p: UpdateQueue) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO queues (name, paused, updated_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+        "INSERT INTO queues (name, paused, weight, updated_at) VALUES (?1, COALESCE(?2, 0), COALESCE(?3, 1), ?4) \
+         ON CONFLICT (name) DO UPDATE SET paused = COALESCE(?2, paused), weight = COALESCE(?3, weight), \
+         updated_at = ?4",
     )
-    .and_then(|mut s| s.execute(params![p.queue, p.paused, p.now.as_micros()]))
+    .and_then(|mut s| s.execute(params![p.queue, p.paused, p.weight, p.now.as_micros()]))
     .map_err(internal)?;
-    if !p.paused {
+    if p.paused == Some(false) {
         st.touch(Topic::Ready); // its tasks may be leased again: wake the parked fetchers
     }
     Ok(())

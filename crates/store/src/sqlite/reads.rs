@@ -98,5 +98,5 @@ pub(crate) fn queues(conn: &Connection, now: Timestamp) -> Result<Vec<QueueInfo>
         })
         .map_err(internal)?;
     counts.extend(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?);
-    Ok(assemble(counts, super::ops::paused_queues(conn)?, now))
+    Ok(assemble(counts, super::ops::queue_settings(conn)?, now))
 }

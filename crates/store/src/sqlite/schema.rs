@@ -132,10 +132,11 @@ CREATE TABLE leases (
 ) WITHOUT ROWID;
 "#,
     r#"
--- Queues with settings of their own (for now: paused). A queue needs no row to exist.
+-- Queues with settings of their own. A queue needs no row to exist: it has the defaults.
 CREATE TABLE queues (
     name       TEXT PRIMARY KEY,
     paused     INTEGER NOT NULL DEFAULT 0,
+    weight     INTEGER NOT NULL DEFAULT 1,
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 -- Finished tasks by time, workflow tasks too: throughput per queue, and retention.

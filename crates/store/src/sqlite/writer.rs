@@ -36,6 +36,8 @@ pub(crate) struct WriterState {
     pub waiters: VecDeque<Waiter>,
     /// Fetchers given tasks in the current transaction, answered once it commits.
     pub served: Vec<(FetchReply, Vec<Task>)>,
+    /// Tasks leased per queue, for the weighted fair share of fetches from several queues.
+    pub leased: std::collections::BTreeMap<String, u64>,
 }
 
 impl WriterState {
@@ -143,6 +145,7 @@ fn run(conn: Connection, wal: Option<File>, mut rx: mpsc::Receiver<WriteJob>, to
         now: Timestamp::EPOCH,
         waiters: VecDeque::new(),
         served: Vec::new(),
+        leased: Default::default(),
     };
     // SQLite itself never syncs on commit; the writer syncs the log when a caller is owed it.
     if let Err(e) = conn.execute_batch("PRAGMA synchronous = NORMAL") {
