@@ -48,7 +48,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn retry(&self, p: RetryTask) -> Result<Task>;
 
-    /// Leases up to `limit` ready tasks from the given queues, highest priority first, then oldest.
+    /// Leases up to `limit` ready tasks from the given queues (skipping paused ones): within a
+    /// queue highest priority first, then oldest; across several, by the queues' weights.
     /// When none is ready, waits up to `wait` and answers as soon as tasks are leased to this
     /// caller; an empty answer means the wait ran out.
     async fn fetch(&self, p: FetchTasks) -> Result<Vec<Task>>;
