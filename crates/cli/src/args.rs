@@ -76,6 +76,11 @@ pub struct ServerArgs {
     /// How often expired idempotency keys and work past retention are deleted [default: 60s].
     #[arg(long, env = "TASKWARDEN_PRUNE_INTERVAL", value_parser = humantime::parse_duration)]
     pub prune_interval: Option<Duration>,
+    /// Priority aging: a ready task gains one priority level per this much waiting, so
+    /// low-priority work waits a bounded time under a flood of high-priority work; `off` turns it
+    /// off [default: 10s].
+    #[arg(long, env = "TASKWARDEN_AGING")]
+    pub aging: Option<String>,
     /// Do not apply schema migrations on start; refuse to start if the schema is behind.
     #[arg(long)]
     pub no_migrate: bool,

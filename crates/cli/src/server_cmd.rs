@@ -34,6 +34,7 @@ struct FileConfig {
     leader_lease_ms: Option<u64>,
     retention: Option<String>,
     prune_interval_ms: Option<u64>,
+    aging: Option<String>,
 }
 
 /// Where the tasks live.
@@ -43,10 +44,10 @@ pub enum Database {
 }
 
 impl Database {
-    fn resolve(args: DatabaseArgs, data_dir: PathBuf, durability: Durability) -> Database {
+    fn resolve(args: DatabaseArgs, data_dir: PathBuf, durability: Durability, aging: Option<Duration>) -> Database {
         match args.database {
             Some(url) => {
-                let mut config = PgConfig::new(url);
+                let mut config = PgConfig { aging, ..PgConfig::new(url) };
                 if let Some(schema) = args.database_schema {
                     config.schema = schema;
                 }
@@ -55,7 +56,11 @@ impl Database {
                 }
                 Database::Postgres(config)
             }
-            None => Database::Sqlite(SqliteConfig { durability, ..SqliteConfig::new(data_dir.join("taskwarden.db")) }),
+            None => Database::Sqlite(SqliteConfig {
+                durability,
+                aging,
+                ..SqliteConfig::new(data_dir.join("taskwarden.db"))
+            }),
         }
     }
 
@@ -148,6 +153,11 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
     if let Err(e) = server.validate() {
         bail!("invalid configuration: {e}");
     }
+    let aging = match args.aging.or(file.aging).as_deref() {
+        None => Some(taskwarden_store::DEFAULT_AGING),
+        Some("off") => None,
+        Some(d) => Some(humantime::parse_duration(d).with_context(|| format!("aging {d:?}"))?).filter(|d| !d.is_zero()),
+    };
     let durability = args.durability.or(file.durability).unwrap_or_else(|| "full".into());
     let durability = durability.parse().map_err(|e: String| anyhow::anyhow!("durability: {e}"))?;
     let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("taskwarden-data"));
@@ -158,7 +168,7 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
     };
     Ok(Resolved {
         listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7433".into()),
-        database: Database::resolve(database, data_dir, durability),
+        database: Database::resolve(database, data_dir, durability, aging),
         migrate: !args.no_migrate,
         server,
     })
@@ -183,7 +193,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 /// `taskwarden migrate`: applies pending migrations and says what it did.
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("taskwarden-data"));
-    let database = Database::resolve(args.database, data_dir, Durability::Full);
+    let database = Database::resolve(args.database, data_dir, Durability::Full, None);
     let described = database.describe();
     match database {
         Database::Sqlite(c) => {

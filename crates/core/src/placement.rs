@@ -137,12 +137,44 @@ impl Default for Policy {
 impl Policy {
     /// The priority a task competes with at `now`.
     pub fn effective_priority(&self, t: &Candidate, now: Timestamp) -> i64 {
-        let boost = match self.aging {
-            Some(step) if !step.is_zero() => (now.duration_since(t.ready_since).as_micros() / step.as_micros()) as i64,
-            _ => 0,
-        };
-        i64::from(t.priority) + boost
+        aged_priority(t.priority, t.ready_since, now, self.aging)
     }
+}
+
+/// A priority plus one level for every `aging` step waited since `ready_since`.
+pub fn aged_priority(priority: i32, ready_since: Timestamp, now: Timestamp, aging: Option<Duration>) -> i64 {
+    let boost = match aging {
+        Some(step) if !step.is_zero() => (now.duration_since(ready_since).as_micros() / step.as_micros()) as i64,
+        _ => 0,
+    };
+    i64::from(priority) + boost
+}
+
+/// Of a queue's oldest ready tasks, given as (id, priority, ready since), those that would rank
+/// above the last of `best` (the queue's best by plain priority) once aged: the only ones worth
+/// loading, so aging costs nothing while no old task has caught up.
+pub fn aged_past(
+    best: &[crate::Task],
+    oldest: &[(crate::TaskId, i32, Timestamp)],
+    now: Timestamp,
+    aging: Option<Duration>,
+) -> Vec<crate::TaskId> {
+    let key = |id: crate::TaskId, priority: i32, ready: Timestamp| {
+        (std::cmp::Reverse(aged_priority(priority, ready, now, aging)), ready, id)
+    };
+    let Some(last) = best.iter().map(|t| key(t.id, t.priority, t.run_at)).max() else { return Vec::new() };
+    oldest
+        .iter()
+        .filter(|(id, priority, ready)| key(*id, *priority, *ready) < last && !best.iter().any(|t| t.id == *id))
+        .map(|(id, _, _)| *id)
+        .collect()
+}
+
+/// Ranks ready tasks of one queue as placement does: highest aged priority first, then the longest
+/// ready, then the oldest id. `tasks` may hold duplicates (from overlapping windows); they go.
+pub fn rank_by_aged_priority(tasks: &mut Vec<crate::Task>, now: Timestamp, aging: Option<Duration>) {
+    tasks.sort_by_key(|t| (std::cmp::Reverse(aged_priority(t.priority, t.run_at, now, aging)), t.run_at, t.id));
+    tasks.dedup_by_key(|t| t.id);
 }
 
 /// The outcome of one placement round. Indexes refer to the slices given to [`place`].

@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
             a_named_lease_has_one_holder_until_it_expires,
             a_paused_queue_leases_nothing_until_resumed,
             a_fetch_from_several_queues_follows_their_weights,
+            an_old_low_priority_task_overtakes_newer_high_priority_ones,
             queues_are_listed_with_their_counts
         );
     };
@@ -929,4 +930,22 @@ pub async fn a_fetch_from_several_queues_follows_their_weights(store: &dyn Store
     let queues = store.list_queues(at(30)).await.unwrap();
     let heavy = queues.iter().find(|q| q.name == "heavy").unwrap();
     assert_eq!((heavy.weight, heavy.ready), (3, 8));
+}
+
+/// Stores are built with the default aging: one priority level per ten seconds waited.
+pub async fn an_old_low_priority_task_overtakes_newer_high_priority_ones(store: &dyn Store) {
+    let low = submit_one(store, NewTask { priority: 0, ..spec("aged") }, at(0)).await;
+    let high = |now| async move {
+        submit(store, (0..3).map(|_| NewTask { priority: 2, ..spec("aged") }).collect(), at(now)).await
+    };
+    let early = high(15_000).await;
+    let got: Vec<_> = fetch(store, &["aged"], 3, at(15_000)).await.into_iter().map(|t| t.id).collect();
+    assert_eq!(
+        got,
+        early.iter().map(|t| t.id).collect::<Vec<_>>(),
+        "after 15 s the low task has aged one level: 1 < 2"
+    );
+    high(25_000).await;
+    let got = fetch(store, &["aged"], 1, at(25_000)).await;
+    assert_eq!(got[0].id, low.id, "after 25 s it has aged two levels and waited longest");
 }

@@ -29,6 +29,9 @@ use tokio::sync::watch;
 pub use error::{Result, StoreError};
 pub use params::*;
 pub use postgres::{PgConfig, PgStore};
+
+/// The default aging step: a ready task gains one priority level per this much waiting.
+pub const DEFAULT_AGING: std::time::Duration = std::time::Duration::from_secs(10);
 pub use sqlite::{Durability, SqliteConfig, SqliteStore};
 
 /// Durable task storage. Every method that changes state applies the core's transitions, so all

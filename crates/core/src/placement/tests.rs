@@ -243,3 +243,26 @@ fn fair_take_follows_weights_across_small_fetches_and_idling_earns_no_credit() {
     let c = got.iter().filter(|x| **x == "c").count();
     assert!((4..=6).contains(&c), "c got {c} of 10 after idling");
 }
+
+#[test]
+fn only_old_tasks_that_aged_past_the_best_are_worth_loading() {
+    let aging = Some(Duration::from_secs(10));
+    let mut ids = crate::IdGenerator::new();
+    let ready = |priority: i32, ms: i64, ids: &mut crate::IdGenerator| {
+        let spec = crate::protocol::SubmitTask {
+            queue: "q".into(),
+            kind: "k".into(),
+            priority: Some(priority),
+            ..Default::default()
+        }
+        .validate(&crate::Limits::default(), at(ms))
+        .unwrap();
+        crate::Task::new(ids.next(at(ms), 1), spec, at(ms))
+    };
+    let old_low = ready(0, 0, &mut ids);
+    let older_lower = ready(-5, 1, &mut ids);
+    let best = vec![ready(2, 20_000, &mut ids), ready(2, 21_000, &mut ids)];
+    let oldest: Vec<_> = [&old_low, &older_lower, &best[0]].iter().map(|t| (t.id, t.priority, t.run_at)).collect();
+    assert!(aged_past(&best, &oldest, at(15_000), aging).is_empty(), "at 15 s the old task has aged to 1 < 2");
+    assert_eq!(aged_past(&best, &oldest, at(25_000), aging), vec![old_low.id], "at 25 s it ties and waited longer");
+}

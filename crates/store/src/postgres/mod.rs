@@ -53,6 +53,9 @@ pub struct PgConfig {
     pub connect_timeout: Duration,
     /// Apply pending migrations on open. When false, opening fails if the schema is behind.
     pub migrate: bool,
+    /// A ready task gains one priority level per this much waiting, so low-priority work waits a
+    /// bounded time under a flood of high-priority work; `None` turns aging off.
+    pub aging: Option<Duration>,
 }
 
 impl PgConfig {
@@ -63,6 +66,7 @@ impl PgConfig {
             pool_size: 16,
             connect_timeout: Duration::from_secs(2),
             migrate: true,
+            aging: Some(crate::DEFAULT_AGING),
         }
     }
 }
@@ -179,6 +183,7 @@ pub(crate) struct Shared {
     pub channel: String,
     /// Tasks this node leased per queue, for the weighted fair share of multi-queue fetches.
     pub leased: Mutex<std::collections::BTreeMap<String, u64>>,
+    pub aging: Option<Duration>,
 }
 
 impl Shared {
@@ -260,7 +265,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             topics,
-            shared: Shared { ids: Mutex::new(ids), channel, leased: Mutex::default() },
+            shared: Shared { ids: Mutex::new(ids), channel, leased: Mutex::default(), aging: config.aging },
             _stop: stop,
         })
     }

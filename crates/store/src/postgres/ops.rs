@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
-use taskwarden_core::placement::fair_take;
+use taskwarden_core::placement::{aged_past, fair_take, rank_by_aged_priority};
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::{Cancellation, LeaseToken, Task, TaskId, Timestamp};
 use tokio_postgres::types::ToSql;
@@ -181,9 +181,35 @@ pub(crate) async fn fetch(
     const BEST: &str = "SELECT doc FROM tasks WHERE state = 'ready' AND queue = $1 \
         AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused) \
         ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED";
+    // With aging, the queue's oldest ready tasks are candidates too: one that waited long enough
+    // outranks newer tasks of higher priority. Rows locked but not taken are free at commit.
+    const OLDEST: &str = "SELECT id, priority, run_at FROM tasks WHERE state = 'ready' AND queue = $1 \
+        ORDER BY id LIMIT $2";
+    let best = |queue: &String| {
+        let queue = queue.clone();
+        async move {
+            let mut best = rows::tasks(&query(tx, BEST, &[&queue, &limit]).await?)?;
+            if shared.aging.is_some() && best.len() as i64 == limit {
+                // Read without locks; only the ones aged past the best are locked and loaded.
+                let oldest: Vec<(TaskId, i32, Timestamp)> = query(tx, OLDEST, &[&queue, &limit])
+                    .await?
+                    .iter()
+                    .map(|r| (rows::task_id(r.get(0)), r.get(1), Timestamp::from_micros(r.get(2))))
+                    .collect();
+                let caught_up: Vec<Uuid> = aged_past(&best, &oldest, now, shared.aging).into_iter().map(uuid).collect();
+                if !caught_up.is_empty() {
+                    let sql = "SELECT doc FROM tasks WHERE id = ANY($1) AND state = 'ready' FOR UPDATE SKIP LOCKED";
+                    best.extend(rows::tasks(&query(tx, sql, &[&caught_up]).await?)?);
+                    rank_by_aged_priority(&mut best, now, shared.aging);
+                    best.truncate(limit as usize);
+                }
+            }
+            PgResult::Ok(best)
+        }
+    };
     let mut tasks = match queues.as_slice() {
         [] => return Ok(Vec::new()),
-        [queue] => rows::tasks(&query(tx, BEST, &[queue, &limit]).await?)?,
+        [queue] => best(queue).await?,
         _ => {
             // Each queue's best, shared out by the queues' weights. Rows locked but not taken
             // are free again when the transaction ends a moment later.
@@ -191,8 +217,7 @@ pub(crate) async fn fetch(
             let weight = |q: &str| weights.iter().find(|r| r.get::<_, &str>(0) == q).map_or(1, |r| r.get::<_, i32>(1));
             let mut lists = Vec::with_capacity(queues.len());
             for queue in &queues {
-                let best = rows::tasks(&query(tx, BEST, &[queue, &limit]).await?)?;
-                lists.push((queue.clone(), weight(queue) as u32, best));
+                lists.push((queue.clone(), weight(queue) as u32, best(queue).await?));
             }
             let mut leased = shared.leased.lock().expect("leased lock");
             fair_take(lists, &mut leased, p.limit as usize)

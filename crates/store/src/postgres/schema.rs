@@ -140,6 +140,14 @@ DROP INDEX tasks_finished;
 CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 "#,
     },
+    Migration {
+        description: "ready tasks of a queue oldest first, for aging",
+        destructive: false,
+        sql: r#"
+-- Ready tasks of a queue oldest first, whatever their priority: aging looks at them too.
+CREATE INDEX tasks_ready_fifo ON tasks (queue, id) WHERE state = 'ready';
+"#,
+    },
 ];
 
 /// What `migrate` did.

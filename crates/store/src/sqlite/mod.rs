@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::params::*;
 use crate::topics::Topics;
-use crate::{Result, Store, StoreError};
+use crate::{DEFAULT_AGING, Result, Store, StoreError};
 use writer::Writer;
 
 /// How hard a commit works to survive a crash.
@@ -62,11 +62,14 @@ pub struct SqliteConfig {
     pub durability: Durability,
     /// Reader connections for queries.
     pub readers: usize,
+    /// A ready task gains one priority level per this much waiting, so low-priority work waits a
+    /// bounded time under a flood of high-priority work; `None` turns aging off.
+    pub aging: Option<std::time::Duration>,
 }
 
 impl SqliteConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        SqliteConfig { path: path.into(), durability: Durability::Full, readers: 4 }
+        SqliteConfig { path: path.into(), durability: Durability::Full, readers: 4, aging: Some(DEFAULT_AGING) }
     }
 }
 
@@ -127,7 +130,7 @@ impl SqliteStore {
         };
         let topics = Arc::new(Topics::new());
         Ok(SqliteStore {
-            writer: Writer::spawn(conn, wal, topics.clone()),
+            writer: Writer::spawn(conn, wal, topics.clone(), config.aging),
             readers: Arc::new(Mutex::new(readers.map_err(internal)?)),
             path: config.path,
             topics,

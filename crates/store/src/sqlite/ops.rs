@@ -4,7 +4,7 @@
 
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
-use taskwarden_core::placement::fair_take;
+use taskwarden_core::placement::{aged_past, fair_take, rank_by_aged_priority};
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, WorkerInfo};
 use taskwarden_core::{Attempt, Cancellation, LeaseToken, Task, TaskId, Timestamp};
 
@@ -109,10 +109,33 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
     let mut queues: Vec<&String> = p.queues.iter().filter(|q| !setting(q).is_some_and(|s| s.1)).collect();
     queues.sort();
     queues.dedup();
+    // With aging, the queue's oldest ready tasks are candidates too: one that waited long enough
+    // outranks newer tasks of higher priority.
+    let mut oldest = conn
+        .prepare_cached(
+            "SELECT id, priority, run_at FROM tasks WHERE state = 'ready' AND queue = ?1 ORDER BY id LIMIT ?2",
+        )
+        .map_err(internal)?;
     let mut lists: Vec<(String, u32, Vec<Task>)> = Vec::with_capacity(queues.len());
     for queue in queues {
         let rows = stmt.query_map(params![queue, limit as i64], task_from_row).map_err(internal)?;
-        let best = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?;
+        let mut best = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?;
+        if st.aging.is_some() && best.len() == limit {
+            let rows = oldest
+                .query_map(params![queue, limit as i64], |r| {
+                    Ok((TaskId::from_bytes(r.get(0)?), r.get(1)?, Timestamp::from_micros(r.get(2)?)))
+                })
+                .map_err(internal)?;
+            let oldest = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?;
+            let caught_up = aged_past(&best, &oldest, p.now, st.aging);
+            if !caught_up.is_empty() {
+                for id in caught_up {
+                    best.push(load(conn, id)?);
+                }
+                rank_by_aged_priority(&mut best, p.now, st.aging);
+                best.truncate(limit);
+            }
+        }
         lists.push((queue.clone(), setting(queue).map_or(1, |s| s.2), best));
     }
     // One queue: its best tasks. Several: each one's best, shared out by the queues' weights.

@@ -143,6 +143,10 @@ CREATE TABLE queues (
 DROP INDEX tasks_finished;
 CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 "#,
+    r#"
+-- Ready tasks of a queue oldest first, whatever their priority: aging looks at them too.
+CREATE INDEX tasks_ready_fifo ON tasks (queue, id) WHERE state = 'ready';
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -38,6 +38,8 @@ pub(crate) struct WriterState {
     pub served: Vec<(FetchReply, Vec<Task>)>,
     /// Tasks leased per queue, for the weighted fair share of fetches from several queues.
     pub leased: std::collections::BTreeMap<String, u64>,
+    /// A ready task gains a priority level per this much waiting (see `SqliteConfig::aging`).
+    pub aging: Option<std::time::Duration>,
 }
 
 impl WriterState {
@@ -103,11 +105,16 @@ pub(crate) struct Writer {
 impl Writer {
     /// Starts the writer thread. `wal` is the database's write-ahead log, synced by hand (see
     /// `commit_group`); `None` with relaxed durability.
-    pub fn spawn(conn: Connection, wal: Option<File>, topics: std::sync::Arc<Topics>) -> Writer {
+    pub fn spawn(
+        conn: Connection,
+        wal: Option<File>,
+        topics: std::sync::Arc<Topics>,
+        aging: Option<std::time::Duration>,
+    ) -> Writer {
         let (tx, rx) = mpsc::channel(8192);
         std::thread::Builder::new()
             .name("taskwarden-sqlite-writer".into())
-            .spawn(move || run(conn, wal, rx, &topics))
+            .spawn(move || run(conn, wal, rx, &topics, aging))
             .expect("spawn the SQLite writer thread");
         Writer { tx }
     }
@@ -137,7 +144,13 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, wal: Option<File>, mut rx: mpsc::Receiver<WriteJob>, topics: &Topics) {
+fn run(
+    conn: Connection,
+    wal: Option<File>,
+    mut rx: mpsc::Receiver<WriteJob>,
+    topics: &Topics,
+    aging: Option<std::time::Duration>,
+) {
     let mut state = WriterState {
         ids: IdGenerator::new(),
         rng: StdRng::from_os_rng(),
@@ -146,6 +159,7 @@ fn run(conn: Connection, wal: Option<File>, mut rx: mpsc::Receiver<WriteJob>, to
         waiters: VecDeque::new(),
         served: Vec::new(),
         leased: Default::default(),
+        aging,
     };
     // SQLite itself never syncs on commit; the writer syncs the log when a caller is owed it.
     if let Err(e) = conn.execute_batch("PRAGMA synchronous = NORMAL") {
