@@ -9,12 +9,16 @@
 //! - [`protocol`]: the HTTP request and response bodies shared by server and SDKs.
 //! - [`time`]: timestamps; "now" is always an argument.
 //! - [`workflow`]: workflow graphs (validation, ordering) and the speedup report.
+//! - [`limits`]: concurrency and rate limits, and whether a worker fits a task.
+//! - [`cron`]: cron schedules and which ticks fire.
 //! - [`placement`]: which ready task goes to which worker (priority with aging, fair share,
 //!   resources and labels, reservations for big tasks).
 
 pub mod backoff;
+pub mod cron;
 pub mod id;
 pub mod lifecycle;
+pub mod limits;
 pub mod placement;
 pub mod protocol;
 pub mod task;
@@ -25,6 +29,6 @@ pub mod workflow;
 pub use backoff::Backoff;
 pub use id::{IdGenerator, LeaseToken, TaskId};
 pub use lifecycle::{Cancellation, RetryRequest, TransitionError};
-pub use task::{Attempt, AttemptOutcome, Lease, NewTask, Progress, Task, TaskState};
+pub use task::{Attempt, AttemptOutcome, Lease, Needs, NewTask, Progress, Task, TaskState};
 pub use time::Timestamp;
 pub use validate::{Limits, ValidationError};

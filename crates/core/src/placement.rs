@@ -36,6 +36,24 @@ impl Resources {
         Resources(pairs.into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_owned(), n)).collect())
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Parses `gpu=2,memory_mb=512`; `field` names the input in the error.
+    pub fn parse(field: &str, s: &str) -> Result<Resources, crate::ValidationError> {
+        let mut out = BTreeMap::new();
+        for (k, v) in pairs(field, s)? {
+            let n: u64 = v.parse().map_err(|_| {
+                crate::ValidationError::new(field, format!("{k}={v}: the amount must be a whole number"))
+            })?;
+            if n > 0 {
+                out.insert(k, n);
+            }
+        }
+        Ok(Resources(out))
+    }
+
     pub fn get(&self, name: &str) -> u64 {
         self.0.get(name).copied().unwrap_or(0)
     }
@@ -45,20 +63,57 @@ impl Resources {
         self.0.iter().all(|(name, n)| *n <= other.get(name))
     }
 
-    fn add(&mut self, other: &Resources) {
+    pub fn add(&mut self, other: &Resources) {
         for (name, n) in &other.0 {
             *self.0.entry(name.clone()).or_insert(0) += n;
         }
     }
 
     /// What is left of `capacity` when `self` is in use.
-    fn free_of(&self, capacity: &Resources) -> Resources {
+    pub fn free_of(&self, capacity: &Resources) -> Resources {
         Resources(capacity.0.iter().map(|(k, c)| (k.clone(), c.saturating_sub(self.get(k)))).collect())
     }
 }
 
 /// Labels a worker has, or a task requires (`region=eu`).
 pub type Labels = BTreeMap<String, String>;
+
+/// Parses labels written `region=eu,gpu_model=a100`; `field` names the input in the error.
+pub fn parse_labels(field: &str, s: &str) -> Result<Labels, crate::ValidationError> {
+    Ok(pairs(field, s)?.into_iter().collect())
+}
+
+fn pairs(field: &str, s: &str) -> Result<Vec<(String, String)>, crate::ValidationError> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                Ok((k.trim().to_owned(), v.trim().to_owned()))
+            }
+            _ => Err(crate::ValidationError::new(field, format!("{p:?} is not name=value"))),
+        })
+        .collect()
+}
+
+/// Checks names and amounts of resources and labels a task or worker gives.
+pub fn check_needs(field: &str, resources: &Resources, labels: &Labels) -> Result<(), crate::ValidationError> {
+    let ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c));
+    for name in resources.0.keys() {
+        if !ok(name) {
+            return Err(crate::ValidationError::new(field, format!("resource name {name:?} must be 1-64 of a-z, 0-9, _-.:/")));
+        }
+    }
+    for (k, v) in labels {
+        if !ok(k) || !ok(v) {
+            return Err(crate::ValidationError::new(field, format!("label {k}={v} must be 1-64 of a-z, 0-9, _-.:/ each side")));
+        }
+    }
+    if resources.0.len() > 32 || labels.len() > 32 {
+        return Err(crate::ValidationError::new(field, "at most 32 resources and 32 labels"));
+    }
+    Ok(())
+}
 
 /// A live worker as placement sees it.
 #[derive(Clone, Debug)]

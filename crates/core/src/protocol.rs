@@ -6,6 +6,8 @@ use serde_json::value::RawValue;
 
 use crate::backoff::Backoff;
 use crate::id::{LeaseToken, TaskId};
+use crate::limits::QueueLimits;
+use crate::placement::{Labels, Resources};
 use crate::task::{Progress, Task};
 use crate::time::Timestamp;
 
@@ -43,6 +45,18 @@ pub struct SubmitTask {
     pub idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
+    /// Resources the worker must have free while the task runs: `{"gpu": 2, "memory_mb": 512}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Labels the worker must have: `{"region": "eu"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+    /// Counts against the queue's `key_concurrency` limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// Counts against the queue's `key_rate` limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_key: Option<String>,
 }
 
 /// A request to submit several tasks atomically: all are accepted, or none.
@@ -68,6 +82,13 @@ pub struct RegisterWorker {
     pub name: String,
     pub queues: Vec<String>,
     pub concurrency: u32,
+    /// What it can run at once: `{"cpu": 8, "gpu": 1}`. Tasks asking for resources it lacks are
+    /// never leased to it.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub capacity: Resources,
+    /// Its labels: `{"region": "eu"}`.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -76,6 +97,10 @@ pub struct WorkerInfo {
     pub name: String,
     pub queues: Vec<String>,
     pub concurrency: u32,
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub capacity: Resources,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
     pub registered_at: Timestamp,
     pub last_seen_at: Timestamp,
     /// Tasks currently leased to this worker.
@@ -107,6 +132,11 @@ pub struct QueueInfo {
     pub oldest_ready_ms: Option<u64>,
     /// Tasks that succeeded in the last minute.
     pub succeeded_last_minute: u64,
+    #[serde(default, skip_serializing_if = "QueueLimits::is_empty")]
+    pub limits: QueueLimits,
+    /// Ready tasks that no live worker could run (see `task get` for why).
+    #[serde(default)]
+    pub unschedulable: u64,
 }
 
 impl QueueInfo {
@@ -122,6 +152,8 @@ impl QueueInfo {
             failed: 0,
             oldest_ready_ms: None,
             succeeded_last_minute: 0,
+            limits: QueueLimits::default(),
+            unschedulable: 0,
         }
     }
 }
@@ -132,6 +164,9 @@ impl QueueInfo {
 pub struct QueueUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+    /// Replaces the queue's limits when given; `{}` removes them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<QueueLimits>,
 }
 
 /// The largest queue weight.
@@ -143,7 +178,7 @@ impl QueueUpdate {
             Some(w) if w == 0 || w > MAX_QUEUE_WEIGHT => {
                 Err(crate::ValidationError::new("weight", format!("must be between 1 and {MAX_QUEUE_WEIGHT}")))
             }
-            _ => Ok(()),
+            _ => self.limits.as_ref().map_or(Ok(()), |l| l.validate().map_err(|e| e.within("limits"))),
         }
     }
 }

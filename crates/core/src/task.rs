@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::backoff::Backoff;
 use crate::id::{LeaseToken, TaskId};
+use crate::placement::{Labels, Resources};
 use crate::time::{Timestamp, duration_ms};
 
 /// A task's state. `succeeded`, `failed` and `cancelled` are terminal; `failed` tasks are kept as
@@ -173,6 +174,36 @@ pub struct NewTask {
     pub backoff: Backoff,
     pub timeout: Duration,
     pub lease_timeout: Duration,
+    /// Resources, labels and limit keys: where and when it may run.
+    pub needs: Needs,
+}
+
+/// What a task asks of the worker that runs it, and the limit keys it counts against.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Needs {
+    /// Amounts the worker must have free (`gpu=2,memory_mb=512`); held while the task runs.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// Labels the worker must have (`region=eu`).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+    /// Counts against the queue's per-key concurrency limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// Counts against the queue's per-key rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_key: Option<String>,
+}
+
+impl Needs {
+    pub fn is_empty(&self) -> bool {
+        *self == Needs::default()
+    }
+
+    /// Whether it asks anything of the worker (resources or labels).
+    pub fn constrains_worker(&self) -> bool {
+        !self.resources.is_empty() || !self.labels.is_empty()
+    }
 }
 
 /// A task, as stored and as returned by the API.
@@ -226,6 +257,12 @@ pub struct Task {
     /// How many workflow tasks this one depends on; their results are at `/v1/tasks/{id}/parents`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub parent_count: u32,
+    #[serde(default, skip_serializing_if = "Needs::is_empty")]
+    pub needs: Needs,
+    /// Why no live worker could run this task, while that is so. Worked out when the task is
+    /// read through the API; never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unschedulable: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -264,6 +301,8 @@ impl Task {
             workflow_id: None,
             node: None,
             parent_count: 0,
+            needs: spec.needs,
+            unschedulable: None,
         }
     }
 

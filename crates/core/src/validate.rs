@@ -171,6 +171,18 @@ impl SubmitTask {
         for (i, tag) in tags.iter().enumerate() {
             check_name(&format!("tags[{i}]"), tag, limits)?;
         }
+        let needs = crate::task::Needs {
+            resources: self.resources.unwrap_or_default(),
+            labels: self.labels.unwrap_or_default(),
+            concurrency_key: self.concurrency_key,
+            rate_key: self.rate_key,
+        };
+        crate::placement::check_needs("resources", &needs.resources, &needs.labels)?;
+        for (field, key) in [("concurrency_key", &needs.concurrency_key), ("rate_key", &needs.rate_key)] {
+            if let Some(key) = key {
+                check_name(field, key, limits)?;
+            }
+        }
         Ok(NewTask {
             queue: self.queue,
             kind: self.kind,
@@ -184,6 +196,7 @@ impl SubmitTask {
             backoff,
             timeout,
             lease_timeout,
+            needs,
         })
     }
 }
@@ -239,6 +252,7 @@ impl RegisterWorker {
         check_name("name", &self.name, limits)?;
         validate_queues(&self.queues, limits)?;
         check_range("concurrency", self.concurrency, 1, 100_000)?;
+        crate::placement::check_needs("capacity", &self.capacity, &self.labels)?;
         Ok(())
     }
 }

@@ -1,0 +1,302 @@
+//! Limits on when a ready task may start: concurrency (how many run at once) and rate (how many
+//! start per period, by token bucket), per queue and per key within a queue; and the worker's own
+//! fit (labels, free capacity). A task held back by a limit stays ready: it waits, it never fails.
+//!
+//! The [`Gate`] is pure: a store loads the counts and buckets a fetch concerns (under a lock that
+//! makes them global across server nodes), asks the gate about each candidate in placement order,
+//! and writes back the buckets it changed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::placement::{Labels, Resources};
+use crate::time::Timestamp;
+use crate::{Task, ValidationError};
+
+/// `count` starts per `per`, with bursts of up to `count`. Written `10/s`, `600/m`, `5/h` or
+/// `3/500ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    fn per_token(&self) -> Duration {
+        self.per / self.count.max(1)
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.per.as_millis() {
+            1000 => write!(f, "{}/s", self.count),
+            60_000 => write!(f, "{}/m", self.count),
+            3_600_000 => write!(f, "{}/h", self.count),
+            ms => write!(f, "{}/{ms}ms", self.count),
+        }
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Rate, String> {
+        let bad = || format!("{s:?} is not a rate like 10/s, 600/m, 5/h or 3/500ms");
+        let (count, per) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = count.trim().parse().map_err(|_| bad())?;
+        let per = match per.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            other => humantime::parse_duration(other).map_err(|_| bad())?,
+        };
+        if count == 0 || per.is_zero() || per > Duration::from_secs(86_400) || count > 1_000_000 {
+            return Err(format!("{s:?}: the count must be 1 to 1000000 and the period at most a day"));
+        }
+        Ok(Rate { count, per })
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A queue's limits; `None` is no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueLimits {
+    /// At most this many of the queue's tasks run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// At most this many tasks with the same `concurrency_key` run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_concurrency: Option<u32>,
+    /// At most this many of the queue's tasks start per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+    /// At most this many tasks with the same `rate_key` start per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rate: Option<Rate>,
+}
+
+impl QueueLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == QueueLimits::default()
+    }
+
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        for (field, n) in [("concurrency", self.concurrency), ("key_concurrency", self.key_concurrency)] {
+            if n.is_some_and(|n| !(1..=1_000_000).contains(&n)) {
+                return Err(ValidationError::new(field, "must be between 1 and 1000000 (or null for no limit)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits in words, for `queue ls`: `concurrency 10, 2 per key, 100/s, 10/s per key`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.concurrency {
+            parts.push(format!("{n} at once"));
+        }
+        if let Some(n) = self.key_concurrency {
+            parts.push(format!("{n} per key"));
+        }
+        if let Some(r) = self.rate {
+            parts.push(r.to_string());
+        }
+        if let Some(r) = self.key_rate {
+            parts.push(format!("{r} per key"));
+        }
+        if parts.is_empty() { "-".to_owned() } else { parts.join(", ") }
+    }
+}
+
+/// A token bucket: `tokens` as of `at`. A missing bucket is a full one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    pub tokens: f64,
+    pub at: Timestamp,
+}
+
+impl Bucket {
+    pub fn full(rate: Rate, now: Timestamp) -> Bucket {
+        Bucket { tokens: f64::from(rate.count), at: now }
+    }
+
+    /// Refills for the time passed, then takes a token if there is one; otherwise says how long
+    /// until there will be.
+    pub fn take(&mut self, rate: Rate, now: Timestamp) -> Result<(), Duration> {
+        if now > self.at {
+            let gained = now.duration_since(self.at).as_secs_f64() / rate.per_token().as_secs_f64();
+            self.tokens = (self.tokens + gained).min(f64::from(rate.count));
+            self.at = now;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(rate.per_token().mul_f64((1.0 - self.tokens).max(0.0)).max(Duration::from_millis(1)))
+        }
+    }
+
+    /// Whether it has refilled completely by `now` (so it need not be kept).
+    pub fn is_full_at(&self, rate: Rate, now: Timestamp) -> bool {
+        let mut b = *self;
+        let _ = b.take(rate, now);
+        b.tokens + 1.0 >= f64::from(rate.count)
+    }
+}
+
+/// The worker a fetch is for, as the gate needs it: what it has and what it holds.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerFit {
+    pub capacity: Resources,
+    pub labels: Labels,
+    /// Resources held by the tasks it runs now.
+    pub used: Resources,
+}
+
+/// Why the gate held a task back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// The worker lacks a label or the free capacity: another worker may take it.
+    Worker,
+    /// A concurrency limit is reached: it waits for a running task to end.
+    Concurrency,
+    /// A rate limit's bucket is empty: it waits this long for a token.
+    Rate(Duration),
+}
+
+/// Decides, task by task, whether a fetch may lease a candidate now. Load it with the state the
+/// candidates concern ([`Gate::needs_running`], [`Gate::needs_buckets`]), then call
+/// [`Gate::admit`] for each candidate in placement order.
+#[derive(Clone, Debug, Default)]
+pub struct Gate {
+    pub worker: Option<WorkerFit>,
+    pub limits: BTreeMap<String, QueueLimits>,
+    /// Running tasks per queue (key `None`) and per (queue, concurrency key).
+    pub running: BTreeMap<(String, Option<String>), u32>,
+    /// Token buckets per queue (key `None`) and per (queue, rate key).
+    pub buckets: BTreeMap<(String, Option<String>), Bucket>,
+    /// Buckets changed by admissions, to write back.
+    pub changed: Vec<(String, Option<String>)>,
+    /// The soonest a rate-limited candidate gets a token, if one was held for that.
+    pub retry_in: Option<Duration>,
+    /// Whether a candidate waits for a running task to end.
+    pub held_for_concurrency: bool,
+}
+
+impl Gate {
+    pub fn new(limits: BTreeMap<String, QueueLimits>, worker: Option<WorkerFit>) -> Gate {
+        Gate { limits, worker, ..Gate::default() }
+    }
+
+    /// Whether the gate would hold anything back among tasks of these queues and these needs.
+    pub fn is_open_for(limits: &BTreeMap<String, QueueLimits>, tasks: &[Task]) -> bool {
+        limits.values().all(QueueLimits::is_empty) && tasks.iter().all(|t| !t.needs.constrains_worker())
+    }
+
+    /// The running counts admitting `tasks` needs: (queue, None) for a queue-wide limit,
+    /// (queue, Some(key)) for a per-key one.
+    pub fn needs_running(&self, tasks: &[Task]) -> Vec<(String, Option<String>)> {
+        let mut out = Vec::new();
+        for t in tasks {
+            let Some(l) = self.limits.get(&t.queue) else { continue };
+            if l.concurrency.is_some() {
+                out.push((t.queue.clone(), None));
+            }
+            if let (Some(_), Some(k)) = (l.key_concurrency, &t.needs.concurrency_key) {
+                out.push((t.queue.clone(), Some(k.clone())));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The buckets admitting `tasks` needs, like [`Gate::needs_running`].
+    pub fn needs_buckets(&self, tasks: &[Task]) -> Vec<(String, Option<String>)> {
+        let mut out = Vec::new();
+        for t in tasks {
+            let Some(l) = self.limits.get(&t.queue) else { continue };
+            if l.rate.is_some() {
+                out.push((t.queue.clone(), None));
+            }
+            if let (Some(_), Some(k)) = (l.key_rate, &t.needs.rate_key) {
+                out.push((t.queue.clone(), Some(k.clone())));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether `t` may start now on this fetch's worker. If so, counts it as started (running,
+    /// tokens, the worker's capacity); if not, changes nothing.
+    pub fn admit(&mut self, t: &Task, now: Timestamp) -> Result<(), Held> {
+        if let Some(w) = &self.worker {
+            let labelled = t.needs.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v));
+            if !labelled || !t.needs.resources.fits_in(&w.used.free_of(&w.capacity)) {
+                return Err(Held::Worker);
+            }
+        } else if t.needs.constrains_worker() {
+            return Err(Held::Worker);
+        }
+        let limits = self.limits.get(&t.queue).copied().unwrap_or_default();
+        let queue_key = (t.queue.clone(), None);
+        let conc_key = t.needs.concurrency_key.clone().map(|k| (t.queue.clone(), Some(k)));
+        let running = |gate: &Gate, key: &(String, Option<String>)| gate.running.get(key).copied().unwrap_or(0);
+        if limits.concurrency.is_some_and(|n| running(self, &queue_key) >= n) {
+            self.held_for_concurrency = true;
+            return Err(Held::Concurrency);
+        }
+        if let (Some(n), Some(key)) = (limits.key_concurrency, &conc_key)
+            && running(self, key) >= n
+        {
+            self.held_for_concurrency = true;
+            return Err(Held::Concurrency);
+        }
+        // Both buckets must have a token before either is taken from.
+        let rate_key = t.needs.rate_key.clone().map(|k| (t.queue.clone(), Some(k)));
+        let mut taken = Vec::new();
+        for (rate, key) in [(limits.rate, Some(queue_key.clone())), (limits.key_rate, rate_key)] {
+            let (Some(rate), Some(key)) = (rate, key) else { continue };
+            let mut bucket = self.buckets.get(&key).copied().unwrap_or_else(|| Bucket::full(rate, now));
+            if let Err(wait) = bucket.take(rate, now) {
+                self.retry_in = Some(self.retry_in.map_or(wait, |r| r.min(wait)));
+                return Err(Held::Rate(wait));
+            }
+            taken.push((key, bucket));
+        }
+        for (key, bucket) in taken {
+            self.buckets.insert(key.clone(), bucket);
+            if !self.changed.contains(&key) {
+                self.changed.push(key);
+            }
+        }
+        *self.running.entry(queue_key).or_insert(0) += 1;
+        if let Some(key) = conc_key {
+            *self.running.entry(key).or_insert(0) += 1;
+        }
+        if let Some(w) = &mut self.worker {
+            w.used.add(&t.needs.resources);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
