@@ -27,10 +27,12 @@ pub enum Command {
     Task(TaskArgs),
     /// List the workers the server knows.
     Workers(WorkersArgs),
-    /// List queues with their counts; pause and resume them.
+    /// List queues with their counts; pause, resume, weigh and limit them.
     Queue(QueueArgs),
     /// Submit, show, wait for and cancel workflows (DAGs of tasks).
     Workflow(WorkflowArgs),
+    /// Cron schedules: add, ls, pause, resume, rm.
+    Cron(CronArgs),
     /// Run the demo: an embedded server, workers and 200 http.fetch tasks.
     Demo(DemoArgs),
     /// Run the benchmark against a fresh server process.
@@ -132,6 +134,13 @@ pub struct WorkerArgs {
     /// How long running tasks may finish after SIGTERM before their leases are released.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+    /// What it can run at once, such as `cpu=8,gpu=1,memory_mb=16384`. Tasks that ask for
+    /// resources are leased to it only while it has enough free.
+    #[arg(long, default_value = "")]
+    pub capacity: String,
+    /// Its labels, such as `region=eu,gpu_model=a100`.
+    #[arg(long, default_value = "")]
+    pub labels: String,
 }
 
 #[derive(ClapArgs)]
@@ -170,6 +179,18 @@ pub struct SubmitArgs {
     /// Print the task as JSON instead of its id.
     #[arg(long)]
     pub json: bool,
+    /// Resources the worker must have free while it runs, such as `gpu=2,memory_mb=512`.
+    #[arg(long, default_value = "")]
+    pub resources: String,
+    /// Labels the worker must have, such as `region=eu`.
+    #[arg(long, default_value = "")]
+    pub labels: String,
+    /// Counts against the queue's per-key concurrency limit (`queue set --key-concurrency`).
+    #[arg(long)]
+    pub concurrency_key: Option<String>,
+    /// Counts against the queue's per-key rate limit (`queue set --key-rate`).
+    #[arg(long)]
+    pub rate_key: Option<String>,
 }
 
 #[derive(ClapArgs)]
@@ -300,13 +321,74 @@ pub enum QueueCommand {
     Pause { queue: String },
     /// Lease from a paused queue again.
     Resume { queue: String },
-    /// Change a queue's settings.
+    /// Change a queue's settings; those not given stay as they are. Limits hold across all
+    /// workers and server nodes; `none` removes one.
     Set {
         queue: String,
         /// Its share when a worker serves several queues (1 to 1000; default 1).
         #[arg(long)]
-        weight: u32,
+        weight: Option<u32>,
+        /// At most this many of its tasks run at once.
+        #[arg(long)]
+        concurrency: Option<String>,
+        /// At most this many tasks with the same --concurrency-key run at once.
+        #[arg(long)]
+        key_concurrency: Option<String>,
+        /// At most this many of its tasks start per period: 10/s, 600/m, 5/h, 3/500ms.
+        #[arg(long)]
+        rate: Option<String>,
+        /// At most this many tasks with the same --rate-key start per period.
+        #[arg(long)]
+        key_rate: Option<String>,
     },
+}
+
+#[derive(ClapArgs)]
+pub struct CronArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(subcommand)]
+    pub command: CronCommand,
+}
+
+#[derive(Subcommand)]
+pub enum CronCommand {
+    /// Create a schedule: each tick submits the task, once, however many server nodes run.
+    Add {
+        name: String,
+        /// Six fields, seconds first: `sec min hour day month weekday` ("0 */5 * * * *": every
+        /// five minutes).
+        #[arg(long)]
+        schedule: String,
+        /// An IANA time zone.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Ticks missed while no server ran: `skip`, or `catch-up=N` to fire the latest N.
+        #[arg(long, default_value = "skip")]
+        misfire: String,
+        #[arg(long, short, default_value = "default")]
+        queue: String,
+        #[arg(long, short)]
+        kind: String,
+        /// The payload, as JSON.
+        #[arg(long, short, default_value = "null")]
+        payload: String,
+        #[arg(long, allow_negative_numbers = true)]
+        priority: Option<i32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List schedules with their next tick.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a schedule's ticks until it is resumed.
+    Pause { name: String },
+    /// Resume a schedule from its next tick (ticks while paused do not fire).
+    Resume { name: String },
+    /// Delete a schedule (tasks it submitted stay).
+    Rm { name: String },
 }
 
 #[derive(ClapArgs)]

@@ -4,7 +4,11 @@ use anyhow::{Context, bail};
 use serde_json::value::RawValue;
 use taskwarden_client::{Client, ListOptions, SubmitTask, Task, TaskId, TaskState};
 
-use crate::args::{QueueArgs, QueueCommand, SubmitArgs, TaskArgs, TaskCommand, WorkersArgs};
+use taskwarden_core::cron::{CronSpec, Misfire};
+use taskwarden_core::placement::{Resources, parse_labels};
+use taskwarden_core::protocol::QueueUpdate;
+
+use crate::args::{CronArgs, CronCommand, QueueArgs, QueueCommand, SubmitArgs, TaskArgs, TaskCommand, WorkersArgs};
 
 fn parse_id(id: &str) -> anyhow::Result<TaskId> {
     id.parse().with_context(|| format!("{id:?} is not a task id"))
@@ -32,6 +36,12 @@ fn print_task(task: &Task) {
     }
     if let Some(p) = &task.progress {
         println!("progress:  {:.0}% {}", p.fraction * 100.0, p.message.as_deref().unwrap_or(""));
+    }
+    if !task.needs.is_empty() {
+        println!("needs:     {}", serde_json::to_string(&task.needs).expect("plain data serializes"));
+    }
+    if let Some(why) = &task.unschedulable {
+        println!("unschedulable: {why}");
     }
     println!("payload:   {}", task.payload.get());
     if let Some(r) = &task.result {
@@ -75,6 +85,10 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
         timeout_ms: a.timeout.map(|d| d.as_millis() as u64),
         idempotency_key: a.idempotency_key,
         tags: if a.tag.is_empty() { None } else { Some(a.tag) },
+        resources: Some(Resources::parse("--resources", &a.resources)?).filter(|r| !r.is_empty()),
+        labels: Some(parse_labels("--labels", &a.labels)?).filter(|l| !l.is_empty()),
+        concurrency_key: a.concurrency_key,
+        rate_key: a.rate_key,
         ..Default::default()
     };
     let mut task = client.submit(req).await?;
@@ -158,16 +172,42 @@ pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
         }
         QueueCommand::Pause { queue } => vec![client.pause_queue(&queue).await?],
         QueueCommand::Resume { queue } => vec![client.resume_queue(&queue).await?],
-        QueueCommand::Set { queue, weight } => vec![client.set_queue_weight(&queue, weight).await?],
+        QueueCommand::Set { queue, weight, concurrency, key_concurrency, rate, key_rate } => {
+            let changes_limits = [&concurrency, &key_concurrency, &rate, &key_rate].iter().any(|o| o.is_some());
+            let limits = if changes_limits {
+                let current = client.queues().await?.into_iter().find(|q| q.name == queue);
+                let mut l = current.map(|q| q.limits).unwrap_or_default();
+                set_limit(&mut l.concurrency, concurrency, "--concurrency")?;
+                set_limit(&mut l.key_concurrency, key_concurrency, "--key-concurrency")?;
+                set_limit(&mut l.rate, rate, "--rate")?;
+                set_limit(&mut l.key_rate, key_rate, "--key-rate")?;
+                Some(l)
+            } else {
+                None
+            };
+            if weight.is_none() && limits.is_none() {
+                bail!("give --weight, --concurrency, --key-concurrency, --rate or --key-rate");
+            }
+            vec![client.update_queue(&queue, &QueueUpdate { weight, limits }).await?]
+        }
     };
     println!(
-        "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>6}  {:>13}  {:>11}",
-        "QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "WEIGHT", "PAUSED", "OLDEST READY", "DONE/MINUTE"
+        "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>6}  {:>13}  {:>11}  {:>13}  LIMITS",
+        "QUEUE",
+        "READY",
+        "SCHEDULED",
+        "RUNNING",
+        "FAILED",
+        "WEIGHT",
+        "PAUSED",
+        "OLDEST READY",
+        "DONE/MINUTE",
+        "UNSCHEDULABLE"
     );
     for q in queues {
         let oldest = q.oldest_ready_ms.map(|ms| format!("{:.1}s", ms as f64 / 1000.0)).unwrap_or_else(|| "-".into());
         println!(
-            "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>6}  {:>13}  {:>11}",
+            "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>6}  {:>13}  {:>11}  {:>13}  {}",
             q.name,
             q.ready,
             q.scheduled,
@@ -176,7 +216,83 @@ pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
             q.weight,
             if q.paused { "yes" } else { "no" },
             oldest,
-            q.succeeded_last_minute
+            q.succeeded_last_minute,
+            q.unschedulable,
+            q.limits.describe()
+        );
+    }
+    Ok(())
+}
+
+/// Sets one limit from a flag's value: a number or rate, or `none` to remove it.
+fn set_limit<T: std::str::FromStr>(slot: &mut Option<T>, flag: Option<String>, name: &str) -> anyhow::Result<()>
+where
+    T::Err: std::fmt::Display,
+{
+    if let Some(v) = flag {
+        *slot = match v.as_str() {
+            "none" => None,
+            v => Some(v.parse().map_err(|e| anyhow::anyhow!("{name}: {e}"))?),
+        };
+    }
+    Ok(())
+}
+
+pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
+    let client = Client::new(&a.connect.url)?;
+    let schedules = match a.command {
+        CronCommand::Add { name, schedule, timezone, misfire, queue, kind, payload, priority, json } => {
+            let (misfire, catch_up) = match misfire.as_str() {
+                "skip" => (Misfire::Skip, None),
+                m => match m.strip_prefix("catch-up=").and_then(|n| n.parse().ok()) {
+                    Some(n) => (Misfire::CatchUp, Some(n)),
+                    None => bail!("--misfire: give skip or catch-up=N, not {m:?}"),
+                },
+            };
+            let payload = RawValue::from_string(payload.clone())
+                .with_context(|| format!("--payload is not valid JSON: {payload}"))?;
+            let task = SubmitTask { queue, kind, payload: Some(payload), priority, ..Default::default() };
+            let spec = CronSpec { name, schedule, timezone, misfire, catch_up, task };
+            let info = client.create_cron(&spec).await?;
+            if json {
+                return print_json(&info);
+            }
+            vec![info]
+        }
+        CronCommand::Ls { json } => {
+            let all = client.crons().await?;
+            if json {
+                return print_json(&all);
+            }
+            all
+        }
+        CronCommand::Pause { name } => vec![client.pause_cron(&name, true).await?],
+        CronCommand::Resume { name } => vec![client.pause_cron(&name, false).await?],
+        CronCommand::Rm { name } => {
+            client.delete_cron(&name).await?;
+            println!("deleted {name}");
+            return Ok(());
+        }
+    };
+    println!(
+        "{:<24}  {:<20}  {:<16}  {:<6}  {:<30}  {:<16}  TASK",
+        "NAME", "SCHEDULE", "TIME ZONE", "PAUSED", "NEXT", "MISFIRE"
+    );
+    for c in schedules {
+        let misfire = match c.spec.misfire {
+            Misfire::Skip => "skip".to_owned(),
+            Misfire::CatchUp => format!("catch-up={}", c.spec.catch_up_limit()),
+        };
+        println!(
+            "{:<24}  {:<20}  {:<16}  {:<6}  {:<30}  {:<16}  {}/{}",
+            c.spec.name,
+            c.spec.schedule,
+            c.spec.timezone,
+            if c.paused { "yes" } else { "no" },
+            c.next_run_at.to_string(),
+            misfire,
+            c.spec.task.queue,
+            c.spec.task.kind
         );
     }
     Ok(())

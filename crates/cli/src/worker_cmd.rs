@@ -1,5 +1,6 @@
 //! `taskwarden worker`: the worker SDK with the built-in handlers.
 
+use taskwarden_core::placement::{Resources, parse_labels};
 use taskwarden_worker::Worker;
 
 use crate::args::WorkerArgs;
@@ -8,7 +9,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let mut worker = Worker::builder(args.connect.url)
         .concurrency(args.concurrency)
         .fetchers(args.fetchers)
-        .shutdown_grace(args.grace);
+        .shutdown_grace(args.grace)
+        .capacity(Resources::parse("--capacity", &args.capacity)?)
+        .labels(parse_labels("--labels", &args.labels)?);
     for q in args.queue {
         worker = worker.queue(q);
     }

@@ -116,7 +116,12 @@ async fn the_leader_role_moves_when_the_leader_dies_and_leases_are_still_reaped(
     spec.max_attempts = Some(3);
     let task = client.submit(spec).await.unwrap();
     let worker = client
-        .register(&RegisterWorker { name: "vanishing".into(), queues: vec!["lost".into()], concurrency: 1 })
+        .register(&RegisterWorker {
+            name: "vanishing".into(),
+            queues: vec!["lost".into()],
+            concurrency: 1,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let leased = client.fetch(&worker.id, &["lost".to_string()], 1, Duration::from_secs(5)).await.unwrap();

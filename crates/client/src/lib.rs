@@ -26,6 +26,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+use taskwarden_core::cron::{CronInfo, CronList, CronSpec};
 pub use taskwarden_core::protocol::ParentList;
 use taskwarden_core::protocol::{
     ErrorBody, FetchRequest, FetchResponse, HeldLease, QueueList, QueueUpdate, RegisterWorker, Report, ReportBatch,
@@ -281,7 +282,9 @@ impl Client {
                 },
             });
         }
-        let value = serde_json::from_slice(&bytes)
+        // An empty body (204 No Content) reads as `null`.
+        let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        let value = serde_json::from_slice(body)
             .map_err(|e| ClientError::Invalid(format!("unexpected response from {path}: {e}")))?;
         Ok((status, value))
     }
@@ -405,9 +408,36 @@ impl Client {
 
     /// Sets a queue's weight: its share when a worker serves several queues.
     pub async fn set_queue_weight(&self, queue: &str, weight: u32) -> Result<QueueInfo> {
-        let body = QueueUpdate { weight: Some(weight) };
+        self.update_queue(queue, &QueueUpdate { weight: Some(weight), ..Default::default() }).await
+    }
+
+    /// Changes a queue's settings: its weight and its limits (which replace the old ones).
+    pub async fn update_queue(&self, queue: &str, body: &QueueUpdate) -> Result<QueueInfo> {
         let path = format!("/v1/queues/{}", path_segment(queue));
-        Ok(self.call(Method::PATCH, &path, Some(&body), Self::TIMEOUT).await?.1)
+        Ok(self.call(Method::PATCH, &path, Some(body), Self::TIMEOUT).await?.1)
+    }
+
+    /// Creates a cron schedule.
+    pub async fn create_cron(&self, spec: &CronSpec) -> Result<CronInfo> {
+        Ok(self.call(Method::POST, "/v1/cron", Some(spec), Self::TIMEOUT).await?.1)
+    }
+
+    /// Every cron schedule, by name.
+    pub async fn crons(&self) -> Result<Vec<CronInfo>> {
+        let list: CronList = self.call::<(), _>(Method::GET, "/v1/cron", None, Self::TIMEOUT).await?.1;
+        Ok(list.schedules)
+    }
+
+    /// Pauses (`true`) or resumes a cron schedule.
+    pub async fn pause_cron(&self, name: &str, paused: bool) -> Result<CronInfo> {
+        let action = if paused { "pause" } else { "resume" };
+        let path = format!("/v1/cron/{}/{action}", path_segment(name));
+        Ok(self.call::<(), _>(Method::POST, &path, None, Self::TIMEOUT).await?.1)
+    }
+
+    pub async fn delete_cron(&self, name: &str) -> Result<()> {
+        let path = format!("/v1/cron/{}", path_segment(name));
+        self.call::<(), serde_json::Value>(Method::DELETE, &path, None, Self::TIMEOUT).await.map(|_| ())
     }
 
     async fn queue_call(&self, queue: &str, action: &str) -> Result<QueueInfo> {

@@ -205,13 +205,13 @@ impl Gate {
     }
 
     /// Whether the gate would hold anything back among tasks of these queues and these needs.
-    pub fn is_open_for(limits: &BTreeMap<String, QueueLimits>, tasks: &[Task]) -> bool {
-        limits.values().all(QueueLimits::is_empty) && tasks.iter().all(|t| !t.needs.constrains_worker())
+    pub fn is_open_for<'a>(limits: &BTreeMap<String, QueueLimits>, mut tasks: impl Iterator<Item = &'a Task>) -> bool {
+        limits.values().all(QueueLimits::is_empty) && tasks.all(|t| !t.needs.constrains_worker())
     }
 
     /// The running counts admitting `tasks` needs: (queue, None) for a queue-wide limit,
     /// (queue, Some(key)) for a per-key one.
-    pub fn needs_running(&self, tasks: &[Task]) -> Vec<(String, Option<String>)> {
+    pub fn needs_running<'a>(&self, tasks: impl IntoIterator<Item = &'a Task>) -> Vec<(String, Option<String>)> {
         let mut out = Vec::new();
         for t in tasks {
             let Some(l) = self.limits.get(&t.queue) else { continue };
@@ -228,7 +228,7 @@ impl Gate {
     }
 
     /// The buckets admitting `tasks` needs, like [`Gate::needs_running`].
-    pub fn needs_buckets(&self, tasks: &[Task]) -> Vec<(String, Option<String>)> {
+    pub fn needs_buckets<'a>(&self, tasks: impl IntoIterator<Item = &'a Task>) -> Vec<(String, Option<String>)> {
         let mut out = Vec::new();
         for t in tasks {
             let Some(l) = self.limits.get(&t.queue) else { continue };

@@ -98,15 +98,22 @@ fn pairs(field: &str, s: &str) -> Result<Vec<(String, String)>, crate::Validatio
 
 /// Checks names and amounts of resources and labels a task or worker gives.
 pub fn check_needs(field: &str, resources: &Resources, labels: &Labels) -> Result<(), crate::ValidationError> {
-    let ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c));
+    let ok =
+        |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c));
     for name in resources.0.keys() {
         if !ok(name) {
-            return Err(crate::ValidationError::new(field, format!("resource name {name:?} must be 1-64 of a-z, 0-9, _-.:/")));
+            return Err(crate::ValidationError::new(
+                field,
+                format!("resource name {name:?} must be 1-64 of a-z, 0-9, _-.:/"),
+            ));
         }
     }
     for (k, v) in labels {
         if !ok(k) || !ok(v) {
-            return Err(crate::ValidationError::new(field, format!("label {k}={v} must be 1-64 of a-z, 0-9, _-.:/ each side")));
+            return Err(crate::ValidationError::new(
+                field,
+                format!("label {k}={v} must be 1-64 of a-z, 0-9, _-.:/ each side"),
+            ));
         }
     }
     if resources.0.len() > 32 || labels.len() > 32 {
@@ -142,6 +149,12 @@ impl WorkerView {
     /// Can run the task now.
     fn can_run_now(&self, t: &Candidate) -> bool {
         self.serves(t) && self.free_slots > 0 && t.resources.fits_in(&self.used.free_of(&self.capacity))
+    }
+
+    /// Its dominant share of slots and resources in use (one more slot counted, as for a task
+    /// about to be placed): lower is less loaded.
+    pub fn load(&self) -> f64 {
+        self.load_with(&Resources::default())
     }
 
     /// Its dominant share with `extra` placed on it: the largest fraction of any resource in use,

@@ -75,7 +75,7 @@ pub struct TaskList {
 }
 
 /// Registers a worker process with the server.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterWorker {
     /// A human-readable name, such as `hostname-pid`.

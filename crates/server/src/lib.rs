@@ -22,6 +22,7 @@ mod clock;
 mod config;
 mod error;
 mod maintenance;
+mod scheduling;
 
 use std::sync::Arc;
 

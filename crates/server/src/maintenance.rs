@@ -1,4 +1,4 @@
-//! The background loops: lease expiry, delayed-task promotion, and pruning (expired idempotency
+//! The background loops: lease expiry, delayed-task promotion, cron schedules, and pruning (expired idempotency
 //! keys, finished work past retention). All use the server's clock only.
 //!
 //! With several server nodes on one database, the loops run on one node at a time: the node that
@@ -65,6 +65,13 @@ pub(crate) fn spawn(
             Leadership(leader.clone()),
             shutdown.clone(),
             promoter_tx,
+        )),
+        tokio::spawn(fire_crons(
+            store.clone(),
+            clock.clone(),
+            config.clone(),
+            Leadership(leader.clone()),
+            shutdown.clone(),
         )),
         tokio::spawn(prune(store, clock, config.clone(), Leadership(leader.clone()), shutdown)),
     ];
@@ -197,6 +204,36 @@ async fn promote_due_tasks(
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = scheduled.changed() => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Fires due cron schedules: sleeps until the next one falls due, at most a second (a schedule
+/// created or resumed on another node is seen within that).
+async fn fire_crons(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: ServerConfig,
+    mut leadership: Leadership,
+    shutdown: CancellationToken,
+) {
+    const MAX_SLEEP: Duration = Duration::from_secs(1);
+    loop {
+        if !leadership.wait(&shutdown).await {
+            return;
+        }
+        let now = clock.now();
+        let fired = crate::scheduling::fire_due_crons(&*store, &config.limits, config.idempotency_window, now).await;
+        let sleep = match fired {
+            Ok(next) => next.map_or(MAX_SLEEP, |due| due.duration_since(now).min(MAX_SLEEP)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cron pass failed");
+                MAX_SLEEP
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep.max(Duration::from_millis(5))) => {}
             _ = shutdown.cancelled() => return,
         }
     }

@@ -362,7 +362,14 @@ pub async fn topics_announce_ready_and_finished_tasks(store: &dyn Store) {
 
 pub async fn workers_are_listed_with_their_running_tasks(store: &dyn Store) {
     let w = store
-        .register_worker(RegisterWorker { name: "host-1".into(), queues: vec!["q".into()], concurrency: 4, now: at(0) })
+        .register_worker(RegisterWorker {
+            name: "host-1".into(),
+            queues: vec!["q".into()],
+            concurrency: 4,
+            capacity: Default::default(),
+            labels: Default::default(),
+            now: at(0),
+        })
         .await
         .unwrap();
     submit(store, vec![spec("q"), spec("q")], at(0)).await;
@@ -873,7 +880,8 @@ pub async fn a_named_lease_has_one_holder_until_it_expires(store: &dyn Store) {
 }
 
 pub async fn a_paused_queue_leases_nothing_until_resumed(store: &dyn Store) {
-    let pause = |paused| UpdateQueue { queue: "held".into(), paused: Some(paused), weight: None, now: at(0) };
+    let pause =
+        |paused| UpdateQueue { queue: "held".into(), paused: Some(paused), weight: None, limits: None, now: at(0) };
     store.update_queue(pause(true)).await.unwrap();
     let held = submit_one(store, spec("held"), at(1)).await;
     submit_one(store, spec("free"), at(1)).await;
@@ -894,7 +902,7 @@ pub async fn queues_are_listed_with_their_counts(store: &dyn Store) {
     report(store, &done[0], success("1"), at(2_000)).await.unwrap();
     report(store, &done[1], failure(true), at(2_000)).await.unwrap();
     store
-        .update_queue(UpdateQueue { queue: "idle".into(), paused: Some(true), weight: None, now: at(0) })
+        .update_queue(UpdateQueue { queue: "idle".into(), paused: Some(true), weight: None, limits: None, now: at(0) })
         .await
         .unwrap();
     let queues = store.list_queues(at(10_000)).await.unwrap();
@@ -910,8 +918,13 @@ pub async fn queues_are_listed_with_their_counts(store: &dyn Store) {
 }
 
 pub async fn a_fetch_from_several_queues_follows_their_weights(store: &dyn Store) {
-    let weigh =
-        |queue: &str, weight| UpdateQueue { queue: queue.into(), paused: None, weight: Some(weight), now: at(0) };
+    let weigh = |queue: &str, weight| UpdateQueue {
+        queue: queue.into(),
+        paused: None,
+        weight: Some(weight),
+        limits: None,
+        now: at(0),
+    };
     store.update_queue(weigh("heavy", 3)).await.unwrap();
     store.update_queue(weigh("light", 1)).await.unwrap();
     submit(store, (0..20).map(|_| spec("heavy")).collect(), at(0)).await;

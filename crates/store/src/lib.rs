@@ -7,6 +7,7 @@
 //! - [`PgStore`]: PostgreSQL, shared by several server nodes.
 //! - `conformance` (feature `conformance`): the suite every backend must pass unchanged.
 
+mod admission;
 mod error;
 mod list_query;
 pub mod params;
@@ -21,6 +22,7 @@ pub mod conformance;
 pub mod pg_testing;
 
 use async_trait::async_trait;
+use taskwarden_core::cron::CronInfo;
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{Task, TaskId, Timestamp};
@@ -102,6 +104,23 @@ pub trait Store: Send + Sync + 'static {
     async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>>;
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>>;
+
+    /// Ready tasks that ask for resources or labels, grouped by queue and needs.
+    async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>>;
+
+    /// Creates a cron schedule; `Conflict` if one has the name.
+    async fn create_cron(&self, p: CreateCron) -> Result<CronInfo>;
+
+    async fn list_crons(&self) -> Result<Vec<CronInfo>>;
+
+    /// Pauses or resumes a schedule; `NotFound` if there is none by the name.
+    async fn pause_cron(&self, p: PauseCron) -> Result<CronInfo>;
+
+    /// Deletes a schedule (tasks it submitted stay); `NotFound` if there is none by the name.
+    async fn delete_cron(&self, name: &str) -> Result<()>;
+
+    /// Submits a schedule's due ticks and moves it on, in one transaction, if no one did first.
+    async fn fire_cron(&self, p: FireCron) -> Result<bool>;
 
     /// Stores a workflow's tasks and edges atomically; tasks without parents are ready at once.
     async fn submit_workflow(&self, p: SubmitWorkflow) -> Result<Workflow>;

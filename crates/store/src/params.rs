@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use taskwarden_core::cron::CronSpec;
+use taskwarden_core::limits::QueueLimits;
+use taskwarden_core::placement::{Labels, Resources};
 use taskwarden_core::protocol::{HeldLease, Report};
 use taskwarden_core::workflow::{FanOutPlan, WorkflowPlan};
-use taskwarden_core::{Cancellation, LeaseToken, NewTask, Task, TaskId, TaskState, Timestamp};
+use taskwarden_core::{Cancellation, LeaseToken, Needs, NewTask, Task, TaskId, TaskState, Timestamp};
 
 pub struct SubmitTasks {
     /// Accepted together or not at all.
@@ -98,6 +101,8 @@ pub struct RegisterWorker {
     pub name: String,
     pub queues: Vec<String>,
     pub concurrency: u32,
+    pub capacity: Resources,
+    pub labels: Labels,
     pub now: Timestamp,
 }
 
@@ -181,8 +186,54 @@ pub struct UpdateQueue {
     pub queue: String,
     pub paused: Option<bool>,
     pub weight: Option<u32>,
+    /// Replaces the queue's limits.
+    pub limits: Option<QueueLimits>,
     pub now: Timestamp,
 }
 
-/// A queue's settings as stored: name, paused, weight.
-pub(crate) type QueueSettings = (String, bool, u32);
+/// A queue's settings as stored.
+#[derive(Clone, Debug)]
+pub(crate) struct QueueSettings {
+    pub name: String,
+    pub paused: bool,
+    pub weight: u32,
+    pub limits: QueueLimits,
+}
+
+/// Ready tasks that ask something of their worker, grouped by queue and needs: what
+/// "unschedulable" is worked out from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyNeeds {
+    pub queue: String,
+    pub needs: Needs,
+    pub count: u64,
+}
+
+/// Creates a cron schedule; `Conflict` if the name is taken.
+pub struct CreateCron {
+    pub spec: CronSpec,
+    /// Its first tick.
+    pub next_run: Timestamp,
+    pub now: Timestamp,
+}
+
+/// Pauses or resumes a schedule. A resumed schedule goes on from `next_run` (its next tick from
+/// now): ticks while paused never fire.
+pub struct PauseCron {
+    pub name: String,
+    pub paused: bool,
+    pub next_run: Timestamp,
+}
+
+/// Records that a schedule fired `tasks` and moves it on to `next_run`, if it still stands at
+/// `expected_next_run`; otherwise (another node fired it first) changes nothing and says false.
+pub struct FireCron {
+    pub name: String,
+    pub expected_next_run: Timestamp,
+    /// `None` when the schedule has no tick left.
+    pub next_run: Option<Timestamp>,
+    /// One per tick, keyed by [`CronSpec::tick_key`].
+    pub tasks: Vec<NewTask>,
+    pub idempotency_window: Duration,
+    pub now: Timestamp,
+}

@@ -23,10 +23,11 @@ pub(crate) struct Count {
 pub(crate) fn assemble(counts: Vec<Count>, settings: Vec<QueueSettings>, now: Timestamp) -> Vec<QueueInfo> {
     let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
     // Queues with settings of their own are listed even when empty.
-    for (name, paused, weight) in settings {
-        let q = queues.entry(name.clone()).or_insert_with(|| QueueInfo::empty(name));
-        q.paused = paused;
-        q.weight = weight;
+    for s in settings {
+        let q = queues.entry(s.name.clone()).or_insert_with(|| QueueInfo::empty(s.name));
+        q.paused = s.paused;
+        q.weight = s.weight;
+        q.limits = s.limits;
     }
     for c in counts {
         let q = queues.entry(c.queue.clone()).or_insert_with(|| QueueInfo::empty(c.queue.clone()));

@@ -61,6 +61,8 @@ pub enum WorkerError {
 }
 
 /// A worker's settings.
+pub use taskwarden_core::placement::{Labels, Resources};
+
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub name: String,
@@ -77,6 +79,11 @@ pub struct WorkerConfig {
     pub fetch_wait: Duration,
     /// How long running tasks may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Resources it can run at once (`cpu`, `memory_mb`, `gpu`, any name). Tasks that ask for
+    /// resources are leased to it only while it has enough free.
+    pub capacity: Resources,
+    /// Its labels (`region=eu`): tasks that require labels go only to workers that have them.
+    pub labels: Labels,
 }
 
 impl Default for WorkerConfig {
@@ -89,6 +96,8 @@ impl Default for WorkerConfig {
             fetchers: 2,
             fetch_wait: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(30),
+            capacity: Resources::default(),
+            labels: Labels::default(),
         }
     }
 }
@@ -126,6 +135,18 @@ impl Worker {
     /// Fetches in flight at once (default 2, at most 16).
     pub fn fetchers(mut self, n: usize) -> Self {
         self.config.fetchers = n;
+        self
+    }
+
+    /// What the worker can run at once (`cpu`, `memory_mb`, `gpu`, any name).
+    pub fn capacity(mut self, capacity: Resources) -> Self {
+        self.config.capacity = capacity;
+        self
+    }
+
+    /// The worker's labels (`region=eu`).
+    pub fn labels(mut self, labels: Labels) -> Self {
+        self.config.labels = labels;
         self
     }
 

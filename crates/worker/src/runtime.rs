@@ -59,6 +59,8 @@ pub(crate) async fn run(
             name: config.name.clone(),
             queues: config.queues.clone(),
             concurrency: config.concurrency as u32,
+            capacity: config.capacity.clone(),
+            labels: config.labels.clone(),
         })
         .await?;
     tracing::info!(worker_id = %info.id, queues = ?config.queues, concurrency = config.concurrency, "worker registered");
@@ -272,7 +274,11 @@ fn panic_message(join: tokio::task::JoinError) -> String {
 
 /// Heartbeats every lease in flight, a few times per lease timeout; fires the cancellation token
 /// of tasks that were cancelled, and abandons executions whose lease was lost.
+/// How often an idle worker heartbeats.
+const IDLE_HEARTBEAT: Duration = Duration::from_secs(5);
+
 async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut last_beat = tokio::time::Instant::now();
     loop {
         let interval = {
             let active = shared.active.lock().expect("active lock");
@@ -295,9 +301,12 @@ async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
                 .map(|(id, a)| HeldLease { task_id: *id, lease: a.lease, progress: progress.remove(id) })
                 .collect()
         };
-        if leases.is_empty() {
+        // An idle worker still says it is alive now and then: the server counts a worker not
+        // heard from for 30 s as gone when it explains why a task cannot run.
+        if leases.is_empty() && last_beat.elapsed() < IDLE_HEARTBEAT {
             continue;
         }
+        last_beat = tokio::time::Instant::now();
         let sent: HashMap<TaskId, LeaseToken> = leases.iter().map(|l| (l.task_id, l.lease)).collect();
         let beat = tokio::select! {
             r = shared.client.heartbeat(&shared.worker_id, leases) => r,

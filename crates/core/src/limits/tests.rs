@@ -38,9 +38,12 @@ fn keyed(queue: &str, concurrency_key: Option<&str>, rate_key: Option<&str>) -> 
 
 #[test]
 fn rates_parse_and_print() {
-    for (s, count, per_ms, shown) in
-        [("10/s", 10, 1000, "10/s"), ("600/m", 600, 60_000, "600/m"), ("5/h", 5, 3_600_000, "5/h"), ("3/500ms", 3, 500, "3/500ms")]
-    {
+    for (s, count, per_ms, shown) in [
+        ("10/s", 10, 1000, "10/s"),
+        ("600/m", 600, 60_000, "600/m"),
+        ("5/h", 5, 3_600_000, "5/h"),
+        ("3/500ms", 3, 500, "3/500ms"),
+    ] {
         let r: Rate = s.parse().unwrap();
         assert_eq!((r.count, r.per), (count, Duration::from_millis(per_ms)), "{s}");
         assert_eq!(r.to_string(), shown);
@@ -97,7 +100,11 @@ fn key_concurrency_limits_each_key_separately() {
 fn rate_limits_hold_tasks_and_say_when_to_come_back() {
     let limits = BTreeMap::from([(
         "q".to_owned(),
-        QueueLimits { rate: Some("100/s".parse().unwrap()), key_rate: Some("2/s".parse().unwrap()), ..Default::default() },
+        QueueLimits {
+            rate: Some("100/s".parse().unwrap()),
+            key_rate: Some("2/s".parse().unwrap()),
+            ..Default::default()
+        },
     )]);
     let mut gate = Gate::new(limits, None);
     let t = keyed("q", None, Some("api-key-1"));

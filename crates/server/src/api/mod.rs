@@ -4,9 +4,11 @@
 //! - `tasks`: submit, inspect, list, wait for, cancel and retry tasks.
 //! - `workers`: the worker protocol (register, fetch, heartbeat, report) and the single-lease calls.
 //! - `workflows`: submit, get, wait for and cancel workflows; a task's parents' results.
-//! - `queues`: list queues with their counts; pause, resume and weigh them.
+//! - `queues`: list queues with their counts; pause, resume, weigh and limit them.
+//! - `cron`: cron schedules.
 //! - `health`: liveness, readiness and the OpenAPI document.
 
+mod cron;
 mod health;
 pub(crate) use health::openapi;
 mod queues;
@@ -21,7 +23,7 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use taskwarden_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +75,11 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("patch", "/v1/queues/{name}"),
     ("post", "/v1/queues/{name}/pause"),
     ("post", "/v1/queues/{name}/resume"),
+    ("post", "/v1/cron"),
+    ("get", "/v1/cron"),
+    ("delete", "/v1/cron/{name}"),
+    ("post", "/v1/cron/{name}/pause"),
+    ("post", "/v1/cron/{name}/resume"),
 ];
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -106,6 +113,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/queues/{name}", patch(queues::set))
         .route("/v1/queues/{name}/pause", post(queues::pause))
         .route("/v1/queues/{name}/resume", post(queues::resume))
+        .route("/v1/cron", post(cron::create).get(cron::list))
+        .route("/v1/cron/{name}", delete(cron::delete))
+        .route("/v1/cron/{name}/pause", post(cron::pause))
+        .route("/v1/cron/{name}/resume", post(cron::resume))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(move |mut req: Request, next: Next| async move {

@@ -38,7 +38,9 @@ pub(super) async fn submit_batch(
 }
 
 pub(super) async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Task>> {
-    Ok(Json(s.store.get(task_id(&id)?).await?))
+    let mut task = s.store.get(task_id(&id)?).await?;
+    crate::scheduling::explain(&*s.store, &mut task, s.clock.now()).await?;
+    Ok(Json(task))
 }
 
 #[derive(Deserialize)]

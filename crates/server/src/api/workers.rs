@@ -34,6 +34,8 @@ pub(super) async fn register(
         name: req.name,
         queues: req.queues,
         concurrency: req.concurrency,
+        capacity: req.capacity,
+        labels: req.labels,
         now: s.clock.now(),
     };
     Ok((StatusCode::CREATED, Json(s.store.register_worker(p).await?)))

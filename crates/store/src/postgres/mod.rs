@@ -15,6 +15,7 @@
 mod listen;
 mod ops;
 mod rows;
+mod scheduling;
 mod schema;
 mod workflows;
 
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use taskwarden_core::cron::CronInfo;
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{IdGenerator, Task, TaskId, Timestamp, TransitionError};
@@ -35,6 +37,10 @@ use tokio_postgres::error::SqlState;
 use crate::params::*;
 use crate::topics::{Topics, topic_index};
 use crate::{Result, Store, StoreError};
+
+/// How long a woken fetch for a fully loaded worker waits before asking, so that less loaded
+/// workers ask first (a fetch for an idle worker asks at once).
+const LOAD_DELAY: Duration = Duration::from_millis(5);
 
 pub use schema::MigrationReport;
 
@@ -371,19 +377,37 @@ impl Store for PgStore {
 
     async fn fetch(&self, p: FetchTasks) -> Result<Vec<Task>> {
         let mut ready = self.topics.subscribe(Topic::Ready);
+        let mut finished = self.topics.subscribe(Topic::Finished);
         let deadline = tokio::time::Instant::now() + p.wait;
         // Leases start at the caller's time, moved on by however long the fetch has waited.
         let started = tokio::time::Instant::now();
         let mut now = p.now;
+        let mut woken = false;
         loop {
             ready.borrow_and_update();
-            let tasks = transaction!(self, |tx, st| ops::fetch(&tx, st, &self.shared, &p, now).await)?;
-            if !tasks.is_empty() || p.wait.is_zero() {
-                return Ok(tasks);
+            finished.borrow_and_update();
+            if woken {
+                // Every parked fetch on every node wakes at once: the less loaded its worker,
+                // the sooner it asks, so the least-loaded worker tends to get the task.
+                let load = read!(self, |c| scheduling::load(&c, &p.worker_id, p.limit).await).unwrap_or(0.0);
+                tokio::time::sleep(LOAD_DELAY.mul_f64(load.clamp(0.0, 1.0))).await;
+                now = p.now.saturating_add(started.elapsed());
             }
-            tokio::select! {
-                changed = ready.changed() => if changed.is_err() { return Ok(Vec::new()) },
-                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+            let fetched = transaction!(self, |tx, st| ops::fetch(&tx, st, &self.shared, &p, now).await)?;
+            if !fetched.tasks.is_empty() || p.wait.is_zero() {
+                return Ok(fetched.tasks);
+            }
+            if !fetched.hold.is_none() {
+                // Limits held every candidate back: wait for them, not for new tasks.
+                if !crate::admission::wait_out(fetched.hold, &mut ready, &mut finished, deadline).await {
+                    return Ok(Vec::new());
+                }
+            } else {
+                tokio::select! {
+                    changed = ready.changed() => if changed.is_err() { return Ok(Vec::new()) },
+                    _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+                }
+                woken = true;
             }
             now = p.now.saturating_add(started.elapsed());
         }
@@ -425,6 +449,30 @@ impl Store for PgStore {
 
     async fn acquire_lease(&self, p: AcquireLease) -> Result<LeaseHolder> {
         transaction!(self, |tx, _st| ops::acquire_lease(&tx, &p).await)
+    }
+
+    async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>> {
+        read!(self, |c| scheduling::ready_needs(&c).await)
+    }
+
+    async fn create_cron(&self, p: CreateCron) -> Result<CronInfo> {
+        transaction!(self, |tx, _st| scheduling::create_cron(&tx, &p).await)
+    }
+
+    async fn list_crons(&self) -> Result<Vec<CronInfo>> {
+        read!(self, |c| scheduling::list_crons(&c).await)
+    }
+
+    async fn pause_cron(&self, p: PauseCron) -> Result<CronInfo> {
+        transaction!(self, |tx, _st| scheduling::pause_cron(&tx, &p).await)
+    }
+
+    async fn delete_cron(&self, name: &str) -> Result<()> {
+        transaction!(self, |tx, _st| scheduling::delete_cron(&tx, name).await)
+    }
+
+    async fn fire_cron(&self, p: FireCron) -> Result<bool> {
+        transaction!(self, |tx, st| scheduling::fire_cron(&tx, st, &self.shared, &p).await)
     }
 
     async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo> {

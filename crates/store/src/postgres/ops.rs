@@ -1,9 +1,10 @@
 //! Task operations on PostgreSQL. Writes lock the rows they change, apply the core's transitions
 //! and write the rows back with one statement; an operation that refuses does so before writing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::GenericClient;
+use taskwarden_core::limits::{Gate, QueueLimits};
 use taskwarden_core::placement::{aged_past, fair_take, rank_by_aged_priority};
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::{Cancellation, LeaseToken, Task, TaskId, Timestamp};
@@ -11,8 +12,9 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::rows::{self, Tx, execute, load, lock, query, query_opt, uuid};
-use super::{PgResult, Shared, Touched, workflows};
+use super::{PgResult, Shared, Touched, scheduling, workflows};
 use crate::StoreError;
+use crate::admission::{self, Fetched, Hold};
 use crate::list_query::{Arg, ListQuery};
 use crate::params::*;
 use crate::queue_stats::{COUNTED, Count, assemble};
@@ -164,74 +166,130 @@ pub(crate) async fn retry(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &Re
     Ok(task)
 }
 
-/// Leases up to `limit` ready tasks in one statement: rows another node is leasing right now are
-/// skipped, not waited for.
+/// Leases up to `limit` ready tasks: rows another node is leasing right now are skipped, not
+/// waited for. Queues with limits, and tasks that ask something of their worker, go through the
+/// limits gate under advisory locks that make the counts it reads global across nodes.
 pub(crate) async fn fetch(
     tx: &Tx<'_>,
     st: &mut Touched,
     shared: &Shared,
     p: &FetchTasks,
     now: Timestamp,
-) -> PgResult<Vec<Task>> {
+) -> PgResult<Fetched> {
     relaxed_commit(tx).await?;
     let mut queues = p.queues.clone();
     queues.sort();
     queues.dedup();
-    let limit = i64::from(p.limit);
+    if queues.is_empty() {
+        return Ok(Fetched::default());
+    }
+    let limit = p.limit as usize;
+    let settings = scheduling::settings(tx, &queues).await?;
+    let limits: BTreeMap<String, QueueLimits> =
+        settings.iter().filter(|s| !s.limits.is_empty()).map(|s| (s.name.clone(), s.limits)).collect();
+    // Fetches from limited queues take turns, in name order, wherever they run.
+    for queue in limits.keys() {
+        scheduling::lock(tx, shared, "queue", queue).await?;
+    }
+    let weight = |q: &str| settings.iter().find(|s| s.name == q).map_or(1, |s| s.weight);
+    let mut window = limit;
+    loop {
+        let mut lists = Vec::with_capacity(queues.len());
+        for queue in &queues {
+            lists.push((queue.clone(), weight(queue), best_ready(tx, shared, queue, window, now).await?));
+        }
+        let full = lists.iter().any(|(_, _, l)| l.len() == window);
+        if Gate::is_open_for(&limits, lists.iter().flat_map(|(_, _, l)| l)) {
+            let mut tasks = match lists.len() {
+                1 => lists.pop().expect("one list").2,
+                // Each queue's best, shared out by the queues' weights. Rows locked but not taken
+                // are free again when the transaction ends a moment later.
+                _ => fair_take(lists, &mut shared.leased.lock().expect("leased lock"), limit),
+            };
+            start(tx, st, shared, &mut tasks, &p.worker_id, now).await?;
+            return Ok(Fetched { tasks, hold: Hold::default() });
+        }
+        let all: Vec<&Task> = lists.iter().flat_map(|(_, _, l)| l).collect();
+        let worker = match all.iter().any(|t| t.needs.constrains_worker()) {
+            true => {
+                // Two fetches for one worker must not both count its capacity free.
+                scheduling::lock(tx, shared, "worker", &p.worker_id).await?;
+                Some(scheduling::worker_fit(tx, &p.worker_id).await?)
+            }
+            false => None,
+        };
+        let mut gate = Gate::new(limits.clone(), worker);
+        scheduling::load_gate(tx, &mut gate, &all).await?;
+        let order = fair_take(lists, &mut shared.leased.lock().expect("leased lock").clone(), usize::MAX);
+        let (mut taken, held) = admission::admit(&mut gate, order, limit, now);
+        if taken.len() < limit && held && full && window == limit {
+            window = limit + admission::WIDER_WINDOW; // look further down for tasks that fit
+            continue;
+        }
+        {
+            let mut leased = shared.leased.lock().expect("leased lock");
+            for t in &taken {
+                *leased.entry(t.queue.clone()).or_insert(0) += 1;
+            }
+        }
+        scheduling::save_buckets(tx, &gate).await?;
+        start(tx, st, shared, &mut taken, &p.worker_id, now).await?;
+        return Ok(Fetched { tasks: taken, hold: Hold::of(&gate) });
+    }
+}
+
+/// Leases the chosen tasks to the worker and writes them back.
+async fn start(
+    tx: &Tx<'_>,
+    st: &mut Touched,
+    shared: &Shared,
+    tasks: &mut [Task],
+    worker_id: &str,
+    now: Timestamp,
+) -> PgResult<()> {
+    for task in tasks.iter_mut() {
+        task.start(worker_id, LeaseToken(shared.random()), now)?;
+    }
+    save(tx, st, shared, tasks).await?;
+    for task in tasks.iter_mut() {
+        task.history.clear();
+    }
+    Ok(())
+}
+
+/// A queue's best `window` ready tasks, locked: by priority, and with aging also its oldest ready
+/// tasks (one that waited long enough outranks newer tasks of higher priority). Paused queues
+/// give none.
+async fn best_ready(
+    tx: &Tx<'_>,
+    shared: &Shared,
+    queue: &String,
+    window: usize,
+    now: Timestamp,
+) -> PgResult<Vec<Task>> {
     const BEST: &str = "SELECT doc FROM tasks WHERE state = 'ready' AND queue = $1 \
         AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused) \
         ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED";
-    // With aging, the queue's oldest ready tasks are candidates too: one that waited long enough
-    // outranks newer tasks of higher priority. Rows locked but not taken are free at commit.
     const OLDEST: &str = "SELECT id, priority, run_at FROM tasks WHERE state = 'ready' AND queue = $1 \
         ORDER BY id LIMIT $2";
-    let best = |queue: &String| {
-        let queue = queue.clone();
-        async move {
-            let mut best = rows::tasks(&query(tx, BEST, &[&queue, &limit]).await?)?;
-            if shared.aging.is_some() && best.len() as i64 == limit {
-                // Read without locks; only the ones aged past the best are locked and loaded.
-                let oldest: Vec<(TaskId, i32, Timestamp)> = query(tx, OLDEST, &[&queue, &limit])
-                    .await?
-                    .iter()
-                    .map(|r| (rows::task_id(r.get(0)), r.get(1), Timestamp::from_micros(r.get(2))))
-                    .collect();
-                let caught_up: Vec<Uuid> = aged_past(&best, &oldest, now, shared.aging).into_iter().map(uuid).collect();
-                if !caught_up.is_empty() {
-                    let sql = "SELECT doc FROM tasks WHERE id = ANY($1) AND state = 'ready' FOR UPDATE SKIP LOCKED";
-                    best.extend(rows::tasks(&query(tx, sql, &[&caught_up]).await?)?);
-                    rank_by_aged_priority(&mut best, now, shared.aging);
-                    best.truncate(limit as usize);
-                }
-            }
-            PgResult::Ok(best)
+    let window = window as i64;
+    let mut best = rows::tasks(&query(tx, BEST, &[queue, &window]).await?)?;
+    if shared.aging.is_some() && best.len() as i64 == window {
+        // Read without locks; only the ones aged past the best are locked and loaded.
+        let oldest: Vec<(TaskId, i32, Timestamp)> = query(tx, OLDEST, &[queue, &window])
+            .await?
+            .iter()
+            .map(|r| (rows::task_id(r.get(0)), r.get(1), Timestamp::from_micros(r.get(2))))
+            .collect();
+        let caught_up: Vec<Uuid> = aged_past(&best, &oldest, now, shared.aging).into_iter().map(uuid).collect();
+        if !caught_up.is_empty() {
+            let sql = "SELECT doc FROM tasks WHERE id = ANY($1) AND state = 'ready' FOR UPDATE SKIP LOCKED";
+            best.extend(rows::tasks(&query(tx, sql, &[&caught_up]).await?)?);
+            rank_by_aged_priority(&mut best, now, shared.aging);
+            best.truncate(window as usize);
         }
-    };
-    let mut tasks = match queues.as_slice() {
-        [] => return Ok(Vec::new()),
-        [queue] => best(queue).await?,
-        _ => {
-            // Each queue's best, shared out by the queues' weights. Rows locked but not taken
-            // are free again when the transaction ends a moment later.
-            let weights = query(tx, "SELECT name, weight FROM queues WHERE name = ANY($1)", &[&queues]).await?;
-            let weight = |q: &str| weights.iter().find(|r| r.get::<_, &str>(0) == q).map_or(1, |r| r.get::<_, i32>(1));
-            let mut lists = Vec::with_capacity(queues.len());
-            for queue in &queues {
-                lists.push((queue.clone(), weight(queue) as u32, best(queue).await?));
-            }
-            let mut leased = shared.leased.lock().expect("leased lock");
-            fair_take(lists, &mut leased, p.limit as usize)
-        }
-    };
-    for task in &mut tasks {
-        let token = LeaseToken(shared.random());
-        task.start(&p.worker_id, token, now)?;
     }
-    save(tx, st, shared, &tasks).await?;
-    for task in &mut tasks {
-        task.history.clear();
-    }
-    Ok(tasks)
+    Ok(best)
 }
 
 pub(crate) async fn heartbeat(
@@ -343,7 +401,11 @@ pub(crate) async fn prune_expired(tx: &Tx<'_>, p: &PruneExpired) -> PgResult<usi
         &[&p.keys_before.as_micros(), &i64::from(p.limit)],
     )
     .await?;
-    Ok(n as usize)
+    // Buckets untouched for a day are full again (no rate's period is longer), and a missing
+    // bucket is a full one: they go.
+    let stale = p.keys_before.saturating_sub(std::time::Duration::from_secs(86_400)).as_micros();
+    let buckets = execute(tx, "DELETE FROM rate_buckets WHERE at < $1", &[&stale]).await?;
+    Ok((n + buckets) as usize)
 }
 
 pub(crate) async fn prune_finished(tx: &Tx<'_>, p: &PruneFinished) -> PgResult<usize> {
@@ -400,11 +462,13 @@ pub(crate) async fn acquire_lease(tx: &Tx<'_>, p: &AcquireLease) -> PgResult<Lea
 pub(crate) async fn register_worker(tx: &Tx<'_>, shared: &Shared, p: &RegisterWorker) -> PgResult<WorkerInfo> {
     let id = format!("w-{:016x}", shared.random::<u64>());
     let queues = serde_json::to_string(&p.queues).expect("strings serialize");
+    let capacity = serde_json::to_string(&p.capacity).expect("plain data serializes");
+    let labels = serde_json::to_string(&p.labels).expect("plain data serializes");
     execute(
         tx,
-        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at) \
-         VALUES ($1, $2, $3, $4, $5, $5)",
-        &[&id, &p.name, &queues, &(p.concurrency as i32), &p.now.as_micros()],
+        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at, capacity, labels) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7)",
+        &[&id, &p.name, &queues, &(p.concurrency as i32), &p.now.as_micros(), &capacity, &labels],
     )
     .await?;
     Ok(WorkerInfo {
@@ -412,6 +476,8 @@ pub(crate) async fn register_worker(tx: &Tx<'_>, shared: &Shared, p: &RegisterWo
         name: p.name.clone(),
         queues: p.queues.clone(),
         concurrency: p.concurrency,
+        capacity: p.capacity.clone(),
+        labels: p.labels.clone(),
         registered_at: p.now,
         last_seen_at: p.now,
         running: 0,
@@ -421,7 +487,8 @@ pub(crate) async fn register_worker(tx: &Tx<'_>, shared: &Shared, p: &RegisterWo
 pub(crate) async fn workers(c: &impl GenericClient) -> PgResult<Vec<WorkerInfo>> {
     let found = query(
         c,
-        "SELECT w.id, w.name, w.queues, w.concurrency, w.registered_at, w.last_seen_at, COALESCE(r.n, 0) \
+        "SELECT w.id, w.name, w.queues, w.concurrency, w.registered_at, w.last_seen_at, COALESCE(r.n, 0), \
+         w.capacity, w.labels \
          FROM workers w LEFT JOIN (SELECT lease_worker, COUNT(*) AS n FROM tasks WHERE state = 'running' \
          GROUP BY lease_worker) r ON r.lease_worker = w.id ORDER BY w.last_seen_at DESC LIMIT 1000",
         &[],
@@ -437,21 +504,24 @@ pub(crate) async fn workers(c: &impl GenericClient) -> PgResult<Vec<WorkerInfo>>
             registered_at: Timestamp::from_micros(r.get(4)),
             last_seen_at: Timestamp::from_micros(r.get(5)),
             running: r.get::<_, i64>(6) as u32,
+            capacity: serde_json::from_str(r.get(7)).unwrap_or_default(),
+            labels: serde_json::from_str(r.get(8)).unwrap_or_default(),
         })
         .collect())
 }
 
 pub(crate) async fn update_queue(tx: &Tx<'_>, st: &mut Touched, p: &UpdateQueue) -> PgResult<()> {
+    let limits = p.limits.map(|l| serde_json::to_string(&l).expect("plain data serializes"));
     execute(
         tx,
-        "INSERT INTO queues (name, paused, weight, updated_at) \
-         VALUES ($1, COALESCE($2, false), COALESCE($3, 1), $4) \
+        "INSERT INTO queues (name, paused, weight, limits, updated_at) \
+         VALUES ($1, COALESCE($2, false), COALESCE($3, 1), COALESCE($5, '{}'), $4) \
          ON CONFLICT (name) DO UPDATE SET paused = COALESCE($2, queues.paused), \
-         weight = COALESCE($3, queues.weight), updated_at = $4",
-        &[&p.queue, &p.paused, &p.weight.map(|w| w as i32), &p.now.as_micros()],
+         weight = COALESCE($3, queues.weight), limits = COALESCE($5, queues.limits), updated_at = $4",
+        &[&p.queue, &p.paused, &p.weight.map(|w| w as i32), &p.now.as_micros(), &limits],
     )
     .await?;
-    if p.paused == Some(false) {
+    if p.paused == Some(false) || limits.is_some() {
         st.touch(Topic::Ready); // its tasks may be leased again: wake the parked fetchers
     }
     Ok(())
@@ -476,7 +546,5 @@ pub(crate) async fn queues(c: &impl GenericClient, now: Timestamp) -> PgResult<V
     for r in query(c, sql, &[&minute_ago]).await? {
         counts.push(Count { queue: r.get(0), what: "succeeded", n: r.get::<_, i64>(1) as u64, earliest: None });
     }
-    let settings = query(c, "SELECT name, paused, weight FROM queues ORDER BY name", &[]).await?;
-    let settings = settings.iter().map(|r| (r.get(0), r.get(1), r.get::<_, i32>(2) as u32)).collect();
-    Ok(assemble(counts, settings, now))
+    Ok(assemble(counts, scheduling::settings(c, &[]).await?, now))
 }

@@ -113,6 +113,8 @@ struct Columns {
     node: Vec<Option<String>>,
     parent_count: Vec<i32>,
     doc: Vec<String>,
+    constrained: Vec<bool>,
+    concurrency_key: Vec<Option<String>>,
 }
 
 impl Columns {
@@ -132,6 +134,8 @@ impl Columns {
             c.node.push(t.node.clone());
             c.parent_count.push(t.parent_count as i32);
             c.doc.push(to_doc(t));
+            c.constrained.push(t.needs.constrains_worker());
+            c.concurrency_key.push(t.needs.concurrency_key.clone());
         }
         c
     }
@@ -146,11 +150,11 @@ pub(crate) async fn insert(tx: &Tx<'_>, new: &[Task]) -> PgResult<()> {
     execute(
         tx,
         "INSERT INTO tasks (id, queue, kind, priority, state, run_at, lease_expires_at, lease_worker, \
-         finished_at, workflow_id, node, parent_count, pending_parents, doc) \
-         SELECT id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, pc, doc FROM unnest(\
+         finished_at, workflow_id, node, parent_count, pending_parents, doc, constrained, concurrency_key) \
+         SELECT id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, pc, doc, con, ck FROM unnest(\
          $1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[], $7::int8[], $8::text[], \
-         $9::int8[], $10::uuid[], $11::text[], $12::int4[], $13::text[]) WITH ORDINALITY \
-         AS u(id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, doc, ord) ORDER BY ord",
+         $9::int8[], $10::uuid[], $11::text[], $12::int4[], $13::text[], $14::bool[], $15::text[]) WITH ORDINALITY \
+         AS u(id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, doc, con, ck, ord) ORDER BY ord",
         &[
             &c.id,
             &c.queue,
@@ -165,6 +169,8 @@ pub(crate) async fn insert(tx: &Tx<'_>, new: &[Task]) -> PgResult<()> {
             &c.node,
             &c.parent_count,
             &c.doc,
+            &c.constrained,
+            &c.concurrency_key,
         ],
     )
     .await?;

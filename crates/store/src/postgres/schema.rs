@@ -148,6 +148,38 @@ CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL
 CREATE INDEX tasks_ready_fifo ON tasks (queue, id) WHERE state = 'ready';
 "#,
     },
+    Migration {
+        description: "scheduling: task needs, worker capacity and labels, queue limits, rate buckets, cron",
+        destructive: false,
+        sql: r#"
+-- Whether a task asks for resources or labels, and its concurrency key (the rest is in `doc`).
+ALTER TABLE tasks ADD COLUMN constrained boolean NOT NULL DEFAULT false;
+ALTER TABLE tasks ADD COLUMN concurrency_key text;
+-- Concurrency limits count running tasks per queue and per key.
+CREATE INDEX tasks_running_by_queue ON tasks (queue, concurrency_key) WHERE state = 'running';
+-- A worker's used capacity: its running tasks that ask for resources.
+CREATE INDEX tasks_held ON tasks (lease_worker) WHERE state = 'running' AND constrained;
+ALTER TABLE workers ADD COLUMN capacity text NOT NULL DEFAULT '{}';
+ALTER TABLE workers ADD COLUMN labels text NOT NULL DEFAULT '{}';
+ALTER TABLE queues ADD COLUMN limits text NOT NULL DEFAULT '{}';
+-- Token buckets of rate limits; key '' is the queue's own. A missing bucket is a full one.
+CREATE TABLE rate_buckets (
+    queue  text NOT NULL,
+    key    text NOT NULL,
+    tokens float8 NOT NULL,
+    at     int8 NOT NULL,
+    PRIMARY KEY (queue, key)
+);
+CREATE TABLE cron_schedules (
+    name       text PRIMARY KEY,
+    spec       text NOT NULL,
+    paused     boolean NOT NULL DEFAULT false,
+    next_run   int8 NOT NULL,
+    last_fired int8,
+    created_at int8 NOT NULL
+);
+"#,
+    },
 ];
 
 /// What `migrate` did.

@@ -11,10 +11,11 @@ use tokio::sync::oneshot;
 
 use super::ops;
 use super::writer::{Operation, Reply, WriteJob, WriterState};
+use crate::admission::Fetched;
 use crate::params::{FetchTasks, ReportOutcomes};
 use crate::{Result, StoreError};
 
-pub(crate) type FetchReply = oneshot::Sender<Result<Vec<Task>>>;
+pub(crate) type FetchReply = oneshot::Sender<Result<Fetched>>;
 
 /// A parked fetch.
 pub(crate) struct Waiter {
@@ -41,14 +42,15 @@ impl Operation for FetchOp {
             return (false, answered_later()); // the caller gave up while queued: lease nothing
         }
         match ops::fetch(conn, state, &params) {
-            Ok(tasks) if tasks.is_empty() && park => {
+            // Held back by a limit, the caller waits for the limit itself (see `admission`).
+            Ok(f) if f.tasks.is_empty() && f.hold.is_none() && park => {
                 // Parking is the one moment the list grows, so prune callers that gave up here.
                 state.waiters.retain(|w| !w.reply.is_closed());
                 state.waiters.push_back(Waiter { params, reply });
                 (false, answered_later())
             }
-            Ok(tasks) => {
-                state.served.push((reply, tasks));
+            Ok(f) => {
+                state.served.push((reply, f));
                 (false, answered_later())
             }
             Err(e) => (true, Box::new(move |_| drop(reply.send(Err(e))))),
@@ -64,6 +66,17 @@ impl Operation for FetchOp {
 /// fails is answered with its error; only a failure that wrote something fails the transaction.
 pub(crate) fn serve_waiters(conn: &rusqlite::Connection, state: &mut WriterState) -> Result<()> {
     let mut waiting = std::mem::take(&mut state.waiters);
+    waiting.retain(|w| !w.reply.is_closed());
+    if waiting.len() > 1 {
+        // The least-loaded worker first (by its share of slots or resources in use); among
+        // equals, the one that waited longest.
+        let workers: Vec<(&str, u32)> = waiting.iter().map(|w| (w.params.worker_id.as_str(), w.params.limit)).collect();
+        if let Ok(loads) = super::scheduling::loads(conn, &workers) {
+            let mut ranked: Vec<(f64, Waiter)> = loads.into_iter().zip(waiting.drain(..)).collect();
+            ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+            waiting.extend(ranked.into_iter().map(|(_, w)| w));
+        }
+    }
     while let Some(mut w) = waiting.pop_front() {
         if w.reply.is_closed() {
             continue; // the fetch timed out or its caller went away
@@ -71,8 +84,8 @@ pub(crate) fn serve_waiters(conn: &rusqlite::Connection, state: &mut WriterState
         w.params.now = state.now;
         let before = conn.total_changes();
         match ops::fetch(conn, state, &w.params) {
-            Ok(tasks) if tasks.is_empty() => state.waiters.push_back(w),
-            Ok(tasks) => state.served.push((w.reply, tasks)),
+            Ok(f) if f.tasks.is_empty() && f.hold.is_none() => state.waiters.push_back(w),
+            Ok(f) => state.served.push((w.reply, f)),
             Err(e) => {
                 let wrote = conn.total_changes() != before || conn.is_autocommit();
                 let _ = w.reply.send(Err(e));
@@ -90,11 +103,11 @@ pub(crate) fn serve_waiters(conn: &rusqlite::Connection, state: &mut WriterState
 /// fetcher stopped listening before the answer arrived: they are leased to no one.
 pub(crate) fn answer_served(state: &mut WriterState, commit: &Result<()>) -> Vec<Task> {
     let mut orphans = Vec::new();
-    for (reply, tasks) in state.served.drain(..) {
+    for (reply, fetched) in state.served.drain(..) {
         match commit {
             Ok(()) => {
-                if let Err(Ok(tasks)) = reply.send(Ok(tasks)) {
-                    orphans.extend(tasks);
+                if let Err(Ok(fetched)) = reply.send(Ok(fetched)) {
+                    orphans.extend(fetched.tasks);
                 }
             }
             Err(e) => drop(reply.send(Err(StoreError::Unavailable(e.to_string())))),

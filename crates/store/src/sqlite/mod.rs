@@ -12,6 +12,7 @@ mod handoff;
 mod ops;
 mod reads;
 mod rows;
+mod scheduling;
 mod schema;
 mod workflows;
 mod writer;
@@ -21,11 +22,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
+use taskwarden_core::cron::CronInfo;
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{Task, TaskId, Timestamp};
 use tokio::sync::watch;
 
+use crate::admission;
 use crate::params::*;
 use crate::topics::Topics;
 use crate::{DEFAULT_AGING, Result, Store, StoreError};
@@ -183,23 +186,24 @@ impl Store for SqliteStore {
     }
 
     async fn fetch(&self, p: FetchTasks) -> Result<Vec<Task>> {
-        let wait = p.wait;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let op = handoff::FetchOp { params: p, park: !wait.is_zero(), reply };
-        self.writer.submit_job(writer::WriteJob { durable: false, op: Box::new(op) }).await?;
-        let mut guard = AnswerGuard { answer: Some(answer), writer: self.writer.clone() };
-        let answer = guard.answer.as_mut().expect("just set");
-        let answered = if wait.is_zero() {
-            answer.await
-        } else {
-            match tokio::time::timeout(wait, answer).await {
-                Ok(answered) => answered,
-                // Out of time: stop listening, but keep whatever was leased to us meanwhile.
-                Err(_) => return Ok(guard.stop_listening()),
+        let deadline = tokio::time::Instant::now() + p.wait;
+        let started = tokio::time::Instant::now();
+        let (mut ready, mut finished) = (self.subscribe(Topic::Ready), self.subscribe(Topic::Finished));
+        let mut p = p;
+        loop {
+            ready.borrow_and_update();
+            finished.borrow_and_update();
+            let fetched = self.fetch_once(&p, deadline).await?;
+            if !fetched.tasks.is_empty() || fetched.hold.is_none() || p.wait.is_zero() {
+                return Ok(fetched.tasks);
             }
-        };
-        guard.answer = None; // received: from here on the tasks are the caller's
-        answered.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
+            // Limits held every candidate back: wait for them, not for new tasks.
+            if !admission::wait_out(fetched.hold, &mut ready, &mut finished, deadline).await {
+                return Ok(Vec::new());
+            }
+            p.now = p.now.saturating_add(started.elapsed());
+            p.wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        }
     }
 
     async fn heartbeat(&self, p: Heartbeat) -> Result<Vec<LeaseStatus>> {
@@ -250,6 +254,31 @@ impl Store for SqliteStore {
         self.read(reads::workers).await
     }
 
+    async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>> {
+        self.read(scheduling::ready_needs).await
+    }
+
+    async fn create_cron(&self, p: CreateCron) -> Result<CronInfo> {
+        self.writer.write(true, move |c, _| scheduling::create_cron(c, p)).await
+    }
+
+    async fn list_crons(&self) -> Result<Vec<CronInfo>> {
+        self.read(scheduling::list_crons).await
+    }
+
+    async fn pause_cron(&self, p: PauseCron) -> Result<CronInfo> {
+        self.writer.write(true, move |c, _| scheduling::pause_cron(c, p)).await
+    }
+
+    async fn delete_cron(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.writer.write(true, move |c, _| scheduling::delete_cron(c, &name)).await
+    }
+
+    async fn fire_cron(&self, p: FireCron) -> Result<bool> {
+        self.writer.write(true, move |c, st| scheduling::fire_cron(c, st, p)).await
+    }
+
     async fn submit_workflow(&self, p: SubmitWorkflow) -> Result<Workflow> {
         self.writer.write(true, move |c, st| workflows::submit(c, st, p)).await
     }
@@ -285,10 +314,35 @@ impl Store for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// One trip through the writer: leases what passes, parks if nothing is ready (and nothing
+    /// was held back by a limit), and answers by `deadline` at the latest.
+    async fn fetch_once(&self, p: &FetchTasks, deadline: tokio::time::Instant) -> Result<admission::Fetched> {
+        let wait = p.wait;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let params = FetchTasks { worker_id: p.worker_id.clone(), queues: p.queues.clone(), ..*p };
+        let op = handoff::FetchOp { params, park: !wait.is_zero(), reply };
+        self.writer.submit_job(writer::WriteJob { durable: false, op: Box::new(op) }).await?;
+        let mut guard = AnswerGuard { answer: Some(answer), writer: self.writer.clone() };
+        let answer = guard.answer.as_mut().expect("just set");
+        let answered = if wait.is_zero() {
+            answer.await
+        } else {
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(answered) => answered,
+                // Out of time: stop listening, but keep whatever was leased to us meanwhile.
+                Err(_) => return Ok(admission::Fetched { tasks: guard.stop_listening(), ..Default::default() }),
+            }
+        };
+        guard.answer = None; // received: from here on the tasks are the caller's
+        answered.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
+    }
+}
+
 /// The receiving end of a fetch. If the fetch is abandoned (a timeout, a shutdown, a client that
 /// hung up) after the writer leased it tasks, the guard gives them straight back.
 struct AnswerGuard {
-    answer: Option<tokio::sync::oneshot::Receiver<Result<Vec<Task>>>>,
+    answer: Option<tokio::sync::oneshot::Receiver<Result<admission::Fetched>>>,
     writer: Writer,
 }
 
@@ -298,7 +352,7 @@ impl AnswerGuard {
         let Some(mut answer) = self.answer.take() else { return Vec::new() };
         answer.close();
         match answer.try_recv() {
-            Ok(Ok(tasks)) => tasks,
+            Ok(Ok(fetched)) => fetched.tasks,
             _ => Vec::new(),
         }
     }

@@ -8,9 +8,14 @@ use taskwarden_core::placement::{aged_past, fair_take, rank_by_aged_priority};
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, WorkerInfo};
 use taskwarden_core::{Attempt, Cancellation, LeaseToken, Task, TaskId, Timestamp};
 
-use super::internal;
+use std::collections::BTreeMap;
+
+use taskwarden_core::limits::{Gate, QueueLimits};
+
 use super::rows::{TASK_COLUMNS, insert_attempt, insert_task, load_task, save_task, task_from_row};
 use super::writer::WriterState;
+use super::{internal, scheduling};
+use crate::admission::{self, Fetched, Hold};
 use crate::params::*;
 use crate::{Result, StoreError};
 
@@ -95,59 +100,99 @@ pub(crate) fn retry(conn: &Connection, st: &mut WriterState, p: RetryTask) -> Re
     Ok(task)
 }
 
-pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> Result<Vec<Task>> {
+pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> Result<Fetched> {
     let limit = p.limit as usize;
+    // Each queue once: a queue named twice would lease the same task twice. Paused ones not at all.
+    let settings = queue_settings(conn)?;
+    let setting = |q: &str| settings.iter().find(|s| s.name == q);
+    let mut queues: Vec<&String> = p.queues.iter().filter(|q| !setting(q).is_some_and(|s| s.paused)).collect();
+    queues.sort();
+    queues.dedup();
+    let limits: BTreeMap<String, QueueLimits> = queues
+        .iter()
+        .filter_map(|q| setting(q).filter(|s| !s.limits.is_empty()).map(|s| (s.name.clone(), s.limits)))
+        .collect();
+    let mut window = limit;
+    loop {
+        let mut lists: Vec<(String, u32, Vec<Task>)> = Vec::with_capacity(queues.len());
+        for queue in &queues {
+            let best = best_ready(conn, st, queue, window, p.now)?;
+            lists.push(((*queue).clone(), setting(queue).map_or(1, |s| s.weight), best));
+        }
+        let full = lists.iter().any(|(_, _, l)| l.len() == window);
+        let mut tasks = if Gate::is_open_for(&limits, lists.iter().flat_map(|(_, _, l)| l)) {
+            // One queue: its best tasks. Several: each one's best, shared out by the queues' weights.
+            match lists.len() {
+                1 => lists.pop().expect("one list").2,
+                _ => fair_take(lists, &mut st.leased, limit),
+            }
+        } else {
+            let all: Vec<&Task> = lists.iter().flat_map(|(_, _, l)| l).collect();
+            let worker = match all.iter().any(|t| t.needs.constrains_worker()) {
+                true => Some(scheduling::worker_fit(conn, &p.worker_id)?),
+                false => None,
+            };
+            let mut gate = Gate::new(limits.clone(), worker);
+            scheduling::load_gate(conn, &mut gate, &all)?;
+            // Placement order: each queue best first, interleaved by weight.
+            let order = fair_take(lists, &mut st.leased.clone(), usize::MAX);
+            let (taken, held) = admission::admit(&mut gate, order, limit, p.now);
+            if taken.len() < limit && held && full && window == limit {
+                window = limit + admission::WIDER_WINDOW; // look further down for tasks that fit
+                continue;
+            }
+            for t in &taken {
+                *st.leased.entry(t.queue.clone()).or_insert(0) += 1;
+            }
+            scheduling::save_buckets(conn, &gate)?;
+            let mut taken = taken;
+            for task in &mut taken {
+                task.start(&p.worker_id, LeaseToken(st.rng.random()), p.now)?;
+                save_task(conn, task).map_err(internal)?;
+            }
+            return Ok(Fetched { tasks: taken, hold: Hold::of(&gate) });
+        };
+        for task in &mut tasks {
+            task.start(&p.worker_id, LeaseToken(st.rng.random()), p.now)?;
+            save_task(conn, task).map_err(internal)?;
+        }
+        return Ok(Fetched { tasks, hold: Hold::default() });
+    }
+}
+
+/// A queue's best `window` ready tasks: by priority, and with aging also its oldest ready tasks
+/// (one that waited long enough outranks newer tasks of higher priority).
+fn best_ready(conn: &Connection, st: &WriterState, queue: &str, window: usize, now: Timestamp) -> Result<Vec<Task>> {
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'ready' AND queue = ?1 \
              ORDER BY priority DESC, id LIMIT ?2"
         ))
         .map_err(internal)?;
-    // Each queue once: a queue named twice would lease the same task twice. Paused ones not at all.
-    let settings = queue_settings(conn)?;
-    let setting = |q: &str| settings.iter().find(|s| s.0 == q);
-    let mut queues: Vec<&String> = p.queues.iter().filter(|q| !setting(q).is_some_and(|s| s.1)).collect();
-    queues.sort();
-    queues.dedup();
-    // With aging, the queue's oldest ready tasks are candidates too: one that waited long enough
-    // outranks newer tasks of higher priority.
-    let mut oldest = conn
-        .prepare_cached(
-            "SELECT id, priority, run_at FROM tasks WHERE state = 'ready' AND queue = ?1 ORDER BY id LIMIT ?2",
-        )
-        .map_err(internal)?;
-    let mut lists: Vec<(String, u32, Vec<Task>)> = Vec::with_capacity(queues.len());
-    for queue in queues {
-        let rows = stmt.query_map(params![queue, limit as i64], task_from_row).map_err(internal)?;
-        let mut best = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?;
-        if st.aging.is_some() && best.len() == limit {
-            let rows = oldest
-                .query_map(params![queue, limit as i64], |r| {
-                    Ok((TaskId::from_bytes(r.get(0)?), r.get(1)?, Timestamp::from_micros(r.get(2)?)))
-                })
-                .map_err(internal)?;
-            let oldest = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?;
-            let caught_up = aged_past(&best, &oldest, p.now, st.aging);
-            if !caught_up.is_empty() {
-                for id in caught_up {
-                    best.push(load(conn, id)?);
-                }
-                rank_by_aged_priority(&mut best, p.now, st.aging);
-                best.truncate(limit);
+    let rows = stmt.query_map(params![queue, window as i64], task_from_row).map_err(internal)?;
+    let mut best = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?;
+    if st.aging.is_some() && best.len() == window {
+        let mut oldest = conn
+            .prepare_cached(
+                "SELECT id, priority, run_at FROM tasks WHERE state = 'ready' AND queue = ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(internal)?;
+        let rows = oldest
+            .query_map(params![queue, window as i64], |r| {
+                Ok((TaskId::from_bytes(r.get(0)?), r.get(1)?, Timestamp::from_micros(r.get(2)?)))
+            })
+            .map_err(internal)?;
+        let oldest = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?;
+        let caught_up = aged_past(&best, &oldest, now, st.aging);
+        if !caught_up.is_empty() {
+            for id in caught_up {
+                best.push(load(conn, id)?);
             }
+            rank_by_aged_priority(&mut best, now, st.aging);
+            best.truncate(window);
         }
-        lists.push((queue.clone(), setting(queue).map_or(1, |s| s.2), best));
     }
-    // One queue: its best tasks. Several: each one's best, shared out by the queues' weights.
-    let mut candidates = match lists.len() {
-        1 => lists.pop().expect("one list").2,
-        _ => fair_take(lists, &mut st.leased, limit),
-    };
-    for task in &mut candidates {
-        task.start(&p.worker_id, LeaseToken(st.rng.random()), p.now)?;
-        save_task(conn, task).map_err(internal)?;
-    }
-    Ok(candidates)
+    Ok(best)
 }
 
 pub(crate) fn heartbeat(conn: &Connection, st: &mut WriterState, p: Heartbeat) -> Result<Vec<LeaseStatus>> {
@@ -234,8 +279,17 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
     let id = format!("w-{:016x}", st.rng.random::<u64>());
     let queues = serde_json::to_string(&p.queues).expect("strings serialize");
     conn.execute(
-        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![id, p.name, queues, p.concurrency, p.now.as_micros()],
+        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at, capacity, labels) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+        params![
+            id,
+            p.name,
+            queues,
+            p.concurrency,
+            p.now.as_micros(),
+            serde_json::to_string(&p.capacity).expect("plain data serializes"),
+            serde_json::to_string(&p.labels).expect("plain data serializes")
+        ],
     )
     .map_err(internal)?;
     Ok(WorkerInfo {
@@ -243,6 +297,8 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
         name: p.name,
         queues: p.queues,
         concurrency: p.concurrency,
+        capacity: p.capacity,
+        labels: p.labels,
         registered_at: p.now,
         last_seen_at: p.now,
         running: 0,
@@ -256,6 +312,14 @@ pub(crate) fn prune_expired(conn: &Connection, p: PruneExpired) -> Result<usize>
     )
     .and_then(|mut s| s.execute(params![p.keys_before.as_micros(), p.limit]))
     .map_err(internal)
+    .and_then(|keys| Ok(keys + prune_buckets(conn, p.keys_before)?))
+}
+
+/// Buckets untouched for a day are full again (no rate's period is longer), and a missing bucket
+/// is a full one: they go.
+fn prune_buckets(conn: &Connection, before: Timestamp) -> Result<usize> {
+    let stale = before.saturating_sub(std::time::Duration::from_secs(86_400)).as_micros();
+    conn.prepare_cached("DELETE FROM rate_buckets WHERE at < ?1").and_then(|mut s| s.execute([stale])).map_err(internal)
 }
 
 /// Deletes tasks (with their attempts, keys and edges) by id.
@@ -332,20 +396,32 @@ pub(crate) fn acquire_lease(conn: &Connection, p: AcquireLease) -> Result<LeaseH
 }
 
 pub(crate) fn queue_settings(conn: &Connection) -> Result<Vec<QueueSettings>> {
-    conn.prepare_cached("SELECT name, paused, weight FROM queues ORDER BY name")
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+    conn.prepare_cached("SELECT name, paused, weight, limits FROM queues ORDER BY name")
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok(QueueSettings {
+                    name: r.get(0)?,
+                    paused: r.get(1)?,
+                    weight: r.get(2)?,
+                    limits: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+                })
+            })?
+            .collect()
+        })
         .map_err(internal)
 }
 
 pub(crate) fn update_queue(conn: &Connection, st: &mut WriterState, p: UpdateQueue) -> Result<()> {
+    let limits = p.limits.map(|l| serde_json::to_string(&l).expect("plain data serializes"));
     conn.prepare_cached(
-        "INSERT INTO queues (name, paused, weight, updated_at) VALUES (?1, COALESCE(?2, 0), COALESCE(?3, 1), ?4) \
+        "INSERT INTO queues (name, paused, weight, limits, updated_at) \
+         VALUES (?1, COALESCE(?2, 0), COALESCE(?3, 1), COALESCE(?5, '{}'), ?4) \
          ON CONFLICT (name) DO UPDATE SET paused = COALESCE(?2, paused), weight = COALESCE(?3, weight), \
-         updated_at = ?4",
+         limits = COALESCE(?5, limits), updated_at = ?4",
     )
-    .and_then(|mut s| s.execute(params![p.queue, p.paused, p.weight, p.now.as_micros()]))
+    .and_then(|mut s| s.execute(params![p.queue, p.paused, p.weight, p.now.as_micros(), limits]))
     .map_err(internal)?;
-    if p.paused == Some(false) {
+    if p.paused == Some(false) || limits.is_some() {
         st.touch(Topic::Ready); // its tasks may be leased again: wake the parked fetchers
     }
     Ok(())

@@ -47,7 +47,7 @@ pub(crate) fn workers(conn: &Connection) -> Result<Vec<WorkerInfo>> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT w.id, w.name, w.queues, w.concurrency, w.registered_at, w.last_seen_at, \
-             (SELECT COUNT(*) FROM tasks t WHERE t.state = 'running' AND t.lease_worker = w.id) \
+             (SELECT COUNT(*) FROM tasks t WHERE t.state = 'running' AND t.lease_worker = w.id), w.capacity, w.labels \
              FROM workers w ORDER BY w.last_seen_at DESC LIMIT 1000",
         )
         .map_err(internal)?;
@@ -62,6 +62,8 @@ pub(crate) fn workers(conn: &Connection) -> Result<Vec<WorkerInfo>> {
                 registered_at: Timestamp::from_micros(r.get(4)?),
                 last_seen_at: Timestamp::from_micros(r.get(5)?),
                 running: r.get(6)?,
+                capacity: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
+                labels: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
             })
         })
         .map_err(internal)?;

@@ -9,7 +9,8 @@ use taskwarden_core::{Attempt, Lease, LeaseToken, Task, TaskId, TaskState, Times
 pub(crate) const TASK_COLUMNS: &str = "id, queue, kind, payload, priority, tags, idempotency_key, state, \
     attempts, max_attempts, attempt_limit, backoff, timeout_ms, lease_timeout_ms, run_at, created_at, \
     updated_at, finished_at, lease_token, lease_worker, lease_attempt, lease_started_at, \
-    lease_expires_at, lease_deadline, cancel_requested, result, error, progress, workflow_id, node, parent_count";
+    lease_expires_at, lease_deadline, cancel_requested, result, error, progress, workflow_id, node, parent_count, \
+    needs";
 
 fn bad(column: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
@@ -70,6 +71,8 @@ pub(crate) fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
         workflow_id: r.get::<_, Option<[u8; 16]>>(28)?.map(TaskId::from_bytes),
         node: r.get(29)?,
         parent_count: r.get(30)?,
+        needs: r.get::<_, Option<String>>(31)?.map(|s| json(31, &s)).transpose()?.unwrap_or_default(),
+        unschedulable: None,
     })
 }
 
@@ -105,8 +108,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
     // A new task waits for all its parents: pending_parents starts at parent_count.
     let mut stmt = conn.prepare_cached(&format!(
-        "INSERT INTO tasks ({TASK_COLUMNS}, pending_parents) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-         ?14, ?15, ?16, ?17, ?18, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, ?19, ?20, ?21, ?21)"
+        "INSERT INTO tasks ({TASK_COLUMNS}, pending_parents, concurrency_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+         ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, ?19, ?20, \
+         ?21, ?22, ?21, ?23)"
     ))?;
     stmt.execute(params![
         t.id.as_bytes(),
@@ -130,6 +134,8 @@ pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
         t.workflow_id.as_ref().map(|w| w.as_bytes().as_slice()),
         t.node,
         t.parent_count,
+        (!t.needs.is_empty()).then(|| to_json(&t.needs)),
+        t.needs.concurrency_key,
     ])?;
     Ok(())
 }

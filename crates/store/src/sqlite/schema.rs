@@ -147,6 +147,34 @@ CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL
 -- Ready tasks of a queue oldest first, whatever their priority: aging looks at them too.
 CREATE INDEX tasks_ready_fifo ON tasks (queue, id) WHERE state = 'ready';
 "#,
+    r#"
+-- Scheduling: what a task needs (resources, labels, limit keys; JSON, NULL when nothing).
+ALTER TABLE tasks ADD COLUMN needs TEXT;
+ALTER TABLE tasks ADD COLUMN concurrency_key TEXT;
+-- Concurrency limits count running tasks per queue and per key.
+CREATE INDEX tasks_running_by_queue ON tasks (queue, concurrency_key) WHERE state = 'running';
+-- A worker's used capacity: its running tasks that ask for resources.
+CREATE INDEX tasks_held ON tasks (lease_worker) WHERE state = 'running' AND needs IS NOT NULL;
+ALTER TABLE workers ADD COLUMN capacity TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE workers ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE queues ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';
+-- Token buckets of rate limits; key '' is the queue's own. A missing bucket is a full one.
+CREATE TABLE rate_buckets (
+    queue  TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    tokens REAL NOT NULL,
+    at     INTEGER NOT NULL,
+    PRIMARY KEY (queue, key)
+) WITHOUT ROWID;
+CREATE TABLE cron_schedules (
+    name       TEXT PRIMARY KEY,
+    spec       TEXT NOT NULL,
+    paused     INTEGER NOT NULL DEFAULT 0,
+    next_run   INTEGER NOT NULL,
+    last_fired INTEGER,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -35,7 +35,7 @@ pub(crate) struct WriterState {
     /// Fetchers parked until tasks become ready, oldest first.
     pub waiters: VecDeque<Waiter>,
     /// Fetchers given tasks in the current transaction, answered once it commits.
-    pub served: Vec<(FetchReply, Vec<Task>)>,
+    pub served: Vec<(FetchReply, crate::admission::Fetched)>,
     /// Tasks leased per queue, for the weighted fair share of fetches from several queues.
     pub leased: std::collections::BTreeMap<String, u64>,
     /// A ready task gains a priority level per this much waiting (see `SqliteConfig::aging`).

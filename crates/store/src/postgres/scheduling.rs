@@ -1,0 +1,209 @@
+//! Scheduling state on PostgreSQL: what the limits gate reads and writes (running counts, token
+//! buckets, the worker's fit), the needs of ready tasks, and cron schedules.
+//!
+//! Counts read by one node's fetch must not be changed by another's before it commits, so a fetch
+//! from a limited queue first takes a transaction-scoped advisory lock on the queue (and on the
+//! worker when capacity is involved). Fetches from unlimited queues take no such lock.
+
+use deadpool_postgres::GenericClient;
+use taskwarden_core::cron::{CronInfo, CronSpec};
+use taskwarden_core::limits::{Bucket, Gate, WorkerFit};
+use taskwarden_core::placement::Resources;
+use taskwarden_core::{Needs, Task, Timestamp};
+
+use super::rows::{Tx, execute, query, query_opt};
+use super::{PgResult, Shared, Touched, ops};
+use crate::StoreError;
+use crate::params::*;
+
+fn json<T: serde::de::DeserializeOwned + Default>(s: &str) -> T {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+/// The settings of these queues (all queues when `queues` is empty).
+pub(crate) async fn settings(c: &impl GenericClient, queues: &[String]) -> PgResult<Vec<QueueSettings>> {
+    let rows = if queues.is_empty() {
+        query(c, "SELECT name, paused, weight, limits FROM queues ORDER BY name", &[]).await?
+    } else {
+        query(c, "SELECT name, paused, weight, limits FROM queues WHERE name = ANY($1) ORDER BY name", &[&queues])
+            .await?
+    };
+    Ok(rows
+        .iter()
+        .map(|r| QueueSettings {
+            name: r.get(0),
+            paused: r.get(1),
+            weight: r.get::<_, i32>(2) as u32,
+            limits: json(r.get(3)),
+        })
+        .collect())
+}
+
+/// Takes the transaction-scoped advisory lock on `kind/name` within this deployment's schema.
+pub(crate) async fn lock(tx: &Tx<'_>, shared: &Shared, kind: &str, name: &str) -> PgResult<()> {
+    let key = format!("{}/{kind}/{name}", shared.channel);
+    execute(tx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]).await?;
+    Ok(())
+}
+
+async fn used_by(c: &impl GenericClient, worker_id: &str) -> PgResult<Resources> {
+    let mut used = Resources::default();
+    let sql = "SELECT doc FROM tasks WHERE state = 'running' AND lease_worker = $1 AND constrained";
+    for r in query(c, sql, &[&worker_id]).await? {
+        used.add(&super::rows::from_doc(r.get(0))?.needs.resources);
+    }
+    Ok(used)
+}
+
+/// The worker's capacity and labels as it registered them, and what its running tasks hold.
+pub(crate) async fn worker_fit(tx: &Tx<'_>, worker_id: &str) -> PgResult<WorkerFit> {
+    let row = query_opt(tx, "SELECT capacity, labels FROM workers WHERE id = $1", &[&worker_id]).await?;
+    let (capacity, labels) = row.map(|r| (json(r.get(0)), json(r.get(1)))).unwrap_or_default();
+    Ok(WorkerFit { capacity, labels, used: used_by(tx, worker_id).await? })
+}
+
+/// How loaded the worker is: its share of slots in use (from the slots its fetch asks for) or of
+/// a resource, whichever is larger.
+pub(crate) async fn load(c: &impl GenericClient, worker_id: &str, free_slots: u32) -> PgResult<f64> {
+    let Some(row) = query_opt(c, "SELECT concurrency, capacity FROM workers WHERE id = $1", &[&worker_id]).await?
+    else {
+        return Ok(0.0);
+    };
+    let concurrency = row.get::<_, i32>(0) as u32;
+    let view = taskwarden_core::placement::WorkerView {
+        queues: Vec::new(),
+        capacity: json(row.get(1)),
+        used: used_by(c, worker_id).await?,
+        labels: Default::default(),
+        free_slots,
+        running: concurrency.saturating_sub(free_slots),
+    };
+    Ok(view.load())
+}
+
+pub(crate) async fn load_gate(tx: &Tx<'_>, gate: &mut Gate, candidates: &[&Task]) -> PgResult<()> {
+    for key in gate.needs_running(candidates.iter().copied()) {
+        let row = match &key.1 {
+            None => {
+                let sql = "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND queue = $1";
+                query_opt(tx, sql, &[&key.0]).await?
+            }
+            Some(k) => {
+                let sql = "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND queue = $1 AND concurrency_key = $2";
+                query_opt(tx, sql, &[&key.0, k]).await?
+            }
+        };
+        let n = row.map_or(0, |r| r.get::<_, i64>(0));
+        gate.running.insert(key, n as u32);
+    }
+    for key in gate.needs_buckets(candidates.iter().copied()) {
+        let k = key.1.clone().unwrap_or_default();
+        let sql = "SELECT tokens, at FROM rate_buckets WHERE queue = $1 AND key = $2";
+        if let Some(r) = query_opt(tx, sql, &[&key.0, &k]).await? {
+            gate.buckets.insert(key, Bucket { tokens: r.get(0), at: Timestamp::from_micros(r.get(1)) });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn save_buckets(tx: &Tx<'_>, gate: &Gate) -> PgResult<()> {
+    for key in &gate.changed {
+        let b = gate.buckets[key];
+        let k = key.1.clone().unwrap_or_default();
+        execute(
+            tx,
+            "INSERT INTO rate_buckets (queue, key, tokens, at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (queue, key) DO UPDATE SET tokens = EXCLUDED.tokens, at = EXCLUDED.at",
+            &[&key.0, &k, &b.tokens, &b.at.as_micros()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn ready_needs(c: &impl GenericClient) -> PgResult<Vec<ReadyNeeds>> {
+    let rows = query(
+        c,
+        "SELECT queue, (doc::jsonb -> 'needs')::text, COUNT(*) FROM tasks WHERE state = 'ready' AND constrained \
+         GROUP BY 1, 2 LIMIT 10000",
+        &[],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ReadyNeeds { queue: r.get(0), needs: json::<Needs>(r.get(1)), count: r.get::<_, i64>(2) as u64 })
+        .filter(|n| n.needs.constrains_worker())
+        .collect())
+}
+
+const CRON_COLUMNS: &str = "spec, paused, next_run, last_fired, created_at";
+
+fn cron_info(r: &tokio_postgres::Row) -> PgResult<CronInfo> {
+    let spec: CronSpec = serde_json::from_str(r.get(0)).map_err(|e| StoreError::Internal(e.to_string()))?;
+    Ok(CronInfo {
+        spec,
+        paused: r.get(1),
+        next_run_at: Timestamp::from_micros(r.get(2)),
+        last_fired_at: r.get::<_, Option<i64>>(3).map(Timestamp::from_micros),
+        created_at: Timestamp::from_micros(r.get(4)),
+    })
+}
+
+pub(crate) async fn create_cron(tx: &Tx<'_>, p: &CreateCron) -> PgResult<CronInfo> {
+    let spec = serde_json::to_string(&p.spec).expect("plain data serializes");
+    let row = query_opt(
+        tx,
+        &format!(
+            "INSERT INTO cron_schedules (name, spec, next_run, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO NOTHING RETURNING {CRON_COLUMNS}"
+        ),
+        &[&p.spec.name, &spec, &p.next_run.as_micros(), &p.now.as_micros()],
+    )
+    .await?;
+    match row {
+        Some(r) => cron_info(&r),
+        None => Err(StoreError::Conflict(format!("a cron schedule named {:?} exists", p.spec.name)).into()),
+    }
+}
+
+pub(crate) async fn list_crons(c: &impl GenericClient) -> PgResult<Vec<CronInfo>> {
+    let rows = query(c, &format!("SELECT {CRON_COLUMNS} FROM cron_schedules ORDER BY name"), &[]).await?;
+    rows.iter().map(cron_info).collect()
+}
+
+pub(crate) async fn pause_cron(tx: &Tx<'_>, p: &PauseCron) -> PgResult<CronInfo> {
+    let row = query_opt(
+        tx,
+        &format!("UPDATE cron_schedules SET paused = $2, next_run = $3 WHERE name = $1 RETURNING {CRON_COLUMNS}"),
+        &[&p.name, &p.paused, &p.next_run.as_micros()],
+    )
+    .await?;
+    cron_info(&row.ok_or(StoreError::NotFound)?)
+}
+
+pub(crate) async fn delete_cron(tx: &Tx<'_>, name: &str) -> PgResult<()> {
+    match execute(tx, "DELETE FROM cron_schedules WHERE name = $1", &[&name]).await? {
+        0 => Err(StoreError::NotFound.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Moves the schedule on only if it still stands where the caller saw it; the row lock taken by
+/// the update makes a second node's attempt wait, then find it moved and do nothing.
+pub(crate) async fn fire_cron(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &FireCron) -> PgResult<bool> {
+    let next = p.next_run.unwrap_or(Timestamp::NEVER).as_micros();
+    let last_fired = p.tasks.iter().filter_map(|t| t.run_at).max().map(Timestamp::as_micros);
+    let moved = execute(
+        tx,
+        "UPDATE cron_schedules SET next_run = $3, last_fired = COALESCE($4, last_fired) \
+         WHERE name = $1 AND next_run = $2 AND NOT paused",
+        &[&p.name, &p.expected_next_run.as_micros(), &next, &last_fired],
+    )
+    .await?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    let submit = SubmitTasks { tasks: p.tasks.clone(), idempotency_window: p.idempotency_window, now: p.now };
+    ops::submit(tx, st, shared, &submit).await?;
+    Ok(true)
+}
