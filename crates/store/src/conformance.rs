@@ -74,7 +74,12 @@ macro_rules! conformance_tests {
             a_paused_queue_leases_nothing_until_resumed,
             a_fetch_from_several_queues_follows_their_weights,
             an_old_low_priority_task_overtakes_newer_high_priority_ones,
-            queues_are_listed_with_their_counts
+            queues_are_listed_with_their_counts,
+            tasks_go_only_to_workers_with_their_labels_and_free_capacity,
+            concurrency_limits_hold_per_queue_and_per_key,
+            rate_limits_let_a_burst_through_then_tasks_wait_for_tokens,
+            a_handed_off_task_goes_to_the_least_loaded_waiting_worker,
+            a_cron_tick_fires_once_however_many_nodes_fire_it
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -90,6 +95,9 @@ macro_rules! conformance_tests {
         )*
     };
 }
+
+mod scheduling;
+pub use scheduling::*;
 
 const T0: i64 = 1_800_000_000_000;
 

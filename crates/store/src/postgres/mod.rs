@@ -40,7 +40,7 @@ use crate::{Result, Store, StoreError};
 
 /// How long a woken fetch for a fully loaded worker waits before asking, so that less loaded
 /// workers ask first (a fetch for an idle worker asks at once).
-const LOAD_DELAY: Duration = Duration::from_millis(5);
+const LOAD_DELAY: Duration = Duration::from_millis(20);
 
 pub use schema::MigrationReport;
 

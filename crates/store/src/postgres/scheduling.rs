@@ -62,23 +62,18 @@ pub(crate) async fn worker_fit(tx: &Tx<'_>, worker_id: &str) -> PgResult<WorkerF
     Ok(WorkerFit { capacity, labels, used: used_by(tx, worker_id).await? })
 }
 
-/// How loaded the worker is: its share of slots in use (from the slots its fetch asks for) or of
-/// a resource, whichever is larger.
+/// How loaded the worker is, from 0 (idle) to 1: its share of slots in use (its fetch asks for
+/// the free ones) or of a resource, whichever is larger.
 pub(crate) async fn load(c: &impl GenericClient, worker_id: &str, free_slots: u32) -> PgResult<f64> {
     let Some(row) = query_opt(c, "SELECT concurrency, capacity FROM workers WHERE id = $1", &[&worker_id]).await?
     else {
         return Ok(0.0);
     };
-    let concurrency = row.get::<_, i32>(0) as u32;
-    let view = taskwarden_core::placement::WorkerView {
-        queues: Vec::new(),
-        capacity: json(row.get(1)),
-        used: used_by(c, worker_id).await?,
-        labels: Default::default(),
-        free_slots,
-        running: concurrency.saturating_sub(free_slots),
-    };
-    Ok(view.load())
+    let concurrency = row.get::<_, i32>(0).max(1) as u32;
+    let capacity: Resources = json(row.get(1));
+    let used = used_by(c, worker_id).await?;
+    let slots = f64::from(concurrency.saturating_sub(free_slots)) / f64::from(concurrency);
+    Ok(capacity.0.iter().filter(|(_, n)| **n > 0).map(|(k, n)| used.get(k) as f64 / *n as f64).fold(slots, f64::max))
 }
 
 pub(crate) async fn load_gate(tx: &Tx<'_>, gate: &mut Gate, candidates: &[&Task]) -> PgResult<()> {
