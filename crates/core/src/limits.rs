@@ -195,7 +195,8 @@ pub struct Gate {
     pub changed: Vec<(String, Option<String>)>,
     /// The soonest a rate-limited candidate gets a token, if one was held for that.
     pub retry_in: Option<Duration>,
-    /// Whether a candidate waits for a running task to end.
+    /// Whether a candidate waits for a running task to end (a concurrency limit, or the
+    /// worker's capacity in use).
     pub held_for_concurrency: bool,
 }
 
@@ -249,7 +250,14 @@ impl Gate {
     pub fn admit(&mut self, t: &Task, now: Timestamp) -> Result<(), Held> {
         if let Some(w) = &self.worker {
             let labelled = t.needs.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v));
-            if !labelled || !t.needs.resources.fits_in(&w.used.free_of(&w.capacity)) {
+            if !labelled {
+                return Err(Held::Worker);
+            }
+            if !t.needs.resources.fits_in(&w.used.free_of(&w.capacity)) {
+                // It fits this worker once its running tasks end: wait for that, as for a limit.
+                if t.needs.resources.fits_in(&w.capacity) {
+                    self.held_for_concurrency = true;
+                }
                 return Err(Held::Worker);
             }
         } else if t.needs.constrains_worker() {
