@@ -421,7 +421,7 @@ pub struct BenchArgs {
     /// Children in the fan-out measurement (a workflow of that many no-op tasks and a join).
     #[arg(long, default_value_t = 10_000)]
     pub fanout_children: usize,
-    /// Run only these measurements (single, batch, e2e, latency, fanout); all by default.
+    /// Run only these measurements (single, batch, e2e, latency, fanout, scheduling); all by default.
     /// `retention` (never run by default) is a soak instead: waves of tasks through a server with
     /// a one-second retention, printing the stored size after each wave.
     #[arg(long, value_delimiter = ',')]

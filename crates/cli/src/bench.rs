@@ -6,7 +6,10 @@
 //! - single submits from 32 concurrent clients, each acknowledged only once durable;
 //! - batch submits of 1,000 tasks, from 4 clients in parallel;
 //! - end to end: N no-op tasks queued, then drained by one `taskwarden worker` process;
-//! - pickup latency: from calling submit to the handler starting, with an idle worker waiting.
+//! - pickup latency: from calling submit to the handler starting, with an idle worker waiting;
+//! - end to end with scheduling on (`--only scheduling`): the same drain where every task asks
+//!   for a cpu and carries concurrency and rate keys, under queue limits that never bind, next to
+//!   a plain drain in the same run, and their ratio.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use taskwarden_client::{Client, ListOptions, SubmitTask, TaskState};
+use taskwarden_core::limits::QueueLimits;
+use taskwarden_core::placement::Resources;
+use taskwarden_core::protocol::QueueUpdate;
 use taskwarden_worker::{TaskContext, TaskError, Worker};
 use tokio_util::sync::CancellationToken;
 
@@ -59,10 +65,11 @@ fn start_server(backend: &Backend<'_>, extra: &[&str]) -> anyhow::Result<(Proc, 
 }
 
 /// One `taskwarden worker` process (this same binary) serving `queue` with 512 slots.
-fn start_worker(url: &str, queue: &str) -> anyhow::Result<Proc> {
+fn start_worker(url: &str, queue: &str, extra: &[&str]) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe()?;
     let child = Command::new(exe)
         .args(["worker", "--url", url, "--queue", queue, "--concurrency", "512"])
+        .args(extra)
         .env("TASKWARDEN_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -120,17 +127,45 @@ async fn count(client: &Client, queue: &str, state: TaskState) -> anyhow::Result
     Ok(client.list(&opts).await?.tasks.len())
 }
 
-/// Drains `tasks` queued no-op tasks with one worker process per server node.
-async fn end_to_end(urls: &[String], client: &Client, queue: &str, tasks: usize) -> anyhow::Result<f64> {
+/// A no-op task that goes through every scheduling check: it asks for a cpu, and counts
+/// against a per-key concurrency limit and a per-key rate limit (64 keys).
+fn scheduled(queue: &str, i: usize) -> SubmitTask {
+    SubmitTask {
+        resources: Some(Resources::of([("cpu", 1)])),
+        concurrency_key: Some(format!("customer-{}", i % 64)),
+        rate_key: Some(format!("api-key-{}", i % 64)),
+        ..noop(queue)
+    }
+}
+
+/// Limits that hold every task to the checks without ever being the bottleneck.
+fn generous_limits() -> QueueLimits {
+    QueueLimits {
+        concurrency: Some(100_000),
+        key_concurrency: Some(100_000),
+        rate: Some("1000000/s".parse().expect("a rate")),
+        key_rate: Some("1000000/s".parse().expect("a rate")),
+    }
+}
+
+/// Drains `tasks` queued no-op tasks with one worker process per server node. With `limits`,
+/// the tasks ask for resources and carry limit keys, the queue has limits and the workers declare
+/// capacity: the whole scheduling path runs, for comparison with the plain one.
+async fn end_to_end(urls: &[String], client: &Client, queue: &str, tasks: usize, limits: bool) -> anyhow::Result<f64> {
+    if limits {
+        client.update_queue(queue, &QueueUpdate { limits: Some(generous_limits()), ..Default::default() }).await?;
+    }
+    let make = |i: usize| if limits { scheduled(queue, i) } else { noop(queue) };
     for chunk in 0..tasks.div_ceil(5000) {
         let n = (tasks - chunk * 5000).min(5000);
-        client.submit_batch((0..n).map(|_| noop(queue)).collect()).await?;
+        client.submit_batch((0..n).map(|i| make(chunk * 5000 + i)).collect()).await?;
     }
     // Leased after every other task (it has the lowest priority), so once it is done, at most the
     // tasks of its last fetch remain; a last check waits for those.
     let sentinel = client.submit(SubmitTask { priority: Some(-1), ..noop(queue) }).await?.id;
     let started = Instant::now();
-    let _workers = urls.iter().map(|url| start_worker(url, queue)).collect::<anyhow::Result<Vec<_>>>()?;
+    let extra: &[&str] = if limits { &["--capacity", "cpu=512"] } else { &[] };
+    let _workers = urls.iter().map(|url| start_worker(url, queue, extra)).collect::<anyhow::Result<Vec<_>>>()?;
     client.wait(sentinel, Duration::from_secs(600)).await?;
     while count(client, queue, TaskState::Ready).await? + count(client, queue, TaskState::Running).await? > 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -173,7 +208,7 @@ async fn fan_out(
     queue: &str,
     children: usize,
 ) -> anyhow::Result<(f64, taskwarden_client::Workflow)> {
-    let _worker = start_worker(url, queue)?;
+    let _worker = start_worker(url, queue, &[])?;
     tokio::time::sleep(Duration::from_millis(300)).await; // registered and long-polling
     let payload = serde_json::json!({
         "count": children,
@@ -268,7 +303,7 @@ async fn stored_size(backend: &Backend<'_>) -> anyhow::Result<(u64, Option<i64>)
 async fn retention_soak(backend: &Backend<'_>, waves: usize, per_wave: usize) -> anyhow::Result<()> {
     let (_server, url) = start_server(backend, &["--retention", "1s", "--prune-interval", "250ms"])?;
     let client = Client::new(&url)?;
-    let _worker = start_worker(&url, "soak")?;
+    let _worker = start_worker(&url, "soak", &[])?;
     println!("retention soak: {waves} waves of {per_wave} no-op tasks, retention 1 s, pruned every 250 ms");
     let mut sizes = Vec::with_capacity(waves);
     for wave in 1..=waves {
@@ -311,6 +346,7 @@ async fn measure(args: &BenchArgs, urls: &[String]) -> anyhow::Result<()> {
     println!("taskwarden bench: {store}, servers {}, {} runs, median reported", urls.join(" "), args.runs);
     let (mut single, mut batch, mut e2e, mut p50, mut p99) = (vec![], vec![], vec![], vec![], vec![]);
     let mut fanout = vec![];
+    let (mut sched, mut sched_ratio) = (vec![], vec![]);
     for run in 0..args.runs {
         let mut line = format!("run {}:", run + 1);
         if wanted("single") {
@@ -322,8 +358,16 @@ async fn measure(args: &BenchArgs, urls: &[String]) -> anyhow::Result<()> {
             line += &format!(" batch {:.0}/s", batch[run]);
         }
         if wanted("e2e") {
-            e2e.push(end_to_end(urls, &client, &format!("e2e{run}"), args.e2e_tasks).await?);
+            e2e.push(end_to_end(urls, &client, &format!("e2e{run}"), args.e2e_tasks, false).await?);
             line += &format!(" end-to-end {:.0}/s", e2e[run]);
+        }
+        if wanted("scheduling") {
+            // Alternated with a plain run of its own, so the ratio compares like with like.
+            let plain = end_to_end(urls, &client, &format!("plain{run}"), args.e2e_tasks, false).await?;
+            let limited = end_to_end(urls, &client, &format!("limited{run}"), args.e2e_tasks, true).await?;
+            sched.push(limited);
+            sched_ratio.push(limited / plain);
+            line += &format!(" with-limits {limited:.0}/s ({:.2} of plain {plain:.0}/s)", limited / plain);
         }
         if wanted("latency") {
             let mut lat = pickup_latency(worker_url, &client, &format!("latency{run}"), args.latency_samples).await?;
@@ -351,6 +395,8 @@ async fn measure(args: &BenchArgs, urls: &[String]) -> anyhow::Result<()> {
         format!("{} worker processes, one per node", urls.len())
     };
     report(&format!("end to end, {} no-op tasks, {workers}", args.e2e_tasks), "tasks/s", &e2e);
+    report(&format!("end to end with resources, per-key concurrency and rate limits on, {workers}"), "tasks/s", &sched);
+    report("  as a share of plain end to end in the same run", "ratio", &sched_ratio);
     report("pickup latency p50, submit call to handler start", "ms", &p50);
     report("pickup latency p99", "ms", &p99);
     report(

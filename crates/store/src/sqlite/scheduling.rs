@@ -24,15 +24,19 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serializes")
 }
 
-/// Resources held by each worker's running tasks.
+/// Resources held by a worker's running tasks, summed by SQLite itself.
 fn used_by(conn: &Connection, worker_id: &str) -> Result<Resources> {
-    let mut used = Resources::default();
     let mut stmt = conn
-        .prepare_cached("SELECT needs FROM tasks WHERE state = 'running' AND lease_worker = ?1 AND needs IS NOT NULL")
+        .prepare_cached(
+            "SELECT j.key, SUM(j.value) FROM tasks t, json_each(t.needs, '$.resources') j \
+             WHERE t.state = 'running' AND t.lease_worker = ?1 AND t.needs IS NOT NULL GROUP BY j.key",
+        )
         .map_err(internal)?;
-    let rows = stmt.query_map([worker_id], |r| r.get::<_, String>(0)).map_err(internal)?;
-    for needs in rows {
-        used.add(&json::<Needs>(&needs.map_err(internal)?).resources);
+    let rows = stmt.query_map([worker_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(internal)?;
+    let mut used = Resources::default();
+    for row in rows {
+        let (name, n) = row.map_err(internal)?;
+        used.0.insert(name, n.max(0) as u64);
     }
     Ok(used)
 }
