@@ -213,30 +213,29 @@ impl Gate {
     /// The running counts admitting `tasks` needs: (queue, None) for a queue-wide limit,
     /// (queue, Some(key)) for a per-key one.
     pub fn needs_running<'a>(&self, tasks: impl IntoIterator<Item = &'a Task>) -> Vec<(String, Option<String>)> {
-        let mut out = Vec::new();
-        for t in tasks {
-            let Some(l) = self.limits.get(&t.queue) else { continue };
-            if l.concurrency.is_some() {
-                out.push((t.queue.clone(), None));
-            }
-            if let (Some(_), Some(k)) = (l.key_concurrency, &t.needs.concurrency_key) {
-                out.push((t.queue.clone(), Some(k.clone())));
-            }
-        }
-        out.sort();
-        out.dedup();
-        out
+        self.keys(tasks, |l, t| (l.concurrency.is_some(), l.key_concurrency.and(t.needs.concurrency_key.as_ref())))
     }
 
     /// The buckets admitting `tasks` needs, like [`Gate::needs_running`].
     pub fn needs_buckets<'a>(&self, tasks: impl IntoIterator<Item = &'a Task>) -> Vec<(String, Option<String>)> {
+        self.keys(tasks, |l, t| (l.rate.is_some(), l.key_rate.and(t.needs.rate_key.as_ref())))
+    }
+
+    /// For each task whose queue has limits, `pick` says whether the queue-wide one applies and
+    /// which per-key one does; the distinct (queue, key) pairs that follow.
+    fn keys<'a>(
+        &self,
+        tasks: impl IntoIterator<Item = &'a Task>,
+        pick: impl Fn(&QueueLimits, &'a Task) -> (bool, Option<&'a String>),
+    ) -> Vec<(String, Option<String>)> {
         let mut out = Vec::new();
         for t in tasks {
             let Some(l) = self.limits.get(&t.queue) else { continue };
-            if l.rate.is_some() {
+            let (queue_wide, key) = pick(l, t);
+            if queue_wide {
                 out.push((t.queue.clone(), None));
             }
-            if let (Some(_), Some(k)) = (l.key_rate, &t.needs.rate_key) {
+            if let Some(k) = key {
                 out.push((t.queue.clone(), Some(k.clone())));
             }
         }

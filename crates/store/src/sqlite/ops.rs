@@ -120,12 +120,13 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
             lists.push(((*queue).clone(), setting(queue).map_or(1, |s| s.weight), best));
         }
         let full = lists.iter().any(|(_, _, l)| l.len() == window);
-        let mut tasks = if Gate::is_open_for(&limits, lists.iter().flat_map(|(_, _, l)| l)) {
+        let (mut tasks, hold) = if Gate::is_open_for(&limits, lists.iter().flat_map(|(_, _, l)| l)) {
             // One queue: its best tasks. Several: each one's best, shared out by the queues' weights.
-            match lists.len() {
+            let tasks = match lists.len() {
                 1 => lists.pop().expect("one list").2,
                 _ => fair_take(lists, &mut st.leased, limit),
-            }
+            };
+            (tasks, Hold::default())
         } else {
             let all: Vec<&Task> = lists.iter().flat_map(|(_, _, l)| l).collect();
             let worker = match all.iter().any(|t| t.needs.constrains_worker()) {
@@ -145,18 +146,13 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
                 *st.leased.entry(t.queue.clone()).or_insert(0) += 1;
             }
             scheduling::save_buckets(conn, &gate)?;
-            let mut taken = taken;
-            for task in &mut taken {
-                task.start(&p.worker_id, LeaseToken(st.rng.random()), p.now)?;
-                save_task(conn, task).map_err(internal)?;
-            }
-            return Ok(Fetched { tasks: taken, hold: Hold::of(&gate) });
+            (taken, Hold::of(&gate))
         };
         for task in &mut tasks {
             task.start(&p.worker_id, LeaseToken(st.rng.random()), p.now)?;
             save_task(conn, task).map_err(internal)?;
         }
-        return Ok(Fetched { tasks, hold: Hold::default() });
+        return Ok(Fetched { tasks, hold });
     }
 }
 
