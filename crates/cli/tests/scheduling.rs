@@ -76,6 +76,46 @@ async fn tasks_run_only_where_they_fit_and_say_why_when_they_cannot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_task_is_not_starved_by_a_stream_of_small_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let client = Client::new(url).unwrap();
+    let _worker = WorkerProcess::start(url, "batch", &["--capacity", "cpu=4,memory_mb=1000", "--concurrency", "16"]);
+    let small = |ms: &str| {
+        let payload = format!(r#"{{"ms":{ms}}}"#);
+        submit(url, &["--queue", "batch", "--kind", "sleep", "--payload", &payload, "--resources", "cpu=1"])
+    };
+    // Three of the four cpus busy.
+    let first: Vec<String> = (0..3).map(|_| small("700")).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.queues().await.unwrap().iter().find(|q| q.name == "batch").map_or(0, |q| q.running) < 3 {
+        assert!(Instant::now() < deadline, "the first small tasks never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The big task wants all four; small ones keep coming behind it. Without a reservation
+    // each would take the one free cpu, and the big task would wait for a gap that never comes.
+    let big = submit(url, &["--queue", "batch", "--kind", "echo", "--resources", "cpu=4", "--priority", "5"]);
+    let behind: Vec<String> = (0..6).map(|_| small("300")).collect();
+    // Work that needs none of the cpus it waits for still runs beside it.
+    let backfill = submit(url, &["--queue", "batch", "--kind", "echo", "--resources", "memory_mb=100"]);
+
+    let big = finished(&client, &[big]).await.remove(0);
+    let big_start = big.history[0].started_at;
+    for t in finished(&client, &behind).await {
+        assert!(
+            t.history[0].started_at >= big_start,
+            "a small task overtook the big one ({big_start:?}): {t:?}\n{big:?}"
+        );
+    }
+    let backfill = finished(&client, &[backfill]).await.remove(0);
+    assert!(backfill.history[0].started_at < big_start, "the memory task did not wait for the big one");
+    let first_end = finished(&client, &first).await.iter().map(|t| t.history[0].finished_at).max().unwrap();
+    assert!(big_start >= first_end, "the big task needed all four cpus");
+    assert!(big_start.duration_since(first_end) < Duration::from_secs(2), "it started once they were free");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_and_rate_limits_hold_and_held_tasks_wait() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());

@@ -6,7 +6,7 @@
 //! makes them global across server nodes), asks the gate about each candidate in placement order,
 //! and writes back the buckets it changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -172,8 +172,12 @@ pub struct WorkerFit {
 /// Why the gate held a task back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Held {
-    /// The worker lacks a label or the free capacity: another worker may take it.
+    /// The worker lacks a label, or has less capacity in all than the task asks for: another
+    /// worker may take it.
     Worker,
+    /// The worker has the capacity but not free now, or keeps it for a bigger task ahead: it
+    /// waits for a running task to end.
+    Capacity,
     /// A concurrency limit is reached: it waits for a running task to end.
     Concurrency,
     /// A rate limit's bucket is empty: it waits this long for a token.
@@ -183,6 +187,12 @@ pub enum Held {
 /// Decides, task by task, whether a fetch may lease a candidate now. Load it with the state the
 /// candidates concern ([`Gate::needs_running`], [`Gate::needs_buckets`]), then call
 /// [`Gate::admit`] for each candidate in placement order.
+///
+/// **Reservation.** A candidate that fits the worker but not its free capacity now keeps the
+/// resources it is short of: no candidate behind it that asks for any of them is admitted, so a
+/// stream of small tasks cannot starve a big one at the head of a queue. Candidates that ask for
+/// none of them still run (backfilling only work that does not delay it). This is the fetch-time
+/// form of the reservation rule in [`crate::placement`].
 #[derive(Clone, Debug, Default)]
 pub struct Gate {
     pub worker: Option<WorkerFit>,
@@ -198,6 +208,12 @@ pub struct Gate {
     /// Whether a candidate waits for a running task to end (a concurrency limit, or the
     /// worker's capacity in use).
     pub held_for_concurrency: bool,
+    /// Resources kept for a candidate that waits for them on this worker (see Reservation).
+    pub reserved: BTreeSet<String>,
+    /// Whether a candidate was held for a reason the tasks behind it may not share (this worker
+    /// lacks its labels or its size, or its key is at a limit): looking further down the queue
+    /// may find work. Queue-wide limits and reservations hold everything behind them alike.
+    pub passed_over: bool,
 }
 
 impl Gate {
@@ -249,17 +265,22 @@ impl Gate {
     pub fn admit(&mut self, t: &Task, now: Timestamp) -> Result<(), Held> {
         if let Some(w) = &self.worker {
             let labelled = t.needs.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v));
-            if !labelled {
+            if !labelled || !t.needs.resources.fits_in(&w.capacity) {
+                self.passed_over = true;
                 return Err(Held::Worker);
             }
-            if !t.needs.resources.fits_in(&w.used.free_of(&w.capacity)) {
-                // It fits this worker once its running tasks end: wait for that, as for a limit.
-                if t.needs.resources.fits_in(&w.capacity) {
-                    self.held_for_concurrency = true;
-                }
-                return Err(Held::Worker);
+            let free = w.used.free_of(&w.capacity);
+            let kept = t.needs.resources.0.keys().any(|k| self.reserved.contains(k));
+            if kept || !t.needs.resources.fits_in(&free) {
+                // It fits this worker once running tasks end: it waits for that, as for a limit,
+                // and keeps what it is short of from the candidates behind it.
+                let short = t.needs.resources.0.iter().filter(|(k, n)| **n > free.get(k)).map(|(k, _)| k.clone());
+                self.reserved.extend(short);
+                self.held_for_concurrency = true;
+                return Err(Held::Capacity);
             }
         } else if t.needs.constrains_worker() {
+            self.passed_over = true;
             return Err(Held::Worker);
         }
         let limits = self.limits.get(&t.queue).copied().unwrap_or_default();
@@ -274,6 +295,7 @@ impl Gate {
             && running(self, key) >= n
         {
             self.held_for_concurrency = true;
+            self.passed_over = true;
             return Err(Held::Concurrency);
         }
         // Both buckets must have a token before either is taken from.
@@ -284,6 +306,7 @@ impl Gate {
             let mut bucket = self.buckets.get(&key).copied().unwrap_or_else(|| Bucket::full(rate, now));
             if let Err(wait) = bucket.take(rate, now) {
                 self.retry_in = Some(self.retry_in.map_or(wait, |r| r.min(wait)));
+                self.passed_over |= key.1.is_some();
                 return Err(Held::Rate(wait));
             }
             taken.push((key, bucket));

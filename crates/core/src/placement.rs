@@ -15,9 +15,11 @@
 //! 4. **Least-loaded worker.** Of the workers that can take the task now, the one left least
 //!    loaded (its dominant resource share after placing it is smallest).
 //! 5. **Reservation for big tasks.** The first task of a queue that fits some worker's capacity
-//!    but no worker's free capacity now reserves the worker with the most of what it needs free;
-//!    nothing else is placed there in that round, so a stream of small tasks cannot starve it.
-//!    Smaller tasks behind it still go to other workers (backfilling that does not delay it).
+//!    but no worker's free capacity now reserves the worker with the most of what it needs free:
+//!    that worker keeps the resources the task is short of (all of it, if it is short of slots),
+//!    so a stream of small tasks cannot starve it. Tasks that ask for none of those still run
+//!    there, and smaller tasks go to other workers (backfilling that does not delay it). A fetch
+//!    applies the same rule to its one worker ([`crate::limits::Gate`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -256,6 +258,25 @@ pub struct Placement {
     pub reserved: Vec<(usize, usize)>,
 }
 
+/// What a worker keeps for a big task it is reserved for.
+#[derive(Clone, Debug)]
+enum Kept {
+    /// Everything: the task waits for a slot.
+    All,
+    /// These resources: tasks that ask for none of them may still run there.
+    Resources(Vec<String>),
+}
+
+impl Kept {
+    fn blocks(kept: &Option<Kept>, t: &Candidate) -> bool {
+        match kept {
+            None => false,
+            Some(Kept::All) => true,
+            Some(Kept::Resources(names)) => names.iter().any(|n| t.resources.get(n) > 0),
+        }
+    }
+}
+
 /// Takes up to `limit` items from several queues' lists (each best first) by weighted fair
 /// share: each next item comes from the queue with the least served per unit of weight, counting
 /// what `served` says it had before (and updating it). So a worker serving several queues takes
@@ -340,7 +361,7 @@ pub fn place(
 ) -> Placement {
     let mut out = Placement::default();
     let mut workers: Vec<WorkerView> = workers.to_vec();
-    let mut reserved = vec![false; workers.len()];
+    let mut reserved: Vec<Option<Kept>> = vec![None; workers.len()];
     // Queues whose head already holds a worker back this round: one reservation per queue.
     let mut holding: Vec<&str> = Vec::new();
 
@@ -377,7 +398,7 @@ pub fn place(
         let fit = workers
             .iter()
             .enumerate()
-            .filter(|(w, worker)| !reserved[*w] && worker.can_run_now(t))
+            .filter(|(w, worker)| !Kept::blocks(&reserved[*w], t) && worker.can_run_now(t))
             .min_by(|(wa, a), (wb, b)| a.load_with(&t.resources).total_cmp(&b.load_with(&t.resources)).then(wa.cmp(wb)))
             .map(|(w, _)| w);
         match fit {
@@ -398,7 +419,7 @@ pub fn place(
                 let hold = workers
                     .iter()
                     .enumerate()
-                    .filter(|(w, worker)| !reserved[*w] && worker.could_run(t))
+                    .filter(|(w, worker)| reserved[*w].is_none() && worker.could_run(t))
                     .max_by(|(wa, a), (wb, b)| {
                         let free = |x: &WorkerView| {
                             let free = x.used.free_of(&x.capacity);
@@ -408,12 +429,19 @@ pub fn place(
                     })
                     .map(|(w, _)| w);
                 if let Some(w) = hold {
-                    reserved[w] = true;
+                    let worker = &workers[w];
+                    let free = worker.used.free_of(&worker.capacity);
+                    reserved[w] = Some(match worker.free_slots {
+                        0 => Kept::All,
+                        _ => Kept::Resources(
+                            t.resources.0.iter().filter(|(k, n)| **n > free.get(k)).map(|(k, _)| k.clone()).collect(),
+                        ),
+                    });
                     out.reserved.push((w, task));
                 }
             }
         }
-        if reserved.iter().all(|r| *r) {
+        if reserved.iter().all(|r| matches!(r, Some(Kept::All))) {
             break;
         }
     }

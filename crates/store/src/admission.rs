@@ -34,24 +34,28 @@ pub(crate) struct Fetched {
     pub hold: Hold,
 }
 
-/// How many more candidates a fetch looks at when the first `limit` did not all pass the gate.
+/// How many more candidates a fetch looks at when the first `limit` did not fill it and some were
+/// passed over for reasons the tasks behind them may not share ([`Gate::passed_over`]).
 pub(crate) const WIDER_WINDOW: usize = 256;
 
-/// Takes candidates (in placement order) that pass the gate, up to `limit`. Also says whether any
-/// was held back.
-pub(crate) fn admit(gate: &mut Gate, order: Vec<Task>, limit: usize, now: Timestamp) -> (Vec<Task>, bool) {
+/// Takes candidates (in placement order) that pass the gate, up to `limit`.
+pub(crate) fn admit(gate: &mut Gate, order: Vec<Task>, limit: usize, now: Timestamp) -> Vec<Task> {
     let mut taken = Vec::with_capacity(limit);
-    let mut held = false;
     for t in order {
         if taken.len() == limit {
             break;
         }
-        match gate.admit(&t, now) {
-            Ok(()) => taken.push(t),
-            Err(_) => held = true,
+        if gate.admit(&t, now).is_ok() {
+            taken.push(t);
         }
     }
-    (taken, held)
+    taken
+}
+
+/// Whether a fetch that took `taken` of `limit` from a window of `window` candidates per queue
+/// (`full`: some queue had that many) should look `WIDER_WINDOW` further down.
+pub(crate) fn widen(gate: &Gate, taken: usize, limit: usize, window: usize, full: bool) -> bool {
+    taken < limit && gate.passed_over && full && window == limit
 }
 
 /// After a fetch came back empty because limits held its candidates: waits until something may

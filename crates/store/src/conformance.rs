@@ -76,6 +76,7 @@ macro_rules! conformance_tests {
             an_old_low_priority_task_overtakes_newer_high_priority_ones,
             queues_are_listed_with_their_counts,
             tasks_go_only_to_workers_with_their_labels_and_free_capacity,
+            a_big_task_keeps_the_capacity_it_waits_for,
             concurrency_limits_hold_per_queue_and_per_key,
             rate_limits_let_a_burst_through_then_tasks_wait_for_tokens,
             a_handed_off_task_goes_to_the_least_loaded_waiting_worker,

@@ -131,10 +131,12 @@ fn the_worker_must_have_the_labels_and_the_free_capacity() {
         labels: parse_labels("l", l).unwrap(),
         ..Default::default()
     };
-    assert_eq!(gate.admit(&task("q", needs("gpu=2", "")), at(0)), Err(Held::Worker));
+    assert_eq!(gate.admit(&task("q", needs("gpu=3", "")), at(0)), Err(Held::Worker), "more than it has");
     assert_eq!(gate.admit(&task("q", needs("gpu=1", "region=us")), at(0)), Err(Held::Worker));
+    assert!(gate.passed_over && !gate.held_for_concurrency, "another worker may take those");
     assert_eq!(gate.admit(&task("q", needs("gpu=1,cpu=4", "region=eu")), at(0)), Ok(()));
-    assert_eq!(gate.admit(&task("q", needs("gpu=1", "")), at(0)), Err(Held::Worker), "the gpu is taken now");
+    assert_eq!(gate.admit(&task("q", needs("gpu=1", "")), at(0)), Err(Held::Capacity), "the gpu is taken now");
+    assert!(gate.held_for_concurrency, "it waits for a running task to end");
     assert_eq!(gate.admit(&task("q", needs("cpu=4", "")), at(0)), Ok(()));
     assert_eq!(gate.admit(&task("q", needs("license_seat=1", "")), at(0)), Err(Held::Worker));
     // A task that asks for nothing fits anywhere.
@@ -142,6 +144,41 @@ fn the_worker_must_have_the_labels_and_the_free_capacity() {
     // Without a registered worker, only tasks that ask for nothing.
     let mut anonymous = Gate::new(BTreeMap::new(), None);
     assert_eq!(anonymous.admit(&task("q", needs("cpu=1", "")), at(0)), Err(Held::Worker));
+}
+
+#[test]
+fn a_big_task_keeps_what_it_waits_for_from_the_tasks_behind_it() {
+    let worker = WorkerFit {
+        capacity: Resources::parse("capacity", "cpu=8,memory_mb=1000").unwrap(),
+        used: Resources::parse("used", "cpu=6").unwrap(),
+        ..Default::default()
+    };
+    let mut gate = Gate::new(BTreeMap::new(), Some(worker));
+    let asks =
+        |r: &str| task("q", crate::task::Needs { resources: Resources::parse("r", r).unwrap(), ..Default::default() });
+    assert_eq!(gate.admit(&asks("cpu=4"), at(0)), Err(Held::Capacity), "2 cpu free of 8");
+    // A small task would fit the 2 free cpus, but taking them would delay the big one.
+    assert_eq!(gate.admit(&asks("cpu=1"), at(0)), Err(Held::Capacity));
+    assert_eq!(gate.admit(&asks("cpu=1,memory_mb=10"), at(0)), Err(Held::Capacity));
+    // Work that asks for none of what it waits for still runs (backfilling).
+    assert_eq!(gate.admit(&asks("memory_mb=500"), at(0)), Ok(()));
+    assert_eq!(gate.admit(&asks(""), at(0)), Ok(()));
+    assert_eq!(gate.reserved.iter().collect::<Vec<_>>(), ["cpu"]);
+    assert!(gate.held_for_concurrency);
+    assert!(!gate.passed_over, "the tasks behind it wait too: looking further down finds nothing new");
+}
+
+#[test]
+fn only_holds_by_key_send_a_fetch_further_down() {
+    let limits = QueueLimits { concurrency: Some(1), key_concurrency: Some(1), ..Default::default() };
+    let mut gate = Gate::new(BTreeMap::from([("q".to_owned(), limits)]), None);
+    gate.running.insert(("q".to_owned(), Some("a".to_owned())), 1);
+    assert_eq!(gate.admit(&keyed("q", Some("a"), None), at(0)), Err(Held::Concurrency));
+    assert!(gate.passed_over, "a task with another key may run");
+    let mut gate = Gate::new(BTreeMap::from([("q".to_owned(), limits)]), None);
+    gate.running.insert(("q".to_owned(), None), 1);
+    assert_eq!(gate.admit(&keyed("q", Some("b"), None), at(0)), Err(Held::Concurrency));
+    assert!(!gate.passed_over, "the queue is at its limit: nothing further down may run either");
 }
 
 #[test]

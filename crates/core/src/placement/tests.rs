@@ -99,7 +99,23 @@ fn a_big_task_reserves_a_worker_that_small_ones_then_skip() {
     let tasks = [task("q", 5, 0, &[("cpu", 4)]), task("q", 0, 1, &[("cpu", 1)]), task("q", 0, 2, &[("cpu", 1)])];
     let p = place(&tasks, &[a, b], &BTreeMap::new(), &NO_AGING, at(10));
     assert_eq!(p.reserved, vec![(0, 0)], "worker 0 has the most cpu free: it is held for the big task");
-    assert_eq!(p.assigned, vec![(1, 1)], "a small task backfills the other worker; nothing lands on the held one");
+    assert_eq!(p.assigned, vec![(1, 1)], "a small task backfills the other worker; no cpu task lands on the held one");
+}
+
+#[test]
+fn a_reserved_worker_still_runs_work_that_does_not_delay_the_big_task() {
+    let mut a = worker(&["q"], &[("cpu", 4), ("memory_mb", 1000)], 8);
+    a.used = Resources::of([("cpu", 2)]);
+    a.running = 1;
+    let tasks =
+        [task("q", 5, 0, &[("cpu", 4)]), task("q", 0, 1, &[("cpu", 1)]), task("q", 0, 2, &[("memory_mb", 100)])];
+    let p = place(&tasks, &[a], &BTreeMap::new(), &NO_AGING, at(10));
+    assert_eq!(p.reserved, vec![(0, 0)]);
+    assert_eq!(
+        p.assigned,
+        vec![(2, 0)],
+        "the memory task backfills; the cpu one would take what the big one waits for"
+    );
 }
 
 #[test]

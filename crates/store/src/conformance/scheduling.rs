@@ -108,6 +108,29 @@ pub async fn tasks_go_only_to_workers_with_their_labels_and_free_capacity(store:
     assert_eq!((w.capacity.get("gpu"), w.labels.get("region").map(String::as_str)), (1, Some("eu")));
 }
 
+pub async fn a_big_task_keeps_the_capacity_it_waits_for(store: &dyn Store) {
+    let w = register(store, "w", &["batch"], 16, "cpu=4,memory_mb=1000", "").await;
+    for i in 0..3 {
+        submit_one(store, needing("batch", "cpu=1", ""), at(i)).await;
+    }
+    let first = fetch_as(store, &w, "batch", 16, Duration::ZERO, 10).await;
+    assert_eq!(first.len(), 3, "three of four cpus busy");
+    let big = submit_one(store, NewTask { priority: 5, ..needing("batch", "cpu=4", "") }, at(20)).await;
+    let small = submit_one(store, needing("batch", "cpu=1", ""), at(21)).await;
+    let memory = submit_one(store, needing("batch", "memory_mb=100", ""), at(22)).await;
+    // The small task would fit the free cpu, but it would delay the big one: only the task that
+    // needs no cpu runs beside it.
+    let got = fetch_as(store, &w, "batch", 16, Duration::ZERO, 30).await;
+    assert_eq!(ids(&got), vec![memory.id]);
+    for t in &first {
+        report(store, t, success("1"), at(40)).await.unwrap();
+    }
+    let got = fetch_as(store, &w, "batch", 16, Duration::ZERO, 50).await;
+    assert_eq!(ids(&got), vec![big.id], "all four cpus free: the big task, and nothing beside it");
+    report(store, &got[0], success("1"), at(60)).await.unwrap();
+    assert_eq!(ids(&fetch_as(store, &w, "batch", 16, Duration::ZERO, 70).await), vec![small.id]);
+}
+
 pub async fn concurrency_limits_hold_per_queue_and_per_key(store: &dyn Store) {
     limit(store, "mail", QueueLimits { concurrency: Some(3), key_concurrency: Some(2), ..Default::default() }).await;
     let mut specs: Vec<NewTask> = (0..3).map(|_| keyed("mail", Some("customer-42"), None)).collect();

@@ -221,8 +221,8 @@ pub(crate) async fn fetch(
         let mut gate = Gate::new(limits.clone(), worker);
         scheduling::load_gate(tx, &mut gate, &all).await?;
         let order = fair_take(lists, &mut shared.leased.lock().expect("leased lock").clone(), usize::MAX);
-        let (mut taken, held) = admission::admit(&mut gate, order, limit, now);
-        if taken.len() < limit && held && full && window == limit {
+        let mut taken = admission::admit(&mut gate, order, limit, now);
+        if admission::widen(&gate, taken.len(), limit, window, full) {
             window = limit + admission::WIDER_WINDOW; // look further down for tasks that fit
             continue;
         }

@@ -76,43 +76,58 @@ pub(crate) async fn load(c: &impl GenericClient, worker_id: &str, free_slots: u3
     Ok(capacity.0.iter().filter(|(_, n)| **n > 0).map(|(k, n)| used.get(k) as f64 / *n as f64).fold(slots, f64::max))
 }
 
+/// The (queue, key) pairs as two arrays for `unnest`; a queue-wide pair has a NULL key.
+fn columns(keys: &[(String, Option<String>)]) -> (Vec<&str>, Vec<Option<&str>>) {
+    keys.iter().map(|(q, k)| (q.as_str(), k.as_deref())).unzip()
+}
+
+/// Loads the running counts and token buckets the candidates concern into the gate: one query
+/// for all the counts and one for all the buckets, however many keys the candidates carry.
 pub(crate) async fn load_gate(tx: &Tx<'_>, gate: &mut Gate, candidates: &[&Task]) -> PgResult<()> {
-    for key in gate.needs_running(candidates.iter().copied()) {
-        let row = match &key.1 {
-            None => {
-                let sql = "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND queue = $1";
-                query_opt(tx, sql, &[&key.0]).await?
-            }
-            Some(k) => {
-                let sql = "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND queue = $1 AND concurrency_key = $2";
-                query_opt(tx, sql, &[&key.0, k]).await?
-            }
-        };
-        let n = row.map_or(0, |r| r.get::<_, i64>(0));
-        gate.running.insert(key, n as u32);
+    let running = gate.needs_running(candidates.iter().copied());
+    if !running.is_empty() {
+        let (queues, keys) = columns(&running);
+        // Each count is an index range: the whole queue's, or one key's within it.
+        let sql = "SELECT k.queue, k.key, CASE WHEN k.key IS NULL \
+                   THEN (SELECT COUNT(*) FROM tasks WHERE state = 'running' AND queue = k.queue) \
+                   ELSE (SELECT COUNT(*) FROM tasks WHERE state = 'running' AND queue = k.queue \
+                         AND concurrency_key = k.key) END \
+                   FROM unnest($1::text[], $2::text[]) AS k(queue, key)";
+        for r in query(tx, sql, &[&queues, &keys]).await? {
+            gate.running.insert((r.get(0), r.get(1)), r.get::<_, i64>(2) as u32);
+        }
     }
-    for key in gate.needs_buckets(candidates.iter().copied()) {
-        let k = key.1.clone().unwrap_or_default();
-        let sql = "SELECT tokens, at FROM rate_buckets WHERE queue = $1 AND key = $2";
-        if let Some(r) = query_opt(tx, sql, &[&key.0, &k]).await? {
-            gate.buckets.insert(key, Bucket { tokens: r.get(0), at: Timestamp::from_micros(r.get(1)) });
+    let buckets = gate.needs_buckets(candidates.iter().copied());
+    if !buckets.is_empty() {
+        let (queues, keys) = columns(&buckets);
+        let sql = "SELECT b.queue, b.key, b.tokens, b.at FROM unnest($1::text[], $2::text[]) AS k(queue, key) \
+                   JOIN rate_buckets b ON b.queue = k.queue AND b.key = coalesce(k.key, '')";
+        for r in query(tx, sql, &[&queues, &keys]).await? {
+            let key: String = r.get(1);
+            let bucket = Bucket { tokens: r.get(2), at: Timestamp::from_micros(r.get(3)) };
+            gate.buckets.insert((r.get(0), Some(key).filter(|k| !k.is_empty())), bucket);
         }
     }
     Ok(())
 }
 
+/// Writes back the buckets admissions took tokens from, in one statement.
 pub(crate) async fn save_buckets(tx: &Tx<'_>, gate: &Gate) -> PgResult<()> {
-    for key in &gate.changed {
-        let b = gate.buckets[key];
-        let k = key.1.clone().unwrap_or_default();
-        execute(
-            tx,
-            "INSERT INTO rate_buckets (queue, key, tokens, at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (queue, key) DO UPDATE SET tokens = EXCLUDED.tokens, at = EXCLUDED.at",
-            &[&key.0, &k, &b.tokens, &b.at.as_micros()],
-        )
-        .await?;
+    if gate.changed.is_empty() {
+        return Ok(());
     }
+    let (queues, keys) = columns(&gate.changed);
+    let keys: Vec<&str> = keys.into_iter().map(|k| k.unwrap_or("")).collect();
+    let tokens: Vec<f64> = gate.changed.iter().map(|k| gate.buckets[k].tokens).collect();
+    let at: Vec<i64> = gate.changed.iter().map(|k| gate.buckets[k].at.as_micros()).collect();
+    execute(
+        tx,
+        "INSERT INTO rate_buckets (queue, key, tokens, at) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::int8[]) \
+         ON CONFLICT (queue, key) DO UPDATE SET tokens = EXCLUDED.tokens, at = EXCLUDED.at",
+        &[&queues, &keys, &tokens, &at],
+    )
+    .await?;
     Ok(())
 }
 

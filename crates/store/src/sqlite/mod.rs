@@ -9,6 +9,7 @@
 //! - `schema`: versioned migrations.
 
 mod handoff;
+mod ledger;
 mod ops;
 mod reads;
 mod rows;
@@ -189,6 +190,7 @@ impl Store for SqliteStore {
         let deadline = tokio::time::Instant::now() + p.wait;
         let started = tokio::time::Instant::now();
         let (mut ready, mut finished) = (self.subscribe(Topic::Ready), self.subscribe(Topic::Finished));
+        let asked_at = p.now;
         let mut p = p;
         loop {
             ready.borrow_and_update();
@@ -201,7 +203,7 @@ impl Store for SqliteStore {
             if !admission::wait_out(fetched.hold, &mut ready, &mut finished, deadline).await {
                 return Ok(Vec::new());
             }
-            p.now = p.now.saturating_add(started.elapsed());
+            p.now = asked_at.saturating_add(started.elapsed());
             p.wait = deadline.saturating_duration_since(tokio::time::Instant::now());
         }
     }

@@ -32,8 +32,16 @@ pub(crate) fn load(conn: &Connection, id: TaskId) -> Result<Task> {
 
 /// Writes a task back after a transition; a workflow task that just finished moves its
 /// workflow on.
-pub(crate) fn save(conn: &Connection, st: &mut WriterState, task: &Task, attempt: Option<&Attempt>) -> Result<()> {
+/// Writes back a task's changed columns, and what it holds while running (see `ledger`). Every
+/// task write goes through here.
+pub(crate) fn write_task(conn: &Connection, st: &mut WriterState, task: &Task) -> Result<()> {
     save_task(conn, task).map_err(internal)?;
+    st.ledger.saved(task);
+    Ok(())
+}
+
+pub(crate) fn save(conn: &Connection, st: &mut WriterState, task: &Task, attempt: Option<&Attempt>) -> Result<()> {
+    write_task(conn, st, task)?;
     if let Some(a) = attempt {
         insert_attempt(conn, task.id, a).map_err(internal)?;
     }
@@ -130,15 +138,15 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
         } else {
             let all: Vec<&Task> = lists.iter().flat_map(|(_, _, l)| l).collect();
             let worker = match all.iter().any(|t| t.needs.constrains_worker()) {
-                true => Some(scheduling::worker_fit(conn, &p.worker_id)?),
+                true => Some(scheduling::worker_fit(conn, &st.ledger, &p.worker_id)?),
                 false => None,
             };
             let mut gate = Gate::new(limits.clone(), worker);
-            scheduling::load_gate(conn, &mut gate, &all)?;
+            scheduling::load_gate(conn, &st.ledger, &mut gate, &all)?;
             // Placement order: each queue best first, interleaved by weight.
             let order = fair_take(lists, &mut st.leased.clone(), usize::MAX);
-            let (taken, held) = admission::admit(&mut gate, order, limit, p.now);
-            if taken.len() < limit && held && full && window == limit {
+            let taken = admission::admit(&mut gate, order, limit, p.now);
+            if admission::widen(&gate, taken.len(), limit, window, full) {
                 window = limit + admission::WIDER_WINDOW; // look further down for tasks that fit
                 continue;
             }
@@ -150,7 +158,7 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
         };
         for task in &mut tasks {
             task.start(&p.worker_id, LeaseToken(st.rng.random()), p.now)?;
-            save_task(conn, task).map_err(internal)?;
+            write_task(conn, st, task)?;
         }
         return Ok(Fetched { tasks, hold });
     }

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 use taskwarden_core::cron::{CronInfo, CronSpec};
 use taskwarden_core::limits::{Bucket, Gate, WorkerFit};
-use taskwarden_core::placement::{Resources, WorkerView};
+use taskwarden_core::placement::WorkerView;
 use taskwarden_core::{Needs, Task, Timestamp};
 
 use super::internal;
+use super::ledger::Ledger;
 use super::ops;
 use super::writer::WriterState;
 use crate::params::*;
@@ -24,82 +25,74 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serializes")
 }
 
-/// Resources held by a worker's running tasks, summed by SQLite itself.
-fn used_by(conn: &Connection, worker_id: &str) -> Result<Resources> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT j.key, SUM(j.value) FROM tasks t, json_each(t.needs, '$.resources') j \
-             WHERE t.state = 'running' AND t.lease_worker = ?1 AND t.needs IS NOT NULL GROUP BY j.key",
-        )
-        .map_err(internal)?;
-    let rows = stmt.query_map([worker_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(internal)?;
-    let mut used = Resources::default();
-    for row in rows {
-        let (name, n) = row.map_err(internal)?;
-        used.0.insert(name, n.max(0) as u64);
-    }
-    Ok(used)
-}
-
 /// The worker's capacity and labels as it registered them, and what its running tasks hold. An
 /// unknown worker has neither capacity nor labels.
-pub(crate) fn worker_fit(conn: &Connection, worker_id: &str) -> Result<WorkerFit> {
+pub(crate) fn worker_fit(conn: &Connection, ledger: &Ledger, worker_id: &str) -> Result<WorkerFit> {
     let row: Option<(String, String)> = conn
         .prepare_cached("SELECT capacity, labels FROM workers WHERE id = ?1")
         .and_then(|mut s| s.query_row([worker_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(internal)?;
     let (capacity, labels) = row.map(|(c, l)| (json(&c), json(&l))).unwrap_or_default();
-    Ok(WorkerFit { capacity, labels, used: used_by(conn, worker_id)? })
+    Ok(WorkerFit { capacity, labels, used: ledger.used_by(worker_id) })
 }
 
-/// Loads the running counts and token buckets the candidates concern into the gate.
-pub(crate) fn load_gate(conn: &Connection, gate: &mut Gate, candidates: &[&Task]) -> Result<()> {
+/// Loads the running counts (from the ledger) and token buckets the candidates concern into the
+/// gate: one query for all the buckets, however many keys the candidates carry, as a JSON array
+/// of `[queue, key or null]`.
+pub(crate) fn load_gate(conn: &Connection, ledger: &Ledger, gate: &mut Gate, candidates: &[&Task]) -> Result<()> {
     for key in gate.needs_running(candidates.iter().copied()) {
-        let n: i64 = match &key.1 {
-            None => conn.prepare_cached("SELECT COUNT(*) FROM tasks WHERE state = 'running' AND queue = ?1"),
-            Some(_) => conn.prepare_cached(
-                "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND queue = ?1 AND concurrency_key = ?2",
-            ),
-        }
-        .and_then(|mut s| match &key.1 {
-            None => s.query_row([&key.0], |r| r.get(0)),
-            Some(k) => s.query_row([&key.0, k], |r| r.get(0)),
-        })
-        .map_err(internal)?;
-        gate.running.insert(key, n as u32);
+        let n = ledger.running(&key.0, key.1.as_deref());
+        gate.running.insert(key, n);
     }
-    for key in gate.needs_buckets(candidates.iter().copied()) {
-        let bucket: Option<(f64, i64)> = conn
-            .prepare_cached("SELECT tokens, at FROM rate_buckets WHERE queue = ?1 AND key = ?2")
-            .and_then(|mut s| {
-                s.query_row([&key.0, key.1.as_deref().unwrap_or("")], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+    let buckets = gate.needs_buckets(candidates.iter().copied());
+    if !buckets.is_empty() {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT b.queue, b.key, b.tokens, b.at FROM json_each(?1) j \
+                 JOIN rate_buckets b ON b.queue = j.value ->> 0 AND b.key = coalesce(j.value ->> 1, '')",
+            )
+            .map_err(internal)?;
+        let rows = stmt
+            .query_map([to_json(&buckets)], |r| {
+                let key: String = r.get(1)?;
+                let bucket = Bucket { tokens: r.get(2)?, at: Timestamp::from_micros(r.get(3)?) };
+                Ok(((r.get::<_, String>(0)?, Some(key).filter(|k| !k.is_empty())), bucket))
             })
             .map_err(internal)?;
-        if let Some((tokens, at)) = bucket {
-            gate.buckets.insert(key, Bucket { tokens, at: Timestamp::from_micros(at) });
+        for row in rows {
+            let (key, bucket) = row.map_err(internal)?;
+            gate.buckets.insert(key, bucket);
         }
     }
     Ok(())
 }
 
-/// Writes back the buckets admissions took tokens from.
+/// Writes back the buckets admissions took tokens from, in one statement.
 pub(crate) fn save_buckets(conn: &Connection, gate: &Gate) -> Result<()> {
-    let mut stmt = conn
-        .prepare_cached(
-            "INSERT INTO rate_buckets (queue, key, tokens, at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (queue, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
-        )
-        .map_err(internal)?;
-    for key in &gate.changed {
-        let b = gate.buckets[key];
-        stmt.execute(params![key.0, key.1.as_deref().unwrap_or(""), b.tokens, b.at.as_micros()]).map_err(internal)?;
+    if gate.changed.is_empty() {
+        return Ok(());
     }
+    let rows: Vec<(&str, &str, f64, i64)> = gate
+        .changed
+        .iter()
+        .map(|key| {
+            let b = gate.buckets[key];
+            (key.0.as_str(), key.1.as_deref().unwrap_or(""), b.tokens, b.at.as_micros())
+        })
+        .collect();
+    conn.prepare_cached(
+        "INSERT INTO rate_buckets (queue, key, tokens, at) \
+         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?1) j WHERE true \
+         ON CONFLICT (queue, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+    )
+    .and_then(|mut s| s.execute([to_json(&rows)]))
+    .map_err(internal)?;
     Ok(())
 }
 
 /// How loaded each of these workers is (see [`WorkerView::load`]), given the slots its fetch asks
 /// for: the share of its slots in use, or of a resource, whichever is larger.
-pub(crate) fn loads(conn: &Connection, workers: &[(&str, u32)]) -> Result<Vec<f64>> {
+pub(crate) fn loads(conn: &Connection, ledger: &Ledger, workers: &[(&str, u32)]) -> Result<Vec<f64>> {
     let mut out = Vec::with_capacity(workers.len());
     for (id, free_slots) in workers {
         let row: Option<(u32, String)> = conn
@@ -113,7 +106,7 @@ pub(crate) fn loads(conn: &Connection, workers: &[(&str, u32)]) -> Result<Vec<f6
         let view = WorkerView {
             queues: Vec::new(),
             capacity: json(&capacity),
-            used: used_by(conn, id)?,
+            used: ledger.used_by(id),
             labels: BTreeMap::new(),
             free_slots: *free_slots,
             running: concurrency.saturating_sub(*free_slots),

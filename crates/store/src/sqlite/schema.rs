@@ -175,6 +175,12 @@ CREATE TABLE cron_schedules (
     created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // v7: the writer keeps what running tasks hold in memory (see `ledger`), so the indexes it
+    // used to count them are only a cost on every start and finish.
+    r#"
+DROP INDEX tasks_running_by_queue;
+DROP INDEX tasks_held;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -14,8 +14,8 @@ use taskwarden_core::workflow::{
 use taskwarden_core::{Task, TaskId, TaskState, Timestamp};
 
 use super::internal;
-use super::ops::{load, save, touch_for};
-use super::rows::{insert_task, save_task};
+use super::ops::{self, load, save, touch_for};
+use super::rows::insert_task;
 use super::writer::WriterState;
 use crate::params::{CancelWorkflow, FanOutTasks, ListParents, SubmitWorkflow};
 use crate::{Result, StoreError};
@@ -244,7 +244,7 @@ fn fan_out_member_finished(conn: &Connection, st: &mut WriterState, task: &Task,
             .and_then(|mut s| s.execute([join.as_bytes()]))
             .map_err(internal)?;
         if join_task.dependencies_met(now).is_ok() {
-            save_task(conn, &join_task).map_err(internal)?;
+            ops::write_task(conn, st, &join_task)?;
             touch_for(st, &join_task);
         }
     } else if join_task.cancel(now).is_ok() {
@@ -283,7 +283,7 @@ fn release_children(conn: &Connection, st: &mut WriterState, parent: TaskId, now
     for child in children {
         let mut task = load(conn, TaskId::from_bytes(child))?;
         if task.dependencies_met(now).is_ok() {
-            save_task(conn, &task).map_err(internal)?;
+            ops::write_task(conn, st, &task)?;
             touch_for(st, &task);
         }
     }

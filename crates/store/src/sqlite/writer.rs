@@ -16,6 +16,7 @@ use taskwarden_core::{IdGenerator, Task, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use super::handoff::{self, FetchReply, Waiter};
+use super::ledger::Ledger;
 use crate::params::Topic;
 use crate::topics::{Topics, topic_index};
 use crate::{Result, StoreError};
@@ -40,6 +41,8 @@ pub(crate) struct WriterState {
     pub leased: std::collections::BTreeMap<String, u64>,
     /// A ready task gains a priority level per this much waiting (see `SqliteConfig::aging`).
     pub aging: Option<std::time::Duration>,
+    /// What the running tasks hold, as the database has them once the open transaction commits.
+    pub ledger: Ledger,
 }
 
 impl WriterState {
@@ -160,7 +163,9 @@ fn run(
         served: Vec::new(),
         leased: Default::default(),
         aging,
+        ledger: Ledger::default(),
     };
+    reload_ledger(&conn, &mut state);
     // SQLite itself never syncs on commit; the writer syncs the log when a caller is owed it.
     if let Err(e) = conn.execute_batch("PRAGMA synchronous = NORMAL") {
         tracing::error!(error = %e, "cannot set synchronous = NORMAL");
@@ -228,6 +233,7 @@ fn commit_group(
     if commit.is_err() {
         let _ = exec(conn, "ROLLBACK");
         state.touched = [false; 3];
+        reload_ledger(conn, state); // it saw writes that did not happen after all
     }
     let touched = std::mem::take(&mut state.touched);
     let orphans = handoff::answer_served(state, &commit);
@@ -252,6 +258,15 @@ fn commit_group(
         });
     }
     orphans
+}
+
+/// Loads the ledger from the database. Should that fail, the writer stops: a wrong ledger would
+/// let fetches over-commit workers and break concurrency limits.
+fn reload_ledger(conn: &Connection, state: &mut WriterState) {
+    match Ledger::load(conn) {
+        Ok(ledger) => state.ledger = ledger,
+        Err(e) => panic!("cannot load the running tasks into the writer's ledger: {e}"),
+    }
 }
 
 fn exec(conn: &Connection, sql: &str) -> Result<()> {
