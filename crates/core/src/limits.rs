@@ -244,20 +244,18 @@ impl Gate {
         tasks: impl IntoIterator<Item = &'a Task>,
         pick: impl Fn(&QueueLimits, &'a Task) -> (bool, Option<&'a String>),
     ) -> Vec<(String, Option<String>)> {
-        let mut out = Vec::new();
+        let mut distinct: BTreeSet<(&str, Option<&str>)> = BTreeSet::new();
         for t in tasks {
             let Some(l) = self.limits.get(&t.queue) else { continue };
             let (queue_wide, key) = pick(l, t);
             if queue_wide {
-                out.push((t.queue.clone(), None));
+                distinct.insert((&t.queue, None));
             }
             if let Some(k) = key {
-                out.push((t.queue.clone(), Some(k.clone())));
+                distinct.insert((&t.queue, Some(k)));
             }
         }
-        out.sort();
-        out.dedup();
-        out
+        distinct.into_iter().map(|(q, k)| (q.to_owned(), k.map(str::to_owned))).collect()
     }
 
     /// Whether `t` may start now on this fetch's worker. If so, counts it as started (running,

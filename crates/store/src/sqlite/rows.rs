@@ -1,10 +1,12 @@
 //! Mapping between `tasks` rows and the core's `Task`. The only place that knows the columns.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::value::RawValue;
-use taskwarden_core::{Attempt, Lease, LeaseToken, Task, TaskId, TaskState, Timestamp};
+use taskwarden_core::{Attempt, Lease, LeaseToken, Needs, Task, TaskId, TaskState, Timestamp};
 
 pub(crate) const TASK_COLUMNS: &str = "id, queue, kind, payload, priority, tags, idempotency_key, state, \
     attempts, max_attempts, attempt_limit, backoff, timeout_ms, lease_timeout_ms, run_at, created_at, \
@@ -71,8 +73,31 @@ pub(crate) fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
         workflow_id: r.get::<_, Option<[u8; 16]>>(28)?.map(TaskId::from_bytes),
         node: r.get(29)?,
         parent_count: r.get(30)?,
-        needs: r.get::<_, Option<String>>(31)?.map(|s| json(31, &s)).transpose()?.unwrap_or_default(),
+        needs: match r.get_ref(31)?.as_str_or_null()? {
+            Some(s) => needs(s)?,
+            None => Needs::default(),
+        },
         unschedulable: None,
+    })
+}
+
+/// Needs as stored. Many tasks share the same few (a queue's tasks mostly ask alike), so each
+/// thread keeps the ones it decoded lately instead of parsing each row's again.
+fn needs(s: &str) -> rusqlite::Result<Needs> {
+    const KEPT: usize = 4096;
+    thread_local! {
+        static DECODED: RefCell<HashMap<Box<str>, Needs>> = RefCell::new(HashMap::new());
+    }
+    DECODED.with_borrow_mut(|decoded| {
+        if let Some(n) = decoded.get(s) {
+            return Ok(n.clone());
+        }
+        let n: Needs = json(31, s)?;
+        if decoded.len() >= KEPT {
+            decoded.clear();
+        }
+        decoded.insert(s.into(), n.clone());
+        Ok(n)
     })
 }
 
