@@ -6,7 +6,7 @@
 //! makes them global across server nodes), asks the gate about each candidate in placement order,
 //! and writes back the buckets it changed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -197,12 +197,10 @@ pub enum Held {
 pub struct Gate {
     pub worker: Option<WorkerFit>,
     pub limits: BTreeMap<String, QueueLimits>,
-    /// Running tasks per queue (key `None`) and per (queue, concurrency key).
-    pub running: BTreeMap<(String, Option<String>), u32>,
-    /// Token buckets per queue (key `None`) and per (queue, rate key).
-    pub buckets: BTreeMap<(String, Option<String>), Bucket>,
-    /// Buckets changed by admissions, to write back.
-    pub changed: Vec<(String, Option<String>)>,
+    /// Running tasks per queue and per concurrency key within it.
+    running: HashMap<String, PerQueue<u32>>,
+    /// Token buckets per queue and per rate key within it, and whether admissions changed them.
+    buckets: HashMap<String, PerQueue<(Bucket, bool)>>,
     /// The soonest a rate-limited candidate gets a token, if one was held for that.
     pub retry_in: Option<Duration>,
     /// Whether a candidate waits for a running task to end (a concurrency limit, or the
@@ -216,6 +214,54 @@ pub struct Gate {
     pub passed_over: bool,
 }
 
+/// A queue's own value and its keys' (looked up by `&str`, so admitting allocates nothing).
+#[derive(Clone, Debug)]
+struct PerQueue<T> {
+    queue: Option<T>,
+    keys: HashMap<String, T>,
+}
+
+impl<T> Default for PerQueue<T> {
+    fn default() -> Self {
+        PerQueue { queue: None, keys: HashMap::new() }
+    }
+}
+
+impl<T> PerQueue<T> {
+    fn get(&self, key: Option<&str>) -> Option<&T> {
+        match key {
+            None => self.queue.as_ref(),
+            Some(k) => self.keys.get(k),
+        }
+    }
+
+    fn get_mut(&mut self, key: Option<&str>) -> Option<&mut T> {
+        match key {
+            None => self.queue.as_mut(),
+            Some(k) => self.keys.get_mut(k),
+        }
+    }
+
+    fn set(&mut self, key: Option<&str>, value: T) {
+        match key {
+            None => self.queue = Some(value),
+            Some(k) => match self.keys.get_mut(k) {
+                Some(v) => *v = value,
+                None => {
+                    self.keys.insert(k.to_owned(), value);
+                }
+            },
+        }
+    }
+}
+
+fn slot<'a, T>(map: &'a mut HashMap<String, PerQueue<T>>, queue: &str) -> &'a mut PerQueue<T> {
+    if !map.contains_key(queue) {
+        map.insert(queue.to_owned(), PerQueue::default());
+    }
+    map.get_mut(queue).expect("just inserted")
+}
+
 impl Gate {
     pub fn new(limits: BTreeMap<String, QueueLimits>, worker: Option<WorkerFit>) -> Gate {
         Gate { limits, worker, ..Gate::default() }
@@ -224,6 +270,42 @@ impl Gate {
     /// Whether the gate would hold anything back among tasks of these queues and these needs.
     pub fn is_open_for<'a>(limits: &BTreeMap<String, QueueLimits>, mut tasks: impl Iterator<Item = &'a Task>) -> bool {
         limits.values().all(QueueLimits::is_empty) && tasks.all(|t| !t.needs.constrains_worker())
+    }
+
+    /// Sets how many tasks run in `queue` (`key` None) or with this concurrency key in it.
+    pub fn set_running(&mut self, queue: &str, key: Option<&str>, n: u32) {
+        slot(&mut self.running, queue).set(key, n);
+    }
+
+    /// How many tasks run in `queue`, or with this key in it, counting those admitted so far.
+    pub fn running(&self, queue: &str, key: Option<&str>) -> u32 {
+        self.running.get(queue).and_then(|q| q.get(key)).copied().unwrap_or(0)
+    }
+
+    /// Sets the queue's token bucket (`key` None) or the one of this rate key in it, as stored.
+    pub fn set_bucket(&mut self, queue: &str, key: Option<&str>, bucket: Bucket) {
+        slot(&mut self.buckets, queue).set(key, (bucket, false));
+    }
+
+    pub fn bucket(&self, queue: &str, key: Option<&str>) -> Option<Bucket> {
+        self.buckets.get(queue).and_then(|q| q.get(key)).map(|(b, _)| *b)
+    }
+
+    /// The buckets admissions took tokens from, to write back: (queue, key, bucket).
+    pub fn changed_buckets(&self) -> Vec<(&str, Option<&str>, Bucket)> {
+        let mut out = Vec::new();
+        for (queue, per) in &self.buckets {
+            if let Some((b, true)) = per.queue {
+                out.push((queue.as_str(), None, b));
+            }
+            out.extend(
+                per.keys
+                    .iter()
+                    .filter(|(_, (_, dirty))| *dirty)
+                    .map(|(k, (b, _))| (queue.as_str(), Some(k.as_str()), *b)),
+            );
+        }
+        out
     }
 
     /// The running counts admitting `tasks` needs: (queue, None) for a queue-wide limit,
@@ -281,43 +363,50 @@ impl Gate {
             self.passed_over = true;
             return Err(Held::Worker);
         }
-        let limits = self.limits.get(&t.queue).copied().unwrap_or_default();
-        let queue_key = (t.queue.clone(), None);
-        let conc_key = t.needs.concurrency_key.clone().map(|k| (t.queue.clone(), Some(k)));
-        let running = |gate: &Gate, key: &(String, Option<String>)| gate.running.get(key).copied().unwrap_or(0);
-        if limits.concurrency.is_some_and(|n| running(self, &queue_key) >= n) {
+        let Some(limits) = self.limits.get(&t.queue).copied() else {
+            if let Some(w) = &mut self.worker {
+                w.used.add(&t.needs.resources);
+            }
+            return Ok(());
+        };
+        let queue = t.queue.as_str();
+        let conc_key = t.needs.concurrency_key.as_deref();
+        if limits.concurrency.is_some_and(|n| self.running(queue, None) >= n) {
             self.held_for_concurrency = true;
             return Err(Held::Concurrency);
         }
-        if let (Some(n), Some(key)) = (limits.key_concurrency, &conc_key)
-            && running(self, key) >= n
+        if let (Some(n), Some(key)) = (limits.key_concurrency, conc_key)
+            && self.running(queue, Some(key)) >= n
         {
             self.held_for_concurrency = true;
             self.passed_over = true;
             return Err(Held::Concurrency);
         }
         // Both buckets must have a token before either is taken from.
-        let rate_key = t.needs.rate_key.clone().map(|k| (t.queue.clone(), Some(k)));
-        let mut taken = Vec::new();
-        for (rate, key) in [(limits.rate, Some(queue_key.clone())), (limits.key_rate, rate_key)] {
-            let (Some(rate), Some(key)) = (rate, key) else { continue };
-            let mut bucket = self.buckets.get(&key).copied().unwrap_or_else(|| Bucket::full(rate, now));
+        let rate_key = t.needs.rate_key.as_deref();
+        let mut taken: [Option<(Option<&str>, Bucket)>; 2] = [None, None];
+        for (i, (rate, key)) in
+            [(limits.rate, None), (limits.key_rate.filter(|_| rate_key.is_some()), rate_key)].into_iter().enumerate()
+        {
+            let Some(rate) = rate else { continue };
+            let mut bucket = self.bucket(queue, key).unwrap_or_else(|| Bucket::full(rate, now));
             if let Err(wait) = bucket.take(rate, now) {
                 self.retry_in = Some(self.retry_in.map_or(wait, |r| r.min(wait)));
-                self.passed_over |= key.1.is_some();
+                self.passed_over |= key.is_some();
                 return Err(Held::Rate(wait));
             }
-            taken.push((key, bucket));
+            taken[i] = Some((key, bucket));
         }
-        for (key, bucket) in taken {
-            self.buckets.insert(key.clone(), bucket);
-            if !self.changed.contains(&key) {
-                self.changed.push(key);
-            }
+        for (key, bucket) in taken.into_iter().flatten() {
+            slot(&mut self.buckets, queue).set(key, (bucket, true));
         }
-        *self.running.entry(queue_key).or_insert(0) += 1;
+        let counts = slot(&mut self.running, queue);
+        *counts.queue.get_or_insert(0) += 1;
         if let Some(key) = conc_key {
-            *self.running.entry(key).or_insert(0) += 1;
+            match counts.get_mut(Some(key)) {
+                Some(n) => *n += 1,
+                None => counts.set(Some(key), 1),
+            }
         }
         if let Some(w) = &mut self.worker {
             w.used.add(&t.needs.resources);

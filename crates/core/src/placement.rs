@@ -67,7 +67,12 @@ impl Resources {
 
     pub fn add(&mut self, other: &Resources) {
         for (name, n) in &other.0 {
-            *self.0.entry(name.clone()).or_insert(0) += n;
+            match self.0.get_mut(name) {
+                Some(have) => *have += n,
+                None => {
+                    self.0.insert(name.clone(), *n);
+                }
+            }
         }
     }
 

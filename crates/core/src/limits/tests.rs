@@ -72,7 +72,7 @@ fn a_bucket_allows_a_burst_then_one_token_per_interval() {
 fn queue_concurrency_counts_running_and_admitted() {
     let limits = BTreeMap::from([("q".to_owned(), QueueLimits { concurrency: Some(2), ..Default::default() })]);
     let mut gate = Gate::new(limits, None);
-    gate.running.insert(("q".into(), None), 1);
+    gate.set_running("q", None, 1);
     let t = keyed("q", None, None);
     assert_eq!(gate.admit(&t, at(0)), Ok(()));
     assert_eq!(gate.admit(&t, at(0)), Err(Held::Concurrency));
@@ -113,9 +113,9 @@ fn rate_limits_hold_tasks_and_say_when_to_come_back() {
     assert_eq!(gate.admit(&t, at(0)), Err(Held::Rate(Duration::from_millis(500))));
     assert_eq!(gate.retry_in, Some(Duration::from_millis(500)));
     // The queue bucket was not charged for the refused task.
-    assert_eq!(gate.buckets[&("q".to_owned(), None)].tokens, 98.0);
+    assert_eq!(gate.bucket("q", None).unwrap().tokens, 98.0);
     assert_eq!(gate.admit(&keyed("q", None, Some("api-key-2")), at(0)), Ok(()));
-    assert_eq!(gate.changed.len(), 3);
+    assert_eq!(gate.changed_buckets().len(), 3);
 }
 
 #[test]
@@ -172,11 +172,11 @@ fn a_big_task_keeps_what_it_waits_for_from_the_tasks_behind_it() {
 fn only_holds_by_key_send_a_fetch_further_down() {
     let limits = QueueLimits { concurrency: Some(1), key_concurrency: Some(1), ..Default::default() };
     let mut gate = Gate::new(BTreeMap::from([("q".to_owned(), limits)]), None);
-    gate.running.insert(("q".to_owned(), Some("a".to_owned())), 1);
+    gate.set_running("q", Some("a"), 1);
     assert_eq!(gate.admit(&keyed("q", Some("a"), None), at(0)), Err(Held::Concurrency));
     assert!(gate.passed_over, "a task with another key may run");
     let mut gate = Gate::new(BTreeMap::from([("q".to_owned(), limits)]), None);
-    gate.running.insert(("q".to_owned(), None), 1);
+    gate.set_running("q", None, 1);
     assert_eq!(gate.admit(&keyed("q", Some("b"), None), at(0)), Err(Held::Concurrency));
     assert!(!gate.passed_over, "the queue is at its limit: nothing further down may run either");
 }

@@ -94,7 +94,7 @@ pub(crate) async fn load_gate(tx: &Tx<'_>, gate: &mut Gate, candidates: &[&Task]
                          AND concurrency_key = k.key) END \
                    FROM unnest($1::text[], $2::text[]) AS k(queue, key)";
         for r in query(tx, sql, &[&queues, &keys]).await? {
-            gate.running.insert((r.get(0), r.get(1)), r.get::<_, i64>(2) as u32);
+            gate.set_running(r.get(0), r.get(1), r.get::<_, i64>(2) as u32);
         }
     }
     let buckets = gate.needs_buckets(candidates.iter().copied());
@@ -103,9 +103,9 @@ pub(crate) async fn load_gate(tx: &Tx<'_>, gate: &mut Gate, candidates: &[&Task]
         let sql = "SELECT b.queue, b.key, b.tokens, b.at FROM unnest($1::text[], $2::text[]) AS k(queue, key) \
                    JOIN rate_buckets b ON b.queue = k.queue AND b.key = coalesce(k.key, '')";
         for r in query(tx, sql, &[&queues, &keys]).await? {
-            let key: String = r.get(1);
+            let key: &str = r.get(1);
             let bucket = Bucket { tokens: r.get(2), at: Timestamp::from_micros(r.get(3)) };
-            gate.buckets.insert((r.get(0), Some(key).filter(|k| !k.is_empty())), bucket);
+            gate.set_bucket(r.get(0), Some(key).filter(|k| !k.is_empty()), bucket);
         }
     }
     Ok(())
@@ -113,13 +113,14 @@ pub(crate) async fn load_gate(tx: &Tx<'_>, gate: &mut Gate, candidates: &[&Task]
 
 /// Writes back the buckets admissions took tokens from, in one statement.
 pub(crate) async fn save_buckets(tx: &Tx<'_>, gate: &Gate) -> PgResult<()> {
-    if gate.changed.is_empty() {
+    let changed = gate.changed_buckets();
+    if changed.is_empty() {
         return Ok(());
     }
-    let (queues, keys) = columns(&gate.changed);
-    let keys: Vec<&str> = keys.into_iter().map(|k| k.unwrap_or("")).collect();
-    let tokens: Vec<f64> = gate.changed.iter().map(|k| gate.buckets[k].tokens).collect();
-    let at: Vec<i64> = gate.changed.iter().map(|k| gate.buckets[k].at.as_micros()).collect();
+    let queues: Vec<&str> = changed.iter().map(|c| c.0).collect();
+    let keys: Vec<&str> = changed.iter().map(|c| c.1.unwrap_or("")).collect();
+    let tokens: Vec<f64> = changed.iter().map(|c| c.2.tokens).collect();
+    let at: Vec<i64> = changed.iter().map(|c| c.2.at.as_micros()).collect();
     execute(
         tx,
         "INSERT INTO rate_buckets (queue, key, tokens, at) \

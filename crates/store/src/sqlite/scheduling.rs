@@ -41,8 +41,7 @@ pub(crate) fn worker_fit(conn: &Connection, ledger: &Ledger, worker_id: &str) ->
 /// of `[queue, key or null]`.
 pub(crate) fn load_gate(conn: &Connection, ledger: &Ledger, gate: &mut Gate, candidates: &[&Task]) -> Result<()> {
     for key in gate.needs_running(candidates.iter().copied()) {
-        let n = ledger.running(&key.0, key.1.as_deref());
-        gate.running.insert(key, n);
+        gate.set_running(&key.0, key.1.as_deref(), ledger.running(&key.0, key.1.as_deref()));
     }
     let buckets = gate.needs_buckets(candidates.iter().copied());
     if !buckets.is_empty() {
@@ -52,16 +51,13 @@ pub(crate) fn load_gate(conn: &Connection, ledger: &Ledger, gate: &mut Gate, can
                  JOIN rate_buckets b ON b.queue = j.value ->> 0 AND b.key = coalesce(j.value ->> 1, '')",
             )
             .map_err(internal)?;
-        let rows = stmt
-            .query_map([to_json(&buckets)], |r| {
-                let key: String = r.get(1)?;
-                let bucket = Bucket { tokens: r.get(2)?, at: Timestamp::from_micros(r.get(3)?) };
-                Ok(((r.get::<_, String>(0)?, Some(key).filter(|k| !k.is_empty())), bucket))
-            })
-            .map_err(internal)?;
-        for row in rows {
-            let (key, bucket) = row.map_err(internal)?;
-            gate.buckets.insert(key, bucket);
+        let mut rows = stmt.query([to_json(&buckets)]).map_err(internal)?;
+        while let Some(r) = rows.next().map_err(internal)? {
+            let text = |i: usize| -> rusqlite::Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
+            let (queue, key) = (text(0).map_err(internal)?, text(1).map_err(internal)?);
+            let bucket =
+                Bucket { tokens: r.get(2).map_err(internal)?, at: Timestamp::from_micros(r.get(3).map_err(internal)?) };
+            gate.set_bucket(queue, Some(key).filter(|k| !k.is_empty()), bucket);
         }
     }
     Ok(())
@@ -69,17 +65,12 @@ pub(crate) fn load_gate(conn: &Connection, ledger: &Ledger, gate: &mut Gate, can
 
 /// Writes back the buckets admissions took tokens from, in one statement.
 pub(crate) fn save_buckets(conn: &Connection, gate: &Gate) -> Result<()> {
-    if gate.changed.is_empty() {
+    let changed = gate.changed_buckets();
+    if changed.is_empty() {
         return Ok(());
     }
-    let rows: Vec<(&str, &str, f64, i64)> = gate
-        .changed
-        .iter()
-        .map(|key| {
-            let b = gate.buckets[key];
-            (key.0.as_str(), key.1.as_deref().unwrap_or(""), b.tokens, b.at.as_micros())
-        })
-        .collect();
+    let rows: Vec<(&str, &str, f64, i64)> =
+        changed.iter().map(|(q, k, b)| (*q, k.unwrap_or(""), b.tokens, b.at.as_micros())).collect();
     conn.prepare_cached(
         "INSERT INTO rate_buckets (queue, key, tokens, at) \
          SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?1) j WHERE true \
