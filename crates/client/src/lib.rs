@@ -464,9 +464,16 @@ impl Client {
         limit: u32,
         wait: Duration,
     ) -> Result<Vec<LeasedTask>> {
-        let req = FetchRequest { queues: queues.to_vec(), limit, wait_ms: wait.as_millis() as u64 };
+        let req = FetchRequest { queues: queues.to_vec(), limit, wait_ms: wait.as_millis() as u64, finished: vec![] };
+        self.fetch_request(worker_id, &req).await
+    }
+
+    /// Leases tasks as `req` asks: [`Client::fetch`], and also `finished` (tasks whose outcomes
+    /// are still on their way, so what they hold counts as free on the worker).
+    pub async fn fetch_request(&self, worker_id: &str, req: &FetchRequest) -> Result<Vec<LeasedTask>> {
+        let wait = Duration::from_millis(req.wait_ms);
         let resp: FetchResponse = self
-            .call(Method::POST, &format!("/v1/workers/{worker_id}/fetch"), Some(&req), wait + Self::TIMEOUT)
+            .call(Method::POST, &format!("/v1/workers/{worker_id}/fetch"), Some(req), wait + Self::TIMEOUT)
             .await?
             .1;
         Ok(resp.tasks)

@@ -196,6 +196,11 @@ pub struct FetchRequest {
     pub limit: u32,
     #[serde(default)]
     pub wait_ms: u64,
+    /// Tasks this worker has finished whose outcomes are still on their way to the server: the
+    /// resources they hold count as free on this worker, so a fetch right after a task ends is
+    /// not answered short while its report is in flight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<TaskId>,
 }
 
 /// A task handed to a worker under a lease.

@@ -239,10 +239,16 @@ pub fn validate_batch(
         .collect()
 }
 
+/// Most ids a fetch may list as finished (a worker's slots' worth, and then some).
+pub const MAX_FINISHED: usize = 10_000;
+
 impl FetchRequest {
     pub fn validate(&self, limits: &Limits) -> Result<Duration, ValidationError> {
         validate_queues(&self.queues, limits)?;
         check_range("limit", self.limit, 1, limits.max_fetch)?;
+        if self.finished.len() > MAX_FINISHED {
+            return Err(ValidationError::new("finished", format!("at most {MAX_FINISHED} task ids")));
+        }
         check_ms("wait_ms", self.wait_ms, Duration::ZERO, limits.max_wait)
     }
 }
@@ -347,7 +353,8 @@ mod tests {
 
     #[test]
     fn a_queue_listed_twice_is_refused() {
-        let req = FetchRequest { queues: vec!["a".into(), "b".into(), "a".into()], limit: 2, wait_ms: 0 };
+        let req =
+            FetchRequest { queues: vec!["a".into(), "b".into(), "a".into()], limit: 2, wait_ms: 0, finished: vec![] };
         assert_eq!(req.validate(&Limits::default()).unwrap_err().field, "queues[2]");
     }
 

@@ -132,7 +132,10 @@ async fn submit_one(store: &dyn Store, spec: NewTask, now: Timestamp) -> Task {
 
 async fn fetch(store: &dyn Store, queues: &[&str], limit: u32, now: Timestamp) -> Vec<Task> {
     let queues = queues.iter().map(|q| q.to_string()).collect();
-    store.fetch(FetchTasks { worker_id: "w1".into(), queues, limit, wait: Duration::ZERO, now }).await.unwrap()
+    store
+        .fetch(FetchTasks { worker_id: "w1".into(), queues, limit, wait: Duration::ZERO, now, finished: vec![] })
+        .await
+        .unwrap()
 }
 
 async fn report(store: &dyn Store, task: &Task, outcome: Outcome, now: Timestamp) -> crate::Result<Task> {
@@ -384,7 +387,14 @@ pub async fn workers_are_listed_with_their_running_tasks(store: &dyn Store) {
     submit(store, vec![spec("q"), spec("q")], at(0)).await;
     let queues = vec!["q".to_string()];
     store
-        .fetch(FetchTasks { worker_id: w.id.clone(), queues, limit: 2, wait: Duration::ZERO, now: at(1) })
+        .fetch(FetchTasks {
+            worker_id: w.id.clone(),
+            queues,
+            limit: 2,
+            wait: Duration::ZERO,
+            now: at(1),
+            finished: vec![],
+        })
         .await
         .unwrap();
     let listed = store.list_workers().await.unwrap();
@@ -433,6 +443,7 @@ pub async fn a_waiting_fetch_is_handed_a_task_submitted_later(store: &dyn Store)
         limit: 5,
         wait: Duration::from_secs(10),
         now: at(0),
+        finished: vec![],
     };
     let waiting = store.fetch(p);
     let submit = async {
@@ -455,6 +466,7 @@ pub async fn a_fetch_that_stopped_waiting_takes_nothing(store: &dyn Store) {
         limit: 5,
         wait: Duration::from_millis(20),
         now: at(0),
+        finished: vec![],
     };
     assert!(store.fetch(p).await.unwrap().is_empty());
     let t = submit_one(store, spec("q"), at(1)).await;

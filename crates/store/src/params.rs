@@ -62,6 +62,9 @@ pub struct FetchTasks {
     /// When nothing is ready, how long to wait for tasks to arrive before answering empty.
     pub wait: Duration,
     pub now: Timestamp,
+    /// Tasks the worker has finished whose outcomes are on their way: what they hold counts as
+    /// free on the worker (see `FetchRequest::finished`).
+    pub finished: Vec<TaskId>,
 }
 
 pub struct Heartbeat {

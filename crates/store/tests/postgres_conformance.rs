@@ -65,6 +65,7 @@ async fn a_wake_up_crosses_from_one_node_to_another() {
                 limit: 1,
                 wait: Duration::from_secs(20),
                 now,
+                finished: vec![],
             };
             let started = std::time::Instant::now();
             (b.fetch(p).await.unwrap(), started.elapsed())

@@ -1,18 +1,38 @@
 //! Sends outcomes to the server in batches: whatever has queued up while the previous request was
-//! in flight goes in the next one, so a busy worker makes few requests.
+//! in flight goes in the next one, so a busy worker makes few requests. A worker that declared
+//! capacity also keeps the ids of tasks whose outcomes are on their way ([`InFlight`]), so that
+//! its fetches can tell the server those tasks' resources are free already.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use taskwarden_client::Client;
+use taskwarden_core::TaskId;
 use taskwarden_core::protocol::{ItemStatus, Outcome, Report};
 use tokio::sync::mpsc;
 
 const MAX_BATCH: usize = 1000;
 
-pub(crate) async fn run(client: Client, worker_id: String, mut rx: mpsc::UnboundedReceiver<Report>) {
+/// Tasks finished here whose outcomes the server has not recorded yet.
+pub(crate) type InFlight = Arc<Mutex<HashSet<TaskId>>>;
+
+pub(crate) async fn run(
+    client: Client,
+    worker_id: String,
+    mut rx: mpsc::UnboundedReceiver<Report>,
+    in_flight: Option<InFlight>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let ids: Vec<TaskId> = batch.iter().map(|r| r.task_id).collect();
         send(&client, &worker_id, std::mem::take(&mut batch)).await;
+        if let Some(in_flight) = &in_flight {
+            let mut in_flight = in_flight.lock().expect("in-flight lock");
+            for id in ids {
+                in_flight.remove(&id);
+            }
+        }
     }
 }
 

@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use taskwarden_client::Client;
-use taskwarden_core::protocol::{HeldLease, ItemStatus, LeasedTask, Outcome, RegisterWorker, Report};
+use taskwarden_core::protocol::{FetchRequest, HeldLease, ItemStatus, LeasedTask, Outcome, RegisterWorker, Report};
+use taskwarden_core::validate::MAX_FINISHED;
+
+use crate::reporter::InFlight;
 use taskwarden_core::{LeaseToken, TaskId};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::AbortHandle;
@@ -46,6 +49,8 @@ struct Shared {
     progress: ProgressBoard,
     reports: mpsc::UnboundedSender<Report>,
     summary: Mutex<RunSummary>,
+    /// With capacity declared: tasks whose outcomes are on their way (see `reporter`).
+    in_flight: Option<InFlight>,
 }
 
 pub(crate) async fn run(
@@ -73,11 +78,13 @@ pub(crate) async fn run(
         progress: Arc::new(Mutex::new(HashMap::new())),
         reports: report_tx,
         summary: Mutex::new(RunSummary { worker_id: info.id.clone(), ..Default::default() }),
+        in_flight: (!config.capacity.is_empty()).then(InFlight::default),
     });
     // The reporter and the heartbeat loop outlive the fetch loop: in-flight tasks still need both
     // while they finish during the grace period.
     let stop_background = CancellationToken::new();
-    let reporter = tokio::spawn(crate::reporter::run(client.clone(), info.id.clone(), report_rx));
+    let reporter =
+        tokio::spawn(crate::reporter::run(client.clone(), info.id.clone(), report_rx, shared.in_flight.clone()));
     let heartbeats = tokio::spawn(keep_leases(shared.clone(), stop_background.clone()));
 
     // Each permit is one execution slot: the fetch loop asks the server for at most as many tasks
@@ -150,11 +157,12 @@ async fn fetch_loop(
                 Err(_) => break,
             }
         }
+        let request = fetch_request(shared, config, permits.len(), wait);
         let fetched = tokio::select! {
             // Biased: tasks already leased to us are run (shutdown then waits for them) rather
             // than dropped on the floor when shutdown fires at the same moment.
             biased;
-            r = shared.client.fetch(&shared.worker_id, &config.queues, permits.len() as u32, wait) => r,
+            r = shared.client.fetch_request(&shared.worker_id, &request) => r,
             // Dropping the request abandons the long-poll; the server hands nothing to a closed call
             // that it has not already leased, and anything leased is re-leased after expiry.
             _ = shutdown.cancelled() => return,
@@ -162,6 +170,13 @@ async fn fetch_loop(
         match fetched {
             Ok(tasks) => {
                 failures = 0;
+                if let Some(in_flight) = &shared.in_flight {
+                    // Leased to us again (an earlier attempt's lease expired): running, not finished.
+                    let mut in_flight = in_flight.lock().expect("in-flight lock");
+                    for t in &tasks {
+                        in_flight.remove(&t.id);
+                    }
+                }
                 let got = !tasks.is_empty();
                 for task in tasks {
                     let permit = permits.pop().expect("never more tasks than permits");
@@ -260,7 +275,20 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
             _ => s.failed += 1,
         }
     }
+    if let Some(in_flight) = &shared.in_flight {
+        in_flight.lock().expect("in-flight lock").insert(id);
+    }
     let _ = shared.reports.send(Report { task_id: id, lease, outcome });
+}
+
+/// A fetch for `limit` tasks; with capacity declared, it names the tasks whose outcomes are on
+/// their way, whose resources are free here already.
+fn fetch_request(shared: &Shared, config: &WorkerConfig, limit: usize, wait: Duration) -> FetchRequest {
+    let finished = match &shared.in_flight {
+        Some(in_flight) => in_flight.lock().expect("in-flight lock").iter().take(MAX_FINISHED).copied().collect(),
+        None => Vec::new(),
+    };
+    FetchRequest { queues: config.queues.clone(), limit: limit as u32, wait_ms: wait.as_millis() as u64, finished }
 }
 
 fn panic_message(join: tokio::task::JoinError) -> String {

@@ -71,7 +71,8 @@ pub(super) async fn fetch(
 ) -> ApiResult<Json<FetchResponse>> {
     let worker_id = worker_id(&s, &id)?;
     let wait = req.validate(&s.config.limits)?;
-    let p = FetchTasks { worker_id, queues: req.queues, limit: req.limit, wait, now: s.clock.now() };
+    let now = s.clock.now();
+    let p = FetchTasks { worker_id, queues: req.queues, limit: req.limit, wait, now, finished: req.finished };
     let tasks = tokio::select! {
         // Biased: tasks already leased to this call win over a shutdown that fires at the same time.
         biased;

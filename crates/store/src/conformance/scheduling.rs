@@ -32,7 +32,14 @@ async fn register(
 }
 
 async fn fetch_as(store: &dyn Store, worker: &str, queue: &str, limit: u32, wait: Duration, now: i64) -> Vec<Task> {
-    let p = FetchTasks { worker_id: worker.into(), queues: vec![queue.into()], limit, wait, now: at(now) };
+    let p = FetchTasks {
+        worker_id: worker.into(),
+        queues: vec![queue.into()],
+        limit,
+        wait,
+        now: at(now),
+        finished: vec![],
+    };
     store.fetch(p).await.unwrap()
 }
 

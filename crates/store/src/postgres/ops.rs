@@ -214,7 +214,7 @@ pub(crate) async fn fetch(
             true => {
                 // Two fetches for one worker must not both count its capacity free.
                 scheduling::lock(tx, shared, "worker", &p.worker_id).await?;
-                Some(scheduling::worker_fit(tx, &p.worker_id).await?)
+                Some(scheduling::worker_fit(tx, &p.worker_id, &p.finished).await?)
             }
             false => None,
         };

@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 use taskwarden_core::cron::{CronInfo, CronSpec};
 use taskwarden_core::limits::{Bucket, Gate, WorkerFit};
 use taskwarden_core::placement::Resources;
-use taskwarden_core::{Needs, Task, Timestamp};
+use taskwarden_core::{Needs, Task, TaskId, Timestamp};
 
 use super::rows::{Tx, execute, query, query_opt};
 use super::{PgResult, Shared, Touched, ops};
@@ -46,20 +46,24 @@ pub(crate) async fn lock(tx: &Tx<'_>, shared: &Shared, kind: &str, name: &str) -
     Ok(())
 }
 
-async fn used_by(c: &impl GenericClient, worker_id: &str) -> PgResult<Resources> {
+/// What the worker's running tasks hold, but for those it says it has `finished`.
+async fn used_by(c: &impl GenericClient, worker_id: &str, finished: &[TaskId]) -> PgResult<Resources> {
     let mut used = Resources::default();
-    let sql = "SELECT doc FROM tasks WHERE state = 'running' AND lease_worker = $1 AND constrained";
-    for r in query(c, sql, &[&worker_id]).await? {
+    let finished: Vec<uuid::Uuid> = finished.iter().map(|id| super::rows::uuid(*id)).collect();
+    let sql = "SELECT doc FROM tasks WHERE state = 'running' AND lease_worker = $1 AND constrained \
+               AND NOT (id = ANY($2))";
+    for r in query(c, sql, &[&worker_id, &finished]).await? {
         used.add(&super::rows::from_doc(r.get(0))?.needs.resources);
     }
     Ok(used)
 }
 
-/// The worker's capacity and labels as it registered them, and what its running tasks hold.
-pub(crate) async fn worker_fit(tx: &Tx<'_>, worker_id: &str) -> PgResult<WorkerFit> {
+/// The worker's capacity and labels as it registered them, and what its running tasks hold (but
+/// for those it says it has `finished`).
+pub(crate) async fn worker_fit(tx: &Tx<'_>, worker_id: &str, finished: &[TaskId]) -> PgResult<WorkerFit> {
     let row = query_opt(tx, "SELECT capacity, labels FROM workers WHERE id = $1", &[&worker_id]).await?;
     let (capacity, labels) = row.map(|r| (json(r.get(0)), json(r.get(1)))).unwrap_or_default();
-    Ok(WorkerFit { capacity, labels, used: used_by(tx, worker_id).await? })
+    Ok(WorkerFit { capacity, labels, used: used_by(tx, worker_id, finished).await? })
 }
 
 /// How loaded the worker is, from 0 (idle) to 1: its share of slots in use (its fetch asks for
@@ -71,7 +75,7 @@ pub(crate) async fn load(c: &impl GenericClient, worker_id: &str, free_slots: u3
     };
     let concurrency = row.get::<_, i32>(0).max(1) as u32;
     let capacity: Resources = json(row.get(1));
-    let used = used_by(c, worker_id).await?;
+    let used = used_by(c, worker_id, &[]).await?;
     let slots = f64::from(concurrency.saturating_sub(free_slots)) / f64::from(concurrency);
     Ok(capacity.0.iter().filter(|(_, n)| **n > 0).map(|(k, n)| used.get(k) as f64 / *n as f64).fold(slots, f64::max))
 }

@@ -85,6 +85,20 @@ impl Ledger {
         self.by_worker.get(worker).cloned().unwrap_or_default()
     }
 
+    /// What the worker's running tasks hold, but for those in `finished` (tasks it has finished
+    /// whose outcomes are on their way).
+    pub fn used_by_except(&self, worker: &str, finished: &[TaskId]) -> Resources {
+        let mut used = self.used_by(worker);
+        for h in finished.iter().filter_map(|id| self.tasks.get(id)).filter(|h| h.worker == worker) {
+            for (name, n) in &h.resources.0 {
+                if let Some(u) = used.0.get_mut(name) {
+                    *u = u.saturating_sub(*n);
+                }
+            }
+        }
+        used
+    }
+
     /// Tasks running in the queue, or with this concurrency key in it.
     pub fn running(&self, queue: &str, key: Option<&str>) -> u32 {
         match key {

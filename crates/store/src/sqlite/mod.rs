@@ -322,7 +322,8 @@ impl SqliteStore {
     async fn fetch_once(&self, p: &FetchTasks, deadline: tokio::time::Instant) -> Result<admission::Fetched> {
         let wait = p.wait;
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let params = FetchTasks { worker_id: p.worker_id.clone(), queues: p.queues.clone(), ..*p };
+        let params =
+            FetchTasks { worker_id: p.worker_id.clone(), queues: p.queues.clone(), finished: p.finished.clone(), ..*p };
         let op = handoff::FetchOp { params, park: !wait.is_zero(), reply };
         self.writer.submit_job(writer::WriteJob { durable: false, op: Box::new(op) }).await?;
         let mut guard = AnswerGuard { answer: Some(answer), writer: self.writer.clone() };

@@ -138,7 +138,7 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
         } else {
             let all: Vec<&Task> = lists.iter().flat_map(|(_, _, l)| l).collect();
             let worker = match all.iter().any(|t| t.needs.constrains_worker()) {
-                true => Some(scheduling::worker_fit(conn, &st.ledger, &p.worker_id)?),
+                true => Some(scheduling::worker_fit(conn, &st.ledger, &p.worker_id, &p.finished)?),
                 false => None,
             };
             let mut gate = Gate::new(limits.clone(), worker);

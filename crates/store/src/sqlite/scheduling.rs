@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use taskwarden_core::cron::{CronInfo, CronSpec};
 use taskwarden_core::limits::{Bucket, Gate, WorkerFit};
 use taskwarden_core::placement::WorkerView;
-use taskwarden_core::{Needs, Task, Timestamp};
+use taskwarden_core::{Needs, Task, TaskId, Timestamp};
 
 use super::internal;
 use super::ledger::Ledger;
@@ -25,15 +25,20 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serializes")
 }
 
-/// The worker's capacity and labels as it registered them, and what its running tasks hold. An
-/// unknown worker has neither capacity nor labels.
-pub(crate) fn worker_fit(conn: &Connection, ledger: &Ledger, worker_id: &str) -> Result<WorkerFit> {
+/// The worker's capacity and labels as it registered them, and what its running tasks hold (but
+/// for those it says it has `finished`). An unknown worker has neither capacity nor labels.
+pub(crate) fn worker_fit(
+    conn: &Connection,
+    ledger: &Ledger,
+    worker_id: &str,
+    finished: &[TaskId],
+) -> Result<WorkerFit> {
     let row: Option<(String, String)> = conn
         .prepare_cached("SELECT capacity, labels FROM workers WHERE id = ?1")
         .and_then(|mut s| s.query_row([worker_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(internal)?;
     let (capacity, labels) = row.map(|(c, l)| (json(&c), json(&l))).unwrap_or_default();
-    Ok(WorkerFit { capacity, labels, used: ledger.used_by(worker_id) })
+    Ok(WorkerFit { capacity, labels, used: ledger.used_by_except(worker_id, finished) })
 }
 
 /// Loads the running counts (from the ledger) and token buckets the candidates concern into the
