@@ -225,7 +225,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_expired(&self, p: PruneExpired) -> Result<usize> {
-        self.writer.write(false, move |c, _| ops::prune_expired(c, p)).await
+        self.writer.write(false, move |c, st| ops::prune_expired(c, st, p)).await
     }
 
     async fn prune_finished(&self, p: PruneFinished) -> Result<usize> {

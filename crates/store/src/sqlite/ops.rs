@@ -142,7 +142,7 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
                 false => None,
             };
             let mut gate = Gate::new(limits.clone(), worker);
-            scheduling::load_gate(conn, &st.ledger, &mut gate, &all)?;
+            scheduling::load_gate(conn, &st.ledger, &mut st.buckets, &mut gate, &all)?;
             // Placement order: each queue best first, interleaved by weight.
             let order = fair_take(lists, &mut st.leased.clone(), usize::MAX);
             let taken = admission::admit(&mut gate, order, limit, p.now);
@@ -153,7 +153,7 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
             for t in &taken {
                 *st.leased.entry(t.queue.clone()).or_insert(0) += 1;
             }
-            scheduling::save_buckets(conn, &gate)?;
+            scheduling::save_buckets(conn, &mut st.buckets, &gate)?;
             (taken, Hold::of(&gate))
         };
         for task in &mut tasks {
@@ -309,7 +309,8 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
     })
 }
 
-pub(crate) fn prune_expired(conn: &Connection, p: PruneExpired) -> Result<usize> {
+pub(crate) fn prune_expired(conn: &Connection, st: &mut WriterState, p: PruneExpired) -> Result<usize> {
+    st.buckets.clear(); // some may go below
     conn.prepare_cached(
         "DELETE FROM idempotency_keys WHERE key IN \
          (SELECT key FROM idempotency_keys WHERE created_at < ?1 LIMIT ?2)",

@@ -2,7 +2,7 @@
 //! buckets, the worker's fit), the needs of ready tasks, and cron schedules. The writer thread is
 //! the only writer, so reads inside its transaction are already serialized across fetches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use taskwarden_core::cron::{CronInfo, CronSpec};
@@ -41,35 +41,94 @@ pub(crate) fn worker_fit(
     Ok(WorkerFit { capacity, labels, used: ledger.used_by_except(worker_id, finished) })
 }
 
-/// Loads the running counts (from the ledger) and token buckets the candidates concern into the
-/// gate: one query for all the buckets, however many keys the candidates carry, as a JSON array
-/// of `[queue, key or null]`.
-pub(crate) fn load_gate(conn: &Connection, ledger: &Ledger, gate: &mut Gate, candidates: &[&Task]) -> Result<()> {
+/// The token buckets as stored, kept by the writer thread (the only writer of `rate_buckets`),
+/// so fetches read a bucket from the database once. `None`: known to have no row (a full
+/// bucket). Emptied when a transaction rolls back and when buckets are pruned.
+#[derive(Debug, Default)]
+pub(crate) struct BucketCache {
+    by_queue: HashMap<String, HashMap<String, Option<Bucket>>>,
+    len: usize,
+}
+
+impl BucketCache {
+    /// Most buckets kept; past that the cache starts over.
+    const MAX: usize = 100_000;
+
+    fn get(&self, queue: &str, key: &str) -> Option<Option<Bucket>> {
+        self.by_queue.get(queue).and_then(|q| q.get(key)).copied()
+    }
+
+    fn put(&mut self, queue: &str, key: &str, bucket: Option<Bucket>) {
+        if self.len >= Self::MAX {
+            self.clear();
+        }
+        let q = match self.by_queue.get_mut(queue) {
+            Some(q) => q,
+            None => self.by_queue.entry(queue.to_owned()).or_default(),
+        };
+        match q.get_mut(key) {
+            Some(b) => *b = bucket,
+            None => {
+                q.insert(key.to_owned(), bucket);
+                self.len += 1;
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        *self = BucketCache::default();
+    }
+}
+
+/// Loads the running counts (from the ledger) and token buckets (from the cache, or else from
+/// the database in one query) the candidates concern into the gate.
+pub(crate) fn load_gate(
+    conn: &Connection,
+    ledger: &Ledger,
+    cache: &mut BucketCache,
+    gate: &mut Gate,
+    candidates: &[&Task],
+) -> Result<()> {
     for key in gate.needs_running(candidates.iter().copied()) {
         gate.set_running(&key.0, key.1.as_deref(), ledger.running(&key.0, key.1.as_deref()));
     }
-    let buckets = gate.needs_buckets(candidates.iter().copied());
-    if !buckets.is_empty() {
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT b.queue, b.key, b.tokens, b.at FROM json_each(?1) j \
-                 JOIN rate_buckets b ON b.queue = j.value ->> 0 AND b.key = coalesce(j.value ->> 1, '')",
-            )
-            .map_err(internal)?;
-        let mut rows = stmt.query([to_json(&buckets)]).map_err(internal)?;
-        while let Some(r) = rows.next().map_err(internal)? {
-            let text = |i: usize| -> rusqlite::Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
-            let (queue, key) = (text(0).map_err(internal)?, text(1).map_err(internal)?);
-            let bucket =
-                Bucket { tokens: r.get(2).map_err(internal)?, at: Timestamp::from_micros(r.get(3).map_err(internal)?) };
-            gate.set_bucket(queue, Some(key).filter(|k| !k.is_empty()), bucket);
+    let mut missing = Vec::new();
+    for (queue, key) in gate.needs_buckets(candidates.iter().copied()) {
+        match cache.get(&queue, key.as_deref().unwrap_or("")) {
+            Some(Some(bucket)) => gate.set_bucket(&queue, key.as_deref(), bucket),
+            Some(None) => {}
+            None => missing.push((queue, key)),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // The pairs go in as a JSON array of `[queue, key or null]`.
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT b.queue, b.key, b.tokens, b.at FROM json_each(?1) j \
+             JOIN rate_buckets b ON b.queue = j.value ->> 0 AND b.key = coalesce(j.value ->> 1, '')",
+        )
+        .map_err(internal)?;
+    let mut rows = stmt.query([to_json(&missing)]).map_err(internal)?;
+    while let Some(r) = rows.next().map_err(internal)? {
+        let text = |i: usize| -> rusqlite::Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
+        let (queue, key) = (text(0).map_err(internal)?, text(1).map_err(internal)?);
+        let bucket =
+            Bucket { tokens: r.get(2).map_err(internal)?, at: Timestamp::from_micros(r.get(3).map_err(internal)?) };
+        gate.set_bucket(queue, Some(key).filter(|k| !k.is_empty()), bucket);
+        cache.put(queue, key, Some(bucket));
+    }
+    for (queue, key) in &missing {
+        if gate.bucket(queue, key.as_deref()).is_none() {
+            cache.put(queue, key.as_deref().unwrap_or(""), None);
         }
     }
     Ok(())
 }
 
 /// Writes back the buckets admissions took tokens from, in one statement.
-pub(crate) fn save_buckets(conn: &Connection, gate: &Gate) -> Result<()> {
+pub(crate) fn save_buckets(conn: &Connection, cache: &mut BucketCache, gate: &Gate) -> Result<()> {
     let changed = gate.changed_buckets();
     if changed.is_empty() {
         return Ok(());
@@ -83,6 +142,9 @@ pub(crate) fn save_buckets(conn: &Connection, gate: &Gate) -> Result<()> {
     )
     .and_then(|mut s| s.execute([to_json(&rows)]))
     .map_err(internal)?;
+    for (queue, key, bucket) in changed {
+        cache.put(queue, key.unwrap_or(""), Some(bucket));
+    }
     Ok(())
 }
 

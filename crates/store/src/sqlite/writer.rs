@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::handoff::{self, FetchReply, Waiter};
 use super::ledger::Ledger;
+use super::scheduling::BucketCache;
 use crate::params::Topic;
 use crate::topics::{Topics, topic_index};
 use crate::{Result, StoreError};
@@ -43,6 +44,8 @@ pub(crate) struct WriterState {
     pub aging: Option<std::time::Duration>,
     /// What the running tasks hold, as the database has them once the open transaction commits.
     pub ledger: Ledger,
+    /// Rate limits' token buckets as stored.
+    pub buckets: BucketCache,
 }
 
 impl WriterState {
@@ -164,6 +167,7 @@ fn run(
         leased: Default::default(),
         aging,
         ledger: Ledger::default(),
+        buckets: BucketCache::default(),
     };
     reload_ledger(&conn, &mut state);
     // SQLite itself never syncs on commit; the writer syncs the log when a caller is owed it.
@@ -234,6 +238,7 @@ fn commit_group(
         let _ = exec(conn, "ROLLBACK");
         state.touched = [false; 3];
         reload_ledger(conn, state); // it saw writes that did not happen after all
+        state.buckets.clear();
     }
     let touched = std::mem::take(&mut state.touched);
     let orphans = handoff::answer_served(state, &commit);
