@@ -349,12 +349,12 @@ impl Gate {
                 self.passed_over = true;
                 return Err(Held::Worker);
             }
-            let free = w.used.free_of(&w.capacity);
+            let short_of = |(k, n): (&String, &u64)| *n > w.used.free_in(&w.capacity, k);
             let kept = t.needs.resources.0.keys().any(|k| self.reserved.contains(k));
-            if kept || !t.needs.resources.fits_in(&free) {
+            if kept || t.needs.resources.0.iter().any(short_of) {
                 // It fits this worker once running tasks end: it waits for that, as for a limit,
                 // and keeps what it is short of from the candidates behind it.
-                let short = t.needs.resources.0.iter().filter(|(k, n)| **n > free.get(k)).map(|(k, _)| k.clone());
+                let short = t.needs.resources.0.iter().filter(|r| short_of(*r)).map(|(k, _)| k.clone());
                 self.reserved.extend(short);
                 self.held_for_concurrency = true;
                 return Err(Held::Capacity);

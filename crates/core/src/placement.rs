@@ -77,6 +77,11 @@ impl Resources {
     }
 
     /// What is left of `capacity` when `self` is in use.
+    /// How much of `name` is free of `capacity` when this much is used.
+    pub fn free_in(&self, capacity: &Resources, name: &str) -> u64 {
+        capacity.get(name).saturating_sub(self.get(name))
+    }
+
     pub fn free_of(&self, capacity: &Resources) -> Resources {
         Resources(capacity.0.iter().map(|(k, c)| (k.clone(), c.saturating_sub(self.get(k)))).collect())
     }
