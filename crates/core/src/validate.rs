@@ -359,6 +359,14 @@ mod tests {
     }
 
     #[test]
+    fn a_fetch_may_name_at_most_so_many_finished_tasks() {
+        let ids = |n: usize| (0..n).map(|i| crate::TaskId::from_bytes((i as u128).to_be_bytes())).collect();
+        let req = |n| FetchRequest { queues: vec!["a".into()], limit: 2, wait_ms: 0, finished: ids(n) };
+        assert!(req(MAX_FINISHED).validate(&Limits::default()).is_ok());
+        assert_eq!(req(MAX_FINISHED + 1).validate(&Limits::default()).unwrap_err().field, "finished");
+    }
+
+    #[test]
     fn batch_errors_name_the_task_index() {
         let err =
             validate_batch(vec![submit("q", "k"), submit("q", "")], &Limits::default(), Timestamp::EPOCH).unwrap_err();

@@ -77,6 +77,7 @@ macro_rules! conformance_tests {
             queues_are_listed_with_their_counts,
             tasks_go_only_to_workers_with_their_labels_and_free_capacity,
             a_big_task_keeps_the_capacity_it_waits_for,
+            tasks_a_worker_says_it_finished_free_their_resources,
             concurrency_limits_hold_per_queue_and_per_key,
             rate_limits_let_a_burst_through_then_tasks_wait_for_tokens,
             a_handed_off_task_goes_to_the_least_loaded_waiting_worker,

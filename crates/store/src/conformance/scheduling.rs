@@ -138,6 +138,31 @@ pub async fn a_big_task_keeps_the_capacity_it_waits_for(store: &dyn Store) {
     assert_eq!(ids(&fetch_as(store, &w, "batch", 16, Duration::ZERO, 70).await), vec![small.id]);
 }
 
+pub async fn tasks_a_worker_says_it_finished_free_their_resources(store: &dyn Store) {
+    let w = register(store, "w", &["q"], 8, "cpu=1", "").await;
+    let other = register(store, "other", &["q"], 8, "cpu=1", "").await;
+    submit_one(store, needing("q", "cpu=1", ""), at(0)).await;
+    let second = submit_one(store, needing("q", "cpu=1", ""), at(1)).await;
+    let first = fetch_as(store, &w, "q", 8, Duration::ZERO, 10).await;
+    assert_eq!(first.len(), 1);
+    assert!(fetch_as(store, &w, "q", 8, Duration::ZERO, 20).await.is_empty(), "its one cpu is in use");
+    // Another worker naming the task frees nothing: it is not running there.
+    let fetch = |worker: &str, finished: Vec<taskwarden_core::TaskId>| FetchTasks {
+        worker_id: worker.into(),
+        queues: vec!["q".into()],
+        limit: 8,
+        wait: Duration::ZERO,
+        now: at(30),
+        finished,
+    };
+    let mut got = store.fetch(fetch(&other, vec![first[0].id])).await.unwrap();
+    assert_eq!(ids(&got), vec![second.id], "the other worker's cpu was free anyway");
+    report(store, &got.remove(0), success("1"), at(40)).await.unwrap();
+    submit_one(store, needing("q", "cpu=1", ""), at(50)).await;
+    // The worker finished its task; the report is on its way. Its cpu is free for this fetch.
+    assert_eq!(store.fetch(fetch(&w, vec![first[0].id])).await.unwrap().len(), 1);
+}
+
 pub async fn concurrency_limits_hold_per_queue_and_per_key(store: &dyn Store) {
     limit(store, "mail", QueueLimits { concurrency: Some(3), key_concurrency: Some(2), ..Default::default() }).await;
     let mut specs: Vec<NewTask> = (0..3).map(|_| keyed("mail", Some("customer-42"), None)).collect();
