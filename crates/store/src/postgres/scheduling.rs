@@ -46,14 +46,17 @@ pub(crate) async fn lock(tx: &Tx<'_>, shared: &Shared, kind: &str, name: &str) -
     Ok(())
 }
 
-/// What the worker's running tasks hold, but for those it says it has `finished`.
+/// What the worker's running tasks hold, but for those it says it has `finished`: summed by
+/// PostgreSQL, so no task document crosses the wire.
 async fn used_by(c: &impl GenericClient, worker_id: &str, finished: &[TaskId]) -> PgResult<Resources> {
-    let mut used = Resources::default();
     let finished: Vec<uuid::Uuid> = finished.iter().map(|id| super::rows::uuid(*id)).collect();
-    let sql = "SELECT doc FROM tasks WHERE state = 'running' AND lease_worker = $1 AND constrained \
-               AND NOT (id = ANY($2))";
+    let sql = "SELECT r.key, SUM(r.value::bigint)::bigint FROM tasks t \
+               CROSS JOIN LATERAL jsonb_each_text(t.doc::jsonb -> 'needs' -> 'resources') r \
+               WHERE t.state = 'running' AND t.lease_worker = $1 AND t.constrained AND NOT (t.id = ANY($2)) \
+               GROUP BY r.key";
+    let mut used = Resources::default();
     for r in query(c, sql, &[&worker_id, &finished]).await? {
-        used.add(&super::rows::from_doc(r.get(0))?.needs.resources);
+        used.0.insert(r.get(0), r.get::<_, i64>(1).max(0) as u64);
     }
     Ok(used)
 }
