@@ -115,6 +115,7 @@ struct Columns {
     doc: Vec<String>,
     constrained: Vec<bool>,
     concurrency_key: Vec<Option<String>>,
+    resources: Vec<Option<String>>,
 }
 
 impl Columns {
@@ -136,6 +137,8 @@ impl Columns {
             c.doc.push(to_doc(t));
             c.constrained.push(t.needs.constrains_worker());
             c.concurrency_key.push(t.needs.concurrency_key.clone());
+            let resources = &t.needs.resources;
+            c.resources.push((!resources.is_empty()).then(|| serde_json::to_string(resources).expect("plain data")));
         }
         c
     }
@@ -150,11 +153,12 @@ pub(crate) async fn insert(tx: &Tx<'_>, new: &[Task]) -> PgResult<()> {
     execute(
         tx,
         "INSERT INTO tasks (id, queue, kind, priority, state, run_at, lease_expires_at, lease_worker, \
-         finished_at, workflow_id, node, parent_count, pending_parents, doc, constrained, concurrency_key) \
-         SELECT id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, pc, doc, con, ck FROM unnest(\
-         $1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[], $7::int8[], $8::text[], \
-         $9::int8[], $10::uuid[], $11::text[], $12::int4[], $13::text[], $14::bool[], $15::text[]) WITH ORDINALITY \
-         AS u(id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, doc, con, ck, ord) ORDER BY ord",
+         finished_at, workflow_id, node, parent_count, pending_parents, doc, constrained, concurrency_key, resources) \
+         SELECT id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, pc, doc, con, ck, res::jsonb \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[], $7::int8[], \
+         $8::text[], $9::int8[], $10::uuid[], $11::text[], $12::int4[], $13::text[], $14::bool[], $15::text[], \
+         $16::text[]) WITH ORDINALITY \
+         AS u(id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, doc, con, ck, res, ord) ORDER BY ord",
         &[
             &c.id,
             &c.queue,
@@ -171,6 +175,7 @@ pub(crate) async fn insert(tx: &Tx<'_>, new: &[Task]) -> PgResult<()> {
             &c.doc,
             &c.constrained,
             &c.concurrency_key,
+            &c.resources,
         ],
     )
     .await?;

@@ -47,11 +47,11 @@ pub(crate) async fn lock(tx: &Tx<'_>, shared: &Shared, kind: &str, name: &str) -
 }
 
 /// What the worker's running tasks hold, but for those it says it has `finished`: summed by
-/// PostgreSQL, so no task document crosses the wire.
+/// PostgreSQL from the `resources` column, so no task document is read.
 async fn used_by(c: &impl GenericClient, worker_id: &str, finished: &[TaskId]) -> PgResult<Resources> {
     let finished: Vec<uuid::Uuid> = finished.iter().map(|id| super::rows::uuid(*id)).collect();
     let sql = "SELECT r.key, SUM(r.value::bigint)::bigint FROM tasks t \
-               CROSS JOIN LATERAL jsonb_each_text(t.doc::jsonb -> 'needs' -> 'resources') r \
+               CROSS JOIN LATERAL jsonb_each_text(t.resources) r \
                WHERE t.state = 'running' AND t.lease_worker = $1 AND t.constrained AND NOT (t.id = ANY($2)) \
                GROUP BY r.key";
     let mut used = Resources::default();

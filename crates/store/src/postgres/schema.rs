@@ -180,6 +180,16 @@ CREATE TABLE cron_schedules (
 );
 "#,
     },
+    Migration {
+        description: "scheduling: the resources a task asks for, in a column of their own",
+        destructive: false,
+        sql: r#"
+-- A worker's used capacity sums these over its running tasks, without parsing whole documents.
+ALTER TABLE tasks ADD COLUMN resources jsonb;
+UPDATE tasks SET resources = doc::jsonb -> 'needs' -> 'resources'
+    WHERE constrained AND doc::jsonb -> 'needs' ? 'resources';
+"#,
+    },
 ];
 
 /// What `migrate` did.
