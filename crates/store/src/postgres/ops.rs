@@ -211,11 +211,7 @@ pub(crate) async fn fetch(
         }
         let all: Vec<&Task> = lists.iter().flat_map(|(_, _, l)| l).collect();
         let worker = match all.iter().any(|t| t.needs.constrains_worker()) {
-            true => {
-                // Two fetches for one worker must not both count its capacity free.
-                scheduling::lock(tx, shared, "worker", &p.worker_id).await?;
-                Some(scheduling::worker_fit(tx, &p.worker_id, &p.finished).await?)
-            }
+            true => Some(scheduling::lock_worker_fit(tx, shared, &p.worker_id, &p.finished).await?),
             false => None,
         };
         let mut gate = Gate::new(limits.clone(), worker);

@@ -11,7 +11,7 @@ use taskwarden_core::limits::{Bucket, Gate, WorkerFit};
 use taskwarden_core::placement::Resources;
 use taskwarden_core::{Needs, Task, TaskId, Timestamp};
 
-use super::rows::{Tx, execute, query, query_opt};
+use super::rows::{Params, Tx, execute, query, query_opt};
 use super::{PgResult, Shared, Touched, ops};
 use crate::StoreError;
 use crate::params::*;
@@ -39,34 +39,55 @@ pub(crate) async fn settings(c: &impl GenericClient, queues: &[String]) -> PgRes
         .collect())
 }
 
+const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+
 /// Takes the transaction-scoped advisory lock on `kind/name` within this deployment's schema.
 pub(crate) async fn lock(tx: &Tx<'_>, shared: &Shared, kind: &str, name: &str) -> PgResult<()> {
     let key = format!("{}/{kind}/{name}", shared.channel);
-    execute(tx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]).await?;
+    execute(tx, LOCK, &[&key]).await?;
     Ok(())
 }
 
 /// What the worker's running tasks hold, but for those it says it has `finished`: summed by
 /// PostgreSQL from the `resources` column, so no task document is read.
-async fn used_by(c: &impl GenericClient, worker_id: &str, finished: &[TaskId]) -> PgResult<Resources> {
-    let finished: Vec<uuid::Uuid> = finished.iter().map(|id| super::rows::uuid(*id)).collect();
-    let sql = "SELECT r.key, SUM(r.value::bigint)::bigint FROM tasks t \
-               CROSS JOIN LATERAL jsonb_each_text(t.resources) r \
-               WHERE t.state = 'running' AND t.lease_worker = $1 AND t.constrained AND NOT (t.id = ANY($2)) \
-               GROUP BY r.key";
-    let mut used = Resources::default();
-    for r in query(c, sql, &[&worker_id, &finished]).await? {
-        used.0.insert(r.get(0), r.get::<_, i64>(1).max(0) as u64);
-    }
-    Ok(used)
+const USED_BY: &str = "SELECT r.key, SUM(r.value::bigint)::bigint FROM tasks t \
+    CROSS JOIN LATERAL jsonb_each_text(t.resources) r \
+    WHERE t.state = 'running' AND t.lease_worker = $1 AND t.constrained AND NOT (t.id = ANY($2)) \
+    GROUP BY r.key";
+
+fn used_from(rows: Vec<tokio_postgres::Row>) -> Resources {
+    Resources(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64)).collect())
 }
 
-/// The worker's capacity and labels as it registered them, and what its running tasks hold (but
-/// for those it says it has `finished`).
-pub(crate) async fn worker_fit(tx: &Tx<'_>, worker_id: &str, finished: &[TaskId]) -> PgResult<WorkerFit> {
-    let row = query_opt(tx, "SELECT capacity, labels FROM workers WHERE id = $1", &[&worker_id]).await?;
+async fn used_by(c: &impl GenericClient, worker_id: &str) -> PgResult<Resources> {
+    Ok(used_from(query(c, USED_BY, &[&worker_id, &Vec::<uuid::Uuid>::new()]).await?))
+}
+
+/// Takes the worker's lock (two fetches for one worker must not both count its capacity free),
+/// then reads its capacity and labels as it registered them, and what its running tasks hold
+/// (but for those it says it has `finished`). With the statements prepared first, the three go
+/// out in one round trip: the connection pipelines them and PostgreSQL runs them in the order
+/// sent, the lock first.
+pub(crate) async fn lock_worker_fit(
+    tx: &Tx<'_>,
+    shared: &Shared,
+    worker_id: &str,
+    finished: &[TaskId],
+) -> PgResult<WorkerFit> {
+    let finished: Vec<uuid::Uuid> = finished.iter().map(|id| super::rows::uuid(*id)).collect();
+    let key = format!("{}/worker/{worker_id}", shared.channel);
+    let lock = tx.prepare_cached(LOCK).await?;
+    let fit = tx.prepare_cached("SELECT capacity, labels FROM workers WHERE id = $1").await?;
+    let used = tx.prepare_cached(USED_BY).await?;
+    let (lock_params, fit_params): (&Params<'_>, &Params<'_>) = (&[&key], &[&worker_id]);
+    let used_params: &Params<'_> = &[&worker_id, &finished];
+    let (_, row, used) = tokio::try_join!(
+        tx.execute(&lock, lock_params),
+        tx.query_opt(&fit, fit_params),
+        tx.query(&used, used_params),
+    )?;
     let (capacity, labels) = row.map(|r| (json(r.get(0)), json(r.get(1)))).unwrap_or_default();
-    Ok(WorkerFit { capacity, labels, used: used_by(tx, worker_id, finished).await? })
+    Ok(WorkerFit { capacity, labels, used: used_from(used) })
 }
 
 /// How loaded the worker is, from 0 (idle) to 1: its share of slots in use (its fetch asks for
@@ -78,7 +99,7 @@ pub(crate) async fn load(c: &impl GenericClient, worker_id: &str, free_slots: u3
     };
     let concurrency = row.get::<_, i32>(0).max(1) as u32;
     let capacity: Resources = json(row.get(1));
-    let used = used_by(c, worker_id, &[]).await?;
+    let used = used_by(c, worker_id).await?;
     let slots = f64::from(concurrency.saturating_sub(free_slots)) / f64::from(concurrency);
     Ok(capacity.0.iter().filter(|(_, n)| **n > 0).map(|(k, n)| used.get(k) as f64 / *n as f64).fold(slots, f64::max))
 }
@@ -89,31 +110,41 @@ fn columns(keys: &[(String, Option<String>)]) -> (Vec<&str>, Vec<Option<&str>>) 
 }
 
 /// Loads the running counts and token buckets the candidates concern into the gate: one query
-/// for all the counts and one for all the buckets, however many keys the candidates carry.
+/// for all the counts and one for all the buckets, however many keys the candidates carry, sent
+/// together (the connection pipelines them).
 pub(crate) async fn load_gate(tx: &Tx<'_>, gate: &mut Gate, candidates: &[&Task]) -> PgResult<()> {
     let running = gate.needs_running(candidates.iter().copied());
-    if !running.is_empty() {
-        let (queues, keys) = columns(&running);
-        // Each count is an index range: the whole queue's, or one key's within it.
+    let buckets = gate.needs_buckets(candidates.iter().copied());
+    let (running_queues, running_keys) = columns(&running);
+    let (bucket_queues, bucket_keys) = columns(&buckets);
+    // Each count is an index range: the whole queue's, or one key's within it.
+    let counts = async {
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
         let sql = "SELECT k.queue, k.key, CASE WHEN k.key IS NULL \
                    THEN (SELECT COUNT(*) FROM tasks WHERE state = 'running' AND queue = k.queue) \
                    ELSE (SELECT COUNT(*) FROM tasks WHERE state = 'running' AND queue = k.queue \
                          AND concurrency_key = k.key) END \
                    FROM unnest($1::text[], $2::text[]) AS k(queue, key)";
-        for r in query(tx, sql, &[&queues, &keys]).await? {
-            gate.set_running(r.get(0), r.get(1), r.get::<_, i64>(2) as u32);
+        query(tx, sql, &[&running_queues, &running_keys]).await
+    };
+    let stored = async {
+        if buckets.is_empty() {
+            return Ok(Vec::new());
         }
-    }
-    let buckets = gate.needs_buckets(candidates.iter().copied());
-    if !buckets.is_empty() {
-        let (queues, keys) = columns(&buckets);
         let sql = "SELECT b.queue, b.key, b.tokens, b.at FROM unnest($1::text[], $2::text[]) AS k(queue, key) \
                    JOIN rate_buckets b ON b.queue = k.queue AND b.key = coalesce(k.key, '')";
-        for r in query(tx, sql, &[&queues, &keys]).await? {
-            let key: &str = r.get(1);
-            let bucket = Bucket { tokens: r.get(2), at: Timestamp::from_micros(r.get(3)) };
-            gate.set_bucket(r.get(0), Some(key).filter(|k| !k.is_empty()), bucket);
-        }
+        query(tx, sql, &[&bucket_queues, &bucket_keys]).await
+    };
+    let (counts, stored) = tokio::try_join!(counts, stored)?;
+    for r in counts {
+        gate.set_running(r.get(0), r.get(1), r.get::<_, i64>(2) as u32);
+    }
+    for r in stored {
+        let key: &str = r.get(1);
+        let bucket = Bucket { tokens: r.get(2), at: Timestamp::from_micros(r.get(3)) };
+        gate.set_bucket(r.get(0), Some(key).filter(|k| !k.is_empty()), bucket);
     }
     Ok(())
 }
