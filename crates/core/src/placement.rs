@@ -163,6 +163,17 @@ impl WorkerView {
         self.serves(t) && self.free_slots > 0 && t.resources.fits_in(&self.used.free_of(&self.capacity))
     }
 
+    /// Its dominant share of slots and resources in use now: 0 when idle, 1 when full.
+    pub fn busy(&self) -> f64 {
+        let slots = f64::from(self.running) / f64::from(self.running + self.free_slots).max(1.0);
+        self.capacity
+            .0
+            .iter()
+            .filter(|(_, c)| **c > 0)
+            .map(|(k, c)| self.used.get(k) as f64 / *c as f64)
+            .fold(slots, f64::max)
+    }
+
     /// Its dominant share of slots and resources in use (one more slot counted, as for a task
     /// about to be placed): lower is less loaded.
     pub fn load(&self) -> f64 {

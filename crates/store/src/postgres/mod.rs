@@ -389,8 +389,12 @@ impl Store for PgStore {
             if woken {
                 // Every parked fetch on every node wakes at once: the less loaded its worker,
                 // the sooner it asks, so the least-loaded worker tends to get the task.
-                let load = read!(self, |c| scheduling::load(&c, &p.worker_id, p.limit).await).unwrap_or(0.0);
-                tokio::time::sleep(LOAD_DELAY.mul_f64(load.clamp(0.0, 1.0))).await;
+                let load = read!(self, |c| scheduling::load(&c, &p.worker_id).await).unwrap_or(0.0);
+                // An idle worker's fetch asks at once: even a zero sleep waits for the timer's
+                // next tick, up to a millisecond.
+                if load > 0.0 {
+                    tokio::time::sleep(LOAD_DELAY.mul_f64(load.min(1.0))).await;
+                }
                 now = p.now.saturating_add(started.elapsed());
             }
             let fetched = transaction!(self, |tx, st| ops::fetch(&tx, st, &self.shared, &p, now).await)?;

@@ -8,7 +8,7 @@
 use deadpool_postgres::GenericClient;
 use taskwarden_core::cron::{CronInfo, CronSpec};
 use taskwarden_core::limits::{Bucket, Gate, WorkerFit};
-use taskwarden_core::placement::Resources;
+use taskwarden_core::placement::{Resources, WorkerView};
 use taskwarden_core::{Needs, Task, TaskId, Timestamp};
 
 use super::rows::{Params, Tx, execute, query, query_opt};
@@ -59,10 +59,6 @@ fn used_from(rows: Vec<tokio_postgres::Row>) -> Resources {
     Resources(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64)).collect())
 }
 
-async fn used_by(c: &impl GenericClient, worker_id: &str) -> PgResult<Resources> {
-    Ok(used_from(query(c, USED_BY, &[&worker_id, &Vec::<uuid::Uuid>::new()]).await?))
-}
-
 /// Takes the worker's lock (two fetches for one worker must not both count its capacity free),
 /// then reads its capacity and labels as it registered them, and what its running tasks hold
 /// (but for those it says it has `finished`). With the statements prepared first, the three go
@@ -90,18 +86,30 @@ pub(crate) async fn lock_worker_fit(
     Ok(WorkerFit { capacity, labels, used: used_from(used) })
 }
 
-/// How loaded the worker is, from 0 (idle) to 1: its share of slots in use (its fetch asks for
-/// the free ones) or of a resource, whichever is larger.
-pub(crate) async fn load(c: &impl GenericClient, worker_id: &str, free_slots: u32) -> PgResult<f64> {
-    let Some(row) = query_opt(c, "SELECT concurrency, capacity FROM workers WHERE id = $1", &[&worker_id]).await?
-    else {
+/// How busy the worker is, from 0 (idle) to 1 (see [`WorkerView::busy`]): its share of slots
+/// in use, or of a resource, whichever is larger. One round trip. An unknown worker counts as
+/// idle.
+pub(crate) async fn load(c: &impl GenericClient, worker_id: &str) -> PgResult<f64> {
+    let sql = "SELECT w.concurrency, w.capacity, \
+               (SELECT COUNT(*) FROM tasks WHERE state = 'running' AND lease_worker = $1), \
+               (SELECT jsonb_object_agg(s.key, s.n)::text FROM (SELECT r.key, SUM(r.value::bigint) AS n \
+                  FROM tasks t CROSS JOIN LATERAL jsonb_each_text(t.resources) r \
+                  WHERE t.state = 'running' AND t.lease_worker = $1 AND t.constrained GROUP BY r.key) s) \
+               FROM workers w WHERE w.id = $1";
+    let Some(row) = query_opt(c, sql, &[&worker_id]).await? else {
         return Ok(0.0);
     };
     let concurrency = row.get::<_, i32>(0).max(1) as u32;
-    let capacity: Resources = json(row.get(1));
-    let used = used_by(c, worker_id).await?;
-    let slots = f64::from(concurrency.saturating_sub(free_slots)) / f64::from(concurrency);
-    Ok(capacity.0.iter().filter(|(_, n)| **n > 0).map(|(k, n)| used.get(k) as f64 / *n as f64).fold(slots, f64::max))
+    let running = row.get::<_, i64>(2) as u32;
+    let view = WorkerView {
+        queues: Vec::new(),
+        capacity: json(row.get(1)),
+        used: row.get::<_, Option<&str>>(3).map(json).unwrap_or_default(),
+        labels: Default::default(),
+        free_slots: concurrency.saturating_sub(running),
+        running,
+    };
+    Ok(view.busy())
 }
 
 /// The (queue, key) pairs as two arrays for `unnest`; a queue-wide pair has a NULL key.

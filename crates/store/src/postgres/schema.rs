@@ -181,13 +181,16 @@ CREATE TABLE cron_schedules (
 "#,
     },
     Migration {
-        description: "scheduling: the resources a task asks for, in a column of their own",
+        description: "scheduling: the resources a task asks for in a column of their own; running tasks by worker",
         destructive: false,
         sql: r#"
 -- A worker's used capacity sums these over its running tasks, without parsing whole documents.
 ALTER TABLE tasks ADD COLUMN resources jsonb;
 UPDATE tasks SET resources = doc::jsonb -> 'needs' -> 'resources'
     WHERE constrained AND doc::jsonb -> 'needs' ? 'resources';
+-- A worker's running tasks, all of them: how busy it is (for least-loaded hand-off) counts them.
+CREATE INDEX tasks_running_by_worker ON tasks (lease_worker) WHERE state = 'running';
+DROP INDEX tasks_held;
 "#,
     },
 ];

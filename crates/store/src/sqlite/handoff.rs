@@ -70,7 +70,7 @@ pub(crate) fn serve_waiters(conn: &rusqlite::Connection, state: &mut WriterState
     if waiting.len() > 1 {
         // The least-loaded worker first (by its share of slots or resources in use); among
         // equals, the one that waited longest.
-        let workers: Vec<(&str, u32)> = waiting.iter().map(|w| (w.params.worker_id.as_str(), w.params.limit)).collect();
+        let workers: Vec<&str> = waiting.iter().map(|w| w.params.worker_id.as_str()).collect();
         if let Ok(loads) = super::scheduling::loads(conn, &state.ledger, &workers) {
             let mut ranked: Vec<(f64, Waiter)> = loads.into_iter().zip(waiting.drain(..)).collect();
             ranked.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -29,6 +29,7 @@ struct Holding {
 pub(crate) struct Ledger {
     tasks: HashMap<TaskId, Holding>,
     by_worker: HashMap<String, Resources>,
+    tasks_by_worker: HashMap<String, u32>,
     by_queue: HashMap<String, u32>,
     by_key: HashMap<(String, String), u32>,
 }
@@ -99,6 +100,11 @@ impl Ledger {
         used
     }
 
+    /// How many tasks the worker runs.
+    pub fn running_on(&self, worker: &str) -> u32 {
+        self.tasks_by_worker.get(worker).copied().unwrap_or(0)
+    }
+
     /// Tasks running in the queue, or with this concurrency key in it.
     pub fn running(&self, queue: &str, key: Option<&str>) -> u32 {
         match key {
@@ -108,6 +114,7 @@ impl Ledger {
     }
 
     fn add(&mut self, id: TaskId, h: Holding) {
+        *self.tasks_by_worker.entry(h.worker.clone()).or_insert(0) += 1;
         if !h.resources.is_empty() {
             self.by_worker.entry(h.worker.clone()).or_default().add(&h.resources);
         }
@@ -120,6 +127,7 @@ impl Ledger {
 
     fn remove(&mut self, id: TaskId) {
         let Some(h) = self.tasks.remove(&id) else { return };
+        decrement(&mut self.tasks_by_worker, h.worker.clone());
         if let Some(used) = self.by_worker.get_mut(&h.worker) {
             for (name, n) in &h.resources.0 {
                 if let Some(u) = used.0.get_mut(name) {

@@ -148,11 +148,11 @@ pub(crate) fn save_buckets(conn: &Connection, cache: &mut BucketCache, gate: &Ga
     Ok(())
 }
 
-/// How loaded each of these workers is (see [`WorkerView::load`]), given the slots its fetch asks
-/// for: the share of its slots in use, or of a resource, whichever is larger.
-pub(crate) fn loads(conn: &Connection, ledger: &Ledger, workers: &[(&str, u32)]) -> Result<Vec<f64>> {
+/// How busy each of these workers is (see [`WorkerView::busy`]): its share of slots in use, or
+/// of a resource, whichever is larger. An unknown worker counts as full.
+pub(crate) fn loads(conn: &Connection, ledger: &Ledger, workers: &[&str]) -> Result<Vec<f64>> {
     let mut out = Vec::with_capacity(workers.len());
-    for (id, free_slots) in workers {
+    for id in workers {
         let row: Option<(u32, String)> = conn
             .prepare_cached("SELECT concurrency, capacity FROM workers WHERE id = ?1")
             .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
@@ -161,15 +161,16 @@ pub(crate) fn loads(conn: &Connection, ledger: &Ledger, workers: &[(&str, u32)])
             out.push(1.0);
             continue;
         };
+        let running = ledger.running_on(id);
         let view = WorkerView {
             queues: Vec::new(),
             capacity: json(&capacity),
             used: ledger.used_by(id),
             labels: BTreeMap::new(),
-            free_slots: *free_slots,
-            running: concurrency.saturating_sub(*free_slots),
+            free_slots: concurrency.saturating_sub(running),
+            running,
         };
-        out.push(view.load());
+        out.push(view.busy());
     }
     Ok(out)
 }
