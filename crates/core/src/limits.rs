@@ -363,12 +363,18 @@ impl Gate {
             self.passed_over = true;
             return Err(Held::Worker);
         }
-        let Some(limits) = self.limits.get(&t.queue).copied() else {
-            if let Some(w) = &mut self.worker {
-                w.used.add(&t.needs.resources);
-            }
-            return Ok(());
-        };
+        if let Some(limits) = self.limits.get(&t.queue).copied() {
+            self.take_limits(t, limits, now)?;
+        }
+        if let Some(w) = &mut self.worker {
+            w.used.add(&t.needs.resources);
+        }
+        Ok(())
+    }
+
+    /// The queue's limits for `t`: if every one lets it start, counts it (running, tokens);
+    /// otherwise changes nothing but why it was held.
+    fn take_limits(&mut self, t: &Task, limits: QueueLimits, now: Timestamp) -> Result<(), Held> {
         let queue = t.queue.as_str();
         let conc_key = t.needs.concurrency_key.as_deref();
         if limits.concurrency.is_some_and(|n| self.running(queue, None) >= n) {
@@ -407,9 +413,6 @@ impl Gate {
                 Some(n) => *n += 1,
                 None => counts.set(Some(key), 1),
             }
-        }
-        if let Some(w) = &mut self.worker {
-            w.used.add(&t.needs.resources);
         }
         Ok(())
     }

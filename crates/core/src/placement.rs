@@ -76,12 +76,24 @@ impl Resources {
         }
     }
 
-    /// What is left of `capacity` when `self` is in use.
+    /// Takes `other` away (never below zero); amounts that reach zero go.
+    pub fn remove(&mut self, other: &Resources) {
+        for (name, n) in &other.0 {
+            if let Some(have) = self.0.get_mut(name) {
+                *have = have.saturating_sub(*n);
+                if *have == 0 {
+                    self.0.remove(name);
+                }
+            }
+        }
+    }
+
     /// How much of `name` is free of `capacity` when this much is used.
     pub fn free_in(&self, capacity: &Resources, name: &str) -> u64 {
         capacity.get(name).saturating_sub(self.get(name))
     }
 
+    /// What is left of `capacity` when `self` is in use.
     pub fn free_of(&self, capacity: &Resources) -> Resources {
         Resources(capacity.0.iter().map(|(k, c)| (k.clone(), c.saturating_sub(self.get(k)))).collect())
     }

@@ -115,7 +115,6 @@ struct Columns {
     doc: Vec<String>,
     constrained: Vec<bool>,
     concurrency_key: Vec<Option<String>>,
-    resources: Vec<Option<String>>,
 }
 
 impl Columns {
@@ -137,8 +136,6 @@ impl Columns {
             c.doc.push(to_doc(t));
             c.constrained.push(t.needs.constrains_worker());
             c.concurrency_key.push(t.needs.concurrency_key.clone());
-            let resources = &t.needs.resources;
-            c.resources.push((!resources.is_empty()).then(|| serde_json::to_string(resources).expect("plain data")));
         }
         c
     }
@@ -150,6 +147,12 @@ pub(crate) async fn insert(tx: &Tx<'_>, new: &[Task]) -> PgResult<()> {
         return Ok(());
     }
     let c = Columns::of(new);
+    // Written once: what a task asks for never changes.
+    let resources: Vec<Option<String>> = new
+        .iter()
+        .map(|t| &t.needs.resources)
+        .map(|r| (!r.is_empty()).then(|| serde_json::to_string(r).expect("plain data")))
+        .collect();
     execute(
         tx,
         "INSERT INTO tasks (id, queue, kind, priority, state, run_at, lease_expires_at, lease_worker, \
@@ -175,7 +178,7 @@ pub(crate) async fn insert(tx: &Tx<'_>, new: &[Task]) -> PgResult<()> {
             &c.doc,
             &c.constrained,
             &c.concurrency_key,
-            &c.resources,
+            &resources,
         ],
     )
     .await?;

@@ -48,12 +48,21 @@ pub(crate) async fn lock(tx: &Tx<'_>, shared: &Shared, kind: &str, name: &str) -
     Ok(())
 }
 
-/// What the worker's running tasks hold, but for those it says it has `finished`: summed by
-/// PostgreSQL from the `resources` column, so no task document is read.
-const USED_BY: &str = "SELECT r.key, SUM(r.value::bigint)::bigint FROM tasks t \
-    CROSS JOIN LATERAL jsonb_each_text(t.resources) r \
-    WHERE t.state = 'running' AND t.lease_worker = $1 AND t.constrained AND NOT (t.id = ANY($2)) \
-    GROUP BY r.key";
+/// The resources each of worker `$1`'s running tasks holds, one row per (task, resource): summed
+/// by PostgreSQL from the `resources` column, so no task document is read.
+macro_rules! held_by_worker {
+    () => {
+        "FROM tasks t CROSS JOIN LATERAL jsonb_each_text(t.resources) r \
+         WHERE t.state = 'running' AND t.lease_worker = $1 AND t.constrained"
+    };
+}
+
+/// What worker `$1`'s running tasks hold, but for those it says it has finished (`$2`).
+const USED_BY: &str = concat!(
+    "SELECT r.key, SUM(r.value::bigint)::bigint ",
+    held_by_worker!(),
+    " AND NOT (t.id = ANY($2)) GROUP BY r.key"
+);
 
 fn used_from(rows: Vec<tokio_postgres::Row>) -> Resources {
     Resources(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64)).collect())
@@ -90,13 +99,14 @@ pub(crate) async fn lock_worker_fit(
 /// in use, or of a resource, whichever is larger. One round trip. An unknown worker counts as
 /// idle.
 pub(crate) async fn load(c: &impl GenericClient, worker_id: &str) -> PgResult<f64> {
-    let sql = "SELECT w.concurrency, w.capacity, \
-               (SELECT COUNT(*) FROM tasks WHERE state = 'running' AND lease_worker = $1), \
-               (SELECT jsonb_object_agg(s.key, s.n)::text FROM (SELECT r.key, SUM(r.value::bigint) AS n \
-                  FROM tasks t CROSS JOIN LATERAL jsonb_each_text(t.resources) r \
-                  WHERE t.state = 'running' AND t.lease_worker = $1 AND t.constrained GROUP BY r.key) s) \
-               FROM workers w WHERE w.id = $1";
-    let Some(row) = query_opt(c, sql, &[&worker_id]).await? else {
+    const SQL: &str = concat!(
+        "SELECT w.concurrency, w.capacity, ",
+        "(SELECT COUNT(*) FROM tasks WHERE state = 'running' AND lease_worker = $1), ",
+        "(SELECT jsonb_object_agg(s.key, s.n)::text FROM (SELECT r.key, SUM(r.value::bigint) AS n ",
+        held_by_worker!(),
+        " GROUP BY r.key) s) FROM workers w WHERE w.id = $1"
+    );
+    let Some(row) = query_opt(c, SQL, &[&worker_id]).await? else {
         return Ok(0.0);
     };
     let concurrency = row.get::<_, i32>(0).max(1) as u32;

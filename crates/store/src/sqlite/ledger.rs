@@ -31,7 +31,8 @@ pub(crate) struct Ledger {
     by_worker: HashMap<String, Resources>,
     tasks_by_worker: HashMap<String, u32>,
     by_queue: HashMap<String, u32>,
-    by_key: HashMap<(String, String), u32>,
+    /// Per queue, per concurrency key (nested, so a lookup by `&str` allocates nothing).
+    by_key: HashMap<String, HashMap<String, u32>>,
 }
 
 impl Ledger {
@@ -91,11 +92,7 @@ impl Ledger {
     pub fn used_by_except(&self, worker: &str, finished: &[TaskId]) -> Resources {
         let mut used = self.used_by(worker);
         for h in finished.iter().filter_map(|id| self.tasks.get(id)).filter(|h| h.worker == worker) {
-            for (name, n) in &h.resources.0 {
-                if let Some(u) = used.0.get_mut(name) {
-                    *u = u.saturating_sub(*n);
-                }
-            }
+            used.remove(&h.resources);
         }
         used
     }
@@ -109,7 +106,7 @@ impl Ledger {
     pub fn running(&self, queue: &str, key: Option<&str>) -> u32 {
         match key {
             None => self.by_queue.get(queue).copied().unwrap_or(0),
-            Some(k) => self.by_key.get(&(queue.to_owned(), k.to_owned())).copied().unwrap_or(0),
+            Some(k) => self.by_key.get(queue).and_then(|keys| keys.get(k)).copied().unwrap_or(0),
         }
     }
 
@@ -120,39 +117,35 @@ impl Ledger {
         }
         *self.by_queue.entry(h.queue.clone()).or_insert(0) += 1;
         if let Some(k) = &h.key {
-            *self.by_key.entry((h.queue.clone(), k.clone())).or_insert(0) += 1;
+            *self.by_key.entry(h.queue.clone()).or_default().entry(k.clone()).or_insert(0) += 1;
         }
         self.tasks.insert(id, h);
     }
 
     fn remove(&mut self, id: TaskId) {
         let Some(h) = self.tasks.remove(&id) else { return };
-        decrement(&mut self.tasks_by_worker, h.worker.clone());
+        decrement(&mut self.tasks_by_worker, &h.worker);
         if let Some(used) = self.by_worker.get_mut(&h.worker) {
-            for (name, n) in &h.resources.0 {
-                if let Some(u) = used.0.get_mut(name) {
-                    *u = u.saturating_sub(*n);
-                    if *u == 0 {
-                        used.0.remove(name);
-                    }
-                }
-            }
+            used.remove(&h.resources);
             if used.is_empty() {
                 self.by_worker.remove(&h.worker);
             }
         }
-        decrement(&mut self.by_queue, h.queue.clone());
-        if let Some(k) = h.key {
-            decrement(&mut self.by_key, (h.queue, k));
+        decrement(&mut self.by_queue, &h.queue);
+        if let (Some(k), Some(keys)) = (&h.key, self.by_key.get_mut(&h.queue)) {
+            decrement(keys, k);
+            if keys.is_empty() {
+                self.by_key.remove(&h.queue);
+            }
         }
     }
 }
 
-fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
-    if let Some(n) = counts.get_mut(&key) {
+fn decrement(counts: &mut HashMap<String, u32>, key: &str) {
+    if let Some(n) = counts.get_mut(key) {
         *n -= 1;
         if *n == 0 {
-            counts.remove(&key);
+            counts.remove(key);
         }
     }
 }
