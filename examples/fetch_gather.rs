@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::extract::Path;
 use taskwarden_client::{Client, FailurePolicy, NodeSpec, WorkflowSpec};
-use taskwarden_worker::{TaskContext, TaskError, Worker};
+use taskwarden_worker::{AllowRule, FetchPolicy, TaskContext, TaskError, Worker};
 use tokio_util::sync::CancellationToken;
 
 /// The join: one line per URL, in node order.
@@ -33,7 +33,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = embedded::Server::start().await?;
     // A local site to fetch from: each page takes 100 ms.
     let site = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let site_url = format!("http://{}", site.local_addr()?);
+    let site_addr = site.local_addr()?;
+    let site_url = format!("http://{site_addr}");
     let app = axum::Router::new().route(
         "/item/{n}",
         axum::routing::get(|Path(n): Path<u32>| async move {
@@ -44,8 +45,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(async move { axum::serve(site, app).await });
 
     let stop = CancellationToken::new();
-    let worker =
-        Worker::builder(&server.url).queue("fetch").concurrency(16).builtin_handlers().handler("gather", gather);
+    // http.fetch refuses loopback addresses unless allowed: open the local site alone.
+    let worker = Worker::builder(&server.url)
+        .queue("fetch")
+        .concurrency(16)
+        .fetch_policy(FetchPolicy::default().allow(AllowRule::from(site_addr)))
+        .builtin_handlers()
+        .handler("gather", gather);
     let worker = tokio::spawn(worker.run(stop.clone()));
 
     let mut tasks: Vec<NodeSpec> = (0..10)

@@ -37,6 +37,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the benchmark against a fresh server process.
     Bench(BenchArgs),
+    /// API tokens: create (online, or offline straight into the store), ls, revoke.
+    Token(TokenArgs),
+    /// Read the audit log (admin).
+    Audit(AuditArgs),
 }
 
 #[derive(ClapArgs, Clone)]
@@ -45,6 +49,18 @@ pub struct ConnectArgs {
     /// command fails over between them.
     #[arg(long, env = "TASKWARDEN_URL", default_value = "http://127.0.0.1:7433", global = true)]
     pub url: String,
+    /// The API token to send (needed once the server has any token).
+    #[arg(long, env = "TASKWARDEN_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// A PEM CA certificate to trust for https:// servers (besides the system's).
+    #[arg(long, env = "TASKWARDEN_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// A PEM client certificate, for servers that ask for one (mutual TLS); with --client-key.
+    #[arg(long, env = "TASKWARDEN_CLIENT_CERT", global = true, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(long, env = "TASKWARDEN_CLIENT_KEY", global = true, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(ClapArgs)]
@@ -86,6 +102,129 @@ pub struct ServerArgs {
     /// Do not apply schema migrations on start; refuse to start if the schema is behind.
     #[arg(long)]
     pub no_migrate: bool,
+    /// Serve without authentication on an address other than loopback (logged loudly at every
+    /// start). Without it, such a server refuses to start until a token exists.
+    #[arg(long, env = "TASKWARDEN_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Host names the server answers for in Host and Origin, comma-separated (checked on every
+    /// request when given) [default: the loopback names, checked while no token exists].
+    #[arg(long, env = "TASKWARDEN_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key). Reloaded on SIGHUP or when
+    /// the file changes.
+    #[arg(long, env = "TASKWARDEN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, env = "TASKWARDEN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS); needs --tls-cert.
+    #[arg(long, env = "TASKWARDEN_CLIENT_CA", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Most time a client may take to send a request's headers [default: 10s].
+    #[arg(long, env = "TASKWARDEN_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+    /// Most time a request's body may take to arrive [default: 30s].
+    #[arg(long, env = "TASKWARDEN_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Option<Duration>,
+    /// A kept-alive connection idle this long is closed [default: 60s].
+    #[arg(long, env = "TASKWARDEN_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Most connections open at once; past it the longest-idle one is closed [default: 4096].
+    #[arg(long, env = "TASKWARDEN_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// How deeply payloads and results may nest [default: 64].
+    #[arg(long, env = "TASKWARDEN_MAX_JSON_DEPTH")]
+    pub max_json_depth: Option<usize>,
+}
+
+#[derive(ClapArgs)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print its secret (shown this once). With --data-dir or --database it
+    /// is written straight into the store, without a server: how the first admin token is made.
+    Create(TokenCreateArgs),
+    /// List tokens: names, roles, scopes, created, last used, expiry (never a secret).
+    Ls(TokenStoreArgs),
+    /// Revoke a token by id or name; every node refuses it within a second.
+    Revoke(TokenRevokeArgs),
+}
+
+/// Where a token command works: through a server (`--url`, an admin `--token`), or offline on
+/// the store (`--data-dir` for the embedded one, `--database` for PostgreSQL).
+#[derive(ClapArgs)]
+pub struct TokenStoreArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Work on this embedded database directly, without a server.
+    #[arg(long, conflicts_with = "database")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ClapArgs)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub store: TokenStoreArgs,
+    /// read, submit, worker, operator or admin.
+    #[arg(long)]
+    pub role: String,
+    /// Its name, shown in lists and the audit log.
+    #[arg(long)]
+    pub name: String,
+    /// The queues it may use, comma-separated names and prefixes (`billing.*,reports`) [default: all].
+    #[arg(long, default_value = "*")]
+    pub queues: String,
+    /// Let a read token see payloads and results.
+    #[arg(long)]
+    pub payloads: bool,
+    /// How long it lasts, such as 90d or 12h [default: no expiry].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub expires: Option<Duration>,
+}
+
+#[derive(ClapArgs)]
+pub struct TokenRevokeArgs {
+    #[command(flatten)]
+    pub store: TokenStoreArgs,
+    /// The token's id (tok_...) or name.
+    #[arg(value_name = "TOKEN")]
+    pub id: String,
+}
+
+#[derive(ClapArgs)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// List audit entries, oldest first.
+    Ls(AuditLsArgs),
+}
+
+#[derive(ClapArgs)]
+pub struct AuditLsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Entries from this long ago, such as 1h or 7d.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+    /// Most entries.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which database to use. Without `--database` the server uses the embedded SQLite store.
@@ -141,6 +280,22 @@ pub struct WorkerArgs {
     /// Its labels, such as `region=eu,gpu_model=a100`.
     #[arg(long, default_value = "")]
     pub labels: String,
+    /// What the built-in http.fetch may reach besides public addresses, comma-separated: an
+    /// address (`127.0.0.1`), a CIDR block (`10.0.0.0/8`) or an address and port
+    /// (`127.0.0.1:8080`, `[::1]:8080`). Loopback, private, link-local (cloud metadata), CGNAT and
+    /// similar addresses are refused otherwise. Repeatable; blank entries are skipped.
+    #[arg(long, env = "TASKWARDEN_FETCH_ALLOW")]
+    pub fetch_allow: Vec<String>,
+    /// Most bytes of a response body http.fetch reads; the rest is not read [default: 1048576].
+    #[arg(long)]
+    pub fetch_max_bytes: Option<u64>,
+    /// Longest one http.fetch may take, redirects and body included; a payload's `timeout_ms`
+    /// may ask for less [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub fetch_max_time: Option<Duration>,
+    /// Most children one fan.out task may ask for [default: 99999, the server's own limit].
+    #[arg(long)]
+    pub fan_out_max: Option<u32>,
 }
 
 #[derive(ClapArgs)]
@@ -422,6 +577,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub fanout_children: usize,
     /// Run only these measurements (single, batch, e2e, latency, fanout, scheduling); all by default.
+    /// `secure` (never run by default) compares end to end and pickup latency over HTTPS with a
+    /// token against plain HTTP, in one run.
     /// `retention` (never run by default) is a soak instead: waves of tasks through a server with
     /// a one-second retention, printing the stored size after each wave.
     #[arg(long, value_delimiter = ',')]

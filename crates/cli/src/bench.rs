@@ -10,6 +10,9 @@
 //! - end to end with scheduling on (`--only scheduling`): the same drain where every task asks
 //!   for a cpu and carries concurrency and rate keys, under queue limits that never bind, next to
 //!   a plain drain in the same run, and their ratio.
+//! - security's cost (`--only secure`, SQLite): end to end and pickup latency against a server
+//!   with HTTPS and a token on every request, next to a plain HTTP server without tokens, in the
+//!   same run, and their ratios.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -58,7 +61,7 @@ fn start_server(backend: &Backend<'_>, extra: &[&str]) -> anyhow::Result<(Proc, 
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
     let url = line
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
         .with_context(|| format!("unexpected server banner {line:?}"))?
         .to_owned();
     Ok((Proc(child), url))
@@ -152,6 +155,19 @@ fn generous_limits() -> QueueLimits {
 /// the tasks ask for resources and carry limit keys, the queue has limits and the workers declare
 /// capacity: the whole scheduling path runs, for comparison with the plain one.
 async fn end_to_end(urls: &[String], client: &Client, queue: &str, tasks: usize, limits: bool) -> anyhow::Result<f64> {
+    let extra: &[&str] = if limits { &["--capacity", "cpu=512"] } else { &[] };
+    drain(urls, client, queue, tasks, limits, extra).await
+}
+
+/// [`end_to_end`] with the workers started with `extra` flags.
+async fn drain(
+    urls: &[String],
+    client: &Client,
+    queue: &str,
+    tasks: usize,
+    limits: bool,
+    extra: &[&str],
+) -> anyhow::Result<f64> {
     if limits {
         client.update_queue(queue, &QueueUpdate { limits: Some(generous_limits()), ..Default::default() }).await?;
     }
@@ -164,7 +180,6 @@ async fn end_to_end(urls: &[String], client: &Client, queue: &str, tasks: usize,
     // tasks of its last fetch remain; a last check waits for those.
     let sentinel = client.submit(SubmitTask { priority: Some(-1), ..noop(queue) }).await?.id;
     let started = Instant::now();
-    let extra: &[&str] = if limits { &["--capacity", "cpu=512"] } else { &[] };
     let _workers = urls.iter().map(|url| start_worker(url, queue, extra)).collect::<anyhow::Result<Vec<_>>>()?;
     client.wait(sentinel, Duration::from_secs(600)).await?;
     while count(client, queue, TaskState::Ready).await? + count(client, queue, TaskState::Running).await? > 0 {
@@ -174,6 +189,16 @@ async fn end_to_end(urls: &[String], client: &Client, queue: &str, tasks: usize,
 }
 
 async fn pickup_latency(url: &str, client: &Client, queue: &str, samples: usize) -> anyhow::Result<Vec<Duration>> {
+    pickup_latency_with(url, Default::default(), client, queue, samples).await
+}
+
+async fn pickup_latency_with(
+    url: &str,
+    options: taskwarden_client::ClientOptions,
+    client: &Client,
+    queue: &str,
+    samples: usize,
+) -> anyhow::Result<Vec<Duration>> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let stop = CancellationToken::new();
     let handler = move |_ctx: TaskContext, _p: serde_json::Value| {
@@ -183,7 +208,7 @@ async fn pickup_latency(url: &str, client: &Client, queue: &str, samples: usize)
             Ok::<_, TaskError>(())
         }
     };
-    let worker = Worker::builder(url).queue(queue).concurrency(4).handler("echo", handler);
+    let worker = Worker::builder(url).client_options(options).queue(queue).concurrency(4).handler("echo", handler);
     let running = tokio::spawn(worker.run(stop.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await; // registered and long-polling
     let mut out = Vec::with_capacity(samples);
@@ -254,6 +279,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let result = if args.only.iter().any(|o| o == "retention") {
         retention_soak(&backend, args.soak_waves, args.soak_tasks).await
+    } else if args.only.iter().any(|o| o == "secure") {
+        anyhow::ensure!(args.database.is_none(), "--only secure runs on the embedded store");
+        secure_comparison(&args, dir.path()).await
     } else {
         let mut servers = Vec::new();
         let mut urls = Vec::new();
@@ -404,5 +432,89 @@ async fn measure(args: &BenchArgs, urls: &[String]) -> anyhow::Result<()> {
         "s",
         &fanout,
     );
+    Ok(())
+}
+
+/// Writes a CA and a certificate it signed for 127.0.0.1 and localhost into `dir`: (cert, key, ca).
+fn test_certificate(dir: &std::path::Path) -> anyhow::Result<(String, String, String)> {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?.signed_by(&key, &ca)?;
+    let path = |name: &str| dir.join(name).display().to_string();
+    std::fs::write(path("cert.pem"), cert.pem())?;
+    std::fs::write(path("key.pem"), key.serialize_pem())?;
+    std::fs::write(path("ca.pem"), ca.pem())?;
+    Ok((path("cert.pem"), path("key.pem"), path("ca.pem")))
+}
+
+/// End to end and pickup latency on a plain server (HTTP, no tokens) and a secure one (HTTPS, a
+/// token on every request), alternated within each run so the ratios compare like with like.
+async fn secure_comparison(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+    let (plain_dir, secure_dir) = (dir.join("plain"), dir.join("secure"));
+    std::fs::create_dir_all(&plain_dir)?;
+    std::fs::create_dir_all(&secure_dir)?;
+    let (cert, key, ca) = test_certificate(dir)?;
+    let exe = std::env::current_exe()?;
+    let made = Command::new(&exe)
+        .args(["token", "create", "--role", "admin", "--name", "bench", "--data-dir"])
+        .arg(&secure_dir)
+        .output()?;
+    anyhow::ensure!(made.status.success(), "creating the token: {}", String::from_utf8_lossy(&made.stderr));
+    let token = String::from_utf8(made.stdout)?.trim().to_owned();
+
+    let plain = Backend::Sqlite { dir: &plain_dir, durability: &args.durability };
+    let secure = Backend::Sqlite { dir: &secure_dir, durability: &args.durability };
+    let (_plain_server, plain_url) = start_server(&plain, &[])?;
+    let (_secure_server, secure_url) = start_server(&secure, &["--tls-cert", &cert, "--tls-key", &key])?;
+    let options = taskwarden_client::ClientOptions {
+        token: Some(token.clone()),
+        ca_cert_pem: Some(std::fs::read(&ca)?),
+        identity_pem: None,
+    };
+    let plain_client = Client::new(&plain_url)?;
+    let secure_client = Client::with_options(&secure_url, options.clone())?;
+    let secure_flags = ["--token", token.as_str(), "--ca-cert", ca.as_str()];
+    println!(
+        "taskwarden bench: security's cost, SQLite, plain {plain_url} against HTTPS + token {secure_url}, {} runs",
+        args.runs
+    );
+    let (mut e2e, mut e2e_secure, mut p99, mut p99_secure) = (vec![], vec![], vec![], vec![]);
+    for run in 0..args.runs {
+        let q = format!("e2e{run}");
+        e2e.push(drain(std::slice::from_ref(&plain_url), &plain_client, &q, args.e2e_tasks, false, &[]).await?);
+        e2e_secure.push(
+            drain(std::slice::from_ref(&secure_url), &secure_client, &q, args.e2e_tasks, false, &secure_flags).await?,
+        );
+        let q = format!("latency{run}");
+        let mut lat = pickup_latency(&plain_url, &plain_client, &q, args.latency_samples).await?;
+        lat.sort();
+        p99.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
+        let mut lat =
+            pickup_latency_with(&secure_url, options.clone(), &secure_client, &q, args.latency_samples).await?;
+        lat.sort();
+        p99_secure.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
+        println!(
+            "run {}: end-to-end {:.0}/s plain, {:.0}/s secure ({:.2}); pickup p99 {:.2} ms plain, {:.2} ms secure",
+            run + 1,
+            e2e[run],
+            e2e_secure[run],
+            e2e_secure[run] / e2e[run],
+            p99[run],
+            p99_secure[run]
+        );
+    }
+    let ratio = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x / y).collect::<Vec<_>>();
+    println!();
+    println!("| measurement (median of {} runs) | value |", args.runs);
+    println!("|---|---|");
+    report(&format!("end to end, {} no-op tasks, plain HTTP, no tokens", args.e2e_tasks), "tasks/s", &e2e);
+    report("end to end, HTTPS and a token on every request", "tasks/s", &e2e_secure);
+    report("  secure as a share of plain", "ratio", &ratio(&e2e_secure, &e2e));
+    report("pickup latency p99, plain", "ms", &p99);
+    report("pickup latency p99, HTTPS and a token", "ms", &p99_secure);
+    report("  secure over plain", "ratio", &ratio(&p99_secure, &p99));
     Ok(())
 }

@@ -10,6 +10,24 @@ use taskwarden_core::protocol::QueueUpdate;
 
 use crate::args::{CronArgs, CronCommand, QueueArgs, QueueCommand, SubmitArgs, TaskArgs, TaskCommand, WorkersArgs};
 
+/// A client for the server the flags name, with their token and TLS settings.
+pub fn connect(c: &crate::args::ConnectArgs) -> anyhow::Result<Client> {
+    Ok(Client::with_options(&c.url, client_options(c)?)?)
+}
+
+pub fn client_options(c: &crate::args::ConnectArgs) -> anyhow::Result<taskwarden_client::ClientOptions> {
+    let read = |p: &std::path::PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let identity_pem = match (&c.client_cert, &c.client_key) {
+        (Some(cert), Some(key)) => Some([read(cert)?, b"\n".to_vec(), read(key)?].concat()),
+        _ => None,
+    };
+    Ok(taskwarden_client::ClientOptions {
+        token: c.token.clone(),
+        ca_cert_pem: c.ca_cert.as_ref().map(read).transpose()?,
+        identity_pem,
+    })
+}
+
 fn parse_id(id: &str) -> anyhow::Result<TaskId> {
     id.parse().with_context(|| format!("{id:?} is not a task id"))
 }
@@ -72,7 +90,7 @@ fn show(task: &Task, json: bool) -> anyhow::Result<()> {
 }
 
 pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
-    let client = Client::new(&a.connect.url)?;
+    let client = connect(&a.connect)?;
     let payload = RawValue::from_string(a.payload.clone())
         .with_context(|| format!("--payload is not valid JSON: {}", a.payload))?;
     let req = SubmitTask {
@@ -107,7 +125,7 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
 }
 
 pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
-    let client = Client::new(&a.connect.url)?;
+    let client = connect(&a.connect)?;
     match a.command {
         TaskCommand::Get { id, json } => show(&client.get(parse_id(&id)?).await?, json),
         TaskCommand::List { queue, state, kind, tag, limit, cursor, json } => {
@@ -140,7 +158,7 @@ pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
 }
 
 pub async fn workers(a: WorkersArgs) -> anyhow::Result<()> {
-    let client = Client::new(&a.connect.url)?;
+    let client = connect(&a.connect)?;
     let workers = client.workers().await?;
     if a.json {
         return print_json(&workers);
@@ -161,7 +179,7 @@ pub async fn workers(a: WorkersArgs) -> anyhow::Result<()> {
 }
 
 pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
-    let client = Client::new(&a.connect.url)?;
+    let client = connect(&a.connect)?;
     let queues = match a.command {
         QueueCommand::Ls { json } => {
             let queues = client.queues().await?;
@@ -239,7 +257,7 @@ where
 }
 
 pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
-    let client = Client::new(&a.connect.url)?;
+    let client = connect(&a.connect)?;
     let schedules = match a.command {
         CronCommand::Add { name, schedule, timezone, misfire, queue, kind, payload, priority, json } => {
             let (misfire, catch_up) = match misfire.as_str() {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use taskwarden_client::{Client, FailurePolicy, NodeSpec, WorkflowSpec, WorkflowState};
 use taskwarden_server::ServerConfig;
 use taskwarden_store::{SqliteConfig, SqliteStore};
-use taskwarden_worker::{TaskContext, TaskError, Worker};
+use taskwarden_worker::{AllowRule, FetchPolicy, TaskContext, TaskError, Worker};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::DemoArgs;
@@ -73,13 +73,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::spawn(taskwarden_server::serve(listener, Arc::new(store), ServerConfig::default(), stop.clone()));
 
     let site = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let site_url = format!("http://{}", site.local_addr()?);
+    let site_addr = site.local_addr()?;
+    let site_url = format!("http://{site_addr}");
     let site_stop = stop.clone();
     let site_app = axum::Router::new().route("/page/{n}", axum::routing::get(page));
     tokio::spawn(async move {
         axum::serve(site, site_app).with_graceful_shutdown(async move { site_stop.cancelled().await }).await
     });
 
+    // http.fetch refuses loopback addresses unless allowed: the demo opens its own site alone.
+    let site_only = FetchPolicy::default().allow(AllowRule::from(site_addr));
     let workers: Vec<_> = (0..2)
         .map(|i| {
             let w = Worker::builder(url.clone())
@@ -87,6 +90,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .queue("fetch")
                 .concurrency(args.concurrency)
                 .shutdown_grace(Duration::from_secs(5))
+                .fetch_policy(site_only.clone())
                 .builtin_handlers()
                 .handler("demo.gather", gather);
             tokio::spawn(w.run(stop.clone()))

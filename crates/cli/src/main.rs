@@ -6,6 +6,7 @@ mod client_cmd;
 mod demo;
 mod server_cmd;
 mod signal;
+mod token_cmd;
 mod worker_cmd;
 mod workflow_cmd;
 
@@ -41,6 +42,8 @@ fn main() -> std::process::ExitCode {
             Command::Workflow(a) => workflow_cmd::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::Token(a) => token_cmd::token(a).await,
+            Command::Audit(a) => token_cmd::audit(a).await,
         }
     });
     match result {

@@ -44,7 +44,7 @@ pub enum Database {
 }
 
 impl Database {
-    fn resolve(args: DatabaseArgs, data_dir: PathBuf, durability: Durability, aging: Option<Duration>) -> Database {
+    pub fn resolve(args: DatabaseArgs, data_dir: PathBuf, durability: Durability, aging: Option<Duration>) -> Database {
         match args.database {
             Some(url) => {
                 let mut config = PgConfig { aging, ..PgConfig::new(url) };
@@ -65,7 +65,7 @@ impl Database {
     }
 
     /// Where, for people: the file, or the database without its password.
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             Database::Sqlite(c) => c.path.display().to_string(),
             Database::Postgres(c) => {
@@ -74,7 +74,7 @@ impl Database {
         }
     }
 
-    async fn open(self, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+    pub async fn open(self, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
         let described = self.describe();
         Ok(match self {
             Database::Sqlite(c) => Arc::new(SqliteStore::open(c).with_context(|| format!("opening {described}"))?),
@@ -150,6 +150,28 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
             d => Some(humantime::parse_duration(d).with_context(|| format!("retention {d:?}"))?),
         };
     }
+    server.insecure_no_auth = args.insecure_no_auth;
+    server.allowed_hosts =
+        args.allowed_hosts.into_iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect();
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        server.tls = Some(taskwarden_server::TlsConfig { cert, key, client_ca: args.client_ca });
+    }
+    let h = &mut server.http;
+    if let Some(v) = args.header_read_timeout {
+        h.header_read_timeout = v;
+    }
+    if let Some(v) = args.body_read_timeout {
+        h.body_read_timeout = v;
+    }
+    if let Some(v) = args.idle_timeout {
+        h.idle_timeout = v;
+    }
+    if let Some(v) = args.max_connections {
+        h.max_connections = v;
+    }
+    if let Some(v) = args.max_json_depth {
+        server.limits.max_json_depth = v;
+    }
     if let Err(e) = server.validate() {
         bail!("invalid configuration: {e}");
     }
@@ -182,7 +204,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     // Printed on stdout so scripts (and tests using port 0) can read the address.
-    println!("taskwarden server listening on http://{addr} (data: {described}, node: {})", cfg.server.node_name);
+    let scheme = if cfg.server.tls.is_some() { "https" } else { "http" };
+    println!("taskwarden server listening on {scheme}://{addr} (data: {described}, node: {})", cfg.server.node_name);
     tracing::info!(%addr, data = %described, node = %cfg.server.node_name, "server started");
     let shutdown = crate::signal::shutdown_token();
     taskwarden_server::serve(listener, store, cfg.server, shutdown).await?;

@@ -1,12 +1,15 @@
 //! `taskwarden worker`: the worker SDK with the built-in handlers.
 
+use anyhow::Context;
 use taskwarden_core::placement::{Resources, parse_labels};
-use taskwarden_worker::Worker;
+use taskwarden_worker::{AllowRule, FetchPolicy, Worker};
 
 use crate::args::WorkerArgs;
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    let mut worker = Worker::builder(args.connect.url)
+    let options = crate::client_cmd::client_options(&args.connect)?;
+    let mut worker = Worker::builder(args.connect.url.clone())
+        .client_options(options)
         .concurrency(args.concurrency)
         .fetchers(args.fetchers)
         .shutdown_grace(args.grace)
@@ -17,6 +20,16 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     }
     if let Some(name) = args.name {
         worker = worker.name(name);
+    }
+    let defaults = FetchPolicy::default();
+    worker = worker.fetch_policy(FetchPolicy {
+        allow: AllowRule::parse_list(&args.fetch_allow.join(",")).context("--fetch-allow")?,
+        max_bytes: args.fetch_max_bytes.unwrap_or(defaults.max_bytes),
+        max_time: args.fetch_max_time.unwrap_or(defaults.max_time),
+        ..defaults
+    });
+    if let Some(n) = args.fan_out_max {
+        worker = worker.fan_out_max(n);
     }
     let summary = worker.builtin_handlers().run(crate::signal::shutdown_token()).await?;
     eprintln!(

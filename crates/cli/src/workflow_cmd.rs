@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use anyhow::{Context, bail};
-use taskwarden_client::{Client, TaskId, Workflow, WorkflowSpec, WorkflowState};
+use taskwarden_client::{TaskId, Workflow, WorkflowSpec, WorkflowState};
 
 use crate::args::{WorkflowArgs, WorkflowCommand};
 
@@ -66,7 +66,7 @@ fn finished_ok(wf: &Workflow) -> anyhow::Result<()> {
 }
 
 pub async fn run(a: WorkflowArgs) -> anyhow::Result<()> {
-    let client = Client::new(&a.connect.url)?;
+    let client = crate::client_cmd::connect(&a.connect)?;
     match a.command {
         WorkflowCommand::Submit { file, wait, timeout, json } => {
             let mut text = String::new();

@@ -209,6 +209,7 @@ fn a_worker_serving_two_queues_takes_from_them_by_weight() {
     let (ok, _, err) = cli(&["queue", "set", "light", "--weight", "0", "--url", url]);
     assert!(!ok && err.contains("weight"), "a zero weight is refused, naming the field: {err}");
     tokio::runtime::Runtime::new().unwrap().block_on(async {
+        taskwarden_client::install_tls_provider();
         let http = reqwest::Client::new();
         for queue in ["heavy", "light"] {
             let batch: Vec<Value> = (0..100)

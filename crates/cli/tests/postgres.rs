@@ -100,6 +100,7 @@ async fn the_leader_role_moves_when_the_leader_dies_and_leases_are_still_reaped(
         ServerProcess::postgres(&schema.url, &schema.name, &lease),
         ServerProcess::postgres(&schema.url, &schema.name, &lease),
     ];
+    taskwarden_client::install_tls_provider();
     let http = reqwest::Client::new();
     let leader = eventually(Duration::from_secs(10), "one node to lead", || async {
         let a = leads(&http, &nodes[0].url).await?;

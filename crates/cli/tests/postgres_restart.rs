@@ -99,6 +99,7 @@ async fn a_node_rides_out_a_postgres_restart_without_losing_acknowledged_tasks()
 
     let restart = Restart(&cluster);
     cluster.ctl(&["stop", "-m", "immediate"]);
+    taskwarden_client::install_tls_provider();
     let http = reqwest::Client::new();
     eventually(Duration::from_secs(10), "/readyz to say 503", || async {
         let resp = http.get(format!("{}/readyz", node.url)).send().await.ok()?;

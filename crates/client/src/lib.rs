@@ -17,6 +17,10 @@
 //!
 //! For a deployment of several server nodes, give every node's URL, comma-separated
 //! (`Client::new("http://a:7433,http://b:7433")`); see [`Client`] for how it fails over.
+//!
+//! A server with authentication on wants a token, and one serving HTTPS with its own certificate
+//! authority wants that CA: see [`ClientOptions`] (or [`ClientOptions::from_env`], which reads
+//! `TASKWARDEN_TOKEN` and `TASKWARDEN_CA_CERT`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +30,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+use taskwarden_core::auth::{AuditEntry, AuditList, CreateTokenCall, CreatedToken, TokenInfo, TokenList};
 use taskwarden_core::cron::{CronInfo, CronList, CronSpec};
 pub use taskwarden_core::protocol::ParentList;
 use taskwarden_core::protocol::{
@@ -172,17 +177,68 @@ pub struct Client {
     bases: Arc<[String]>,
     /// Index into `bases` of the node in use.
     current: Arc<AtomicUsize>,
+    /// Sent as `Authorization: Bearer ...` on every call.
+    token: Option<Arc<str>>,
+}
+
+/// How a client proves who it is and whom it trusts.
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    /// An API token (`tw_...`), sent on every request.
+    pub token: Option<String>,
+    /// A PEM certificate authority to trust for `https://` servers, beside the system's roots.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// A PEM client certificate followed by its private key, for servers that ask for one
+    /// (mutual TLS).
+    pub identity_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("ClientOptions")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(Vec::len))
+            .field("identity_pem", &self.identity_pem.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl ClientOptions {
+    /// Options from the environment: `TASKWARDEN_TOKEN`, and `TASKWARDEN_CA_CERT` (a PEM file's
+    /// path).
+    pub fn from_env() -> Result<ClientOptions> {
+        let token = std::env::var("TASKWARDEN_TOKEN").ok().filter(|t| !t.is_empty());
+        let ca_cert_pem = match std::env::var("TASKWARDEN_CA_CERT").ok().filter(|p| !p.is_empty()) {
+            Some(path) => Some(
+                std::fs::read(&path)
+                    .map_err(|e| ClientError::Invalid(format!("cannot read TASKWARDEN_CA_CERT {path:?}: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(ClientOptions { token, ca_cert_pem, identity_pem: None })
+    }
 }
 
 impl Client {
     /// A client for the server at `url`, such as `http://127.0.0.1:7433`, or for several nodes
     /// given comma-separated: `http://10.0.0.1:7433,http://10.0.0.2:7433`.
     pub fn new(url: &str) -> Result<Client> {
-        Client::with_urls(url.split(',').map(str::trim).filter(|u| !u.is_empty()))
+        Client::with_options(url, ClientOptions::default())
+    }
+
+    /// [`Client::new`] with a token and TLS settings.
+    pub fn with_options(url: &str, options: ClientOptions) -> Result<Client> {
+        Client::connect(url.split(',').map(str::trim).filter(|u| !u.is_empty()), options)
     }
 
     /// A client for several nodes of one deployment, tried in order.
     pub fn with_urls<S: AsRef<str>>(urls: impl IntoIterator<Item = S>) -> Result<Client> {
+        Client::connect(urls, ClientOptions::default())
+    }
+
+    fn connect<S: AsRef<str>>(urls: impl IntoIterator<Item = S>, options: ClientOptions) -> Result<Client> {
+        install_tls_provider();
         let mut bases = Vec::new();
         for url in urls {
             let url = url.as_ref();
@@ -195,12 +251,33 @@ impl Client {
         if bases.is_empty() {
             return Err(ClientError::Invalid("no server URL given".into()));
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Client { http, bases: bases.into(), current: Arc::new(AtomicUsize::new(0)) })
+            .tcp_nodelay(true);
+        if let Some(pem) = &options.ca_cert_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Invalid(format!("the CA certificate is not PEM: {e}")))?
+            {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        if let Some(pem) = &options.identity_pem {
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|e| ClientError::Invalid(format!("the client certificate and key are not PEM: {e}")))?;
+            http = http.identity(identity);
+        }
+        if let Some(t) = &options.token
+            && (t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ClientError::Invalid("the token must be printable ASCII with no spaces".into()));
+        }
+        Ok(Client {
+            http: http.build()?,
+            bases: bases.into(),
+            current: Arc::new(AtomicUsize::new(0)),
+            token: options.token.map(Arc::from),
+        })
     }
 
     /// The URL of the node in use now.
@@ -259,9 +336,17 @@ impl Client {
         body: Option<&B>,
         timeout: Duration,
     ) -> Result<(StatusCode, T)> {
+        let write = method != Method::GET;
         let mut req = self.http.request(method, format!("{}{path}", self.bases[node])).timeout(timeout);
-        if let Some(b) = body {
-            req = req.json(b);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        match body {
+            Some(b) => req = req.json(b),
+            // The server wants every write to say it is JSON, even an empty one (browsers cannot
+            // send that cross-site without asking).
+            None if write => req = req.header(reqwest::header::CONTENT_TYPE, "application/json"),
+            None => {}
         }
         let resp = req.send().await?;
         let status = resp.status();
@@ -450,6 +535,34 @@ impl Client {
         self.call::<(), serde_json::Value>(Method::GET, "/readyz", None, Duration::from_secs(5)).await.map(|_| ())
     }
 
+    // Tokens and the audit log (admin).
+
+    /// Creates a token; the answer holds its secret, shown this once.
+    pub async fn create_token(&self, call: &CreateTokenCall) -> Result<CreatedToken> {
+        Ok(self.call(Method::POST, "/v1/tokens", Some(call), Self::TIMEOUT).await?.1)
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        let list: TokenList = self.call::<(), _>(Method::GET, "/v1/tokens", None, Self::TIMEOUT).await?.1;
+        Ok(list.tokens)
+    }
+
+    /// Revokes a token by id or by its live name.
+    pub async fn revoke_token(&self, token: &str) -> Result<TokenInfo> {
+        let path = format!("/v1/tokens/{}/revoke", path_segment(token));
+        Ok(self.call::<(), _>(Method::POST, &path, None, Self::TIMEOUT).await?.1)
+    }
+
+    /// The audit log from `since` (RFC 3339; default the last day).
+    pub async fn audit(&self, since: Option<taskwarden_core::Timestamp>, limit: u32) -> Result<Vec<AuditEntry>> {
+        let mut path = format!("/v1/audit?limit={limit}");
+        if let Some(t) = since {
+            path.push_str(&format!("&since={}", path_segment(&t.to_string())));
+        }
+        let list: AuditList = self.call::<(), _>(Method::GET, &path, None, Self::TIMEOUT).await?.1;
+        Ok(list.entries)
+    }
+
     // The worker protocol.
 
     pub async fn register(&self, req: &RegisterWorker) -> Result<WorkerInfo> {
@@ -503,6 +616,16 @@ impl Client {
             .await?
             .1;
         Ok(resp.results)
+    }
+}
+
+/// Makes ring rustls's process-wide crypto provider, unless one is set already. HTTPS clients
+/// (this crate's, and any `reqwest::Client` built after) need one; the workspace builds only ring,
+/// so there is nothing to choose. Cheap to call again.
+pub fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may win the race; its provider is the same.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 

@@ -90,6 +90,22 @@ impl IdGenerator {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct LeaseToken(pub u64);
 
+impl LeaseToken {
+    /// A fresh token from a random number; never the hidden value.
+    pub fn from_random(r: u64) -> LeaseToken {
+        LeaseToken(r.max(1))
+    }
+
+    /// The value a token reads as where it is not shown.
+    pub fn hidden() -> LeaseToken {
+        LeaseToken(0)
+    }
+
+    pub fn is_hidden(&self) -> bool {
+        self.0 == 0
+    }
+}
+
 impl fmt::Display for LeaseToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)

@@ -1,10 +1,12 @@
 //! Taskwarden's pure core: the domain model and its rules, with no I/O and no clock reads.
 //!
+//! - [`auth`]: roles, queue scopes and the rule that decides who may do what.
 //! - [`task`]: the task, its states and attempts.
 //! - [`lifecycle`]: the state machine; every state change is a method on [`Task`] that either
 //!   applies the change or refuses it and leaves the task untouched.
 //! - [`backoff`]: the retry delay policy.
 //! - [`id`]: time-ordered task ids and lease (fencing) tokens.
+//! - [`bounded`]: request lists bounded while they are parsed.
 //! - [`validate`]: input limits and validation that names the bad field.
 //! - [`protocol`]: the HTTP request and response bodies shared by server and SDKs.
 //! - [`time`]: timestamps; "now" is always an argument.
@@ -14,7 +16,9 @@
 //! - [`placement`]: which ready task goes to which worker (priority with aging, fair share,
 //!   resources and labels, reservations for big tasks).
 
+pub mod auth;
 pub mod backoff;
+pub mod bounded;
 pub mod cron;
 pub mod id;
 pub mod lifecycle;

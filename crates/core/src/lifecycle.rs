@@ -248,8 +248,11 @@ impl Task {
 
     /// A worker's heartbeat for one lease it holds, with its progress: extends the lease and
     /// answers what the worker is told. The task changed only when the answer is `Ok`.
-    pub fn beat(&mut self, held: &HeldLease, now: Timestamp) -> LeaseStatus {
-        let beat = self.heartbeat(held.lease, now).and_then(|cancel| {
+    ///
+    /// With `worker`, the lease must also be held by that worker: a worker cannot extend or
+    /// report on a lease another worker holds, even with its token.
+    pub fn beat(&mut self, worker: Option<&str>, held: &HeldLease, now: Timestamp) -> LeaseStatus {
+        let beat = self.check_holder(worker).and_then(|()| self.heartbeat(held.lease, now)).and_then(|cancel| {
             if let Some(progress) = held.progress.clone() {
                 self.report_progress(held.lease, progress, now)?;
             }
@@ -268,6 +271,15 @@ impl Task {
                 cancel_requested: self.cancel_requested,
                 lease_expires_at: None,
             },
+        }
+    }
+
+    /// Refuses (as a lost lease) a call from a worker other than the one that holds the lease;
+    /// `None` checks nothing.
+    pub fn check_holder(&self, worker: Option<&str>) -> Result<(), TransitionError> {
+        match worker {
+            Some(w) if !self.leased_to(w) => Err(TransitionError::LeaseLost),
+            _ => Ok(()),
         }
     }
 

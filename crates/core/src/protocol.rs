@@ -63,6 +63,7 @@ pub struct SubmitTask {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBatch {
+    #[serde(deserialize_with = "crate::bounded::batch")]
     pub tasks: Vec<SubmitTask>,
 }
 
@@ -199,7 +200,7 @@ pub struct FetchRequest {
     /// Tasks this worker has finished whose outcomes are still on their way to the server: the
     /// resources they hold count as free on this worker, so a fetch right after a task ends is
     /// not answered short while its report is in flight.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::bounded::batch")]
     pub finished: Vec<TaskId>,
 }
 
@@ -320,6 +321,7 @@ pub struct Report {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBatch {
+    #[serde(deserialize_with = "crate::bounded::batch")]
     pub reports: Vec<Report>,
 }
 
@@ -357,6 +359,7 @@ pub struct HeldLease {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerHeartbeat {
+    #[serde(deserialize_with = "crate::bounded::batch")]
     pub leases: Vec<HeldLease>,
 }
 

@@ -86,6 +86,10 @@ pub struct Progress {
 /// The lease a running task is held under.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
+    /// The fencing token. Only the fetch answer to the worker that was leased the task carries
+    /// it: the API shows a task with this hidden (see [`Task::redact`]), so holding a token is
+    /// proof of having been leased the task.
+    #[serde(default = "LeaseToken::hidden", skip_serializing_if = "LeaseToken::is_hidden")]
     pub token: LeaseToken,
     pub worker_id: String,
     /// The attempt this lease runs (1-based).
@@ -269,7 +273,53 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+impl NewTask {
+    /// Why this task may not be answered with `earlier`, the task its idempotency key already
+    /// names: a key stands for one task, so re-using it for a different queue, kind or payload is
+    /// a caller's bug that must not be hidden by answering with the first task.
+    pub fn conflicts_with(
+        &self,
+        earlier_queue: &str,
+        earlier_kind: &str,
+        earlier_payload: &RawValue,
+    ) -> Option<String> {
+        let key = self.idempotency_key.as_deref().unwrap_or_default();
+        let what = if self.queue != earlier_queue {
+            "queue"
+        } else if self.kind != earlier_kind {
+            "kind"
+        } else if self.payload.get() != earlier_payload.get()
+            && serde_json::from_str::<serde_json::Value>(self.payload.get()).ok()
+                != serde_json::from_str::<serde_json::Value>(earlier_payload.get()).ok()
+        {
+            "payload"
+        } else {
+            return None;
+        };
+        Some(format!("idempotency key {key:?} was used for a task with a different {what}"))
+    }
+}
+
 impl Task {
+    /// Whether `worker` holds the task's current lease.
+    pub fn leased_to(&self, worker: &str) -> bool {
+        self.state == TaskState::Running && self.lease.as_ref().is_some_and(|l| l.worker_id == worker)
+    }
+
+    /// The task as the API shows it: the lease token is never shown (only the fetch answer
+    /// carries it), and without `payloads` neither are the payload and result.
+    pub fn redact(&mut self, payloads: bool) {
+        if let Some(lease) = &mut self.lease {
+            lease.token = LeaseToken::hidden();
+        }
+        if !payloads {
+            self.payload = RawValue::from_string("null".into()).expect("null is JSON");
+            if self.result.is_some() {
+                self.result = Some(RawValue::from_string("null".into()).expect("null is JSON"));
+            }
+        }
+    }
+
     /// A new task, ready at once or scheduled for later.
     pub fn new(id: TaskId, spec: NewTask, now: Timestamp) -> Task {
         let run_at = spec.run_at.unwrap_or_else(|| now.saturating_add(spec.delay));

@@ -36,6 +36,9 @@ impl ValidationError {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
     pub max_payload_bytes: usize,
+    /// How deeply payloads and results may nest (arrays and objects): deeper JSON breaks common
+    /// parsers on every page that shows it.
+    pub max_json_depth: usize,
     pub max_name_len: usize,
     pub max_tags: usize,
     pub max_batch: usize,
@@ -58,6 +61,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_payload_bytes: 1 << 20,
+            max_json_depth: 64,
             max_name_len: 128,
             max_tags: 32,
             max_batch: 10_000,
@@ -127,6 +131,7 @@ impl SubmitTask {
                 format!("is {} bytes; the limit is {}", payload.get().len(), limits.max_payload_bytes),
             ));
         }
+        check_depth("payload", payload.get(), limits)?;
         let priority = check_range("priority", self.priority.unwrap_or(0), MIN_PRIORITY, MAX_PRIORITY)?;
         if self.delay_ms.is_some() && self.run_at.is_some() {
             return Err(ValidationError::new("run_at", "give either delay_ms or run_at, not both"));
@@ -291,6 +296,45 @@ impl Progress {
     }
 }
 
+/// How deeply arrays and objects nest in a JSON text (0 for a scalar). One pass over the bytes,
+/// no parsing: strings are skipped so brackets inside them do not count.
+pub fn json_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Refuses a payload or result that nests deeper than the limit.
+pub fn check_depth(field: &str, json: &str, limits: &Limits) -> Result<(), ValidationError> {
+    let depth = json_depth(json.as_bytes());
+    if depth > limits.max_json_depth {
+        return Err(ValidationError::new(
+            field,
+            format!("nests {depth} levels deep; the limit is {}", limits.max_json_depth),
+        ));
+    }
+    Ok(())
+}
+
 /// Error messages from workers are kept, but not without bound.
 pub fn truncate_error(mut error: String) -> String {
     const MAX: usize = 16 * 1024;
@@ -308,6 +352,24 @@ pub fn truncate_error(mut error: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_depth_counts_nesting_outside_strings() {
+        for (json, depth) in [
+            ("1", 0),
+            ("[]", 1),
+            ("{\"a\":[1,{\"b\":[]}]}", 4),
+            ("\"[[[[\"", 0),
+            ("[\"\\\"]]]\"]", 1),
+            ("{\"a\":{}}", 2),
+        ] {
+            assert_eq!(json_depth(json.as_bytes()), depth, "{json}");
+        }
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(json_depth(deep.as_bytes()), 10_000);
+        let e = check_depth("payload", &deep, &Limits::default()).unwrap_err();
+        assert_eq!(e.field, "payload");
+    }
 
     fn submit(queue: &str, kind: &str) -> SubmitTask {
         SubmitTask { queue: queue.into(), kind: kind.into(), ..Default::default() }

@@ -214,6 +214,7 @@ pub struct WorkflowSpec {
     pub name: Option<String>,
     #[serde(default)]
     pub failure_policy: FailurePolicy,
+    #[serde(deserialize_with = "crate::bounded::workflow")]
     pub tasks: Vec<NodeSpec>,
 }
 
@@ -398,6 +399,7 @@ fn topological_order(parents: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
 #[serde(deny_unknown_fields)]
 pub struct FanOutRequest {
     pub lease: crate::id::LeaseToken,
+    #[serde(deserialize_with = "crate::bounded::workflow")]
     pub children: Vec<NodeSpec>,
     pub join: NodeSpec,
     /// The fan-out's own policy: `collect` (the join sees every child's success or error),

@@ -23,6 +23,47 @@ pub struct ServerConfig {
     pub retention: Option<Duration>,
     /// How often expired idempotency keys and finished work past retention are deleted.
     pub prune_interval: Duration,
+    /// Host names (no port) the server answers for in `Host` and `Origin`. Empty: the loopback
+    /// names, checked only while no token exists (with tokens, a forged page has no token to send).
+    /// Given: checked on every request.
+    pub allowed_hosts: Vec<String>,
+    /// Serve without authentication on an address other than loopback. Logged loudly at start.
+    pub insecure_no_auth: bool,
+    /// How often tokens are read again from the store: a token made or revoked on another node
+    /// takes effect here within this long.
+    pub token_refresh: Duration,
+    /// How long audit log entries are kept.
+    pub audit_retention: Duration,
+    /// Connection limits and timeouts.
+    pub http: HttpConfig,
+    /// Serve HTTPS with this certificate; `None` serves plain HTTP.
+    pub tls: Option<crate::TlsConfig>,
+}
+
+/// What a connection may take: time to send its headers and body, time idle between requests,
+/// and how many may be open at once. The defaults are set so a slow-client attack cannot wear them
+/// down: a connection that sends nothing useful is closed within seconds.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// The longest a client may take to send a request's headers (and a TLS handshake).
+    pub header_read_timeout: Duration,
+    /// The longest a request's body may take to arrive once its headers have.
+    pub body_read_timeout: Duration,
+    /// A kept-alive connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// Most connections open at once; past it the longest-idle one is closed to make room.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
 }
 
 /// A node name unique enough to tell nodes apart: host, process and a random suffix.
@@ -43,11 +84,25 @@ impl Default for ServerConfig {
             leader_lease: Duration::from_secs(5),
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             prune_interval: Duration::from_secs(60),
+            allowed_hosts: Vec::new(),
+            insecure_no_auth: false,
+            token_refresh: Duration::from_millis(500),
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
+            http: HttpConfig::default(),
+            tls: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The host names requests may name: the configured ones, or the loopback names.
+    pub(crate) fn allowed_hosts(&self) -> Vec<String> {
+        match self.allowed_hosts.is_empty() {
+            true => crate::guard::LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect(),
+            false => self.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ValidationError> {
         if self.max_body_bytes < self.limits.max_payload_bytes {
             return Err(ValidationError::new("max_body_bytes", "must be at least the payload limit"));
@@ -60,6 +115,28 @@ impl ServerConfig {
         }
         if self.leader_lease < Duration::from_millis(300) {
             return Err(ValidationError::new("leader_lease", "must be at least 300ms"));
+        }
+        if self.token_refresh.is_zero() || self.token_refresh > Duration::from_secs(60) {
+            return Err(ValidationError::new("token_refresh", "must be between 1ms and 60s"));
+        }
+        if self.limits.max_json_depth < 2 {
+            return Err(ValidationError::new("max_json_depth", "must be at least 2"));
+        }
+        if let Some(h) = self.allowed_hosts.iter().find(|h| h.is_empty() || h.contains(['/', ' ', ','])) {
+            return Err(ValidationError::new("allowed_hosts", format!("{h:?} is not a host name")));
+        }
+        let h = &self.http;
+        for (field, d) in [
+            ("header_read_timeout", h.header_read_timeout),
+            ("body_read_timeout", h.body_read_timeout),
+            ("idle_timeout", h.idle_timeout),
+        ] {
+            if d < Duration::from_millis(10) || d > Duration::from_secs(3600) {
+                return Err(ValidationError::new(field, "must be between 10ms and 1h"));
+            }
+        }
+        if !(16..=1_000_000).contains(&h.max_connections) {
+            return Err(ValidationError::new("max_connections", "must be between 16 and 1000000"));
         }
         if self.node_name.is_empty() {
             return Err(ValidationError::new("node_name", "must not be empty"));

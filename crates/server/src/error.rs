@@ -5,7 +5,11 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde::de::DeserializeOwned;
+use taskwarden_core::bounded::{Caps, with_caps};
 use taskwarden_core::protocol::{ErrorBody, ErrorDetail};
 use taskwarden_core::{TaskId, ValidationError};
 use taskwarden_store::StoreError;
@@ -83,21 +87,49 @@ fn describe<E: std::fmt::Display>(path: &serde_path_to_error::Path, inner: E, ro
 }
 
 /// A JSON request body, read within the body limit and parsed with errors that name the field.
+/// Refuses before parsing a body that is too large, too slow to arrive or nested too deep, and
+/// while parsing a list longer than its limit; refuses bytes after the JSON value.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| ApiError {
-            field: Some("body".into()),
-            ..ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the request body exceeds {limit} bytes"),
-            )
-        })?;
+        let rules = req.extensions().get::<Arc<BodyRules>>().cloned().unwrap_or_default();
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        // Few large bodies are read at once, so a handful of concurrent big requests cannot take
+        // the memory of many (each costs a few times its size while parsed). A body that does not
+        // say its length may be large.
+        let _permit = match declared {
+            Some(n) if n <= BIG_BODY => None,
+            _ => Some(rules.big_bodies.clone().acquire_owned().await.expect("the semaphore is never closed")),
+        };
+        let limit = rules.max_bytes;
+        let read = axum::body::to_bytes(req.into_body(), limit);
+        let bytes = match tokio::time::timeout(rules.read_timeout, read).await {
+            Err(_) => {
+                return Err(ApiError {
+                    field: Some("body".into()),
+                    ..ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        format!("the request body did not arrive within {} ms", rules.read_timeout.as_millis()),
+                    )
+                });
+            }
+            Ok(read) => read.map_err(|_| ApiError {
+                field: Some("body".into()),
+                ..ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the request body exceeds {limit} bytes"),
+                )
+            })?,
+        };
         if bytes.is_empty() {
             return Err(ApiError::invalid("body", "a JSON body is required"));
         }
@@ -106,28 +138,70 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::invalid("body", "the body must be a JSON object"));
         }
-        // The fast path parses without tracking paths; only a body that fails is parsed again, with
-        // tracking, to name the field.
-        if let Ok(value) = serde_json::from_slice(&bytes) {
-            return Ok(ApiJson(value));
+        // Deeper than any request needs: refused before parsing, so no parser (ours, or a
+        // client's reading this back later) meets it. Requests wrap payloads in a few levels.
+        let depth = taskwarden_core::validate::json_depth(&bytes);
+        if depth > rules.max_depth.saturating_add(ENVELOPE_DEPTH) {
+            return Err(ApiError::invalid(
+                "body",
+                format!("nests {depth} levels deep; payloads and results may nest at most {}", rules.max_depth),
+            ));
         }
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().clone();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                ApiError::invalid("body", format!("malformed JSON: {inner}"))
-            } else {
-                describe(&path, inner, "body")
-            }
-        })?;
-        Ok(ApiJson(value))
+        with_caps(rules.caps, || parse(&bytes)).map(ApiJson)
     }
 }
 
-/// The body limit, set as a request extension by the router.
-#[derive(Clone, Copy)]
-pub struct BodyLimit(pub usize);
+/// Parses a body. The fast path tracks no paths; only a body that fails is parsed again, with
+/// tracking, to name the field. Both refuse bytes after the JSON value.
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let path = e.path().clone();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::invalid("body", format!("malformed JSON: {inner}"))
+        } else {
+            describe(&path, inner, "body")
+        }
+    })?;
+    de.end().map_err(|e| ApiError::invalid("body", format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+/// A body larger than this (or of unstated length) waits for one of a few permits to be read.
+const BIG_BODY: usize = 1 << 20;
+
+/// How request bodies are read, set as a request extension by the router.
+pub struct BodyRules {
+    pub max_bytes: usize,
+    /// How deeply payloads and results may nest.
+    pub max_depth: usize,
+    /// How long lists in a body may be.
+    pub caps: Caps,
+    /// The longest a body may take to arrive once its headers have.
+    pub read_timeout: Duration,
+    /// Permits to read a big body; see `BIG_BODY`.
+    pub big_bodies: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for BodyRules {
+    fn default() -> Self {
+        BodyRules {
+            max_bytes: usize::MAX,
+            max_depth: usize::MAX / 2,
+            caps: Caps::NONE,
+            read_timeout: Duration::from_secs(3600),
+            big_bodies: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
+}
+
+/// The levels a request body wraps around its deepest payload (a workflow's node in its list in
+/// the body is three); the payload itself is checked against the exact limit where it is read.
+const ENVELOPE_DEPTH: usize = 4;
 
 /// Query parameters, parsed with errors that name the parameter.
 pub struct ApiQuery<T>(pub T);

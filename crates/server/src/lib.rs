@@ -1,6 +1,8 @@
 //! Taskwarden's server: the HTTP API and the background loops, over any [`Store`].
 //!
 //! - `api`: routes and handlers (thin: validate, call the store, map the answer).
+//! - `auth`: who is calling (tokens, looked up in memory) and the [`Caller`] every handler names.
+//! - `guard`: checks before routing (body size by `Content-Length`, `Host`, `Origin`, JSON type).
 //! - `maintenance`: lease expiry and delayed-task promotion loops.
 //! - [`ServerConfig`]: the settings; [`Clock`]: the server's time source.
 //!
@@ -18,22 +20,26 @@
 //! ```
 
 mod api;
+mod auth;
 mod clock;
 mod config;
+mod connections;
 mod error;
+mod guard;
 mod maintenance;
 mod scheduling;
+mod tls;
 
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use taskwarden_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use clock::{Clock, SystemClock};
-pub use config::{ServerConfig, default_node_name};
+pub use config::{HttpConfig, ServerConfig, default_node_name};
 pub use maintenance::LoopSignals;
+pub use tls::TlsConfig;
 
 /// Serves the API on `listener` until `shutdown` fires, then stops taking connections, lets
 /// in-flight requests finish (long-polls return at once) and stops the background loops.
@@ -52,6 +58,32 @@ pub struct Server {
     shutdown: CancellationToken,
     loops: Vec<tokio::task::JoinHandle<()>>,
     pub signals: LoopSignals,
+    access: Arc<auth::Access>,
+    config: Arc<ServerConfig>,
+    clock: Arc<dyn Clock>,
+}
+
+/// Refuses to serve anything but loopback without authentication (unless told to, loudly).
+fn check_exposure(addr: std::net::SocketAddr, auth_on: bool, insecure: bool) -> std::io::Result<()> {
+    if auth_on || addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if insecure {
+        tracing::error!(
+            %addr,
+            "SERVING WITHOUT AUTHENTICATION on a non-loopback address (--insecure-no-auth): anyone who can \
+             reach this port can submit, cancel and complete tasks. Create a token to turn authentication on."
+        );
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "refusing to listen on {addr} without authentication: create an admin token first \
+             (taskwarden token create --role admin --name admin --data-dir DIR, or --database URL), \
+             or pass --insecure-no-auth"
+        ),
+    ))
 }
 
 impl Server {
@@ -63,20 +95,44 @@ impl Server {
     ) -> Server {
         let (signals, loops) = maintenance::spawn(store.clone(), clock.clone(), &config, shutdown.clone());
         let leader = signals.leader.clone();
-        let state = api::AppState { store, config: Arc::new(config), clock, shutdown: shutdown.clone(), leader };
-        Server { router: api::router(state), shutdown, loops, signals }
+        let access = Arc::new(auth::Access::new(store.clone()));
+        let guard = guard::Guard {
+            access: access.clone(),
+            allowed_hosts: config.allowed_hosts().into(),
+            always_check_host: !config.allowed_hosts.is_empty(),
+            never_check_host: config.allowed_hosts.is_empty() && config.insecure_no_auth,
+            max_body_bytes: config.max_body_bytes,
+        };
+        let config = Arc::new(config);
+        let state = api::AppState {
+            store,
+            config: config.clone(),
+            clock: clock.clone(),
+            shutdown: shutdown.clone(),
+            leader,
+            access: access.clone(),
+        };
+        Server { router: api::router(state, guard), shutdown, loops, signals, access, config, clock }
     }
 
-    pub async fn run(self, listener: TcpListener) -> std::io::Result<()> {
-        let shutdown = self.shutdown.clone();
-        // Small request/response pairs on kept-alive connections: without TCP_NODELAY, Nagle's
-        // algorithm meets delayed ACKs and a reply can sit for tens of milliseconds.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, self.router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+    /// Serves on `listener`. Refuses to start on an address other than loopback while no token
+    /// exists, unless the configuration says `insecure_no_auth`.
+    pub async fn run(mut self, listener: TcpListener) -> std::io::Result<()> {
+        self.access.refresh().await.map_err(|e| std::io::Error::other(format!("cannot read the tokens: {e}")))?;
+        let addr = listener.local_addr()?;
+        check_exposure(addr, self.access.required(), self.config.insecure_no_auth)?;
+        self.loops.push(auth::spawn_refresh(
+            self.access.clone(),
+            self.clock.clone(),
+            &self.config,
+            self.shutdown.clone(),
+        ));
+        let tls = match &self.config.tls {
+            Some(cfg) => Some(tls::acceptor(cfg, self.shutdown.clone())?),
+            None => None,
+        };
+        let http = self.config.http.clone();
+        connections::serve(listener, self.router, http, tls, self.shutdown.clone()).await?;
         for handle in self.loops {
             let _ = handle.await;
         }
@@ -94,14 +150,14 @@ mod tests {
     #[test]
     fn openapi_document_lists_every_route() {
         let doc: serde_json::Value = serde_json::from_str(crate::openapi_document()).expect("valid JSON");
-        for (method, path) in crate::api::ROUTES {
+        for (method, path, _) in crate::api::ROUTES {
             assert!(doc["paths"][path][method].is_object(), "{method} {path} is missing from openapi.json");
         }
         let documented = doc["paths"].as_object().unwrap();
         for (path, ops) in documented {
             for method in ops.as_object().unwrap().keys() {
                 assert!(
-                    crate::api::ROUTES.contains(&(method.as_str(), path.as_str())),
+                    crate::api::ROUTES.iter().any(|(m, p, _)| (*m, *p) == (method.as_str(), path.as_str())),
                     "openapi.json documents {method} {path}, which the server does not serve"
                 );
             }

@@ -81,7 +81,13 @@ macro_rules! conformance_tests {
             concurrency_limits_hold_per_queue_and_per_key,
             rate_limits_let_a_burst_through_then_tasks_wait_for_tokens,
             a_handed_off_task_goes_to_the_least_loaded_waiting_worker,
-            a_cron_tick_fires_once_however_many_nodes_fire_it
+            a_cron_tick_fires_once_however_many_nodes_fire_it,
+            tokens_are_stored_listed_and_revoked_by_id_or_name,
+            a_live_token_name_is_taken_until_revoked,
+            a_worker_remembers_the_token_that_registered_it,
+            a_worker_cannot_report_or_extend_a_lease_another_worker_holds,
+            the_audit_log_keeps_entries_in_order_until_pruned,
+            an_idempotency_key_reused_for_a_different_task_is_refused
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -98,7 +104,9 @@ macro_rules! conformance_tests {
     };
 }
 
+mod access;
 mod scheduling;
+pub use access::*;
 pub use scheduling::*;
 
 const T0: i64 = 1_800_000_000_000;
@@ -142,7 +150,7 @@ async fn fetch(store: &dyn Store, queues: &[&str], limit: u32, now: Timestamp) -
 async fn report(store: &dyn Store, task: &Task, outcome: Outcome, now: Timestamp) -> crate::Result<Task> {
     let lease = task.lease.as_ref().expect("a leased task").token;
     let r = Report { task_id: task.id, lease, outcome };
-    store.report(ReportOutcomes { reports: vec![r], now }).await.unwrap().remove(0)
+    store.report(ReportOutcomes { worker_id: None, reports: vec![r], now }).await.unwrap().remove(0)
 }
 
 fn success(json: &str) -> Outcome {
@@ -287,19 +295,21 @@ pub async fn heartbeat_extends_the_lease_and_carries_cancellation(store: &dyn St
     let leased = fetch(store, &["q"], 1, at(0)).await.remove(0);
     let lease = leased.lease.as_ref().unwrap().token;
     let held = || vec![HeldLease { task_id: leased.id, lease, progress: None }];
-    let beat = store.heartbeat(Heartbeat { worker_id: "w1".into(), leases: held(), now: at(800) }).await.unwrap();
+    let beat = store.heartbeat(Heartbeat { worker_id: Some("w1".into()), leases: held(), now: at(800) }).await.unwrap();
     assert_eq!(beat[0].status, ItemStatus::Ok);
     assert_eq!(beat[0].lease_expires_at, Some(at(1_800)));
     assert_eq!(store.expire_leases(ExpireLeases { now: at(1_500), limit: 10 }).await.unwrap(), 0);
 
     let c = store.cancel(CancelTask { id: leased.id, now: at(900) }).await.unwrap();
     assert_eq!(c.effect, Cancellation::Requested);
-    let beat = store.heartbeat(Heartbeat { worker_id: "w1".into(), leases: held(), now: at(1_000) }).await.unwrap();
+    let beat =
+        store.heartbeat(Heartbeat { worker_id: Some("w1".into()), leases: held(), now: at(1_000) }).await.unwrap();
     assert!(beat[0].cancel_requested);
     let done = report(store, &leased, Outcome::Cancelled, at(1_100)).await.unwrap();
     assert_eq!(done.state, TaskState::Cancelled);
 
-    let stale = store.heartbeat(Heartbeat { worker_id: "w1".into(), leases: held(), now: at(1_200) }).await.unwrap();
+    let stale =
+        store.heartbeat(Heartbeat { worker_id: Some("w1".into()), leases: held(), now: at(1_200) }).await.unwrap();
     assert_eq!(stale[0].status, ItemStatus::LeaseLost);
 }
 
@@ -377,6 +387,7 @@ pub async fn workers_are_listed_with_their_running_tasks(store: &dyn Store) {
     let w = store
         .register_worker(RegisterWorker {
             name: "host-1".into(),
+            owner: None,
             queues: vec!["q".into()],
             concurrency: 4,
             capacity: Default::default(),

@@ -22,6 +22,7 @@ pub mod conformance;
 pub mod pg_testing;
 
 use async_trait::async_trait;
+use taskwarden_core::auth::{AuditEntry, TokenRecord};
 use taskwarden_core::cron::CronInfo;
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
@@ -104,6 +105,31 @@ pub trait Store: Send + Sync + 'static {
     async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>>;
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>>;
+
+    /// The id of the token that registered the worker (`None` when it registered on a server
+    /// without tokens); `NotFound` for a worker that never registered.
+    async fn worker_owner(&self, worker_id: &str) -> Result<Option<String>>;
+
+    /// Stores a new token (only its hash); `Conflict` if a live token has its name or id.
+    async fn create_token(&self, token: TokenRecord) -> Result<TokenRecord>;
+
+    /// Every token ever created, revoked and expired ones too, by creation.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// Marks a token revoked (by id, or by a live token's name); `NotFound` if there is none.
+    /// Revoking a revoked token changes nothing.
+    async fn revoke_token(&self, p: RevokeToken) -> Result<TokenRecord>;
+
+    /// Records when tokens were last used.
+    async fn touch_tokens(&self, p: TouchTokens) -> Result<()>;
+
+    /// Appends to the audit log.
+    async fn record_audit(&self, entries: Vec<AuditEntry>) -> Result<()>;
+
+    async fn list_audit(&self, p: ListAudit) -> Result<Vec<AuditEntry>>;
+
+    /// Forgets audit entries older than `before`; returns how many.
+    async fn prune_audit(&self, before: Timestamp) -> Result<usize>;
 
     /// Ready tasks that ask for resources or labels, grouped by queue and needs.
     async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>>;

@@ -68,12 +68,17 @@ pub struct FetchTasks {
 }
 
 pub struct Heartbeat {
-    pub worker_id: String,
+    /// The worker that says it holds these leases: a lease held by another worker answers
+    /// `lease_lost`. `None` for a single-lease call, whose caller the server checked.
+    pub worker_id: Option<String>,
     pub leases: Vec<HeldLease>,
     pub now: Timestamp,
 }
 
 pub struct ReportOutcomes {
+    /// The worker reporting: a report about a lease another worker holds changes nothing and
+    /// yields `LeaseLost`. `None` for a single-lease call, whose caller the server checked.
+    pub worker_id: Option<String>,
     pub reports: Vec<Report>,
     pub now: Timestamp,
 }
@@ -102,6 +107,9 @@ pub struct PruneExpired {
 
 pub struct RegisterWorker {
     pub name: String,
+    /// The id of the token that registered the worker: only that token may fetch, heartbeat and
+    /// report as this worker. `None` on a server without tokens.
+    pub owner: Option<String>,
     pub queues: Vec<String>,
     pub concurrency: u32,
     pub capacity: Resources,
@@ -239,4 +247,21 @@ pub struct FireCron {
     pub tasks: Vec<NewTask>,
     pub idempotency_window: Duration,
     pub now: Timestamp,
+}
+
+/// Revokes a token by its id, or by the name of the live token that has it.
+pub struct RevokeToken {
+    pub token: String,
+    pub now: Timestamp,
+}
+
+/// When tokens were last used, written now and then rather than on every request.
+pub struct TouchTokens {
+    pub used: Vec<(String, Timestamp)>,
+}
+
+/// The audit log from `since`, oldest first.
+pub struct ListAudit {
+    pub since: Timestamp,
+    pub limit: u32,
 }

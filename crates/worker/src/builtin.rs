@@ -5,26 +5,54 @@
 //! - `fail`: `{"message": "...", "permanent": false}` fails (retryable unless `permanent`).
 //! - `fan.out`: `{"count": 100, "child": {"kind": "echo"}, "join": {"kind": "echo"}}` fans out
 //!   `count` children (each payload gets its `"index"`) and a join; see the README's workflows.
+//!   `count` may be at most [`Worker::fan_out_max`] (default 99,999, the most the server takes),
+//!   and the children together at most 32 MiB (the server's request limit); beyond either the
+//!   task fails permanently before any child is built.
 //! - `http.fetch`: `{"url": "http://...", "timeout_ms": 10000}` GETs the URL and returns
 //!   `{"url", "status", "bytes", "elapsed_ms", "body"}` (body cut to 1 KiB). 5xx, 429 and
-//!   transport errors are retried; other 4xx fail permanently.
+//!   transport errors are retried; other 4xx fail permanently. What it may reach and read is the
+//!   worker's [`FetchPolicy`](crate::FetchPolicy): by default only public addresses (a URL or
+//!   redirect to loopback, private, link-local, CGNAT and similar addresses fails permanently,
+//!   naming the address; `taskwarden worker --fetch-allow 10.0.0.0/8,127.0.0.1:8080` opens
+//!   some), at most 5 redirects, at most 1 MiB of the body read (`bytes` counts what was read,
+//!   and `"truncated": true` says the body went on), and at most 30 s in all (`timeout_ms` may
+//!   ask for less).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::fetch_guard::{FetchError, FetchGuard};
 use crate::{TaskContext, TaskError, Worker};
 
-pub(crate) fn register(worker: Worker) -> Worker {
+/// The worker settings the built-in handlers need. [`Worker::run`] fills it in, so that
+/// `fetch_policy` and `fan_out_max` may be called before or after `builtin_handlers`.
+pub(crate) type Settings = Arc<OnceLock<Builtins>>;
+
+pub(crate) struct Builtins {
+    pub fetch: FetchGuard,
+    pub fan_out_max: u32,
+}
+
+/// Most bytes of children one fan-out may send: the server's default request body limit. The
+/// count alone does not bound memory, since each child carries a copy of the child's payload.
+const FAN_OUT_MAX_BYTES: u64 = 32 << 20;
+
+pub(crate) fn register(worker: Worker, settings: Settings) -> Worker {
+    let fan_out_settings = settings.clone();
     worker
         .handler("echo", echo)
         .handler("sleep", sleep)
         .handler("fail", fail)
-        .handler("http.fetch", http_fetch)
-        .handler("fan.out", fan_out)
+        .handler("http.fetch", move |ctx, args| http_fetch(settings.clone(), ctx, args))
+        .handler("fan.out", move |ctx, args| fan_out(fan_out_settings.clone(), ctx, args))
+}
+
+fn configured(settings: &Settings) -> Result<&Builtins, TaskError> {
+    settings.get().ok_or_else(|| TaskError::fail("the built-in handlers run only inside Worker::run"))
 }
 
 #[derive(Deserialize)]
@@ -41,7 +69,26 @@ struct FanOutArgs {
 
 /// Fans out `count` copies of `child` and a `join`; the payload of each copy is `{"index": i}`
 /// merged into the child's payload when that is an object (or absent).
-async fn fan_out(ctx: TaskContext, args: FanOutArgs) -> Result<Value, TaskError> {
+async fn fan_out(settings: Settings, ctx: TaskContext, args: FanOutArgs) -> Result<Value, TaskError> {
+    let max = configured(&settings)?.fan_out_max;
+    if args.count > max {
+        return Err(TaskError::fail(format!(
+            "count is {}; this worker fans out at most {max} children per task (--fan-out-max)",
+            args.count
+        )));
+    }
+    // Each child is the child spec plus its index; refuse before building any of them.
+    let child_bytes = serde_json::to_string(&args.child).map_err(|e| TaskError::fail(e.to_string()))?.len() as u64 + 32;
+    let total = u64::from(args.count) * child_bytes;
+    if total > FAN_OUT_MAX_BYTES {
+        return Err(TaskError::fail(format!(
+            "count is {}: that many children of about {child_bytes} bytes each make about {} MiB, more than \
+             the {} MiB one fan-out may send; use fewer children or a smaller child payload",
+            args.count,
+            total >> 20,
+            FAN_OUT_MAX_BYTES >> 20
+        )));
+    }
     let base: Value = match &args.child.payload {
         Some(p) => serde_json::from_str(p.get())?,
         None => Value::Object(Default::default()),
@@ -118,45 +165,44 @@ struct FetchArgs {
 struct Fetched {
     url: String,
     status: u16,
-    bytes: usize,
+    /// Bytes of the body read: at most the policy's `max_bytes`.
+    bytes: u64,
     elapsed_ms: u64,
     body: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
-fn http() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| reqwest::Client::builder().pool_max_idle_per_host(32).build().expect("HTTP client"))
-}
+/// How long a fetch may take when its payload does not say.
+const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn http_fetch(ctx: TaskContext, args: FetchArgs) -> Result<Fetched, TaskError> {
+async fn http_fetch(settings: Settings, ctx: TaskContext, args: FetchArgs) -> Result<Fetched, TaskError> {
     if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
         return Err(TaskError::fail(format!("url must start with http:// or https://, got {:?}", args.url)));
     }
+    let guard = &configured(&settings)?.fetch;
     let started = Instant::now();
-    let timeout = Duration::from_millis(args.timeout_ms.unwrap_or(10_000));
-    let request = async {
-        let resp = http().get(&args.url).timeout(timeout).send().await?;
-        let status = resp.status();
-        let body = resp.bytes().await?;
-        Ok::<_, reqwest::Error>((status, body))
-    };
-    let (status, body) = tokio::select! {
-        r = request => r?,
+    let limit = args.timeout_ms.map_or(DEFAULT_FETCH_TIMEOUT, Duration::from_millis).min(guard.max_time());
+    let page = tokio::select! {
+        page = guard.get(&args.url, limit) => page.map_err(|e| match e {
+            FetchError::Refused { .. } | FetchError::InvalidUrl { .. } => TaskError::fail(e.to_string()),
+            FetchError::TimedOut { .. } | FetchError::Transport { .. } => TaskError::retry(e.to_string()),
+        })?,
         _ = ctx.cancellation().cancelled() => return Err(TaskError::Cancelled),
     };
-    let code = status.as_u16();
-    if status.is_server_error() || code == 429 {
+    let code = page.status.as_u16();
+    if page.status.is_server_error() || code == 429 {
         return Err(TaskError::retry(format!("HTTP {code} from {}", args.url)));
     }
-    if status.is_client_error() {
+    if page.status.is_client_error() {
         return Err(TaskError::fail(format!("HTTP {code} from {}", args.url)));
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
     Ok(Fetched {
         url: args.url,
         status: code,
-        bytes: body.len(),
+        bytes: page.bytes,
         elapsed_ms: started.elapsed().as_millis() as u64,
-        body: text,
+        body: String::from_utf8_lossy(&page.head).into_owned(),
+        truncated: page.truncated,
     })
 }

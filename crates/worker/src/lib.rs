@@ -31,9 +31,13 @@
 //! ```
 //!
 //! Layout: `handler` (the context and error types, handler erasure), `runtime` (fetch, execute,
-//! heartbeat, shutdown), `reporter` (batched outcome reports), [`builtin`] (the CLI's handlers).
+//! heartbeat, shutdown), `reporter` (batched outcome reports), [`builtin`] (the CLI's handlers),
+//! `fetch_policy` (what the built-in `http.fetch` may reach) and `fetch_guard` (its HTTP client,
+//! which enforces that).
 
 pub mod builtin;
+mod fetch_guard;
+mod fetch_policy;
 mod handler;
 mod reporter;
 mod runtime;
@@ -45,10 +49,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use taskwarden_client::{Client, ClientError};
+use taskwarden_client::{Client, ClientError, ClientOptions};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+pub use fetch_policy::{AllowRule, AllowRuleError, FetchPolicy};
 pub use handler::{TaskContext, TaskError};
 pub use runtime::RunSummary;
 
@@ -84,6 +89,10 @@ pub struct WorkerConfig {
     pub capacity: Resources,
     /// Its labels (`region=eu`): tasks that require labels go only to workers that have them.
     pub labels: Labels,
+    /// What the built-in `http.fetch` handler may reach and read.
+    pub fetch: FetchPolicy,
+    /// Most children one built-in `fan.out` task may ask for.
+    pub fan_out_max: u32,
 }
 
 impl Default for WorkerConfig {
@@ -98,6 +107,9 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(30),
             capacity: Resources::default(),
             labels: Labels::default(),
+            fetch: FetchPolicy::default(),
+            // The most children the server takes in one fan-out, with its default limits.
+            fan_out_max: (taskwarden_core::Limits::default().max_workflow_tasks - 1) as u32,
         }
     }
 }
@@ -114,11 +126,27 @@ pub struct Worker {
     url: String,
     config: WorkerConfig,
     handlers: Handlers,
+    builtins: builtin::Settings,
+    /// The token and TLS settings its client connects with.
+    client: ClientOptions,
 }
 
 impl Worker {
     pub fn builder(url: impl Into<String>) -> Worker {
-        Worker { url: url.into(), config: WorkerConfig::default(), handlers: HashMap::new() }
+        Worker {
+            url: url.into(),
+            config: WorkerConfig::default(),
+            handlers: HashMap::new(),
+            builtins: Default::default(),
+            client: ClientOptions::default(),
+        }
+    }
+
+    /// The token (a `worker` token, once the server has tokens) and TLS settings to connect with.
+    /// The worker registers with that token, and only that token may fetch and report as it.
+    pub fn client_options(mut self, options: ClientOptions) -> Self {
+        self.client = options;
+        self
     }
 
     /// Serves this queue (call again to serve several).
@@ -165,6 +193,33 @@ impl Worker {
         self
     }
 
+    /// What the built-in `http.fetch` handler may reach and how much it reads. The default
+    /// reaches only public addresses, follows at most 5 redirects, reads at most 1 MiB and takes
+    /// at most 30 s; see [`FetchPolicy`].
+    ///
+    /// ```
+    /// use taskwarden_worker::{AllowRule, FetchPolicy, Worker};
+    ///
+    /// // A site of our own on this host, and the office network.
+    /// let policy = FetchPolicy::default()
+    ///     .allow("127.0.0.1:8080".parse()?)
+    ///     .allow("10.0.0.0/8".parse()?);
+    /// let worker = Worker::builder("http://127.0.0.1:7433").queue("fetch").fetch_policy(policy).builtin_handlers();
+    /// # let _ = worker;
+    /// # Ok::<(), taskwarden_worker::AllowRuleError>(())
+    /// ```
+    pub fn fetch_policy(mut self, policy: FetchPolicy) -> Self {
+        self.config.fetch = policy;
+        self
+    }
+
+    /// Most children one built-in `fan.out` task may ask for (default 99,999, the most the
+    /// server takes in one fan-out by default). A larger `count` fails the task permanently.
+    pub fn fan_out_max(mut self, n: u32) -> Self {
+        self.config.fan_out_max = n;
+        self
+    }
+
     /// Registers an async handler for tasks of `kind`. The payload is deserialized into `P`; the
     /// returned value is serialized as the task's result.
     pub fn handler<F, Fut, P, R>(self, kind: impl Into<String>, f: F) -> Self
@@ -200,9 +255,10 @@ impl Worker {
         self
     }
 
-    /// The built-in handlers: `echo`, `sleep`, `fail` and `http.fetch`.
+    /// The built-in handlers: `echo`, `sleep`, `fail`, `fan.out` and `http.fetch`.
     pub fn builtin_handlers(self) -> Self {
-        builtin::register(self)
+        let settings = self.builtins.clone();
+        builtin::register(self, settings)
     }
 
     /// Runs until `shutdown` fires, then shuts down gracefully (see [`WorkerConfig::shutdown_grace`]).
@@ -227,7 +283,15 @@ impl Worker {
         if c.fetch_wait > Duration::from_secs(60) {
             return Err(WorkerError::Config("fetch_wait must be at most 60 s".into()));
         }
-        let client = Client::new(&self.url)?;
+        if c.fan_out_max == 0 {
+            return Err(WorkerError::Config("fan_out_max must be at least 1".into()));
+        }
+        let fetch = fetch_guard::FetchGuard::new(c.fetch.clone())?;
+        let builtins = builtin::Builtins { fetch, fan_out_max: c.fan_out_max };
+        if self.builtins.set(builtins).is_err() {
+            unreachable!("run takes the worker by value, so its settings are set once");
+        }
+        let client = Client::with_options(&self.url, self.client)?;
         runtime::run(self.config, self.handlers, client, shutdown).await
     }
 }

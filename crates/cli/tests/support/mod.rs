@@ -128,6 +128,26 @@ impl WorkerProcess {
     }
 }
 
+/// The most memory a process has held so far (its peak resident set, VmHWM), in MiB.
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/PID/status");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+impl WorkerProcess {
+    /// The most memory the process has held so far (its peak resident set, VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        peak_rss_mib(self.child.id())
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

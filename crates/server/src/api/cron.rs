@@ -5,52 +5,82 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use taskwarden_core::auth::Action;
 use taskwarden_core::cron::{CronInfo, CronList, CronSpec, Schedule};
 use taskwarden_core::validate::check_name;
 use taskwarden_store::{CreateCron, PauseCron, StoreError};
 
 use super::{ApiResult, AppState};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson};
 
 pub(super) async fn create(
     State(s): State<AppState>,
+    caller: Caller,
     ApiJson(spec): ApiJson<CronSpec>,
 ) -> ApiResult<impl IntoResponse> {
+    caller.may(&s, Action::Operate, Some(&spec.task.queue))?;
     let now = s.clock.now();
     let schedule = spec.validate(&s.config.limits, now)?;
     let next_run = schedule.next_after(now).expect("validate checked there is a next tick");
     let info = s.store.create_cron(CreateCron { spec, next_run, now }).await?;
+    caller.audit(&s, "cron.create", info.spec.name.clone()).await;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-pub(super) async fn list(State(s): State<AppState>) -> ApiResult<Json<CronList>> {
-    Ok(Json(CronList { schedules: s.store.list_crons().await? }))
+/// The schedules; a caller limited to some queues sees those that submit to one of them.
+pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<CronList>> {
+    caller.may(&s, Action::Read, None)?;
+    let mut schedules = s.store.list_crons().await?;
+    schedules.retain(|c| caller.grant.queues.contains(&c.spec.task.queue));
+    Ok(Json(CronList { schedules }))
 }
 
-async fn find(s: &AppState, name: &str) -> ApiResult<CronInfo> {
+/// The schedule, if the caller may take `action` on its queue.
+async fn find(s: &AppState, caller: &Caller, action: Action, name: &str) -> ApiResult<CronInfo> {
+    caller.may(s, action, None)?;
     check_name("name", name, &s.config.limits)?;
     let found = s.store.list_crons().await?.into_iter().find(|c| c.spec.name == name);
-    found.ok_or_else(|| ApiError::from(StoreError::NotFound))
+    let cron = found.ok_or_else(|| ApiError::from(StoreError::NotFound))?;
+    caller.may(s, action, Some(&cron.spec.task.queue))?;
+    Ok(cron)
 }
 
-pub(super) async fn pause(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<CronInfo>> {
-    let cron = find(&s, &name).await?;
-    Ok(Json(s.store.pause_cron(PauseCron { name, paused: true, next_run: cron.next_run_at }).await?))
+pub(super) async fn pause(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<CronInfo>> {
+    let cron = find(&s, &caller, Action::Operate, &name).await?;
+    let info = s.store.pause_cron(PauseCron { name, paused: true, next_run: cron.next_run_at }).await?;
+    caller.audit(&s, "cron.pause", info.spec.name.clone()).await;
+    Ok(Json(info))
 }
 
 /// Resumes from the next tick after now: ticks while paused never fire.
-pub(super) async fn resume(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<CronInfo>> {
-    let cron = find(&s, &name).await?;
+pub(super) async fn resume(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<CronInfo>> {
+    let cron = find(&s, &caller, Action::Operate, &name).await?;
     let schedule = Schedule::parse(&cron.spec.schedule, &cron.spec.timezone)?;
     let next_run = match cron.paused {
         true => schedule.next_after(s.clock.now()).unwrap_or(taskwarden_core::Timestamp::NEVER),
         false => cron.next_run_at,
     };
-    Ok(Json(s.store.pause_cron(PauseCron { name, paused: false, next_run }).await?))
+    let info = s.store.pause_cron(PauseCron { name, paused: false, next_run }).await?;
+    caller.audit(&s, "cron.resume", info.spec.name.clone()).await;
+    Ok(Json(info))
 }
 
-pub(super) async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    check_name("name", &name, &s.config.limits)?;
+pub(super) async fn delete(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    find(&s, &caller, Action::Operate, &name).await?;
     s.store.delete_cron(&name).await?;
+    caller.audit(&s, "cron.delete", name).await;
     Ok(StatusCode::NO_CONTENT)
 }

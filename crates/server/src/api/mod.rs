@@ -6,6 +6,7 @@
 //! - `workflows`: submit, get, wait for and cancel workflows; a task's parents' results.
 //! - `queues`: list queues with their counts; pause, resume, weigh and limit them.
 //! - `cron`: cron schedules.
+//! - `tokens`: API tokens and the audit log (admin only).
 //! - `health`: liveness, readiness and the OpenAPI document.
 
 mod cron;
@@ -13,6 +14,7 @@ mod health;
 pub(crate) use health::openapi;
 mod queues;
 mod tasks;
+mod tokens;
 mod workers;
 mod workflows;
 
@@ -27,9 +29,17 @@ use axum::routing::{delete, get, patch, post};
 use taskwarden_store::Store;
 use tokio_util::sync::CancellationToken;
 
+use taskwarden_core::auth::Role;
+
+use crate::auth::Access;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::error::{ApiError, BodyLimit};
+use crate::error::{ApiError, BodyRules};
+use crate::guard::Guard;
+use taskwarden_core::bounded::Caps;
+
+/// How many bodies over 1 MiB are read at once, server-wide.
+const BIG_BODIES_AT_ONCE: usize = 2;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -40,50 +50,64 @@ pub(crate) struct AppState {
     pub shutdown: CancellationToken,
     /// Whether this node holds the leader lease (runs the background loops).
     pub leader: tokio::sync::watch::Receiver<bool>,
+    /// Tokens, worker owners and the audit log (see `auth`).
+    pub access: Arc<Access>,
 }
 
-/// Every route, in one place. The OpenAPI document lists the same paths (a test keeps them equal).
-#[cfg(test)]
-pub(crate) const ROUTES: &[(&str, &str)] = &[
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/openapi.json"),
-    ("post", "/v1/tasks"),
-    ("get", "/v1/tasks"),
-    ("post", "/v1/tasks/batch"),
-    ("get", "/v1/tasks/{id}"),
-    ("get", "/v1/tasks/{id}/wait"),
-    ("post", "/v1/tasks/{id}/cancel"),
-    ("post", "/v1/tasks/{id}/retry"),
-    ("post", "/v1/tasks/{id}/complete"),
-    ("post", "/v1/tasks/{id}/fail"),
-    ("post", "/v1/tasks/{id}/heartbeat"),
-    ("post", "/v1/tasks/{id}/progress"),
-    ("post", "/v1/tasks/{id}/release"),
-    ("post", "/v1/workers"),
-    ("get", "/v1/workers"),
-    ("post", "/v1/workers/{id}/fetch"),
-    ("post", "/v1/workers/{id}/heartbeat"),
-    ("post", "/v1/workers/{id}/reports"),
-    ("get", "/v1/tasks/{id}/parents"),
-    ("post", "/v1/tasks/{id}/fan-out"),
-    ("post", "/v1/workflows"),
-    ("get", "/v1/workflows/{id}"),
-    ("get", "/v1/workflows/{id}/wait"),
-    ("post", "/v1/workflows/{id}/cancel"),
-    ("get", "/v1/queues"),
-    ("patch", "/v1/queues/{name}"),
-    ("post", "/v1/queues/{name}/pause"),
-    ("post", "/v1/queues/{name}/resume"),
-    ("post", "/v1/cron"),
-    ("get", "/v1/cron"),
-    ("delete", "/v1/cron/{name}"),
-    ("post", "/v1/cron/{name}/pause"),
-    ("post", "/v1/cron/{name}/resume"),
+/// Every route, in one place, with the least role it needs (`None`: anyone, even without a
+/// token). The OpenAPI document lists the same paths (a test keeps them equal) and takes each
+/// operation's role from here; each handler checks it through its `Caller`.
+pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
+    ("get", "/healthz", None),
+    ("get", "/readyz", None),
+    ("get", "/openapi.json", None),
+    ("post", "/v1/tasks", Some(Role::Submit)),
+    ("get", "/v1/tasks", Some(Role::Read)),
+    ("post", "/v1/tasks/batch", Some(Role::Submit)),
+    ("get", "/v1/tasks/{id}", Some(Role::Read)),
+    ("get", "/v1/tasks/{id}/wait", Some(Role::Read)),
+    ("post", "/v1/tasks/{id}/cancel", Some(Role::Operator)),
+    ("post", "/v1/tasks/{id}/retry", Some(Role::Operator)),
+    ("post", "/v1/tasks/{id}/complete", Some(Role::Worker)),
+    ("post", "/v1/tasks/{id}/fail", Some(Role::Worker)),
+    ("post", "/v1/tasks/{id}/heartbeat", Some(Role::Worker)),
+    ("post", "/v1/tasks/{id}/progress", Some(Role::Worker)),
+    ("post", "/v1/tasks/{id}/release", Some(Role::Worker)),
+    ("post", "/v1/workers", Some(Role::Worker)),
+    ("get", "/v1/workers", Some(Role::Read)),
+    ("post", "/v1/workers/{id}/fetch", Some(Role::Worker)),
+    ("post", "/v1/workers/{id}/heartbeat", Some(Role::Worker)),
+    ("post", "/v1/workers/{id}/reports", Some(Role::Worker)),
+    ("get", "/v1/tasks/{id}/parents", Some(Role::Worker)),
+    ("post", "/v1/tasks/{id}/fan-out", Some(Role::Worker)),
+    ("post", "/v1/workflows", Some(Role::Submit)),
+    ("get", "/v1/workflows/{id}", Some(Role::Read)),
+    ("get", "/v1/workflows/{id}/wait", Some(Role::Read)),
+    ("post", "/v1/workflows/{id}/cancel", Some(Role::Operator)),
+    ("get", "/v1/queues", Some(Role::Read)),
+    ("patch", "/v1/queues/{name}", Some(Role::Operator)),
+    ("post", "/v1/queues/{name}/pause", Some(Role::Operator)),
+    ("post", "/v1/queues/{name}/resume", Some(Role::Operator)),
+    ("post", "/v1/cron", Some(Role::Operator)),
+    ("get", "/v1/cron", Some(Role::Read)),
+    ("delete", "/v1/cron/{name}", Some(Role::Operator)),
+    ("post", "/v1/cron/{name}/pause", Some(Role::Operator)),
+    ("post", "/v1/cron/{name}/resume", Some(Role::Operator)),
+    ("post", "/v1/tokens", Some(Role::Admin)),
+    ("get", "/v1/tokens", Some(Role::Admin)),
+    ("post", "/v1/tokens/{token}/revoke", Some(Role::Admin)),
+    ("get", "/v1/audit", Some(Role::Admin)),
 ];
 
-pub(crate) fn router(state: AppState) -> Router {
-    let limit = BodyLimit(state.config.max_body_bytes);
+pub(crate) fn router(state: AppState, guard: Guard) -> Router {
+    let l = &state.config.limits;
+    let rules = Arc::new(BodyRules {
+        max_bytes: state.config.max_body_bytes,
+        max_depth: l.max_json_depth,
+        caps: Caps { batch: l.max_batch, workflow: l.max_workflow_tasks },
+        read_timeout: state.config.http.body_read_timeout,
+        big_bodies: Arc::new(tokio::sync::Semaphore::new(BIG_BODIES_AT_ONCE)),
+    });
     Router::new()
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
@@ -117,12 +141,19 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/cron/{name}", delete(cron::delete))
         .route("/v1/cron/{name}/pause", post(cron::pause))
         .route("/v1/cron/{name}/resume", post(cron::resume))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{token}/revoke", post(tokens::revoke))
+        .route("/v1/audit", get(tokens::audit))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(move |mut req: Request, next: Next| async move {
-            req.extensions_mut().insert(limit);
-            next.run(req).await
+        .layer(axum::middleware::from_fn(move |mut req: Request, next: Next| {
+            let rules = rules.clone();
+            async move {
+                req.extensions_mut().insert(rules);
+                next.run(req).await
+            }
         }))
+        .layer(axum::middleware::from_fn_with_state(guard, crate::guard::guard))
         .with_state(state)
 }
 

@@ -5,42 +5,71 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
+use taskwarden_core::auth::Action;
 use taskwarden_core::protocol::{SubmitBatch, SubmitTask, TaskList};
 use taskwarden_core::validate::{check_name, validate_batch};
-use taskwarden_core::{Task, TaskState};
-use taskwarden_store::{CancelTask, ListTasks, RetryTask, SubmitTasks, Submitted};
+use taskwarden_core::{Task, TaskId, TaskState};
+use taskwarden_store::{CancelTask, ListTasks, RetryTask, StoreError, SubmitTasks, Submitted};
 
 use super::{ApiResult, AppState, WaitQuery, until_finished};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiQuery, task_id};
+
+/// A task as this caller may see it (see [`Task::redact`]).
+pub(super) fn shown(caller: &Caller, mut task: Task) -> Task {
+    task.redact(caller.sees_payloads());
+    task
+}
+
+/// A conflict on submit is a re-used idempotency key: say so on the field.
+fn key_conflict(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(m) => ApiError { field: Some("idempotency_key".into()), ..StoreError::Conflict(m).into() },
+        other => other.into(),
+    }
+}
+
+/// Loads a task the caller may take `action` on (its queue inside the caller's scope).
+pub(super) async fn task_for(s: &AppState, caller: &Caller, action: Action, id: TaskId) -> ApiResult<Task> {
+    caller.may(s, action, None)?;
+    let task = s.store.get(id).await?;
+    caller.may(s, action, Some(&task.queue))?;
+    Ok(task)
+}
 
 pub(super) async fn submit(
     State(s): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<SubmitTask>,
 ) -> ApiResult<impl IntoResponse> {
+    caller.may(&s, Action::Submit, Some(&req.queue))?;
     let now = s.clock.now();
     let spec = req.validate(&s.config.limits, now)?;
     let p = SubmitTasks { tasks: vec![spec], idempotency_window: s.config.idempotency_window, now };
-    let Submitted { task, created } = s.store.submit(p).await?.remove(0);
+    let Submitted { task, created } = s.store.submit(p).await.map_err(key_conflict)?.remove(0);
     // 201 for a new task, 200 when an idempotency key returned an earlier one.
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(task)))
+    Ok((status, Json(shown(&caller, task))))
 }
 
 pub(super) async fn submit_batch(
     State(s): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<SubmitBatch>,
 ) -> ApiResult<impl IntoResponse> {
+    caller.may_all(&s, Action::Submit, req.tasks.iter().map(|t| t.queue.as_str()))?;
     let now = s.clock.now();
     let specs = validate_batch(req.tasks, &s.config.limits, now)?;
     let p = SubmitTasks { tasks: specs, idempotency_window: s.config.idempotency_window, now };
-    let tasks: Vec<Task> = s.store.submit(p).await?.into_iter().map(|s| s.task).collect();
+    let submitted = s.store.submit(p).await.map_err(key_conflict)?;
+    let tasks: Vec<Task> = submitted.into_iter().map(|s| shown(&caller, s.task)).collect();
     Ok((StatusCode::CREATED, Json(TaskList { tasks, next_cursor: None })))
 }
 
-pub(super) async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Task>> {
-    let mut task = s.store.get(task_id(&id)?).await?;
+pub(super) async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Task>> {
+    let mut task = task_for(&s, &caller, Action::Read, task_id(&id)?).await?;
     crate::scheduling::explain(&*s.store, &mut task, s.clock.now()).await?;
-    Ok(Json(task))
+    Ok(Json(shown(&caller, task)))
 }
 
 #[derive(Deserialize)]
@@ -54,7 +83,14 @@ pub(super) struct ListQuery {
     limit: Option<u32>,
 }
 
-pub(super) async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<TaskList>> {
+/// A page of tasks, newest first. A caller limited to some queues sees only tasks in them: a
+/// page may then hold fewer tasks than `limit` and still have a next one.
+pub(super) async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<TaskList>> {
+    caller.may(&s, Action::Read, q.queue.as_deref())?;
     let limits = &s.config.limits;
     for (field, value) in [("queue", &q.queue), ("kind", &q.kind), ("tag", &q.tag)] {
         if let Some(v) = value {
@@ -71,26 +107,35 @@ pub(super) async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQu
     };
     let page =
         s.store.list(ListTasks { queue: q.queue, state: q.state, kind: q.kind, tag: q.tag, before, limit }).await?;
-    Ok(Json(TaskList { tasks: page.tasks, next_cursor: page.next.map(|id| id.to_string()) }))
+    let tasks =
+        page.tasks.into_iter().filter(|t| caller.grant.queues.contains(&t.queue)).map(|t| shown(&caller, t)).collect();
+    Ok(Json(TaskList { tasks, next_cursor: page.next.map(|id| id.to_string()) }))
 }
 
 /// Long-polls until the task reaches a terminal state or the timeout passes; answers with the task
 /// either way (the caller checks `state`).
 pub(super) async fn wait(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Json<Task>> {
     let id = task_id(&id)?;
+    task_for(&s, &caller, Action::Read, id).await?;
     until_finished(&s, &q, || async { Ok(s.store.get(id).await?.state.is_terminal()) }).await?;
-    Ok(Json(s.store.get(id).await?))
+    Ok(Json(shown(&caller, s.store.get(id).await?)))
 }
 
-pub(super) async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Task>> {
-    let c = s.store.cancel(CancelTask { id: task_id(&id)?, now: s.clock.now() }).await?;
-    Ok(Json(c.task))
+pub(super) async fn cancel(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Task>> {
+    let id = task_for(&s, &caller, Action::Operate, task_id(&id)?).await?.id;
+    let c = s.store.cancel(CancelTask { id, now: s.clock.now() }).await?;
+    caller.audit(&s, "task.cancel", id.to_string()).await;
+    Ok(Json(shown(&caller, c.task)))
 }
 
-pub(super) async fn retry(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Task>> {
-    Ok(Json(s.store.retry(RetryTask { id: task_id(&id)?, now: s.clock.now() }).await?))
+pub(super) async fn retry(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Task>> {
+    let id = task_for(&s, &caller, Action::Operate, task_id(&id)?).await?.id;
+    let task = s.store.retry(RetryTask { id, now: s.clock.now() }).await?;
+    caller.audit(&s, "task.retry", id.to_string()).await;
+    Ok(Json(shown(&caller, task)))
 }

@@ -8,16 +8,18 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
+use taskwarden_core::auth::Action;
 use taskwarden_core::protocol::{
     CompleteCall, FailCall, FetchRequest, FetchResponse, HeldLease, ItemStatus, LeaseCall, LeasedTask, Outcome,
     ProgressCall, RegisterWorker, Report, ReportBatch, ReportBatchResponse, ReportResult, WorkerHeartbeat,
     WorkerHeartbeatResponse, WorkerList,
 };
-use taskwarden_core::validate::{check_name, truncate_error};
+use taskwarden_core::validate::{check_depth, check_name, truncate_error};
 use taskwarden_core::{Progress, Task, TaskId};
 use taskwarden_store::{FetchTasks, Heartbeat, ReportOutcomes, StoreError};
 
 use super::{ApiResult, AppState};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, task_id};
 
 fn worker_id(s: &AppState, raw: &str) -> Result<String, ApiError> {
@@ -25,13 +27,17 @@ fn worker_id(s: &AppState, raw: &str) -> Result<String, ApiError> {
     Ok(raw.to_owned())
 }
 
+/// Registers a worker, owned by the calling token: only that token may act as this worker.
 pub(super) async fn register(
     State(s): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<RegisterWorker>,
 ) -> ApiResult<impl IntoResponse> {
+    caller.may_all(&s, Action::Work, req.queues.iter().map(String::as_str))?;
     req.validate(&s.config.limits)?;
     let p = taskwarden_store::RegisterWorker {
         name: req.name,
+        owner: caller.token_id.clone(),
         queues: req.queues,
         concurrency: req.concurrency,
         capacity: req.capacity,
@@ -41,8 +47,12 @@ pub(super) async fn register(
     Ok((StatusCode::CREATED, Json(s.store.register_worker(p).await?)))
 }
 
-pub(super) async fn list(State(s): State<AppState>) -> ApiResult<Json<WorkerList>> {
-    Ok(Json(WorkerList { workers: s.store.list_workers().await? }))
+/// The workers; a caller limited to some queues sees those that serve one of them.
+pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<WorkerList>> {
+    caller.may(&s, Action::Read, None)?;
+    let mut workers = s.store.list_workers().await?;
+    workers.retain(|w| w.queues.iter().any(|q| caller.grant.queues.contains(q)));
+    Ok(Json(WorkerList { workers }))
 }
 
 fn leased(task: Task) -> LeasedTask {
@@ -66,10 +76,13 @@ fn leased(task: Task) -> LeasedTask {
 /// hands it tasks the moment they become ready, rather than anyone polling.
 pub(super) async fn fetch(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<FetchRequest>,
 ) -> ApiResult<Json<FetchResponse>> {
     let worker_id = worker_id(&s, &id)?;
+    caller.may_all(&s, Action::Work, req.queues.iter().map(String::as_str))?;
+    caller.owns_worker(&s, &worker_id).await?;
     let wait = req.validate(&s.config.limits)?;
     let now = s.clock.now();
     let p = FetchTasks { worker_id, queues: req.queues, limit: req.limit, wait, now, finished: req.finished };
@@ -85,10 +98,13 @@ pub(super) async fn fetch(
 
 pub(super) async fn heartbeat(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<WorkerHeartbeat>,
 ) -> ApiResult<Json<WorkerHeartbeatResponse>> {
     let worker_id = worker_id(&s, &id)?;
+    caller.may(&s, Action::Work, None)?;
+    caller.owns_worker(&s, &worker_id).await?;
     if req.leases.len() > s.config.limits.max_batch {
         return Err(ApiError::invalid("leases", format!("at most {} leases per heartbeat", s.config.limits.max_batch)));
     }
@@ -97,7 +113,8 @@ pub(super) async fn heartbeat(
             p.validate().map_err(|e| e.within(&format!("leases[{i}].progress")))?;
         }
     }
-    let leases = s.store.heartbeat(Heartbeat { worker_id, leases: req.leases, now: s.clock.now() }).await?;
+    let p = Heartbeat { worker_id: Some(worker_id), leases: req.leases, now: s.clock.now() };
+    let leases = s.store.heartbeat(p).await?;
     Ok(Json(WorkerHeartbeatResponse { leases }))
 }
 
@@ -107,6 +124,7 @@ fn check_outcome(o: &mut Outcome, limits: &taskwarden_core::Limits) -> Result<()
         Outcome::Succeeded { result } if result.get().len() > limits.max_payload_bytes => {
             Err(ApiError::invalid("result", format!("is larger than {} bytes", limits.max_payload_bytes)))
         }
+        Outcome::Succeeded { result } => Ok(check_depth("result", result.get(), limits)?),
         Outcome::Failed { error, retry_after_ms, .. } => {
             *error = truncate_error(std::mem::take(error));
             if retry_after_ms.is_some_and(|ms| Duration::from_millis(ms) > limits.max_delay) {
@@ -128,6 +146,10 @@ fn settle_outcome(o: &mut Outcome, limits: &taskwarden_core::Limits) {
                 format!("the result is {} bytes; the limit is {}", result.get().len(), limits.max_payload_bytes);
             *o = Outcome::Failed { error, retry_after_ms: None, permanent: true };
         }
+        Outcome::Succeeded { result } if check_depth("result", result.get(), limits).is_err() => {
+            let error = check_depth("result", result.get(), limits).unwrap_err().to_string();
+            *o = Outcome::Failed { error, retry_after_ms: None, permanent: true };
+        }
         Outcome::Failed { error, retry_after_ms, .. } => {
             *error = truncate_error(std::mem::take(error));
             let max = limits.max_delay.as_millis() as u64;
@@ -139,10 +161,13 @@ fn settle_outcome(o: &mut Outcome, limits: &taskwarden_core::Limits) {
 
 pub(super) async fn reports(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(mut req): ApiJson<ReportBatch>,
 ) -> ApiResult<Json<ReportBatchResponse>> {
-    worker_id(&s, &id)?;
+    let worker_id = worker_id(&s, &id)?;
+    caller.may(&s, Action::Work, None)?;
+    caller.owns_worker(&s, &worker_id).await?;
     if req.reports.len() > s.config.limits.max_batch {
         return Err(ApiError::invalid("reports", format!("at most {} reports per batch", s.config.limits.max_batch)));
     }
@@ -150,7 +175,8 @@ pub(super) async fn reports(
         settle_outcome(&mut r.outcome, &s.config.limits);
     }
     let ids: Vec<TaskId> = req.reports.iter().map(|r| r.task_id).collect();
-    let outcomes = s.store.report(ReportOutcomes { reports: req.reports, now: s.clock.now() }).await?;
+    let p = ReportOutcomes { worker_id: Some(worker_id), reports: req.reports, now: s.clock.now() };
+    let outcomes = s.store.report(p).await?;
     let results = ids
         .into_iter()
         .zip(outcomes)
@@ -166,53 +192,75 @@ pub(super) async fn reports(
     Ok(Json(ReportBatchResponse { results }))
 }
 
+/// The worker a single-lease call speaks for. On a server with tokens, that is the worker
+/// holding the task's lease, which must be the caller's own; without tokens, nobody in particular
+/// (the lease token alone decides, as before tokens existed).
+async fn lease_holder(s: &AppState, caller: &Caller, task_id: TaskId) -> ApiResult<Option<String>> {
+    caller.may(s, Action::Work, None)?;
+    if !caller.authenticated() {
+        return Ok(None);
+    }
+    let task = super::tasks::task_for(s, caller, Action::Work, task_id).await?;
+    let Some(lease) = task.lease.filter(|_| task.state == taskwarden_core::TaskState::Running) else {
+        return Err(StoreError::LeaseLost.into());
+    };
+    caller.owns_worker(s, &lease.worker_id).await?;
+    Ok(Some(lease.worker_id))
+}
+
 async fn report_one(
     s: &AppState,
+    caller: &Caller,
     task_id: TaskId,
     lease: taskwarden_core::LeaseToken,
     mut outcome: Outcome,
 ) -> ApiResult<Json<Task>> {
     check_outcome(&mut outcome, &s.config.limits)?;
+    let worker_id = lease_holder(s, caller, task_id).await?;
     let report = Report { task_id, lease, outcome };
-    let task = s.store.report(ReportOutcomes { reports: vec![report], now: s.clock.now() }).await?.remove(0)?;
-    Ok(Json(task))
+    let p = ReportOutcomes { worker_id, reports: vec![report], now: s.clock.now() };
+    let task = s.store.report(p).await?.remove(0)?;
+    Ok(Json(super::tasks::shown(caller, task)))
 }
 
 pub(super) async fn complete_one(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(c): ApiJson<CompleteCall>,
 ) -> ApiResult<Json<Task>> {
-    report_one(&s, task_id(&id)?, c.lease, Outcome::Succeeded { result: c.result }).await
+    report_one(&s, &caller, task_id(&id)?, c.lease, Outcome::Succeeded { result: c.result }).await
 }
 
 pub(super) async fn fail_one(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(c): ApiJson<FailCall>,
 ) -> ApiResult<Json<Task>> {
     let outcome = Outcome::Failed { error: c.error, retry_after_ms: c.retry_after_ms, permanent: c.permanent };
-    report_one(&s, task_id(&id)?, c.lease, outcome).await
+    report_one(&s, &caller, task_id(&id)?, c.lease, outcome).await
 }
 
 pub(super) async fn release_one(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(c): ApiJson<LeaseCall>,
 ) -> ApiResult<Json<Task>> {
-    report_one(&s, task_id(&id)?, c.lease, Outcome::Released).await
+    report_one(&s, &caller, task_id(&id)?, c.lease, Outcome::Released).await
 }
 
 async fn heartbeat_single(
     s: &AppState,
+    caller: &Caller,
     id: TaskId,
     lease: taskwarden_core::LeaseToken,
     progress: Option<Progress>,
 ) -> ApiResult<impl IntoResponse + use<>> {
-    let worker = "(single-lease call)".to_owned();
+    let worker_id = lease_holder(s, caller, id).await?;
     let held = HeldLease { task_id: id, lease, progress };
-    let status =
-        s.store.heartbeat(Heartbeat { worker_id: worker, leases: vec![held], now: s.clock.now() }).await?.remove(0);
+    let status = s.store.heartbeat(Heartbeat { worker_id, leases: vec![held], now: s.clock.now() }).await?.remove(0);
     match status.status {
         ItemStatus::Ok => Ok(Json(json!({
             "task_id": id,
@@ -226,18 +274,20 @@ async fn heartbeat_single(
 
 pub(super) async fn heartbeat_one(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(c): ApiJson<LeaseCall>,
 ) -> ApiResult<impl IntoResponse> {
-    heartbeat_single(&s, task_id(&id)?, c.lease, None).await
+    heartbeat_single(&s, &caller, task_id(&id)?, c.lease, None).await
 }
 
 pub(super) async fn progress_one(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(c): ApiJson<ProgressCall>,
 ) -> ApiResult<impl IntoResponse> {
     let progress = Progress { fraction: c.fraction, message: c.message };
     progress.validate()?;
-    heartbeat_single(&s, task_id(&id)?, c.lease, Some(progress)).await
+    heartbeat_single(&s, &caller, task_id(&id)?, c.lease, Some(progress)).await
 }

@@ -2,12 +2,14 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of the support code")]
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use taskwarden_core::auth::{QueueScope, Role, TokenRequest};
 use taskwarden_server::{Server, ServerConfig, SystemClock};
-use taskwarden_store::{SqliteConfig, SqliteStore};
+use taskwarden_store::{SqliteConfig, SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 
 pub struct TestServer {
@@ -16,7 +18,36 @@ pub struct TestServer {
     pub shutdown: CancellationToken,
     pub signals: taskwarden_server::LoopSignals,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
+    /// Sent as a bearer token on every call.
+    pub token: Option<String>,
+    _dir: Box<dyn Any + Send>,
+}
+
+/// Calls a [`TestServer`] with a token.
+pub struct TokenClient<'a> {
+    pub server: &'a TestServer,
+    pub token: Option<String>,
+}
+
+impl TokenClient<'_> {
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.server.call_with(self.token.as_deref(), method, path, body).await
+    }
+}
+
+/// Makes a token straight in the store, as `taskwarden token create --data-dir` does.
+pub async fn make_token(store: &dyn Store, name: &str, role: Role, queues: &str, payloads: bool) -> String {
+    let request = TokenRequest {
+        name: name.into(),
+        role,
+        queues: QueueScope::parse(queues).unwrap(),
+        payloads,
+        expires_at: None,
+    };
+    let now = taskwarden_core::Timestamp::from_system_time(std::time::SystemTime::now());
+    let (secret, record) = request.issue(rand::random(), now);
+    store.create_token(record).await.unwrap();
+    secret
 }
 
 impl TestServer {
@@ -27,13 +58,24 @@ impl TestServer {
     pub async fn with_config(config: ServerConfig) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(SqliteConfig::new(dir.path().join("taskwarden.db"))).unwrap();
+        Self::on_store(Arc::new(store), config, Box::new(dir)).await
+    }
+
+    /// A server over `store` (which may already hold tokens); `guard` lives as long as it.
+    pub async fn on_store(store: Arc<dyn Store>, config: ServerConfig, guard: Box<dyn Any + Send>) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let server = Server::start(Arc::new(store), config, Arc::new(SystemClock), shutdown.clone());
+        let server = Server::start(store, config, Arc::new(SystemClock), shutdown.clone());
         let signals = server.signals.clone();
         let task = tokio::spawn(server.run(listener));
-        TestServer { url, http: reqwest::Client::new(), shutdown, signals, task, _dir: dir }
+        taskwarden_client::install_tls_provider();
+        TestServer { url, http: reqwest::Client::new(), shutdown, signals, task, token: None, _dir: guard }
+    }
+
+    /// The same server, calling with `token`.
+    pub fn as_token(&self, token: &str) -> TokenClient<'_> {
+        TokenClient { server: self, token: Some(token.to_owned()) }
     }
 
     pub async fn stop(self) {
@@ -43,14 +85,27 @@ impl TestServer {
 
     /// Sends a request and returns the status and the JSON body.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_with(self.token.as_deref(), method, path, body).await
+    }
+
+    pub async fn call_with(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let write = method != reqwest::Method::GET;
         let mut req = self.http.request(method, format!("{}{path}", self.url));
-        if let Some(b) = body {
-            req = req.json(&b);
+        match body {
+            Some(b) => req = req.json(&b),
+            None if write => req = req.header("content-type", "application/json"),
+            None => {}
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
+        if text.is_empty() && status == 204 {
+            return (status, Value::Null);
+        }
         let json = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("{path} answered {status} with a non-JSON body: {text:?}"));
         (status, json)

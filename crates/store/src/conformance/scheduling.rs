@@ -22,6 +22,7 @@ async fn register(
 ) -> String {
     let p = RegisterWorker {
         name: name.into(),
+        owner: None,
         queues: queues.iter().map(|q| q.to_string()).collect(),
         concurrency,
         capacity: Resources::parse("capacity", capacity).unwrap(),

@@ -7,11 +7,13 @@
 //!   (`FOR UPDATE`, or `SKIP LOCKED` where any row will do), applies the core's transition and
 //!   writes the rows back in one statement.
 //! - `workflows`: workflow DAGs, the same rules as the embedded store.
+//! - `access`: API tokens (their hashes) and the audit log.
 //! - `listen`: wake-ups that cross nodes, by LISTEN/NOTIFY.
 //!
 //! Nodes share nothing but the database: every decision that must be made once (a lease, a
 //! workflow's outcome, the leader of the background loops) is a row lock or a conditional write.
 
+mod access;
 mod listen;
 mod ops;
 mod rows;
@@ -26,6 +28,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use taskwarden_core::auth::{AuditEntry, TokenRecord};
 use taskwarden_core::cron::CronInfo;
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
@@ -493,6 +496,38 @@ impl Store for PgStore {
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
         read!(self, |c| ops::workers(&c).await)
+    }
+
+    async fn worker_owner(&self, worker_id: &str) -> Result<Option<String>> {
+        read!(self, |c| access::worker_owner(&c, worker_id).await)
+    }
+
+    async fn create_token(&self, token: TokenRecord) -> Result<TokenRecord> {
+        transaction!(self, |tx, _st| access::create_token(&tx, &token).await)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        read!(self, |c| access::list_tokens(&c).await)
+    }
+
+    async fn revoke_token(&self, p: RevokeToken) -> Result<TokenRecord> {
+        transaction!(self, |tx, _st| access::revoke_token(&tx, &p).await)
+    }
+
+    async fn touch_tokens(&self, p: TouchTokens) -> Result<()> {
+        transaction!(self, |tx, _st| access::touch_tokens(&tx, &p).await)
+    }
+
+    async fn record_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
+        transaction!(self, |tx, _st| access::record_audit(&tx, &entries).await)
+    }
+
+    async fn list_audit(&self, p: ListAudit) -> Result<Vec<AuditEntry>> {
+        read!(self, |c| access::list_audit(&c, &p).await)
+    }
+
+    async fn prune_audit(&self, before: Timestamp) -> Result<usize> {
+        transaction!(self, |tx, _st| access::prune_audit(&tx, before).await)
     }
 
     async fn submit_workflow(&self, p: SubmitWorkflow) -> Result<Workflow> {

@@ -97,11 +97,15 @@ pub(crate) async fn submit(
                 let row = query_opt(tx, "SELECT task_id FROM idempotency_keys WHERE key = $1", &[key]).await?;
                 let existing =
                     rows::task_id(row.ok_or(StoreError::Internal("idempotency key vanished".into()))?.get(0));
-                if let Some(task) = new.iter().find(|t| t.id == existing) {
-                    out.push(Submitted { task: task.clone(), created: false });
-                    continue;
-                }
-                if let Some(task) = load(tx, existing).await? {
+                let earlier = match new.iter().find(|t| t.id == existing) {
+                    Some(task) => Some(task.clone()),
+                    None => load(tx, existing).await?,
+                };
+                if let Some(task) = earlier {
+                    // Refused before commit: the whole submit is rolled back.
+                    if let Some(message) = spec.conflicts_with(&task.queue, &task.kind, &task.payload) {
+                        return Err(StoreError::Conflict(message).into());
+                    }
                     out.push(Submitted { task, created: false });
                     continue;
                 }
@@ -244,7 +248,7 @@ async fn start(
     now: Timestamp,
 ) -> PgResult<()> {
     for task in tasks.iter_mut() {
-        task.start(worker_id, LeaseToken(shared.random()), now)?;
+        task.start(worker_id, LeaseToken::from_random(shared.random()), now)?;
     }
     save(tx, st, shared, tasks).await?;
     for task in tasks.iter_mut() {
@@ -295,7 +299,9 @@ pub(crate) async fn heartbeat(
     p: &Heartbeat,
 ) -> PgResult<Vec<LeaseStatus>> {
     relaxed_commit(tx).await?;
-    execute(tx, "UPDATE workers SET last_seen_at = $2 WHERE id = $1", &[&p.worker_id, &p.now.as_micros()]).await?;
+    if let Some(worker) = &p.worker_id {
+        execute(tx, "UPDATE workers SET last_seen_at = $2 WHERE id = $1", &[worker, &p.now.as_micros()]).await?;
+    }
     let ids: Vec<TaskId> = p.leases.iter().map(|h| h.task_id).collect();
     let (mut found, versions) = versioned(tx, &ids).await?;
     let mut changed: Vec<TaskId> = Vec::new();
@@ -305,7 +311,7 @@ pub(crate) async fn heartbeat(
             out.push(LeaseStatus::not_found(held.task_id));
             continue;
         };
-        let status = task.beat(held, p.now);
+        let status = task.beat(p.worker_id.as_deref(), held, p.now);
         if status.status == ItemStatus::Ok {
             changed.push(task.id);
         }
@@ -332,7 +338,9 @@ pub(crate) async fn report(
             out.push(Err(StoreError::NotFound));
             continue;
         };
-        let attempt = task.apply_report(r.lease, r.outcome.clone(), p.now, shared.random());
+        let attempt = task
+            .check_holder(p.worker_id.as_deref())
+            .and_then(|()| task.apply_report(r.lease, r.outcome.clone(), p.now, shared.random()));
         match attempt {
             // The transition recorded the attempt in the task's history.
             Ok(_) => {
@@ -462,9 +470,9 @@ pub(crate) async fn register_worker(tx: &Tx<'_>, shared: &Shared, p: &RegisterWo
     let labels = serde_json::to_string(&p.labels).expect("plain data serializes");
     execute(
         tx,
-        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at, capacity, labels) \
-         VALUES ($1, $2, $3, $4, $5, $5, $6, $7)",
-        &[&id, &p.name, &queues, &(p.concurrency as i32), &p.now.as_micros(), &capacity, &labels],
+        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at, capacity, labels, owner) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8)",
+        &[&id, &p.name, &queues, &(p.concurrency as i32), &p.now.as_micros(), &capacity, &labels, &p.owner],
     )
     .await?;
     Ok(WorkerInfo {

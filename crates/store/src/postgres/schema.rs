@@ -193,6 +193,36 @@ CREATE INDEX tasks_running_by_worker ON tasks (lease_worker) WHERE state = 'runn
 DROP INDEX tasks_held;
 "#,
     },
+    Migration {
+        description: "security: API tokens (only their hashes), the audit log, the token that registered a worker",
+        destructive: false,
+        sql: r#"
+CREATE TABLE tokens (
+    id           text PRIMARY KEY,
+    name         text NOT NULL,
+    role         text NOT NULL,
+    queues       text NOT NULL,
+    payloads     boolean NOT NULL,
+    secret_hash  text NOT NULL UNIQUE,
+    created_at   int8 NOT NULL,
+    expires_at   int8,
+    revoked_at   int8,
+    last_used_at int8
+);
+-- A name picks one live token; a revoked token's name may be used again.
+CREATE UNIQUE INDEX tokens_live_name ON tokens (name) WHERE revoked_at IS NULL;
+CREATE TABLE audit_log (
+    seq    bigserial PRIMARY KEY,
+    at     int8 NOT NULL,
+    actor  text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    detail text
+);
+CREATE INDEX audit_log_by_time ON audit_log (at);
+ALTER TABLE workers ADD COLUMN owner text;
+"#,
+    },
 ];
 
 /// What `migrate` did.

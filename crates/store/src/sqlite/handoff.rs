@@ -122,7 +122,7 @@ pub(crate) fn release_job(orphans: Vec<Task>, now: Timestamp) -> WriteJob {
         .into_iter()
         .filter_map(|t| t.lease.map(|l| Report { task_id: t.id, lease: l.token, outcome: Outcome::Released }))
         .collect();
-    WriteJob { durable: false, op: Box::new(ReleaseOp(ReportOutcomes { reports, now })) }
+    WriteJob { durable: false, op: Box::new(ReleaseOp(ReportOutcomes { worker_id: None, reports, now })) }
 }
 
 /// Nobody waits on this one: if it fails, the leases simply expire and the tasks run later.

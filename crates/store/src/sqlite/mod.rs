@@ -6,8 +6,10 @@
 //! - `reads`: queries (run on a pool of reader connections).
 //! - `rows`: the mapping between rows and core types.
 //! - `workflows`: workflow DAGs: storing them, releasing children, deciding outcomes.
+//! - `access`: API tokens (their hashes) and the audit log.
 //! - `schema`: versioned migrations.
 
+mod access;
 mod handoff;
 mod ledger;
 mod ops;
@@ -23,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
+use taskwarden_core::auth::{AuditEntry, TokenRecord};
 use taskwarden_core::cron::CronInfo;
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
@@ -254,6 +257,40 @@ impl Store for SqliteStore {
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
         self.read(reads::workers).await
+    }
+
+    async fn worker_owner(&self, worker_id: &str) -> Result<Option<String>> {
+        let worker_id = worker_id.to_owned();
+        self.read(move |c| access::worker_owner(c, &worker_id)).await
+    }
+
+    async fn create_token(&self, token: TokenRecord) -> Result<TokenRecord> {
+        self.writer.write(true, move |c, _| access::create_token(c, token)).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.read(access::list_tokens).await
+    }
+
+    async fn revoke_token(&self, p: RevokeToken) -> Result<TokenRecord> {
+        self.writer.write(true, move |c, _| access::revoke_token(c, p)).await
+    }
+
+    async fn touch_tokens(&self, p: TouchTokens) -> Result<()> {
+        // Last-used times are a hint: losing the latest on a crash is fine, so no fsync.
+        self.writer.write(false, move |c, _| access::touch_tokens(c, p)).await
+    }
+
+    async fn record_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
+        self.writer.write(true, move |c, _| access::record_audit(c, entries)).await
+    }
+
+    async fn list_audit(&self, p: ListAudit) -> Result<Vec<AuditEntry>> {
+        self.read(move |c| access::list_audit(c, p)).await
+    }
+
+    async fn prune_audit(&self, before: Timestamp) -> Result<usize> {
+        self.writer.write(false, move |c, _| access::prune_audit(c, before)).await
     }
 
     async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>> {

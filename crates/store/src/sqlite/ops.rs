@@ -6,9 +6,9 @@ use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 use taskwarden_core::placement::{aged_past, fair_take, rank_by_aged_priority};
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, WorkerInfo};
-use taskwarden_core::{Attempt, Cancellation, LeaseToken, Task, TaskId, Timestamp};
+use taskwarden_core::{Attempt, Cancellation, LeaseToken, NewTask, Task, TaskId, Timestamp};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use taskwarden_core::limits::{Gate, QueueLimits};
 
@@ -55,6 +55,7 @@ pub(crate) fn save(conn: &Connection, st: &mut WriterState, task: &Task, attempt
 pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitTasks) -> Result<Vec<Submitted>> {
     st.observe(p.now);
     let window_start = p.now.saturating_sub(p.idempotency_window).as_micros();
+    check_keys(conn, &p.tasks, window_start)?;
     let mut out = Vec::with_capacity(p.tasks.len());
     for spec in p.tasks {
         if let Some(key) = &spec.idempotency_key {
@@ -84,6 +85,35 @@ pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitTasks) ->
         out.push(Submitted { task, created: true });
     }
     Ok(out)
+}
+
+/// Refuses, before anything is written, a submit that re-uses an idempotency key for a different
+/// task (one stored earlier, or one earlier in the same batch).
+fn check_keys(conn: &Connection, specs: &[NewTask], window_start: i64) -> Result<()> {
+    let mut seen: HashMap<&str, &NewTask> = HashMap::new();
+    for spec in specs {
+        let Some(key) = spec.idempotency_key.as_deref() else { continue };
+        let conflict = match seen.get(key) {
+            Some(first) => spec.conflicts_with(&first.queue, &first.kind, &first.payload),
+            None => {
+                seen.insert(key, spec);
+                let existing: Option<[u8; 16]> = conn
+                    .prepare_cached("SELECT task_id FROM idempotency_keys WHERE key = ?1 AND created_at >= ?2")
+                    .and_then(|mut s| s.query_row(params![key, window_start], |r| r.get(0)).optional())
+                    .map_err(internal)?;
+                match existing {
+                    Some(id) => load_task(conn, TaskId::from_bytes(id))
+                        .map_err(internal)?
+                        .and_then(|t| spec.conflicts_with(&t.queue, &t.kind, &t.payload)),
+                    None => None,
+                }
+            }
+        };
+        if let Some(message) = conflict {
+            return Err(StoreError::Conflict(message));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn cancel(conn: &Connection, st: &mut WriterState, p: CancelTask) -> Result<Cancelled> {
@@ -157,7 +187,7 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
             (taken, Hold::of(&gate))
         };
         for task in &mut tasks {
-            task.start(&p.worker_id, LeaseToken(st.rng.random()), p.now)?;
+            task.start(&p.worker_id, LeaseToken::from_random(st.rng.random()), p.now)?;
             write_task(conn, st, task)?;
         }
         return Ok(Fetched { tasks, hold });
@@ -201,16 +231,18 @@ fn best_ready(conn: &Connection, st: &WriterState, queue: &str, window: usize, n
 
 pub(crate) fn heartbeat(conn: &Connection, st: &mut WriterState, p: Heartbeat) -> Result<Vec<LeaseStatus>> {
     st.observe(p.now);
-    conn.prepare_cached("UPDATE workers SET last_seen_at = ?2 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![p.worker_id, p.now.as_micros()]))
-        .map_err(internal)?;
+    if let Some(worker) = &p.worker_id {
+        conn.prepare_cached("UPDATE workers SET last_seen_at = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![worker, p.now.as_micros()]))
+            .map_err(internal)?;
+    }
     let mut out = Vec::with_capacity(p.leases.len());
     for held in p.leases {
         let Some(mut task) = load_task(conn, held.task_id).map_err(internal)? else {
             out.push(LeaseStatus::not_found(held.task_id));
             continue;
         };
-        let status = task.beat(&held, p.now);
+        let status = task.beat(p.worker_id.as_deref(), &held, p.now);
         if status.status == ItemStatus::Ok {
             save(conn, st, &task, None)?;
         }
@@ -227,7 +259,9 @@ pub(crate) fn report(conn: &Connection, st: &mut WriterState, p: ReportOutcomes)
             out.push(Err(StoreError::NotFound));
             continue;
         };
-        let attempt = task.apply_report(r.lease, r.outcome, p.now, st.rng.random());
+        let attempt = task
+            .check_holder(p.worker_id.as_deref())
+            .and_then(|()| task.apply_report(r.lease, r.outcome, p.now, st.rng.random()));
         match attempt {
             Ok(attempt) => {
                 save(conn, st, &task, Some(&attempt))?;
@@ -283,8 +317,8 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
     let id = format!("w-{:016x}", st.rng.random::<u64>());
     let queues = serde_json::to_string(&p.queues).expect("strings serialize");
     conn.execute(
-        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at, capacity, labels) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at, capacity, labels, owner) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
         params![
             id,
             p.name,
@@ -292,7 +326,8 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
             p.concurrency,
             p.now.as_micros(),
             serde_json::to_string(&p.capacity).expect("plain data serializes"),
-            serde_json::to_string(&p.labels).expect("plain data serializes")
+            serde_json::to_string(&p.labels).expect("plain data serializes"),
+            p.owner
         ],
     )
     .map_err(internal)?;

@@ -181,6 +181,33 @@ CREATE TABLE cron_schedules (
 DROP INDEX tasks_running_by_queue;
 DROP INDEX tasks_held;
 "#,
+    // v8: API tokens (only their hashes), the audit log, and which token registered a worker.
+    r#"
+CREATE TABLE tokens (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    queues       TEXT NOT NULL,
+    payloads     INTEGER NOT NULL,
+    secret_hash  TEXT NOT NULL UNIQUE,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    revoked_at   INTEGER,
+    last_used_at INTEGER
+) WITHOUT ROWID;
+-- A name picks one live token; a revoked token's name may be used again.
+CREATE UNIQUE INDEX tokens_live_name ON tokens (name) WHERE revoked_at IS NULL;
+CREATE TABLE audit_log (
+    seq    INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX audit_log_by_time ON audit_log (at);
+ALTER TABLE workers ADD COLUMN owner TEXT;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
