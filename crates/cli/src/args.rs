@@ -135,6 +135,9 @@ pub struct ServerArgs {
     /// How deeply payloads and results may nest [default: 64].
     #[arg(long, env = "TASKWARDEN_MAX_JSON_DEPTH")]
     pub max_json_depth: Option<usize>,
+    /// How long audit log entries are kept, such as 90d [default: 90days].
+    #[arg(long, env = "TASKWARDEN_AUDIT_RETENTION")]
+    pub audit_retention: Option<String>,
 }
 
 #[derive(ClapArgs)]

@@ -35,6 +35,17 @@ struct FileConfig {
     retention: Option<String>,
     prune_interval_ms: Option<u64>,
     aging: Option<String>,
+    insecure_no_auth: Option<bool>,
+    allowed_hosts: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    header_read_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_json_depth: Option<usize>,
+    audit_retention: Option<String>,
 }
 
 /// Where the tasks live.
@@ -150,27 +161,35 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
             d => Some(humantime::parse_duration(d).with_context(|| format!("retention {d:?}"))?),
         };
     }
-    server.insecure_no_auth = args.insecure_no_auth;
-    server.allowed_hosts =
-        args.allowed_hosts.into_iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect();
-    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
-        server.tls = Some(taskwarden_server::TlsConfig { cert, key, client_ca: args.client_ca });
+    server.insecure_no_auth = args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false);
+    let hosts = if args.allowed_hosts.is_empty() { file.allowed_hosts.unwrap_or_default() } else { args.allowed_hosts };
+    server.allowed_hosts = hosts.into_iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect();
+    match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        (Some(cert), Some(key)) => {
+            server.tls = Some(taskwarden_server::TlsConfig { cert, key, client_ca: args.client_ca.or(file.client_ca) })
+        }
+        (None, None) => {}
+        _ => bail!("invalid configuration: tls_cert and tls_key go together"),
     }
+    let ms = |v: Option<u64>| v.map(Duration::from_millis);
     let h = &mut server.http;
-    if let Some(v) = args.header_read_timeout {
+    if let Some(v) = args.header_read_timeout.or(ms(file.header_read_timeout_ms)) {
         h.header_read_timeout = v;
     }
-    if let Some(v) = args.body_read_timeout {
+    if let Some(v) = args.body_read_timeout.or(ms(file.body_read_timeout_ms)) {
         h.body_read_timeout = v;
     }
-    if let Some(v) = args.idle_timeout {
+    if let Some(v) = args.idle_timeout.or(ms(file.idle_timeout_ms)) {
         h.idle_timeout = v;
     }
-    if let Some(v) = args.max_connections {
+    if let Some(v) = args.max_connections.or(file.max_connections) {
         h.max_connections = v;
     }
-    if let Some(v) = args.max_json_depth {
+    if let Some(v) = args.max_json_depth.or(file.max_json_depth) {
         server.limits.max_json_depth = v;
+    }
+    if let Some(v) = args.audit_retention.or(file.audit_retention) {
+        server.audit_retention = humantime::parse_duration(&v).with_context(|| format!("audit_retention {v:?}"))?;
     }
     if let Err(e) = server.validate() {
         bail!("invalid configuration: {e}");

@@ -394,3 +394,24 @@ async fn tokens_hold_across_postgresql_nodes_and_revocation_reaches_them_within_
     }
     println!("node B refused the revoked token {:?} after node A revoked it", revoked_at.elapsed());
 }
+
+#[test]
+fn bad_security_settings_are_refused_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let config = dir.path().join("taskwarden.toml");
+    for (file, flags, named) in [
+        ("", vec!["--max-connections", "1"], "max_connections"),
+        ("", vec!["--header-read-timeout", "1ms"], "header_read_timeout"),
+        ("allowed_hosts = [\"bad host\"]\n", vec![], "allowed_hosts"),
+        ("tls_cert = \"cert.pem\"\n", vec![], "tls_cert and tls_key"),
+        ("max_json_depth = 1\n", vec![], "max_json_depth"),
+    ] {
+        std::fs::write(&config, file).unwrap();
+        let cfg = config.display().to_string();
+        let mut args = vec!["server", "--listen", "127.0.0.1:0", "--data-dir", &data, "--config", &cfg];
+        args.extend(flags);
+        let (ok, _, err) = cli(&args);
+        assert!(!ok && err.contains(named), "{named}: {err}");
+    }
+}

@@ -18,13 +18,21 @@ async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     (Arc::new(store), dir)
 }
 
-/// A server whose store already holds an admin token; returns it with the token.
-async fn with_tokens() -> (TestServer, Arc<dyn Store>, String) {
+/// A token to make before the server starts: name, role, queues, whether it sees payloads.
+type Spec = (&'static str, Role, &'static str, bool);
+
+/// A server whose store already holds an admin token and `others`; returns the admin token's
+/// secret and the others', in order.
+async fn with_tokens(others: &[Spec]) -> (TestServer, Arc<dyn Store>, String, Vec<String>) {
     let (store, dir) = sqlite().await;
     let admin = make_token(&*store, "admin", Role::Admin, "*", false).await;
+    let mut secrets = Vec::new();
+    for (name, role, queues, payloads) in others {
+        secrets.push(make_token(&*store, name, *role, queues, *payloads).await);
+    }
     let config = ServerConfig { token_refresh: Duration::from_millis(100), ..ServerConfig::default() };
     let s = TestServer::on_store(store.clone(), config, Box::new(dir)).await;
-    (s, store, admin)
+    (s, store, admin, secrets)
 }
 
 async fn register(s: &TestServer, token: &str, queue: &str) -> String {
@@ -60,9 +68,9 @@ async fn lease_tokens_leave_the_server_only_in_the_fetch_answer() {
 
 #[tokio::test]
 async fn a_forged_completion_is_refused() {
-    let (s, store, admin) = with_tokens().await;
-    let victim = make_token(&*store, "victim", Role::Worker, "*", false).await;
-    let attacker = make_token(&*store, "attacker", Role::Worker, "*", false).await;
+    let (s, _store, admin, t) =
+        with_tokens(&[("victim", Role::Worker, "*", false), ("attacker", Role::Worker, "*", false)]).await;
+    let (victim, attacker) = (t[0].clone(), t[1].clone());
     s.as_token(&admin).call("POST", "/v1/tasks", Some(json!({"queue": "q", "kind": "echo"}))).await;
     let victim_worker = register(&s, &victim, "q").await;
     let task = fetch_one(&s, &victim, &victim_worker, "q").await;
@@ -96,9 +104,9 @@ async fn a_forged_completion_is_refused() {
 
 #[tokio::test]
 async fn a_fetch_needs_a_worker_registered_by_the_same_token() {
-    let (s, store, _admin) = with_tokens().await;
-    let w1 = make_token(&*store, "w1", Role::Worker, "*", false).await;
-    let w2 = make_token(&*store, "w2", Role::Worker, "*", false).await;
+    let (s, _store, _admin, t) =
+        with_tokens(&[("w1", Role::Worker, "*", false), ("w2", Role::Worker, "*", false)]).await;
+    let (w1, w2) = (t[0].clone(), t[1].clone());
     let body = json!({"queues": ["q"], "limit": 1, "wait_ms": 0});
     let (status, resp) = s.as_token(&w1).call("POST", "/v1/workers/made-up/fetch", Some(body.clone())).await;
     assert_eq!((status, resp["error"]["field"].as_str()), (403, Some("worker_id")), "{resp}");
@@ -114,7 +122,7 @@ async fn a_fetch_needs_a_worker_registered_by_the_same_token() {
 
 #[tokio::test]
 async fn once_a_token_exists_every_request_needs_one_and_revocation_holds_within_a_second() {
-    let (s, store, admin) = with_tokens().await;
+    let (s, store, admin, _) = with_tokens(&[]).await;
     let (status, resp) = s.call("GET", "/v1/tasks", None).await;
     assert_eq!((status, resp["error"]["code"].as_str()), (401, Some("unauthenticated")), "loopback too");
     let (status, _) = s.call_with(Some("tw_not-a-token"), "GET", "/v1/tasks", None).await;
@@ -140,7 +148,7 @@ async fn once_a_token_exists_every_request_needs_one_and_revocation_holds_within
 
 #[tokio::test]
 async fn tokens_made_through_the_api_are_shown_once_and_listed_without_secrets() {
-    let (s, _store, admin) = with_tokens().await;
+    let (s, _store, admin, _) = with_tokens(&[]).await;
     let body = json!({"name": "ci", "role": "submit", "queues": "reports,billing.*", "expires_in_s": 3600});
     let (status, created) = s.as_token(&admin).call("POST", "/v1/tokens", Some(body.clone())).await;
     assert_eq!(status, 201, "{created}");
@@ -166,9 +174,9 @@ async fn tokens_made_through_the_api_are_shown_once_and_listed_without_secrets()
 
 #[tokio::test]
 async fn a_read_token_sees_payloads_and_results_only_when_allowed() {
-    let (s, store, admin) = with_tokens().await;
-    let plain = make_token(&*store, "support", Role::Read, "*", false).await;
-    let trusted = make_token(&*store, "analyst", Role::Read, "*", true).await;
+    let (s, _store, admin, t) =
+        with_tokens(&[("support", Role::Read, "*", false), ("analyst", Role::Read, "*", true)]).await;
+    let (plain, trusted) = (t[0].clone(), t[1].clone());
     let (_, task) = s
         .as_token(&admin)
         .call("POST", "/v1/tasks", Some(json!({"queue": "q", "kind": "echo", "payload": {"card": "4111"}})))
@@ -186,11 +194,9 @@ async fn a_read_token_sees_payloads_and_results_only_when_allowed() {
 
 #[tokio::test]
 async fn changes_and_refusals_are_in_the_audit_log() {
-    let (s, store, admin) = with_tokens().await;
-    let ops = make_token(&*store, "ops", Role::Operator, "*", false).await;
-    let reader = make_token(&*store, "support", Role::Read, "*", false).await;
-    // Wait for the refresh to see the new tokens.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, _store, admin, t) =
+        with_tokens(&[("ops", Role::Operator, "*", false), ("support", Role::Read, "*", false)]).await;
+    let (ops, reader) = (t[0].clone(), t[1].clone());
     assert_eq!(s.as_token(&ops).call("POST", "/v1/queues/billing/pause", None).await.0, 200);
     assert_eq!(s.as_token(&reader).call("POST", "/v1/queues/billing/resume", None).await.0, 403);
     let (status, _) = s.as_token(&ops).call("GET", "/v1/audit", None).await;
@@ -320,5 +326,55 @@ async fn the_openapi_document_declares_the_security_scheme_and_each_routes_role(
     assert!(cancel["responses"]["403"].is_object());
     assert_eq!(doc["paths"]["/v1/workers/{id}/fetch"]["post"]["x-required-role"], "worker");
     assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([]));
+    s.stop().await;
+}
+
+/// Sends `request` on a fresh connection and returns the whole answer as text.
+async fn raw_exchange(url: &str, request: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://")).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(wait, tcp.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408() {
+    let mut config = ServerConfig::default();
+    config.http.body_read_timeout = Duration::from_millis(200);
+    let s = TestServer::with_config(config).await;
+    let started = std::time::Instant::now();
+    let head = b"POST /v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"queue\":";
+    let answer = raw_exchange(&s.url, head, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"));
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_with_every_connection_busy_newcomers_get_503_and_health_checks_answer() {
+    let mut config = ServerConfig::default();
+    config.http.max_connections = 16;
+    let s = TestServer::with_config(config).await;
+    let id = s.submit(json!({"queue": "q", "kind": "echo"})).await["id"].as_str().unwrap().to_owned();
+    // Sixteen long-polls, each on a connection of its own: every connection is busy.
+    let polls: Vec<_> = (0..16)
+        .map(|_| {
+            let url = format!("{}/v1/tasks/{id}/wait?timeout_ms=3000", s.url);
+            tokio::spawn(async move { reqwest::Client::new().get(url).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy =
+        raw_exchange(&s.url, b"GET /v1/queues HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", Duration::from_secs(2)).await;
+    assert!(busy.starts_with("HTTP/1.1 503") && busy.contains("overloaded"), "{busy}");
+    let health =
+        raw_exchange(&s.url, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", Duration::from_secs(2)).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    for poll in polls {
+        assert_eq!(poll.await.unwrap().unwrap(), 200, "the busy connections were served to the end");
+    }
     s.stop().await;
 }
