@@ -251,29 +251,28 @@ impl Client {
         if bases.is_empty() {
             return Err(ClientError::Invalid("no server URL given".into()));
         }
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true);
-        if let Some(pem) = &options.ca_cert_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| ClientError::Invalid(format!("the CA certificate is not PEM: {e}")))?
-            {
-                http = http.add_root_certificate(cert);
-            }
-        }
-        if let Some(pem) = &options.identity_pem {
-            let identity = reqwest::Identity::from_pem(pem)
-                .map_err(|e| ClientError::Invalid(format!("the client certificate and key are not PEM: {e}")))?;
-            http = http.identity(identity);
-        }
         if let Some(t) = &options.token
             && (t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
         {
             return Err(ClientError::Invalid("the token must be printable ASCII with no spaces".into()));
         }
+        let http = match (&options.ca_cert_pem, &options.identity_pem) {
+            // Building a transport loads the system's trusted roots (milliseconds), so clients
+            // without TLS settings of their own share one, and with it one connection pool.
+            (None, None) => {
+                static SHARED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+                match SHARED.get() {
+                    Some(http) => http.clone(),
+                    None => {
+                        let http = transport(&options)?;
+                        SHARED.get_or_init(|| http).clone()
+                    }
+                }
+            }
+            _ => transport(&options)?,
+        };
         Ok(Client {
-            http: http.build()?,
+            http,
             bases: bases.into(),
             current: Arc::new(AtomicUsize::new(0)),
             token: options.token.map(Arc::from),
@@ -617,6 +616,25 @@ impl Client {
             .1;
         Ok(resp.results)
     }
+}
+
+/// An HTTP transport with `options`' TLS settings.
+fn transport(options: &ClientOptions) -> Result<reqwest::Client> {
+    let mut http =
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).pool_max_idle_per_host(64).tcp_nodelay(true);
+    if let Some(pem) = &options.ca_cert_pem {
+        for cert in reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| ClientError::Invalid(format!("the CA certificate is not PEM: {e}")))?
+        {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    if let Some(pem) = &options.identity_pem {
+        let identity = reqwest::Identity::from_pem(pem)
+            .map_err(|e| ClientError::Invalid(format!("the client certificate and key are not PEM: {e}")))?;
+        http = http.identity(identity);
+    }
+    Ok(http.build()?)
 }
 
 /// Makes ring rustls's process-wide crypto provider, unless one is set already. HTTPS clients

@@ -189,6 +189,11 @@ async fn a_read_token_sees_payloads_and_results_only_when_allowed() {
     assert!(!page.to_string().contains("4111"), "{page}");
     let (_, shown) = s.as_token(&trusted).call("GET", &path, None).await;
     assert_eq!(shown["payload"]["card"], "4111");
+    let cron = json!({"name": "nightly", "schedule": "0 0 0 * * *", "task": {"queue": "q", "kind": "echo", "payload": {"card": "4111"}}});
+    assert_eq!(s.as_token(&admin).call("POST", "/v1/cron", Some(cron)).await.0, 201);
+    let (_, crons) = s.as_token(&plain).call("GET", "/v1/cron", None).await;
+    assert_eq!(crons["schedules"][0]["name"], "nightly");
+    assert!(!crons.to_string().contains("4111"), "a schedule's task template is a payload too: {crons}");
     s.stop().await;
 }
 

@@ -33,6 +33,11 @@ pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult
     caller.may(&s, Action::Read, None)?;
     let mut schedules = s.store.list_crons().await?;
     schedules.retain(|c| caller.grant.queues.contains(&c.spec.task.queue));
+    if !caller.sees_payloads() {
+        for c in &mut schedules {
+            c.spec.task.payload = None;
+        }
+    }
     Ok(Json(CronList { schedules }))
 }
 
