@@ -482,20 +482,26 @@ async fn secure_comparison(args: &BenchArgs, dir: &std::path::Path) -> anyhow::R
         args.runs
     );
     let (mut e2e, mut e2e_secure, mut p99, mut p99_secure) = (vec![], vec![], vec![], vec![]);
+    let (mut p50, mut p50_secure) = (vec![], vec![]);
     for run in 0..args.runs {
-        let q = format!("e2e{run}");
-        e2e.push(drain(std::slice::from_ref(&plain_url), &plain_client, &q, args.e2e_tasks, false, &[]).await?);
-        e2e_secure.push(
-            drain(std::slice::from_ref(&secure_url), &secure_client, &q, args.e2e_tasks, false, &secure_flags).await?,
-        );
-        let q = format!("latency{run}");
-        let mut lat = pickup_latency(&plain_url, &plain_client, &q, args.latency_samples).await?;
-        lat.sort();
-        p99.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
-        let mut lat =
-            pickup_latency_with(&secure_url, options.clone(), &secure_client, &q, args.latency_samples).await?;
-        lat.sort();
-        p99_secure.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
+        // Which goes first alternates, so neither always gets the warmer machine.
+        for secure in [run % 2 == 1, run % 2 == 0] {
+            let q = format!("e2e{run}");
+            let (url, client, flags): (&String, &Client, &[&str]) = match secure {
+                true => (&secure_url, &secure_client, &secure_flags),
+                false => (&plain_url, &plain_client, &[]),
+            };
+            let rate = drain(std::slice::from_ref(url), client, &q, args.e2e_tasks, false, flags).await?;
+            let q = format!("latency{run}");
+            let options = if secure { options.clone() } else { Default::default() };
+            let mut lat = pickup_latency_with(url, options, client, &q, args.latency_samples).await?;
+            lat.sort();
+            let ms = |q: f64| percentile(&lat, q).as_secs_f64() * 1000.0;
+            match secure {
+                true => (e2e_secure.push(rate), p50_secure.push(ms(0.5)), p99_secure.push(ms(0.99))),
+                false => (e2e.push(rate), p50.push(ms(0.5)), p99.push(ms(0.99))),
+            };
+        }
         println!(
             "run {}: end-to-end {:.0}/s plain, {:.0}/s secure ({:.2}); pickup p99 {:.2} ms plain, {:.2} ms secure",
             run + 1,
@@ -513,6 +519,8 @@ async fn secure_comparison(args: &BenchArgs, dir: &std::path::Path) -> anyhow::R
     report(&format!("end to end, {} no-op tasks, plain HTTP, no tokens", args.e2e_tasks), "tasks/s", &e2e);
     report("end to end, HTTPS and a token on every request", "tasks/s", &e2e_secure);
     report("  secure as a share of plain", "ratio", &ratio(&e2e_secure, &e2e));
+    report("pickup latency p50, plain", "ms", &p50);
+    report("pickup latency p50, HTTPS and a token", "ms", &p50_secure);
     report("pickup latency p99, plain", "ms", &p99);
     report("pickup latency p99, HTTPS and a token", "ms", &p99_secure);
     report("  secure over plain", "ratio", &ratio(&p99_secure, &p99));
