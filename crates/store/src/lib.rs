@@ -31,6 +31,8 @@ use tokio::sync::watch;
 
 pub use error::{Result, StoreError};
 pub use params::*;
+#[cfg(feature = "conformance")]
+pub use postgres::plans as pg_plans;
 pub use postgres::{PgConfig, PgStore};
 
 /// The default aging step: a ready task gains one priority level per this much waiting.

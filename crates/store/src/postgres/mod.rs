@@ -16,6 +16,8 @@
 mod access;
 mod listen;
 mod ops;
+#[cfg(feature = "conformance")]
+pub mod plans;
 mod rows;
 mod scheduling;
 mod schema;

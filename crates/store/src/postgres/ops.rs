@@ -257,6 +257,14 @@ async fn start(
     Ok(())
 }
 
+/// A queue's best ready tasks (`$1` the queue, `$2` how many), locked.
+pub(crate) const BEST: &str = "SELECT doc FROM tasks WHERE state = 'ready' AND queue = $1 \
+    AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused) \
+    ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED";
+/// A queue's ready tasks that have waited longest, for aging.
+pub(crate) const OLDEST: &str = "SELECT id, priority, run_at FROM tasks WHERE state = 'ready' AND queue = $1 \
+    ORDER BY run_at, id LIMIT $2";
+
 /// A queue's best `window` ready tasks, locked: by priority, and with aging also its oldest ready
 /// tasks (one that waited long enough outranks newer tasks of higher priority). Paused queues
 /// give none.
@@ -267,11 +275,6 @@ async fn best_ready(
     window: usize,
     now: Timestamp,
 ) -> PgResult<Vec<Task>> {
-    const BEST: &str = "SELECT doc FROM tasks WHERE state = 'ready' AND queue = $1 \
-        AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused) \
-        ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED";
-    const OLDEST: &str = "SELECT id, priority, run_at FROM tasks WHERE state = 'ready' AND queue = $1 \
-        ORDER BY id LIMIT $2";
     let window = window as i64;
     let mut best = rows::tasks(&query(tx, BEST, &[queue, &window]).await?)?;
     if shared.aging.is_some() && best.len() as i64 == window {

@@ -223,6 +223,17 @@ CREATE INDEX audit_log_by_time ON audit_log (at);
 ALTER TABLE workers ADD COLUMN owner text;
 "#,
     },
+    Migration {
+        description: "ready tasks of a queue by how long they waited, in an order no other index gives",
+        destructive: false,
+        sql: r#"
+-- Aging reads a queue's longest-waiting ready tasks. Read by id, the primary key gave the same
+-- order, and once ANALYZE had seen every task ready the planner chose it, stepping over every
+-- finished row on each fetch. By (run_at, id), only this index gives the order.
+CREATE INDEX tasks_ready_by_age ON tasks (queue, run_at, id) WHERE state = 'ready';
+DROP INDEX tasks_ready_fifo;
+"#,
+    },
 ];
 
 /// What `migrate` did.
