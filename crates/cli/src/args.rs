@@ -581,11 +581,17 @@ pub struct BenchArgs {
     pub fanout_children: usize,
     /// Run only these measurements (single, batch, e2e, latency, fanout, scheduling); all by default.
     /// `secure` (never run by default) compares end to end and pickup latency over HTTPS with a
-    /// token against plain HTTP, in one run.
+    /// token against plain HTTP, in one run. `shape` (never run by default) measures the shape
+    /// users run: one client submitting one task per call, a drain by 2 worker processes of 16
+    /// slots, pickup at 100 tasks/s, next to the disk's (or database's) own commit rate and the
+    /// 512-slot drain.
     /// `retention` (never run by default) is a soak instead: waves of tasks through a server with
     /// a one-second retention, printing the stored size after each wave.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Tasks per run in the users' shape (`--only shape`).
+    #[arg(long, default_value_t = 20_000)]
+    pub shape_tasks: usize,
     /// Waves of tasks in the retention soak.
     #[arg(long, default_value_t = 30)]
     pub soak_waves: usize,

@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::BenchArgs;
 
+mod shape;
+
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -69,9 +71,15 @@ fn start_server(backend: &Backend<'_>, extra: &[&str]) -> anyhow::Result<(Proc, 
 
 /// One `taskwarden worker` process (this same binary) serving `queue` with 512 slots.
 fn start_worker(url: &str, queue: &str, extra: &[&str]) -> anyhow::Result<Proc> {
+    start_worker_with(url, queue, 512, extra)
+}
+
+/// One `taskwarden worker` process with `slots` slots.
+fn start_worker_with(url: &str, queue: &str, slots: usize, extra: &[&str]) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe()?;
+    let slots = slots.to_string();
     let child = Command::new(exe)
-        .args(["worker", "--url", url, "--queue", queue, "--concurrency", "512"])
+        .args(["worker", "--url", url, "--queue", queue, "--concurrency", &slots])
         .args(extra)
         .env("TASKWARDEN_LOG", "warn")
         .stdout(Stdio::null())
@@ -157,6 +165,26 @@ fn generous_limits() -> QueueLimits {
 async fn end_to_end(urls: &[String], client: &Client, queue: &str, tasks: usize, limits: bool) -> anyhow::Result<f64> {
     let extra: &[&str] = if limits { &["--capacity", "cpu=512"] } else { &[] };
     drain(urls, client, queue, tasks, limits, extra).await
+}
+
+/// Drains what `queue` holds now with one worker process of `slots` slots per entry of `urls`;
+/// returns tasks per second.
+async fn drain_queued(
+    urls: &[String],
+    client: &Client,
+    queue: &str,
+    queued: usize,
+    slots: usize,
+) -> anyhow::Result<f64> {
+    let sentinel = client.submit(SubmitTask { priority: Some(-1), ..noop(queue) }).await?.id;
+    let started = Instant::now();
+    let _workers =
+        urls.iter().map(|url| start_worker_with(url, queue, slots, &[])).collect::<anyhow::Result<Vec<_>>>()?;
+    client.wait(sentinel, Duration::from_secs(600)).await?;
+    while count(client, queue, TaskState::Ready).await? + count(client, queue, TaskState::Running).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok((queued + 1) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// [`end_to_end`] with the workers started with `extra` flags.
@@ -279,6 +307,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let result = if args.only.iter().any(|o| o == "retention") {
         retention_soak(&backend, args.soak_waves, args.soak_tasks).await
+    } else if args.only.iter().any(|o| o == "shape") {
+        shape::run(&args, &backend, dir.path()).await
     } else if args.only.iter().any(|o| o == "secure") {
         anyhow::ensure!(args.database.is_none(), "--only secure runs on the embedded store");
         secure_comparison(&args, dir.path()).await

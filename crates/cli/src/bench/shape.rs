@@ -1,0 +1,157 @@
+//! `taskwarden bench --only shape`: the shape users run, and the one other job queues are
+//! measured in. One client submits one task per call and awaits each; the tasks it queued are
+//! drained by 2 worker processes of 16 slots; pickup is measured with tasks arriving at 100 a
+//! second. Beside each, in the same run, the figure it is bounded by or compared with: the disk's
+//! own fdatasync rate (or, on PostgreSQL, the database's single-client commit rate), the drain by
+//! one 512-slot worker, and (PostgreSQL) the same drain after a batch enqueue.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use taskwarden_client::Client;
+use taskwarden_worker::{TaskContext, TaskError, Worker};
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, BenchArgs, drain_queued, noop, percentile, report, start_server, submit_from_clients};
+
+/// fdatasyncs a second on the disk under `dir`, as SQLite's commit would do them: a 4 KiB write
+/// and a sync, for one second.
+fn fdatasync_rate(dir: &std::path::Path) -> anyhow::Result<f64> {
+    let path = dir.join("fdatasync-probe");
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    let block = [0u8; 4096];
+    let started = Instant::now();
+    let mut n = 0u32;
+    while started.elapsed() < Duration::from_secs(1) {
+        file.write_all(&block)?;
+        file.sync_data()?;
+        n += 1;
+    }
+    let rate = f64::from(n) / started.elapsed().as_secs_f64();
+    drop(file);
+    let _ = std::fs::remove_file(path);
+    Ok(rate)
+}
+
+/// Single-client commits a second on PostgreSQL: a one-row INSERT per transaction, for one second.
+async fn pg_commit_rate(url: &str) -> anyhow::Result<f64> {
+    let (client, connection) = url.parse::<tokio_postgres::Config>()?.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client.batch_execute("CREATE TEMP TABLE commit_probe (n int8)").await?;
+    let insert = client.prepare("INSERT INTO commit_probe VALUES ($1)").await?;
+    let started = Instant::now();
+    let mut n = 0i64;
+    while started.elapsed() < Duration::from_secs(1) {
+        client.execute(&insert, &[&n]).await?;
+        n += 1;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Pickup latency with tasks arriving every `every`, on an in-process worker of 16 slots.
+async fn paced_pickup(
+    url: &str,
+    client: &Client,
+    queue: &str,
+    samples: usize,
+    every: Duration,
+) -> anyhow::Result<Vec<Duration>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let stop = CancellationToken::new();
+    let handler = move |_ctx: TaskContext, _p: serde_json::Value| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(Instant::now());
+            Ok::<_, TaskError>(())
+        }
+    };
+    let worker = Worker::builder(url).queue(queue).concurrency(16).handler("echo", handler);
+    let running = tokio::spawn(worker.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await; // registered and long-polling
+    let mut out = Vec::with_capacity(samples);
+    let mut next = tokio::time::Instant::now();
+    for _ in 0..samples {
+        tokio::time::sleep_until(next).await;
+        next += every;
+        let sent = Instant::now();
+        client.submit(noop(queue)).await?;
+        let started = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await?.context("worker stopped")?;
+        out.push(started.saturating_duration_since(sent));
+    }
+    stop.cancel();
+    running.await??;
+    Ok(out)
+}
+
+/// Queues `n` no-op tasks in batches of 1,000; returns the queue.
+async fn enqueue_batched(client: &Client, queue: String, n: usize) -> anyhow::Result<String> {
+    for chunk in 0..n.div_ceil(1000) {
+        let k = (n - chunk * 1000).min(1000);
+        client.submit_batch((0..k).map(|_| noop(&queue)).collect()).await?;
+    }
+    Ok(queue)
+}
+
+pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path::Path) -> anyhow::Result<()> {
+    let (_server, url) = start_server(backend, &[])?;
+    let client = Client::new(&url)?;
+    let n = args.shape_tasks;
+    let pg = matches!(backend, Backend::Postgres { .. });
+    let store = if pg { "PostgreSQL" } else { "SQLite, durability full" };
+    println!("taskwarden bench, the users' shape: {store}, {n} tasks a run, {} runs, median reported", args.runs);
+    let two = [url.clone(), url.clone()];
+    let (mut single, mut ceiling, mut small, mut small_batched, mut wide) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut p50, mut p99) = (vec![], vec![]);
+    for run in 0..args.runs {
+        // One client, one task per call, each awaited: the tasks 2 x 16 slots then drain.
+        let q = format!("shape{run}");
+        single.push(submit_from_clients(&url, &q, 1, n, 1).await?);
+        ceiling.push(match backend {
+            Backend::Postgres { url, .. } => pg_commit_rate(url).await?,
+            Backend::Sqlite { .. } => fdatasync_rate(dir)?,
+        });
+        small.push(drain_queued(&two, &client, &q, n, 16).await?);
+
+        let q = enqueue_batched(&client, format!("shape-batched{run}"), n).await?;
+        small_batched.push(drain_queued(&two, &client, &q, n, 16).await?);
+        let q = enqueue_batched(&client, format!("shape-wide{run}"), n).await?;
+        wide.push(drain_queued(std::slice::from_ref(&url), &client, &q, n, 512).await?);
+
+        let mut lat =
+            paced_pickup(&url, &client, &format!("shape-pickup{run}"), 300, Duration::from_millis(10)).await?;
+        lat.sort();
+        p50.push(percentile(&lat, 0.5).as_secs_f64() * 1000.0);
+        p99.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
+        println!(
+            "run {}: single {:.0}/s (ceiling {:.0}/s), drain 2x16 {:.0}/s (after batches {:.0}/s), 1x512 {:.0}/s, pickup p50 {:.2} ms p99 {:.2} ms",
+            run + 1,
+            single[run],
+            ceiling[run],
+            small[run],
+            small_batched[run],
+            wide[run],
+            p50[run],
+            p99[run]
+        );
+    }
+    let ratio = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x / y).collect::<Vec<_>>();
+    let ceiling_name =
+        if pg { "the database's single-client commits (one-row INSERT each)" } else { "the disk's fdatasyncs" };
+    println!();
+    println!("| measurement (median of {} runs) | value |", args.runs);
+    println!("|---|---|");
+    report("single submits, one client, each awaited", "tasks/s", &single);
+    report(&format!("  {ceiling_name}, same run"), "per s", &ceiling);
+    report("  single submits as a share of that", "ratio", &ratio(&single, &ceiling));
+    report(&format!("drain of {n} tasks enqueued one at a time, 2 worker processes x 16 slots"), "tasks/s", &small);
+    report("drain of the same after a batch enqueue, 2 x 16 slots", "tasks/s", &small_batched);
+    if pg {
+        report("  one-at-a-time enqueue as a share of batch enqueue", "ratio", &ratio(&small, &small_batched));
+    }
+    report("drain after a batch enqueue, 1 worker process x 512 slots", "tasks/s", &wide);
+    report("  2 x 16 slots (after batches) as a share of 1 x 512", "ratio", &ratio(&small_batched, &wide));
+    report("pickup p50, tasks arriving at 100/s, 16-slot worker", "ms", &p50);
+    report("pickup p99", "ms", &p99);
+    Ok(())
+}
