@@ -38,15 +38,20 @@ fn fdatasync_rate(dir: &std::path::Path) -> anyhow::Result<f64> {
 async fn pg_commit_rate(url: &str) -> anyhow::Result<f64> {
     let (client, connection) = url.parse::<tokio_postgres::Config>()?.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    client.batch_execute("CREATE TEMP TABLE commit_probe (n int8)").await?;
-    let insert = client.prepare("INSERT INTO commit_probe VALUES ($1)").await?;
+    // A table of its own, not a temporary one: temporary tables skip the write-ahead log, and so
+    // the very fsync this is meant to measure.
+    let table = format!("taskwarden_commit_probe_{}", std::process::id());
+    client.batch_execute(&format!("CREATE TABLE {table} (n int8)")).await?;
+    let insert = client.prepare(&format!("INSERT INTO {table} VALUES ($1)")).await?;
     let started = Instant::now();
     let mut n = 0i64;
     while started.elapsed() < Duration::from_secs(1) {
         client.execute(&insert, &[&n]).await?;
         n += 1;
     }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    client.batch_execute(&format!("DROP TABLE {table}")).await?;
+    Ok(rate)
 }
 
 /// Pickup latency with tasks arriving every `every`, on an in-process worker of 16 slots.
