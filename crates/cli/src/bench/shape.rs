@@ -34,6 +34,29 @@ fn fdatasync_rate(dir: &std::path::Path) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// Single-row commits a second of SQLite itself (WAL, `synchronous = FULL`) on the disk under
+/// `dir`: one INSERT of a small row per transaction, for one second. What a durable single submit
+/// could reach if it did nothing but SQLite's own work.
+fn sqlite_commit_rate(dir: &std::path::Path) -> anyhow::Result<f64> {
+    let path = dir.join("commit-probe.db");
+    let conn = rusqlite::Connection::open(&path)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; CREATE TABLE t (n INTEGER, s TEXT)")?;
+    let mut insert = conn.prepare("INSERT INTO t VALUES (?1, 'a small row, like a no-op task')")?;
+    let started = Instant::now();
+    let mut n = 0i64;
+    while started.elapsed() < Duration::from_secs(1) {
+        insert.execute([n])?;
+        n += 1;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    drop(insert);
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("commit-probe.db{suffix}")));
+    }
+    Ok(rate)
+}
+
 /// Single-client commits a second on PostgreSQL: a one-row INSERT per transaction, for one second.
 async fn pg_commit_rate(url: &str) -> anyhow::Result<f64> {
     let (client, connection) = url.parse::<tokio_postgres::Config>()?.connect(tokio_postgres::NoTls).await?;
@@ -107,7 +130,7 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path
     println!("taskwarden bench, the users' shape: {store}, {n} tasks a run, {} runs, median reported", args.runs);
     let two = [url.clone(), url.clone()];
     let (mut single, mut ceiling, mut small, mut small_batched, mut wide) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut p50, mut p99) = (vec![], vec![]);
+    let (mut p50, mut p99, mut sqlite_rows) = (vec![], vec![], vec![]);
     for run in 0..args.runs {
         // One client, one task per call, each awaited: the tasks 2 x 16 slots then drain.
         let q = format!("shape{run}");
@@ -116,6 +139,9 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path
             Backend::Postgres { url, .. } => pg_commit_rate(url).await?,
             Backend::Sqlite { .. } => fdatasync_rate(dir)?,
         });
+        if !pg {
+            sqlite_rows.push(sqlite_commit_rate(dir)?);
+        }
         small.push(drain_queued(&two, &client, &q, n, 16).await?);
 
         let q = enqueue_batched(&client, format!("shape-batched{run}"), n).await?;
@@ -149,6 +175,8 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path
     report("single submits, one client, each awaited", "tasks/s", &single);
     report(&format!("  {ceiling_name}, same run"), "per s", &ceiling);
     report("  single submits as a share of that", "ratio", &ratio(&single, &ceiling));
+    report("  SQLite's own single-row commits (WAL, synchronous FULL), same run", "per s", &sqlite_rows);
+    report("  single submits as a share of that", "ratio", &ratio(&single, &sqlite_rows));
     report(&format!("drain of {n} tasks enqueued one at a time, 2 worker processes x 16 slots"), "tasks/s", &small);
     report("drain of the same after a batch enqueue, 2 x 16 slots", "tasks/s", &small_batched);
     if pg {
