@@ -227,6 +227,29 @@ async fn pickup_latency_with(
     queue: &str,
     samples: usize,
 ) -> anyhow::Result<Vec<Duration>> {
+    // The pause lets the completion go out, so the next sample starts with an idle worker.
+    pickup(url, options, client, queue, samples, 4, Pace::After(Duration::from_millis(2))).await
+}
+
+/// How pickup samples are spaced.
+enum Pace {
+    /// This long after the previous task started.
+    After(Duration),
+    /// One every this long, as tasks arriving at a steady rate.
+    Every(Duration),
+}
+
+/// Submits `samples` tasks one at a time to an in-process worker of `slots` slots and returns,
+/// for each, the time from calling submit to its handler starting.
+async fn pickup(
+    url: &str,
+    options: taskwarden_client::ClientOptions,
+    client: &Client,
+    queue: &str,
+    samples: usize,
+    slots: usize,
+    pace: Pace,
+) -> anyhow::Result<Vec<Duration>> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let stop = CancellationToken::new();
     let handler = move |_ctx: TaskContext, _p: serde_json::Value| {
@@ -236,17 +259,23 @@ async fn pickup_latency_with(
             Ok::<_, TaskError>(())
         }
     };
-    let worker = Worker::builder(url).client_options(options).queue(queue).concurrency(4).handler("echo", handler);
+    let worker = Worker::builder(url).client_options(options).queue(queue).concurrency(slots).handler("echo", handler);
     let running = tokio::spawn(worker.run(stop.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await; // registered and long-polling
     let mut out = Vec::with_capacity(samples);
+    let mut next = tokio::time::Instant::now();
     for _ in 0..samples {
+        if let Pace::Every(every) = pace {
+            tokio::time::sleep_until(next).await;
+            next += every;
+        }
         let sent = Instant::now();
         client.submit(noop(queue)).await?;
         let started = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await?.context("worker stopped")?;
         out.push(started.saturating_duration_since(sent));
-        // Let the completion go out, so the next sample starts with an idle worker.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        if let Pace::After(pause) = pace {
+            tokio::time::sleep(pause).await;
+        }
     }
     stop.cancel();
     running.await??;

@@ -8,12 +8,11 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use taskwarden_client::Client;
-use taskwarden_worker::{TaskContext, TaskError, Worker};
-use tokio_util::sync::CancellationToken;
 
-use super::{Backend, BenchArgs, drain_queued, noop, percentile, report, start_server, submit_from_clients};
+use super::{
+    Backend, BenchArgs, Pace, drain_queued, noop, percentile, pickup, report, start_server, submit_from_clients,
+};
 
 /// fdatasyncs a second on the disk under `dir`, as SQLite's commit would do them: a 4 KiB write
 /// and a sync, for one second.
@@ -77,41 +76,6 @@ async fn pg_commit_rate(url: &str) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-/// Pickup latency with tasks arriving every `every`, on an in-process worker of 16 slots.
-async fn paced_pickup(
-    url: &str,
-    client: &Client,
-    queue: &str,
-    samples: usize,
-    every: Duration,
-) -> anyhow::Result<Vec<Duration>> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let stop = CancellationToken::new();
-    let handler = move |_ctx: TaskContext, _p: serde_json::Value| {
-        let tx = tx.clone();
-        async move {
-            let _ = tx.send(Instant::now());
-            Ok::<_, TaskError>(())
-        }
-    };
-    let worker = Worker::builder(url).queue(queue).concurrency(16).handler("echo", handler);
-    let running = tokio::spawn(worker.run(stop.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await; // registered and long-polling
-    let mut out = Vec::with_capacity(samples);
-    let mut next = tokio::time::Instant::now();
-    for _ in 0..samples {
-        tokio::time::sleep_until(next).await;
-        next += every;
-        let sent = Instant::now();
-        client.submit(noop(queue)).await?;
-        let started = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await?.context("worker stopped")?;
-        out.push(started.saturating_duration_since(sent));
-    }
-    stop.cancel();
-    running.await??;
-    Ok(out)
-}
-
 /// Queues `n` no-op tasks in batches of 1,000; returns the queue.
 async fn enqueue_batched(client: &Client, queue: String, n: usize) -> anyhow::Result<String> {
     for chunk in 0..n.div_ceil(1000) {
@@ -149,8 +113,9 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path
         let q = enqueue_batched(&client, format!("shape-wide{run}"), n).await?;
         wide.push(drain_queued(std::slice::from_ref(&url), &client, &q, n, 512).await?);
 
-        let mut lat =
-            paced_pickup(&url, &client, &format!("shape-pickup{run}"), 300, Duration::from_millis(10)).await?;
+        let q = format!("shape-pickup{run}");
+        let every = Pace::Every(Duration::from_millis(10));
+        let mut lat = pickup(&url, Default::default(), &client, &q, 300, 16, every).await?;
         lat.sort();
         p50.push(percentile(&lat, 0.5).as_secs_f64() * 1000.0);
         p99.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
