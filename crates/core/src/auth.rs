@@ -119,8 +119,12 @@ impl QueueScope {
         QueueScope(Vec::new())
     }
 
-    /// Parses a comma-separated list such as `billing.*,reports`; empty means every queue.
+    /// Parses a comma-separated list such as `billing.*,reports`, or `*` for every queue. An empty
+    /// list is refused rather than read as every queue: an unset variable must not widen a token.
     pub fn parse(list: &str) -> Result<QueueScope, ValidationError> {
+        if list.trim().is_empty() {
+            return Err(ValidationError::new("queues", "name at least one queue pattern, or * for every queue"));
+        }
         let mut patterns = Vec::new();
         for raw in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let stem = raw.strip_suffix('*').unwrap_or(raw);
@@ -190,6 +194,11 @@ impl Grant {
         if !action.allowed_to(self.role) {
             let needed = action.least_role();
             return Err(Denied::Role { needed, has: self.role });
+        }
+        // Tokens and the audit log are about every queue: a scoped admin could otherwise make
+        // itself an unscoped one.
+        if action == Action::Admin && !self.queues.is_all() {
+            return Err(Denied::Queue { queue: "*".into(), scope: self.queues.to_string() });
         }
         match queue {
             Some(q) if !self.queues.contains(q) => {
@@ -273,6 +282,9 @@ impl TokenRequest {
         }
         if self.name.starts_with("tok_") {
             return Err(ValidationError::new("name", "must not start with tok_ (token ids do)"));
+        }
+        if self.role == Role::Admin && !self.queues.is_all() {
+            return Err(ValidationError::new("queues", "an admin token is for every queue (*)"));
         }
         Ok(())
     }

@@ -43,6 +43,9 @@ pub(crate) struct Access {
     /// Refusals waiting to be written to the audit log, in batches (a flood of refused requests
     /// must not become a flood of commits). Bounded: past it, refusals are only logged.
     denied: Mutex<Vec<AuditEntry>>,
+    /// Held across a refresh's read and swap, so a refresh that read the tokens before a revoke
+    /// cannot install its stale table after one that read them after.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 /// Most refusals kept between two flushes of the audit log.
@@ -59,12 +62,14 @@ impl Access {
             used: Mutex::default(),
             owners: Mutex::default(),
             denied: Mutex::default(),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Reads the tokens again, and writes what was noted since the last refresh (last uses,
     /// refusals).
     pub(crate) async fn refresh(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let records = self.store.list_tokens().await?;
         let table = TokenTable {
             any: !records.is_empty(),

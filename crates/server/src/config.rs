@@ -25,7 +25,8 @@ pub struct ServerConfig {
     pub prune_interval: Duration,
     /// Host names (no port) the server answers for in `Host` and `Origin`. Empty: the loopback
     /// names, checked only while no token exists (with tokens, a forged page has no token to send).
-    /// Given: checked on every request.
+    /// Given: checked on every request; `*` answers for any (only sensible with tokens: without
+    /// them, any web page whose name resolves to this server could use it).
     pub allowed_hosts: Vec<String>,
     /// Serve without authentication on an address other than loopback. Logged loudly at start.
     pub insecure_no_auth: bool,

@@ -86,6 +86,40 @@ impl Registry {
     }
 }
 
+/// A connection's place in the registry, given up when the connection's task ends.
+struct Registered {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.forget(self.id);
+    }
+}
+
+/// A request in flight on a connection; its end is counted even if the request's future is
+/// dropped or panics, so a connection never stays busy (and unevictable) by mistake.
+struct Busy<'a> {
+    registry: &'a Registry,
+    tracked: &'a Tracked,
+}
+
+impl<'a> Busy<'a> {
+    fn start(registry: &'a Registry, tracked: &'a Tracked) -> Busy<'a> {
+        tracked.in_flight.fetch_add(1, Ordering::AcqRel);
+        tracked.last_active.store(registry.now_ms(), Ordering::Relaxed);
+        Busy { registry, tracked }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.tracked.last_active.store(self.registry.now_ms(), Ordering::Relaxed);
+        self.tracked.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// How many refused connections are answered at once; past it they are just closed.
 const MAX_REFUSALS_AT_ONCE: usize = 256;
 
@@ -132,6 +166,8 @@ pub(crate) async fn serve(
         };
         let (router, registry, tls, http) = (router.clone(), registry.clone(), tls.clone(), http.clone());
         connections.spawn(async move {
+            // Out of the registry however the connection ends, a panic included.
+            let _registered = Registered { registry: registry.clone(), id };
             let served = match tls {
                 None => serve_connection(tcp, router, &http, &registry, &tracked).await,
                 Some(tls) => match tokio::time::timeout(http.header_read_timeout, tls.accept(tcp)).await {
@@ -146,7 +182,6 @@ pub(crate) async fn serve(
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            registry.forget(id);
         });
     }
     drop(listener);
@@ -175,12 +210,8 @@ where
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let (router, registry, tracked) = (router.clone(), registry.clone(), tracked.clone());
             async move {
-                tracked.in_flight.fetch_add(1, Ordering::AcqRel);
-                tracked.last_active.store(registry.now_ms(), Ordering::Relaxed);
-                let response = router.oneshot(req.map(Body::new)).await;
-                tracked.last_active.store(registry.now_ms(), Ordering::Relaxed);
-                tracked.in_flight.fetch_sub(1, Ordering::AcqRel);
-                response
+                let _busy = Busy::start(&registry, &tracked);
+                router.oneshot(req.map(Body::new)).await
             }
         })
     };
@@ -192,20 +223,27 @@ where
     tokio::pin!(conn);
     let idle = http.idle_timeout;
     let mut closing = false;
+    // When to look again: when the connection would have been idle for `idle` if nothing happens
+    // meanwhile. While a request is in flight that moment is not known, so look again a whole
+    // `idle` later (a deadline left in the past would wake this loop without end).
+    let mut look_at = registry.started + Duration::from_millis(tracked.last_active.load(Ordering::Relaxed)) + idle;
     loop {
-        // When the connection would have been idle for `idle` if nothing happens meanwhile.
-        let idle_at = registry.started + Duration::from_millis(tracked.last_active.load(Ordering::Relaxed)) + idle;
         tokio::select! {
             done = conn.as_mut() => return done,
             _ = tracked.close.cancelled(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tokio::time::sleep_until(idle_at), if !closing => {
-                let quiet_for = registry.now_ms().saturating_sub(tracked.last_active.load(Ordering::Relaxed));
-                if tracked.in_flight.load(Ordering::Acquire) == 0 && quiet_for >= idle.as_millis() as u64 {
+            _ = tokio::time::sleep_until(look_at), if !closing => {
+                let last = tracked.last_active.load(Ordering::Relaxed);
+                let quiet_for = registry.now_ms().saturating_sub(last);
+                if tracked.in_flight.load(Ordering::Acquire) > 0 {
+                    look_at = tokio::time::Instant::now() + idle;
+                } else if quiet_for >= idle.as_millis() as u64 {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
+                } else {
+                    look_at = registry.started + Duration::from_millis(last) + idle;
                 }
             }
         }

@@ -104,12 +104,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         // Few large bodies are read at once, so a handful of concurrent big requests cannot take
         // the memory of many (each costs a few times its size while parsed). A body that does not
         // say its length may be large.
-        let _permit = match declared {
-            Some(n) if n <= BIG_BODY => None,
-            _ => Some(rules.big_bodies.clone().acquire_owned().await.expect("the semaphore is never closed")),
-        };
         let limit = rules.max_bytes;
-        let read = axum::body::to_bytes(req.into_body(), limit);
+        // The wait for a permit counts against the read timeout too, so callers stuck behind two
+        // slow big bodies are answered 408 rather than held without end.
+        // The permit is kept through parsing, which is where a big body costs most.
+        let mut _permit = None;
+        let read = async {
+            _permit = match declared {
+                Some(n) if n <= BIG_BODY => None,
+                _ => Some(rules.big_bodies.clone().acquire_owned().await.expect("the semaphore is never closed")),
+            };
+            axum::body::to_bytes(req.into_body(), limit).await
+        };
         let bytes = match tokio::time::timeout(rules.read_timeout, read).await {
             Err(_) => {
                 return Err(ApiError {

@@ -100,7 +100,7 @@ impl Server {
             access: access.clone(),
             allowed_hosts: config.allowed_hosts().into(),
             always_check_host: !config.allowed_hosts.is_empty(),
-            never_check_host: config.allowed_hosts.is_empty() && config.insecure_no_auth,
+            never_check_host: config.allowed_hosts.iter().any(|h| h == "*"),
             max_body_bytes: config.max_body_bytes,
         };
         let config = Arc::new(config);

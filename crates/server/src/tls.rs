@@ -37,8 +37,11 @@ fn read_key(cfg: &TlsConfig) -> std::io::Result<Arc<CertifiedKey>> {
     }
     let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| bad("cannot read the private key", &cfg.key, &e))?;
     let provider = rustls::crypto::ring::default_provider();
-    let signing = provider.key_provider.load_private_key(key).map_err(|e| bad("unusable private key", &cfg.key, &e))?;
-    Ok(Arc::new(CertifiedKey::new(certs, signing)))
+    // Checks the key belongs to the certificate: a renewal caught between writing the two files
+    // must not install a pair that fails every handshake.
+    let certified =
+        CertifiedKey::from_der(certs, key, &provider).map_err(|e| bad("unusable certificate and key", &cfg.key, &e))?;
+    Ok(Arc::new(certified))
 }
 
 /// Hands rustls the certificate loaded last; a reload swaps it for new handshakes, while
@@ -118,14 +121,17 @@ async fn watch(cfg: TlsConfig, resolver: Arc<Reloading>, shutdown: CancellationT
             _ = shutdown.cancelled() => return,
             _ = hup => "SIGHUP",
             _ = ticks.tick() => {
-                let now = modified(&cfg);
-                if now == seen { continue }
-                seen = now;
+                if modified(&cfg) == seen { continue }
                 "the files changed"
             }
         };
+        // Looked at before the files are read, so a write that lands while they are read is
+        // seen at the next tick; and remembered only once they load, so a half-written pair is
+        // tried again.
+        let now = modified(&cfg);
         match read_key(&cfg) {
             Ok(key) => {
+                seen = now;
                 *resolver.0.write().expect("certificate lock") = key;
                 tracing::info!(cert = %cfg.cert.display(), reason, "reloaded the TLS certificate");
             }

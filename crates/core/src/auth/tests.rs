@@ -36,8 +36,9 @@ fn queue_scopes_match_names_and_prefixes() {
     {
         assert_eq!(scope.contains(queue), inside, "{queue}");
     }
-    assert!(QueueScope::parse("").unwrap().is_all());
+    assert!(QueueScope::parse("*").unwrap().is_all());
     assert!(QueueScope::parse("a,*").unwrap().is_all());
+    assert_eq!(QueueScope::parse(" ").unwrap_err().field, "queues", "an empty list is not every queue");
     assert_eq!(scope.to_string(), "billing.*,reports");
     for bad in ["bil*ing", "a b", "*x"] {
         let e = QueueScope::parse(bad).unwrap_err();
@@ -64,6 +65,21 @@ fn only_read_tokens_without_the_payloads_flag_are_kept_from_payloads() {
     }
     assert!(Grant { payloads: true, ..grant(Role::Read, "*") }.sees_payloads());
     assert!(Grant::open().allows(Action::Admin, Some("any")).is_ok());
+}
+
+#[test]
+fn a_scoped_admin_may_not_manage_tokens_and_none_can_be_made() {
+    let scoped = grant(Role::Admin, "billing.*");
+    assert!(scoped.allows(Action::Operate, Some("billing.eu")).is_ok());
+    assert!(matches!(scoped.allows(Action::Admin, None), Err(Denied::Queue { .. })));
+    let req = TokenRequest {
+        name: "x".into(),
+        role: Role::Admin,
+        queues: QueueScope::parse("billing.*").unwrap(),
+        payloads: false,
+        expires_at: None,
+    };
+    assert_eq!(req.validate().unwrap_err().field, "queues");
 }
 
 #[test]

@@ -106,7 +106,13 @@ pub(super) async fn parents(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ParentsQuery>,
 ) -> ApiResult<Json<ParentList>> {
-    let id = super::tasks::task_for(&s, &caller, Action::Work, task_id(&id)?).await?.id;
+    let task = super::tasks::task_for(&s, &caller, Action::Work, task_id(&id)?).await?;
+    if caller.authenticated() {
+        // Parents' results are for the worker running the child, as a fan-out is.
+        let holder = task.lease.as_ref().filter(|_| task.state == taskwarden_core::TaskState::Running);
+        caller.owns_worker(&s, holder.map_or("", |l| l.worker_id.as_str())).await?;
+    }
+    let id = task.id;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));

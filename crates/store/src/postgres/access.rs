@@ -23,7 +23,9 @@ fn token(r: &Row) -> PgResult<TokenRecord> {
         id: r.get(0),
         name: r.get(1),
         role: role.parse().map_err(StoreError::Internal)?,
-        queues: QueueScope::parse(&queues).unwrap_or_default(),
+        // Written by `create_token` from a parsed scope; one that does not parse is refused, not
+        // read as every queue.
+        queues: QueueScope::parse(&queues).map_err(|e| StoreError::Internal(e.to_string()))?,
         payloads: r.get(4),
         secret_hash: r.get(5),
         created_at: Timestamp::from_micros(r.get(6)),

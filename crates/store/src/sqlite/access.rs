@@ -21,7 +21,9 @@ fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         name: r.get(1)?,
         // Written by `create_token` from the same types, so these parse.
         role: role.parse().map_err(|e: String| rusqlite::Error::InvalidColumnName(e))?,
-        queues: QueueScope::parse(&queues).unwrap_or_default(),
+        // Written by `create_token` from a parsed scope; one that does not parse is refused, not
+        // read as every queue.
+        queues: QueueScope::parse(&queues).map_err(|e| rusqlite::Error::InvalidColumnName(e.to_string()))?,
         payloads: r.get(4)?,
         secret_hash: r.get(5)?,
         created_at: Timestamp::from_micros(r.get(6)?),
