@@ -204,6 +204,12 @@ async fn limits_and_cron_hold_across_two_nodes() {
         WorkerProcess::start(&nodes[0].url, "narrow", &["--concurrency", "8"]),
         WorkerProcess::start(&nodes[1].url, "narrow", &["--concurrency", "8"]),
     ];
+    // Both registered before any task exists: on a loaded machine one worker process can start
+    // long after the other, which then takes every task and proves nothing about two nodes.
+    eventually(Duration::from_secs(20), "both workers to register", || async {
+        (a.workers().await.ok()?.len() == 2).then_some(())
+    })
+    .await;
     let mut ids = Vec::new();
     for i in 0..12 {
         let node = if i % 2 == 0 { &a } else { &b };
