@@ -167,19 +167,22 @@ async fn end_to_end(urls: &[String], client: &Client, queue: &str, tasks: usize,
     drain(urls, client, queue, tasks, limits, extra).await
 }
 
-/// Drains what `queue` holds now with one worker process of `slots` slots per entry of `urls`;
-/// returns tasks per second.
+/// Drains what `queue` holds now (`queued` tasks) with one worker process of `slots` slots, started
+/// with `extra` flags, per entry of `urls`; returns tasks per second.
 async fn drain_queued(
     urls: &[String],
     client: &Client,
     queue: &str,
     queued: usize,
     slots: usize,
+    extra: &[&str],
 ) -> anyhow::Result<f64> {
+    // Leased after every other task (it has the lowest priority), so once it is done, at most the
+    // tasks of its last fetch remain; a last check waits for those.
     let sentinel = client.submit(SubmitTask { priority: Some(-1), ..noop(queue) }).await?.id;
     let started = Instant::now();
     let _workers =
-        urls.iter().map(|url| start_worker_with(url, queue, slots, &[])).collect::<anyhow::Result<Vec<_>>>()?;
+        urls.iter().map(|url| start_worker_with(url, queue, slots, extra)).collect::<anyhow::Result<Vec<_>>>()?;
     client.wait(sentinel, Duration::from_secs(600)).await?;
     while count(client, queue, TaskState::Ready).await? + count(client, queue, TaskState::Running).await? > 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -204,16 +207,7 @@ async fn drain(
         let n = (tasks - chunk * 5000).min(5000);
         client.submit_batch((0..n).map(|i| make(chunk * 5000 + i)).collect()).await?;
     }
-    // Leased after every other task (it has the lowest priority), so once it is done, at most the
-    // tasks of its last fetch remain; a last check waits for those.
-    let sentinel = client.submit(SubmitTask { priority: Some(-1), ..noop(queue) }).await?.id;
-    let started = Instant::now();
-    let _workers = urls.iter().map(|url| start_worker(url, queue, extra)).collect::<anyhow::Result<Vec<_>>>()?;
-    client.wait(sentinel, Duration::from_secs(600)).await?;
-    while count(client, queue, TaskState::Ready).await? + count(client, queue, TaskState::Running).await? > 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    Ok((tasks + 1) as f64 / started.elapsed().as_secs_f64())
+    drain_queued(urls, client, queue, tasks, 512, extra).await
 }
 
 async fn pickup_latency(url: &str, client: &Client, queue: &str, samples: usize) -> anyhow::Result<Vec<Duration>> {

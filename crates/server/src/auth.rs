@@ -172,22 +172,25 @@ impl Caller {
     /// unless the caller may take `action` on `queue`.
     pub fn may(&self, s: &AppState, action: Action, queue: Option<&str>) -> Result<(), ApiError> {
         self.grant.allows(action, queue).map_err(|denied| {
-            s.access.note_denial(AuditEntry {
-                at: s.clock.now(),
-                actor: self.name.clone(),
-                action: "denied".into(),
-                target: queue.map_or_else(|| format!("{action:?}").to_lowercase(), str::to_owned),
-                detail: Some(denied.to_string()),
-            });
             let field = match denied {
                 taskwarden_core::auth::Denied::Role { .. } => "role",
                 taskwarden_core::auth::Denied::Queue { .. } => "queue",
             };
-            ApiError {
-                field: Some(field.into()),
-                ..ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string())
-            }
+            let target = queue.map_or_else(|| format!("{action:?}").to_lowercase(), str::to_owned);
+            self.refuse(s, target, field, denied.to_string())
         })
+    }
+
+    /// A 403 naming `field`, noted in the audit log as a refusal of `target`.
+    fn refuse(&self, s: &AppState, target: String, field: &str, why: String) -> ApiError {
+        s.access.note_denial(AuditEntry {
+            at: s.clock.now(),
+            actor: self.name.clone(),
+            action: "denied".into(),
+            target,
+            detail: Some(why.clone()),
+        });
+        ApiError { field: Some(field.into()), ..ApiError::new(StatusCode::FORBIDDEN, "forbidden", why) }
     }
 
     /// [`Caller::may`] for every queue of a request.
@@ -216,14 +219,17 @@ impl Caller {
             None => format!("worker {worker:?} is not registered: register with POST /v1/workers first"),
             Some(_) => format!("worker {worker:?} was registered by another token"),
         };
-        s.access.note_denial(AuditEntry {
-            at: s.clock.now(),
-            actor: self.name.clone(),
-            action: "denied".into(),
-            target: format!("worker {worker}"),
-            detail: Some(why.clone()),
-        });
-        Err(ApiError { field: Some("worker_id".into()), ..ApiError::new(StatusCode::FORBIDDEN, "forbidden", why) })
+        Err(self.refuse(s, format!("worker {worker}"), "worker_id", why))
+    }
+
+    /// Refuses a call about `task` unless this caller registered the worker running it (a
+    /// fan-out, its parents' results). Without tokens, anyone may.
+    pub async fn runs(&self, s: &AppState, task: &taskwarden_core::Task) -> Result<(), ApiError> {
+        if !self.authenticated() {
+            return Ok(());
+        }
+        let running = task.lease.as_ref().filter(|_| task.state == taskwarden_core::TaskState::Running);
+        self.owns_worker(s, running.map_or("", |l| l.worker_id.as_str())).await
     }
 
     /// Records a change this caller made. The change already happened, so a failure to write

@@ -106,12 +106,12 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path
         if !pg {
             sqlite_rows.push(sqlite_commit_rate(dir)?);
         }
-        small.push(drain_queued(&two, &client, &q, n, 16).await?);
+        small.push(drain_queued(&two, &client, &q, n, 16, &[]).await?);
 
         let q = enqueue_batched(&client, format!("shape-batched{run}"), n).await?;
-        small_batched.push(drain_queued(&two, &client, &q, n, 16).await?);
+        small_batched.push(drain_queued(&two, &client, &q, n, 16, &[]).await?);
         let q = enqueue_batched(&client, format!("shape-wide{run}"), n).await?;
-        wide.push(drain_queued(std::slice::from_ref(&url), &client, &q, n, 512).await?);
+        wide.push(drain_queued(std::slice::from_ref(&url), &client, &q, n, 512, &[]).await?);
 
         let q = format!("shape-pickup{run}");
         let every = Pace::Every(Duration::from_millis(10));

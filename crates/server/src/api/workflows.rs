@@ -107,11 +107,8 @@ pub(super) async fn parents(
     ApiQuery(q): ApiQuery<ParentsQuery>,
 ) -> ApiResult<Json<ParentList>> {
     let task = super::tasks::task_for(&s, &caller, Action::Work, task_id(&id)?).await?;
-    if caller.authenticated() {
-        // Parents' results are for the worker running the child, as a fan-out is.
-        let holder = task.lease.as_ref().filter(|_| task.state == taskwarden_core::TaskState::Running);
-        caller.owns_worker(&s, holder.map_or("", |l| l.worker_id.as_str())).await?;
-    }
+    // Parents' results are for the worker running the child, as a fan-out is.
+    caller.runs(&s, &task).await?;
     let id = task.id;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -134,9 +131,7 @@ pub(super) async fn fan_out(
     let id = task_id(&id)?;
     caller.may(&s, Action::Work, None)?;
     if caller.authenticated() {
-        let task = super::tasks::task_for(&s, &caller, Action::Work, id).await?;
-        let holder = task.lease.as_ref().map(|l| l.worker_id.clone()).unwrap_or_default();
-        caller.owns_worker(&s, &holder).await?;
+        caller.runs(&s, &super::tasks::task_for(&s, &caller, Action::Work, id).await?).await?;
     }
     let now = s.clock.now();
     let lease = req.lease;
