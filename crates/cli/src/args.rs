@@ -270,6 +270,12 @@ pub struct WorkerArgs {
     /// Fetches in flight at once, so work keeps flowing while one is on its way back.
     #[arg(long, default_value_t = 2)]
     pub fetchers: usize,
+    /// Most tasks leased beyond --concurrency, waiting here for a free slot (which then starts
+    /// the next task at once): only as many as the slots start within 5 ms at the pace tasks
+    /// have been running, so none once tasks take longer; 0 turns it off [default: 4 x
+    /// --concurrency].
+    #[arg(long)]
+    pub prefetch: Option<usize>,
     /// The worker's name [default: HOSTNAME-PID].
     #[arg(long)]
     pub name: Option<String>,
@@ -587,11 +593,16 @@ pub struct BenchArgs {
     /// 512-slot drain.
     /// `retention` (never run by default) is a soak instead: waves of tasks through a server with
     /// a one-second retention, printing the stored size after each wave.
+    /// `backlog` (never run by default) drains a backlog of --backlog-tasks beside one a tenth its
+    /// size on the same server, with the server's memory after each.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Tasks per run in the users' shape (`--only shape`).
     #[arg(long, default_value_t = 20_000)]
     pub shape_tasks: usize,
+    /// The large backlog in `--only backlog`, drained beside one a tenth of its size.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog_tasks: usize,
     /// Waves of tasks in the retention soak.
     #[arg(long, default_value_t = 30)]
     pub soak_waves: usize,

@@ -15,6 +15,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .shutdown_grace(args.grace)
         .capacity(Resources::parse("--capacity", &args.capacity)?)
         .labels(parse_labels("--labels", &args.labels)?);
+    if let Some(n) = args.prefetch {
+        worker = worker.prefetch(n);
+    }
     for q in args.queue {
         worker = worker.queue(q);
     }

@@ -34,10 +34,12 @@ use taskwarden_core::auth::{AuditEntry, AuditList, CreateTokenCall, CreatedToken
 use taskwarden_core::cron::{CronInfo, CronList, CronSpec};
 pub use taskwarden_core::protocol::ParentList;
 use taskwarden_core::protocol::{
-    ErrorBody, FetchRequest, FetchResponse, HeldLease, QueueList, QueueUpdate, RegisterWorker, Report, ReportBatch,
+    ErrorBody, FetchRequest, HeldLease, QueueList, QueueUpdate, RegisterWorker, Report, ReportBatch,
     ReportBatchResponse, SubmitBatch, TaskList, WorkerHeartbeat, WorkerHeartbeatResponse, WorkerInfo, WorkerList,
 };
-pub use taskwarden_core::protocol::{LeaseStatus, LeasedTask, Outcome, QueueInfo, ReportResult, SubmitTask};
+pub use taskwarden_core::protocol::{
+    FetchResponse, LeaseStatus, LeasedTask, Outcome, QueueInfo, ReportResult, SubmitTask,
+};
 pub use taskwarden_core::workflow::{
     FailurePolicy, FanOut, FanOutRequest, NodeSpec, ParentResult, Workflow, WorkflowNode, WorkflowSpec, WorkflowState,
 };
@@ -576,19 +578,22 @@ impl Client {
         limit: u32,
         wait: Duration,
     ) -> Result<Vec<LeasedTask>> {
-        let req = FetchRequest { queues: queues.to_vec(), limit, wait_ms: wait.as_millis() as u64, finished: vec![] };
-        self.fetch_request(worker_id, &req).await
+        let req = FetchRequest {
+            queues: queues.to_vec(),
+            limit,
+            wait_ms: wait.as_millis() as u64,
+            finished: vec![],
+            reports: vec![],
+        };
+        Ok(self.fetch_request(worker_id, &req).await?.tasks)
     }
 
     /// Leases tasks as `req` asks: [`Client::fetch`], and also `finished` (tasks whose outcomes
-    /// are still on their way, so what they hold counts as free on the worker).
-    pub async fn fetch_request(&self, worker_id: &str, req: &FetchRequest) -> Result<Vec<LeasedTask>> {
+    /// are still on their way, so what they hold counts as free on the worker) and `reports`
+    /// (outcomes recorded before leasing, whose results the answer carries).
+    pub async fn fetch_request(&self, worker_id: &str, req: &FetchRequest) -> Result<FetchResponse> {
         let wait = Duration::from_millis(req.wait_ms);
-        let resp: FetchResponse = self
-            .call(Method::POST, &format!("/v1/workers/{worker_id}/fetch"), Some(req), wait + Self::TIMEOUT)
-            .await?
-            .1;
-        Ok(resp.tasks)
+        Ok(self.call(Method::POST, &format!("/v1/workers/{worker_id}/fetch"), Some(req), wait + Self::TIMEOUT).await?.1)
     }
 
     pub async fn heartbeat(&self, worker_id: &str, leases: Vec<HeldLease>) -> Result<Vec<LeaseStatus>> {

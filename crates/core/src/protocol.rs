@@ -202,6 +202,11 @@ pub struct FetchRequest {
     /// not answered short while its report is in flight.
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::bounded::batch")]
     pub finished: Vec<TaskId>,
+    /// Outcomes to record before leasing, as `POST /v1/workers/{id}/reports` would: a busy worker
+    /// reports what it finished and asks for more in one request. Recorded durably before the
+    /// answer; their results come back in `FetchResponse::reports`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::bounded::batch")]
+    pub reports: Vec<Report>,
 }
 
 /// A task handed to a worker under a lease.
@@ -225,6 +230,9 @@ pub struct LeasedTask {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FetchResponse {
     pub tasks: Vec<LeasedTask>,
+    /// One result per report the fetch carried, in their order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<ReportResult>,
 }
 
 /// How an attempt ended, as a worker reports it.

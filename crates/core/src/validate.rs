@@ -254,6 +254,9 @@ impl FetchRequest {
         if self.finished.len() > MAX_FINISHED {
             return Err(ValidationError::new("finished", format!("at most {MAX_FINISHED} task ids")));
         }
+        if self.reports.len() > limits.max_batch {
+            return Err(ValidationError::new("reports", format!("at most {} reports per fetch", limits.max_batch)));
+        }
         check_ms("wait_ms", self.wait_ms, Duration::ZERO, limits.max_wait)
     }
 }
@@ -415,15 +418,21 @@ mod tests {
 
     #[test]
     fn a_queue_listed_twice_is_refused() {
-        let req =
-            FetchRequest { queues: vec!["a".into(), "b".into(), "a".into()], limit: 2, wait_ms: 0, finished: vec![] };
+        let req = FetchRequest {
+            queues: vec!["a".into(), "b".into(), "a".into()],
+            limit: 2,
+            wait_ms: 0,
+            finished: vec![],
+            reports: vec![],
+        };
         assert_eq!(req.validate(&Limits::default()).unwrap_err().field, "queues[2]");
     }
 
     #[test]
     fn a_fetch_may_name_at_most_so_many_finished_tasks() {
         let ids = |n: usize| (0..n).map(|i| crate::TaskId::from_bytes((i as u128).to_be_bytes())).collect();
-        let req = |n| FetchRequest { queues: vec!["a".into()], limit: 2, wait_ms: 0, finished: ids(n) };
+        let req =
+            |n| FetchRequest { queues: vec!["a".into()], limit: 2, wait_ms: 0, finished: ids(n), reports: vec![] };
         assert!(req(MAX_FINISHED).validate(&Limits::default()).is_ok());
         assert_eq!(req(MAX_FINISHED + 1).validate(&Limits::default()).unwrap_err().field, "finished");
     }

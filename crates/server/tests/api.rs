@@ -235,3 +235,42 @@ async fn an_oversized_result_in_a_batch_fails_that_task_alone() {
     assert_eq!(s.get(b["id"].as_str().unwrap()).await["result"], "small");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_fetch_records_the_reports_it_carries_and_answers_each() {
+    let s = TestServer::start().await;
+    let a = s.submit(json!({"queue": "q", "kind": "echo"})).await;
+    let b = s.submit(json!({"queue": "q", "kind": "echo"})).await;
+    let worker = s.register("q").await;
+    let leased = s.fetch(&worker, "q", 2, 0).await;
+    assert_eq!(leased.len(), 2);
+    let next = s.submit(json!({"queue": "q", "kind": "echo"})).await;
+    let report = |t: &serde_json::Value, lease: &serde_json::Value| json!({"task_id": t["id"], "lease": lease, "outcome": {"status": "succeeded", "result": {"done": t["id"]}}});
+    let stale = json!("1");
+    let reports = json!([report(&leased[0], &leased[0]["lease"]), report(&leased[1], &stale)]);
+    let (status, answer) = s
+        .call(
+            "POST",
+            &format!("/v1/workers/{worker}/fetch"),
+            Some(json!({"queues": ["q"], "limit": 5, "wait_ms": 0, "reports": reports})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // One result per carried report, in their order: the second named a lease nobody holds.
+    assert_eq!(answer["reports"][0], json!({"task_id": leased[0]["id"], "status": "ok"}));
+    assert_eq!(answer["reports"][1], json!({"task_id": leased[1]["id"], "status": "lease_lost"}));
+    // And the fetch itself leased what was ready.
+    let tasks = answer["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["id"], next["id"]);
+    let first = s.get(leased[0]["id"].as_str().unwrap()).await;
+    assert_eq!(first["state"], "succeeded");
+    assert_eq!(first["result"], json!({"done": leased[0]["id"]}));
+    assert_eq!(s.get(leased[1]["id"].as_str().unwrap()).await["state"], "running", "a stale lease changes nothing");
+    let _ = (a, b);
+    // A fetch without reports has no "reports" in its answer.
+    let (_, empty) =
+        s.call("POST", &format!("/v1/workers/{worker}/fetch"), Some(json!({"queues": ["q"], "limit": 1}))).await;
+    assert!(empty.get("reports").is_none(), "{empty}");
+    s.stop().await;
+}

@@ -55,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use fetch_policy::{AllowRule, AllowRuleError, FetchPolicy};
 pub use handler::{TaskContext, TaskError};
-pub use runtime::RunSummary;
+pub use runtime::{PREFETCH_HORIZON, RunSummary};
 
 #[derive(Debug, Error)]
 pub enum WorkerError {
@@ -74,6 +74,13 @@ pub struct WorkerConfig {
     pub queues: Vec<String>,
     /// Most tasks run at once.
     pub concurrency: usize,
+    /// Most tasks leased beyond `concurrency`, waiting here for a free slot, so that a slot that
+    /// frees starts the next task at once instead of after a round trip to the server. Only as
+    /// many wait as the slots start within [`PREFETCH_HORIZON`] at the pace tasks have been
+    /// running: many while tasks take microseconds, none once they take longer than that, so no
+    /// task waits here behind a slow one while another worker is free. `None`: four times
+    /// `concurrency`; `Some(0)` turns it off.
+    pub prefetch: Option<usize>,
     /// Most tasks asked for in one fetch.
     pub max_fetch: u32,
     /// Fetches in flight at once while work is flowing. Two keep work coming while one is on its
@@ -101,6 +108,7 @@ impl Default for WorkerConfig {
             name: default_name(),
             queues: Vec::new(),
             concurrency: 16,
+            prefetch: None,
             max_fetch: 256,
             fetchers: 2,
             fetch_wait: Duration::from_secs(20),
@@ -157,6 +165,13 @@ impl Worker {
 
     pub fn concurrency(mut self, n: usize) -> Self {
         self.config.concurrency = n;
+        self
+    }
+
+    /// Most tasks leased beyond `concurrency` while tasks are short (see
+    /// [`WorkerConfig::prefetch`]); 0 turns prefetching off.
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.config.prefetch = Some(n);
         self
     }
 
@@ -269,6 +284,9 @@ impl Worker {
         }
         if c.concurrency == 0 || c.concurrency > 100_000 {
             return Err(WorkerError::Config("concurrency must be between 1 and 100000".into()));
+        }
+        if c.prefetch.is_some_and(|n| n > 100_000) {
+            return Err(WorkerError::Config("prefetch must be at most 100000".into()));
         }
         if self.handlers.is_empty() {
             return Err(WorkerError::Config("register at least one handler".into()));

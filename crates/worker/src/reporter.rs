@@ -1,38 +1,154 @@
-//! Sends outcomes to the server in batches: whatever has queued up while the previous request was
-//! in flight goes in the next one, so a busy worker makes few requests. A worker that declared
-//! capacity also keeps the ids of tasks whose outcomes are on their way ([`InFlight`]), so that
-//! its fetches can tell the server those tasks' resources are free already.
+//! Gets outcomes to the server. Finished executions put their outcomes in the [`Outbox`]; a
+//! busy worker's next fetch carries them (one request reports and asks for more), and the
+//! reporter sends in a batch of its own only what no fetch is about to carry: when every fetcher
+//! is parked on the server or idle. A worker that declared capacity also keeps the ids of tasks
+//! whose outcomes are on their way ([`InFlight`]), so that its fetches can tell the server those
+//! tasks' resources are free already.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use taskwarden_client::Client;
 use taskwarden_core::TaskId;
-use taskwarden_core::protocol::{ItemStatus, Outcome, Report};
-use tokio::sync::mpsc;
+use taskwarden_core::protocol::{ItemStatus, Outcome, Report, ReportResult};
+use tokio::sync::Notify;
 
+/// Most outcomes one request carries.
 const MAX_BATCH: usize = 1000;
+/// Most result bytes a fetch carries; larger outcomes wait for the reporter, which splits batches
+/// the server finds too large, so a fetch is never refused for its reports.
+const MAX_CARRIED_BYTES: usize = 256 << 10;
 
 /// Tasks finished here whose outcomes the server has not recorded yet.
 pub(crate) type InFlight = Arc<Mutex<HashSet<TaskId>>>;
 
-pub(crate) async fn run(
-    client: Client,
-    worker_id: String,
-    mut rx: mpsc::UnboundedReceiver<Report>,
-    in_flight: Option<InFlight>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let ids: Vec<TaskId> = batch.iter().map(|r| r.task_id).collect();
-        send(&client, &worker_id, std::mem::take(&mut batch)).await;
-        if let Some(in_flight) = &in_flight {
-            let mut in_flight = in_flight.lock().expect("in-flight lock");
-            for id in ids {
-                in_flight.remove(&id);
-            }
+/// Outcomes waiting to be sent.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pending: Mutex<Vec<Report>>,
+    /// Fetchers that will send a fetch soon: waiting for a free slot, or fetching without
+    /// waiting. While there is one, the reporter leaves outcomes for it to carry; a slot frees
+    /// right after each outcome is queued, so such a fetcher is on its way.
+    carriers: AtomicUsize,
+    /// Rung when an outcome is queued, a fetcher stops carrying, or the outbox closes.
+    ring: Notify,
+    /// A fetch left outcomes behind (too many or too large to carry): the reporter sends them
+    /// even while fetchers carry.
+    left_behind: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Outbox {
+    pub fn push(&self, report: Report) {
+        self.pending.lock().expect("outbox lock").push(report);
+        self.ring.notify_one();
+    }
+
+    /// Puts back outcomes a request did not deliver, ahead of newer ones.
+    pub fn put_back(&self, mut reports: Vec<Report>) {
+        if reports.is_empty() {
+            return;
         }
+        let mut pending = self.pending.lock().expect("outbox lock");
+        reports.append(&mut pending);
+        *pending = reports;
+        drop(pending);
+        self.ring.notify_one();
+    }
+
+    /// Outcomes for a fetch to carry: up to [`MAX_BATCH`] and [`MAX_CARRIED_BYTES`] of results.
+    pub fn take_for_fetch(&self) -> Vec<Report> {
+        let mut pending = self.pending.lock().expect("outbox lock");
+        let mut bytes = 0;
+        let n = pending
+            .iter()
+            .take(MAX_BATCH)
+            .take_while(|r| {
+                bytes += match &r.outcome {
+                    Outcome::Succeeded { result } => result.get().len(),
+                    Outcome::Failed { error, .. } => error.len(),
+                    _ => 0,
+                };
+                bytes <= MAX_CARRIED_BYTES
+            })
+            .count();
+        if n < pending.len() {
+            self.left_behind.store(true, Ordering::SeqCst);
+            self.ring.notify_one();
+        }
+        pending.drain(..n).collect()
+    }
+
+    /// A fetcher will fetch soon, and will carry what is queued.
+    pub fn carrying(&self) {
+        self.carriers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A fetcher parks or stops: the reporter sends what is queued unless another fetcher will.
+    pub fn not_carrying(&self) {
+        self.carriers.fetch_sub(1, Ordering::SeqCst);
+        // After the count went down: either the reporter saw the lower count, or it sees this.
+        if !self.pending.lock().expect("outbox lock").is_empty() {
+            self.ring.notify_one();
+        }
+    }
+
+    /// No more outcomes will come: the reporter sends what is left and stops.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.ring.notify_one();
+    }
+}
+
+/// Sends, in batches of its own, the outcomes no fetch is about to carry; returns once the outbox
+/// is closed and empty, with the number of batches it sent.
+pub(crate) async fn run(client: Client, worker_id: String, outbox: Arc<Outbox>, in_flight: Option<InFlight>) -> u64 {
+    let mut sent = 0;
+    loop {
+        outbox.ring.notified().await;
+        loop {
+            let closed = outbox.closed.load(Ordering::SeqCst);
+            let left_behind = outbox.left_behind.swap(false, Ordering::SeqCst);
+            if !closed && !left_behind && outbox.carriers.load(Ordering::SeqCst) > 0 {
+                break; // a fetcher will carry them
+            }
+            let batch: Vec<Report> = {
+                let mut pending = outbox.pending.lock().expect("outbox lock");
+                let n = pending.len().min(MAX_BATCH);
+                pending.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                if closed {
+                    return sent;
+                }
+                break;
+            }
+            let ids: Vec<TaskId> = batch.iter().map(|r| r.task_id).collect();
+            send(&client, &worker_id, batch).await;
+            sent += 1;
+            delivered(in_flight.as_ref(), &ids);
+        }
+    }
+}
+
+/// Outcomes the server has answered for: their tasks no longer count as finished-but-unreported.
+pub(crate) fn delivered(in_flight: Option<&InFlight>, ids: &[TaskId]) {
+    if let Some(in_flight) = in_flight {
+        let mut in_flight = in_flight.lock().expect("in-flight lock");
+        for id in ids {
+            in_flight.remove(id);
+        }
+    }
+}
+
+/// Logs the outcomes the server refused.
+pub(crate) fn note_refusals(results: &[ReportResult]) {
+    for r in results.iter().filter(|r| r.status != ItemStatus::Ok) {
+        // The task moved on (its lease expired and another attempt replaced this one): the
+        // server kept the newer attempt's outcome, as it should.
+        tracing::warn!(task_id = %r.task_id, status = ?r.status, "report refused");
     }
 }
 
@@ -46,11 +162,7 @@ async fn send(client: &Client, worker_id: &str, batch: Vec<Report>) {
         match client.report(worker_id, batch.clone()).await {
             Ok(results) => {
                 failures = 0;
-                for r in results.iter().filter(|r| r.status != ItemStatus::Ok) {
-                    // The task moved on (its lease expired and another attempt replaced this
-                    // one): the server kept the newer attempt's outcome, as it should.
-                    tracing::warn!(task_id = %r.task_id, status = ?r.status, "report refused");
-                }
+                note_refusals(&results);
             }
             Err(e) if e.status() == Some(413) => {
                 if batch.len() > 1 {

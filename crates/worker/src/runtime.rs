@@ -9,9 +9,9 @@ use taskwarden_client::Client;
 use taskwarden_core::protocol::{FetchRequest, HeldLease, ItemStatus, LeasedTask, Outcome, RegisterWorker, Report};
 use taskwarden_core::validate::MAX_FINISHED;
 
-use crate::reporter::InFlight;
+use crate::reporter::{InFlight, Outbox};
 use taskwarden_core::{LeaseToken, TaskId};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +39,36 @@ pub struct RunSummary {
     pub failed: u64,
     pub released: u64,
     pub abandoned: u64,
+    /// Fetch requests made, and the tasks they leased.
+    pub fetches: u64,
+    pub fetched: u64,
+    /// Report requests made on their own (outcomes not carried by a fetch).
+    pub report_requests: u64,
+}
+
+/// How long a prefetched task should wait here for a slot, at most, at the pace tasks have been
+/// running (see [`WorkerConfig::prefetch`]).
+pub const PREFETCH_HORIZON: Duration = Duration::from_millis(5);
+
+/// How long this worker's tasks have been taking: a moving average of their run times.
+#[derive(Default)]
+struct Pace {
+    average_us: Option<f64>,
+}
+
+impl Pace {
+    fn record(&mut self, took: Duration) {
+        let took = took.as_micros() as f64;
+        self.average_us = Some(self.average_us.map_or(took, |avg| avg * 0.9 + took * 0.1));
+    }
+
+    /// How many leased tasks may wait for a slot: as many as `slots` slots start within
+    /// [`PREFETCH_HORIZON`] at this pace, at most `cap`; none before any task has run.
+    fn may_wait(&self, slots: usize, cap: usize) -> usize {
+        let Some(avg) = self.average_us else { return 0 };
+        let started_within_horizon = slots as f64 * PREFETCH_HORIZON.as_micros() as f64 / avg.max(1.0);
+        (started_within_horizon as usize).min(cap)
+    }
 }
 
 struct Shared {
@@ -47,10 +77,43 @@ struct Shared {
     handlers: HashMap<String, (Arc<dyn ErasedHandler>, Option<Duration>)>,
     active: ActiveSet,
     progress: ProgressBoard,
-    reports: mpsc::UnboundedSender<Report>,
+    outbox: Arc<Outbox>,
     summary: Mutex<RunSummary>,
     /// With capacity declared: tasks whose outcomes are on their way (see `reporter`).
     in_flight: Option<InFlight>,
+    /// One permit per execution slot: a leased task runs once it holds one.
+    slots: Arc<Semaphore>,
+    /// Tasks beyond the slots the worker may lease while its tasks are short.
+    prefetch: usize,
+    /// One permit per task leased or being fetched: the fetch loop asks the server for at most as
+    /// many tasks as it holds permits, so the worker never holds more than its slots and its
+    /// prefetch.
+    leases: Arc<Semaphore>,
+    most_leased: usize,
+    pace: Mutex<Pace>,
+    /// Rung when a leased task is done with (its lease permit given back) or a fetch gives back
+    /// permits it did not use: a fetcher holding off (tasks are long and every slot is taken or
+    /// promised) looks again.
+    moved: Notify,
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// How many tasks a fetcher holding one lease permit may ask for now: enough to fill the
+    /// slots, and while tasks are short, as many more as may wait for a slot (see
+    /// [`Pace::may_wait`]), less what is leased already or being fetched by another fetcher.
+    fn room(&self, concurrency: usize) -> usize {
+        let may_wait = self.pace.lock().expect("pace lock").may_wait(concurrency, self.prefetch);
+        let held_by_others = self.most_leased - self.leases.available_permits() - 1;
+        (concurrency + may_wait).saturating_sub(held_by_others)
+    }
+}
+
+impl Drop for Shared {
+    /// The last execution is gone: no more outcomes will come.
+    fn drop(&mut self) {
+        self.outbox.close();
+    }
 }
 
 pub(crate) async fn run(
@@ -69,41 +132,47 @@ pub(crate) async fn run(
         })
         .await?;
     tracing::info!(worker_id = %info.id, queues = ?config.queues, concurrency = config.concurrency, "worker registered");
-    let (report_tx, report_rx) = mpsc::unbounded_channel();
+    let outbox = Arc::new(Outbox::default());
+    let prefetch = config.prefetch.unwrap_or(config.concurrency * 4);
+    let most_leased = config.concurrency + prefetch;
     let shared = Arc::new(Shared {
         client: client.clone(),
         worker_id: info.id.clone(),
         handlers,
         active: Arc::new(Mutex::new(HashMap::new())),
         progress: Arc::new(Mutex::new(HashMap::new())),
-        reports: report_tx,
+        outbox: outbox.clone(),
         summary: Mutex::new(RunSummary { worker_id: info.id.clone(), ..Default::default() }),
         in_flight: (!config.capacity.is_empty()).then(InFlight::default),
+        slots: Arc::new(Semaphore::new(config.concurrency)),
+        prefetch,
+        leases: Arc::new(Semaphore::new(most_leased)),
+        most_leased,
+        pace: Mutex::default(),
+        moved: Notify::new(),
+        shutdown: shutdown.clone(),
     });
     // The reporter and the heartbeat loop outlive the fetch loop: in-flight tasks still need both
     // while they finish during the grace period.
     let stop_background = CancellationToken::new();
     let reporter =
-        tokio::spawn(crate::reporter::run(client.clone(), info.id.clone(), report_rx, shared.in_flight.clone()));
+        tokio::spawn(crate::reporter::run(client.clone(), info.id.clone(), outbox, shared.in_flight.clone()));
     let heartbeats = tokio::spawn(keep_leases(shared.clone(), stop_background.clone()));
 
-    // Each permit is one execution slot: the fetch loop asks the server for at most as many tasks
-    // as it holds permits, so the worker never takes more than it can run.
-    let slots = Arc::new(Semaphore::new(config.concurrency));
     // One fetcher long-polls; the others help only while work is flowing (they never park on
     // the server), so a frozen worker holds at most one waiting fetch that could be handed tasks.
     let flowing = Arc::new(Notify::new());
     let mut fetchers = tokio::task::JoinSet::new();
     for i in 0..config.fetchers {
         let role = if i == 0 { Role::LongPoll(flowing.clone()) } else { Role::Helper(flowing.clone()) };
-        let (shared, config, slots, shutdown) = (shared.clone(), config.clone(), slots.clone(), shutdown.clone());
-        fetchers.spawn(async move { fetch_loop(&shared, &config, &slots, &shutdown, role).await });
+        let (shared, config, shutdown) = (shared.clone(), config.clone(), shutdown.clone());
+        fetchers.spawn(async move { fetch_loop(&shared, &config, &shutdown, role).await });
     }
     while fetchers.join_next().await.is_some() {}
 
     // Graceful shutdown: let in-flight tasks finish within the grace period...
-    let all = config.concurrency as u32;
-    if tokio::time::timeout(config.shutdown_grace, slots.acquire_many(all)).await.is_err() {
+    let all = shared.most_leased as u32;
+    if tokio::time::timeout(config.shutdown_grace, shared.leases.acquire_many(all)).await.is_err() {
         // ...then stop the rest and give their leases back so another worker can run them now.
         let leftovers: Vec<(TaskId, Active)> = shared.active.lock().expect("active lock").drain().collect();
         for (id, a) in leftovers {
@@ -111,15 +180,17 @@ pub(crate) async fn run(
             if let Some(h) = a.abort {
                 h.abort();
             }
-            let _ = shared.reports.send(Report { task_id: id, lease: a.lease, outcome: Outcome::Released });
+            shared.outbox.push(Report { task_id: id, lease: a.lease, outcome: Outcome::Released });
             shared.summary.lock().expect("summary lock").released += 1;
         }
     }
     stop_background.cancel();
     let _ = heartbeats.await;
-    let summary = shared.summary.lock().expect("summary lock").clone();
-    drop(shared); // closes the report channel once the last execution is gone
-    let _ = tokio::time::timeout(Duration::from_secs(10), reporter).await;
+    let mut summary = shared.summary.lock().expect("summary lock").clone();
+    drop(shared); // closes the outbox once the last execution is gone
+    if let Ok(Ok(requests)) = tokio::time::timeout(Duration::from_secs(10), reporter).await {
+        summary.report_requests = requests;
+    }
     tracing::info!(?summary, "worker stopped");
     Ok(summary)
 }
@@ -133,43 +204,105 @@ enum Role {
     Helper(Arc<Notify>),
 }
 
-async fn fetch_loop(
-    shared: &Arc<Shared>,
-    config: &WorkerConfig,
-    slots: &Arc<Semaphore>,
-    shutdown: &CancellationToken,
-    role: Role,
-) {
-    let wait = match role {
-        Role::LongPoll(_) => config.fetch_wait,
-        Role::Helper(_) => Duration::ZERO,
-    };
+/// Whether a fetcher counts as one that will fetch soon (see [`Outbox`]); it stops counting when
+/// dropped.
+struct Carrier<'a> {
+    outbox: &'a Outbox,
+    on: bool,
+}
+
+impl Carrier<'_> {
+    fn set(&mut self, on: bool) {
+        match (self.on, on) {
+            (false, true) => self.outbox.carrying(),
+            (true, false) => self.outbox.not_carrying(),
+            _ => {}
+        }
+        self.on = on;
+    }
+}
+
+impl Drop for Carrier<'_> {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
+/// Fetches while slots are free. While work flows, every fetch answers at once (`wait_ms` 0) and
+/// carries the outcomes finished since the last one, so a busy worker spends one request per
+/// round of tasks and never waits on the server; only once a fetch comes back empty does the
+/// long-poller park on the server (and the reporter send outcomes by itself).
+async fn fetch_loop(shared: &Arc<Shared>, config: &WorkerConfig, shutdown: &CancellationToken, role: Role) {
+    // The long-poller starts by parking on the server (an idle worker waits there); a helper
+    // starts by fetching once, then waits for the long-poller's word that work flows.
+    let mut flowing = matches!(role, Role::Helper(_));
+    let mut carrier = Carrier { outbox: &shared.outbox, on: false };
     let mut failures = 0u32;
     loop {
+        if let (false, Role::Helper(notify)) = (flowing, &role) {
+            carrier.set(false);
+            tokio::select! {
+                _ = notify.notified() => flowing = true,
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        carrier.set(flowing);
         let first = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            p = shared.leases.clone().acquire_owned() => p.expect("semaphore is never closed"),
             _ = shutdown.cancelled() => return,
         };
+        // Registered before looking, so a task moving in between is not missed.
+        let moved = shared.moved.notified();
+        tokio::pin!(moved);
+        moved.as_mut().enable();
+        let room = shared.room(config.concurrency).min(config.max_fetch as usize);
+        if room == 0 {
+            // Long tasks fill every slot: lease nothing that would wait behind them.
+            drop(first);
+            tokio::select! {
+                _ = moved => continue,
+                _ = shutdown.cancelled() => return,
+            }
+        }
         let mut permits = vec![first];
-        while permits.len() < config.max_fetch as usize {
-            match slots.clone().try_acquire_owned() {
+        while permits.len() < room {
+            match shared.leases.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
                 Err(_) => break,
             }
         }
-        let request = fetch_request(shared, config, permits.len(), wait);
-        let fetched = tokio::select! {
-            // Biased: tasks already leased to us are run (shutdown then waits for them) rather
-            // than dropped on the floor when shutdown fires at the same moment.
-            biased;
-            r = shared.client.fetch_request(&shared.worker_id, &request) => r,
-            // Dropping the request abandons the long-poll; the server hands nothing to a closed call
-            // that it has not already leased, and anything leased is re-leased after expiry.
-            _ = shutdown.cancelled() => return,
+        let (wait, reports) = match flowing {
+            true => (Duration::ZERO, shared.outbox.take_for_fetch()),
+            false => (config.fetch_wait, Vec::new()),
+        };
+        let carried: Vec<TaskId> = reports.iter().map(|r| r.task_id).collect();
+        let request = fetch_request(shared, config, permits.len(), wait, reports);
+        let fetched = if wait.is_zero() {
+            // Answered at once: awaited even through a shutdown, so that the outcomes it carries
+            // are known to be delivered (or put back) and the tasks it leases are run.
+            shared.client.fetch_request(&shared.worker_id, &request).await
+        } else {
+            tokio::select! {
+                // Biased: tasks already leased to us are run (shutdown then waits for them) rather
+                // than dropped on the floor when shutdown fires at the same moment.
+                biased;
+                r = shared.client.fetch_request(&shared.worker_id, &request) => r,
+                // Dropping the request abandons the long-poll; the server hands nothing to a closed
+                // call that it has not already leased, and anything leased is re-leased after expiry.
+                _ = shutdown.cancelled() => return,
+            }
         };
         match fetched {
-            Ok(tasks) => {
+            Ok(answer) => {
                 failures = 0;
+                crate::reporter::note_refusals(&answer.reports);
+                crate::reporter::delivered(shared.in_flight.as_ref(), &carried);
+                let tasks = answer.tasks;
+                {
+                    let mut s = shared.summary.lock().expect("summary lock");
+                    s.fetches += 1;
+                    s.fetched += tasks.len() as u64;
+                }
                 if let Some(in_flight) = &shared.in_flight {
                     // Leased to us again (an earlier attempt's lease expired): running, not finished.
                     let mut in_flight = in_flight.lock().expect("in-flight lock");
@@ -184,21 +317,25 @@ async fn fetch_loop(
                     tokio::spawn(async move {
                         execute(&shared, task).await;
                         drop(permit);
+                        shared.moved.notify_waiters();
                     });
                 }
-                match &role {
-                    Role::LongPoll(flowing) if got => flowing.notify_waiters(),
-                    Role::Helper(flowing) if !got => {
-                        drop(permits);
-                        tokio::select! {
-                            _ = flowing.notified() => {}
-                            _ = shutdown.cancelled() => return,
-                        }
-                    }
-                    _ => {}
+                flowing = got;
+                if let (true, Role::LongPoll(notify)) = (got, &role) {
+                    notify.notify_waiters();
                 }
+                // Permits not used go back: another fetcher holding off may now have room.
+                drop(permits);
+                shared.moved.notify_waiters();
             }
             Err(e) => {
+                // Whatever the fetch carried goes again, with the next fetch or the reporter.
+                let reports = request.reports;
+                shared.outbox.put_back(reports);
+                drop(permits);
+                shared.moved.notify_waiters();
+                flowing = false;
+                carrier.set(false);
                 failures += 1;
                 let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
                 tracing::warn!(error = %e, retry_in = ?pause, "fetch failed");
@@ -219,7 +356,7 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
         Some((h, t)) => (h.clone(), *t),
         None => {
             let error = format!("no handler for kind {:?} on worker {}", task.kind, shared.worker_id);
-            let _ = shared.reports.send(Report {
+            shared.outbox.push(Report {
                 task_id: id,
                 lease,
                 outcome: Outcome::Failed { error, retry_after_ms: None, permanent: false },
@@ -230,7 +367,7 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
     let timeout =
         kind_timeout.map_or(Duration::from_millis(task.timeout_ms), |t| t.min(Duration::from_millis(task.timeout_ms)));
     let ctx = TaskContext::new(&task, cancel.clone(), shared.progress.clone(), shared.client.clone());
-    // Registered before the handler starts, so the first heartbeat already covers it.
+    // Registered before it waits for a slot, so heartbeats keep its lease while it waits.
     shared.active.lock().expect("active lock").insert(
         id,
         Active {
@@ -240,6 +377,8 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
             abort: None,
         },
     );
+    let Some(_slot) = take_slot(shared, id, lease, &cancel).await else { return };
+    let started = tokio::time::Instant::now();
     let handle = tokio::spawn(handler.call(ctx, task.payload));
     if let Some(a) = shared.active.lock().expect("active lock").get_mut(&id) {
         a.abort = Some(handle.abort_handle());
@@ -255,6 +394,7 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
             Err(TaskError::retry(format!("timed out after {} ms", timeout.as_millis())))
         }
     };
+    shared.pace.lock().expect("pace lock").record(started.elapsed());
     // Still ours? If not, the lease was lost or released: someone else owns the task now.
     if shared.active.lock().expect("active lock").remove(&id).is_none() {
         return;
@@ -278,17 +418,56 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
     if let Some(in_flight) = &shared.in_flight {
         in_flight.lock().expect("in-flight lock").insert(id);
     }
-    let _ = shared.reports.send(Report { task_id: id, lease, outcome });
+    shared.outbox.push(Report { task_id: id, lease, outcome });
+}
+
+/// Waits for a free execution slot; `None` when the task must not run after all: its lease was
+/// lost or it was cancelled while it waited (then reported cancelled), or the worker is shutting
+/// down (then its lease is given back at once, for another worker to run it now).
+async fn take_slot(
+    shared: &Shared,
+    id: TaskId,
+    lease: LeaseToken,
+    cancel: &CancellationToken,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(permit) = shared.slots.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    let outcome = tokio::select! {
+        p = shared.slots.clone().acquire_owned() => return Some(p.expect("semaphore is never closed")),
+        _ = cancel.cancelled() => Outcome::Cancelled,
+        _ = shared.shutdown.cancelled() => Outcome::Released,
+    };
+    // Still ours (not abandoned by a lost lease): say what became of it.
+    if shared.active.lock().expect("active lock").remove(&id).is_some() {
+        if matches!(outcome, Outcome::Released) {
+            shared.summary.lock().expect("summary lock").released += 1;
+        }
+        shared.outbox.push(Report { task_id: id, lease, outcome });
+    }
+    None
 }
 
 /// A fetch for `limit` tasks; with capacity declared, it names the tasks whose outcomes are on
 /// their way, whose resources are free here already.
-fn fetch_request(shared: &Shared, config: &WorkerConfig, limit: usize, wait: Duration) -> FetchRequest {
+fn fetch_request(
+    shared: &Shared,
+    config: &WorkerConfig,
+    limit: usize,
+    wait: Duration,
+    reports: Vec<Report>,
+) -> FetchRequest {
     let finished = match &shared.in_flight {
         Some(in_flight) => in_flight.lock().expect("in-flight lock").iter().take(MAX_FINISHED).copied().collect(),
         None => Vec::new(),
     };
-    FetchRequest { queues: config.queues.clone(), limit: limit as u32, wait_ms: wait.as_millis() as u64, finished }
+    FetchRequest {
+        queues: config.queues.clone(),
+        limit: limit as u32,
+        wait_ms: wait.as_millis() as u64,
+        finished,
+        reports,
+    }
 }
 
 fn panic_message(join: tokio::task::JoinError) -> String {

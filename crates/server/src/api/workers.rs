@@ -78,22 +78,41 @@ pub(super) async fn fetch(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<FetchRequest>,
+    ApiJson(mut req): ApiJson<FetchRequest>,
 ) -> ApiResult<Json<FetchResponse>> {
     let worker_id = worker_id(&s, &id)?;
     caller.may_all(&s, Action::Work, req.queues.iter().map(String::as_str))?;
     caller.owns_worker(&s, &worker_id).await?;
     let wait = req.validate(&s.config.limits)?;
     let now = s.clock.now();
-    let p = FetchTasks { worker_id, queues: req.queues, limit: req.limit, wait, now, finished: req.finished };
-    let tasks = tokio::select! {
-        // Biased: tasks already leased to this call win over a shutdown that fires at the same time.
-        biased;
-        tasks = s.store.fetch(p) => tasks?,
-        // On shutdown the parked call is dropped; the store releases anything it had just leased.
-        _ = s.shutdown.cancelled() => Vec::new(),
+    let reports = std::mem::take(&mut req.reports);
+    let p = FetchTasks {
+        worker_id: worker_id.clone(),
+        queues: req.queues,
+        limit: req.limit,
+        wait,
+        now,
+        finished: req.finished,
     };
-    Ok(Json(FetchResponse { tasks: tasks.into_iter().map(leased).collect() }))
+    let fetch = async {
+        tokio::select! {
+            // Biased: tasks already leased to this call win over a shutdown that fires at the same time.
+            biased;
+            tasks = s.store.fetch(p) => tasks,
+            // On shutdown the parked call is dropped; the store releases anything it had just leased.
+            _ = s.shutdown.cancelled() => Ok(Vec::new()),
+        }
+    };
+    // Side by side rather than one after the other: on the embedded store both land in the same
+    // group commit, so the fetch costs no second trip through the writer, and the answer waits
+    // only for the commit that makes the outcomes durable.
+    let (reports, tasks) = if reports.is_empty() {
+        (Vec::new(), fetch.await?)
+    } else {
+        let (reports, tasks) = tokio::join!(record_reports(&s, worker_id, reports, now), fetch);
+        (reports?, tasks?)
+    };
+    Ok(Json(FetchResponse { tasks: tasks.into_iter().map(leased).collect(), reports }))
 }
 
 pub(super) async fn heartbeat(
@@ -163,7 +182,7 @@ pub(super) async fn reports(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    ApiJson(mut req): ApiJson<ReportBatch>,
+    ApiJson(req): ApiJson<ReportBatch>,
 ) -> ApiResult<Json<ReportBatchResponse>> {
     let worker_id = worker_id(&s, &id)?;
     caller.may(&s, Action::Work, None)?;
@@ -171,13 +190,24 @@ pub(super) async fn reports(
     if req.reports.len() > s.config.limits.max_batch {
         return Err(ApiError::invalid("reports", format!("at most {} reports per batch", s.config.limits.max_batch)));
     }
-    for r in req.reports.iter_mut() {
+    let results = record_reports(&s, worker_id, req.reports, s.clock.now()).await?;
+    Ok(Json(ReportBatchResponse { results }))
+}
+
+/// Records a worker's outcomes, from its report batch or its fetch. A bad outcome is made
+/// acceptable rather than refused, so that one bad report cannot cost the others theirs.
+async fn record_reports(
+    s: &AppState,
+    worker_id: String,
+    mut reports: Vec<Report>,
+    now: taskwarden_core::Timestamp,
+) -> ApiResult<Vec<ReportResult>> {
+    for r in reports.iter_mut() {
         settle_outcome(&mut r.outcome, &s.config.limits);
     }
-    let ids: Vec<TaskId> = req.reports.iter().map(|r| r.task_id).collect();
-    let p = ReportOutcomes { worker_id: Some(worker_id), reports: req.reports, now: s.clock.now() };
-    let outcomes = s.store.report(p).await?;
-    let results = ids
+    let ids: Vec<TaskId> = reports.iter().map(|r| r.task_id).collect();
+    let outcomes = s.store.report(ReportOutcomes { worker_id: Some(worker_id), reports, now }).await?;
+    Ok(ids
         .into_iter()
         .zip(outcomes)
         .map(|(task_id, r)| ReportResult {
@@ -188,8 +218,7 @@ pub(super) async fn reports(
                 Err(_) => ItemStatus::LeaseLost,
             },
         })
-        .collect();
-    Ok(Json(ReportBatchResponse { results }))
+        .collect())
 }
 
 /// The worker a single-lease call speaks for. On a server with tokens, that is the worker

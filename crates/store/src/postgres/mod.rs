@@ -47,6 +47,11 @@ use crate::{Result, Store, StoreError};
 /// workers ask first (a fetch for an idle worker asks at once).
 const LOAD_DELAY: Duration = Duration::from_millis(20);
 
+/// Workers heard from (registered, fetched or heartbeated) within this long count as live when a
+/// woken fetch asks whether a less loaded worker could take its task. Idle workers heartbeat
+/// every 5 s.
+const LIVE_WINDOW: Duration = Duration::from_secs(30);
+
 pub use schema::MigrationReport;
 
 /// How to reach the database.
@@ -323,7 +328,11 @@ macro_rules! transaction {
             };
             let outcome = match outcome {
                 Ok(value) if touched.any() => {
-                    match $tx.execute("SELECT pg_notify($1, $2)", &[&store.shared.channel, &touched.payload()]).await {
+                    // Prepared once per connection, like every other statement: a plain `execute`
+                    // with SQL text would prepare it anew, one more round trip each time.
+                    match rows::execute(&$tx, "SELECT pg_notify($1, $2)", &[&store.shared.channel, &touched.payload()])
+                        .await
+                    {
                         Ok(_) => Ok(value),
                         Err(e) => Err(Fail::from(e)),
                     }
@@ -361,6 +370,11 @@ macro_rules! read {
 #[async_trait]
 impl Store for PgStore {
     async fn submit(&self, p: SubmitTasks) -> Result<Vec<Submitted>> {
+        if !p.tasks.is_empty() && p.tasks.iter().all(|t| t.idempotency_key.is_none()) {
+            let (submitted, touched) = read!(self, |c| ops::submit_plain(&c, &self.shared, &p).await)?;
+            self.topics.announce(touched.0);
+            return Ok(submitted);
+        }
         transaction!(self, |tx, st| ops::submit(&tx, st, &self.shared, &p).await)
     }
 
@@ -394,10 +408,13 @@ impl Store for PgStore {
             if woken {
                 // Every parked fetch on every node wakes at once: the less loaded its worker,
                 // the sooner it asks, so the least-loaded worker tends to get the task.
-                let load = read!(self, |c| scheduling::load(&c, &p.worker_id).await).unwrap_or(0.0);
-                // An idle worker's fetch asks at once: even a zero sleep waits for the timer's
-                // next tick, up to a millisecond.
-                if load > 0.0 {
+                let live_since = now.saturating_sub(LIVE_WINDOW);
+                let (load, rivals) = read!(self, |c| scheduling::load(&c, &p.worker_id, &p.queues, live_since).await)
+                    .unwrap_or((0.0, false));
+                // An idle worker's fetch asks at once (even a zero sleep waits for the timer's
+                // next tick, up to a millisecond), and so does a busy one that no other worker
+                // could yield to: the delay only ever serves to let a less loaded one go first.
+                if load > 0.0 && rivals {
                     tokio::time::sleep(LOAD_DELAY.mul_f64(load.min(1.0))).await;
                 }
                 now = p.now.saturating_add(started.elapsed());

@@ -127,6 +127,23 @@ pub(crate) async fn submit(
     Ok(out)
 }
 
+/// A submit without idempotency keys, which reads nothing: the rows and their wake-up go out as
+/// one statement, outside any transaction (so in one of its own), in one round trip. Returns the
+/// topics it touched, for the caller to announce on this node.
+pub(crate) async fn submit_plain(
+    c: &impl GenericClient,
+    shared: &Shared,
+    p: &SubmitTasks,
+) -> PgResult<(Vec<Submitted>, Touched)> {
+    let mut st = Touched::default();
+    let new: Vec<Task> = p.tasks.iter().map(|spec| Task::new(shared.next_id(p.now), spec.clone(), p.now)).collect();
+    for task in &new {
+        st.touch_for(task);
+    }
+    rows::insert_notifying(c, &new, &shared.channel, &st.payload()).await?;
+    Ok((new.into_iter().map(|task| Submitted { task, created: true }).collect(), st))
+}
+
 pub(crate) async fn get(c: &impl GenericClient, id: TaskId) -> PgResult<Task> {
     load(c, id).await?.ok_or(StoreError::NotFound.into())
 }
@@ -180,7 +197,6 @@ pub(crate) async fn fetch(
     p: &FetchTasks,
     now: Timestamp,
 ) -> PgResult<Fetched> {
-    relaxed_commit(tx).await?;
     let mut queues = p.queues.clone();
     queues.sort();
     queues.dedup();
@@ -188,7 +204,8 @@ pub(crate) async fn fetch(
         return Ok(Fetched::default());
     }
     let limit = p.limit as usize;
-    let settings = scheduling::settings(tx, &queues).await?;
+    // Sent together: the connection pipelines them, one round trip for both.
+    let ((), settings) = tokio::try_join!(relaxed_commit(tx), scheduling::settings(tx, &queues))?;
     let limits: BTreeMap<String, QueueLimits> =
         settings.iter().filter(|s| !s.limits.is_empty()).map(|s| (s.name.clone(), s.limits)).collect();
     // Fetches from limited queues take turns, in name order, wherever they run.

@@ -142,46 +142,70 @@ impl Columns {
 }
 
 /// Inserts new tasks in one statement, in the given order (which is `seq` order).
+/// Inserts new tasks in one statement, in their order (a macro, so that `concat!` can wrap it).
+macro_rules! insert_tasks {
+    () => {
+        "INSERT INTO tasks (id, queue, kind, priority, state, run_at, lease_expires_at, lease_worker, \
+     finished_at, workflow_id, node, parent_count, pending_parents, doc, constrained, concurrency_key, resources) \
+     SELECT id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, pc, doc, con, ck, res::jsonb \
+     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[], $7::int8[], \
+     $8::text[], $9::int8[], $10::uuid[], $11::text[], $12::int4[], $13::text[], $14::bool[], $15::text[], \
+     $16::text[]) WITH ORDINALITY \
+     AS u(id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, doc, con, ck, res, ord) ORDER BY ord"
+    };
+}
+
 pub(crate) async fn insert(tx: &Tx<'_>, new: &[Task]) -> PgResult<()> {
-    if new.is_empty() {
-        return Ok(());
+    if !new.is_empty() {
+        insert_with(tx, new, insert_tasks!(), None).await?;
     }
-    let c = Columns::of(new);
+    Ok(())
+}
+
+/// Inserts new tasks and sends the wake-up (`channel`, `payload`) in one statement, which outside
+/// a transaction is a transaction of its own: a plain submit costs one round trip.
+pub(crate) async fn insert_notifying(
+    c: &impl GenericClient,
+    new: &[Task],
+    channel: &str,
+    payload: &str,
+) -> PgResult<()> {
+    const SQL: &str = concat!("WITH inserted AS (", insert_tasks!(), " RETURNING 1) SELECT pg_notify($17, $18)");
+    insert_with(c, new, SQL, Some((channel, payload))).await
+}
+
+async fn insert_with(c: &impl GenericClient, new: &[Task], sql: &str, notify: Option<(&str, &str)>) -> PgResult<()> {
+    let cols = Columns::of(new);
     // Written once: what a task asks for never changes.
     let resources: Vec<Option<String>> = new
         .iter()
         .map(|t| &t.needs.resources)
         .map(|r| (!r.is_empty()).then(|| serde_json::to_string(r).expect("plain data")))
         .collect();
-    execute(
-        tx,
-        "INSERT INTO tasks (id, queue, kind, priority, state, run_at, lease_expires_at, lease_worker, \
-         finished_at, workflow_id, node, parent_count, pending_parents, doc, constrained, concurrency_key, resources) \
-         SELECT id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, pc, doc, con, ck, res::jsonb \
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[], $7::int8[], \
-         $8::text[], $9::int8[], $10::uuid[], $11::text[], $12::int4[], $13::text[], $14::bool[], $15::text[], \
-         $16::text[]) WITH ORDINALITY \
-         AS u(id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, doc, con, ck, res, ord) ORDER BY ord",
-        &[
-            &c.id,
-            &c.queue,
-            &c.kind,
-            &c.priority,
-            &c.state,
-            &c.run_at,
-            &c.lease_expires_at,
-            &c.lease_worker,
-            &c.finished_at,
-            &c.workflow_id,
-            &c.node,
-            &c.parent_count,
-            &c.doc,
-            &c.constrained,
-            &c.concurrency_key,
-            &resources,
-        ],
-    )
-    .await?;
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &cols.id,
+        &cols.queue,
+        &cols.kind,
+        &cols.priority,
+        &cols.state,
+        &cols.run_at,
+        &cols.lease_expires_at,
+        &cols.lease_worker,
+        &cols.finished_at,
+        &cols.workflow_id,
+        &cols.node,
+        &cols.parent_count,
+        &cols.doc,
+        &cols.constrained,
+        &cols.concurrency_key,
+        &resources,
+    ];
+    let notify = notify.map(|(channel, payload)| [channel, payload]);
+    if let Some([channel, payload]) = &notify {
+        params.push(channel);
+        params.push(payload);
+    }
+    execute(c, sql, &params).await?;
     Ok(())
 }
 

@@ -96,18 +96,26 @@ pub(crate) async fn lock_worker_fit(
 }
 
 /// How busy the worker is, from 0 (idle) to 1 (see [`WorkerView::busy`]): its share of slots
-/// in use, or of a resource, whichever is larger. One round trip. An unknown worker counts as
-/// idle.
-pub(crate) async fn load(c: &impl GenericClient, worker_id: &str) -> PgResult<f64> {
+/// in use, or of a resource, whichever is larger; and whether any other worker heard from since
+/// `live_since` serves one of `queues` (if none does, there is nobody less loaded to yield to).
+/// One round trip. An unknown worker counts as idle.
+pub(crate) async fn load(
+    c: &impl GenericClient,
+    worker_id: &str,
+    queues: &[String],
+    live_since: Timestamp,
+) -> PgResult<(f64, bool)> {
     const SQL: &str = concat!(
         "SELECT w.concurrency, w.capacity, ",
         "(SELECT COUNT(*) FROM tasks WHERE state = 'running' AND lease_worker = $1), ",
         "(SELECT jsonb_object_agg(s.key, s.n)::text FROM (SELECT r.key, SUM(r.value::bigint) AS n ",
         held_by_worker!(),
-        " GROUP BY r.key) s) FROM workers w WHERE w.id = $1"
+        " GROUP BY r.key) s), ",
+        "EXISTS (SELECT 1 FROM workers o WHERE o.id <> $1 AND o.last_seen_at >= $2 AND o.queues::jsonb ?| $3) ",
+        "FROM workers w WHERE w.id = $1"
     );
-    let Some(row) = query_opt(c, SQL, &[&worker_id]).await? else {
-        return Ok(0.0);
+    let Some(row) = query_opt(c, SQL, &[&worker_id, &live_since.as_micros(), &queues]).await? else {
+        return Ok((0.0, false));
     };
     let concurrency = row.get::<_, i32>(0).max(1) as u32;
     let running = row.get::<_, i64>(2) as u32;
@@ -119,7 +127,7 @@ pub(crate) async fn load(c: &impl GenericClient, worker_id: &str) -> PgResult<f6
         free_slots: concurrency.saturating_sub(running),
         running,
     };
-    Ok(view.busy())
+    Ok((view.busy(), row.get(4)))
 }
 
 /// The (queue, key) pairs as two arrays for `unnest`; a queue-wide pair has a NULL key.

@@ -1,0 +1,179 @@
+//! Small workers keep work flowing: a busy worker reports in its fetches and prefetches short
+//! tasks, a worker with long tasks leases no more than its slots, and shutdown gives prefetched
+//! tasks back at once. The Rust SDK worker in process, against a real server process.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::ServerProcess;
+use taskwarden_client::{Client, ListOptions, SubmitTask, SubmitTaskExt};
+use taskwarden_core::TaskState;
+use taskwarden_worker::{TaskContext, TaskError, Worker};
+use tokio_util::sync::CancellationToken;
+
+/// Counts handlers running at once, and the most there ever were.
+#[derive(Clone, Default)]
+struct Gauge {
+    now: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+impl Gauge {
+    fn enter(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(n, Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn submit_many(client: &Client, queue: &str, n: usize, payload: serde_json::Value) {
+    let tasks: Vec<SubmitTask> = (0..n).map(|_| SubmitTask::new(queue, "work").payload(&payload).unwrap()).collect();
+    client.submit_batch(tasks).await.unwrap();
+}
+
+async fn count(client: &Client, queue: &str, state: TaskState) -> usize {
+    let opts = ListOptions { queue: Some(queue.into()), state: Some(state), limit: Some(1000), ..Default::default() };
+    client.list(&opts).await.unwrap().tasks.len()
+}
+
+/// Waits until nothing in `queue` is ready or running.
+async fn until_drained(client: &Client, queue: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let queues = client.queues().await.unwrap();
+        let q = queues.iter().find(|q| q.name == queue).expect("the queue is listed");
+        if q.ready + q.running + q.scheduled == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the tasks did not all finish: {q:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_busy_worker_reports_in_its_fetches_and_prefetches_short_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = Client::new(&server.url).unwrap();
+    let n = 3000;
+    submit_many(&client, "busy", n, json!({})).await;
+    let gauge = Gauge::default();
+    let g = gauge.clone();
+    let handler = move |_ctx: TaskContext, _p: serde_json::Value| {
+        let g = g.clone();
+        async move {
+            g.enter();
+            tokio::task::yield_now().await;
+            g.leave();
+            Ok::<_, TaskError>(())
+        }
+    };
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(&server.url).queue("busy").concurrency(4).handler("work", handler);
+    let running = tokio::spawn(worker.run(stop.clone()));
+    until_drained(&client, "busy").await;
+    stop.cancel();
+    let summary = running.await.unwrap().unwrap();
+    assert_eq!(summary.succeeded, n as u64);
+    assert!(gauge.most.load(Ordering::SeqCst) <= 4, "never more handlers than slots");
+    // The outcomes went out with the fetches: a report request of its own only when the worker
+    // went idle (at the end), not one per round of tasks.
+    assert!(summary.report_requests <= 5, "{summary:?}");
+    // More tasks per fetch than the worker has slots: the rest waited here, prefetched.
+    let per_fetch = summary.fetched as f64 / summary.fetches as f64;
+    assert!(per_fetch > 4.0, "{per_fetch:.1} tasks per fetch: {summary:?}");
+    let opts = ListOptions { queue: Some("busy".into()), state: Some(TaskState::Succeeded), ..Default::default() };
+    let page = client.list(&opts).await.unwrap();
+    assert!(page.tasks.iter().all(|t| t.attempts == 1), "each ran once");
+}
+
+#[tokio::test]
+async fn a_worker_with_long_tasks_leases_no_more_than_its_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = Client::new(&server.url).unwrap();
+    let n = 24;
+    submit_many(&client, "long", n, json!({})).await;
+    let handler = |_ctx: TaskContext, _p: serde_json::Value| async move {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        Ok::<_, TaskError>(())
+    };
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(&server.url).queue("long").concurrency(2).handler("work", handler);
+    let running = tokio::spawn(worker.run(stop.clone()));
+    // While they run, the server never sees more than two leased to the worker: a third would
+    // wait here behind a 40 ms task while another worker could run it.
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&client, "long", TaskState::Succeeded).await < n {
+        assert!(Instant::now() < deadline, "the tasks did not all finish");
+        let leased: u32 = client.workers().await.unwrap().iter().map(|w| w.running).sum();
+        most = most.max(leased);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(most <= 2, "{most} tasks leased to a 2-slot worker");
+    assert!(most >= 1);
+    stop.cancel();
+    assert_eq!(running.await.unwrap().unwrap().succeeded, n as u64);
+}
+
+#[tokio::test]
+async fn shutdown_gives_prefetched_tasks_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = Client::new(&server.url).unwrap();
+    // Short tasks first, so the worker learns its tasks are short and prefetches; then slow
+    // ones, of which one runs and the prefetched others wait for its slot.
+    let quick: Vec<SubmitTask> = (0..400)
+        .map(|_| SubmitTask {
+            priority: Some(10),
+            ..SubmitTask::new("mixed", "work").payload(&json!({"ms": 0})).unwrap()
+        })
+        .collect();
+    client.submit_batch(quick).await.unwrap();
+    submit_many(&client, "mixed", 20, json!({"ms": 1500})).await;
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    let handler = move |_ctx: TaskContext, p: serde_json::Value| {
+        let s = s.clone();
+        async move {
+            let ms = p["ms"].as_u64().unwrap_or(0);
+            if ms > 0 {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Ok::<_, TaskError>(())
+        }
+    };
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(&server.url)
+        .queue("mixed")
+        .concurrency(1)
+        .shutdown_grace(Duration::from_secs(20))
+        .handler("work", handler);
+    let running = tokio::spawn(worker.run(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while started.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no slow task started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let leased: u32 = client.workers().await.unwrap().iter().map(|w| w.running).sum();
+    assert!(leased > 1, "slow tasks were prefetched behind the running one ({leased} leased)");
+    let stopping = Instant::now();
+    stop.cancel();
+    let summary = running.await.unwrap().unwrap();
+    // The running task finished within the grace period; the waiting ones were given back at
+    // once rather than run one after another (which would take 1.5 s each).
+    assert!(stopping.elapsed() < Duration::from_secs(5), "shutdown took {:?}", stopping.elapsed());
+    assert!(summary.released >= 1, "{summary:?}");
+    assert_eq!(started.load(Ordering::SeqCst), 1, "no prefetched task started after shutdown began");
+    assert_eq!(count(&client, "mixed", TaskState::Running).await, 0);
+    assert_eq!(count(&client, "mixed", TaskState::Ready).await, 19, "the others are ready for another worker");
+}
