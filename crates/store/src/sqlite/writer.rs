@@ -118,13 +118,9 @@ impl Writer {
         aging: Option<std::time::Duration>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(8192);
-        let syncer = wal.as_ref().map(|wal| {
-            let wal = wal.try_clone().expect("a second handle on the write-ahead log");
-            Syncer::spawn(wal, topics.clone())
-        });
         std::thread::Builder::new()
             .name("taskwarden-sqlite-writer".into())
-            .spawn(move || run(conn, wal, syncer, rx, &topics, aging))
+            .spawn(move || run(conn, wal, rx, &topics, aging))
             .expect("spawn the SQLite writer thread");
         Writer { tx }
     }
@@ -154,74 +150,9 @@ impl Writer {
     }
 }
 
-/// Syncs the log for groups the writer has committed and moved on from, and answers their
-/// callers once it is durable.
-///
-/// Why a thread of its own: an fsync takes longer than running most groups, and while the writer
-/// waits for one, nobody's next operation runs. Handing the sync over lets the writer run and
-/// commit the next group meanwhile; the syncer then makes every group that queued up while it was
-/// busy durable with one fsync (the log is sequential: a sync covers every commit before it).
-struct Syncer {
-    tx: std::sync::mpsc::Sender<Synced>,
-    /// Groups handed over and not answered yet. While there are any, a later group must queue
-    /// behind them too, or its callers could hear back before an earlier group is durable.
-    pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-/// A committed group waiting for its sync.
-struct Synced {
-    replies: Vec<Reply>,
-    /// It finished tasks: announced once durable, so a waiter never sees a result that a crash
-    /// could still take back.
-    finished: bool,
-}
-
-impl Syncer {
-    fn spawn(wal: File, topics: std::sync::Arc<Topics>) -> Syncer {
-        let (tx, rx) = std::sync::mpsc::channel::<Synced>();
-        let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let answered = pending.clone();
-        std::thread::Builder::new()
-            .name("taskwarden-sqlite-syncer".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut groups = vec![first];
-                    groups.extend(rx.try_iter());
-                    let synced = wal.sync_data().map_err(|e| format!("syncing the log: {e}"));
-                    for group in groups {
-                        if synced.is_ok() && group.finished {
-                            topics.announce([false, false, true]);
-                        }
-                        for reply in group.replies {
-                            reply(synced.clone().map_err(StoreError::Unavailable));
-                        }
-                        answered.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                    }
-                }
-            })
-            .expect("spawn the SQLite syncer thread");
-        Syncer { tx, pending }
-    }
-
-    fn idle(&self) -> bool {
-        self.pending.load(std::sync::atomic::Ordering::SeqCst) == 0
-    }
-
-    fn hand_over(&self, group: Synced) {
-        self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if let Err(std::sync::mpsc::SendError(group)) = self.tx.send(group) {
-            self.pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            for reply in group.replies {
-                reply(Err(StoreError::Unavailable("the SQLite syncer has stopped".into())));
-            }
-        }
-    }
-}
-
 fn run(
     conn: Connection,
     wal: Option<File>,
-    syncer: Option<Syncer>,
     mut rx: mpsc::Receiver<WriteJob>,
     topics: &Topics,
     aging: Option<std::time::Duration>,
@@ -251,13 +182,12 @@ fn run(
                 Err(_) => break,
             }
         }
-        let sync = Sync { wal: wal.as_ref(), syncer: syncer.as_ref(), queue: &rx };
-        let mut orphans = commit_group(&conn, &sync, &mut state, topics, group);
+        let mut orphans = commit_group(&conn, wal.as_ref(), &mut state, topics, group);
         // Tasks leased to fetchers that gave up in the meantime go straight back to the queue
         // (and to any other waiting fetcher), instead of waiting out their lease.
         while !orphans.is_empty() {
             let release = handoff::release_job(std::mem::take(&mut orphans), state.now);
-            orphans = commit_group(&conn, &sync, &mut state, topics, vec![release]);
+            orphans = commit_group(&conn, wal.as_ref(), &mut state, topics, vec![release]);
         }
     }
 }
@@ -272,14 +202,11 @@ fn run(
 ///    fsync out of the pickup latency;
 /// 2. if any operation in the group is owed durability (a submit, a completion, ...), the log is
 ///    fsynced: one sync for the whole group, and since the log is sequential it also makes every
-///    earlier unsynced commit durable. When more operations are queued, or earlier groups are
-///    still being synced, the sync goes to the syncer thread and the writer moves on to the next
-///    group; with nothing else to do, the writer syncs itself (one thread hop less for a lone
-///    submit);
-/// 3. everyone else is answered, and waiters for finished tasks are woken (once durable).
+///    earlier unsynced commit durable;
+/// 3. everyone else is answered, and waiters for finished tasks are woken.
 fn commit_group(
     conn: &Connection,
-    sync: &Sync<'_>,
+    wal: Option<&File>,
     state: &mut WriterState,
     topics: &Topics,
     group: Vec<WriteJob>,
@@ -318,17 +245,11 @@ fn commit_group(
     if commit.is_ok() {
         topics.announce([touched[0], touched[1], false]);
         // A group that changed nothing (an idle lease-expiry pass) wrote no log: nothing to sync.
-        if owed_sync && conn.total_changes() != changes_before {
-            match (sync.wal, sync.syncer) {
-                (Some(_), Some(syncer)) if !sync.queue.is_empty() || !syncer.idle() => {
-                    syncer.hand_over(Synced { replies, finished: touched[2] });
-                    return orphans;
-                }
-                (Some(wal), _) => {
-                    commit = wal.sync_data().map_err(|e| StoreError::Unavailable(format!("syncing the log: {e}")));
-                }
-                (None, _) => {}
-            }
+        if owed_sync
+            && conn.total_changes() != changes_before
+            && let Some(wal) = wal
+        {
+            commit = wal.sync_data().map_err(|e| StoreError::Unavailable(format!("syncing the log: {e}")));
         }
     }
     // Announce before answering, so a caller that hears back has already moved the counters.
@@ -351,14 +272,6 @@ fn reload_ledger(conn: &Connection, state: &mut WriterState) {
         Ok(ledger) => state.ledger = ledger,
         Err(e) => panic!("cannot load the running tasks into the writer's ledger: {e}"),
     }
-}
-
-/// How the writer makes a group durable: the log to sync (none with relaxed durability), the
-/// syncer to hand it to, and the queue (whether more operations wait for the writer).
-struct Sync<'a> {
-    wal: Option<&'a File>,
-    syncer: Option<&'a Syncer>,
-    queue: &'a mpsc::Receiver<WriteJob>,
 }
 
 fn exec(conn: &Connection, sql: &str) -> Result<()> {
