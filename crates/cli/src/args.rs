@@ -273,8 +273,8 @@ pub struct WorkerArgs {
     /// Most tasks leased beyond --concurrency, waiting here for a free slot (which then starts
     /// the next task at once): only as many as the slots start within 5 ms at the pace tasks
     /// have been running, so none once tasks take longer; 0 turns it off [default: 4 x
-    /// --concurrency].
-    #[arg(long)]
+    /// --concurrency; none with --capacity].
+    #[arg(long, env = "TASKWARDEN_PREFETCH")]
     pub prefetch: Option<usize>,
     /// The worker's name [default: HOSTNAME-PID].
     #[arg(long)]

@@ -79,7 +79,8 @@ pub struct WorkerConfig {
     /// many wait as the slots start within [`PREFETCH_HORIZON`] at the pace tasks have been
     /// running: many while tasks take microseconds, none once they take longer than that, so no
     /// task waits here behind a slow one while another worker is free. `None`: four times
-    /// `concurrency`; `Some(0)` turns it off.
+    /// `concurrency`; `Some(0)` turns it off. A worker that declares `capacity` never prefetches:
+    /// a leased task holds its resources on the server whether it runs or waits.
     pub prefetch: Option<usize>,
     /// Most tasks asked for in one fetch.
     pub max_fetch: u32,

@@ -133,7 +133,13 @@ pub(crate) async fn run(
         .await?;
     tracing::info!(worker_id = %info.id, queues = ?config.queues, concurrency = config.concurrency, "worker registered");
     let outbox = Arc::new(Outbox::default());
-    let prefetch = config.prefetch.unwrap_or(config.concurrency * 4);
+    // A worker that declared capacity gets no more than fits it: the server counts a leased
+    // task's resources as held whether it runs or waits, so a prefetched task would only keep
+    // resources from running ones.
+    let prefetch = match config.capacity.is_empty() {
+        true => config.prefetch.unwrap_or(config.concurrency * 4),
+        false => 0,
+    };
     let most_leased = config.concurrency + prefetch;
     let shared = Arc::new(Shared {
         client: client.clone(),

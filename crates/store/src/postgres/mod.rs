@@ -47,6 +47,11 @@ use crate::{Result, Store, StoreError};
 /// workers ask first (a fetch for an idle worker asks at once).
 const LOAD_DELAY: Duration = Duration::from_millis(20);
 
+/// Task row versions written by a node before it vacuums the task table (see
+/// `PgStore::vacuum_if_churned`), and the least time between two such vacuums.
+const VACUUM_CHURN: u64 = 50_000;
+const VACUUM_EVERY: Duration = Duration::from_secs(5);
+
 /// Workers heard from (registered, fetched or heartbeated) within this long count as live when a
 /// woken fetch asks whether a less loaded worker could take its task. Idle workers heartbeat
 /// every 5 s.
@@ -200,6 +205,11 @@ pub(crate) struct Shared {
     /// Tasks this node leased per queue, for the weighted fair share of multi-queue fetches.
     pub leased: Mutex<std::collections::BTreeMap<String, u64>>,
     pub aging: Option<Duration>,
+    /// Task row versions this node wrote since it last started a vacuum (see `vacuum_if_churned`).
+    pub churn: std::sync::atomic::AtomicU64,
+    /// When this node last started one, and whether one is running.
+    pub vacuumed_at: Mutex<Option<tokio::time::Instant>>,
+    pub vacuuming: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shared {
@@ -281,7 +291,15 @@ impl PgStore {
         Ok(PgStore {
             pool,
             topics,
-            shared: Shared { ids: Mutex::new(ids), channel, leased: Mutex::default(), aging: config.aging },
+            shared: Shared {
+                ids: Mutex::new(ids),
+                channel,
+                leased: Mutex::default(),
+                aging: config.aging,
+                churn: Default::default(),
+                vacuumed_at: Mutex::default(),
+                vacuuming: Default::default(),
+            },
             _stop: stop,
         })
     }
@@ -298,6 +316,39 @@ impl PgStore {
     pub async fn drop_schema(config: &PgConfig) -> Result<()> {
         valid_schema(&config.schema)?;
         schema::drop(&pg_config(config)?, &config.schema).await
+    }
+
+    /// Vacuums the task table once this node has written enough row versions since the last
+    /// time, in the background, at most every [`VACUUM_EVERY`].
+    ///
+    /// Why: every lease and every outcome writes a new version of a task's row and leaves the old
+    /// one dead, with its entries in the ready index. Until a vacuum clears them, each fetch steps
+    /// over the dead entries of the tasks leased before it, so a fast drain slows down the longer
+    /// it runs. Autovacuum looks at a table at most once a minute (its naptime), by which time a
+    /// busy node has written hundreds of thousands of versions; the periodic compaction runs
+    /// once per prune interval. This keeps the cost of a fetch flat in between.
+    fn vacuum_if_churned(&self) {
+        use std::sync::atomic::Ordering;
+        if self.shared.churn.load(Ordering::Relaxed) < VACUUM_CHURN {
+            return;
+        }
+        {
+            let mut at = self.shared.vacuumed_at.lock().expect("vacuum clock lock");
+            if at.is_some_and(|t| t.elapsed() < VACUUM_EVERY) || self.shared.vacuuming.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            *at = Some(tokio::time::Instant::now());
+        }
+        self.shared.churn.store(0, Ordering::Relaxed);
+        let (pool, running) = (self.pool.clone(), self.shared.vacuuming.clone());
+        tokio::spawn(async move {
+            if let Ok(c) = pool.get().await
+                && let Err(e) = c.batch_execute("VACUUM (ANALYZE, SKIP_LOCKED) tasks").await
+            {
+                tracing::warn!(error = %e, "vacuuming the task table failed");
+            }
+            running.store(false, Ordering::SeqCst);
+        });
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -444,7 +495,9 @@ impl Store for PgStore {
     }
 
     async fn report(&self, p: ReportOutcomes) -> Result<Vec<Result<Task>>> {
-        transaction!(self, |tx, st| ops::report(&tx, st, &self.shared, &p).await)
+        let outcomes = transaction!(self, |tx, st| ops::report(&tx, st, &self.shared, &p).await);
+        self.vacuum_if_churned();
+        outcomes
     }
 
     async fn expire_leases(&self, p: ExpireLeases) -> Result<usize> {

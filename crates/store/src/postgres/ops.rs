@@ -27,6 +27,7 @@ pub(crate) async fn save(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, tasks: 
 }
 
 async fn after_write(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, tasks: &[Task]) -> PgResult<()> {
+    shared.churn.fetch_add(tasks.len() as u64, std::sync::atomic::Ordering::Relaxed);
     for task in tasks {
         st.touch_for(task);
     }
