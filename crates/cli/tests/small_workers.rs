@@ -108,7 +108,7 @@ async fn a_worker_with_long_tasks_leases_no_more_than_its_slots() {
     let stop = CancellationToken::new();
     let worker = Worker::builder(&server.url).queue("long").concurrency(2).handler("work", handler);
     let running = tokio::spawn(worker.run(stop.clone()));
-    // While they run, the server never sees more than two leased to the worker: a third would
+    // While they run, the server never sees more leased to the worker than it runs: another would
     // wait here behind a 40 ms task while another worker could run it.
     let mut most = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -118,7 +118,9 @@ async fn a_worker_with_long_tasks_leases_no_more_than_its_slots() {
         most = most.max(leased);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(most <= 2, "{most} tasks leased to a 2-slot worker");
+    // Two running, and at most one more that has finished but whose outcome is still on its way
+    // (the server counts it until the outcome lands). Prefetching behind 40 ms tasks leased 8.
+    assert!(most <= 3, "{most} tasks leased to a 2-slot worker");
     assert!(most >= 1);
     stop.cancel();
     assert_eq!(running.await.unwrap().unwrap().succeeded, n as u64);
@@ -176,4 +178,68 @@ async fn shutdown_gives_prefetched_tasks_back_at_once() {
     assert_eq!(started.load(Ordering::SeqCst), 1, "no prefetched task started after shutdown began");
     assert_eq!(count(&client, "mixed", TaskState::Running).await, 0);
     assert_eq!(count(&client, "mixed", TaskState::Ready).await, 19, "the others are ready for another worker");
+}
+
+#[tokio::test]
+async fn a_one_slot_worker_with_long_tasks_runs_them_all() {
+    // Two fetchers each holding a lease permit once judged there was no room for either, and both
+    // waited for a task to end while none ran: the worker hung.
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = Client::new(&server.url).unwrap();
+    let n = 12;
+    submit_many(&client, "one", n, json!({})).await;
+    let handler = |_ctx: TaskContext, _p: serde_json::Value| async move {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        Ok::<_, TaskError>(())
+    };
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(&server.url).queue("one").concurrency(1).handler("work", handler);
+    let running = tokio::spawn(worker.run(stop.clone()));
+    until_drained(&client, "one").await;
+    stop.cancel();
+    assert_eq!(running.await.unwrap().unwrap().succeeded, n as u64);
+}
+
+#[tokio::test]
+async fn a_prefetched_task_stuck_behind_a_slow_one_goes_to_another_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = Client::new(&server.url).unwrap();
+    // Short tasks teach the first worker to prefetch; then a slow task, and quick ones behind it
+    // that it prefetches while the slow one holds its only slot.
+    let quick = |priority| SubmitTask {
+        priority: Some(priority),
+        ..SubmitTask::new("stuck", "work").payload(&json!({"who": "quick"})).unwrap()
+    };
+    client.submit_batch((0..300).map(|_| quick(10)).collect()).await.unwrap();
+    let slow =
+        SubmitTask { priority: Some(5), ..SubmitTask::new("stuck", "work").payload(&json!({"ms": 3000})).unwrap() };
+    client.submit(slow).await.unwrap();
+    client.submit_batch((0..4).map(|_| quick(0)).collect()).await.unwrap();
+    let handler = |_ctx: TaskContext, p: serde_json::Value| async move {
+        tokio::time::sleep(Duration::from_millis(p["ms"].as_u64().unwrap_or(0))).await;
+        Ok::<_, TaskError>(())
+    };
+    let stop = CancellationToken::new();
+    let first = Worker::builder(&server.url).queue("stuck").concurrency(1).handler("work", handler);
+    let first = tokio::spawn(first.run(stop.clone()));
+    // The second worker starts once the slow task runs on the first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&client, "stuck", TaskState::Succeeded).await < 300 {
+        assert!(Instant::now() < deadline, "the quick tasks did not finish");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = Worker::builder(&server.url).queue("stuck").concurrency(1).handler("work", handler);
+    let second = tokio::spawn(second.run(stop.clone()));
+    // The quick tasks behind the slow one finish well before it does: given back, run elsewhere.
+    let started = Instant::now();
+    while count(&client, "stuck", TaskState::Succeeded).await < 304 {
+        assert!(started.elapsed() < Duration::from_millis(2500), "the quick tasks waited behind the slow one");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    let released = first.await.unwrap().unwrap().released;
+    let _ = second.await.unwrap().unwrap();
+    assert!(released >= 1, "the first worker gave back what it had prefetched");
 }

@@ -202,9 +202,10 @@ pub struct FetchRequest {
     /// not answered short while its report is in flight.
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::bounded::batch")]
     pub finished: Vec<TaskId>,
-    /// Outcomes to record before leasing, as `POST /v1/workers/{id}/reports` would: a busy worker
-    /// reports what it finished and asks for more in one request. Recorded durably before the
-    /// answer; their results come back in `FetchResponse::reports`.
+    /// Outcomes to record, as `POST /v1/workers/{id}/reports` would: a busy worker reports what
+    /// it finished and asks for more in one request. They are recorded beside the fetch (which
+    /// may not see them: list their tasks in `finished` too if their resources should count as
+    /// free), durably before the answer; their results come back in `FetchResponse::reports`.
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::bounded::batch")]
     pub reports: Vec<Report>,
 }

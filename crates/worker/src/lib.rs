@@ -55,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use fetch_policy::{AllowRule, AllowRuleError, FetchPolicy};
 pub use handler::{TaskContext, TaskError};
-pub use runtime::{PREFETCH_HORIZON, RunSummary};
+pub use runtime::{PREFETCH_GIVE_BACK, PREFETCH_HORIZON, RunSummary};
 
 #[derive(Debug, Error)]
 pub enum WorkerError {

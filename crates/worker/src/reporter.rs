@@ -15,6 +15,8 @@ use taskwarden_core::TaskId;
 use taskwarden_core::protocol::{ItemStatus, Outcome, Report, ReportResult};
 use tokio::sync::Notify;
 
+/// How long outcomes may wait for a fetch to carry them before the reporter sends them itself.
+const CARRY_WITHIN: Duration = Duration::from_millis(50);
 /// Most outcomes one request carries.
 const MAX_BATCH: usize = 1000;
 /// Most result bytes a fetch carries; larger outcomes wait for the reporter, which splits batches
@@ -107,11 +109,20 @@ impl Outbox {
 pub(crate) async fn run(client: Client, worker_id: String, outbox: Arc<Outbox>, in_flight: Option<InFlight>) -> u64 {
     let mut sent = 0;
     loop {
-        outbox.ring.notified().await;
+        // With outcomes waiting, look again after a while even if nobody rings: a fetcher that
+        // counted as about to carry them may not get to (a failing server, a slow fetch).
+        let waiting = !outbox.pending.lock().expect("outbox lock").is_empty();
+        let overdue = match waiting {
+            true => tokio::time::timeout(CARRY_WITHIN, outbox.ring.notified()).await.is_err(),
+            false => {
+                outbox.ring.notified().await;
+                false
+            }
+        };
         loop {
             let closed = outbox.closed.load(Ordering::SeqCst);
             let left_behind = outbox.left_behind.swap(false, Ordering::SeqCst);
-            if !closed && !left_behind && outbox.carriers.load(Ordering::SeqCst) > 0 {
+            if !closed && !left_behind && !overdue && outbox.carriers.load(Ordering::SeqCst) > 0 {
                 break; // a fetcher will carry them
             }
             let batch: Vec<Report> = {

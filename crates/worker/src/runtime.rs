@@ -50,6 +50,10 @@ pub struct RunSummary {
 /// running (see [`WorkerConfig::prefetch`]).
 pub const PREFETCH_HORIZON: Duration = Duration::from_millis(5);
 
+/// How long a prefetched task waits for a slot before it is given back: the pace said tasks were
+/// short, but the ones ahead of it are not (a pace learns only from tasks that have finished).
+pub const PREFETCH_GIVE_BACK: Duration = Duration::from_millis(250);
+
 /// How long this worker's tasks have been taking: a moving average of their run times.
 #[derive(Default)]
 struct Pace {
@@ -57,6 +61,13 @@ struct Pace {
 }
 
 impl Pace {
+    /// A task waited this long for a slot: tasks are at least this slow now, whatever the ones
+    /// that finished said.
+    fn at_least(&mut self, waited: Duration) {
+        let waited = waited.as_micros() as f64;
+        self.average_us = Some(self.average_us.map_or(waited, |avg| avg.max(waited)));
+    }
+
     fn record(&mut self, took: Duration) {
         let took = took.as_micros() as f64;
         self.average_us = Some(self.average_us.map_or(took, |avg| avg * 0.9 + took * 0.1));
@@ -90,6 +101,8 @@ struct Shared {
     /// prefetch.
     leases: Arc<Semaphore>,
     most_leased: usize,
+    /// Held by the fetcher taking its permits (see `fetch_loop`).
+    taking: tokio::sync::Mutex<()>,
     pace: Mutex<Pace>,
     /// Rung when a leased task is done with (its lease permit given back) or a fetch gives back
     /// permits it did not use: a fetcher holding off (tasks are long and every slot is taken or
@@ -154,6 +167,7 @@ pub(crate) async fn run(
         prefetch,
         leases: Arc::new(Semaphore::new(most_leased)),
         most_leased,
+        taking: tokio::sync::Mutex::new(()),
         pace: Mutex::default(),
         moved: Notify::new(),
         shutdown: shutdown.clone(),
@@ -253,9 +267,18 @@ async fn fetch_loop(shared: &Arc<Shared>, config: &WorkerConfig, shutdown: &Canc
             }
         }
         carrier.set(flowing);
-        let first = tokio::select! {
-            p = shared.leases.clone().acquire_owned() => p.expect("semaphore is never closed"),
+        // One fetcher at a time takes its permits and judges the room, so two cannot both count
+        // the same free room (and lease past it), nor each see the other's first permit and both
+        // hold off.
+        let taking = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
+            t = shared.taking.lock() => t,
+        };
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            p = shared.leases.clone().acquire_owned() => p.expect("semaphore is never closed"),
         };
         // Registered before looking, so a task moving in between is not missed.
         let moved = shared.moved.notified();
@@ -263,8 +286,11 @@ async fn fetch_loop(shared: &Arc<Shared>, config: &WorkerConfig, shutdown: &Canc
         moved.as_mut().enable();
         let room = shared.room(config.concurrency).min(config.max_fetch as usize);
         if room == 0 {
-            // Long tasks fill every slot: lease nothing that would wait behind them.
+            // Long tasks fill every slot: lease nothing that would wait behind them, and leave
+            // the outcomes to the reporter meanwhile (this fetcher will not be sending soon).
             drop(first);
+            drop(taking);
+            carrier.set(false);
             tokio::select! {
                 _ = moved => continue,
                 _ = shutdown.cancelled() => return,
@@ -277,6 +303,7 @@ async fn fetch_loop(shared: &Arc<Shared>, config: &WorkerConfig, shutdown: &Canc
                 Err(_) => break,
             }
         }
+        drop(taking);
         let (wait, reports) = match flowing {
             true => (Duration::ZERO, shared.outbox.take_for_fetch()),
             false => (config.fetch_wait, Vec::new()),
@@ -383,8 +410,12 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
             abort: None,
         },
     );
+    let leased_at = tokio::time::Instant::now();
     let Some(_slot) = take_slot(shared, id, lease, &cancel).await else { return };
     let started = tokio::time::Instant::now();
+    // The server's deadline for the attempt runs from the lease, so time spent waiting for a
+    // slot comes off the handler's.
+    let timeout = timeout.saturating_sub(started - leased_at);
     let handle = tokio::spawn(handler.call(ctx, task.payload));
     if let Some(a) = shared.active.lock().expect("active lock").get_mut(&id) {
         a.abort = Some(handle.abort_handle());
@@ -429,7 +460,8 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
 
 /// Waits for a free execution slot; `None` when the task must not run after all: its lease was
 /// lost or it was cancelled while it waited (then reported cancelled), or the worker is shutting
-/// down (then its lease is given back at once, for another worker to run it now).
+/// down or it waited [`PREFETCH_GIVE_BACK`] (then its lease is given back at once, for another
+/// worker to run it now).
 async fn take_slot(
     shared: &Shared,
     id: TaskId,
@@ -443,6 +475,12 @@ async fn take_slot(
         p = shared.slots.clone().acquire_owned() => return Some(p.expect("semaphore is never closed")),
         _ = cancel.cancelled() => Outcome::Cancelled,
         _ = shared.shutdown.cancelled() => Outcome::Released,
+        // The tasks ahead turned out slow: let another worker run this one now, and prefetch no
+        // more until tasks are short again.
+        _ = tokio::time::sleep(PREFETCH_GIVE_BACK) => {
+            shared.pace.lock().expect("pace lock").at_least(PREFETCH_GIVE_BACK);
+            Outcome::Released
+        }
     };
     // Still ours (not abandoned by a lost lease): say what became of it.
     if shared.active.lock().expect("active lock").remove(&id).is_some() {

@@ -109,10 +109,38 @@ pub(super) async fn fetch(
     let (reports, tasks) = if reports.is_empty() {
         (Vec::new(), fetch.await?)
     } else {
-        let (reports, tasks) = tokio::join!(record_reports(&s, worker_id, reports, now), fetch);
-        (reports?, tasks?)
+        match tokio::join!(record_reports(&s, worker_id.clone(), reports, now), fetch) {
+            (Ok(reports), Ok(tasks)) => (reports, tasks),
+            // The outcomes are recorded: say so (the worker must not send them again), and let
+            // it fetch again.
+            (Ok(reports), Err(e)) => {
+                tracing::warn!(error = %e, "a fetch failed beside the reports it carried");
+                (reports, Vec::new())
+            }
+            // The worker will send the outcomes again; tasks leased to this answer go back now
+            // rather than when their leases expire.
+            (Err(e), tasks) => {
+                release(&s, worker_id, tasks.unwrap_or_default()).await;
+                return Err(e);
+            }
+        }
     };
     Ok(Json(FetchResponse { tasks: tasks.into_iter().map(leased).collect(), reports }))
+}
+
+/// Gives back tasks leased to an answer that will not reach its worker.
+async fn release(s: &AppState, worker_id: String, tasks: Vec<Task>) {
+    let reports: Vec<Report> = tasks
+        .into_iter()
+        .filter_map(|t| t.lease.map(|l| Report { task_id: t.id, lease: l.token, outcome: Outcome::Released }))
+        .collect();
+    if reports.is_empty() {
+        return;
+    }
+    let p = ReportOutcomes { worker_id: Some(worker_id), reports, now: s.clock.now() };
+    if let Err(e) = s.store.report(p).await {
+        tracing::warn!(error = %e, "could not give back tasks leased to a failed fetch; they run once their leases expire");
+    }
 }
 
 pub(super) async fn heartbeat(
