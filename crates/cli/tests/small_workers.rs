@@ -177,7 +177,12 @@ async fn shutdown_gives_prefetched_tasks_back_at_once() {
     assert!(summary.released >= 1, "{summary:?}");
     assert_eq!(started.load(Ordering::SeqCst), 1, "no prefetched task started after shutdown began");
     assert_eq!(count(&client, "mixed", TaskState::Running).await, 0);
-    assert_eq!(count(&client, "mixed", TaskState::Ready).await, 19, "the others are ready for another worker");
+    // Counted by payload: under a loaded machine a quick task can also wait past the give-back
+    // and be ready again, which is right too.
+    let opts = ListOptions { queue: Some("mixed".into()), state: Some(TaskState::Ready), ..Default::default() };
+    let ready = client.list(&opts).await.unwrap().tasks;
+    let slow_ready = ready.iter().filter(|t| t.payload.get().contains("1500")).count();
+    assert_eq!(slow_ready, 19, "the others are ready for another worker");
 }
 
 #[tokio::test]
