@@ -310,9 +310,23 @@ fn fan_out_task(queue: &str) -> SubmitTask {
 
 /// The server's peak resident memory, from /proc (Linux).
 fn peak_rss_mib(pid: u32) -> Option<f64> {
+    memory_mib(pid, "VmHWM:")
+}
+
+/// One memory figure of a process's /proc status (`VmRSS:`, `VmHWM:`), in MiB (Linux).
+fn memory_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// Queues `n` no-op tasks on `queue` in batches of `batch`.
+async fn enqueue(client: &Client, queue: &str, n: usize, batch: usize) -> anyhow::Result<()> {
+    for chunk in 0..n.div_ceil(batch) {
+        let k = (n - chunk * batch).min(batch);
+        client.submit_batch((0..k).map(|_| noop(queue)).collect()).await?;
+    }
+    Ok(())
 }
 
 fn report(name: &str, unit: &str, values: &[f64]) {

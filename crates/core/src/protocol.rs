@@ -327,6 +327,13 @@ pub struct Report {
     pub outcome: Outcome,
 }
 
+impl Report {
+    /// Gives a leased task back unfinished (`None` if it is not leased).
+    pub fn release(task: &Task) -> Option<Report> {
+        task.lease.as_ref().map(|l| Report { task_id: task.id, lease: l.token, outcome: Outcome::Released })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBatch {

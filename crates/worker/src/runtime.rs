@@ -363,8 +363,7 @@ async fn fetch_loop(shared: &Arc<Shared>, config: &WorkerConfig, shutdown: &Canc
             }
             Err(e) => {
                 // Whatever the fetch carried goes again, with the next fetch or the reporter.
-                let reports = request.reports;
-                shared.outbox.put_back(reports);
+                shared.outbox.put_back(request.reports);
                 drop(permits);
                 shared.moved.notify_waiters();
                 flowing = false;

@@ -6,30 +6,7 @@
 
 use taskwarden_client::Client;
 
-use super::{Backend, BenchArgs, drain_queued, noop, report, start_server};
-
-/// Queues `n` no-op tasks in batches of 5,000.
-async fn enqueue(client: &Client, queue: &str, n: usize) -> anyhow::Result<()> {
-    for chunk in 0..n.div_ceil(5000) {
-        let k = (n - chunk * 5000).min(5000);
-        client.submit_batch((0..k).map(|_| noop(queue)).collect()).await?;
-    }
-    Ok(())
-}
-
-/// The process's resident memory now and at its peak, from /proc (Linux), in MiB.
-fn rss_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
+use super::{Backend, BenchArgs, drain_queued, enqueue, memory_mib, report, start_server};
 
 pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>) -> anyhow::Result<()> {
     let (server, url) = start_server(backend, &[])?;
@@ -44,14 +21,14 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>) -> anyhow::Resu
     let (mut after_small, mut after_large) = (vec![], vec![]);
     for run in 0..args.runs {
         let q = format!("backlog-small{run}");
-        enqueue(&client, &q, small).await?;
+        enqueue(&client, &q, small, 5000).await?;
         let small_rate = drain_queued(std::slice::from_ref(&url), &client, &q, small, 512, &[]).await?;
-        let (_, peak_small) = rss_mib(server.0.id());
+        let peak_small = memory_mib(server.0.id(), "VmHWM:").unwrap_or(0.0);
         let q = format!("backlog-large{run}");
-        enqueue(&client, &q, large).await?;
-        let (queued_rss, _) = rss_mib(server.0.id());
+        enqueue(&client, &q, large, 5000).await?;
+        let queued_rss = memory_mib(server.0.id(), "VmRSS:").unwrap_or(0.0);
         let large_rate = drain_queued(std::slice::from_ref(&url), &client, &q, large, 512, &[]).await?;
-        let (_, peak_large) = rss_mib(server.0.id());
+        let peak_large = memory_mib(server.0.id(), "VmHWM:").unwrap_or(0.0);
         println!(
             "run {}: {small} tasks {small_rate:.0}/s (server peak {peak_small:.0} MiB), {large} tasks {large_rate:.0}/s \
              ({:.2} of the small; server {queued_rss:.0} MiB with all queued, peak {peak_large:.0} MiB)",

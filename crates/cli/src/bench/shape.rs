@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use taskwarden_client::Client;
 
 use super::{
-    Backend, BenchArgs, Pace, drain_queued, noop, percentile, pickup, report, start_server, submit_from_clients,
+    Backend, BenchArgs, Pace, drain_queued, enqueue, percentile, pickup, report, start_server, submit_from_clients,
 };
 
 /// fdatasyncs a second on the disk under `dir`, as SQLite's commit would do them: a 4 KiB write
@@ -76,15 +76,6 @@ async fn pg_commit_rate(url: &str) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-/// Queues `n` no-op tasks in batches of 1,000; returns the queue.
-async fn enqueue_batched(client: &Client, queue: String, n: usize) -> anyhow::Result<String> {
-    for chunk in 0..n.div_ceil(1000) {
-        let k = (n - chunk * 1000).min(1000);
-        client.submit_batch((0..k).map(|_| noop(&queue)).collect()).await?;
-    }
-    Ok(queue)
-}
-
 pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path::Path) -> anyhow::Result<()> {
     let (_server, url) = start_server(backend, &[])?;
     let client = Client::new(&url)?;
@@ -108,9 +99,11 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path
         }
         small.push(drain_queued(&two, &client, &q, n, 16, &[]).await?);
 
-        let q = enqueue_batched(&client, format!("shape-batched{run}"), n).await?;
+        let q = format!("shape-batched{run}");
+        enqueue(&client, &q, n, 1000).await?;
         small_batched.push(drain_queued(&two, &client, &q, n, 16, &[]).await?);
-        let q = enqueue_batched(&client, format!("shape-wide{run}"), n).await?;
+        let q = format!("shape-wide{run}");
+        enqueue(&client, &q, n, 1000).await?;
         wide.push(drain_queued(std::slice::from_ref(&url), &client, &q, n, 512, &[]).await?);
 
         let q = format!("shape-pickup{run}");

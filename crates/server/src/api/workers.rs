@@ -130,10 +130,7 @@ pub(super) async fn fetch(
 
 /// Gives back tasks leased to an answer that will not reach its worker.
 async fn release(s: &AppState, worker_id: String, tasks: Vec<Task>) {
-    let reports: Vec<Report> = tasks
-        .into_iter()
-        .filter_map(|t| t.lease.map(|l| Report { task_id: t.id, lease: l.token, outcome: Outcome::Released }))
-        .collect();
+    let reports: Vec<Report> = tasks.iter().filter_map(Report::release).collect();
     if reports.is_empty() {
         return;
     }

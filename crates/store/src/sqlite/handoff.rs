@@ -5,7 +5,7 @@
 //! that same transaction and answers them the moment it commits: no polling, no second trip
 //! through the writer, and no herd of fetchers racing for one task.
 
-use taskwarden_core::protocol::{Outcome, Report};
+use taskwarden_core::protocol::Report;
 use taskwarden_core::{Task, Timestamp};
 use tokio::sync::oneshot;
 
@@ -118,10 +118,7 @@ pub(crate) fn answer_served(state: &mut WriterState, commit: &Result<()>) -> Vec
 
 /// A job that gives orphaned leases back, as if their worker had released them.
 pub(crate) fn release_job(orphans: Vec<Task>, now: Timestamp) -> WriteJob {
-    let reports = orphans
-        .into_iter()
-        .filter_map(|t| t.lease.map(|l| Report { task_id: t.id, lease: l.token, outcome: Outcome::Released }))
-        .collect();
+    let reports = orphans.iter().filter_map(Report::release).collect();
     WriteJob { durable: false, op: Box::new(ReleaseOp(ReportOutcomes { worker_id: None, reports, now })) }
 }
 
