@@ -531,6 +531,11 @@ impl Client {
         Ok(self.call::<(), _>(Method::POST, &path, None, Self::TIMEOUT).await?.1)
     }
 
+    /// Whether the server process answers (`/healthz`), without touching its store.
+    pub async fn live(&self) -> Result<()> {
+        self.call::<(), serde_json::Value>(Method::GET, "/healthz", None, Duration::from_secs(5)).await.map(|_| ())
+    }
+
     /// Whether the server and its store are ready.
     pub async fn ready(&self) -> Result<()> {
         self.call::<(), serde_json::Value>(Method::GET, "/readyz", None, Duration::from_secs(5)).await.map(|_| ())

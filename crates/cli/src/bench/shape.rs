@@ -76,6 +76,53 @@ async fn pg_commit_rate(url: &str) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// Requests a second that do nothing but cross HTTP: one client calling `/healthz` and awaiting
+/// each answer, for one second. The floor under every submit that is not the store's.
+async fn http_round_trip_rate(client: &Client) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut n = 0u32;
+    while started.elapsed() < Duration::from_secs(1) {
+        client.live().await?;
+        n += 1;
+    }
+    Ok(f64::from(n) / started.elapsed().as_secs_f64())
+}
+
+/// Single submits a second straight into a store of the same kind, opened in this process, one
+/// awaited at a time for one second: what a durable submit costs the store with no HTTP, JSON or
+/// server around it. A fresh database file (SQLite) or schema (PostgreSQL), dropped afterwards.
+async fn store_submit_rate(backend: &Backend<'_>, dir: &std::path::Path, run: usize) -> anyhow::Result<f64> {
+    use taskwarden_store::{PgConfig, PgStore, SqliteConfig, SqliteStore, Store, SubmitTasks};
+    let (store, pg): (Box<dyn Store>, Option<PgConfig>) = match backend {
+        Backend::Sqlite { durability, .. } => {
+            let mut config = SqliteConfig::new(dir.join(format!("store-probe-{run}")).join("tasks.db"));
+            config.durability = durability.parse().map_err(anyhow::Error::msg)?;
+            (Box::new(SqliteStore::open(config)?), None)
+        }
+        Backend::Postgres { url, schema } => {
+            let config = PgConfig { schema: format!("{schema}_probe"), pool_size: 2, ..PgConfig::new(*url) };
+            (Box::new(PgStore::open(config.clone()).await?), Some(config))
+        }
+    };
+    let limits = taskwarden_core::Limits::default();
+    let now = || taskwarden_core::Timestamp::from_system_time(std::time::SystemTime::now());
+    let started = Instant::now();
+    let mut n = 0u32;
+    while started.elapsed() < Duration::from_secs(1) {
+        let task = super::noop("probe").validate(&limits, now())?;
+        let call = SubmitTasks { tasks: vec![task], idempotency_window: Duration::from_secs(60), now: now() };
+        store.submit(call).await?;
+        n += 1;
+    }
+    let rate = f64::from(n) / started.elapsed().as_secs_f64();
+    drop(store);
+    match pg {
+        Some(config) => PgStore::drop_schema(&config).await?,
+        None => std::fs::remove_dir_all(dir.join(format!("store-probe-{run}")))?,
+    }
+    Ok(rate)
+}
+
 pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path::Path) -> anyhow::Result<()> {
     let (_server, url) = start_server(backend, &[])?;
     let client = Client::new(&url)?;
@@ -86,6 +133,7 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path
     let two = [url.clone(), url.clone()];
     let (mut single, mut ceiling, mut small, mut small_batched, mut wide) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut p50, mut p99, mut sqlite_rows) = (vec![], vec![], vec![]);
+    let (mut store_alone, mut http) = (vec![], vec![]);
     for run in 0..args.runs {
         // One client, one task per call, each awaited: the tasks 2 x 16 slots then drain.
         let q = format!("shape{run}");
@@ -97,6 +145,8 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path
         if !pg {
             sqlite_rows.push(sqlite_commit_rate(dir)?);
         }
+        store_alone.push(store_submit_rate(backend, dir, run).await?);
+        http.push(http_round_trip_rate(&client).await?);
         small.push(drain_queued(&two, &client, &q, n, 16, &[]).await?);
 
         let q = format!("shape-batched{run}");
@@ -135,6 +185,18 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path
     report("  single submits as a share of that", "ratio", &ratio(&single, &ceiling));
     report("  SQLite's own single-row commits (WAL, synchronous FULL), same run", "per s", &sqlite_rows);
     report("  single submits as a share of that", "ratio", &ratio(&single, &sqlite_rows));
+    report("  HTTP round trips alone (`/healthz`, one client, each awaited)", "per s", &http);
+    // No durably acknowledged submit over HTTP can beat one round trip plus one commit (or sync):
+    // the answer cannot leave before the commit, nor the commit start before the request came.
+    let bound: Vec<f64> = http.iter().zip(&ceiling).map(|(h, c)| 1.0 / (1.0 / h + 1.0 / c)).collect();
+    report(&format!("  one HTTP round trip plus one of {ceiling_name}, added up"), "per s", &bound);
+    report("  single submits as a share of that", "ratio", &ratio(&single, &bound));
+    report("  the same submits straight into the store, in process, no HTTP", "per s", &store_alone);
+    report("  single submits as a share of that", "ratio", &ratio(&single, &store_alone));
+    // Were a submit's store and HTTP costs simply added, it could run at most this fast.
+    let serial_floor: Vec<f64> = store_alone.iter().zip(&http).map(|(s, h)| 1.0 / (1.0 / s + 1.0 / h)).collect();
+    report("  store alone plus one HTTP round trip, added up", "per s", &serial_floor);
+    report("  single submits as a share of that", "ratio", &ratio(&single, &serial_floor));
     report(&format!("drain of {n} tasks enqueued one at a time, 2 worker processes x 16 slots"), "tasks/s", &small);
     report("drain of the same after a batch enqueue, 2 x 16 slots", "tasks/s", &small_batched);
     if pg {
