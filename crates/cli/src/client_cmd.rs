@@ -1,6 +1,6 @@
 //! The client commands: submit, task get|list|cancel|retry|wait, workers.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::value::RawValue;
 use taskwarden_client::{Client, ListOptions, SubmitTask, Task, TaskId, TaskState};
 
@@ -9,6 +9,7 @@ use taskwarden_core::placement::{Resources, parse_labels};
 use taskwarden_core::protocol::QueueUpdate;
 
 use crate::args::{CronArgs, CronCommand, QueueArgs, QueueCommand, SubmitArgs, TaskArgs, TaskCommand, WorkersArgs};
+use crate::exit::{Unsuccessful, out, usage};
 
 /// A client for the server the flags name, with their token and TLS settings.
 pub fn connect(c: &crate::args::ConnectArgs) -> anyhow::Result<Client> {
@@ -29,48 +30,84 @@ pub fn client_options(c: &crate::args::ConnectArgs) -> anyhow::Result<taskwarden
 }
 
 fn parse_id(id: &str) -> anyhow::Result<TaskId> {
-    id.parse().with_context(|| format!("{id:?} is not a task id"))
+    match id.parse() {
+        Ok(id) => Ok(id),
+        Err(_) => usage!("{id:?} is not a task id"),
+    }
+}
+
+/// A `--payload` value: JSON as given, `@FILE` for a file's contents, or `-` for standard input
+/// (payloads too large for a command line).
+pub fn read_payload(flag: &str, value: &str) -> anyhow::Result<Box<RawValue>> {
+    use std::io::Read;
+    let (text, from) = match value {
+        "-" => {
+            let mut text = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+                usage!("{flag} -: reading standard input: {e}");
+            }
+            (text, "standard input".to_owned())
+        }
+        v if v.starts_with('@') => match std::fs::read_to_string(&v[1..]) {
+            Ok(text) => (text, v[1..].to_owned()),
+            Err(e) => usage!("{flag} {v}: reading {}: {e}", &v[1..]),
+        },
+        v => (v.to_owned(), String::new()),
+    };
+    match RawValue::from_string(text.trim().to_owned()) {
+        Ok(raw) => Ok(raw),
+        Err(e) if from.is_empty() => usage!("{flag} is not valid JSON ({e}): {value}"),
+        Err(e) => usage!("{flag}: {from} is not valid JSON: {e}"),
+    }
+}
+
+/// Resources or labels from a flag, a bad one being a usage error.
+fn flag_value<T, E: std::fmt::Display>(parsed: Result<T, E>) -> anyhow::Result<T> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(e) => usage!("{e}"),
+    }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
 fn print_task(task: &Task) {
-    println!("id:        {}", task.id);
-    println!("queue:     {}", task.queue);
-    println!("kind:      {}", task.kind);
-    println!("state:     {}", task.state);
-    println!("priority:  {}", task.priority);
-    println!("attempts:  {} of {}", task.attempts, task.attempt_limit);
-    println!("created:   {}", task.created_at);
-    println!("run at:    {}", task.run_at);
+    out!("id:        {}", task.id);
+    out!("queue:     {}", task.queue);
+    out!("kind:      {}", task.kind);
+    out!("state:     {}", task.state);
+    out!("priority:  {}", task.priority);
+    out!("attempts:  {} of {}", task.attempts, task.attempt_limit);
+    out!("created:   {}", task.created_at);
+    out!("run at:    {}", task.run_at);
     if let Some(f) = task.finished_at {
-        println!("finished:  {f}");
+        out!("finished:  {f}");
     }
     if let Some(l) = &task.lease {
-        println!("lease:     worker {} until {}", l.worker_id, l.expires_at);
+        out!("lease:     worker {} until {}", l.worker_id, l.expires_at);
     }
     if let Some(p) = &task.progress {
-        println!("progress:  {:.0}% {}", p.fraction * 100.0, p.message.as_deref().unwrap_or(""));
+        out!("progress:  {:.0}% {}", p.fraction * 100.0, p.message.as_deref().unwrap_or(""));
     }
     if !task.needs.is_empty() {
-        println!("needs:     {}", serde_json::to_string(&task.needs).expect("plain data serializes"));
+        out!("needs:     {}", serde_json::to_string(&task.needs).expect("plain data serializes"));
     }
     if let Some(why) = &task.unschedulable {
-        println!("unschedulable: {why}");
+        out!("unschedulable: {why}");
     }
-    println!("payload:   {}", task.payload.get());
+    out!("payload:   {}", task.payload.get());
     if let Some(r) = &task.result {
-        println!("result:    {}", r.get());
+        out!("result:    {}", r.get());
     }
     if let Some(e) = &task.error {
-        println!("error:     {e}");
+        out!("error:     {e}");
     }
     for a in &task.history {
         let ms = a.run_time().as_secs_f64() * 1000.0;
-        println!(
+        out!(
             "attempt {}: {} on {} after {ms:.1} ms{}",
             a.number,
             a.outcome.as_str(),
@@ -91,8 +128,7 @@ fn show(task: &Task, json: bool) -> anyhow::Result<()> {
 
 pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
     let client = connect(&a.connect)?;
-    let payload = RawValue::from_string(a.payload.clone())
-        .with_context(|| format!("--payload is not valid JSON: {}", a.payload))?;
+    let payload = read_payload("--payload", &a.payload)?;
     let req = SubmitTask {
         queue: a.queue,
         kind: a.kind,
@@ -103,25 +139,67 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
         timeout_ms: a.timeout.map(|d| d.as_millis() as u64),
         idempotency_key: a.idempotency_key,
         tags: if a.tag.is_empty() { None } else { Some(a.tag) },
-        resources: Some(Resources::parse("--resources", &a.resources)?).filter(|r| !r.is_empty()),
-        labels: Some(parse_labels("--labels", &a.labels)?).filter(|l| !l.is_empty()),
+        resources: Some(flag_value(Resources::parse("--resources", &a.resources))?).filter(|r| !r.is_empty()),
+        labels: Some(flag_value(parse_labels("--labels", &a.labels))?).filter(|l| !l.is_empty()),
         concurrency_key: a.concurrency_key,
         rate_key: a.rate_key,
         ..Default::default()
     };
     let mut task = client.submit(req).await?;
     if a.wait {
-        task = client.wait(task.id, a.wait_timeout).await?;
+        match wait_through_fan_out(&client, task.id, a.wait_timeout).await {
+            Ok(done) => task = done,
+            Err(e) => {
+                // The task exists whatever happened to the wait: a script still gets its id.
+                print_submitted(&task, a.json)?;
+                return Err(e);
+            }
+        }
     }
-    if a.json {
-        print_json(&task)?;
+    print_submitted(&task, a.json)?;
+    if a.wait { succeeded(&task) } else { Ok(()) }
+}
+
+fn print_submitted(task: &Task, json: bool) -> anyhow::Result<()> {
+    if json {
+        print_json(task)
     } else {
-        println!("{}", task.id);
+        out!("{}", task.id);
+        Ok(())
     }
-    if a.wait && task.state != TaskState::Succeeded {
-        bail!("task {} ended {}{}", task.id, task.state, task.error.map(|e| format!(": {e}")).unwrap_or_default());
+}
+
+/// Exit 1 unless the task succeeded.
+fn succeeded(task: &Task) -> anyhow::Result<()> {
+    if task.state == TaskState::Succeeded {
+        return Ok(());
     }
-    Ok(())
+    let error = task.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
+    Err(Unsuccessful(format!("task {} ended {}{error}", task.id, task.state)).into())
+}
+
+/// Waits for a task to finish. Should it have fanned out, its join's outcome stands in for the
+/// task's (as it does for whatever depends on the task in a workflow), so this then waits for the
+/// join too, and for the join's own join should that fan out again. Returns the task with the
+/// state, result and error it finally stands for.
+async fn wait_through_fan_out(client: &Client, id: TaskId, timeout: std::time::Duration) -> anyhow::Result<Task> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut task = client.wait(id, timeout).await?;
+    let mut last = task.clone();
+    while last.state == TaskState::Succeeded {
+        let (Some(workflow), Some(node)) = (last.workflow_id, last.node.as_deref()) else { break };
+        let join = format!("{node}/join");
+        let nodes = client.get_workflow(workflow).await?.nodes;
+        let Some(join) = nodes.iter().find(|n| n.node == join) else { break };
+        last = client.wait(join.task_id, deadline.saturating_duration_since(std::time::Instant::now())).await?;
+    }
+    if last.id != task.id {
+        task.state = last.state;
+        task.result = last.result;
+        task.error = last.error;
+        task.finished_at = last.finished_at;
+    }
+    Ok(task)
 }
 
 pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
@@ -129,30 +207,29 @@ pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
     match a.command {
         TaskCommand::Get { id, json } => show(&client.get(parse_id(&id)?).await?, json),
         TaskCommand::List { queue, state, kind, tag, limit, cursor, json } => {
-            let state =
-                state.map(|s| s.parse::<TaskState>()).transpose().map_err(|e| anyhow::anyhow!("--state: {e}"))?;
+            let state = match state.map(|s| s.parse::<TaskState>()).transpose() {
+                Ok(state) => state,
+                Err(e) => usage!("--state: {e}"),
+            };
             let page = client.list(&ListOptions { queue, state, kind, tag, cursor, limit: Some(limit) }).await?;
             if json {
                 return print_json(&page);
             }
-            println!("{:<36}  {:<10}  {:<16}  {:<16}  {:>8}", "ID", "STATE", "QUEUE", "KIND", "ATTEMPTS");
+            out!("{:<36}  {:<10}  {:<16}  {:<16}  {:>8}", "ID", "STATE", "QUEUE", "KIND", "ATTEMPTS");
             for t in &page.tasks {
-                println!("{:<36}  {:<10}  {:<16}  {:<16}  {:>8}", t.id, t.state, t.queue, t.kind, t.attempts);
+                out!("{:<36}  {:<10}  {:<16}  {:<16}  {:>8}", t.id, t.state, t.queue, t.kind, t.attempts);
             }
             if let Some(c) = page.next_cursor {
-                println!("next page: --cursor {c}");
+                out!("next page: --cursor {c}");
             }
             Ok(())
         }
         TaskCommand::Cancel { id, json } => show(&client.cancel(parse_id(&id)?).await?, json),
         TaskCommand::Retry { id, json } => show(&client.retry(parse_id(&id)?).await?, json),
         TaskCommand::Wait { id, timeout, json } => {
-            let task = client.wait(parse_id(&id)?, timeout).await?;
+            let task = wait_through_fan_out(&client, parse_id(&id)?, timeout).await?;
             show(&task, json)?;
-            if task.state != TaskState::Succeeded {
-                bail!("task {} ended {}", task.id, task.state);
-            }
-            Ok(())
+            succeeded(&task)
         }
     }
 }
@@ -163,9 +240,9 @@ pub async fn workers(a: WorkersArgs) -> anyhow::Result<()> {
     if a.json {
         return print_json(&workers);
     }
-    println!("{:<20}  {:<24}  {:>7}  {:>11}  {:<28}  QUEUES", "ID", "NAME", "RUNNING", "CONCURRENCY", "LAST SEEN");
+    out!("{:<20}  {:<24}  {:>7}  {:>11}  {:<28}  QUEUES", "ID", "NAME", "RUNNING", "CONCURRENCY", "LAST SEEN");
     for w in workers {
-        println!(
+        out!(
             "{:<20}  {:<24}  {:>7}  {:>11}  {:<28}  {}",
             w.id,
             w.name,
@@ -204,12 +281,12 @@ pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
                 None
             };
             if weight.is_none() && limits.is_none() {
-                bail!("give --weight, --concurrency, --key-concurrency, --rate or --key-rate");
+                usage!("give --weight, --concurrency, --key-concurrency, --rate or --key-rate");
             }
             vec![client.update_queue(&queue, &QueueUpdate { weight, limits }).await?]
         }
     };
-    println!(
+    out!(
         "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>6}  {:>13}  {:>11}  {:>13}  LIMITS",
         "QUEUE",
         "READY",
@@ -224,7 +301,7 @@ pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
     );
     for q in queues {
         let oldest = q.oldest_ready_ms.map(|ms| format!("{:.1}s", ms as f64 / 1000.0)).unwrap_or_else(|| "-".into());
-        println!(
+        out!(
             "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>6}  {:>13}  {:>11}  {:>13}  {}",
             q.name,
             q.ready,
@@ -250,7 +327,10 @@ where
     if let Some(v) = flag {
         *slot = match v.as_str() {
             "none" => None,
-            v => Some(v.parse().map_err(|e| anyhow::anyhow!("{name}: {e}"))?),
+            v => match v.parse() {
+                Ok(v) => Some(v),
+                Err(e) => usage!("{name}: {e}"),
+            },
         };
     }
     Ok(())
@@ -264,11 +344,10 @@ pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
                 "skip" => (Misfire::Skip, None),
                 m => match m.strip_prefix("catch-up=").and_then(|n| n.parse().ok()) {
                     Some(n) => (Misfire::CatchUp, Some(n)),
-                    None => bail!("--misfire: give skip or catch-up=N, not {m:?}"),
+                    None => usage!("--misfire: give skip or catch-up=N, not {m:?}"),
                 },
             };
-            let payload = RawValue::from_string(payload.clone())
-                .with_context(|| format!("--payload is not valid JSON: {payload}"))?;
+            let payload = read_payload("--payload", &payload)?;
             let task = SubmitTask { queue, kind, payload: Some(payload), priority, ..Default::default() };
             let spec = CronSpec { name, schedule, timezone, misfire, catch_up, task };
             let info = client.create_cron(&spec).await?;
@@ -288,20 +367,25 @@ pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
         CronCommand::Resume { name } => vec![client.pause_cron(&name, false).await?],
         CronCommand::Rm { name } => {
             client.delete_cron(&name).await?;
-            println!("deleted {name}");
+            out!("deleted {name}");
             return Ok(());
         }
     };
-    println!(
+    out!(
         "{:<24}  {:<20}  {:<16}  {:<6}  {:<30}  {:<16}  TASK",
-        "NAME", "SCHEDULE", "TIME ZONE", "PAUSED", "NEXT", "MISFIRE"
+        "NAME",
+        "SCHEDULE",
+        "TIME ZONE",
+        "PAUSED",
+        "NEXT",
+        "MISFIRE"
     );
     for c in schedules {
         let misfire = match c.spec.misfire {
             Misfire::Skip => "skip".to_owned(),
             Misfire::CatchUp => format!("catch-up={}", c.spec.catch_up_limit()),
         };
-        println!(
+        out!(
             "{:<24}  {:<20}  {:<16}  {:<6}  {:<30}  {:<16}  {}/{}",
             c.spec.name,
             c.spec.schedule,

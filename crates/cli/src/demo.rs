@@ -17,6 +17,7 @@ use taskwarden_worker::{AllowRule, FetchPolicy, TaskContext, TaskError, Worker};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::DemoArgs;
+use crate::exit::out;
 
 /// The pages: each takes 10-50 ms to serve (one in ten takes 200 ms more); one in 50 answers 500
 /// (retried, then dead-lettered) and one in 100 is missing (404: failed at once).
@@ -97,10 +98,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
         .collect();
 
-    println!("Taskwarden demo: server {url}, data in {}", dir.path().display());
-    println!(
+    out!("Taskwarden demo: server {url}, data in {}", dir.path().display());
+    out!(
         "A workflow: {} http.fetch tasks against {site_url}, fanned out to 2 workers x {} slots, and a join.",
-        args.tasks, args.concurrency
+        args.tasks,
+        args.concurrency
     );
     let client = Client::new(&url)?;
     let fetch = |n: usize| -> anyhow::Result<NodeSpec> {
@@ -138,34 +140,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let fetches = wf.total - 1;
     let failed_fetches = wf.failed;
-    println!();
-    println!("workflow:         {} ({})", wf.id, wf.state.as_str());
-    println!("fetch tasks:      {fetches}");
-    println!("succeeded:        {}", fetches - failed_fetches);
-    println!("failed:           {failed_fetches}");
+    out!();
+    out!("workflow:         {} ({})", wf.id, wf.state.as_str());
+    out!("fetch tasks:      {fetches}");
+    out!("succeeded:        {}", fetches - failed_fetches);
+    out!("failed:           {failed_fetches}");
     if let Some(r) = &wf.result {
         let g: serde_json::Value = serde_json::from_str(r.get())?;
-        println!("gathered:         {} pages, {} bytes", g["pages"], g["bytes"]);
+        out!("gathered:         {} pages, {} bytes", g["pages"], g["bytes"]);
         for f in g["failed"].as_array().into_iter().flatten().take(5) {
-            println!("  failed {}", f.as_str().unwrap_or_default());
+            out!("  failed {}", f.as_str().unwrap_or_default());
         }
     }
     if let Some(s) = &wf.speedup {
-        println!("T_serial:         {:.3} s   (sum of every attempt's run time)", s.t_serial.as_secs_f64());
-        println!("T_parallel:       {:.3} s   (wall time, first start to last finish)", s.t_parallel.as_secs_f64());
-        println!("speedup:          {:.1}x  (T_serial / T_parallel)", s.speedup);
-        println!(
-            "peak running:     {} tasks at once; efficiency {:.2} (speedup / peak)",
-            s.peak_parallelism, s.efficiency
-        );
-        println!(
+        out!("T_serial:         {:.3} s   (sum of every attempt's run time)", s.t_serial.as_secs_f64());
+        out!("T_parallel:       {:.3} s   (wall time, first start to last finish)", s.t_parallel.as_secs_f64());
+        out!("speedup:          {:.1}x  (T_serial / T_parallel)", s.speedup);
+        out!("peak running:     {} tasks at once; efficiency {:.2} (speedup / peak)", s.peak_parallelism, s.efficiency);
+        out!(
             "critical path:    {:.3} s   (longest chain of run times: the floor for T_parallel)",
             s.critical_path.as_secs_f64()
         );
-        println!(
-            "queue wait:       {:.3} s   (total time tasks were ready but not started)",
-            s.queue_wait.as_secs_f64()
-        );
+        out!("queue wait:       {:.3} s   (total time tasks were ready but not started)", s.queue_wait.as_secs_f64());
     }
 
     stop.cancel();
@@ -173,7 +169,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         w.await??;
     }
     server.await??;
-    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+    out!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
     if wf.state != WorkflowState::Succeeded {
         anyhow::bail!("the workflow ended {}: {}", wf.state.as_str(), wf.error.unwrap_or_default());
     }

@@ -4,6 +4,7 @@ mod args;
 mod bench;
 mod client_cmd;
 mod demo;
+mod exit;
 mod server_cmd;
 mod signal;
 mod token_cmd;
@@ -49,8 +50,8 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            exit::report(&e);
+            std::process::ExitCode::from(exit::code(&e))
         }
     }
 }

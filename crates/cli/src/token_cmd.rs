@@ -14,6 +14,7 @@ use taskwarden_store::{Durability, RevokeToken, Store};
 
 use crate::args::{AuditArgs, AuditCommand, TokenArgs, TokenCommand, TokenStoreArgs};
 use crate::client_cmd::connect;
+use crate::exit::out;
 use crate::server_cmd::Database;
 
 fn now() -> Timestamp {
@@ -35,13 +36,10 @@ async fn offline_store(a: &TokenStoreArgs) -> anyhow::Result<Option<Arc<dyn Stor
 
 fn print_tokens(tokens: &[TokenInfo], json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(tokens)?);
+        out!("{}", serde_json::to_string_pretty(tokens)?);
         return Ok(());
     }
-    println!(
-        "{:<14} {:<20} {:<9} {:<20} {:<27} {:<27} EXPIRES",
-        "ID", "NAME", "ROLE", "QUEUES", "CREATED", "LAST USED"
-    );
+    out!("{:<14} {:<20} {:<9} {:<20} {:<27} {:<27} EXPIRES", "ID", "NAME", "ROLE", "QUEUES", "CREATED", "LAST USED");
     for t in tokens {
         let expires = match (t.revoked_at, t.expires_at) {
             (Some(r), _) => format!("revoked {r}"),
@@ -50,7 +48,7 @@ fn print_tokens(tokens: &[TokenInfo], json: bool) -> anyhow::Result<()> {
         };
         let queues = if t.payloads { format!("{} (+payloads)", t.queues) } else { t.queues.clone() };
         let last = t.last_used_at.map_or_else(|| "-".into(), |l| l.to_string());
-        println!(
+        out!(
             "{:<14} {:<20} {:<9} {:<20} {:<27} {:<27} {expires}",
             t.id,
             t.name,
@@ -88,13 +86,13 @@ pub async fn token(a: TokenArgs) -> anyhow::Result<()> {
                 }
             };
             if c.store.json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"token": secret, "info": info}))?);
+                out!("{}", serde_json::to_string_pretty(&serde_json::json!({"token": secret, "info": info}))?);
             } else {
                 eprintln!(
                     "created token {} ({}, role {}, queues {}); the secret is shown only now:",
                     info.name, info.id, info.role, info.queues
                 );
-                println!("{secret}");
+                out!("{secret}");
             }
             Ok(())
         }
@@ -113,7 +111,7 @@ pub async fn token(a: TokenArgs) -> anyhow::Result<()> {
                 None => Ok(connect(&r.store.connect)?.revoke_token(&r.id).await?),
             }
             .with_context(|| format!("revoking {:?}", r.id))?;
-            println!("revoked {} ({})", info.name, info.id);
+            out!("revoked {} ({})", info.name, info.id);
             Ok(())
         }
     }
@@ -125,12 +123,12 @@ pub async fn audit(a: AuditArgs) -> anyhow::Result<()> {
             let since = now().saturating_sub(l.since);
             let entries = connect(&l.connect)?.audit(Some(since), l.limit).await?;
             if l.json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
+                out!("{}", serde_json::to_string_pretty(&entries)?);
                 return Ok(());
             }
             for e in entries {
                 let detail = e.detail.map(|d| format!("  ({d})")).unwrap_or_default();
-                println!("{}  {:<16} {:<16} {}{detail}", e.at, e.actor, e.action, e.target);
+                out!("{}  {:<16} {:<16} {}{detail}", e.at, e.actor, e.action, e.target);
             }
             Ok(())
         }

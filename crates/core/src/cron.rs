@@ -56,7 +56,11 @@ fn utc() -> String {
 }
 
 /// A stored schedule and where it stands.
+///
+/// Read through [`CronInfoWire`]: serde cannot read a raw JSON value (the task's payload) from
+/// inside a flattened struct, so a schedule with a payload could be written but not read back.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "CronInfoWire")]
 pub struct CronInfo {
     #[serde(flatten)]
     pub spec: CronSpec,
@@ -66,6 +70,49 @@ pub struct CronInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_fired_at: Option<Timestamp>,
     pub created_at: Timestamp,
+}
+
+/// [`CronInfo`] as it is read: the same fields, none flattened.
+#[derive(Deserialize)]
+struct CronInfoWire {
+    name: String,
+    schedule: String,
+    #[serde(default = "utc")]
+    timezone: String,
+    #[serde(default)]
+    misfire: Misfire,
+    #[serde(default)]
+    catch_up: Option<u32>,
+    task: SubmitTask,
+    paused: bool,
+    next_run_at: Timestamp,
+    #[serde(default)]
+    last_fired_at: Option<Timestamp>,
+    created_at: Timestamp,
+}
+
+impl From<CronInfoWire> for CronInfo {
+    fn from(w: CronInfoWire) -> Self {
+        let CronInfoWire {
+            name,
+            schedule,
+            timezone,
+            misfire,
+            catch_up,
+            task,
+            paused,
+            next_run_at,
+            last_fired_at,
+            created_at,
+        } = w;
+        CronInfo {
+            spec: CronSpec { name, schedule, timezone, misfire, catch_up, task },
+            paused,
+            next_run_at,
+            last_fired_at,
+            created_at,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

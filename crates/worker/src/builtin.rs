@@ -61,8 +61,9 @@ struct FanOutArgs {
     /// How many children.
     count: u32,
     /// The children's task (its payload gets `"index"` added when it is an object or absent).
-    child: taskwarden_client::NodeSpec,
-    join: taskwarden_client::NodeSpec,
+    /// Read by [`node_spec`], which fills in the queue.
+    child: Value,
+    join: Value,
     #[serde(default)]
     failure_policy: Option<taskwarden_client::FailurePolicy>,
 }
@@ -70,6 +71,8 @@ struct FanOutArgs {
 /// Fans out `count` copies of `child` and a `join`; the payload of each copy is `{"index": i}`
 /// merged into the child's payload when that is an object (or absent).
 async fn fan_out(settings: Settings, ctx: TaskContext, args: FanOutArgs) -> Result<Value, TaskError> {
+    let child = node_spec("child", args.child, &ctx.queue)?;
+    let join = node_spec("join", args.join, &ctx.queue)?;
     let max = configured(&settings)?.fan_out_max;
     if args.count > max {
         return Err(TaskError::fail(format!(
@@ -78,7 +81,7 @@ async fn fan_out(settings: Settings, ctx: TaskContext, args: FanOutArgs) -> Resu
         )));
     }
     // Each child is the child spec plus its index; refuse before building any of them.
-    let child_bytes = serde_json::to_string(&args.child).map_err(|e| TaskError::fail(e.to_string()))?.len() as u64 + 32;
+    let child_bytes = serde_json::to_string(&child).map_err(|e| TaskError::fail(e.to_string()))?.len() as u64 + 32;
     let total = u64::from(args.count) * child_bytes;
     if total > FAN_OUT_MAX_BYTES {
         return Err(TaskError::fail(format!(
@@ -89,7 +92,7 @@ async fn fan_out(settings: Settings, ctx: TaskContext, args: FanOutArgs) -> Resu
             FAN_OUT_MAX_BYTES >> 20
         )));
     }
-    let base: Value = match &args.child.payload {
+    let base: Value = match &child.payload {
         Some(p) => serde_json::from_str(p.get())?,
         None => Value::Object(Default::default()),
     };
@@ -100,13 +103,23 @@ async fn fan_out(settings: Settings, ctx: TaskContext, args: FanOutArgs) -> Resu
                 map.insert("index".into(), i.into());
             }
             let payload = serde_json::value::to_raw_value(&payload).map_err(|e| TaskError::fail(e.to_string()))?;
-            Ok(taskwarden_client::NodeSpec { payload: Some(payload), ..args.child.clone() })
+            Ok(taskwarden_client::NodeSpec { payload: Some(payload), ..child.clone() })
         })
         .collect::<Result<Vec<_>, TaskError>>()?;
-    let fan_out = ctx.fan_out_with_policy(children, args.join, args.failure_policy).await?;
+    let fan_out = ctx.fan_out_with_policy(children, join, args.failure_policy).await?;
     Ok(
         serde_json::json!({"workflow_id": fan_out.workflow_id, "join_id": fan_out.join_id, "children": fan_out.children}),
     )
+}
+
+/// A child or join spec from a `fan.out` payload. One that names no queue goes to the fanning-out
+/// task's own queue (which the worker running it serves), not to the server's `default`.
+fn node_spec(field: &str, mut spec: Value, queue: &str) -> Result<taskwarden_client::NodeSpec, TaskError> {
+    if let Value::Object(map) = &mut spec {
+        map.entry("queue").or_insert_with(|| queue.into());
+    }
+    // Through text: a raw payload cannot be read from a `Value`.
+    serde_json::from_str(&spec.to_string()).map_err(|e| TaskError::fail(format!("{field}: {e}")))
 }
 
 /// Returns its whole input: the payload, or for a workflow task with parents,

@@ -54,3 +54,27 @@ fn a_schedule_years_behind_does_not_count_every_tick() {
     assert!(f.ticks.len() <= 8, "{:?}", f.ticks);
     assert_eq!(f.next_run, Some(utc("2026-01-01T00:00:01Z")));
 }
+
+/// Regression: a schedule whose task has a payload was written but could not be read back (the
+/// payload sat inside a flattened struct), so `cron ls` failed until the schedule was removed.
+#[test]
+fn a_schedule_with_a_payload_reads_back() {
+    let spec: CronSpec = serde_json::from_str(
+        r#"{"name":"daily","schedule":"0 0 3 * * *","task":{"queue":"q","kind":"k","payload":{"report":"daily"}}}"#,
+    )
+    .unwrap();
+    let info = CronInfo {
+        spec,
+        paused: false,
+        next_run_at: Timestamp::from_millis(1_000),
+        last_fired_at: Some(Timestamp::from_millis(500)),
+        created_at: Timestamp::from_millis(100),
+    };
+    let json = serde_json::to_string(&info).unwrap();
+    let back: CronInfo = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.spec.task.payload.unwrap().get(), r#"{"report":"daily"}"#);
+    assert_eq!(back.spec.name, "daily");
+    assert_eq!(back.last_fired_at, Some(Timestamp::from_millis(500)));
+    let list: CronList = serde_json::from_str(&format!(r#"{{"schedules":[{json}]}}"#)).unwrap();
+    assert_eq!(list.schedules.len(), 1);
+}

@@ -1,0 +1,169 @@
+//! What a new user tripped over in the daily CLI (issue 13), each against real processes: cron
+//! schedules with a payload, a closed pipe, exit codes a script can tell apart, errors with a
+//! hint, `submit --wait` on a task that fans out, and payloads from a file or standard input.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use support::{ServerProcess, WorkerProcess, cli, cli_code};
+
+const BIN: &str = env!("CARGO_BIN_EXE_taskwarden");
+
+#[test]
+fn a_cron_schedule_with_a_payload_can_be_listed_paused_and_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let add = [
+        "cron",
+        "add",
+        "daily",
+        "--url",
+        url,
+        "--schedule",
+        "0 0 3 * * *",
+        "--queue",
+        "reports",
+        "--kind",
+        "echo",
+        "--payload",
+        r#"{"report":"daily"}"#,
+    ];
+    let (ok, out, err) = cli(&add);
+    assert!(ok, "cron add: {err}");
+    assert!(out.contains("daily"), "{out}");
+    for args in [&["cron", "ls"][..], &["cron", "pause", "daily"], &["cron", "resume", "daily"]] {
+        let (ok, out, err) = cli(&[args, &["--url", url]].concat());
+        assert!(ok, "{args:?}: {err}");
+        assert!(out.contains("reports/echo"), "{args:?}: {out}");
+    }
+    let (ok, out, err) = cli(&["cron", "ls", "--json", "--url", url]);
+    assert!(ok, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["task"]["payload"]["report"], "daily", "{out}");
+}
+
+/// `taskwarden task get ID | head -1` used to panic ("failed printing to stdout", exit 101).
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let (ok, id, err) = cli(&["submit", "--url", url, "--queue", "q", "--kind", "echo"]);
+    assert!(ok, "{err}");
+    let id = id.trim();
+    for args in [vec!["task", "get", id], vec!["task", "list"], vec!["queue", "ls"]] {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .args(["--url", url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the command has its answer to print.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn exit_codes_tell_failures_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let _worker = WorkerProcess::start(url, "work", &["--concurrency", "2"]);
+
+    // 3: not found.
+    let missing = "01890000-0000-7000-8000-000000000000";
+    let (code, _, err) = cli_code(&["task", "get", missing, "--url", url], None);
+    assert_eq!(code, 3, "{err}");
+    // 2: a bad value, caught before anything is sent.
+    let (code, _, err) = cli_code(&["submit", "--url", url, "--queue", "q", "--kind", "k", "--payload", "{"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--payload"), "{err}");
+    let (code, _, _) = cli_code(&["task", "get", "not-an-id", "--url", url], None);
+    assert_eq!(code, 2);
+    // 6: refused by the server (a priority out of its range), the field named.
+    let (code, _, err) =
+        cli_code(&["submit", "--url", url, "--queue", "q", "--kind", "k", "--priority", "999999"], None);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("priority"), "{err}");
+    // 1: the task ran and failed.
+    let fail = ["submit", "--url", url, "--queue", "work", "--kind", "fail", "--max-attempts", "1", "--wait"];
+    let (code, out, err) = cli_code(&[&fail[..], &["--payload", r#"{"permanent":true}"#]].concat(), None);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out.trim().len(), 36, "the id is printed: {out:?}");
+    // 4: timed out waiting; the id is still printed, so a script can follow the task up.
+    let wait =
+        ["submit", "--url", url, "--queue", "nobody-serves", "--kind", "echo", "--wait", "--wait-timeout", "300ms"];
+    let (code, out, err) = cli_code(&wait, None);
+    assert_eq!(code, 4, "{err}");
+    let id = out.trim();
+    assert_eq!(id.len(), 36, "the id is printed on a timeout: {out:?}");
+    let (code, _, _) = cli_code(&["task", "wait", id, "--timeout", "200ms", "--url", url], None);
+    assert_eq!(code, 4);
+
+    // 5: nothing listens there; said once, with a hint.
+    let port = support::free_port();
+    let nowhere = format!("http://127.0.0.1:{port}");
+    let (code, _, err) = cli_code(&["task", "list", "--url", &nowhere], None);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("hint:") && err.contains("taskwarden server"), "{err}");
+    assert_eq!(err.to_lowercase().matches("connection refused").count(), 1, "{err}");
+}
+
+/// The README promises that whatever waited for a task that fans out waits for its join; `submit
+/// --wait` used to return as soon as the task itself succeeded, its children still running.
+#[test]
+fn submit_wait_on_a_fan_out_waits_for_the_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let _worker = WorkerProcess::start(url, "q", &["--concurrency", "4"]);
+    let payload = r#"{"count":4,"child":{"kind":"sleep","payload":{"ms":400}},"join":{"kind":"echo"}}"#;
+    let (code, out, err) = cli_code(
+        &["submit", "--url", url, "--queue", "q", "--kind", "fan.out", "--payload", payload, "--wait", "--json"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let task: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(task["state"], "succeeded");
+    let workflow = task["workflow_id"].as_str().expect("the task fanned out into a workflow");
+    let (ok, out, err) = cli(&["workflow", "show", workflow, "--json", "--url", url]);
+    assert!(ok, "{err}");
+    let wf: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(wf["state"], "succeeded", "the join had finished when --wait returned: {out}");
+    assert_eq!(wf["succeeded"], 6, "{out}");
+    // The join's result (the children's outcomes) stands in for the task's.
+    assert_eq!(task["result"], wf["result"], "{out}");
+}
+
+#[test]
+fn a_payload_comes_from_a_file_or_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    // 300 KB: more than a command line takes.
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(300_000));
+    let file = dir.path().join("payload.json");
+    std::fs::write(&file, &big).unwrap();
+    let at_file = format!("@{}", file.display());
+    for (value, stdin) in [(at_file.as_str(), None), ("-", Some(big.as_bytes()))] {
+        let (code, out, err) =
+            cli_code(&["submit", "--url", url, "--queue", "q", "--kind", "echo", "--payload", value], stdin);
+        assert_eq!(code, 0, "{value}: {err}");
+        let (ok, got, err) = cli(&["task", "get", out.trim(), "--json", "--url", url]);
+        assert!(ok, "{err}");
+        let task: Value = serde_json::from_str(&got).unwrap();
+        assert_eq!(task["payload"]["blob"].as_str().map(str::len), Some(300_000));
+    }
+    let (code, _, err) =
+        cli_code(&["submit", "--url", url, "--queue", "q", "--kind", "echo", "--payload", "@/no/such/file"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/no/such/file"), "{err}");
+}
