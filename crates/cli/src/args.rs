@@ -19,7 +19,7 @@ pub enum Command {
     Server(ServerArgs),
     /// Apply the database's pending schema migrations and exit.
     Migrate(MigrateArgs),
-    /// Run a worker with the built-in handlers (echo, sleep, fail, http.fetch).
+    /// Run a worker with the built-in handlers (echo, sleep, fail, fan.out, http.fetch).
     Worker(WorkerArgs),
     /// Submit a task; prints its id (or the task as JSON with --json).
     Submit(SubmitArgs),
@@ -313,22 +313,26 @@ pub struct SubmitArgs {
     pub connect: ConnectArgs,
     #[arg(long, short, default_value = "default")]
     pub queue: String,
-    /// The handler name (for example echo, sleep, fail, http.fetch).
+    /// The handler name (for example echo, sleep, fail, fan.out, http.fetch).
     #[arg(long, short)]
     pub kind: String,
-    /// The payload, as JSON.
+    /// The payload: JSON, `@FILE` for a file's contents, or `-` for standard input.
     #[arg(long, short, default_value = "null")]
     pub payload: String,
+    /// Higher runs first among ready tasks of the queue (-1000 to 1000) [default: 0].
     #[arg(long, allow_negative_numbers = true)]
     pub priority: Option<i32>,
     /// Run no earlier than this from now (for example 5s, 2m).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub delay: Option<Duration>,
+    /// Attempts in all before the task fails for good [default: 3].
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// Execution timeout of one attempt (for example 30s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Submitting again with the same key (within a day) returns the first task instead of a
+    /// new one; the same key with a different queue, kind or payload is refused.
     #[arg(long)]
     pub idempotency_key: Option<String>,
     /// A tag; repeat or comma-separate for several.
@@ -337,8 +341,8 @@ pub struct SubmitArgs {
     /// Wait for the task to finish and print it.
     #[arg(long)]
     pub wait: bool,
-    /// How long --wait waits.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    /// How long --wait waits (then exit 4, the id printed).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub wait_timeout: Duration,
     /// Print the task as JSON instead of its id.
     #[arg(long)]
@@ -407,7 +411,8 @@ pub enum TaskCommand {
     /// Wait for a task to finish; exits non-zero unless it succeeded.
     Wait {
         id: String,
-        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        /// How long to wait (then exit 4); the same default as `workflow wait`.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         timeout: Duration,
         #[arg(long)]
         json: bool,

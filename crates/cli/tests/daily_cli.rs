@@ -167,3 +167,39 @@ fn a_payload_comes_from_a_file_or_standard_input() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/no/such/file"), "{err}");
 }
+
+#[test]
+fn help_explains_the_task_options_and_lists_every_built_in_handler() {
+    let (ok, help, _) = cli(&["submit", "--help"]);
+    assert!(ok);
+    for (flag, words) in
+        [("--priority", "Higher runs first"), ("--max-attempts", "Attempts in all"), ("--idempotency-key", "same key")]
+    {
+        let line = help.lines().position(|l| l.trim_start().starts_with(flag)).expect(flag);
+        let text: String = help.lines().skip(line).take(4).collect();
+        assert!(text.contains(words), "{flag} has no help text: {text}");
+    }
+    let (ok, help, _) = cli(&["--help"]);
+    assert!(ok);
+    assert!(help.contains("fan.out"), "{help}");
+}
+
+/// The README's quickstart cancelled and retried a task that had already succeeded (409 twice);
+/// it now does so on a delayed one, as here.
+#[test]
+fn the_quickstart_cancels_and_retries_a_waiting_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let (ok, later, err) = cli(&["submit", "--url", url, "--kind", "echo", "--delay", "1h"]);
+    assert!(ok, "{err}");
+    let later = later.trim();
+    let (code, out, err) = cli_code(&["task", "cancel", later, "--url", url, "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["state"], "cancelled");
+    let (code, out, err) = cli_code(&["task", "retry", later, "--url", url, "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["state"], "ready");
+    let readme = include_str!("../../../README.md");
+    assert!(readme.contains(r#"taskwarden task cancel "$later"; taskwarden task retry "$later""#));
+}
