@@ -27,6 +27,19 @@ impl ApiError {
         ApiError { status, code, message: message.into(), field: None }
     }
 
+    /// 404 naming what is missing: `no such workflow`.
+    pub fn not_found(what: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+    }
+
+    /// The store's error, a missing row being `what` (the store only says "not found").
+    pub fn missing(what: &'static str) -> impl Fn(StoreError) -> ApiError {
+        move |e| match e {
+            StoreError::NotFound => ApiError::not_found(what),
+            other => other.into(),
+        }
+    }
+
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError { field: Some(field.into()), ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message) }
     }

@@ -274,3 +274,24 @@ async fn a_fetch_records_the_reports_it_carries_and_answers_each() {
     assert!(empty.get("reports").is_none(), "{empty}");
     s.stop().await;
 }
+
+/// Regression: an unknown workflow or cron schedule was answered "no such task".
+#[tokio::test]
+async fn a_missing_workflow_or_schedule_is_named_as_such() {
+    let s = TestServer::start().await;
+    let missing = "01890000-0000-7000-8000-000000000000";
+    for (method, path, what) in [
+        ("GET", format!("/v1/workflows/{missing}"), "no such workflow"),
+        ("POST", format!("/v1/workflows/{missing}/cancel"), "no such workflow"),
+        ("GET", format!("/v1/workflows/{missing}/wait?timeout_ms=0"), "no such workflow"),
+        ("DELETE", "/v1/cron/nosuch".to_owned(), "no such cron schedule"),
+        ("POST", "/v1/cron/nosuch/pause".to_owned(), "no such cron schedule"),
+        ("GET", format!("/v1/tasks/{missing}"), "no such task"),
+    ] {
+        let (status, body) = s.call(method, &path, None).await;
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+        assert_eq!(body["error"]["message"], what, "{method} {path}");
+    }
+    s.stop().await;
+}

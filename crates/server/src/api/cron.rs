@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use taskwarden_core::auth::Action;
 use taskwarden_core::cron::{CronInfo, CronList, CronSpec, Schedule};
 use taskwarden_core::validate::check_name;
-use taskwarden_store::{CreateCron, PauseCron, StoreError};
+use taskwarden_store::{CreateCron, PauseCron};
 
 use super::{ApiResult, AppState};
 use crate::auth::Caller;
@@ -46,7 +46,7 @@ async fn find(s: &AppState, caller: &Caller, action: Action, name: &str) -> ApiR
     caller.may(s, action, None)?;
     check_name("name", name, &s.config.limits)?;
     let found = s.store.list_crons().await?.into_iter().find(|c| c.spec.name == name);
-    let cron = found.ok_or_else(|| ApiError::from(StoreError::NotFound))?;
+    let cron = found.ok_or_else(|| ApiError::not_found("cron schedule"))?;
     caller.may(s, action, Some(&cron.spec.task.queue))?;
     Ok(cron)
 }

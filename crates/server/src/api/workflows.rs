@@ -23,7 +23,7 @@ const MAX_SCOPED_NODES: usize = 1000;
 /// Loads a workflow the caller may take `action` on: every node's queue inside its scope.
 async fn workflow_for(s: &AppState, caller: &Caller, action: Action, id: TaskId) -> ApiResult<Workflow> {
     caller.may(s, action, None)?;
-    let workflow = s.store.get_workflow(id).await?;
+    let workflow = s.store.get_workflow(id).await.map_err(ApiError::missing("workflow"))?;
     if !caller.grant.queues.is_all() {
         if workflow.nodes.len() > MAX_SCOPED_NODES {
             return Err(ApiError::new(
