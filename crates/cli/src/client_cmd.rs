@@ -80,7 +80,13 @@ fn print_task(task: &Task) {
     out!("kind:      {}", task.kind);
     out!("state:     {}", task.state);
     out!("priority:  {}", task.priority);
-    out!("attempts:  {} of {}", task.attempts, task.attempt_limit);
+    if !task.tags.is_empty() {
+        out!("tags:      {}", task.tags.join(","));
+    }
+    if let Some(key) = &task.idempotency_key {
+        out!("idempotency key: {key}");
+    }
+    out!("attempts:  {}", attempts(task));
     out!("created:   {}", task.created_at);
     out!("run at:    {}", task.run_at);
     if let Some(f) = task.finished_at {
@@ -114,6 +120,17 @@ fn print_task(task: &Task) {
             a.worker_id,
             a.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
         );
+    }
+}
+
+/// Attempts made and how many more the task may have. Not "3 of 6": a manual retry and a lease
+/// given back (a worker shutting down) move the limit on, so that count read as if the policy
+/// allowed six.
+fn attempts(task: &Task) -> String {
+    let left = task.attempt_limit.saturating_sub(task.attempts);
+    match task.state.is_terminal() {
+        true => format!("{} made (max_attempts {})", task.attempts, task.max_attempts),
+        false => format!("{} made, {left} more allowed (max_attempts {})", task.attempts, task.max_attempts),
     }
 }
 
@@ -215,9 +232,28 @@ pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
             if json {
                 return print_json(&page);
             }
-            out!("{:<36}  {:<10}  {:<16}  {:<16}  {:>8}", "ID", "STATE", "QUEUE", "KIND", "ATTEMPTS");
+            // Running tasks also show where they run, since when, and how far they got.
+            let running = page.tasks.iter().any(|t| t.lease.is_some());
+            let head = format!("{:<36}  {:<10}  {:<16}  {:<16}  {:>8}", "ID", "STATE", "QUEUE", "KIND", "ATTEMPTS");
+            match running {
+                true => out!("{head}  {:<20}  {:<27}  PROGRESS", "WORKER", "STARTED"),
+                false => out!("{head}"),
+            }
             for t in &page.tasks {
-                out!("{:<36}  {:<10}  {:<16}  {:<16}  {:>8}", t.id, t.state, t.queue, t.kind, t.attempts);
+                let row = format!("{:<36}  {:<10}  {:<16}  {:<16}  {:>8}", t.id, t.state, t.queue, t.kind, t.attempts);
+                match (&t.lease, running) {
+                    (Some(l), _) => {
+                        let progress = t.progress.as_ref().map(|p| format!("{:.0}%", p.fraction * 100.0));
+                        out!(
+                            "{row}  {:<20}  {:<27}  {}",
+                            l.worker_id,
+                            l.started_at.to_string(),
+                            progress.as_deref().unwrap_or("-")
+                        )
+                    }
+                    (None, true) => out!("{row}  {:<20}  {:<27}  -", "-", "-"),
+                    (None, false) => out!("{row}"),
+                }
             }
             if let Some(c) = page.next_cursor {
                 out!("next page: --cursor {c}");

@@ -203,3 +203,64 @@ fn the_quickstart_cancels_and_retries_a_waiting_task() {
     let readme = include_str!("../../../README.md");
     assert!(readme.contains(r#"taskwarden task cancel "$later"; taskwarden task retry "$later""#));
 }
+
+/// `task list --state running` had no worker, start or progress; text `task get` showed neither
+/// tags nor the idempotency key; attempts read "3 of 6" after a manual retry; the list JSON showed
+/// `"history": []` for a task that had attempts.
+#[test]
+fn task_views_show_where_it_runs_its_tags_and_attempts_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let _worker = WorkerProcess::start(url, "q", &["--concurrency", "2"]);
+    let (ok, slow, err) = cli(&[
+        "submit",
+        "--url",
+        url,
+        "--queue",
+        "q",
+        "--kind",
+        "sleep",
+        "--payload",
+        r#"{"ms":5000}"#,
+        "--tag",
+        "nightly,billing",
+        "--idempotency-key",
+        "order-42",
+    ]);
+    assert!(ok, "{err}");
+    let slow = slow.trim();
+    let started = std::time::Instant::now();
+    let listing = loop {
+        let (ok, out, err) = cli(&["task", "list", "--state", "running", "--url", url]);
+        assert!(ok, "{err}");
+        if out.contains(slow) || started.elapsed() > std::time::Duration::from_secs(10) {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let header = listing.lines().next().unwrap();
+    assert!(header.contains("WORKER") && header.contains("STARTED") && header.contains("PROGRESS"), "{listing}");
+    let row = listing.lines().find(|l| l.contains(slow)).expect("the running task is listed");
+    assert!(row.contains("  w-"), "the worker id is shown: {row}");
+    let (ok, text, err) = cli(&["task", "get", slow, "--url", url]);
+    assert!(ok, "{err}");
+    assert!(text.contains("nightly,billing") && text.contains("order-42"), "{text}");
+    assert!(text.contains("1 made, 2 more allowed (max_attempts 3)"), "{text}");
+
+    let fail = ["submit", "--url", url, "--queue", "q", "--kind", "fail", "--max-attempts", "1", "--wait"];
+    let (code, failed, err) = cli_code(&[&fail[..], &["--payload", r#"{"permanent":true}"#]].concat(), None);
+    assert_eq!(code, 1, "{err}");
+    let failed = failed.trim();
+    let (ok, out, _) = cli(&["task", "list", "--state", "failed", "--json", "--url", url]);
+    assert!(ok);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["tasks"][0]["id"], failed);
+    assert!(page["tasks"][0].get("history").is_none(), "a list does not pretend there were no attempts: {out}");
+    let (ok, out, _) = cli(&["task", "get", failed, "--json", "--url", url]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["history"].as_array().map(Vec::len), Some(1));
+    let (ok, text, err) = cli(&["task", "retry", failed, "--url", url]);
+    assert!(ok, "{err}");
+    assert!(text.contains("1 made, 1 more allowed (max_attempts 1)"), "{text}");
+}

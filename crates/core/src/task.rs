@@ -248,9 +248,10 @@ pub struct Task {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
-    /// Finished attempts, oldest first. Only filled in when a single task is fetched by id; the
-    /// running attempt, if any, is described by `lease`.
-    #[serde(default)]
+    /// Finished attempts, oldest first. Only filled in when a single task is fetched by id (a
+    /// list leaves it out rather than show an empty history); the running attempt, if any, is
+    /// described by `lease`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Attempt>,
     /// The workflow this task is a node of, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
