@@ -31,6 +31,9 @@ async fn page(Path(n): Path<u64>) -> (StatusCode, String) {
     }
 }
 
+/// Failed fetches listed by name; past these, their count.
+const SHOW_FAILED: usize = 5;
+
 #[derive(Serialize)]
 struct Gathered {
     pages: usize,
@@ -148,8 +151,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(r) = &wf.result {
         let g: serde_json::Value = serde_json::from_str(r.get())?;
         out!("gathered:         {} pages, {} bytes", g["pages"], g["bytes"]);
-        for f in g["failed"].as_array().into_iter().flatten().take(5) {
+        let failed = g["failed"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for f in failed.iter().take(SHOW_FAILED) {
             out!("  failed {}", f.as_str().unwrap_or_default());
+        }
+        if failed.len() > SHOW_FAILED {
+            out!("  and {} more", failed.len() - SHOW_FAILED);
         }
     }
     if let Some(s) = &wf.speedup {

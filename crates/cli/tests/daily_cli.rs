@@ -264,3 +264,14 @@ fn task_views_show_where_it_runs_its_tags_and_attempts_left() {
     assert!(ok, "{err}");
     assert!(text.contains("1 made, 1 more allowed (max_attempts 1)"), "{text}");
 }
+
+/// The demo printed `failed: 6` and listed five with no word of the sixth.
+#[test]
+fn the_demo_says_how_many_failures_it_did_not_list() {
+    let (ok, out, err) = cli(&["demo", "--tasks", "400"]);
+    assert!(ok, "{err}");
+    // Pages n % 50 == 7 (8 of them: 500, retried, then failed) and n % 100 == 42 (4: missing).
+    assert!(out.contains("failed:           12"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("  failed ")).count(), 5, "{out}");
+    assert!(out.contains("  and 7 more"), "{out}");
+}
