@@ -243,6 +243,10 @@ pub struct DatabaseArgs {
     /// PostgreSQL connections this node keeps [default: 16].
     #[arg(long, env = "TASKWARDEN_DATABASE_POOL")]
     pub database_pool: Option<usize>,
+    /// While PostgreSQL cannot be reached at start (it is starting too), keep trying this long,
+    /// logging each try [default: 60s].
+    #[arg(long, env = "TASKWARDEN_DATABASE_WAIT", value_parser = humantime::parse_duration)]
+    pub database_wait: Option<Duration>,
 }
 
 #[derive(ClapArgs)]
@@ -276,6 +280,10 @@ pub struct WorkerArgs {
     /// --concurrency; none with --capacity].
     #[arg(long, env = "TASKWARDEN_PREFETCH")]
     pub prefetch: Option<usize>,
+    /// Started before its server, keep trying to reach it this long (logging each try) before
+    /// giving up.
+    #[arg(long, env = "TASKWARDEN_STARTUP_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub startup_wait: Duration,
     /// The worker's name [default: HOSTNAME-PID].
     #[arg(long)]
     pub name: Option<String>,

@@ -30,6 +30,7 @@ struct FileConfig {
     database: Option<String>,
     database_schema: Option<String>,
     database_pool: Option<usize>,
+    database_wait_ms: Option<u64>,
     node_name: Option<String>,
     leader_lease_ms: Option<u64>,
     retention: Option<String>,
@@ -51,8 +52,12 @@ struct FileConfig {
 /// Where the tasks live.
 pub enum Database {
     Sqlite(SqliteConfig),
-    Postgres(PgConfig),
+    /// With how long to keep trying while the database cannot be reached at start.
+    Postgres(PgConfig, Duration),
 }
+
+/// How long a server keeps trying to reach PostgreSQL at start unless told.
+const DATABASE_WAIT: Duration = Duration::from_secs(60);
 
 impl Database {
     pub fn resolve(args: DatabaseArgs, data_dir: PathBuf, durability: Durability, aging: Option<Duration>) -> Database {
@@ -65,7 +70,7 @@ impl Database {
                 if let Some(pool) = args.database_pool {
                     config.pool_size = pool;
                 }
-                Database::Postgres(config)
+                Database::Postgres(config, args.database_wait.unwrap_or(DATABASE_WAIT))
             }
             None => Database::Sqlite(SqliteConfig {
                 durability,
@@ -79,7 +84,7 @@ impl Database {
     pub fn describe(&self) -> String {
         match self {
             Database::Sqlite(c) => c.path.display().to_string(),
-            Database::Postgres(c) => {
+            Database::Postgres(c, _) => {
                 format!("{} (schema {})", hide_password(&c.url), c.schema)
             }
         }
@@ -89,10 +94,27 @@ impl Database {
         let described = self.describe();
         Ok(match self {
             Database::Sqlite(c) => Arc::new(SqliteStore::open(c).with_context(|| format!("opening {described}"))?),
-            Database::Postgres(c) => Arc::new(
-                PgStore::open(PgConfig { migrate, ..c }).await.with_context(|| format!("opening {described}"))?,
+            Database::Postgres(c, wait) => Arc::new(
+                open_when_up(PgConfig { migrate, ..c }, wait).await.with_context(|| format!("opening {described}"))?,
             ),
         })
+    }
+}
+
+/// Opens the PostgreSQL store, trying again while the database cannot be reached (it may be
+/// starting alongside this server) for up to `wait`, with a line in the log each time. Any other
+/// error (a database that does not exist, a wrong password) ends at once.
+async fn open_when_up(config: PgConfig, wait: Duration) -> Result<PgStore, taskwarden_store::StoreError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match PgStore::open(config.clone()).await {
+            Err(taskwarden_store::StoreError::Unavailable(why)) if tokio::time::Instant::now() < deadline => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                tracing::warn!("PostgreSQL is not reachable yet ({why}); retrying for up to {}s more", left.as_secs());
+                tokio::time::sleep(Duration::from_secs(1).min(left)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -206,6 +228,7 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
         database: args.database.database.or(file.database),
         database_schema: args.database.database_schema.or(file.database_schema),
         database_pool: args.database.database_pool.or(file.database_pool),
+        database_wait: args.database.database_wait.or(file.database_wait_ms.map(Duration::from_millis)),
     };
     Ok(Resolved {
         listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7433".into()),
@@ -243,7 +266,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
             SqliteStore::open(c).with_context(|| format!("migrating {described}"))?;
             println!("{described}: schema is up to date");
         }
-        Database::Postgres(c) => {
+        Database::Postgres(c, _) => {
             let report =
                 PgStore::migrate(&c, args.allow_destructive).await.with_context(|| format!("migrating {described}"))?;
             for applied in &report.applied {

@@ -13,6 +13,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .concurrency(args.concurrency)
         .fetchers(args.fetchers)
         .shutdown_grace(args.grace)
+        .startup_wait(args.startup_wait)
         .capacity(Resources::parse("--capacity", &args.capacity)?)
         .labels(parse_labels("--labels", &args.labels)?);
     if let Some(n) = args.prefetch {

@@ -101,6 +101,9 @@ pub struct WorkerConfig {
     pub fetch: FetchPolicy,
     /// Most children one built-in `fan.out` task may ask for.
     pub fan_out_max: u32,
+    /// How long a worker started before its server keeps trying to register (each failed try
+    /// logged) before it gives up.
+    pub startup_wait: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -119,6 +122,7 @@ impl Default for WorkerConfig {
             fetch: FetchPolicy::default(),
             // The most children the server takes in one fan-out, with its default limits.
             fan_out_max: (taskwarden_core::Limits::default().max_workflow_tasks - 1) as u32,
+            startup_wait: Duration::from_secs(60),
         }
     }
 }
@@ -171,6 +175,13 @@ impl Worker {
 
     /// Most tasks leased beyond `concurrency` while tasks are short (see
     /// [`WorkerConfig::prefetch`]); 0 turns prefetching off.
+    /// How long to keep trying to register while the server cannot be reached (see
+    /// [`WorkerConfig::startup_wait`]); zero gives up at once.
+    pub fn startup_wait(mut self, wait: Duration) -> Self {
+        self.config.startup_wait = wait;
+        self
+    }
+
     pub fn prefetch(mut self, n: usize) -> Self {
         self.config.prefetch = Some(n);
         self

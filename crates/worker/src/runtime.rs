@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use taskwarden_client::Client;
-use taskwarden_core::protocol::{FetchRequest, HeldLease, ItemStatus, LeasedTask, Outcome, RegisterWorker, Report};
+use taskwarden_core::protocol::{
+    FetchRequest, HeldLease, ItemStatus, LeasedTask, Outcome, RegisterWorker, Report, WorkerInfo,
+};
 use taskwarden_core::validate::MAX_FINISHED;
 
 use crate::reporter::{InFlight, Outbox};
@@ -129,21 +131,52 @@ impl Drop for Shared {
     }
 }
 
+/// Registers, retrying while the server cannot be reached (or answers 503) for up to `wait`,
+/// with a line in the log each time: a worker started before its server (a reboot, a compose
+/// file) waits for it instead of exiting. `None` if shutdown came first.
+async fn register_when_up<F, Fut>(
+    register: F,
+    wait: Duration,
+    shutdown: &CancellationToken,
+) -> Option<Result<WorkerInfo, taskwarden_client::ClientError>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<WorkerInfo, taskwarden_client::ClientError>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match register().await {
+            Err(e) if e.never_ran() && tokio::time::Instant::now() < deadline => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                tracing::warn!(error = %e, "the server is not reachable yet; retrying for up to {}s more", left.as_secs());
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1).min(left)) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
+            other => return Some(other),
+        }
+    }
+}
+
 pub(crate) async fn run(
     config: WorkerConfig,
     handlers: HashMap<String, (Arc<dyn ErasedHandler>, Option<Duration>)>,
     client: Client,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, WorkerError> {
-    let info = client
-        .register(&RegisterWorker {
-            name: config.name.clone(),
-            queues: config.queues.clone(),
-            concurrency: config.concurrency as u32,
-            capacity: config.capacity.clone(),
-            labels: config.labels.clone(),
-        })
-        .await?;
+    let registration = RegisterWorker {
+        name: config.name.clone(),
+        queues: config.queues.clone(),
+        concurrency: config.concurrency as u32,
+        capacity: config.capacity.clone(),
+        labels: config.labels.clone(),
+    };
+    let register = || client.register(&registration);
+    let info = match register_when_up(register, config.startup_wait, &shutdown).await {
+        Some(registered) => registered?,
+        None => return Ok(RunSummary::default()),
+    };
     tracing::info!(worker_id = %info.id, queues = ?config.queues, concurrency = config.concurrency, "worker registered");
     let outbox = Arc::new(Outbox::default());
     // A worker that declared capacity gets no more than fits it: the server counts a leased

@@ -142,14 +142,34 @@ impl Fail {
 /// A database error as callers see it: anything that is not the database refusing a statement
 /// (a lost connection, a server shutting down or starting up) is "unavailable", worth a retry.
 pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
+    let why = describe(&e);
     match e.code() {
-        Some(code) if code.code().starts_with("08") || code.code().starts_with("57") => {
-            StoreError::Unavailable(e.to_string())
-        }
-        Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
-        Some(_) => StoreError::Internal(e.to_string()),
-        None => StoreError::Unavailable(e.to_string()),
+        Some(code) if code.code().starts_with("08") || code.code().starts_with("57") => StoreError::Unavailable(why),
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(why),
+        Some(_) => StoreError::Internal(why),
+        None => StoreError::Unavailable(why),
     }
+}
+
+/// A driver error in words. tokio-postgres's own message names only the kind of error ("db
+/// error", "error connecting to server"): what the database said, or the I/O error underneath,
+/// is in its source.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let hint = match *db.code() == SqlState::INVALID_CATALOG_NAME {
+            true => " (create it first, for example with createdb, or name another in the URL)",
+            false => "",
+        };
+        return format!("{} {}: {}{hint}", db.severity(), db.code().code(), db.message());
+    }
+    let mut words = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        words.push_str(": ");
+        words.push_str(&c.to_string());
+        cause = c.source();
+    }
+    words
 }
 
 pub(crate) type PgResult<T> = std::result::Result<T, Fail>;
