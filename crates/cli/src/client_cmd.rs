@@ -276,12 +276,21 @@ pub async fn workers(a: WorkersArgs) -> anyhow::Result<()> {
     if a.json {
         return print_json(&workers);
     }
-    out!("{:<20}  {:<24}  {:>7}  {:>11}  {:<28}  QUEUES", "ID", "NAME", "RUNNING", "CONCURRENCY", "LAST SEEN");
+    out!(
+        "{:<20}  {:<24}  {:<6}  {:>7}  {:>11}  {:<28}  QUEUES",
+        "ID",
+        "NAME",
+        "STATUS",
+        "RUNNING",
+        "CONCURRENCY",
+        "LAST SEEN"
+    );
     for w in workers {
         out!(
-            "{:<20}  {:<24}  {:>7}  {:>11}  {:<28}  {}",
+            "{:<20}  {:<24}  {:<6}  {:>7}  {:>11}  {:<28}  {}",
             w.id,
             w.name,
+            w.status.as_str(),
             w.running,
             w.concurrency,
             w.last_seen_at.to_string(),

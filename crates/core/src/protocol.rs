@@ -107,6 +107,29 @@ pub struct WorkerInfo {
     /// Tasks currently leased to this worker.
     #[serde(default)]
     pub running: u32,
+    /// `live` while it has been heard from lately, `lost` once it has not (a worker killed
+    /// without a chance to say goodbye, or cut off). A lost worker holding no task is forgotten
+    /// after a day.
+    #[serde(default)]
+    pub status: WorkerStatus,
+}
+
+/// Whether a worker has been heard from lately.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerStatus {
+    #[default]
+    Live,
+    Lost,
+}
+
+impl WorkerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerStatus::Live => "live",
+            WorkerStatus::Lost => "lost",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -59,8 +59,9 @@ impl TaskState {
 }
 
 impl fmt::Display for TaskState {
+    /// Honours width and alignment (`{:<10}`), so columns of states line up.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -381,5 +382,16 @@ impl Task {
     /// The sum of the run times of the finished attempts.
     pub fn total_run_time(&self) -> Duration {
         self.history.iter().map(Attempt::run_time).sum()
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::TaskState;
+
+    /// Regression: `task list` printed `ready  q` where the state column should be 10 wide.
+    #[test]
+    fn a_state_pads_to_its_column() {
+        assert_eq!(format!("{:<10}|", TaskState::Ready), "ready     |");
     }
 }

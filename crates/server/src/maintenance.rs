@@ -239,6 +239,11 @@ async fn fire_crons(
     }
 }
 
+/// A worker not heard from for this long, holding no running task, is forgotten (it is listed as
+/// `lost` until then). A day: long enough that one cut off by a partition is still listed when it
+/// comes back, short enough that autoscaled workers do not pile up.
+pub const FORGET_LOST_WORKERS: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Once per `prune_interval`: deletes idempotency keys older than their window, then finished
 /// work past retention, a batch at a time, so each transaction stays small; then lets the
 /// database reuse the space.
@@ -259,7 +264,8 @@ async fn prune(
             continue;
         }
         let keys_before = clock.now().saturating_sub(config.idempotency_window);
-        while let Ok(n) = store.prune_expired(PruneExpired { keys_before, limit: PASS_LIMIT }).await {
+        let workers_before = clock.now().saturating_sub(FORGET_LOST_WORKERS);
+        while let Ok(n) = store.prune_expired(PruneExpired { keys_before, workers_before, limit: PASS_LIMIT }).await {
             if (n as u32) < PASS_LIMIT || shutdown.is_cancelled() {
                 break;
             }

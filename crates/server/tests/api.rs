@@ -295,3 +295,28 @@ async fn a_missing_workflow_or_schedule_is_named_as_such() {
     }
     s.stop().await;
 }
+
+/// The system clock moved on by however far the test says.
+struct Ahead(std::sync::atomic::AtomicU64);
+
+impl taskwarden_server::Clock for Ahead {
+    fn now(&self) -> taskwarden_core::Timestamp {
+        let ahead = Duration::from_secs(self.0.load(std::sync::atomic::Ordering::Relaxed));
+        taskwarden_core::Timestamp::from_system_time(std::time::SystemTime::now() + ahead)
+    }
+}
+
+/// Regression: a worker killed with `kill -9` stayed listed as if alive, with no status.
+#[tokio::test]
+async fn a_worker_not_heard_from_is_listed_as_lost() {
+    let clock = std::sync::Arc::new(Ahead(Default::default()));
+    let s = TestServer::with_clock(clock.clone()).await;
+    let worker = s.register("q").await;
+    let status = |list: serde_json::Value| {
+        list["workers"].as_array().unwrap().iter().find(|w| w["id"] == worker.as_str()).unwrap()["status"].clone()
+    };
+    assert_eq!(status(s.call("GET", "/v1/workers", None).await.1), "live");
+    clock.0.store(120, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(status(s.call("GET", "/v1/workers", None).await.1), "lost");
+    s.stop().await;
+}

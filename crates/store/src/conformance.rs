@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
             a_waiting_fetch_is_handed_a_task_submitted_later,
             a_fetch_that_stopped_waiting_takes_nothing,
             expired_idempotency_keys_are_pruned,
+            workers_lost_long_ago_are_forgotten_unless_they_hold_a_task,
             a_workflow_runs_in_dependency_order_and_returns_its_sinks_result,
             fail_fast_cancels_what_has_not_finished,
             collect_runs_the_children_of_failed_parents,
@@ -492,9 +493,11 @@ pub async fn expired_idempotency_keys_are_pruned(store: &dyn Store) {
     for (i, t) in [0, 10_000].into_iter().enumerate() {
         submit_one(store, NewTask { idempotency_key: Some(format!("k{i}")), ..spec("q") }, at(t)).await;
     }
-    let pruned = store.prune_expired(PruneExpired { keys_before: at(5_000), limit: 100 }).await.unwrap();
+    let pruned =
+        store.prune_expired(PruneExpired { keys_before: at(5_000), workers_before: at(0), limit: 100 }).await.unwrap();
     assert_eq!(pruned, 1, "only the key created before the cut-off goes");
-    let again = store.prune_expired(PruneExpired { keys_before: at(5_000), limit: 100 }).await.unwrap();
+    let again =
+        store.prune_expired(PruneExpired { keys_before: at(5_000), workers_before: at(0), limit: 100 }).await.unwrap();
     assert_eq!(again, 0);
     let p = SubmitTasks {
         tasks: vec![NewTask { idempotency_key: Some("k1".into()), ..spec("q") }],
@@ -994,4 +997,35 @@ pub async fn an_old_low_priority_task_overtakes_newer_high_priority_ones(store: 
     high(25_000).await;
     let got = fetch(store, &["aged"], 1, at(25_000)).await;
     assert_eq!(got[0].id, low.id, "after 25 s it has aged two levels and waited longest");
+}
+
+pub async fn workers_lost_long_ago_are_forgotten_unless_they_hold_a_task(store: &dyn Store) {
+    let register = |name: &str, now| RegisterWorker {
+        name: name.into(),
+        owner: None,
+        queues: vec!["q".into()],
+        concurrency: 1,
+        capacity: Default::default(),
+        labels: Default::default(),
+        now,
+    };
+    let idle = store.register_worker(register("idle", at(0))).await.unwrap();
+    let busy = store.register_worker(register("busy", at(0))).await.unwrap();
+    let recent = store.register_worker(register("recent", at(9_000))).await.unwrap();
+    submit_one(store, spec("q"), at(0)).await;
+    let p = FetchTasks {
+        worker_id: busy.id.clone(),
+        queues: vec!["q".into()],
+        limit: 1,
+        wait: Duration::ZERO,
+        now: at(1),
+        finished: vec![],
+    };
+    assert_eq!(store.fetch(p).await.unwrap().len(), 1);
+    let cut = PruneExpired { keys_before: at(0), workers_before: at(5_000), limit: 100 };
+    store.prune_expired(cut).await.unwrap();
+    let left: Vec<String> = store.list_workers().await.unwrap().into_iter().map(|w| w.id).collect();
+    assert!(!left.contains(&idle.id), "the idle worker lost long ago is forgotten");
+    assert!(left.contains(&busy.id), "one still holding a running task is kept");
+    assert!(left.contains(&recent.id), "one heard from recently is kept");
 }

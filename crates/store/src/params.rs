@@ -102,6 +102,8 @@ pub struct Promoted {
 /// Deletes idempotency keys created before `keys_before`, at most `limit` of them.
 pub struct PruneExpired {
     pub keys_before: Timestamp,
+    /// Workers last heard from before this, and holding no running task, are forgotten.
+    pub workers_before: Timestamp,
     pub limit: u32,
 }
 

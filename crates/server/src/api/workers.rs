@@ -12,7 +12,7 @@ use taskwarden_core::auth::Action;
 use taskwarden_core::protocol::{
     CompleteCall, FailCall, FetchRequest, FetchResponse, HeldLease, ItemStatus, LeaseCall, LeasedTask, Outcome,
     ProgressCall, RegisterWorker, Report, ReportBatch, ReportBatchResponse, ReportResult, WorkerHeartbeat,
-    WorkerHeartbeatResponse, WorkerList,
+    WorkerHeartbeatResponse, WorkerList, WorkerStatus,
 };
 use taskwarden_core::validate::{check_depth, check_name, truncate_error};
 use taskwarden_core::{Progress, Task, TaskId};
@@ -52,6 +52,11 @@ pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult
     caller.may(&s, Action::Read, None)?;
     let mut workers = s.store.list_workers().await?;
     workers.retain(|w| w.queues.iter().any(|q| caller.grant.queues.contains(q)));
+    // Lost: not heard from within the window the scheduler counts workers as live in.
+    let live_since = s.clock.now().saturating_sub(crate::scheduling::LIVE_WINDOW);
+    for w in &mut workers {
+        w.status = if w.last_seen_at >= live_since { WorkerStatus::Live } else { WorkerStatus::Lost };
+    }
     Ok(Json(WorkerList { workers }))
 }
 

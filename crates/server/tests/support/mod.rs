@@ -63,10 +63,26 @@ impl TestServer {
 
     /// A server over `store` (which may already hold tokens); `guard` lives as long as it.
     pub async fn on_store(store: Arc<dyn Store>, config: ServerConfig, guard: Box<dyn Any + Send>) -> TestServer {
+        Self::on_store_with_clock(store, config, guard, Arc::new(SystemClock)).await
+    }
+
+    /// A server on a fresh SQLite file whose notion of now is `clock`.
+    pub async fn with_clock(clock: Arc<dyn taskwarden_server::Clock>) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(SqliteConfig::new(dir.path().join("taskwarden.db"))).unwrap();
+        Self::on_store_with_clock(Arc::new(store), ServerConfig::default(), Box::new(dir), clock).await
+    }
+
+    async fn on_store_with_clock(
+        store: Arc<dyn Store>,
+        config: ServerConfig,
+        guard: Box<dyn Any + Send>,
+        clock: Arc<dyn taskwarden_server::Clock>,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let server = Server::start(store, config, Arc::new(SystemClock), shutdown.clone());
+        let server = Server::start(store, config, clock, shutdown.clone());
         let signals = server.signals.clone();
         let task = tokio::spawn(server.run(listener));
         taskwarden_client::install_tls_provider();

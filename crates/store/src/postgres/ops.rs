@@ -430,7 +430,15 @@ pub(crate) async fn prune_expired(tx: &Tx<'_>, p: &PruneExpired) -> PgResult<usi
     // bucket is a full one: they go.
     let stale = p.keys_before.saturating_sub(std::time::Duration::from_secs(86_400)).as_micros();
     let buckets = execute(tx, "DELETE FROM rate_buckets WHERE at < $1", &[&stale]).await?;
-    Ok((n + buckets) as usize)
+    // Workers lost long ago that hold nothing are forgotten.
+    let workers = execute(
+        tx,
+        "DELETE FROM workers w WHERE w.last_seen_at < $1 AND NOT EXISTS \
+         (SELECT 1 FROM tasks t WHERE t.state = 'running' AND t.lease_worker = w.id)",
+        &[&p.workers_before.as_micros()],
+    )
+    .await?;
+    Ok((n + buckets + workers) as usize)
 }
 
 pub(crate) async fn prune_finished(tx: &Tx<'_>, p: &PruneFinished) -> PgResult<usize> {
@@ -497,6 +505,7 @@ pub(crate) async fn register_worker(tx: &Tx<'_>, shared: &Shared, p: &RegisterWo
     )
     .await?;
     Ok(WorkerInfo {
+        status: Default::default(),
         id,
         name: p.name.clone(),
         queues: p.queues.clone(),
@@ -522,6 +531,7 @@ pub(crate) async fn workers(c: &impl GenericClient) -> PgResult<Vec<WorkerInfo>>
     Ok(found
         .iter()
         .map(|r| WorkerInfo {
+            status: Default::default(),
             id: r.get(0),
             name: r.get(1),
             queues: serde_json::from_str(r.get(2)).unwrap_or_default(),

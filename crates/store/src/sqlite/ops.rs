@@ -332,6 +332,7 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
     )
     .map_err(internal)?;
     Ok(WorkerInfo {
+        status: Default::default(),
         id,
         name: p.name,
         queues: p.queues,
@@ -352,7 +353,17 @@ pub(crate) fn prune_expired(conn: &Connection, st: &mut WriterState, p: PruneExp
     )
     .and_then(|mut s| s.execute(params![p.keys_before.as_micros(), p.limit]))
     .map_err(internal)
-    .and_then(|keys| Ok(keys + prune_buckets(conn, p.keys_before)?))
+    .and_then(|keys| Ok(keys + prune_buckets(conn, p.keys_before)? + prune_workers(conn, p.workers_before)?))
+}
+
+/// Forgets workers lost long ago that hold nothing.
+fn prune_workers(conn: &Connection, before: Timestamp) -> Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM workers WHERE last_seen_at < ?1 AND NOT EXISTS \
+         (SELECT 1 FROM tasks t WHERE t.state = 'running' AND t.lease_worker = workers.id)",
+    )
+    .and_then(|mut s| s.execute([before.as_micros()]))
+    .map_err(internal)
 }
 
 /// Buckets untouched for a day are full again (no rate's period is longer), and a missing bucket

@@ -55,6 +55,7 @@ pub(crate) fn workers(conn: &Connection) -> Result<Vec<WorkerInfo>> {
         .query_map([], |r| {
             let queues: String = r.get(2)?;
             Ok(WorkerInfo {
+                status: Default::default(),
                 id: r.get(0)?,
                 name: r.get(1)?,
                 queues: serde_json::from_str(&queues).unwrap_or_default(),
