@@ -495,9 +495,17 @@ pub enum QueueCommand {
         json: bool,
     },
     /// Stop leasing from a queue (its tasks wait; submits are still accepted).
-    Pause { queue: String },
+    Pause {
+        queue: String,
+        /// Set up a queue that holds no tasks yet (otherwise refused: a typo makes no queue).
+        #[arg(long)]
+        create: bool,
+    },
     /// Lease from a paused queue again.
     Resume { queue: String },
+    /// Forget an empty queue's settings (pause, weight, limits), so it is listed no more once
+    /// idle; refused while it holds ready, scheduled or running tasks.
+    Rm { queue: String },
     /// Change a queue's settings; those not given stay as they are. Limits hold across all
     /// workers and server nodes; `none` removes one.
     Set {
@@ -517,6 +525,9 @@ pub enum QueueCommand {
         /// At most this many tasks with the same --rate-key start per period.
         #[arg(long)]
         key_rate: Option<String>,
+        /// Set up a queue that holds no tasks yet (otherwise refused: a typo makes no queue).
+        #[arg(long)]
+        create: bool,
     },
 }
 

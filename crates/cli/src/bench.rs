@@ -201,7 +201,9 @@ async fn drain(
     extra: &[&str],
 ) -> anyhow::Result<f64> {
     if limits {
-        client.update_queue(queue, &QueueUpdate { limits: Some(generous_limits()), ..Default::default() }).await?;
+        client
+            .update_queue(queue, &QueueUpdate { limits: Some(generous_limits()), ..Default::default() }, true)
+            .await?;
     }
     let make = |i: usize| if limits { scheduled(queue, i) } else { noop(queue) };
     for chunk in 0..tasks.div_ceil(5000) {

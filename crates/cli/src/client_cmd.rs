@@ -310,9 +310,14 @@ pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
             }
             queues
         }
-        QueueCommand::Pause { queue } => vec![client.pause_queue(&queue).await?],
-        QueueCommand::Resume { queue } => vec![client.resume_queue(&queue).await?],
-        QueueCommand::Set { queue, weight, concurrency, key_concurrency, rate, key_rate } => {
+        QueueCommand::Pause { queue, create } => vec![client.pause_queue(&queue, create).await?],
+        QueueCommand::Resume { queue } => vec![client.resume_queue(&queue, false).await?],
+        QueueCommand::Rm { queue } => {
+            client.remove_queue(&queue).await?;
+            out!("removed {queue}");
+            return Ok(());
+        }
+        QueueCommand::Set { queue, weight, concurrency, key_concurrency, rate, key_rate, create } => {
             let changes_limits = [&concurrency, &key_concurrency, &rate, &key_rate].iter().any(|o| o.is_some());
             let limits = if changes_limits {
                 let current = client.queues().await?.into_iter().find(|q| q.name == queue);
@@ -328,7 +333,7 @@ pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
             if weight.is_none() && limits.is_none() {
                 usage!("give --weight, --concurrency, --key-concurrency, --rate or --key-rate");
             }
-            vec![client.update_queue(&queue, &QueueUpdate { weight, limits }).await?]
+            vec![client.update_queue(&queue, &QueueUpdate { weight, limits }, create).await?]
         }
     };
     out!(

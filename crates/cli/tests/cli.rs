@@ -171,7 +171,7 @@ fn a_paused_queue_holds_its_tasks_until_resumed_and_queue_ls_shows_it() {
     let server = ServerProcess::start(dir.path());
     let url = server.url.as_str();
     let _worker = WorkerProcess::start(url, "held", &[]);
-    let (ok, out, err) = cli(&["queue", "pause", "held", "--url", url]);
+    let (ok, out, err) = cli(&["queue", "pause", "held", "--create", "--url", url]);
     assert!(ok, "{err}");
     assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("held") && l.contains("yes")), "{out}");
 
@@ -203,10 +203,10 @@ fn a_worker_serving_two_queues_takes_from_them_by_weight() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
     let url = server.url.as_str();
-    let (ok, out, err) = cli(&["queue", "set", "heavy", "--weight", "3", "--url", url]);
+    let (ok, out, err) = cli(&["queue", "set", "heavy", "--weight", "3", "--create", "--url", url]);
     assert!(ok, "{err}");
     assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("heavy") && l.contains(" 3 ")), "{out}");
-    let (ok, _, err) = cli(&["queue", "set", "light", "--weight", "0", "--url", url]);
+    let (ok, _, err) = cli(&["queue", "set", "light", "--weight", "0", "--create", "--url", url]);
     assert!(!ok && err.contains("weight"), "a zero weight is refused, naming the field: {err}");
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         taskwarden_client::install_tls_provider();

@@ -275,3 +275,38 @@ fn the_demo_says_how_many_failures_it_did_not_list() {
     assert_eq!(out.lines().filter(|l| l.starts_with("  failed ")).count(), 5, "{out}");
     assert!(out.contains("  and 7 more"), "{out}");
 }
+
+/// `queue pause emial` (a typo) quietly made a queue, and there was no `queue rm`.
+#[test]
+fn a_misspelt_queue_is_refused_and_an_empty_one_can_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let (ok, _, err) = cli(&["submit", "--url", url, "--queue", "email", "--kind", "echo"]);
+    assert!(ok, "{err}");
+    let (code, _, err) = cli_code(&["queue", "pause", "emial", "--url", url], None);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no such queue") && err.contains("--create"), "{err}");
+    let (code, out, err) = cli_code(&["queue", "pause", "email", "--url", url], None);
+    assert_eq!(code, 0, "a queue with tasks needs no --create: {err}");
+    assert!(out.contains("email"), "{out}");
+    let (code, _, err) = cli_code(&["queue", "set", "reports", "--weight", "3", "--create", "--url", url], None);
+    assert_eq!(code, 0, "{err}");
+
+    // `rm` refuses a queue that holds tasks, and forgets an empty one's settings.
+    let (code, _, err) = cli_code(&["queue", "rm", "email", "--url", url], None);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("1 ready"), "{err}");
+    let (code, _, err) = cli_code(&["queue", "rm", "reports", "--url", url], None);
+    assert_eq!(code, 0, "{err}");
+    let (ok, out, _) = cli(&["queue", "ls", "--json", "--url", url]);
+    assert!(ok);
+    let names: Vec<String> = serde_json::from_str::<Vec<Value>>(&out)
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["email"], "{out}");
+    let (code, _, _) = cli_code(&["queue", "rm", "reports", "--url", url], None);
+    assert_eq!(code, 3);
+}

@@ -175,14 +175,14 @@ async fn pausing_a_queue_on_one_node_holds_it_on_every_node() {
     ];
     let (a, b) = (Client::new(&nodes[0].url).unwrap(), Client::new(&nodes[1].url).unwrap());
     let _worker = WorkerProcess::start(&nodes[1].url, "held", &[]);
-    assert!(a.pause_queue("held").await.unwrap().paused);
+    assert!(a.pause_queue("held", true).await.unwrap().paused);
     let task = a.submit(SubmitTask::new("held", "echo")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(b.get(task.id).await.unwrap().state, TaskState::Ready, "the worker on the other node got nothing");
     let listed = b.queues().await.unwrap();
     assert!(listed.iter().any(|q| q.name == "held" && q.paused && q.ready == 1), "{listed:?}");
     let resumed = Instant::now();
-    assert!(!a.resume_queue("held").await.unwrap().paused);
+    assert!(!a.resume_queue("held", false).await.unwrap().paused);
     let done = b.wait(task.id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(done.state, TaskState::Succeeded);
     assert!(resumed.elapsed() < Duration::from_secs(5), "the resume woke the other node's worker at once");
@@ -199,7 +199,7 @@ async fn limits_and_cron_hold_across_two_nodes() {
     // A concurrency limit set on one node holds for workers on both.
     let limits = taskwarden_core::limits::QueueLimits { concurrency: Some(2), ..Default::default() };
     let update = taskwarden_core::protocol::QueueUpdate { limits: Some(limits), ..Default::default() };
-    a.update_queue("narrow", &update).await.unwrap();
+    a.update_queue("narrow", &update, true).await.unwrap();
     let _workers = [
         WorkerProcess::start(&nodes[0].url, "narrow", &["--concurrency", "8"]),
         WorkerProcess::start(&nodes[1].url, "narrow", &["--concurrency", "8"]),

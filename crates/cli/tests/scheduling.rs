@@ -121,9 +121,9 @@ async fn concurrency_and_rate_limits_hold_and_held_tasks_wait() {
     let server = ServerProcess::start(dir.path());
     let url = server.url.as_str();
     let client = Client::new(url).unwrap();
-    let out = ok(&["queue", "set", "mail", "--concurrency", "3", "--key-concurrency", "1", "--url", url]);
+    let out = ok(&["queue", "set", "mail", "--concurrency", "3", "--key-concurrency", "1", "--create", "--url", url]);
     assert!(out.contains("3 at once, 1 per key"), "{out}");
-    ok(&["queue", "set", "api", "--rate", "5/s", "--url", url]);
+    ok(&["queue", "set", "api", "--rate", "5/s", "--create", "--url", url]);
     let (ok_, _, err) = cli(&["queue", "set", "api", "--rate", "lots", "--url", url]);
     assert!(!ok_ && err.contains("--rate"), "{err}");
 

@@ -142,6 +142,11 @@ impl SubmitTaskExt for SubmitTask {
 }
 
 /// Serializes a value into a raw JSON payload.
+/// `?create=true` when asked to set up a queue nobody has used yet.
+fn create_query(create: bool) -> &'static str {
+    if create { "?create=true" } else { "" }
+}
+
 pub fn to_raw<T: Serialize>(value: &T) -> Result<Box<RawValue>> {
     serde_json::value::to_raw_value(value).map_err(|e| ClientError::Invalid(format!("payload: {e}")))
 }
@@ -482,25 +487,36 @@ impl Client {
         Ok(list.queues)
     }
 
-    /// Pauses a queue: nothing is leased from it until it is resumed.
-    pub async fn pause_queue(&self, queue: &str) -> Result<QueueInfo> {
-        self.queue_call(queue, "pause").await
+    /// Pauses a queue: nothing is leased from it until it is resumed. A queue nobody has used
+    /// (no tasks, no settings, no activity in the last hour) is refused as not found unless
+    /// `create`: a misspelt name does not quietly become a queue.
+    pub async fn pause_queue(&self, queue: &str, create: bool) -> Result<QueueInfo> {
+        self.queue_call(queue, "pause", create).await
     }
 
-    /// Resumes a paused queue.
-    pub async fn resume_queue(&self, queue: &str) -> Result<QueueInfo> {
-        self.queue_call(queue, "resume").await
+    /// Resumes a paused queue (`create` as for [`Client::pause_queue`]).
+    pub async fn resume_queue(&self, queue: &str, create: bool) -> Result<QueueInfo> {
+        self.queue_call(queue, "resume", create).await
     }
 
-    /// Sets a queue's weight: its share when a worker serves several queues.
-    pub async fn set_queue_weight(&self, queue: &str, weight: u32) -> Result<QueueInfo> {
-        self.update_queue(queue, &QueueUpdate { weight: Some(weight), ..Default::default() }).await
+    /// Sets a queue's weight: its share when a worker serves several queues (`create` as for
+    /// [`Client::pause_queue`]).
+    pub async fn set_queue_weight(&self, queue: &str, weight: u32, create: bool) -> Result<QueueInfo> {
+        self.update_queue(queue, &QueueUpdate { weight: Some(weight), ..Default::default() }, create).await
     }
 
-    /// Changes a queue's settings: its weight and its limits (which replace the old ones).
-    pub async fn update_queue(&self, queue: &str, body: &QueueUpdate) -> Result<QueueInfo> {
-        let path = format!("/v1/queues/{}", path_segment(queue));
+    /// Changes a queue's settings: its weight and its limits (which replace the old ones);
+    /// `create` as for [`Client::pause_queue`].
+    pub async fn update_queue(&self, queue: &str, body: &QueueUpdate, create: bool) -> Result<QueueInfo> {
+        let path = format!("/v1/queues/{}{}", path_segment(queue), create_query(create));
         Ok(self.call(Method::PATCH, &path, Some(body), Self::TIMEOUT).await?.1)
+    }
+
+    /// Forgets an empty queue's settings, so it is no longer listed once idle. Refused (409)
+    /// while it holds ready, scheduled or running tasks.
+    pub async fn remove_queue(&self, queue: &str) -> Result<()> {
+        let path = format!("/v1/queues/{}", path_segment(queue));
+        self.call::<(), serde_json::Value>(Method::DELETE, &path, None, Self::TIMEOUT).await.map(|_| ())
     }
 
     /// Creates a cron schedule.
@@ -526,8 +542,8 @@ impl Client {
         self.call::<(), serde_json::Value>(Method::DELETE, &path, None, Self::TIMEOUT).await.map(|_| ())
     }
 
-    async fn queue_call(&self, queue: &str, action: &str) -> Result<QueueInfo> {
-        let path = format!("/v1/queues/{}/{action}", path_segment(queue));
+    async fn queue_call(&self, queue: &str, action: &str, create: bool) -> Result<QueueInfo> {
+        let path = format!("/v1/queues/{}/{action}{}", path_segment(queue), create_query(create));
         Ok(self.call::<(), _>(Method::POST, &path, None, Self::TIMEOUT).await?.1)
     }
 

@@ -153,9 +153,15 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
             (format!("/v1/workflows/{}/wait?timeout_ms=10", f.workflow(q).await), None)
         }
         ("post", "/v1/workflows/{id}/cancel") => (format!("/v1/workflows/{}/cancel", f.workflow(q).await), None),
-        ("patch", "/v1/queues/{name}") => (format!("/v1/queues/{q}"), Some(json!({"weight": 2}))),
-        ("post", "/v1/queues/{name}/pause") => (format!("/v1/queues/{q}/pause"), None),
-        ("post", "/v1/queues/{name}/resume") => (format!("/v1/queues/{q}/resume"), None),
+        ("patch", "/v1/queues/{name}") => (format!("/v1/queues/{q}?create=true"), Some(json!({"weight": 2}))),
+        ("post", "/v1/queues/{name}/pause") => (format!("/v1/queues/{q}/pause?create=true"), None),
+        ("post", "/v1/queues/{name}/resume") => (format!("/v1/queues/{q}/resume?create=true"), None),
+        ("delete", "/v1/queues/{name}") => {
+            // An empty queue of its own, in the same scope as `q`, with a setting to forget.
+            let name = f.unique(&format!("{q}.rm"));
+            f.admin("PATCH", &format!("/v1/queues/{name}?create=true"), Some(json!({"weight": 2}))).await;
+            (format!("/v1/queues/{name}"), None)
+        }
         ("post", "/v1/cron") => {
             let spec = json!({"name": f.unique("c"), "schedule": "0 0 0 1 1 *", "task": {"queue": q, "kind": "echo"}});
             (p(path), Some(spec))
@@ -202,6 +208,7 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("post", "/v1/workflows/{id}/cancel", At(Operator), true),
         ("get", "/v1/queues", At(Read), false),
         ("patch", "/v1/queues/{name}", At(Operator), true),
+        ("delete", "/v1/queues/{name}", At(Operator), true),
         ("post", "/v1/queues/{name}/pause", At(Operator), true),
         ("post", "/v1/queues/{name}/resume", At(Operator), true),
         ("post", "/v1/cron", At(Operator), true),

@@ -202,7 +202,7 @@ async fn changes_and_refusals_are_in_the_audit_log() {
     let (s, _store, admin, t) =
         with_tokens(&[("ops", Role::Operator, "*", false), ("support", Role::Read, "*", false)]).await;
     let (ops, reader) = (t[0].clone(), t[1].clone());
-    assert_eq!(s.as_token(&ops).call("POST", "/v1/queues/billing/pause", None).await.0, 200);
+    assert_eq!(s.as_token(&ops).call("POST", "/v1/queues/billing/pause?create=true", None).await.0, 200);
     assert_eq!(s.as_token(&reader).call("POST", "/v1/queues/billing/resume", None).await.0, 403);
     let (status, _) = s.as_token(&ops).call("GET", "/v1/audit", None).await;
     assert_eq!(status, 403, "the audit log is for admins");

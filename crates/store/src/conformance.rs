@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use taskwarden_core::protocol::{HeldLease, ItemStatus, Outcome, Report, SubmitTask};
+use taskwarden_core::protocol::{HeldLease, ItemStatus, Outcome, QueueInfo, Report, SubmitTask};
 use taskwarden_core::{AttemptOutcome, Backoff, Cancellation, Limits, NewTask, Task, TaskState, Timestamp};
 
 use crate::params::*;
@@ -59,6 +59,7 @@ macro_rules! conformance_tests {
             a_fetch_that_stopped_waiting_takes_nothing,
             expired_idempotency_keys_are_pruned,
             workers_lost_long_ago_are_forgotten_unless_they_hold_a_task,
+            queues_stay_listed_an_hour_after_their_last_task_and_settings_can_be_forgotten,
             a_workflow_runs_in_dependency_order_and_returns_its_sinks_result,
             fail_fast_cancels_what_has_not_finished,
             collect_runs_the_children_of_failed_parents,
@@ -1028,4 +1029,21 @@ pub async fn workers_lost_long_ago_are_forgotten_unless_they_hold_a_task(store: 
     assert!(!left.contains(&idle.id), "the idle worker lost long ago is forgotten");
     assert!(left.contains(&busy.id), "one still holding a running task is kept");
     assert!(left.contains(&recent.id), "one heard from recently is kept");
+}
+
+pub async fn queues_stay_listed_an_hour_after_their_last_task_and_settings_can_be_forgotten(store: &dyn Store) {
+    let names = |queues: Vec<QueueInfo>| queues.into_iter().map(|q| q.name).collect::<Vec<_>>();
+    submit_one(store, spec("busy"), at(0)).await;
+    let leased = fetch(store, &["busy"], 1, at(1)).await.remove(0);
+    report(store, &leased, success("1"), at(2)).await.unwrap();
+    let minutes = |m: i64| at(2 + m * 60_000);
+    assert!(names(store.list_queues(minutes(30)).await.unwrap()).contains(&"busy".to_owned()), "idle half an hour");
+    assert!(!names(store.list_queues(minutes(61)).await.unwrap()).contains(&"busy".to_owned()), "idle past the hour");
+
+    let update = UpdateQueue { queue: "set-up".into(), paused: Some(true), weight: None, limits: None, now: at(0) };
+    store.update_queue(update).await.unwrap();
+    assert!(names(store.list_queues(minutes(600)).await.unwrap()).contains(&"set-up".to_owned()), "settings keep it");
+    store.remove_queue("set-up").await.unwrap();
+    assert!(!names(store.list_queues(minutes(600)).await.unwrap()).contains(&"set-up".to_owned()));
+    assert!(matches!(store.remove_queue("set-up").await, Err(StoreError::NotFound)));
 }

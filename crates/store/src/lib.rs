@@ -12,7 +12,7 @@ mod error;
 mod list_query;
 pub mod params;
 mod postgres;
-mod queue_stats;
+pub mod queue_stats;
 mod sqlite;
 mod topics;
 
@@ -102,9 +102,14 @@ pub trait Store: Send + Sync + 'static {
     /// fetchers. A fetch from several queues takes from them in proportion to their weights.
     async fn update_queue(&self, p: UpdateQueue) -> Result<()>;
 
-    /// Every queue that holds unfinished or dead-lettered tasks, or has been paused, with its
-    /// counts at `now`, by name.
+    /// Every queue that holds unfinished or dead-lettered tasks, has settings of its own, or had
+    /// a task finish within [`queue_stats::LISTED_AFTER_ACTIVITY`], with its counts at `now`, by
+    /// name.
     async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>>;
+
+    /// Forgets a queue's settings (pause, weight, limits); `NotFound` if it has none. Its tasks,
+    /// if any, stay where they are and run under the defaults.
+    async fn remove_queue(&self, name: &str) -> Result<()>;
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>>;
 

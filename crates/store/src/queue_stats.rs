@@ -20,6 +20,16 @@ pub(crate) struct Count {
     pub earliest: Option<Timestamp>,
 }
 
+/// How long a queue stays listed after its last task finished, though it holds nothing now.
+pub const LISTED_AFTER_ACTIVITY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The start of the last minute (successes per minute) and of the window a queue with recent
+/// activity is listed for, in microseconds.
+pub(crate) fn windows(now: Timestamp) -> (i64, i64) {
+    let minute_ago = now.saturating_sub(std::time::Duration::from_secs(60)).as_micros();
+    (minute_ago, now.saturating_sub(LISTED_AFTER_ACTIVITY).as_micros())
+}
+
 pub(crate) fn assemble(counts: Vec<Count>, settings: Vec<QueueSettings>, now: Timestamp) -> Vec<QueueInfo> {
     let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
     // Queues with settings of their own are listed even when empty.

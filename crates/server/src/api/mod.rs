@@ -86,6 +86,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/workflows/{id}/cancel", Some(Role::Operator)),
     ("get", "/v1/queues", Some(Role::Read)),
     ("patch", "/v1/queues/{name}", Some(Role::Operator)),
+    ("delete", "/v1/queues/{name}", Some(Role::Operator)),
     ("post", "/v1/queues/{name}/pause", Some(Role::Operator)),
     ("post", "/v1/queues/{name}/resume", Some(Role::Operator)),
     ("post", "/v1/cron", Some(Role::Operator)),
@@ -134,7 +135,7 @@ pub(crate) fn router(state: AppState, guard: Guard) -> Router {
         .route("/v1/workflows/{id}/wait", get(workflows::wait))
         .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
         .route("/v1/queues", get(queues::list))
-        .route("/v1/queues/{name}", patch(queues::set))
+        .route("/v1/queues/{name}", patch(queues::set).delete(queues::remove))
         .route("/v1/queues/{name}/pause", post(queues::pause))
         .route("/v1/queues/{name}/resume", post(queues::resume))
         .route("/v1/cron", post(cron::create).get(cron::list))

@@ -586,6 +586,10 @@ impl Store for PgStore {
         read!(self, |c| ops::queues(&c, now).await)
     }
 
+    async fn remove_queue(&self, name: &str) -> Result<()> {
+        transaction!(self, |tx, _st| ops::remove_queue(&tx, name).await)
+    }
+
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
         read!(self, |c| ops::workers(&c).await)
     }

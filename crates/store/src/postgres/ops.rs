@@ -562,6 +562,13 @@ pub(crate) async fn update_queue(tx: &Tx<'_>, st: &mut Touched, p: &UpdateQueue)
     Ok(())
 }
 
+pub(crate) async fn remove_queue(tx: &Tx<'_>, name: &str) -> PgResult<()> {
+    match execute(tx, "DELETE FROM queues WHERE name = $1", &[&name]).await? {
+        0 => Err(StoreError::NotFound.into()),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) async fn queues(c: &impl GenericClient, now: Timestamp) -> PgResult<Vec<QueueInfo>> {
     let mut counts = Vec::new();
     for what in COUNTED {
@@ -576,9 +583,12 @@ pub(crate) async fn queues(c: &impl GenericClient, now: Timestamp) -> PgResult<V
             });
         }
     }
-    let minute_ago = now.saturating_sub(std::time::Duration::from_secs(60)).as_micros();
-    let sql = "SELECT queue, COUNT(*) FROM tasks WHERE finished_at >= $1 AND state = 'succeeded' GROUP BY queue";
-    for r in query(c, sql, &[&minute_ago]).await? {
+    let (minute_ago, active_since) = crate::queue_stats::windows(now);
+    // Every queue a task finished in lately (listed though idle now), with its last minute's
+    // successes.
+    let sql = "SELECT queue, COUNT(*) FILTER (WHERE finished_at >= $1 AND state = 'succeeded') \
+               FROM tasks WHERE finished_at >= $2 GROUP BY queue";
+    for r in query(c, sql, &[&minute_ago, &active_since]).await? {
         counts.push(Count { queue: r.get(0), what: "succeeded", n: r.get::<_, i64>(1) as u64, earliest: None });
     }
     Ok(assemble(counts, scheduling::settings(c, &[]).await?, now))

@@ -260,6 +260,11 @@ impl Store for SqliteStore {
         self.read(move |c| reads::queues(c, now)).await
     }
 
+    async fn remove_queue(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.writer.write(true, move |c, _| ops::remove_queue(c, &name)).await
+    }
+
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
         self.read(reads::workers).await
     }

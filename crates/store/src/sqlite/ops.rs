@@ -446,6 +446,14 @@ pub(crate) fn acquire_lease(conn: &Connection, p: AcquireLease) -> Result<LeaseH
     Ok(LeaseHolder { holder, expires_at: Timestamp::from_micros(expires_at) })
 }
 
+pub(crate) fn remove_queue(conn: &Connection, name: &str) -> Result<()> {
+    match conn.prepare_cached("DELETE FROM queues WHERE name = ?1").and_then(|mut s| s.execute([name])) {
+        Ok(0) => Err(StoreError::NotFound),
+        Ok(_) => Ok(()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
 pub(crate) fn queue_settings(conn: &Connection) -> Result<Vec<QueueSettings>> {
     conn.prepare_cached("SELECT name, paused, weight, limits FROM queues ORDER BY name")
         .and_then(|mut s| {

@@ -89,14 +89,17 @@ pub(crate) fn queues(conn: &Connection, now: Timestamp) -> Result<Vec<QueueInfo>
             .map_err(internal)?;
         counts.extend(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?);
     }
-    let minute_ago = now.saturating_sub(std::time::Duration::from_secs(60)).as_micros();
+    let (minute_ago, active_since) = crate::queue_stats::windows(now);
+    // Every queue a task finished in lately (listed though idle now), with its last minute's
+    // successes.
     let mut stmt = conn
         .prepare_cached(
-            "SELECT queue, COUNT(*) FROM tasks WHERE finished_at >= ?1 AND state = 'succeeded' GROUP BY queue",
+            "SELECT queue, SUM(CASE WHEN finished_at >= ?1 AND state = 'succeeded' THEN 1 ELSE 0 END) \
+             FROM tasks WHERE finished_at >= ?2 GROUP BY queue",
         )
         .map_err(internal)?;
     let rows = stmt
-        .query_map([minute_ago], |r| {
+        .query_map([minute_ago, active_since], |r| {
             Ok(Count { queue: r.get(0)?, what: "succeeded", n: r.get::<_, i64>(1)? as u64, earliest: None })
         })
         .map_err(internal)?;
