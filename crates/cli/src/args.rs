@@ -319,6 +319,33 @@ pub struct WorkerArgs {
 pub struct SubmitArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub task: TaskOptions,
+    /// Run no earlier than this from now (for example 5s, 2m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Option<Duration>,
+    /// Run no earlier than this time (RFC 3339, for example 2026-12-24T18:00:00Z); instead of
+    /// --delay.
+    #[arg(long, conflicts_with = "delay")]
+    pub run_at: Option<taskwarden_core::Timestamp>,
+    /// Submitting again with the same key (within a day) returns the first task instead of a
+    /// new one; the same key with a different queue, kind or payload is refused.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Wait for the task to finish and print it.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits (then exit 4, the id printed).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
+    /// Print the task as JSON instead of its id.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a task is and how it runs: the options `submit` and `cron add` share.
+#[derive(ClapArgs)]
+pub struct TaskOptions {
     #[arg(long, short, default_value = "default")]
     pub queue: String,
     /// The handler name (for example echo, sleep, fail, fan.out, http.fetch).
@@ -330,31 +357,23 @@ pub struct SubmitArgs {
     /// Higher runs first among ready tasks of the queue (-1000 to 1000) [default: 0].
     #[arg(long, allow_negative_numbers = true)]
     pub priority: Option<i32>,
-    /// Run no earlier than this from now (for example 5s, 2m).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub delay: Option<Duration>,
     /// Attempts in all before the task fails for good [default: 3].
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// Execution timeout of one attempt (for example 30s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
-    /// Submitting again with the same key (within a day) returns the first task instead of a
-    /// new one; the same key with a different queue, kind or payload is refused.
-    #[arg(long)]
-    pub idempotency_key: Option<String>,
+    /// How long a worker's lease lasts without a heartbeat before the task is given to another
+    /// (for example 30s) [default: the server's, 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub lease_timeout: Option<Duration>,
+    /// Waits between attempts: MIN,MAX[,MULTIPLIER], for example 500ms,1m,2 (the wait starts at
+    /// MIN and is multiplied after each failure, up to MAX, with 20% jitter) [default: 1s,5m,2].
+    #[arg(long, value_parser = parse_backoff)]
+    pub backoff: Option<taskwarden_core::Backoff>,
     /// A tag; repeat or comma-separate for several.
     #[arg(long, value_delimiter = ',')]
     pub tag: Vec<String>,
-    /// Wait for the task to finish and print it.
-    #[arg(long)]
-    pub wait: bool,
-    /// How long --wait waits (then exit 4, the id printed).
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub wait_timeout: Duration,
-    /// Print the task as JSON instead of its id.
-    #[arg(long)]
-    pub json: bool,
     /// Resources the worker must have free while it runs, such as `gpu=2,memory_mb=512`.
     #[arg(long, default_value = "")]
     pub resources: String,
@@ -554,15 +573,15 @@ pub enum CronCommand {
         /// Ticks missed while no server ran: `skip`, or `catch-up=N` to fire the latest N.
         #[arg(long, default_value = "skip")]
         misfire: String,
-        #[arg(long, short, default_value = "default")]
-        queue: String,
-        #[arg(long, short)]
-        kind: String,
-        /// The payload, as JSON.
-        #[arg(long, short, default_value = "null")]
-        payload: String,
-        #[arg(long, allow_negative_numbers = true)]
-        priority: Option<i32>,
+        /// The task each tick submits.
+        #[command(flatten)]
+        task: Box<TaskOptions>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fire a schedule now, once, besides its ticks; prints the task it submitted.
+    Run {
+        name: String,
         #[arg(long)]
         json: bool,
     },
@@ -641,4 +660,16 @@ pub struct BenchArgs {
     /// one worker process per node.
     #[arg(long, default_value_t = 1, requires = "database")]
     pub nodes: usize,
+}
+
+/// `--backoff MIN,MAX[,MULTIPLIER]`.
+fn parse_backoff(value: &str) -> Result<taskwarden_core::Backoff, String> {
+    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    let duration = |s: &str| humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"));
+    let (min, max, multiplier) = match parts.as_slice() {
+        [min, max] => (duration(min)?, duration(max)?, 2.0),
+        [min, max, m] => (duration(min)?, duration(max)?, m.parse().map_err(|e| format!("multiplier {m:?}: {e}"))?),
+        _ => return Err("give MIN,MAX or MIN,MAX,MULTIPLIER, for example 500ms,1m,2".into()),
+    };
+    Ok(taskwarden_core::Backoff { min, max, multiplier, ..Default::default() })
 }

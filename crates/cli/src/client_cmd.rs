@@ -8,7 +8,9 @@ use taskwarden_core::cron::{CronSpec, Misfire};
 use taskwarden_core::placement::{Resources, parse_labels};
 use taskwarden_core::protocol::QueueUpdate;
 
-use crate::args::{CronArgs, CronCommand, QueueArgs, QueueCommand, SubmitArgs, TaskArgs, TaskCommand, WorkersArgs};
+use crate::args::{
+    CronArgs, CronCommand, QueueArgs, QueueCommand, SubmitArgs, TaskArgs, TaskCommand, TaskOptions, WorkersArgs,
+};
 use crate::exit::{Unsuccessful, out, usage};
 
 /// A client for the server the flags name, with their token and TLS settings.
@@ -143,24 +145,33 @@ fn show(task: &Task, json: bool) -> anyhow::Result<()> {
     }
 }
 
+/// The task a `submit` or a cron schedule's ticks send, from the flags they share.
+fn task_request(t: TaskOptions) -> anyhow::Result<SubmitTask> {
+    Ok(SubmitTask {
+        payload: Some(read_payload("--payload", &t.payload)?),
+        priority: t.priority,
+        max_attempts: t.max_attempts,
+        timeout_ms: t.timeout.map(|d| d.as_millis() as u64),
+        lease_timeout_ms: t.lease_timeout.map(|d| d.as_millis() as u64),
+        backoff: t.backoff,
+        tags: if t.tag.is_empty() { None } else { Some(t.tag) },
+        resources: Some(flag_value(Resources::parse("--resources", &t.resources))?).filter(|r| !r.is_empty()),
+        labels: Some(flag_value(parse_labels("--labels", &t.labels))?).filter(|l| !l.is_empty()),
+        concurrency_key: t.concurrency_key,
+        rate_key: t.rate_key,
+        queue: t.queue,
+        kind: t.kind,
+        ..Default::default()
+    })
+}
+
 pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
     let client = connect(&a.connect)?;
-    let payload = read_payload("--payload", &a.payload)?;
     let req = SubmitTask {
-        queue: a.queue,
-        kind: a.kind,
-        payload: Some(payload),
-        priority: a.priority,
         delay_ms: a.delay.map(|d| d.as_millis() as u64),
-        max_attempts: a.max_attempts,
-        timeout_ms: a.timeout.map(|d| d.as_millis() as u64),
+        run_at: a.run_at,
         idempotency_key: a.idempotency_key,
-        tags: if a.tag.is_empty() { None } else { Some(a.tag) },
-        resources: Some(flag_value(Resources::parse("--resources", &a.resources))?).filter(|r| !r.is_empty()),
-        labels: Some(flag_value(parse_labels("--labels", &a.labels))?).filter(|l| !l.is_empty()),
-        concurrency_key: a.concurrency_key,
-        rate_key: a.rate_key,
-        ..Default::default()
+        ..task_request(a.task)?
     };
     let mut task = client.submit(req).await?;
     if a.wait {
@@ -389,7 +400,7 @@ where
 pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
     let client = connect(&a.connect)?;
     let schedules = match a.command {
-        CronCommand::Add { name, schedule, timezone, misfire, queue, kind, payload, priority, json } => {
+        CronCommand::Add { name, schedule, timezone, misfire, task, json } => {
             let (misfire, catch_up) = match misfire.as_str() {
                 "skip" => (Misfire::Skip, None),
                 m => match m.strip_prefix("catch-up=").and_then(|n| n.parse().ok()) {
@@ -397,8 +408,7 @@ pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
                     None => usage!("--misfire: give skip or catch-up=N, not {m:?}"),
                 },
             };
-            let payload = read_payload("--payload", &payload)?;
-            let task = SubmitTask { queue, kind, payload: Some(payload), priority, ..Default::default() };
+            let task = task_request(*task)?;
             let spec = CronSpec { name, schedule, timezone, misfire, catch_up, task };
             let info = client.create_cron(&spec).await?;
             if json {
@@ -415,6 +425,10 @@ pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
         }
         CronCommand::Pause { name } => vec![client.pause_cron(&name, true).await?],
         CronCommand::Resume { name } => vec![client.pause_cron(&name, false).await?],
+        CronCommand::Run { name, json } => {
+            let task = client.run_cron(&name).await?;
+            return print_submitted(&task, json);
+        }
         CronCommand::Rm { name } => {
             client.delete_cron(&name).await?;
             out!("deleted {name}");
@@ -422,11 +436,12 @@ pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
         }
     };
     out!(
-        "{:<24}  {:<20}  {:<16}  {:<6}  {:<30}  {:<16}  TASK",
+        "{:<24}  {:<20}  {:<16}  {:<6}  {:<30}  {:<30}  {:<16}  TASK",
         "NAME",
         "SCHEDULE",
         "TIME ZONE",
         "PAUSED",
+        "LAST",
         "NEXT",
         "MISFIRE"
     );
@@ -436,11 +451,12 @@ pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
             Misfire::CatchUp => format!("catch-up={}", c.spec.catch_up_limit()),
         };
         out!(
-            "{:<24}  {:<20}  {:<16}  {:<6}  {:<30}  {:<16}  {}/{}",
+            "{:<24}  {:<20}  {:<16}  {:<6}  {:<30}  {:<30}  {:<16}  {}/{}",
             c.spec.name,
             c.spec.schedule,
             c.spec.timezone,
             if c.paused { "yes" } else { "no" },
+            c.last_fired_at.map_or_else(|| "-".to_owned(), |t| t.to_string()),
             c.next_run_at.to_string(),
             misfire,
             c.spec.task.queue,

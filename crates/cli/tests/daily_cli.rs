@@ -310,3 +310,58 @@ fn a_misspelt_queue_is_refused_and_an_empty_one_can_be_removed() {
     let (code, _, _) = cli_code(&["queue", "rm", "reports", "--url", url], None);
     assert_eq!(code, 3);
 }
+
+/// The task options the API had and the CLI lacked, on `submit` and on cron schedules; `cron run`
+/// fires a schedule now; `cron ls` shows the last fire.
+#[test]
+fn task_options_reach_the_task_and_a_schedule_can_be_fired_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let options = [
+        "--queue",
+        "q",
+        "--kind",
+        "echo",
+        "--lease-timeout",
+        "5s",
+        "--backoff",
+        "500ms,1m,3",
+        "--max-attempts",
+        "5",
+        "--tag",
+        "nightly",
+        "--timeout",
+        "2m",
+    ];
+    let tomorrow = std::time::SystemTime::now() + std::time::Duration::from_secs(86_400);
+    let later = humantime::format_rfc3339_seconds(tomorrow).to_string();
+    let later = later.as_str();
+    let (code, out, err) =
+        cli_code(&[&["submit", "--url", url, "--json", "--run-at", later][..], &options[..]].concat(), None);
+    assert_eq!(code, 0, "{err}");
+    let task: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(task["state"], "scheduled");
+    assert!(task["run_at"].as_str().unwrap().starts_with(later.trim_end_matches('Z')), "{later} {out}");
+    assert_eq!(task["lease_timeout_ms"], 5000);
+    assert_eq!(task["timeout_ms"], 120_000);
+    assert_eq!((task["backoff"]["min_ms"].as_u64(), task["backoff"]["max_ms"].as_u64()), (Some(500), Some(60_000)));
+    assert_eq!(task["backoff"]["multiplier"], 3.0);
+    let (code, _, err) = cli_code(&["submit", "--url", url, "--kind", "echo", "--backoff", "fast"], None);
+    assert_eq!(code, 2, "{err}");
+
+    let add = [&["cron", "add", "hourly", "--url", url, "--schedule", "0 0 * * * *"][..], &options[..]].concat();
+    let (code, _, err) = cli_code(&add, None);
+    assert_eq!(code, 0, "{err}");
+    let (ok, out, err) = cli(&["cron", "ls", "--url", url]);
+    assert!(ok, "{err}");
+    assert!(out.lines().next().unwrap().contains("LAST"), "{out}");
+    let (code, out, err) = cli_code(&["cron", "run", "hourly", "--json", "--url", url], None);
+    assert_eq!(code, 0, "{err}");
+    let fired: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((fired["queue"].as_str(), fired["state"].as_str()), (Some("q"), Some("ready")), "{out}");
+    assert_eq!(fired["tags"], serde_json::json!(["nightly"]));
+    assert_eq!((fired["max_attempts"].as_u64(), fired["lease_timeout_ms"].as_u64()), (Some(5), Some(5000)));
+    let (code, _, _) = cli_code(&["cron", "run", "nosuch", "--url", url], None);
+    assert_eq!(code, 3);
+}

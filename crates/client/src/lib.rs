@@ -537,6 +537,12 @@ impl Client {
         Ok(self.call::<(), _>(Method::POST, &path, None, Self::TIMEOUT).await?.1)
     }
 
+    /// Fires a schedule now, once, besides its ticks; returns the task it submitted.
+    pub async fn run_cron(&self, name: &str) -> Result<Task> {
+        let path = format!("/v1/cron/{}/run", path_segment(name));
+        Ok(self.call::<(), _>(Method::POST, &path, None, Self::TIMEOUT).await?.1)
+    }
+
     pub async fn delete_cron(&self, name: &str) -> Result<()> {
         let path = format!("/v1/cron/{}", path_segment(name));
         self.call::<(), serde_json::Value>(Method::DELETE, &path, None, Self::TIMEOUT).await.map(|_| ())

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use taskwarden_core::auth::Action;
 use taskwarden_core::cron::{CronInfo, CronList, CronSpec, Schedule};
 use taskwarden_core::validate::check_name;
-use taskwarden_store::{CreateCron, PauseCron};
+use taskwarden_store::{CreateCron, PauseCron, SubmitTasks};
 
 use super::{ApiResult, AppState};
 use crate::auth::Caller;
@@ -77,6 +77,22 @@ pub(super) async fn resume(
     let info = s.store.pause_cron(PauseCron { name, paused: false, next_run }).await?;
     caller.audit(&s, "cron.resume", info.spec.name.clone()).await;
     Ok(Json(info))
+}
+
+/// Fires the schedule now, once, besides its ticks: its task is submitted as a tick would submit
+/// it, without a tick's idempotency key, and the schedule's next tick is unchanged.
+pub(super) async fn run(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let cron = find(&s, &caller, Action::Operate, &name).await?;
+    let now = s.clock.now();
+    let task = cron.spec.task.validate(&s.config.limits, now)?;
+    let call = SubmitTasks { tasks: vec![task], idempotency_window: s.config.idempotency_window, now };
+    let submitted = s.store.submit(call).await?.remove(0).task;
+    caller.audit(&s, "cron.run", name).await;
+    Ok((StatusCode::CREATED, Json(super::tasks::shown(&caller, submitted))))
 }
 
 pub(super) async fn delete(

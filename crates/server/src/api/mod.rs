@@ -94,6 +94,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("delete", "/v1/cron/{name}", Some(Role::Operator)),
     ("post", "/v1/cron/{name}/pause", Some(Role::Operator)),
     ("post", "/v1/cron/{name}/resume", Some(Role::Operator)),
+    ("post", "/v1/cron/{name}/run", Some(Role::Operator)),
     ("post", "/v1/tokens", Some(Role::Admin)),
     ("get", "/v1/tokens", Some(Role::Admin)),
     ("post", "/v1/tokens/{token}/revoke", Some(Role::Admin)),
@@ -142,6 +143,7 @@ pub(crate) fn router(state: AppState, guard: Guard) -> Router {
         .route("/v1/cron/{name}", delete(cron::delete))
         .route("/v1/cron/{name}/pause", post(cron::pause))
         .route("/v1/cron/{name}/resume", post(cron::resume))
+        .route("/v1/cron/{name}/run", post(cron::run))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{token}/revoke", post(tokens::revoke))
         .route("/v1/audit", get(tokens::audit))
