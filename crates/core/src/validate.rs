@@ -140,7 +140,10 @@ impl SubmitTask {
         if let Some(run_at) = self.run_at
             && run_at > now.saturating_add(limits.max_delay)
         {
-            return Err(ValidationError::new("run_at", "is too far in the future"));
+            return Err(ValidationError::new(
+                "run_at",
+                format!("is too far in the future: at most {} days ahead", limits.max_delay.as_secs() / 86_400),
+            ));
         }
         let max_attempts = check_range(
             "max_attempts",
