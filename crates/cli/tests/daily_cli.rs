@@ -274,6 +274,16 @@ fn the_demo_says_how_many_failures_it_did_not_list() {
     assert!(out.contains("failed:           12"), "{out}");
     assert_eq!(out.lines().filter(|l| l.starts_with("  failed ")).count(), 5, "{out}");
     assert!(out.contains("  and 7 more"), "{out}");
+    // Regression: with attempts dated from lease to report, prefetched tasks waiting for a slot
+    // counted as running, and 2 x 32 slots read "peak running: 87". Workers now report how long
+    // each handler ran and how long ago it ended; what is left is the request's transit.
+    let peak: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("peak running:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the demo prints its peak");
+    assert!(peak <= 76, "2 workers x 32 slots ran {peak} tasks at once: {out}");
 }
 
 /// `queue pause emial` (a typo) quietly made a queue, and there was no `queue rm`.

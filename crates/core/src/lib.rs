@@ -32,7 +32,7 @@ pub mod workflow;
 
 pub use backoff::Backoff;
 pub use id::{IdGenerator, LeaseToken, TaskId};
-pub use lifecycle::{Cancellation, RetryRequest, TransitionError};
+pub use lifecycle::{Cancellation, RetryRequest, RunTiming, TransitionError};
 pub use task::{Attempt, AttemptOutcome, Lease, Needs, NewTask, Progress, Task, TaskState};
 pub use time::Timestamp;
 pub use validate::{Limits, ValidationError};

@@ -57,6 +57,25 @@ pub enum Cancellation {
     Requested,
 }
 
+/// How an attempt ran, as the worker measured it on its own clock (see [`Task::apply_report`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunTiming {
+    /// How long the handler ran.
+    pub ran: Option<Duration>,
+    /// How long before the report was recorded the handler finished.
+    pub done_ago: Option<Duration>,
+}
+
+impl RunTiming {
+    /// What a report says of it.
+    pub fn of(report: &crate::protocol::Report) -> RunTiming {
+        RunTiming {
+            ran: report.ran_us.map(Duration::from_micros),
+            done_ago: report.done_ago_us.map(Duration::from_micros),
+        }
+    }
+}
+
 impl Task {
     fn refuse(&self, action: &'static str) -> TransitionError {
         TransitionError::InvalidState { action, state: self.state }
@@ -224,7 +243,33 @@ impl Task {
     /// Applies a worker's report of how its attempt ended: the transition the outcome names, with
     /// a failure's error cut to the stored limit. Refused (the task untouched) unless `token` is
     /// the current lease.
+    ///
+    /// With the worker's timing, the attempt is dated by its handler rather than by the lease
+    /// and the report's arrival: it ended `timing.done_ago` before `now` and started `timing.ran`
+    /// before that (never outside its lease's start and `now`). So the time a prefetched task
+    /// waited for a slot, or an outcome waited to be carried, is not counted as running.
     pub fn apply_report(
+        &mut self,
+        token: LeaseToken,
+        outcome: Outcome,
+        timing: RunTiming,
+        now: Timestamp,
+        random: f64,
+    ) -> Result<Attempt, TransitionError> {
+        let mut attempt = self.apply_outcome(token, outcome, now, random)?;
+        if let Some(ago) = timing.done_ago {
+            attempt.finished_at = attempt.finished_at.saturating_sub(ago).max(attempt.started_at);
+        }
+        if let Some(ran) = timing.ran {
+            attempt.started_at = attempt.finished_at.saturating_sub(ran).max(attempt.started_at);
+        }
+        if let Some(last) = self.history.last_mut() {
+            (last.started_at, last.finished_at) = (attempt.started_at, attempt.finished_at);
+        }
+        Ok(attempt)
+    }
+
+    fn apply_outcome(
         &mut self,
         token: LeaseToken,
         outcome: Outcome,

@@ -348,12 +348,28 @@ pub struct Report {
     pub task_id: TaskId,
     pub lease: LeaseToken,
     pub outcome: Outcome,
+    /// How long the handler ran in microseconds, by the worker's own clock; absent when it never started. The
+    /// attempt then counts as started that long before its outcome was recorded, not when it was
+    /// leased: the time a prefetched task waited for a slot is not run time, nor counted as
+    /// running in a workflow's speedup report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_us: Option<u64>,
+    /// How long ago, in microseconds, the handler finished when this report was sent (it may
+    /// have waited to be carried by the next fetch). The attempt's end is dated that much before
+    /// the report was recorded (never before its start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_ago_us: Option<u64>,
 }
 
 impl Report {
+    /// An outcome with no run time (the handler never started, or it is not known).
+    pub fn new(task_id: TaskId, lease: LeaseToken, outcome: Outcome) -> Report {
+        Report { task_id, lease, outcome, ran_us: None, done_ago_us: None }
+    }
+
     /// Gives a leased task back unfinished (`None` if it is not leased).
     pub fn release(task: &Task) -> Option<Report> {
-        task.lease.as_ref().map(|l| Report { task_id: task.id, lease: l.token, outcome: Outcome::Released })
+        task.lease.as_ref().map(|l| Report::new(task.id, l.token, Outcome::Released))
     }
 }
 

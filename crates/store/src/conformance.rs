@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             expired_idempotency_keys_are_pruned,
             workers_lost_long_ago_are_forgotten_unless_they_hold_a_task,
             queues_stay_listed_an_hour_after_their_last_task_and_settings_can_be_forgotten,
+            an_attempt_is_dated_by_the_run_time_its_worker_reports,
             a_workflow_runs_in_dependency_order_and_returns_its_sinks_result,
             fail_fast_cancels_what_has_not_finished,
             collect_runs_the_children_of_failed_parents,
@@ -151,7 +152,7 @@ async fn fetch(store: &dyn Store, queues: &[&str], limit: u32, now: Timestamp) -
 
 async fn report(store: &dyn Store, task: &Task, outcome: Outcome, now: Timestamp) -> crate::Result<Task> {
     let lease = task.lease.as_ref().expect("a leased task").token;
-    let r = Report { task_id: task.id, lease, outcome };
+    let r = Report::new(task.id, lease, outcome);
     store.report(ReportOutcomes { worker_id: None, reports: vec![r], now }).await.unwrap().remove(0)
 }
 
@@ -1046,4 +1047,20 @@ pub async fn queues_stay_listed_an_hour_after_their_last_task_and_settings_can_b
     store.remove_queue("set-up").await.unwrap();
     assert!(!names(store.list_queues(minutes(600)).await.unwrap()).contains(&"set-up".to_owned()));
     assert!(matches!(store.remove_queue("set-up").await, Err(StoreError::NotFound)));
+}
+
+pub async fn an_attempt_is_dated_by_the_run_time_its_worker_reports(store: &dyn Store) {
+    submit_one(store, spec("q"), at(0)).await;
+    let leased = fetch(store, &["q"], 1, at(1_000)).await.remove(0);
+    let lease = leased.lease.as_ref().expect("leased").token;
+    let r = Report { ran_us: Some(300_000), done_ago_us: Some(50_000), ..Report::new(leased.id, lease, success("1")) };
+    store
+        .report(ReportOutcomes { worker_id: None, reports: vec![r], now: at(2_000) })
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let got = store.get(leased.id).await.unwrap();
+    assert_eq!((got.history[0].started_at, got.history[0].finished_at), (at(1_650), at(1_950)));
+    assert_eq!(got.finished_at, Some(at(2_000)));
 }

@@ -86,10 +86,9 @@ async fn fetch_queries_stay_on_their_indexes_whatever_analyze_saw() {
         let leased = store.fetch(fetch).await.unwrap();
         let reports = leased
             .iter()
-            .map(|t| Report {
-                task_id: t.id,
-                lease: t.lease.as_ref().unwrap().token,
-                outcome: Outcome::Succeeded { result: serde_json::value::RawValue::from_string("1".into()).unwrap() },
+            .map(|t| {
+                let done = Outcome::Succeeded { result: serde_json::value::RawValue::from_string("1".into()).unwrap() };
+                Report::new(t.id, t.lease.as_ref().unwrap().token, done)
             })
             .collect();
         store.report(ReportOutcomes { worker_id: None, reports, now }).await.unwrap();

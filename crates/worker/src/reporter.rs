@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use taskwarden_client::Client;
 use taskwarden_core::TaskId;
@@ -29,7 +29,8 @@ pub(crate) type InFlight = Arc<Mutex<HashSet<TaskId>>>;
 /// Outcomes waiting to be sent.
 #[derive(Default)]
 pub(crate) struct Outbox {
-    pending: Mutex<Vec<Report>>,
+    /// With when each outcome was queued: a report says how long ago its task finished.
+    pending: Mutex<Vec<(Report, Instant)>>,
     /// Fetchers that will send a fetch soon: waiting for a free slot, or fetching without
     /// waiting. While there is one, the reporter leaves outcomes for it to carry; a slot frees
     /// right after each outcome is queued, so such a fetcher is on its way.
@@ -44,15 +45,23 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub fn push(&self, report: Report) {
-        self.pending.lock().expect("outbox lock").push(report);
+        self.pending.lock().expect("outbox lock").push((report, Instant::now()));
         self.ring.notify_one();
     }
 
     /// Puts back outcomes a request did not deliver, ahead of newer ones.
-    pub fn put_back(&self, mut reports: Vec<Report>) {
+    pub fn put_back(&self, reports: Vec<Report>) {
         if reports.is_empty() {
             return;
         }
+        let now = Instant::now();
+        let mut reports: Vec<(Report, Instant)> = reports
+            .into_iter()
+            .map(|r| {
+                let ago = Duration::from_micros(r.done_ago_us.unwrap_or(0));
+                (r, now.checked_sub(ago).unwrap_or(now))
+            })
+            .collect();
         let mut pending = self.pending.lock().expect("outbox lock");
         reports.append(&mut pending);
         *pending = reports;
@@ -67,7 +76,7 @@ impl Outbox {
         let n = pending
             .iter()
             .take(MAX_BATCH)
-            .take_while(|r| {
+            .take_while(|(r, _)| {
                 bytes += match &r.outcome {
                     Outcome::Succeeded { result } => result.get().len(),
                     Outcome::Failed { error, .. } => error.len(),
@@ -80,7 +89,8 @@ impl Outbox {
             self.left_behind.store(true, Ordering::SeqCst);
             self.ring.notify_one();
         }
-        pending.drain(..n).collect()
+        let taken = pending.drain(..n);
+        taken.map(stamped).collect()
     }
 
     /// A fetcher will fetch soon, and will carry what is queued.
@@ -102,6 +112,13 @@ impl Outbox {
         self.closed.store(true, Ordering::SeqCst);
         self.ring.notify_one();
     }
+}
+
+/// A queued outcome as it is sent: saying how long ago its task finished, so the server dates
+/// the attempt's end to when it ended here, not to when the report arrived.
+fn stamped((mut report, queued): (Report, Instant)) -> Report {
+    report.done_ago_us = Some(queued.elapsed().as_micros() as u64);
+    report
 }
 
 /// Sends, in batches of its own, the outcomes no fetch is about to carry; returns once the outbox
@@ -128,7 +145,7 @@ pub(crate) async fn run(client: Client, worker_id: String, outbox: Arc<Outbox>, 
             let batch: Vec<Report> = {
                 let mut pending = outbox.pending.lock().expect("outbox lock");
                 let n = pending.len().min(MAX_BATCH);
-                pending.drain(..n).collect()
+                pending.drain(..n).map(stamped).collect()
             };
             if batch.is_empty() {
                 if closed {

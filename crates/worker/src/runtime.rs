@@ -233,7 +233,7 @@ pub(crate) async fn run(
             if let Some(h) = a.abort {
                 h.abort();
             }
-            shared.outbox.push(Report { task_id: id, lease: a.lease, outcome: Outcome::Released });
+            shared.outbox.push(Report::new(id, a.lease, Outcome::Released));
             shared.summary.lock().expect("summary lock").released += 1;
         }
     }
@@ -421,11 +421,11 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
         Some((h, t)) => (h.clone(), *t),
         None => {
             let error = format!("no handler for kind {:?} on worker {}", task.kind, shared.worker_id);
-            shared.outbox.push(Report {
-                task_id: id,
+            shared.outbox.push(Report::new(
+                id,
                 lease,
-                outcome: Outcome::Failed { error, retry_after_ms: None, permanent: false },
-            });
+                Outcome::Failed { error, retry_after_ms: None, permanent: false },
+            ));
             return;
         }
     };
@@ -463,7 +463,8 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
             Err(TaskError::retry(format!("timed out after {} ms", timeout.as_millis())))
         }
     };
-    shared.pace.lock().expect("pace lock").record(started.elapsed());
+    let ran = started.elapsed();
+    shared.pace.lock().expect("pace lock").record(ran);
     // Still ours? If not, the lease was lost or released: someone else owns the task now.
     if shared.active.lock().expect("active lock").remove(&id).is_none() {
         return;
@@ -487,7 +488,7 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
     if let Some(in_flight) = &shared.in_flight {
         in_flight.lock().expect("in-flight lock").insert(id);
     }
-    shared.outbox.push(Report { task_id: id, lease, outcome });
+    shared.outbox.push(Report { ran_us: Some(ran.as_micros() as u64), ..Report::new(id, lease, outcome) });
 }
 
 /// Waits for a free execution slot; `None` when the task must not run after all: its lease was
@@ -519,7 +520,7 @@ async fn take_slot(
         if matches!(outcome, Outcome::Released) {
             shared.summary.lock().expect("summary lock").released += 1;
         }
-        shared.outbox.push(Report { task_id: id, lease, outcome });
+        shared.outbox.push(Report::new(id, lease, outcome));
     }
     None
 }

@@ -251,3 +251,31 @@ proptest! {
         prop_assert_eq!(before, snapshot(&t));
     }
 }
+
+/// A prefetched task waited for a slot, then its outcome waited to be carried: the attempt is
+/// dated by what the handler ran, not by the lease and the report's arrival.
+#[test]
+fn a_report_with_the_workers_timing_dates_the_attempt_by_its_handler() {
+    let ms = Duration::from_millis;
+    let success = || crate::protocol::Outcome::Succeeded { result: raw("1") };
+    let mut t = new_task(3, 0);
+    t.start("w", LeaseToken(1), at(1000)).unwrap();
+    let timing = RunTiming { ran: Some(ms(300)), done_ago: Some(ms(50)) };
+    let a = t.apply_report(LeaseToken(1), success(), timing, at(2000), 0.0).unwrap();
+    assert_eq!((a.started_at, a.finished_at), (at(1650), at(1950)));
+    assert_eq!((t.history[0].started_at, t.history[0].finished_at), (at(1650), at(1950)));
+    assert_eq!(t.finished_at, Some(at(2000)), "the task itself finished when it was recorded");
+
+    // Never outside the lease: a slow clock on the worker cannot date it before it was leased.
+    let mut t = new_task(3, 0);
+    t.start("w", LeaseToken(1), at(1000)).unwrap();
+    let timing = RunTiming { ran: Some(ms(5000)), done_ago: Some(ms(9000)) };
+    let a = t.apply_report(LeaseToken(1), success(), timing, at(2000), 0.0).unwrap();
+    assert_eq!((a.started_at, a.finished_at), (at(1000), at(1000)));
+
+    // Without timing, lease to arrival as before.
+    let mut t = new_task(3, 0);
+    t.start("w", LeaseToken(1), at(1000)).unwrap();
+    let a = t.apply_report(LeaseToken(1), success(), RunTiming::default(), at(2000), 0.0).unwrap();
+    assert_eq!((a.started_at, a.finished_at), (at(1000), at(2000)));
+}

@@ -276,7 +276,7 @@ async fn report_one(
 ) -> ApiResult<Json<Task>> {
     check_outcome(&mut outcome, &s.config.limits)?;
     let worker_id = lease_holder(s, caller, task_id).await?;
-    let report = Report { task_id, lease, outcome };
+    let report = Report::new(task_id, lease, outcome);
     let p = ReportOutcomes { worker_id, reports: vec![report], now: s.clock.now() };
     let task = s.store.report(p).await?.remove(0)?;
     Ok(Json(super::tasks::shown(caller, task)))

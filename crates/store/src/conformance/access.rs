@@ -108,14 +108,14 @@ pub async fn a_worker_cannot_report_or_extend_a_lease_another_worker_holds(store
     let held = vec![HeldLease { task_id: leased.id, lease, progress: None }];
     let beat = store.heartbeat(Heartbeat { worker_id: Some(other.clone()), leases: held, now: at(20) }).await.unwrap();
     assert_eq!(beat[0].status, ItemStatus::LeaseLost);
-    let forged = Report { task_id: leased.id, lease, outcome: success("\"forged\"") };
+    let forged = Report::new(leased.id, lease, success("\"forged\""));
     let p = ReportOutcomes { worker_id: Some(other), reports: vec![forged], now: at(30) };
     assert!(matches!(store.report(p).await.unwrap().remove(0), Err(StoreError::LeaseLost)));
     let task = store.get(leased.id).await.unwrap();
     assert_eq!(task.state, TaskState::Running);
     assert!(task.result.is_none());
 
-    let real = Report { task_id: leased.id, lease, outcome: Outcome::Succeeded { result: super::raw("1") } };
+    let real = Report::new(leased.id, lease, Outcome::Succeeded { result: super::raw("1") });
     let p = ReportOutcomes { worker_id: Some(holder), reports: vec![real], now: at(40) };
     assert_eq!(store.report(p).await.unwrap().remove(0).unwrap().state, TaskState::Succeeded);
 }

@@ -7,7 +7,7 @@ use deadpool_postgres::GenericClient;
 use taskwarden_core::limits::{Gate, QueueLimits};
 use taskwarden_core::placement::{aged_past, fair_take, rank_by_aged_priority};
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, QueueInfo, WorkerInfo};
-use taskwarden_core::{Cancellation, LeaseToken, Task, TaskId, Timestamp};
+use taskwarden_core::{Cancellation, LeaseToken, RunTiming, Task, TaskId, Timestamp};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -361,7 +361,7 @@ pub(crate) async fn report(
         };
         let attempt = task
             .check_holder(p.worker_id.as_deref())
-            .and_then(|()| task.apply_report(r.lease, r.outcome.clone(), p.now, shared.random()));
+            .and_then(|()| task.apply_report(r.lease, r.outcome.clone(), RunTiming::of(r), p.now, shared.random()));
         match attempt {
             // The transition recorded the attempt in the task's history.
             Ok(_) => {

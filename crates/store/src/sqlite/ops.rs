@@ -6,7 +6,7 @@ use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 use taskwarden_core::placement::{aged_past, fair_take, rank_by_aged_priority};
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, WorkerInfo};
-use taskwarden_core::{Attempt, Cancellation, LeaseToken, NewTask, Task, TaskId, Timestamp};
+use taskwarden_core::{Attempt, Cancellation, LeaseToken, NewTask, RunTiming, Task, TaskId, Timestamp};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -259,9 +259,10 @@ pub(crate) fn report(conn: &Connection, st: &mut WriterState, p: ReportOutcomes)
             out.push(Err(StoreError::NotFound));
             continue;
         };
+        let timing = RunTiming::of(&r);
         let attempt = task
             .check_holder(p.worker_id.as_deref())
-            .and_then(|()| task.apply_report(r.lease, r.outcome, p.now, st.rng.random()));
+            .and_then(|()| task.apply_report(r.lease, r.outcome, timing, p.now, st.rng.random()));
         match attempt {
             Ok(attempt) => {
                 save(conn, st, &task, Some(&attempt))?;
