@@ -388,6 +388,33 @@ pub struct TaskOptions {
     pub rate_key: Option<String>,
 }
 
+/// Which tasks a bulk `task retry` or `task cancel` acts on.
+#[derive(ClapArgs, Default)]
+pub struct BulkFilterArgs {
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// retry: failed (default) or cancelled; cancel: ready, scheduled or running (default all).
+    #[arg(long)]
+    pub state: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Most tasks acted on [default: 10000; at most 100000]; with more, the answer says how to go
+    /// on.
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Go on from a previous bulk call.
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+impl BulkFilterArgs {
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_none() && self.state.is_none() && self.kind.is_none() && self.tag.is_none()
+    }
+}
+
 #[derive(ClapArgs)]
 pub struct TaskArgs {
     #[command(flatten)]
@@ -423,15 +450,23 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Cancel a task (a running one is asked to stop).
+    /// Cancel a task (a running one is asked to stop), or with filters instead of an id, every
+    /// unfinished task matching them, on the server, a page at a time.
     Cancel {
-        id: String,
+        /// The task; leave out and give filters to cancel in bulk.
+        id: Option<String>,
+        #[command(flatten)]
+        filter: BulkFilterArgs,
         #[arg(long)]
         json: bool,
     },
-    /// Send a failed or cancelled task back to the queue.
+    /// Send a failed or cancelled task back to the queue, or with filters instead of an id, every
+    /// task matching them (failed ones unless --state cancelled).
     Retry {
-        id: String,
+        /// The task; leave out and give filters to retry in bulk.
+        id: Option<String>,
+        #[command(flatten)]
+        filter: BulkFilterArgs,
         #[arg(long)]
         json: bool,
     },

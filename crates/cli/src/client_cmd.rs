@@ -6,10 +6,11 @@ use taskwarden_client::{Client, ListOptions, SubmitTask, Task, TaskId, TaskState
 
 use taskwarden_core::cron::{CronSpec, Misfire};
 use taskwarden_core::placement::{Resources, parse_labels};
-use taskwarden_core::protocol::QueueUpdate;
+use taskwarden_core::protocol::{BulkFilter, QueueUpdate};
 
 use crate::args::{
-    CronArgs, CronCommand, QueueArgs, QueueCommand, SubmitArgs, TaskArgs, TaskCommand, TaskOptions, WorkersArgs,
+    BulkFilterArgs, CronArgs, CronCommand, QueueArgs, QueueCommand, SubmitArgs, TaskArgs, TaskCommand, TaskOptions,
+    WorkersArgs,
 };
 use crate::exit::{Unsuccessful, out, usage};
 
@@ -271,14 +272,47 @@ pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        TaskCommand::Cancel { id, json } => show(&client.cancel(parse_id(&id)?).await?, json),
-        TaskCommand::Retry { id, json } => show(&client.retry(parse_id(&id)?).await?, json),
+        TaskCommand::Cancel { id: Some(id), filter, json } if filter.is_empty() => {
+            show(&client.cancel(parse_id(&id)?).await?, json)
+        }
+        TaskCommand::Retry { id: Some(id), filter, json } if filter.is_empty() => {
+            show(&client.retry(parse_id(&id)?).await?, json)
+        }
+        TaskCommand::Cancel { id: None, filter, json } => bulk(&client, filter, json, "cancelled").await,
+        TaskCommand::Retry { id: None, filter, json } => bulk(&client, filter, json, "retried").await,
+        TaskCommand::Cancel { .. } | TaskCommand::Retry { .. } => {
+            usage!("give a task id, or filters (--queue, --state, --kind, --tag) for a bulk change, not both")
+        }
         TaskCommand::Wait { id, timeout, json } => {
             let task = wait_through_fan_out(&client, parse_id(&id)?, timeout).await?;
             show(&task, json)?;
             succeeded(&task)
         }
     }
+}
+
+/// `task retry|cancel` with filters: the server changes every matching task, a page at a time.
+async fn bulk(client: &Client, f: BulkFilterArgs, json: bool, done: &str) -> anyhow::Result<()> {
+    if f.is_empty() {
+        usage!("give a task id, or at least one filter (--queue, --state, --kind, --tag) for a bulk change");
+    }
+    let state = match f.state.map(|s| s.parse::<TaskState>()).transpose() {
+        Ok(state) => state,
+        Err(e) => usage!("--state: {e}"),
+    };
+    let filter = BulkFilter { queue: f.queue, state, kind: f.kind, tag: f.tag, limit: f.limit, cursor: f.cursor };
+    let result = match done {
+        "retried" => client.retry_matching(&filter).await?,
+        _ => client.cancel_matching(&filter).await?,
+    };
+    if json {
+        return print_json(&result);
+    }
+    out!("{done} {} of {} matching tasks ({} had moved on)", result.changed, result.matched, result.skipped);
+    if let Some(c) = result.next_cursor {
+        out!("more may match: repeat with --cursor {c}");
+    }
+    Ok(())
 }
 
 pub async fn workers(a: WorkersArgs) -> anyhow::Result<()> {

@@ -375,3 +375,24 @@ fn task_options_reach_the_task_and_a_schedule_can_be_fired_now() {
     let (code, _, _) = cli_code(&["cron", "run", "nosuch", "--url", url], None);
     assert_eq!(code, 3);
 }
+
+#[test]
+fn task_retry_and_cancel_take_filters_for_bulk_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    for _ in 0..3 {
+        let (ok, _, err) = cli(&["submit", "--url", url, "--queue", "mail", "--kind", "send", "--delay", "1h"]);
+        assert!(ok, "{err}");
+    }
+    let (code, out, err) = cli_code(&["task", "cancel", "--queue", "mail", "--url", url], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cancelled 3 of 3 matching tasks"), "{out}");
+    let (code, out, err) =
+        cli_code(&["task", "retry", "--queue", "mail", "--state", "cancelled", "--json", "--url", url], None);
+    assert_eq!(code, 0, "{err}");
+    let done: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((done["matched"].as_u64(), done["changed"].as_u64()), (Some(3), Some(3)), "{out}");
+    let (code, _, err) = cli_code(&["task", "retry", "--url", url], None);
+    assert_eq!(code, 2, "neither an id nor a filter: {err}");
+}

@@ -33,12 +33,12 @@ use serde_json::value::RawValue;
 use taskwarden_core::auth::{AuditEntry, AuditList, CreateTokenCall, CreatedToken, TokenInfo, TokenList};
 use taskwarden_core::cron::{CronInfo, CronList, CronSpec};
 pub use taskwarden_core::protocol::ParentList;
+pub use taskwarden_core::protocol::{
+    BulkFilter, BulkResult, FetchResponse, LeaseStatus, LeasedTask, Outcome, QueueInfo, ReportResult, SubmitTask,
+};
 use taskwarden_core::protocol::{
     ErrorBody, FetchRequest, HeldLease, QueueList, QueueUpdate, RegisterWorker, Report, ReportBatch,
     ReportBatchResponse, SubmitBatch, TaskList, WorkerHeartbeat, WorkerHeartbeatResponse, WorkerInfo, WorkerList,
-};
-pub use taskwarden_core::protocol::{
-    FetchResponse, LeaseStatus, LeasedTask, Outcome, QueueInfo, ReportResult, SubmitTask,
 };
 pub use taskwarden_core::workflow::{
     FailurePolicy, FanOut, FanOutRequest, NodeSpec, ParentResult, Workflow, WorkflowNode, WorkflowSpec, WorkflowState,
@@ -381,6 +381,8 @@ impl Client {
     }
 
     const TIMEOUT: Duration = Duration::from_secs(30);
+    /// A bulk change of up to 100,000 tasks takes a while.
+    const BULK_TIMEOUT: Duration = Duration::from_secs(300);
 
     /// Submits one task. Returns it once durably stored; with an idempotency key that was already
     /// used, returns the first task.
@@ -429,6 +431,17 @@ impl Client {
     /// Sends a failed (or cancelled) task back to the queue with a fresh attempt budget.
     pub async fn retry(&self, id: TaskId) -> Result<Task> {
         Ok(self.call::<(), _>(Method::POST, &format!("/v1/tasks/{id}/retry"), None, Self::TIMEOUT).await?.1)
+    }
+
+    /// Retries every failed (or, with `state: cancelled`, cancelled) task matching the filter, on
+    /// the server, a page at a time; at most `limit` (default 10,000) in one call.
+    pub async fn retry_matching(&self, filter: &BulkFilter) -> Result<BulkResult> {
+        Ok(self.call(Method::POST, "/v1/tasks/retry", Some(filter), Self::BULK_TIMEOUT).await?.1)
+    }
+
+    /// Cancels every unfinished task matching the filter (running ones are asked to stop).
+    pub async fn cancel_matching(&self, filter: &BulkFilter) -> Result<BulkResult> {
+        Ok(self.call(Method::POST, "/v1/tasks/cancel", Some(filter), Self::BULK_TIMEOUT).await?.1)
     }
 
     /// Submits a workflow (a DAG of tasks) atomically.

@@ -75,6 +75,44 @@ pub struct TaskList {
     pub next_cursor: Option<String>,
 }
 
+/// Which tasks a bulk retry or cancel acts on (`POST /v1/tasks/retry`, `POST /v1/tasks/cancel`):
+/// those matching every filter given, newest first, at most `limit` in one call.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Retry: `failed` (the default) or `cancelled`. Cancel: `ready`, `scheduled` or `running`
+    /// (default: all three).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::TaskState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Most tasks this call acts on (1 to 100,000; default 10,000). With more matching, the
+    /// answer's `next_cursor` continues where it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// From a previous answer's `next_cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// What a bulk retry or cancel did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkResult {
+    /// Tasks that matched the filter (within the caller's queues) and were looked at.
+    pub matched: u64,
+    /// Of those, the ones retried or cancelled.
+    pub changed: u64,
+    /// The ones that had moved on meanwhile (finished, already retried) and were left alone.
+    pub skipped: u64,
+    /// More may match: pass this as `cursor` to go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 /// Registers a worker process with the server.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

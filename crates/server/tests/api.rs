@@ -320,3 +320,52 @@ async fn a_worker_not_heard_from_is_listed_as_lost() {
     assert_eq!(status(s.call("GET", "/v1/workers", None).await.1), "lost");
     s.stop().await;
 }
+
+/// Issue 13: retry every failed task of a queue at once, on the server, with a count; cancel in
+/// bulk; a limit with a cursor to go on.
+#[tokio::test]
+async fn ten_thousand_failed_tasks_are_retried_in_one_call() {
+    const N: usize = 10_000;
+    let s = TestServer::start().await;
+    for _ in 0..N / 1000 {
+        let tasks: Vec<_> = (0..1000).map(|_| json!({"queue": "q", "kind": "k", "max_attempts": 1})).collect();
+        let (status, body) = s.call("POST", "/v1/tasks/batch", Some(json!({"tasks": tasks}))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    s.submit(json!({"queue": "other", "kind": "k", "max_attempts": 1})).await;
+    let worker = s.register("q").await;
+    let mut failed = 0;
+    while failed < N {
+        let leased = s.fetch(&worker, "q", 1000, 0).await;
+        let reports: Vec<_> = leased
+            .iter()
+            .map(|t| json!({"task_id": t["id"], "lease": t["lease"], "outcome": {"status": "failed", "error": "boom", "permanent": true}}))
+            .collect();
+        let (status, body) =
+            s.call("POST", &format!("/v1/workers/{worker}/reports"), Some(json!({"reports": reports}))).await;
+        assert_eq!(status, 200, "{body}");
+        failed += leased.len();
+    }
+
+    let started = Instant::now();
+    let (status, done) = s.call("POST", "/v1/tasks/retry", Some(json!({"queue": "q"}))).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!((done["matched"].as_u64(), done["changed"].as_u64()), (Some(N as u64), Some(N as u64)), "{done}");
+    assert!(done.get("next_cursor").is_none(), "{done}");
+    eprintln!("bulk retry of {N} failed tasks: {:?}", started.elapsed());
+    let (_, page) = s.call("GET", "/v1/tasks?queue=q&state=failed&limit=1", None).await;
+    assert_eq!(page["tasks"].as_array().map(Vec::len), Some(0), "none left failed");
+
+    // Cancel in bulk, 4,000 at a time: a cursor goes on where the limit stopped.
+    let (_, first) = s.call("POST", "/v1/tasks/cancel", Some(json!({"queue": "q", "limit": 4000}))).await;
+    assert_eq!(first["changed"], 4000, "{first}");
+    let cursor = first["next_cursor"].as_str().expect("more to cancel").to_owned();
+    let (_, rest) = s.call("POST", "/v1/tasks/cancel", Some(json!({"queue": "q", "cursor": cursor}))).await;
+    assert_eq!(rest["changed"], (N - 4000) as u64, "{rest}");
+    let (_, other) = s.call("GET", "/v1/tasks?queue=other&limit=1", None).await;
+    assert_eq!(other["tasks"][0]["state"], "ready", "another queue's task is untouched");
+
+    let (status, bad) = s.call("POST", "/v1/tasks/retry", Some(json!({"queue": "q", "state": "ready"}))).await;
+    assert_eq!((status, bad["error"]["field"].as_str()), (400, Some("state")), "{bad}");
+    s.stop().await;
+}

@@ -120,6 +120,7 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
         ("get", "/v1/tasks/{id}/wait") => (format!("/v1/tasks/{}/wait?timeout_ms=10", f.task(q).await), None),
         ("post", "/v1/tasks/{id}/cancel") => (format!("/v1/tasks/{}/cancel", f.task(q).await), None),
         ("post", "/v1/tasks/{id}/retry") => (format!("/v1/tasks/{}/retry", f.failed(q).await), None),
+        ("post", "/v1/tasks/retry" | "/v1/tasks/cancel") => (p(path), Some(json!({"queue": q, "limit": 10}))),
         ("post", "/v1/tasks/{id}/complete" | "/v1/tasks/{id}/fail" | "/v1/tasks/{id}/heartbeat")
         | ("post", "/v1/tasks/{id}/progress" | "/v1/tasks/{id}/release" | "/v1/tasks/{id}/fan-out") => {
             let (id, lease) = f.leased(token, q).await;
@@ -191,6 +192,8 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("get", "/v1/tasks/{id}/wait", At(Read), true),
         ("post", "/v1/tasks/{id}/cancel", At(Operator), true),
         ("post", "/v1/tasks/{id}/retry", At(Operator), true),
+        ("post", "/v1/tasks/retry", At(Operator), true),
+        ("post", "/v1/tasks/cancel", At(Operator), true),
         ("post", "/v1/tasks/{id}/complete", At(Worker), true),
         ("post", "/v1/tasks/{id}/fail", At(Worker), true),
         ("post", "/v1/tasks/{id}/heartbeat", At(Worker), true),

@@ -64,6 +64,8 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/tasks", Some(Role::Submit)),
     ("get", "/v1/tasks", Some(Role::Read)),
     ("post", "/v1/tasks/batch", Some(Role::Submit)),
+    ("post", "/v1/tasks/retry", Some(Role::Operator)),
+    ("post", "/v1/tasks/cancel", Some(Role::Operator)),
     ("get", "/v1/tasks/{id}", Some(Role::Read)),
     ("get", "/v1/tasks/{id}/wait", Some(Role::Read)),
     ("post", "/v1/tasks/{id}/cancel", Some(Role::Operator)),
@@ -116,6 +118,8 @@ pub(crate) fn router(state: AppState, guard: Guard) -> Router {
         .route("/openapi.json", get(health::openapi_json))
         .route("/v1/tasks", post(tasks::submit).get(tasks::list))
         .route("/v1/tasks/batch", post(tasks::submit_batch))
+        .route("/v1/tasks/retry", post(tasks::bulk_retry))
+        .route("/v1/tasks/cancel", post(tasks::bulk_cancel))
         .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/tasks/{id}/wait", get(tasks::wait))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
