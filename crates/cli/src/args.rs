@@ -491,6 +491,21 @@ pub struct WorkflowArgs {
 
 #[derive(Subcommand)]
 pub enum WorkflowCommand {
+    /// List workflows, newest first.
+    Ls {
+        /// running, succeeded, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// From a previous page's "next page" line.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Submit a workflow from a JSON file (`-` for stdin); prints its id.
     Submit {
         file: PathBuf,

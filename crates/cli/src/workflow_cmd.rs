@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use taskwarden_client::{TaskId, Workflow, WorkflowSpec, WorkflowState};
+use taskwarden_client::{TaskId, Workflow, WorkflowListOptions, WorkflowSpec, WorkflowState};
 
 use crate::args::{WorkflowArgs, WorkflowCommand};
 use crate::exit::{Unsuccessful, out, usage};
@@ -99,6 +99,43 @@ pub async fn run(a: WorkflowArgs) -> anyhow::Result<()> {
             let wf = client.wait_workflow(parse_id(&id)?, timeout).await?;
             print(&wf, json)?;
             finished_ok(&wf)
+        }
+        WorkflowCommand::Ls { state, name, limit, cursor, json } => {
+            let state = match state.map(|s| s.parse::<WorkflowState>()).transpose() {
+                Ok(state) => state,
+                Err(e) => usage!("--state: {e}"),
+            };
+            let options = WorkflowListOptions { state, name, cursor, limit: Some(limit) };
+            let page = client.workflows(&options).await?;
+            if json {
+                out!("{}", serde_json::to_string_pretty(&page)?);
+                return Ok(());
+            }
+            out!(
+                "{:<36}  {:<10}  {:>7}  {:>9}  {:>6}  {:<27}  NAME",
+                "ID",
+                "STATE",
+                "TASKS",
+                "SUCCEEDED",
+                "FAILED",
+                "CREATED"
+            );
+            for w in &page.workflows {
+                out!(
+                    "{:<36}  {:<10}  {:>7}  {:>9}  {:>6}  {:<27}  {}",
+                    w.id,
+                    w.state.as_str(),
+                    w.total,
+                    w.succeeded,
+                    w.failed,
+                    w.created_at.to_string(),
+                    w.name.as_deref().unwrap_or("-")
+                );
+            }
+            if let Some(c) = page.next_cursor {
+                out!("next page: --cursor {c}");
+            }
+            Ok(())
         }
         WorkflowCommand::Show { id, json } => print(&client.get_workflow(parse_id(&id)?).await?, json),
         WorkflowCommand::Cancel { id, json } => print(&client.cancel_workflow(parse_id(&id)?).await?, json),

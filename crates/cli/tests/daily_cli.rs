@@ -396,3 +396,29 @@ fn task_retry_and_cancel_take_filters_for_bulk_changes() {
     let (code, _, err) = cli_code(&["task", "retry", "--url", url], None);
     assert_eq!(code, 2, "neither an id nor a filter: {err}");
 }
+
+#[test]
+fn workflow_ls_lists_workflows_newest_first_by_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let spec = r#"{"name": "nightly", "tasks": [{"id": "a", "kind": "echo", "queue": "nobody"}]}"#;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (code, out, err) = cli_code(&["workflow", "submit", "-", "--url", url], Some(spec.as_bytes()));
+        assert_eq!(code, 0, "{err}");
+        ids.push(out.trim().to_owned());
+    }
+    let (ok, _, err) = cli(&["workflow", "cancel", &ids[0], "--url", url]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&["workflow", "ls", "--url", url]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert!(rows[0].starts_with(&ids[1]) && rows[1].starts_with(&ids[0]), "newest first: {out}");
+    assert!(rows[0].contains("nightly"), "{out}");
+    let (ok, out, err) = cli(&["workflow", "ls", "--state", "cancelled", "--json", "--url", url]);
+    assert!(ok, "{err}");
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["workflows"].as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(page["workflows"][0]["id"], ids[0].as_str());
+}

@@ -41,7 +41,8 @@ use taskwarden_core::protocol::{
     ReportBatchResponse, SubmitBatch, TaskList, WorkerHeartbeat, WorkerHeartbeatResponse, WorkerInfo, WorkerList,
 };
 pub use taskwarden_core::workflow::{
-    FailurePolicy, FanOut, FanOutRequest, NodeSpec, ParentResult, Workflow, WorkflowNode, WorkflowSpec, WorkflowState,
+    FailurePolicy, FanOut, FanOutRequest, NodeSpec, ParentResult, Workflow, WorkflowList, WorkflowNode, WorkflowSpec,
+    WorkflowState, WorkflowSummary,
 };
 pub use taskwarden_core::{Backoff, Task, TaskId, TaskState};
 use thiserror::Error;
@@ -149,6 +150,19 @@ fn create_query(create: bool) -> &'static str {
 
 pub fn to_raw<T: Serialize>(value: &T) -> Result<Box<RawValue>> {
     serde_json::value::to_raw_value(value).map_err(|e| ClientError::Invalid(format!("payload: {e}")))
+}
+
+/// Filters for [`Client::workflows`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkflowListOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<WorkflowState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 
 /// Filters for [`Client::list`].
@@ -449,6 +463,13 @@ impl Client {
         Ok(self.call(Method::POST, "/v1/workflows", Some(spec), Self::TIMEOUT).await?.1)
     }
 
+    /// Workflows newest first, by state and name, a page at a time (needs a token for every
+    /// queue).
+    pub async fn workflows(&self, options: &WorkflowListOptions) -> Result<WorkflowList> {
+        let query = serde_urlencoded_query(options);
+        Ok(self.call::<(), _>(Method::GET, &format!("/v1/workflows{query}"), None, Self::TIMEOUT).await?.1)
+    }
+
     /// A workflow with its nodes and speedup report.
     pub async fn get_workflow(&self, id: TaskId) -> Result<Workflow> {
         Ok(self.call::<(), _>(Method::GET, &format!("/v1/workflows/{id}"), None, Self::TIMEOUT).await?.1)
@@ -702,7 +723,7 @@ fn path_segment(s: &str) -> String {
         .collect()
 }
 
-fn serde_urlencoded_query(options: &ListOptions) -> String {
+fn serde_urlencoded_query<T: Serialize>(options: &T) -> String {
     let query = serde_urlencoded::to_string(options).expect("flat options serialize");
     if query.is_empty() { query } else { format!("?{query}") }
 }

@@ -507,6 +507,32 @@ pub struct WorkflowNode {
 }
 
 /// A workflow, as the API returns it.
+/// A workflow in a list: where it stands, without its nodes, result or report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowSummary {
+    pub id: crate::id::TaskId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub state: WorkflowState,
+    pub total: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+}
+
+/// A page of workflows, newest first (`GET /v1/workflows`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkflowList {
+    pub workflows: Vec<WorkflowSummary>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Workflow {
     pub id: crate::id::TaskId,

@@ -25,6 +25,8 @@ const OUT: &str = "out.q";
 enum Needs {
     Nothing,
     At(Role),
+    /// The role, with a token for every queue (a list that spans queues).
+    EveryQueueAt(Role),
 }
 
 struct Fixtures<'a> {
@@ -136,7 +138,9 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
             (path.replace("{id}", &id), Some(body))
         }
         ("post", "/v1/workers") => (p(path), Some(json!({"name": "w", "queues": [q], "concurrency": 1}))),
-        ("get", "/v1/workers" | "/v1/queues" | "/v1/cron" | "/v1/tokens" | "/v1/audit") => (p(path), None),
+        ("get", "/v1/workers" | "/v1/queues" | "/v1/cron" | "/v1/tokens" | "/v1/audit" | "/v1/workflows") => {
+            (p(path), None)
+        }
         ("post", "/v1/workers/{id}/fetch") => {
             let (w, _) = f.worker(token, q).await;
             (format!("/v1/workers/{w}/fetch"), Some(json!({"queues": [q], "limit": 1, "wait_ms": 0})))
@@ -179,7 +183,7 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
 
 /// The table: each route, what it needs, and whether it is about one queue.
 const ROUTES: &[(&str, &str, Needs, bool)] = {
-    use Needs::{At, Nothing};
+    use Needs::{At, EveryQueueAt, Nothing};
     use Role::*;
     &[
         ("get", "/healthz", Nothing, false),
@@ -207,6 +211,7 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("get", "/v1/tasks/{id}/parents", At(Worker), true),
         ("post", "/v1/tasks/{id}/fan-out", At(Worker), true),
         ("post", "/v1/workflows", At(Submit), true),
+        ("get", "/v1/workflows", EveryQueueAt(Read), false),
         ("get", "/v1/workflows/{id}", At(Read), true),
         ("get", "/v1/workflows/{id}/wait", At(Read), true),
         ("post", "/v1/workflows/{id}/cancel", At(Operator), true),
@@ -233,6 +238,9 @@ fn allowed(role: Role, needs: Needs, queued: bool, in_scope: bool, every_queue: 
         Needs::Nothing => return true,
         // Tokens and the audit log are about every queue: a scoped admin may not.
         Needs::At(Role::Admin) => role == Role::Admin && every_queue,
+        Needs::EveryQueueAt(need) => {
+            return every_queue && allowed(role, Needs::At(need), queued, in_scope, every_queue);
+        }
         Needs::At(Role::Worker) => matches!(role, Role::Worker | Role::Admin),
         Needs::At(need) => {
             let rank = |r: Role| [Role::Read, Role::Submit, Role::Operator, Role::Admin].iter().position(|x| *x == r);

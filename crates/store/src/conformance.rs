@@ -61,6 +61,7 @@ macro_rules! conformance_tests {
             workers_lost_long_ago_are_forgotten_unless_they_hold_a_task,
             queues_stay_listed_an_hour_after_their_last_task_and_settings_can_be_forgotten,
             an_attempt_is_dated_by_the_run_time_its_worker_reports,
+            workflows_are_listed_newest_first_by_state_and_name_a_page_at_a_time,
             a_workflow_runs_in_dependency_order_and_returns_its_sinks_result,
             fail_fast_cancels_what_has_not_finished,
             collect_runs_the_children_of_failed_parents,
@@ -1063,4 +1064,38 @@ pub async fn an_attempt_is_dated_by_the_run_time_its_worker_reports(store: &dyn 
     let got = store.get(leased.id).await.unwrap();
     assert_eq!((got.history[0].started_at, got.history[0].finished_at), (at(1_650), at(1_950)));
     assert_eq!(got.finished_at, Some(at(2_000)));
+}
+
+pub async fn workflows_are_listed_newest_first_by_state_and_name_a_page_at_a_time(store: &dyn Store) {
+    use taskwarden_core::workflow::{FailurePolicy, WorkflowState};
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push(store.submit_workflow(workflow(FailurePolicy::FailFast, &[("a", &[])])).await.unwrap().id);
+    }
+    let mut spec = workflow(FailurePolicy::FailFast, &[("only", &[])]);
+    spec.plan.name = Some("nightly".into());
+    let nightly = store.submit_workflow(spec).await.unwrap().id;
+    store.cancel_workflow(CancelWorkflow { id: made[0], now: at(1) }).await.unwrap();
+
+    let list = |state, name: Option<&str>, before, limit| ListWorkflows {
+        state,
+        name: name.map(str::to_owned),
+        before,
+        limit,
+    };
+    let all = store.list_workflows(list(None, None, None, 100)).await.unwrap();
+    let ids: Vec<_> = all.workflows.iter().map(|w| w.id).collect();
+    assert_eq!(ids, [nightly, made[2], made[1], made[0]], "newest first");
+    assert!(all.next.is_none());
+
+    let first = store.list_workflows(list(None, None, None, 2)).await.unwrap();
+    assert_eq!(first.workflows.len(), 2);
+    let rest = store.list_workflows(list(None, None, first.next, 2)).await.unwrap();
+    assert_eq!(rest.workflows.iter().map(|w| w.id).collect::<Vec<_>>(), [made[1], made[0]]);
+
+    let cancelled = store.list_workflows(list(Some(WorkflowState::Cancelled), None, None, 100)).await.unwrap();
+    assert_eq!(cancelled.workflows.iter().map(|w| w.id).collect::<Vec<_>>(), [made[0]]);
+    let by_name = store.list_workflows(list(None, Some("nightly"), None, 100)).await.unwrap();
+    assert_eq!(by_name.workflows.len(), 1);
+    assert_eq!((by_name.workflows[0].id, by_name.workflows[0].total), (nightly, 1));
 }

@@ -161,6 +161,9 @@ pub trait Store: Send + Sync + 'static {
     /// A workflow with its nodes and speedup report.
     async fn get_workflow(&self, id: TaskId) -> Result<Workflow>;
 
+    /// Workflows newest first, by state and name, a page at a time.
+    async fn list_workflows(&self, p: ListWorkflows) -> Result<WorkflowPage>;
+
     /// Just the workflow's state: cheap enough to check on every wake-up while waiting.
     async fn workflow_state(&self, id: TaskId) -> Result<WorkflowState>;
 

@@ -267,3 +267,18 @@ pub struct ListAudit {
     pub since: Timestamp,
     pub limit: u32,
 }
+
+/// Workflows newest first, filtered by state and name.
+pub struct ListWorkflows {
+    pub state: Option<taskwarden_core::workflow::WorkflowState>,
+    pub name: Option<String>,
+    /// Return workflows older than this one.
+    pub before: Option<TaskId>,
+    pub limit: u32,
+}
+
+pub struct WorkflowPage {
+    pub workflows: Vec<taskwarden_core::workflow::WorkflowSummary>,
+    /// The cursor for the next page, when there may be one.
+    pub next: Option<TaskId>,
+}

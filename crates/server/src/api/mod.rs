@@ -83,6 +83,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/tasks/{id}/parents", Some(Role::Worker)),
     ("post", "/v1/tasks/{id}/fan-out", Some(Role::Worker)),
     ("post", "/v1/workflows", Some(Role::Submit)),
+    ("get", "/v1/workflows", Some(Role::Read)),
     ("get", "/v1/workflows/{id}", Some(Role::Read)),
     ("get", "/v1/workflows/{id}/wait", Some(Role::Read)),
     ("post", "/v1/workflows/{id}/cancel", Some(Role::Operator)),
@@ -135,7 +136,7 @@ pub(crate) fn router(state: AppState, guard: Guard) -> Router {
         .route("/v1/workers/{id}/reports", post(workers::reports))
         .route("/v1/tasks/{id}/parents", get(workflows::parents))
         .route("/v1/tasks/{id}/fan-out", post(workflows::fan_out))
-        .route("/v1/workflows", post(workflows::submit))
+        .route("/v1/workflows", post(workflows::submit).get(workflows::list))
         .route("/v1/workflows/{id}", get(workflows::get))
         .route("/v1/workflows/{id}/wait", get(workflows::wait))
         .route("/v1/workflows/{id}/cancel", post(workflows::cancel))

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use taskwarden_core::TaskId;
 use taskwarden_core::auth::Action;
 use taskwarden_core::protocol::ParentList;
-use taskwarden_core::workflow::{FanOut, FanOutRequest, Workflow, WorkflowSpec};
-use taskwarden_store::{CancelWorkflow, FanOutTasks, ListParents, SubmitWorkflow};
+use taskwarden_core::workflow::{FanOut, FanOutRequest, Workflow, WorkflowList, WorkflowSpec, WorkflowState};
+use taskwarden_store::{CancelWorkflow, FanOutTasks, ListParents, ListWorkflows, SubmitWorkflow};
 
 use super::{ApiResult, AppState, WaitQuery, until_finished};
 use crate::auth::Caller;
@@ -140,4 +140,45 @@ pub(super) async fn fan_out(
     caller.may_all(&s, Action::Work, queues)?;
     let fan_out: FanOut = s.store.fan_out(FanOutTasks { task_id: id, lease, plan, now }).await?;
     Ok((StatusCode::CREATED, Json(fan_out)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    state: Option<WorkflowState>,
+    name: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Workflows newest first, by state and name, a page at a time. A workflow's tasks may span
+/// queues, so listing them needs a token for every queue (one by id needs only its queues).
+pub(super) async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<WorkflowList>> {
+    caller.may(&s, Action::Read, None)?;
+    if !caller.grant.queues.is_all() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "listing workflows needs a token for every queue; get one workflow by its id instead",
+        ));
+    }
+    if let Some(name) = &q.name
+        && (name.is_empty() || name.len() > 256)
+    {
+        return Err(ApiError::invalid("name", "must be 1 to 256 bytes"));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let before = match &q.cursor {
+        Some(c) => Some(c.parse().map_err(|_| ApiError::invalid("cursor", "not a cursor from a previous page"))?),
+        None => None,
+    };
+    let page = s.store.list_workflows(ListWorkflows { state: q.state, name: q.name, before, limit }).await?;
+    Ok(Json(WorkflowList { workflows: page.workflows, next_cursor: page.next.map(|id| id.to_string()) }))
 }

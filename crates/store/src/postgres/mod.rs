@@ -634,6 +634,10 @@ impl Store for PgStore {
         read!(self, |c| workflows::get(&c, id).await)
     }
 
+    async fn list_workflows(&self, p: ListWorkflows) -> Result<WorkflowPage> {
+        read!(self, |c| workflows::list(&c, &p).await)
+    }
+
     async fn workflow_state(&self, id: TaskId) -> Result<WorkflowState> {
         read!(self, |c| workflows::state(&c, id).await)
     }

@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 use serde_json::value::RawValue;
 use taskwarden_core::workflow::{
     FailurePolicy, FanOut, FanOutStep, NodeTiming, ParentResult, Tally, Workflow, WorkflowNode, WorkflowState,
-    speedup_report,
+    WorkflowSummary, speedup_report,
 };
 use taskwarden_core::{Task, TaskId, TaskState, Timestamp};
 use uuid::Uuid;
@@ -18,7 +18,7 @@ use super::ops::save;
 use super::rows::{self, Tx, execute, json, lock, lock_many, parse, query, query_opt, uuid};
 use super::{PgResult, Shared, Touched};
 use crate::StoreError;
-use crate::params::{CancelWorkflow, FanOutTasks, ListParents, SubmitWorkflow};
+use crate::params::{CancelWorkflow, FanOutTasks, ListParents, ListWorkflows, SubmitWorkflow, WorkflowPage};
 
 fn bad(e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(e.to_string())
@@ -318,6 +318,36 @@ pub(crate) async fn cancel(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &C
 }
 
 /// A workflow with its nodes, result and speedup report.
+/// Workflows newest first (ids are time-ordered), filtered by state and name.
+pub(crate) async fn list(c: &impl GenericClient, p: &ListWorkflows) -> PgResult<WorkflowPage> {
+    let before = p.before.map(uuid);
+    let state = p.state.map(|s| s.as_str());
+    let rows = query(
+        c,
+        "SELECT id, name, state, total, succeeded, failed, error, created_at, finished_at FROM workflows \
+         WHERE ($1::uuid IS NULL OR id < $1) AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR name = $3) \
+         ORDER BY id DESC LIMIT $4",
+        &[&before, &state, &p.name, &i64::from(p.limit)],
+    )
+    .await?;
+    let mut workflows = Vec::with_capacity(rows.len());
+    for r in &rows {
+        workflows.push(WorkflowSummary {
+            id: TaskId::from_bytes(*r.get::<_, Uuid>(0).as_bytes()),
+            name: r.get(1),
+            state: parse(r.get(2))?,
+            total: r.get::<_, i32>(3) as u32,
+            succeeded: r.get::<_, i32>(4) as u32,
+            failed: r.get::<_, i32>(5) as u32,
+            error: r.get(6),
+            created_at: Timestamp::from_micros(r.get(7)),
+            finished_at: r.get::<_, Option<i64>>(8).map(Timestamp::from_micros),
+        });
+    }
+    let next = (workflows.len() == p.limit as usize).then(|| workflows.last().map(|w| w.id)).flatten();
+    Ok(WorkflowPage { workflows, next })
+}
+
 pub(crate) async fn get(c: &impl GenericClient, id: TaskId) -> PgResult<Workflow> {
     let r = query_opt(
         c,

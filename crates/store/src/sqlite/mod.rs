@@ -336,6 +336,10 @@ impl Store for SqliteStore {
         self.read(move |c| workflows::get(c, id)).await
     }
 
+    async fn list_workflows(&self, p: ListWorkflows) -> Result<WorkflowPage> {
+        self.read(move |c| workflows::list(c, &p)).await
+    }
+
     async fn workflow_state(&self, id: TaskId) -> Result<WorkflowState> {
         self.read(move |c| workflows::state(c, id)).await
     }

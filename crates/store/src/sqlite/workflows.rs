@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 use taskwarden_core::workflow::{
     FailurePolicy, FanOut, FanOutStep, NodeTiming, ParentResult, Tally, Workflow, WorkflowNode, WorkflowState,
-    speedup_report,
+    WorkflowSummary, speedup_report,
 };
 use taskwarden_core::{Task, TaskId, TaskState, Timestamp};
 
@@ -17,7 +17,7 @@ use super::internal;
 use super::ops::{self, load, save, touch_for};
 use super::rows::insert_task;
 use super::writer::WriterState;
-use crate::params::{CancelWorkflow, FanOutTasks, ListParents, SubmitWorkflow};
+use crate::params::{CancelWorkflow, FanOutTasks, ListParents, ListWorkflows, SubmitWorkflow, WorkflowPage};
 use crate::{Result, StoreError};
 
 fn bad(e: impl std::fmt::Display) -> StoreError {
@@ -328,6 +328,51 @@ pub(crate) fn cancel(conn: &Connection, st: &mut WriterState, p: CancelWorkflow)
     }
     finish(conn, st, p.id, WorkflowState::Cancelled, Some("cancelled".into()), p.now)?;
     get(conn, p.id)
+}
+
+/// Workflows newest first (ids are time-ordered), filtered by state and name.
+pub(crate) fn list(conn: &Connection, p: &ListWorkflows) -> Result<WorkflowPage> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, name, state, total, succeeded, failed, error, created_at, finished_at FROM workflows \
+             WHERE (?1 IS NULL OR id < ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR name = ?3) \
+             ORDER BY id DESC LIMIT ?4",
+        )
+        .map_err(internal)?;
+    let before = p.before.map(|id| *id.as_bytes());
+    let state = p.state.map(|s| s.as_str());
+    let rows = stmt
+        .query_map(params![before, state, p.name, p.limit], |r| {
+            Ok((
+                r.get::<_, [u8; 16]>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, u32>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, Option<i64>>(8)?,
+            ))
+        })
+        .map_err(internal)?;
+    let mut workflows = Vec::new();
+    for row in rows {
+        let (id, name, state, total, succeeded, failed, error, created_at, finished_at) = row.map_err(internal)?;
+        workflows.push(WorkflowSummary {
+            id: TaskId::from_bytes(id),
+            name,
+            state: state.parse().map_err(bad)?,
+            total,
+            succeeded,
+            failed,
+            error,
+            created_at: Timestamp::from_micros(created_at),
+            finished_at: finished_at.map(Timestamp::from_micros),
+        });
+    }
+    let next = (workflows.len() == p.limit as usize).then(|| workflows.last().map(|w| w.id)).flatten();
+    Ok(WorkflowPage { workflows, next })
 }
 
 /// A workflow with its nodes, result and speedup report.
