@@ -629,6 +629,29 @@ pub enum CronCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a schedule: what is given replaces what it had (a new --schedule or --timezone
+    /// moves its next tick); task options change its task template.
+    Update {
+        name: String,
+        #[arg(long)]
+        schedule: Option<String>,
+        #[arg(long)]
+        timezone: Option<String>,
+        /// `skip`, or `catch-up=N`.
+        #[arg(long)]
+        misfire: Option<String>,
+        /// A new payload for its task: JSON, `@FILE` or `-`.
+        #[arg(long, short)]
+        payload: Option<String>,
+        #[arg(long, allow_negative_numbers = true)]
+        priority: Option<i32>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Fire a schedule now, once, besides its ticks; prints the task it submitted.
     Run {
         name: String,

@@ -4,7 +4,7 @@ use anyhow::Context;
 use serde_json::value::RawValue;
 use taskwarden_client::{Client, ListOptions, SubmitTask, Task, TaskId, TaskState};
 
-use taskwarden_core::cron::{CronSpec, Misfire};
+use taskwarden_core::cron::{CronChange, CronSpec, Misfire};
 use taskwarden_core::placement::{Resources, parse_labels};
 use taskwarden_core::protocol::{BulkFilter, QueueUpdate};
 
@@ -431,17 +431,22 @@ where
     Ok(())
 }
 
+/// `--misfire skip` or `--misfire catch-up=N`.
+fn parse_misfire(m: &str) -> anyhow::Result<(Misfire, Option<u32>)> {
+    match m {
+        "skip" => Ok((Misfire::Skip, None)),
+        m => match m.strip_prefix("catch-up=").and_then(|n| n.parse().ok()) {
+            Some(n) => Ok((Misfire::CatchUp, Some(n))),
+            None => usage!("--misfire: give skip or catch-up=N, not {m:?}"),
+        },
+    }
+}
+
 pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
     let client = connect(&a.connect)?;
     let schedules = match a.command {
         CronCommand::Add { name, schedule, timezone, misfire, task, json } => {
-            let (misfire, catch_up) = match misfire.as_str() {
-                "skip" => (Misfire::Skip, None),
-                m => match m.strip_prefix("catch-up=").and_then(|n| n.parse().ok()) {
-                    Some(n) => (Misfire::CatchUp, Some(n)),
-                    None => usage!("--misfire: give skip or catch-up=N, not {m:?}"),
-                },
-            };
+            let (misfire, catch_up) = parse_misfire(&misfire)?;
             let task = task_request(*task)?;
             let spec = CronSpec { name, schedule, timezone, misfire, catch_up, task };
             let info = client.create_cron(&spec).await?;
@@ -459,6 +464,42 @@ pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
         }
         CronCommand::Pause { name } => vec![client.pause_cron(&name, true).await?],
         CronCommand::Resume { name } => vec![client.pause_cron(&name, false).await?],
+        CronCommand::Update { name, schedule, timezone, misfire, payload, priority, max_attempts, timeout, json } => {
+            let (misfire, catch_up) = match misfire.as_deref().map(parse_misfire).transpose()? {
+                Some((m, c)) => (Some(m), c),
+                None => (None, None),
+            };
+            let task_changes = payload.is_some() || priority.is_some() || max_attempts.is_some() || timeout.is_some();
+            let task = match task_changes {
+                false => None,
+                true => {
+                    let all = client.crons().await?;
+                    let Some(current) = all.into_iter().find(|c| c.spec.name == name) else {
+                        return Err(taskwarden_client::ClientError::Api {
+                            status: 404,
+                            code: "not_found".into(),
+                            message: "no such cron schedule".into(),
+                            field: None,
+                        }
+                        .into());
+                    };
+                    let mut t = current.spec.task;
+                    if let Some(p) = payload {
+                        t.payload = Some(read_payload("--payload", &p)?);
+                    }
+                    t.priority = priority.or(t.priority);
+                    t.max_attempts = max_attempts.or(t.max_attempts);
+                    t.timeout_ms = timeout.map(|d| d.as_millis() as u64).or(t.timeout_ms);
+                    Some(t)
+                }
+            };
+            let change = CronChange { schedule, timezone, misfire, catch_up, task };
+            let info = client.update_cron(&name, &change).await?;
+            if json {
+                return print_json(&info);
+            }
+            vec![info]
+        }
         CronCommand::Run { name, json } => {
             let task = client.run_cron(&name).await?;
             return print_submitted(&task, json);

@@ -422,3 +422,53 @@ fn workflow_ls_lists_workflows_newest_first_by_state() {
     assert_eq!(page["workflows"].as_array().map(Vec::len), Some(1), "{out}");
     assert_eq!(page["workflows"][0]["id"], ids[0].as_str());
 }
+
+#[test]
+fn cron_update_changes_the_schedule_and_its_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let add = [
+        "cron",
+        "add",
+        "report",
+        "--url",
+        url,
+        "--schedule",
+        "0 0 3 * * *",
+        "--kind",
+        "echo",
+        "--payload",
+        r#"{"v":1}"#,
+    ];
+    let (ok, _, err) = cli(&add);
+    assert!(ok, "{err}");
+    let (code, out, err) = cli_code(
+        &[
+            "cron",
+            "update",
+            "report",
+            "--schedule",
+            "0 30 4 * * *",
+            "--payload",
+            r#"{"v":2}"#,
+            "--priority",
+            "5",
+            "--json",
+            "--url",
+            url,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let info: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["schedule"], "0 30 4 * * *");
+    assert!(info["next_run_at"].as_str().unwrap().contains("T04:30:00"), "the next tick moved: {out}");
+    assert_eq!((info["task"]["payload"]["v"].as_u64(), info["task"]["priority"].as_i64()), (Some(2), Some(5)), "{out}");
+    assert_eq!(info["task"]["kind"], "echo", "the rest of the template stays");
+    let (code, _, err) = cli_code(&["cron", "update", "report", "--schedule", "not cron", "--url", url], None);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("schedule"), "{err}");
+    let (code, _, _) = cli_code(&["cron", "update", "nosuch", "--schedule", "0 0 1 * * *", "--url", url], None);
+    assert_eq!(code, 3);
+}

@@ -31,6 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use taskwarden_core::auth::{AuditEntry, AuditList, CreateTokenCall, CreatedToken, TokenInfo, TokenList};
+pub use taskwarden_core::cron::CronChange;
 use taskwarden_core::cron::{CronInfo, CronList, CronSpec};
 pub use taskwarden_core::protocol::ParentList;
 pub use taskwarden_core::protocol::{
@@ -569,6 +570,12 @@ impl Client {
         let action = if paused { "pause" } else { "resume" };
         let path = format!("/v1/cron/{}/{action}", path_segment(name));
         Ok(self.call::<(), _>(Method::POST, &path, None, Self::TIMEOUT).await?.1)
+    }
+
+    /// Changes a schedule: the fields given replace the stored ones (`task` the whole template).
+    pub async fn update_cron(&self, name: &str, change: &CronChange) -> Result<CronInfo> {
+        let path = format!("/v1/cron/{}", path_segment(name));
+        Ok(self.call(Method::PATCH, &path, Some(change), Self::TIMEOUT).await?.1)
     }
 
     /// Fires a schedule now, once, besides its ticks; returns the task it submitted.

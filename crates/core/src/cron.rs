@@ -55,6 +55,48 @@ fn utc() -> String {
     "UTC".to_owned()
 }
 
+/// Changes to a schedule (`PATCH /v1/cron/{name}`): each field given replaces the stored one;
+/// `task` replaces the whole template. The name stays.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub misfire: Option<Misfire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<SubmitTask>,
+}
+
+impl CronChange {
+    /// The spec with these changes made.
+    pub fn applied_to(self, mut spec: CronSpec) -> CronSpec {
+        if let Some(s) = self.schedule {
+            spec.schedule = s;
+        }
+        if let Some(tz) = self.timezone {
+            spec.timezone = tz;
+        }
+        if let Some(m) = self.misfire {
+            spec.misfire = m;
+            if m == Misfire::Skip {
+                spec.catch_up = None;
+            }
+        }
+        if self.catch_up.is_some() {
+            spec.catch_up = self.catch_up;
+        }
+        if let Some(t) = self.task {
+            spec.task = t;
+        }
+        spec
+    }
+}
+
 /// A stored schedule and where it stands.
 ///
 /// Read through [`CronInfoWire`]: serde cannot read a raw JSON value (the task's payload) from

@@ -175,6 +175,9 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
         ("post", "/v1/cron/{name}/pause") => (format!("/v1/cron/{}/pause", f.cron(q).await), None),
         ("post", "/v1/cron/{name}/resume") => (format!("/v1/cron/{}/resume", f.cron(q).await), None),
         ("post", "/v1/cron/{name}/run") => (format!("/v1/cron/{}/run", f.cron(q).await), None),
+        ("patch", "/v1/cron/{name}") => {
+            (format!("/v1/cron/{}", f.cron(q).await), Some(json!({"schedule": "0 0 0 2 1 *"})))
+        }
         ("post", "/v1/tokens") => (p(path), Some(json!({"name": f.unique("t"), "role": "read"}))),
         ("post", "/v1/tokens/{token}/revoke") => (format!("/v1/tokens/{}/revoke", f.throwaway_token().await), None),
         other => panic!("no request for {other:?}: add the route to this table"),
@@ -226,6 +229,7 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("post", "/v1/cron/{name}/pause", At(Operator), true),
         ("post", "/v1/cron/{name}/resume", At(Operator), true),
         ("post", "/v1/cron/{name}/run", At(Operator), true),
+        ("patch", "/v1/cron/{name}", At(Operator), true),
         ("post", "/v1/tokens", At(Admin), false),
         ("get", "/v1/tokens", At(Admin), false),
         ("post", "/v1/tokens/{token}/revoke", At(Admin), false),

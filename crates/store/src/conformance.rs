@@ -62,6 +62,7 @@ macro_rules! conformance_tests {
             queues_stay_listed_an_hour_after_their_last_task_and_settings_can_be_forgotten,
             an_attempt_is_dated_by_the_run_time_its_worker_reports,
             workflows_are_listed_newest_first_by_state_and_name_a_page_at_a_time,
+            a_cron_schedule_is_changed_in_place,
             a_workflow_runs_in_dependency_order_and_returns_its_sinks_result,
             fail_fast_cancels_what_has_not_finished,
             collect_runs_the_children_of_failed_parents,

@@ -149,6 +149,10 @@ pub trait Store: Send + Sync + 'static {
     /// Pauses or resumes a schedule; `NotFound` if there is none by the name.
     async fn pause_cron(&self, p: PauseCron) -> Result<CronInfo>;
 
+    /// Replaces a schedule's spec and next tick, paused or not as it was; `NotFound` if there is
+    /// none by the name.
+    async fn update_cron(&self, p: UpdateCron) -> Result<CronInfo>;
+
     /// Deletes a schedule (tasks it submitted stay); `NotFound` if there is none by the name.
     async fn delete_cron(&self, name: &str) -> Result<()>;
 

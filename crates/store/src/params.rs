@@ -232,6 +232,12 @@ pub struct CreateCron {
 
 /// Pauses or resumes a schedule. A resumed schedule goes on from `next_run` (its next tick from
 /// now): ticks while paused never fire.
+/// Replaces a schedule's spec (same name) and its next tick.
+pub struct UpdateCron {
+    pub spec: CronSpec,
+    pub next_run: Timestamp,
+}
+
 pub struct PauseCron {
     pub name: String,
     pub paused: bool,

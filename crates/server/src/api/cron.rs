@@ -6,9 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use taskwarden_core::auth::Action;
-use taskwarden_core::cron::{CronInfo, CronList, CronSpec, Schedule};
+use taskwarden_core::cron::{CronChange, CronInfo, CronList, CronSpec, Schedule};
 use taskwarden_core::validate::check_name;
-use taskwarden_store::{CreateCron, PauseCron, SubmitTasks};
+use taskwarden_store::{CreateCron, PauseCron, SubmitTasks, UpdateCron};
 
 use super::{ApiResult, AppState};
 use crate::auth::Caller;
@@ -76,6 +76,30 @@ pub(super) async fn resume(
     };
     let info = s.store.pause_cron(PauseCron { name, paused: false, next_run }).await?;
     caller.audit(&s, "cron.resume", info.spec.name.clone()).await;
+    Ok(Json(info))
+}
+
+/// Changes a schedule: the fields given replace the stored ones (`task` the whole template). A
+/// new schedule or time zone moves its next tick to the first one after now; it stays paused or
+/// running as it was.
+pub(super) async fn update(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(change): ApiJson<CronChange>,
+) -> ApiResult<Json<CronInfo>> {
+    let cron = find(&s, &caller, Action::Operate, &name).await?;
+    let moves = change.schedule.is_some() || change.timezone.is_some();
+    let spec = change.applied_to(cron.spec.clone());
+    caller.may(&s, Action::Operate, Some(&spec.task.queue))?;
+    let now = s.clock.now();
+    let schedule = spec.validate(&s.config.limits, now)?;
+    let next_run = match moves {
+        true => schedule.next_after(now).expect("validate checked there is a next tick"),
+        false => cron.next_run_at,
+    };
+    let info = s.store.update_cron(UpdateCron { spec, next_run }).await.map_err(ApiError::missing("cron schedule"))?;
+    caller.audit(&s, "cron.update", name).await;
     Ok(Json(info))
 }
 

@@ -95,6 +95,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/cron", Some(Role::Operator)),
     ("get", "/v1/cron", Some(Role::Read)),
     ("delete", "/v1/cron/{name}", Some(Role::Operator)),
+    ("patch", "/v1/cron/{name}", Some(Role::Operator)),
     ("post", "/v1/cron/{name}/pause", Some(Role::Operator)),
     ("post", "/v1/cron/{name}/resume", Some(Role::Operator)),
     ("post", "/v1/cron/{name}/run", Some(Role::Operator)),
@@ -145,7 +146,7 @@ pub(crate) fn router(state: AppState, guard: Guard) -> Router {
         .route("/v1/queues/{name}/pause", post(queues::pause))
         .route("/v1/queues/{name}/resume", post(queues::resume))
         .route("/v1/cron", post(cron::create).get(cron::list))
-        .route("/v1/cron/{name}", delete(cron::delete))
+        .route("/v1/cron/{name}", delete(cron::delete).patch(cron::update))
         .route("/v1/cron/{name}/pause", post(cron::pause))
         .route("/v1/cron/{name}/resume", post(cron::resume))
         .route("/v1/cron/{name}/run", post(cron::run))

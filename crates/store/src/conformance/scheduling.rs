@@ -293,3 +293,20 @@ async fn futures_join4<T>(
     let (a, b, c, d) = tokio::join!(a, b, c, d);
     vec![a, b, c, d]
 }
+
+pub async fn a_cron_schedule_is_changed_in_place(store: &dyn Store) {
+    store.create_cron(CreateCron { spec: cron_spec("hourly"), next_run: at(10_000), now: at(0) }).await.unwrap();
+    store.pause_cron(PauseCron { name: "hourly".into(), paused: true, next_run: at(10_000) }).await.unwrap();
+    let mut spec = cron_spec("hourly");
+    spec.schedule = "0 0 * * * *".into();
+    spec.task.priority = Some(7);
+    let changed = store.update_cron(UpdateCron { spec, next_run: at(3_600_000) }).await.unwrap();
+    assert_eq!((changed.spec.schedule.as_str(), changed.next_run_at), ("0 0 * * * *", at(3_600_000)));
+    assert_eq!(changed.spec.task.priority, Some(7));
+    assert!(changed.paused, "still paused");
+    let listed = store.list_crons().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].spec.task.priority, Some(7));
+    let missing = store.update_cron(UpdateCron { spec: cron_spec("nosuch"), next_run: at(1) }).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)));
+}

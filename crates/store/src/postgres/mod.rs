@@ -566,6 +566,10 @@ impl Store for PgStore {
         transaction!(self, |tx, _st| scheduling::pause_cron(&tx, &p).await)
     }
 
+    async fn update_cron(&self, p: UpdateCron) -> Result<CronInfo> {
+        transaction!(self, |tx, _st| scheduling::update_cron(&tx, &p).await)
+    }
+
     async fn delete_cron(&self, name: &str) -> Result<()> {
         transaction!(self, |tx, _st| scheduling::delete_cron(&tx, name).await)
     }

@@ -256,6 +256,17 @@ pub(crate) async fn pause_cron(tx: &Tx<'_>, p: &PauseCron) -> PgResult<CronInfo>
     cron_info(&row.ok_or(StoreError::NotFound)?)
 }
 
+pub(crate) async fn update_cron(tx: &Tx<'_>, p: &UpdateCron) -> PgResult<CronInfo> {
+    let spec = serde_json::to_string(&p.spec).expect("plain data serializes");
+    let row = query_opt(
+        tx,
+        &format!("UPDATE cron_schedules SET spec = $2, next_run = $3 WHERE name = $1 RETURNING {CRON_COLUMNS}"),
+        &[&p.spec.name, &spec, &p.next_run.as_micros()],
+    )
+    .await?;
+    cron_info(&row.ok_or(StoreError::NotFound)?)
+}
+
 pub(crate) async fn delete_cron(tx: &Tx<'_>, name: &str) -> PgResult<()> {
     match execute(tx, "DELETE FROM cron_schedules WHERE name = $1", &[&name]).await? {
         0 => Err(StoreError::NotFound.into()),

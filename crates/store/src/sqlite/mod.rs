@@ -319,6 +319,10 @@ impl Store for SqliteStore {
         self.writer.write(true, move |c, _| scheduling::pause_cron(c, p)).await
     }
 
+    async fn update_cron(&self, p: UpdateCron) -> Result<CronInfo> {
+        self.writer.write(true, move |c, _| scheduling::update_cron(c, p)).await
+    }
+
     async fn delete_cron(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
         self.writer.write(true, move |c, _| scheduling::delete_cron(c, &name)).await

@@ -254,6 +254,17 @@ pub(crate) fn pause_cron(conn: &Connection, p: PauseCron) -> Result<CronInfo> {
     load_cron(conn, &p.name)
 }
 
+pub(crate) fn update_cron(conn: &Connection, p: UpdateCron) -> Result<CronInfo> {
+    let changed = conn
+        .prepare_cached("UPDATE cron_schedules SET spec = ?2, next_run = ?3 WHERE name = ?1")
+        .and_then(|mut s| s.execute(params![p.spec.name, to_json(&p.spec), p.next_run.as_micros()]))
+        .map_err(internal)?;
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    load_cron(conn, &p.spec.name)
+}
+
 pub(crate) fn delete_cron(conn: &Connection, name: &str) -> Result<()> {
     let deleted = conn
         .prepare_cached("DELETE FROM cron_schedules WHERE name = ?1")
