@@ -178,6 +178,22 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// A list's `?limit=` (1 to 1000, default 50) and `?cursor=` (the id to go on after).
+pub(super) fn page(
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<(u32, Option<taskwarden_core::TaskId>), ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let before = match cursor {
+        Some(c) => Some(c.parse().map_err(|_| ApiError::invalid("cursor", "not a cursor from a previous page"))?),
+        None => None,
+    };
+    Ok((limit, before))
+}
+
 /// Kept for handlers' signatures: a response or an API error.
 pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
 

@@ -97,14 +97,7 @@ pub(super) async fn list(
             check_name(field, v, limits)?;
         }
     }
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
-    }
-    let before = match &q.cursor {
-        Some(c) => Some(c.parse().map_err(|_| ApiError::invalid("cursor", "not a cursor from a previous page"))?),
-        None => None,
-    };
+    let (limit, before) = super::page(q.limit, q.cursor.as_deref())?;
     let page =
         s.store.list(ListTasks { queue: q.queue, state: q.state, kind: q.kind, tag: q.tag, before, limit }).await?;
     let tasks =

@@ -171,14 +171,7 @@ pub(super) async fn list(
     {
         return Err(ApiError::invalid("name", "must be 1 to 256 bytes"));
     }
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
-    }
-    let before = match &q.cursor {
-        Some(c) => Some(c.parse().map_err(|_| ApiError::invalid("cursor", "not a cursor from a previous page"))?),
-        None => None,
-    };
+    let (limit, before) = super::page(q.limit, q.cursor.as_deref())?;
     let page = s.store.list_workflows(ListWorkflows { state: q.state, name: q.name, before, limit }).await?;
     Ok(Json(WorkflowList { workflows: page.workflows, next_cursor: page.next.map(|id| id.to_string()) }))
 }
