@@ -569,12 +569,25 @@ pub enum QueueCommand {
         /// Set up a queue that holds no tasks yet (otherwise refused: a typo makes no queue).
         #[arg(long)]
         create: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Lease from a paused queue again.
-    Resume { queue: String },
+    Resume {
+        queue: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget an empty queue's settings (pause, weight, limits), so it is listed no more once
     /// idle; refused while it holds ready, scheduled or running tasks.
-    Rm { queue: String },
+    Rm {
+        queue: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Change a queue's settings; those not given stay as they are. Limits hold across all
     /// workers and server nodes; `none` removes one.
     Set {
@@ -597,6 +610,9 @@ pub enum QueueCommand {
         /// Set up a queue that holds no tasks yet (otherwise refused: a typo makes no queue).
         #[arg(long)]
         create: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -664,11 +680,26 @@ pub enum CronCommand {
         json: bool,
     },
     /// Stop a schedule's ticks until it is resumed.
-    Pause { name: String },
+    Pause {
+        name: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Resume a schedule from its next tick (ticks while paused do not fire).
-    Resume { name: String },
+    Resume {
+        name: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a schedule (tasks it submitted stay).
-    Rm { name: String },
+    Rm {
+        name: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(ClapArgs)]

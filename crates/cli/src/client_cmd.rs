@@ -189,6 +189,15 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
     if a.wait { succeeded(&task) } else { Ok(()) }
 }
 
+/// A removal: `removed NAME`, or `{"removed": "NAME"}` with --json.
+fn done(json: bool, what: &str, name: &str) -> anyhow::Result<()> {
+    if json {
+        return print_json(&serde_json::json!({ what: name }));
+    }
+    out!("{what} {name}");
+    Ok(())
+}
+
 fn print_submitted(task: &Task, json: bool) -> anyhow::Result<()> {
     if json {
         print_json(task)
@@ -355,14 +364,25 @@ pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
             }
             queues
         }
-        QueueCommand::Pause { queue, create } => vec![client.pause_queue(&queue, create).await?],
-        QueueCommand::Resume { queue } => vec![client.resume_queue(&queue, false).await?],
-        QueueCommand::Rm { queue } => {
-            client.remove_queue(&queue).await?;
-            out!("removed {queue}");
-            return Ok(());
+        QueueCommand::Pause { queue, create, json } => {
+            let item = client.pause_queue(&queue, create).await?;
+            if json {
+                return print_json(&item);
+            }
+            vec![item]
         }
-        QueueCommand::Set { queue, weight, concurrency, key_concurrency, rate, key_rate, create } => {
+        QueueCommand::Resume { queue, json } => {
+            let item = client.resume_queue(&queue, false).await?;
+            if json {
+                return print_json(&item);
+            }
+            vec![item]
+        }
+        QueueCommand::Rm { queue, json } => {
+            client.remove_queue(&queue).await?;
+            return done(json, "removed", &queue);
+        }
+        QueueCommand::Set { queue, weight, concurrency, key_concurrency, rate, key_rate, create, json } => {
             let changes_limits = [&concurrency, &key_concurrency, &rate, &key_rate].iter().any(|o| o.is_some());
             let limits = if changes_limits {
                 let current = client.queues().await?.into_iter().find(|q| q.name == queue);
@@ -378,7 +398,13 @@ pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
             if weight.is_none() && limits.is_none() {
                 usage!("give --weight, --concurrency, --key-concurrency, --rate or --key-rate");
             }
-            vec![client.update_queue(&queue, &QueueUpdate { weight, limits }, create).await?]
+            {
+                let item = client.update_queue(&queue, &QueueUpdate { weight, limits }, create).await?;
+                if json {
+                    return print_json(&item);
+                }
+                vec![item]
+            }
         }
     };
     out!(
@@ -462,8 +488,20 @@ pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
             }
             all
         }
-        CronCommand::Pause { name } => vec![client.pause_cron(&name, true).await?],
-        CronCommand::Resume { name } => vec![client.pause_cron(&name, false).await?],
+        CronCommand::Pause { name, json } => {
+            let item = client.pause_cron(&name, true).await?;
+            if json {
+                return print_json(&item);
+            }
+            vec![item]
+        }
+        CronCommand::Resume { name, json } => {
+            let item = client.pause_cron(&name, false).await?;
+            if json {
+                return print_json(&item);
+            }
+            vec![item]
+        }
         CronCommand::Update { name, schedule, timezone, misfire, payload, priority, max_attempts, timeout, json } => {
             let (misfire, catch_up) = match misfire.as_deref().map(parse_misfire).transpose()? {
                 Some((m, c)) => (Some(m), c),
@@ -504,10 +542,9 @@ pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
             let task = client.run_cron(&name).await?;
             return print_submitted(&task, json);
         }
-        CronCommand::Rm { name } => {
+        CronCommand::Rm { name, json } => {
             client.delete_cron(&name).await?;
-            out!("deleted {name}");
-            return Ok(());
+            return done(json, "deleted", &name);
         }
     };
     out!(

@@ -472,3 +472,24 @@ fn cron_update_changes_the_schedule_and_its_task() {
     let (code, _, _) = cli_code(&["cron", "update", "nosuch", "--schedule", "0 0 1 * * *", "--url", url], None);
     assert_eq!(code, 3);
 }
+
+/// Every command that changes something can answer in JSON, for scripts.
+#[test]
+fn changing_commands_answer_in_json_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let url = server.url.as_str();
+    let json = |args: &[&str]| -> Value {
+        let (code, out, err) = cli_code(&[args, &["--json", "--url", url]].concat(), None);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+    };
+    assert_eq!(json(&["queue", "pause", "q", "--create"])["paused"], true);
+    assert_eq!(json(&["queue", "resume", "q"])["paused"], false);
+    assert_eq!(json(&["queue", "set", "q", "--weight", "4"])["weight"], 4);
+    assert_eq!(json(&["queue", "rm", "q"]), serde_json::json!({"removed": "q"}));
+    json(&["cron", "add", "c", "--schedule", "0 0 3 * * *", "--kind", "echo"]);
+    assert_eq!(json(&["cron", "pause", "c"])["paused"], true);
+    assert_eq!(json(&["cron", "resume", "c"])["paused"], false);
+    assert_eq!(json(&["cron", "rm", "c"]), serde_json::json!({"deleted": "c"}));
+}
