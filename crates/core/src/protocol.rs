@@ -147,7 +147,7 @@ pub struct WorkerInfo {
     pub running: u32,
     /// `live` while it has been heard from lately, `lost` once it has not (a worker killed
     /// without a chance to say goodbye, or cut off). A lost worker holding no task is forgotten
-    /// after a day.
+    /// after a day, unless a token registered it.
     #[serde(default)]
     pub status: WorkerStatus,
 }

@@ -240,7 +240,8 @@ async fn fire_crons(
 }
 
 /// A worker not heard from for this long, holding no running task, is forgotten (it is listed as
-/// `lost` until then). A day: long enough that one cut off by a partition is still listed when it
+/// `lost` until then); one a token registered is kept, listed as lost, since a worker may fetch
+/// only while registered and one back from a partition must still be. A day: long enough that one cut off by a partition is still listed when it
 /// comes back, short enough that autoscaled workers do not pile up.
 pub const FORGET_LOST_WORKERS: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 

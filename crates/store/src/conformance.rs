@@ -1014,6 +1014,10 @@ pub async fn workers_lost_long_ago_are_forgotten_unless_they_hold_a_task(store: 
         now,
     };
     let idle = store.register_worker(register("idle", at(0))).await.unwrap();
+    let owned = store
+        .register_worker(RegisterWorker { owner: Some("token-1".into()), ..register("owned", at(0)) })
+        .await
+        .unwrap();
     let busy = store.register_worker(register("busy", at(0))).await.unwrap();
     let recent = store.register_worker(register("recent", at(9_000))).await.unwrap();
     submit_one(store, spec("q"), at(0)).await;
@@ -1032,6 +1036,7 @@ pub async fn workers_lost_long_ago_are_forgotten_unless_they_hold_a_task(store: 
     assert!(!left.contains(&idle.id), "the idle worker lost long ago is forgotten");
     assert!(left.contains(&busy.id), "one still holding a running task is kept");
     assert!(left.contains(&recent.id), "one heard from recently is kept");
+    assert!(left.contains(&owned.id), "one a token registered is kept: it may fetch only while registered");
 }
 
 pub async fn queues_stay_listed_an_hour_after_their_last_task_and_settings_can_be_forgotten(store: &dyn Store) {

@@ -102,7 +102,8 @@ pub struct Promoted {
 /// Deletes idempotency keys created before `keys_before`, at most `limit` of them.
 pub struct PruneExpired {
     pub keys_before: Timestamp,
-    /// Workers last heard from before this, and holding no running task, are forgotten.
+    /// Workers last heard from before this, holding no running task and registered without a
+    /// token, are forgotten.
     pub workers_before: Timestamp,
     pub limit: u32,
 }

@@ -430,10 +430,11 @@ pub(crate) async fn prune_expired(tx: &Tx<'_>, p: &PruneExpired) -> PgResult<usi
     // bucket is a full one: they go.
     let stale = p.keys_before.saturating_sub(std::time::Duration::from_secs(86_400)).as_micros();
     let buckets = execute(tx, "DELETE FROM rate_buckets WHERE at < $1", &[&stale]).await?;
-    // Workers lost long ago that hold nothing are forgotten.
+    // Workers lost long ago that hold nothing are forgotten, unless a token registered them: its
+    // worker may only fetch while registered, and one back from a partition must still be.
     let workers = execute(
         tx,
-        "DELETE FROM workers w WHERE w.last_seen_at < $1 AND NOT EXISTS \
+        "DELETE FROM workers w WHERE w.last_seen_at < $1 AND w.owner IS NULL AND NOT EXISTS \
          (SELECT 1 FROM tasks t WHERE t.state = 'running' AND t.lease_worker = w.id)",
         &[&p.workers_before.as_micros()],
     )

@@ -357,10 +357,11 @@ pub(crate) fn prune_expired(conn: &Connection, st: &mut WriterState, p: PruneExp
     .and_then(|keys| Ok(keys + prune_buckets(conn, p.keys_before)? + prune_workers(conn, p.workers_before)?))
 }
 
-/// Forgets workers lost long ago that hold nothing.
+/// Forgets workers lost long ago that hold nothing, unless a token registered them: its worker
+/// may only fetch while registered, and one that comes back after a partition must still be.
 fn prune_workers(conn: &Connection, before: Timestamp) -> Result<usize> {
     conn.prepare_cached(
-        "DELETE FROM workers WHERE last_seen_at < ?1 AND NOT EXISTS \
+        "DELETE FROM workers WHERE last_seen_at < ?1 AND owner IS NULL AND NOT EXISTS \
          (SELECT 1 FROM tasks t WHERE t.state = 'running' AND t.lease_worker = workers.id)",
     )
     .and_then(|mut s| s.execute([before.as_micros()]))
