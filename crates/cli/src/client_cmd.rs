@@ -176,17 +176,36 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
     };
     let mut task = client.submit(req).await?;
     if a.wait {
-        match wait_through_fan_out(&client, task.id, a.wait_timeout).await {
+        match client.wait_outcome(task.id, a.wait_timeout).await {
             Ok(done) => task = done,
             Err(e) => {
                 // The task exists whatever happened to the wait: a script still gets its id.
                 print_submitted(&task, a.json)?;
-                return Err(e);
+                return Err(e.into());
             }
         }
     }
     print_submitted(&task, a.json)?;
     if a.wait { succeeded(&task) } else { Ok(()) }
+}
+
+/// What a queue or cron command answers with: every one listed, or the one it changed.
+enum Answer<T> {
+    List(Vec<T>),
+    One(T),
+}
+
+impl<T: serde::Serialize> Answer<T> {
+    /// Prints it as JSON when asked (a list as an array, a change as the object); otherwise
+    /// hands back the rows for the table.
+    fn json_or_rows(self, json: bool) -> anyhow::Result<Option<Vec<T>>> {
+        match (self, json) {
+            (Answer::List(all), true) => print_json(&all).map(|()| None),
+            (Answer::One(one), true) => print_json(&one).map(|()| None),
+            (Answer::List(all), false) => Ok(Some(all)),
+            (Answer::One(one), false) => Ok(Some(vec![one])),
+        }
+    }
 }
 
 /// A removal: `removed NAME`, or `{"removed": "NAME"}` with --json.
@@ -214,30 +233,6 @@ fn succeeded(task: &Task) -> anyhow::Result<()> {
     }
     let error = task.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
     Err(Unsuccessful(format!("task {} ended {}{error}", task.id, task.state)).into())
-}
-
-/// Waits for a task to finish. Should it have fanned out, its join's outcome stands in for the
-/// task's (as it does for whatever depends on the task in a workflow), so this then waits for the
-/// join too, and for the join's own join should that fan out again. Returns the task with the
-/// state, result and error it finally stands for.
-async fn wait_through_fan_out(client: &Client, id: TaskId, timeout: std::time::Duration) -> anyhow::Result<Task> {
-    let deadline = std::time::Instant::now() + timeout;
-    let mut task = client.wait(id, timeout).await?;
-    let mut last = task.clone();
-    while last.state == TaskState::Succeeded {
-        let (Some(workflow), Some(node)) = (last.workflow_id, last.node.as_deref()) else { break };
-        let join = format!("{node}/join");
-        let nodes = client.get_workflow(workflow).await?.nodes;
-        let Some(join) = nodes.iter().find(|n| n.node == join) else { break };
-        last = client.wait(join.task_id, deadline.saturating_duration_since(std::time::Instant::now())).await?;
-    }
-    if last.id != task.id {
-        task.state = last.state;
-        task.result = last.result;
-        task.error = last.error;
-        task.finished_at = last.finished_at;
-    }
-    Ok(task)
 }
 
 pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
@@ -287,13 +282,13 @@ pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
         TaskCommand::Retry { id: Some(id), filter, json } if filter.is_empty() => {
             show(&client.retry(parse_id(&id)?).await?, json)
         }
-        TaskCommand::Cancel { id: None, filter, json } => bulk(&client, filter, json, "cancelled").await,
-        TaskCommand::Retry { id: None, filter, json } => bulk(&client, filter, json, "retried").await,
+        TaskCommand::Cancel { id: None, filter, json } => bulk(&client, filter, json, false).await,
+        TaskCommand::Retry { id: None, filter, json } => bulk(&client, filter, json, true).await,
         TaskCommand::Cancel { .. } | TaskCommand::Retry { .. } => {
             usage!("give a task id, or filters (--queue, --state, --kind, --tag) for a bulk change, not both")
         }
         TaskCommand::Wait { id, timeout, json } => {
-            let task = wait_through_fan_out(&client, parse_id(&id)?, timeout).await?;
+            let task = client.wait_outcome(parse_id(&id)?, timeout).await?;
             show(&task, json)?;
             succeeded(&task)
         }
@@ -301,7 +296,7 @@ pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
 }
 
 /// `task retry|cancel` with filters: the server changes every matching task, a page at a time.
-async fn bulk(client: &Client, f: BulkFilterArgs, json: bool, done: &str) -> anyhow::Result<()> {
+async fn bulk(client: &Client, f: BulkFilterArgs, json: bool, retry: bool) -> anyhow::Result<()> {
     if f.is_empty() {
         usage!("give a task id, or at least one filter (--queue, --state, --kind, --tag) for a bulk change");
     }
@@ -310,9 +305,9 @@ async fn bulk(client: &Client, f: BulkFilterArgs, json: bool, done: &str) -> any
         Err(e) => usage!("--state: {e}"),
     };
     let filter = BulkFilter { queue: f.queue, state, kind: f.kind, tag: f.tag, limit: f.limit, cursor: f.cursor };
-    let result = match done {
-        "retried" => client.retry_matching(&filter).await?,
-        _ => client.cancel_matching(&filter).await?,
+    let (result, done) = match retry {
+        true => (client.retry_matching(&filter).await?, "retried"),
+        false => (client.cancel_matching(&filter).await?, "cancelled"),
     };
     if json {
         return print_json(&result);
@@ -356,28 +351,10 @@ pub async fn workers(a: WorkersArgs) -> anyhow::Result<()> {
 
 pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
     let client = connect(&a.connect)?;
-    let queues = match a.command {
-        QueueCommand::Ls { json } => {
-            let queues = client.queues().await?;
-            if json {
-                return print_json(&queues);
-            }
-            queues
-        }
-        QueueCommand::Pause { queue, create, json } => {
-            let item = client.pause_queue(&queue, create).await?;
-            if json {
-                return print_json(&item);
-            }
-            vec![item]
-        }
-        QueueCommand::Resume { queue, json } => {
-            let item = client.resume_queue(&queue, false).await?;
-            if json {
-                return print_json(&item);
-            }
-            vec![item]
-        }
+    let (answer, json) = match a.command {
+        QueueCommand::Ls { json } => (Answer::List(client.queues().await?), json),
+        QueueCommand::Pause { queue, create, json } => (Answer::One(client.pause_queue(&queue, create).await?), json),
+        QueueCommand::Resume { queue, json } => (Answer::One(client.resume_queue(&queue, false).await?), json),
         QueueCommand::Rm { queue, json } => {
             client.remove_queue(&queue).await?;
             return done(json, "removed", &queue);
@@ -398,15 +375,10 @@ pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
             if weight.is_none() && limits.is_none() {
                 usage!("give --weight, --concurrency, --key-concurrency, --rate or --key-rate");
             }
-            {
-                let item = client.update_queue(&queue, &QueueUpdate { weight, limits }, create).await?;
-                if json {
-                    return print_json(&item);
-                }
-                vec![item]
-            }
+            (Answer::One(client.update_queue(&queue, &QueueUpdate { weight, limits }, create).await?), json)
         }
     };
+    let Some(queues) = answer.json_or_rows(json)? else { return Ok(()) };
     out!(
         "{:<24}  {:>8}  {:>9}  {:>7}  {:>6}  {:>6}  {:>6}  {:>13}  {:>11}  {:>13}  LIMITS",
         "QUEUE",
@@ -470,73 +442,38 @@ fn parse_misfire(m: &str) -> anyhow::Result<(Misfire, Option<u32>)> {
 
 pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
     let client = connect(&a.connect)?;
-    let schedules = match a.command {
+    let (answer, json) = match a.command {
         CronCommand::Add { name, schedule, timezone, misfire, task, json } => {
             let (misfire, catch_up) = parse_misfire(&misfire)?;
             let task = task_request(*task)?;
             let spec = CronSpec { name, schedule, timezone, misfire, catch_up, task };
-            let info = client.create_cron(&spec).await?;
-            if json {
-                return print_json(&info);
-            }
-            vec![info]
+            (Answer::One(client.create_cron(&spec).await?), json)
         }
-        CronCommand::Ls { json } => {
-            let all = client.crons().await?;
-            if json {
-                return print_json(&all);
-            }
-            all
-        }
-        CronCommand::Pause { name, json } => {
-            let item = client.pause_cron(&name, true).await?;
-            if json {
-                return print_json(&item);
-            }
-            vec![item]
-        }
-        CronCommand::Resume { name, json } => {
-            let item = client.pause_cron(&name, false).await?;
-            if json {
-                return print_json(&item);
-            }
-            vec![item]
-        }
+        CronCommand::Ls { json } => (Answer::List(client.crons().await?), json),
+        CronCommand::Pause { name, json } => (Answer::One(client.pause_cron(&name, true).await?), json),
+        CronCommand::Resume { name, json } => (Answer::One(client.pause_cron(&name, false).await?), json),
         CronCommand::Update { name, schedule, timezone, misfire, payload, priority, max_attempts, timeout, json } => {
             let (misfire, catch_up) = match misfire.as_deref().map(parse_misfire).transpose()? {
                 Some((m, c)) => (Some(m), c),
                 None => (None, None),
             };
+            let payload = payload.map(|p| read_payload("--payload", &p)).transpose()?;
             let task_changes = payload.is_some() || priority.is_some() || max_attempts.is_some() || timeout.is_some();
             let task = match task_changes {
                 false => None,
-                true => {
-                    let all = client.crons().await?;
-                    let Some(current) = all.into_iter().find(|c| c.spec.name == name) else {
-                        return Err(taskwarden_client::ClientError::Api {
-                            status: 404,
-                            code: "not_found".into(),
-                            message: "no such cron schedule".into(),
-                            field: None,
-                        }
-                        .into());
-                    };
+                // The template as stored, with the flags' changes; for a schedule that does not
+                // exist none is sent, and the server says so.
+                true => client.crons().await?.into_iter().find(|c| c.spec.name == name).map(|current| {
                     let mut t = current.spec.task;
-                    if let Some(p) = payload {
-                        t.payload = Some(read_payload("--payload", &p)?);
-                    }
+                    t.payload = payload.or(t.payload);
                     t.priority = priority.or(t.priority);
                     t.max_attempts = max_attempts.or(t.max_attempts);
                     t.timeout_ms = timeout.map(|d| d.as_millis() as u64).or(t.timeout_ms);
-                    Some(t)
-                }
+                    t
+                }),
             };
             let change = CronChange { schedule, timezone, misfire, catch_up, task };
-            let info = client.update_cron(&name, &change).await?;
-            if json {
-                return print_json(&info);
-            }
-            vec![info]
+            (Answer::One(client.update_cron(&name, &change).await?), json)
         }
         CronCommand::Run { name, json } => {
             let task = client.run_cron(&name).await?;
@@ -547,6 +484,7 @@ pub async fn cron(a: CronArgs) -> anyhow::Result<()> {
             return done(json, "deleted", &name);
         }
     };
+    let Some(schedules) = answer.json_or_rows(json)? else { return Ok(()) };
     out!(
         "{:<24}  {:<20}  {:<16}  {:<6}  {:<30}  {:<30}  {:<16}  TASK",
         "NAME",

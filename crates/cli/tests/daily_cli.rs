@@ -11,10 +11,16 @@ use support::{ServerProcess, WorkerProcess, cli, cli_code};
 
 const BIN: &str = env!("CARGO_BIN_EXE_taskwarden");
 
-#[test]
-fn a_cron_schedule_with_a_payload_can_be_listed_paused_and_resumed() {
+/// A server process on a data dir of its own, kept as long as the server.
+fn fresh_server() -> (tempfile::TempDir, ServerProcess) {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
+    (dir, server)
+}
+
+#[test]
+fn a_cron_schedule_with_a_payload_can_be_listed_paused_and_resumed() {
+    let (_dir, server) = fresh_server();
     let url = server.url.as_str();
     let add = [
         "cron",
@@ -48,8 +54,7 @@ fn a_cron_schedule_with_a_payload_can_be_listed_paused_and_resumed() {
 /// `taskwarden task get ID | head -1` used to panic ("failed printing to stdout", exit 101).
 #[test]
 fn a_closed_pipe_ends_the_command_quietly() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let (_dir, server) = fresh_server();
     let url = server.url.as_str();
     let (ok, id, err) = cli(&["submit", "--url", url, "--queue", "q", "--kind", "echo"]);
     assert!(ok, "{err}");
@@ -73,8 +78,7 @@ fn a_closed_pipe_ends_the_command_quietly() {
 
 #[test]
 fn exit_codes_tell_failures_apart() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let (_dir, server) = fresh_server();
     let url = server.url.as_str();
     let _worker = WorkerProcess::start(url, "work", &["--concurrency", "2"]);
 
@@ -121,8 +125,7 @@ fn exit_codes_tell_failures_apart() {
 /// --wait` used to return as soon as the task itself succeeded, its children still running.
 #[test]
 fn submit_wait_on_a_fan_out_waits_for_the_join() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let (_dir, server) = fresh_server();
     let url = server.url.as_str();
     let _worker = WorkerProcess::start(url, "q", &["--concurrency", "4"]);
     let payload = r#"{"count":4,"child":{"kind":"sleep","payload":{"ms":400}},"join":{"kind":"echo"}}"#;
@@ -145,8 +148,7 @@ fn submit_wait_on_a_fan_out_waits_for_the_join() {
 
 #[test]
 fn a_payload_comes_from_a_file_or_standard_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let (dir, server) = fresh_server();
     let url = server.url.as_str();
     // 300 KB: more than a command line takes.
     let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(300_000));
@@ -188,8 +190,7 @@ fn help_explains_the_task_options_and_lists_every_built_in_handler() {
 /// it now does so on a delayed one, as here.
 #[test]
 fn the_quickstart_cancels_and_retries_a_waiting_task() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let (_dir, server) = fresh_server();
     let url = server.url.as_str();
     let (ok, later, err) = cli(&["submit", "--url", url, "--kind", "echo", "--delay", "1h"]);
     assert!(ok, "{err}");
@@ -209,8 +210,7 @@ fn the_quickstart_cancels_and_retries_a_waiting_task() {
 /// `"history": []` for a task that had attempts.
 #[test]
 fn task_views_show_where_it_runs_its_tags_and_attempts_left() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let (_dir, server) = fresh_server();
     let url = server.url.as_str();
     let _worker = WorkerProcess::start(url, "q", &["--concurrency", "2"]);
     let (ok, slow, err) = cli(&[
@@ -289,8 +289,7 @@ fn the_demo_says_how_many_failures_it_did_not_list() {
 /// `queue pause emial` (a typo) quietly made a queue, and there was no `queue rm`.
 #[test]
 fn a_misspelt_queue_is_refused_and_an_empty_one_can_be_removed() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let (_dir, server) = fresh_server();
     let url = server.url.as_str();
     let (ok, _, err) = cli(&["submit", "--url", url, "--queue", "email", "--kind", "echo"]);
     assert!(ok, "{err}");
@@ -325,8 +324,7 @@ fn a_misspelt_queue_is_refused_and_an_empty_one_can_be_removed() {
 /// fires a schedule now; `cron ls` shows the last fire.
 #[test]
 fn task_options_reach_the_task_and_a_schedule_can_be_fired_now() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let (_dir, server) = fresh_server();
     let url = server.url.as_str();
     let options = [
         "--queue",
@@ -378,8 +376,7 @@ fn task_options_reach_the_task_and_a_schedule_can_be_fired_now() {
 
 #[test]
 fn task_retry_and_cancel_take_filters_for_bulk_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let (_dir, server) = fresh_server();
     let url = server.url.as_str();
     for _ in 0..3 {
         let (ok, _, err) = cli(&["submit", "--url", url, "--queue", "mail", "--kind", "send", "--delay", "1h"]);
@@ -399,8 +396,7 @@ fn task_retry_and_cancel_take_filters_for_bulk_changes() {
 
 #[test]
 fn workflow_ls_lists_workflows_newest_first_by_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let (_dir, server) = fresh_server();
     let url = server.url.as_str();
     let spec = r#"{"name": "nightly", "tasks": [{"id": "a", "kind": "echo", "queue": "nobody"}]}"#;
     let mut ids = Vec::new();
@@ -425,8 +421,7 @@ fn workflow_ls_lists_workflows_newest_first_by_state() {
 
 #[test]
 fn cron_update_changes_the_schedule_and_its_task() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let (_dir, server) = fresh_server();
     let url = server.url.as_str();
     let add = [
         "cron",
@@ -476,8 +471,7 @@ fn cron_update_changes_the_schedule_and_its_task() {
 /// Every command that changes something can answer in JSON, for scripts.
 #[test]
 fn changing_commands_answer_in_json_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let (_dir, server) = fresh_server();
     let url = server.url.as_str();
     let json = |args: &[&str]| -> Value {
         let (code, out, err) = cli_code(&[args, &["--json", "--url", url]].concat(), None);

@@ -439,6 +439,30 @@ impl Client {
         }
     }
 
+    /// Waits for what the task stands for. Like [`Client::wait`], but should the task have fanned
+    /// out, its join's outcome stands in for the task's (as it does for whatever depends on the
+    /// task in a workflow), so this waits for the join too, and for the join's own join should that
+    /// fan out again. Returns the task with the state, result and error it finally stands for.
+    pub async fn wait_outcome(&self, id: TaskId, timeout: Duration) -> Result<Task> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut task = self.wait(id, timeout).await?;
+        let mut last = task.clone();
+        while last.state == TaskState::Succeeded {
+            let (Some(workflow), Some(node)) = (last.workflow_id, last.node.as_deref()) else { break };
+            let join = format!("{node}/join");
+            let nodes = self.get_workflow(workflow).await?.nodes;
+            let Some(join) = nodes.iter().find(|n| n.node == join) else { break };
+            last = self.wait(join.task_id, deadline.saturating_duration_since(tokio::time::Instant::now())).await?;
+        }
+        if last.id != task.id {
+            task.state = last.state;
+            task.result = last.result;
+            task.error = last.error;
+            task.finished_at = last.finished_at;
+        }
+        Ok(task)
+    }
+
     pub async fn cancel(&self, id: TaskId) -> Result<Task> {
         Ok(self.call::<(), _>(Method::POST, &format!("/v1/tasks/{id}/cancel"), None, Self::TIMEOUT).await?.1)
     }
