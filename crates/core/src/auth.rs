@@ -17,7 +17,7 @@ use crate::time::Timestamp;
 use crate::validate::ValidationError;
 
 /// A token's role.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, PartialOrd, Ord, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Read,
@@ -123,13 +123,16 @@ impl QueueScope {
     /// list is refused rather than read as every queue: an unset variable must not widen a token.
     pub fn parse(list: &str) -> Result<QueueScope, ValidationError> {
         if list.trim().is_empty() {
-            return Err(ValidationError::new("queues", "name at least one queue pattern, or * for every queue"));
+            return Err(ValidationError::unprocessable(
+                "queues",
+                "name at least one queue pattern, or * for every queue",
+            ));
         }
         let mut patterns = Vec::new();
         for raw in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let stem = raw.strip_suffix('*').unwrap_or(raw);
             if stem.contains('*') || raw.len() > 200 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(ValidationError::new(
+                return Err(ValidationError::unprocessable(
                     "queues",
                     format!("{raw:?} is not a queue pattern (a name, or a prefix ending in *)"),
                 ));
@@ -281,10 +284,10 @@ impl TokenRequest {
             ));
         }
         if self.name.starts_with("tok_") {
-            return Err(ValidationError::new("name", "must not start with tok_ (token ids do)"));
+            return Err(ValidationError::unprocessable("name", "must not start with tok_ (token ids do)"));
         }
         if self.role == Role::Admin && !self.queues.is_all() {
-            return Err(ValidationError::new("queues", "an admin token is for every queue (*)"));
+            return Err(ValidationError::unprocessable("queues", "an admin token is for every queue (*)"));
         }
         Ok(())
     }
@@ -325,7 +328,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A token as lists show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
@@ -344,7 +347,7 @@ pub struct TokenInfo {
 
 /// One change made through the API (or a request refused for lack of rights), as the audit log
 /// keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub at: Timestamp,
     /// The token's name, or `(open)` on a server without tokens, `(none)` for a refused request
@@ -363,9 +366,10 @@ pub struct AuditEntry {
 mod tests;
 
 /// `POST /v1/tokens`: a new token.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenCall {
+    #[schema(schema_with = crate::schema::token_name)]
     pub name: String,
     pub role: Role,
     /// Comma-separated queue patterns (`billing.*,reports`); absent or `*` for every queue.
@@ -376,6 +380,7 @@ pub struct CreateTokenCall {
     pub payloads: bool,
     /// How long the token lasts, in seconds; absent for no expiry.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3_162_240_000_u64)]
     pub expires_in_s: Option<u64>,
 }
 
@@ -397,18 +402,18 @@ impl CreateTokenCall {
 }
 
 /// The answer to `POST /v1/tokens`: the secret, shown this once, and the token as listed.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     pub token: String,
     pub info: TokenInfo,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditList {
     pub entries: Vec<AuditEntry>,
 }

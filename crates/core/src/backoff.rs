@@ -11,14 +11,18 @@ use crate::time::duration_ms;
 /// The base delay for attempt `n` (1-based) is `min * multiplier^(n-1)`, capped at `max`. Jitter
 /// then takes away up to `jitter` of it (a fraction in `[0, 1]`), so that tasks that failed together
 /// do not all come back at the same instant; the result never drops below `min`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     #[serde(rename = "min_ms", with = "duration_ms")]
+    #[schema(value_type = u64, minimum = 0, maximum = 31_622_400_000_u64)]
     pub min: Duration,
     #[serde(rename = "max_ms", with = "duration_ms")]
+    #[schema(value_type = u64, minimum = 0, maximum = 31_622_400_000_u64)]
     pub max: Duration,
+    #[schema(minimum = 1.0, maximum = 100.0)]
     pub multiplier: f64,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub jitter: f64,
 }
 

@@ -74,6 +74,60 @@ pub fn workflow<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<
     d.deserialize_seq(Capped { cap, kind: "tasks", item: PhantomData })
 }
 
+/// For `#[serde(deserialize_with)]` on a batch list of structs (each must be a JSON object).
+pub fn batch_of_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    batch::<D, Object<T>>(d).map(|v| v.into_iter().map(|o| o.0).collect())
+}
+
+/// For `#[serde(deserialize_with)]` on a workflow's tasks or a fan-out's children.
+pub fn workflow_of_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    workflow::<D, Object<T>>(d).map(|v| v.into_iter().map(|o| o.0).collect())
+}
+
+/// A struct read only from a JSON object. serde's derive also reads a struct from an array of its
+/// fields in order, which no request's schema allows: a field holding a struct goes through this.
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OnlyMaps<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OnlyMaps<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(OnlyMaps(PhantomData)).map(Object)
+    }
+}
+
+/// For `#[serde(deserialize_with)]` on a struct field (see [`Object`]).
+pub fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Object::<T>::deserialize(d).map(|o| o.0)
+}
+
+/// For `#[serde(deserialize_with)]` on an optional struct field (see [`Object`]).
+pub fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::<Object<T>>::deserialize(d).map(|o| o.map(|o| o.0))
+}
+
+/// The largest integer a JSON number carries exactly everywhere (2^53 - 1): what counts and
+/// durations that have no smaller bound of their own are held to.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// For `#[serde(deserialize_with)]` on an optional count held to [`MAX_SAFE_INTEGER`].
+pub fn optional_safe_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(d)? {
+        Some(n) if n > MAX_SAFE_INTEGER => {
+            Err(serde::de::Error::custom(format!("{n} is larger than {MAX_SAFE_INTEGER} (2^53 - 1)")))
+        }
+        n => Ok(n),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

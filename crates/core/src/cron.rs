@@ -21,7 +21,7 @@ pub const MISFIRE_GRACE: Duration = Duration::from_secs(5);
 pub const MAX_CATCH_UP: u32 = 100;
 
 /// What to do with ticks missed while no server ran (or the schedule's node was down).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Misfire {
     /// Missed ticks are dropped; the schedule goes on from the next one.
@@ -32,9 +32,10 @@ pub enum Misfire {
 }
 
 /// A cron schedule as created through the API.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CronSpec {
+    #[schema(schema_with = crate::schema::name)]
     pub name: String,
     /// Six fields, seconds first: `sec min hour day-of-month month day-of-week` (a seventh, the
     /// year, is optional). `0 */5 * * * *` is every five minutes.
@@ -46,8 +47,10 @@ pub struct CronSpec {
     pub misfire: Misfire,
     /// With `misfire: catch_up`, how many missed ticks at most fire; default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub catch_up: Option<u32>,
     /// The task each tick submits.
+    #[serde(deserialize_with = "crate::bounded::object")]
     pub task: SubmitTask,
 }
 
@@ -57,7 +60,7 @@ fn utc() -> String {
 
 /// Changes to a schedule (`PATCH /v1/cron/{name}`): each field given replaces the stored one;
 /// `task` replaces the whole template. The name stays.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CronChange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,8 +70,9 @@ pub struct CronChange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub misfire: Option<Misfire>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub catch_up: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::bounded::optional_object")]
     pub task: Option<SubmitTask>,
 }
 
@@ -101,7 +105,7 @@ impl CronChange {
 ///
 /// Read through [`CronInfoWire`]: serde cannot read a raw JSON value (the task's payload) from
 /// inside a flattened struct, so a schedule with a payload could be written but not read back.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(from = "CronInfoWire")]
 pub struct CronInfo {
     #[serde(flatten)]
@@ -157,7 +161,7 @@ impl From<CronInfoWire> for CronInfo {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CronList {
     pub schedules: Vec<CronInfo>,
 }
@@ -181,16 +185,17 @@ impl Schedule {
     pub fn parse(expr: &str, timezone: &str) -> Result<Schedule, ValidationError> {
         let fields = expr.split_whitespace().count();
         if !(6..=7).contains(&fields) {
-            return Err(ValidationError::new(
+            return Err(ValidationError::unprocessable(
                 "schedule",
                 format!("has {fields} fields; give 6 (sec min hour day month weekday) or 7 (and year)"),
             ));
         }
-        let cron = cron::Schedule::from_str(expr)
-            .map_err(|e| ValidationError::new("schedule", format!("{expr:?} is not a cron expression: {e}")))?;
-        let tz = timezone
-            .parse::<chrono_tz::Tz>()
-            .map_err(|_| ValidationError::new("timezone", format!("{timezone:?} is not an IANA time zone")))?;
+        let cron = cron::Schedule::from_str(expr).map_err(|e| {
+            ValidationError::unprocessable("schedule", format!("{expr:?} is not a cron expression: {e}"))
+        })?;
+        let tz = timezone.parse::<chrono_tz::Tz>().map_err(|_| {
+            ValidationError::unprocessable("timezone", format!("{timezone:?} is not an IANA time zone"))
+        })?;
         Ok(Schedule { cron, tz })
     }
 
@@ -268,17 +273,17 @@ impl CronSpec {
             return Err(ValidationError::new("catch_up", format!("must be between 1 and {MAX_CATCH_UP}")));
         }
         if self.catch_up.is_some() && self.misfire != Misfire::CatchUp {
-            return Err(ValidationError::new("catch_up", "only goes with misfire: catch_up"));
+            return Err(ValidationError::unprocessable("catch_up", "only goes with misfire: catch_up"));
         }
         if self.task.run_at.is_some() || self.task.delay_ms.is_some() || self.task.idempotency_key.is_some() {
-            return Err(ValidationError::new(
+            return Err(ValidationError::unprocessable(
                 "task",
                 "run_at, delay_ms and idempotency_key are set by the schedule, not the template",
             ));
         }
         self.task.clone().validate(limits, now).map_err(|e| e.within("task"))?;
         if schedule.next_after(now).is_none() {
-            return Err(ValidationError::new("schedule", "has no tick in the future"));
+            return Err(ValidationError::unprocessable("schedule", "has no tick in the future"));
         }
         Ok(schedule)
     }

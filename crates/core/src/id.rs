@@ -9,9 +9,19 @@ use uuid::Uuid;
 use crate::time::Timestamp;
 
 /// A task id: a UUIDv7, so ids sort by creation time (and, from one generator, by creation order).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+///
+/// Written in the hyphenated form only (`0192f0c1-7e2a-7c3b-9d4e-5f6a7b8c9d0e`), as the OpenAPI
+/// document's `uuid` format says.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize)]
 #[serde(transparent)]
 pub struct TaskId(Uuid);
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 impl TaskId {
     pub fn from_bytes(bytes: [u8; 16]) -> Self {
@@ -38,9 +48,13 @@ impl fmt::Display for TaskId {
 }
 
 impl FromStr for TaskId {
-    type Err = uuid::Error;
+    type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(TaskId)
+        let bad = || format!("{s:?} is not a task id (a UUID written with hyphens)");
+        if s.len() != 36 {
+            return Err(bad());
+        }
+        Uuid::try_parse(s).map(TaskId).map_err(|_| bad())
     }
 }
 
@@ -128,7 +142,7 @@ impl Serialize for LeaseToken {
 impl<'de> Deserialize<'de> for LeaseToken {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        if s.is_empty() || s.len() > 16 {
+        if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(serde::de::Error::custom("expected a lease token of 1 to 16 hex digits"));
         }
         s.parse().map_err(|_| serde::de::Error::custom("expected a lease token of hex digits"))

@@ -9,6 +9,7 @@
 //! - [`bounded`]: request lists bounded while they are parsed.
 //! - [`validate`]: input limits and validation that names the bad field.
 //! - [`protocol`]: the HTTP request and response bodies shared by server and SDKs.
+//! - [`schema`]: the OpenAPI schemas of what the derive cannot see (ids, times, names, rates).
 //! - [`time`]: timestamps; "now" is always an argument.
 //! - [`workflow`]: workflow graphs (validation, ordering) and the speedup report.
 //! - [`limits`]: concurrency and rate limits, and whether a worker fits a task.
@@ -25,6 +26,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod placement;
 pub mod protocol;
+pub mod schema;
 pub mod task;
 pub mod time;
 pub mod validate;

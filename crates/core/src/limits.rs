@@ -55,7 +55,12 @@ impl FromStr for Rate {
             "h" | "hour" => Duration::from_secs(3600),
             other => humantime::parse_duration(other).map_err(|_| bad())?,
         };
-        if count == 0 || per.is_zero() || per > Duration::from_secs(86_400) || count > 1_000_000 {
+        if count == 0
+            || per.is_zero()
+            || per > Duration::from_secs(86_400)
+            || count > 1_000_000
+            || per.subsec_nanos() % 1_000_000 != 0
+        {
             return Err(format!("{s:?}: the count must be 1 to 1000000 and the period at most a day"));
         }
         Ok(Rate { count, per })
@@ -68,20 +73,46 @@ impl Serialize for Rate {
     }
 }
 
+impl Rate {
+    /// Reads a rate as the wire carries it, in the form it is written back (`10/s`, `600/m`,
+    /// `5/h`, `3/500ms`) and nothing looser: the OpenAPI schema's pattern ([`crate::schema::RATE`])
+    /// states the same grammar. The command line takes more (`10/sec`, `1/2s`) through `FromStr`.
+    pub fn from_wire(s: &str) -> Result<Rate, String> {
+        let number = |t: &str| -> Option<u64> {
+            let digits = !t.is_empty() && t.len() <= 8 && t.bytes().all(|b| b.is_ascii_digit()) && !t.starts_with('0');
+            if digits { t.parse().ok() } else { None }
+        };
+        let bad = || format!("{s:?} is not a rate like 10/s, 600/m, 5/h or 3/500ms");
+        let (count, per) = s.split_once('/').ok_or_else(bad)?;
+        let count = number(count).filter(|n| *n <= 1_000_000).ok_or_else(bad)?;
+        let per = match per {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            ms => Duration::from_millis(
+                ms.strip_suffix("ms").and_then(number).filter(|n| *n <= 86_400_000).ok_or_else(bad)?,
+            ),
+        };
+        Ok(Rate { count: count as u32, per })
+    }
+}
+
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        Rate::from_wire(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
 /// A queue's limits; `None` is no limit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueLimits {
     /// At most this many of the queue's tasks run at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub concurrency: Option<u32>,
     /// At most this many tasks with the same `concurrency_key` run at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub key_concurrency: Option<u32>,
     /// At most this many of the queue's tasks start per period.
     #[serde(default, skip_serializing_if = "Option::is_none")]

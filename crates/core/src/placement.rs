@@ -140,6 +140,12 @@ pub fn check_needs(field: &str, resources: &Resources, labels: &Labels) -> Resul
             ));
         }
     }
+    if let Some((name, n)) = resources.0.iter().find(|(_, n)| **n > crate::bounded::MAX_SAFE_INTEGER) {
+        return Err(crate::ValidationError::new(
+            field,
+            format!("resource {name}={n} is larger than {} (2^53 - 1)", crate::bounded::MAX_SAFE_INTEGER),
+        ));
+    }
     if resources.0.len() > 32 || labels.len() > 32 {
         return Err(crate::ValidationError::new(field, "at most 32 resources and 32 labels"));
     }

@@ -12,62 +12,77 @@ use crate::task::{Progress, Task};
 use crate::time::Timestamp;
 
 /// A request to submit one task. Only `queue` and `kind` are required.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitTask {
+    #[schema(schema_with = crate::schema::name)]
     pub queue: String,
     /// The handler name a worker runs the task with.
+    #[schema(schema_with = crate::schema::name)]
     pub kind: String,
     /// Any JSON value; `null` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::any_json)]
     pub payload: Option<Box<RawValue>>,
     /// Higher runs first within a queue; from -1000 to 1000, default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
     /// Run no earlier than this many milliseconds after submission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 31_622_400_000_u64)]
     pub delay_ms: Option<u64>,
     /// Run no earlier than this time (instead of `delay_ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<u32>,
     /// Execution timeout of one attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604_800_000_u64)]
     pub timeout_ms: Option<u64>,
     /// How long a lease lasts without a heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 100, maximum = 3_600_000_u64)]
     pub lease_timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::bounded::optional_object")]
     pub backoff: Option<Backoff>,
     /// A second submit with the same key, within the retention window, returns the first task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_name)]
     pub idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_tags)]
     pub tags: Option<Vec<String>>,
     /// Resources the worker must have free while the task runs: `{"gpu": 2, "memory_mb": 512}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_resources)]
     pub resources: Option<Resources>,
     /// Labels the worker must have: `{"region": "eu"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_labels)]
     pub labels: Option<Labels>,
     /// Counts against the queue's `key_concurrency` limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_name)]
     pub concurrency_key: Option<String>,
     /// Counts against the queue's `key_rate` limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_name)]
     pub rate_key: Option<String>,
 }
 
 /// A request to submit several tasks atomically: all are accepted, or none.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBatch {
-    #[serde(deserialize_with = "crate::bounded::batch")]
+    #[serde(deserialize_with = "crate::bounded::batch_of_objects")]
+    #[schema(min_items = 1, max_items = 10_000)]
     pub tasks: Vec<SubmitTask>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskList {
     pub tasks: Vec<Task>,
     /// Pass as `cursor` to get the next page; absent on the last page.
@@ -77,30 +92,35 @@ pub struct TaskList {
 
 /// Which tasks a bulk retry or cancel acts on (`POST /v1/tasks/retry`, `POST /v1/tasks/cancel`):
 /// those matching every filter given, newest first, at most `limit` in one call.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_name)]
     pub queue: Option<String>,
     /// Retry: `failed` (the default) or `cancelled`. Cancel: `ready`, `scheduled` or `running`
     /// (default: all three).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<crate::TaskState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_name)]
     pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_name)]
     pub tag: Option<String>,
     /// Most tasks this call acts on (1 to 100,000; default 10,000). With more matching, the
     /// answer's `next_cursor` continues where it stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100_000)]
     pub limit: Option<u32>,
     /// From a previous answer's `next_cursor`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_bulk_cursor)]
     pub cursor: Option<String>,
 }
 
 /// What a bulk retry or cancel did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BulkResult {
     /// Tasks that matched the filter (within the caller's queues) and were looked at.
     pub matched: u64,
@@ -114,12 +134,15 @@ pub struct BulkResult {
 }
 
 /// Registers a worker process with the server.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterWorker {
     /// A human-readable name, such as `hostname-pid`.
+    #[schema(schema_with = crate::schema::name)]
     pub name: String,
+    #[schema(schema_with = crate::schema::queue_list)]
     pub queues: Vec<String>,
+    #[schema(minimum = 1, maximum = 100_000)]
     pub concurrency: u32,
     /// What it can run at once: `{"cpu": 8, "gpu": 1}`. Tasks asking for resources it lacks are
     /// never leased to it.
@@ -127,10 +150,11 @@ pub struct RegisterWorker {
     pub capacity: Resources,
     /// Its labels: `{"region": "eu"}`.
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    #[schema(schema_with = crate::schema::labels)]
     pub labels: Labels,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerInfo {
     pub id: String,
     pub name: String,
@@ -139,6 +163,7 @@ pub struct WorkerInfo {
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub capacity: Resources,
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    #[schema(schema_with = crate::schema::labels)]
     pub labels: Labels,
     pub registered_at: Timestamp,
     pub last_seen_at: Timestamp,
@@ -153,7 +178,7 @@ pub struct WorkerInfo {
 }
 
 /// Whether a worker has been heard from lately.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerStatus {
     #[default]
@@ -170,13 +195,13 @@ impl WorkerStatus {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerList {
     pub workers: Vec<WorkerInfo>,
 }
 
 /// A queue: whether it is paused, and what it holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueInfo {
     pub name: String,
     /// A paused queue keeps its tasks and takes submits, but leases nothing until resumed.
@@ -221,13 +246,14 @@ impl QueueInfo {
 }
 
 /// The body of `PATCH /v1/queues/{name}`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub weight: Option<u32>,
     /// Replaces the queue's limits when given; `{}` removes them all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::bounded::optional_object")]
     pub limits: Option<QueueLimits>,
 }
 
@@ -245,38 +271,44 @@ impl QueueUpdate {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueList {
     pub queues: Vec<QueueInfo>,
 }
 
 /// Asks for up to `limit` tasks from `queues`, waiting up to `wait_ms` for one to arrive.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FetchRequest {
+    #[schema(schema_with = crate::schema::queue_list)]
     pub queues: Vec<String>,
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: u32,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 60_000)]
     pub wait_ms: u64,
     /// Tasks this worker has finished whose outcomes are still on their way to the server: the
     /// resources they hold count as free on this worker, so a fetch right after a task ends is
     /// not answered short while its report is in flight.
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::bounded::batch")]
+    #[schema(max_items = 10_000)]
     pub finished: Vec<TaskId>,
     /// Outcomes to record, as `POST /v1/workers/{id}/reports` would: a busy worker reports what
     /// it finished and asks for more in one request. They are recorded beside the fetch (which
     /// may not see them: list their tasks in `finished` too if their resources should count as
     /// free), durably before the answer; their results come back in `FetchResponse::reports`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::bounded::batch")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::bounded::batch_of_objects")]
+    #[schema(max_items = 10_000)]
     pub reports: Vec<Report>,
 }
 
 /// A task handed to a worker under a lease.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeasedTask {
     pub id: TaskId,
     pub queue: String,
     pub kind: String,
+    #[schema(schema_with = crate::schema::any_json)]
     pub payload: Box<RawValue>,
     pub attempt: u32,
     pub max_attempts: u32,
@@ -289,7 +321,7 @@ pub struct LeasedTask {
     pub parent_count: u32,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FetchResponse {
     pub tasks: Vec<LeasedTask>,
     /// One result per report the fetch carried, in their order.
@@ -339,7 +371,7 @@ struct OutcomeWire {
     result: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::bounded::optional_safe_u64")]
     retry_after_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     permanent: bool,
@@ -348,6 +380,19 @@ struct OutcomeWire {
 impl TryFrom<OutcomeWire> for Outcome {
     type Error = String;
     fn try_from(w: OutcomeWire) -> Result<Self, String> {
+        // Each status takes only its own fields, as the schema says: a stray `error` on a success
+        // is a client's bug, not something to drop silently.
+        let failure_fields = w.error.is_some() || w.retry_after_ms.is_some() || w.permanent;
+        let stray = match w.status {
+            OutcomeStatus::Succeeded => failure_fields.then_some("error, retry_after_ms and permanent"),
+            OutcomeStatus::Failed => w.result.is_some().then_some("result"),
+            OutcomeStatus::Cancelled | OutcomeStatus::Released => {
+                (failure_fields || w.result.is_some()).then_some("result, error, retry_after_ms and permanent")
+            }
+        };
+        if let Some(fields) = stray {
+            return Err(format!("an outcome of this status takes no {fields}"));
+        }
         Ok(match w.status {
             OutcomeStatus::Succeeded => Outcome::Succeeded { result: w.result.unwrap_or_else(null_value) },
             OutcomeStatus::Failed => Outcome::Failed {
@@ -360,6 +405,46 @@ impl TryFrom<OutcomeWire> for Outcome {
         })
     }
 }
+
+impl utoipa::PartialSchema for Outcome {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let status = |s: &str, description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some(description))
+                .property("status", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([s])))
+                .required("status")
+                .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .item(status("succeeded", "The handler returned a result.").property("result", crate::schema::any_json()))
+            .item(
+                status("failed", "The handler failed; it is retried unless permanent or out of attempts.")
+                    .property("error", ObjectBuilder::new().schema_type(Type::String))
+                    .required("error")
+                    .property(
+                        "retry_after_ms",
+                        ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::Integer, Type::Null]))
+                            .minimum(Some(0))
+                            .maximum(Some(crate::bounded::MAX_SAFE_INTEGER as f64))
+                            .description(Some(
+                                "Retry after this delay instead of the backoff policy (cut to the longest allowed delay).",
+                            )),
+                    )
+                    .property(
+                        "permanent",
+                        ObjectBuilder::new().schema_type(Type::Boolean).description(Some("Do not retry at all.")),
+                    ),
+            )
+            .item(status("cancelled", "The handler stopped because the task was cancelled."))
+            .item(status("released", "The worker gives the task back unfinished (it is shutting down)."))
+            .description(Some("How an attempt ended, as a worker reports it."))
+            .into()
+    }
+}
+impl utoipa::ToSchema for Outcome {}
 
 impl From<Outcome> for OutcomeWire {
     fn from(o: Outcome) -> Self {
@@ -380,22 +465,25 @@ fn null_value() -> Box<RawValue> {
 }
 
 /// One report in a batch.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
     pub task_id: TaskId,
     pub lease: LeaseToken,
+    #[serde(deserialize_with = "crate::bounded::object")]
     pub outcome: Outcome,
     /// How long the handler ran in microseconds, by the worker's own clock; absent when it never started. The
     /// attempt then counts as started that long before its outcome was recorded, not when it was
     /// leased: the time a prefetched task waited for a slot is not run time, nor counted as
     /// running in a workflow's speedup report.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::bounded::optional_safe_u64")]
+    #[schema(maximum = 9_007_199_254_740_991_u64)]
     pub ran_us: Option<u64>,
     /// How long ago, in microseconds, the handler finished when this report was sent (it may
     /// have waited to be carried by the next fetch). The attempt's end is dated that much before
     /// the report was recorded (never before its start).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::bounded::optional_safe_u64")]
+    #[schema(maximum = 9_007_199_254_740_991_u64)]
     pub done_ago_us: Option<u64>,
 }
 
@@ -411,15 +499,16 @@ impl Report {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBatch {
-    #[serde(deserialize_with = "crate::bounded::batch")]
+    #[serde(deserialize_with = "crate::bounded::batch_of_objects")]
+    #[schema(max_items = 10_000)]
     pub reports: Vec<Report>,
 }
 
 /// What became of one report or heartbeat in a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
     Ok,
@@ -428,35 +517,36 @@ pub enum ItemStatus {
     NotFound,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportResult {
     pub task_id: TaskId,
     pub status: ItemStatus,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportBatchResponse {
     pub results: Vec<ReportResult>,
 }
 
 /// One lease a worker still holds, with optional progress to record.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeldLease {
     pub task_id: TaskId,
     pub lease: LeaseToken,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::bounded::optional_object")]
     pub progress: Option<Progress>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerHeartbeat {
-    #[serde(deserialize_with = "crate::bounded::batch")]
+    #[serde(deserialize_with = "crate::bounded::batch_of_objects")]
+    #[schema(max_items = 10_000)]
     pub leases: Vec<HeldLease>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseStatus {
     pub task_id: TaskId,
     pub status: ItemStatus,
@@ -474,53 +564,68 @@ impl LeaseStatus {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The answer to a single-lease heartbeat or progress call.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LeaseHeartbeatResponse {
+    pub task_id: TaskId,
+    /// The task was cancelled: the handler's cancellation token should fire.
+    pub cancel_requested: bool,
+    /// The lease's new expiry.
+    pub lease_expires_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerHeartbeatResponse {
     pub leases: Vec<LeaseStatus>,
 }
 
 /// The single-task forms of the worker calls (`/v1/tasks/{id}/complete` and friends).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseCall {
     pub lease: LeaseToken,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteCall {
     pub lease: LeaseToken,
     #[serde(default = "null_value")]
+    #[schema(schema_with = crate::schema::any_json)]
     pub result: Box<RawValue>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailCall {
     pub lease: LeaseToken,
     pub error: String,
+    /// Retry after this delay instead of the backoff policy; at most 366 days by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 31_622_400_000_u64)]
     pub retry_after_ms: Option<u64>,
     #[serde(default)]
     pub permanent: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressCall {
     pub lease: LeaseToken,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub fraction: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096)]
     pub message: Option<String>,
 }
 
 /// The body of every error response.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable code: `invalid_field`, `not_found`, `lease_lost`, ...
     pub code: String,
@@ -531,7 +636,7 @@ pub struct ErrorDetail {
 }
 
 /// A page of a workflow task's parents' outcomes, in node order.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ParentList {
     pub parents: Vec<crate::workflow::ParentResult>,
     /// Pass as `after` for the next page; absent on the last page.

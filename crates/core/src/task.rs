@@ -16,7 +16,7 @@ use crate::time::{Timestamp, duration_ms};
 
 /// A task's state. `succeeded`, `failed` and `cancelled` are terminal; `failed` tasks are kept as
 /// dead letters and can be retried by hand.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
     /// Waiting for its `run_at` (a delay, the backoff after a failed attempt, or, for a workflow
@@ -75,17 +75,19 @@ impl FromStr for TaskState {
 }
 
 /// How far a running task has got, as reported by its handler.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Progress {
     /// From 0.0 to 1.0.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub fraction: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096)]
     pub message: Option<String>,
 }
 
 /// The lease a running task is held under.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lease {
     /// The fencing token. Only the fetch answer to the worker that was leased the task carries
     /// it: the API shows a task with this hidden (see [`Task::redact`]), so holding a token is
@@ -104,7 +106,7 @@ pub struct Lease {
 }
 
 /// How an attempt ended.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     Succeeded,
@@ -145,7 +147,7 @@ impl FromStr for AttemptOutcome {
 }
 
 /// One finished execution of a task.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub number: u32,
     pub worker_id: String,
@@ -184,13 +186,14 @@ pub struct NewTask {
 }
 
 /// What a task asks of the worker that runs it, and the limit keys it counts against.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Needs {
     /// Amounts the worker must have free (`gpu=2,memory_mb=512`); held while the task runs.
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
     /// Labels the worker must have (`region=eu`).
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    #[schema(schema_with = crate::schema::labels)]
     pub labels: Labels,
     /// Counts against the queue's per-key concurrency limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,11 +215,12 @@ impl Needs {
 }
 
 /// A task, as stored and as returned by the API.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: TaskId,
     pub queue: String,
     pub kind: String,
+    #[schema(schema_with = crate::schema::any_json)]
     pub payload: Box<RawValue>,
     pub priority: i32,
     #[serde(default)]
@@ -233,8 +237,10 @@ pub struct Task {
     pub attempt_limit: u32,
     pub backoff: Backoff,
     #[serde(rename = "timeout_ms", with = "duration_ms")]
+    #[schema(value_type = u64)]
     pub timeout: Duration,
     #[serde(rename = "lease_timeout_ms", with = "duration_ms")]
+    #[schema(value_type = u64)]
     pub lease_timeout: Duration,
     pub run_at: Timestamp,
     pub created_at: Timestamp,
@@ -245,6 +251,7 @@ pub struct Task {
     pub lease: Option<Lease>,
     #[serde(default)]
     pub cancel_requested: bool,
+    #[schema(schema_with = crate::schema::any_json)]
     pub result: Option<Box<RawValue>>,
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -67,10 +67,13 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 >= 0 {
-            write!(f, "{}", humantime::format_rfc3339_micros(self.to_system_time()))
-        } else {
-            write!(f, "@{}us", self.0)
+        // Any time the wire can carry (years 0000 to 9999) prints as RFC 3339; only a value
+        // beyond them, which no request can give, prints as raw microseconds.
+        match chrono::DateTime::from_timestamp_micros(self.0) {
+            Some(t) if (0..=9999).contains(&chrono::Datelike::year(&t)) => {
+                write!(f, "{}", t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            }
+            _ => write!(f, "@{}us", self.0),
         }
     }
 }
@@ -79,6 +82,15 @@ impl std::str::FromStr for Timestamp {
     type Err = humantime::TimestampError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         humantime::parse_rfc3339_weak(s).map(Timestamp::from_system_time)
+    }
+}
+
+impl Timestamp {
+    /// Reads a strict RFC 3339 time, with any offset (`2026-01-02T03:04:05.5+01:00`): the wire
+    /// format, as the OpenAPI document's `date-time` says. (`FromStr` is looser, for people.)
+    pub fn from_rfc3339(s: &str) -> Option<Timestamp> {
+        let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+        Some(Timestamp(t.timestamp_micros()))
     }
 }
 
@@ -91,7 +103,8 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(|_| serde::de::Error::custom("expected an RFC 3339 timestamp like 2026-01-02T03:04:05Z"))
+        Timestamp::from_rfc3339(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 timestamp like 2026-01-02T03:04:05Z"))
     }
 }
 

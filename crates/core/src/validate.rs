@@ -18,11 +18,22 @@ pub struct ValidationError {
     /// A path such as `queue` or `tasks[3].payload`.
     pub field: String,
     pub message: String,
+    /// The request fits the documented schema, but a rule the schema cannot state refuses it: one
+    /// across fields, against the clock, within a mini-language (a cron expression, a time
+    /// zone), or over a workflow's graph. The API answers these 422, and 400 to what does not fit
+    /// the schema.
+    pub unprocessable: bool,
 }
 
 impl ValidationError {
+    /// A value outside what the schema allows.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ValidationError { field: field.into(), message: message.into() }
+        ValidationError { field: field.into(), message: message.into(), unprocessable: false }
+    }
+
+    /// A value the schema allows that a further rule refuses (see `unprocessable`).
+    pub fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ValidationError { unprocessable: true, ..ValidationError::new(field, message) }
     }
 
     /// Puts the field under a parent path: `queue` becomes `tasks[3].queue`.
@@ -89,8 +100,8 @@ pub fn check_name(field: &str, value: &str, limits: &Limits) -> Result<(), Valid
     if value.is_empty() {
         return Err(ValidationError::new(field, "must not be empty"));
     }
-    if value.len() > limits.max_name_len {
-        return Err(ValidationError::new(field, format!("must be at most {} bytes", limits.max_name_len)));
+    if value.chars().count() > limits.max_name_len {
+        return Err(ValidationError::new(field, format!("must be at most {} characters", limits.max_name_len)));
     }
     if value.chars().any(char::is_control) {
         return Err(ValidationError::new(field, "must not contain control characters"));
@@ -134,13 +145,13 @@ impl SubmitTask {
         check_depth("payload", payload.get(), limits)?;
         let priority = check_range("priority", self.priority.unwrap_or(0), MIN_PRIORITY, MAX_PRIORITY)?;
         if self.delay_ms.is_some() && self.run_at.is_some() {
-            return Err(ValidationError::new("run_at", "give either delay_ms or run_at, not both"));
+            return Err(ValidationError::unprocessable("run_at", "give either delay_ms or run_at, not both"));
         }
         let delay = check_ms("delay_ms", self.delay_ms.unwrap_or(0), Duration::ZERO, limits.max_delay)?;
         if let Some(run_at) = self.run_at
             && run_at > now.saturating_add(limits.max_delay)
         {
-            return Err(ValidationError::new(
+            return Err(ValidationError::unprocessable(
                 "run_at",
                 format!("is too far in the future: at most {} days ahead", limits.max_delay.as_secs() / 86_400),
             ));
@@ -211,7 +222,7 @@ impl SubmitTask {
 
 fn validate_backoff(b: Backoff, limits: &Limits) -> Result<Backoff, ValidationError> {
     if b.max < b.min {
-        return Err(ValidationError::new("backoff.max_ms", "must be at least backoff.min_ms"));
+        return Err(ValidationError::unprocessable("backoff.max_ms", "must be at least backoff.min_ms"));
     }
     if b.max > limits.max_delay {
         return Err(ValidationError::new("backoff.max_ms", "is longer than the longest allowed delay"));
@@ -295,8 +306,8 @@ impl Progress {
         if !(0.0..=1.0).contains(&self.fraction) {
             return Err(ValidationError::new("fraction", "must be between 0 and 1"));
         }
-        if self.message.as_ref().is_some_and(|m| m.len() > 4096) {
-            return Err(ValidationError::new("message", "must be at most 4096 bytes"));
+        if self.message.as_ref().is_some_and(|m| m.chars().count() > 4096) {
+            return Err(ValidationError::new("message", "must be at most 4096 characters"));
         }
         Ok(())
     }

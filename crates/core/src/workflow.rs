@@ -36,6 +36,44 @@ pub enum FailurePolicy {
     },
 }
 
+impl utoipa::PartialSchema for FailurePolicy {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        let kind = |k: &str, description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some(description))
+                .property("kind", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([k])))
+                .required("kind")
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        let nullable = |t: Type| SchemaType::from_iter([t, Type::Null]);
+        OneOfBuilder::new()
+            .item(kind("fail_fast", "The first permanent failure cancels every task not yet started and fails the workflow."))
+            .item(kind("collect", "Dependents run anyway and receive each parent's success or error."))
+            .item(
+                kind(
+                    "quorum",
+                    "Succeed once at least min_successes (or fraction of the) tasks succeeded; give exactly one of them.",
+                )
+                .property(
+                    "min_successes",
+                    ObjectBuilder::new().schema_type(nullable(Type::Integer)).minimum(Some(1)).maximum(Some(u32::MAX)),
+                )
+                .property(
+                    "fraction",
+                    ObjectBuilder::new()
+                        .schema_type(nullable(Type::Number))
+                        .exclusive_minimum(Some(0.0))
+                        .maximum(Some(1.0)),
+                ),
+            )
+            .description(Some("What happens to a workflow when one of its tasks fails for good."))
+            .into()
+    }
+}
+impl utoipa::ToSchema for FailurePolicy {}
+
 /// Where a quorum stands after some of its `total` tasks finished.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuorumOutcome {
@@ -156,31 +194,41 @@ impl FailurePolicy {
 }
 
 /// One node of a submitted workflow: a task with an id local to the workflow and its parents.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
     /// Required in a workflow graph; left out for a fan-out's children and join, which are named
     /// after their parent (`parent/000042`, `parent/join`).
     #[serde(default)]
+    #[schema(schema_with = crate::schema::node_id)]
     pub id: String,
+    #[schema(schema_with = crate::schema::name)]
     pub kind: String,
     #[serde(default = "default_queue")]
+    #[schema(schema_with = crate::schema::name)]
     pub queue: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::any_json)]
     pub payload: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = crate::schema::node_ids)]
     pub depends_on: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604_800_000_u64)]
     pub timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 100, maximum = 3_600_000_u64)]
     pub lease_timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::bounded::optional_object")]
     pub backoff: Option<Backoff>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_tags)]
     pub tags: Option<Vec<String>>,
 }
 
@@ -207,14 +255,16 @@ impl Default for NodeSpec {
 }
 
 /// A workflow as submitted: `{"name": ..., "failure_policy": ..., "tasks": [...]}`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_name)]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::bounded::object")]
     pub failure_policy: FailurePolicy,
-    #[serde(deserialize_with = "crate::bounded::workflow")]
+    #[serde(deserialize_with = "crate::bounded::workflow_of_objects")]
+    #[schema(min_items = 1, max_items = 100_000)]
     pub tasks: Vec<NodeSpec>,
 }
 
@@ -255,9 +305,15 @@ impl WorkflowSpec {
         }
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.tasks.len());
         for (i, node) in self.tasks.iter().enumerate() {
+            if node.id.is_empty() {
+                return Err(ValidationError::unprocessable(
+                    format!("tasks[{i}].id"),
+                    "every task of a graph needs an id",
+                ));
+            }
             check_name(&format!("tasks[{i}].id"), &node.id, limits)?;
             if index.insert(node.id.as_str(), i).is_some() {
-                return Err(ValidationError::new(
+                return Err(ValidationError::unprocessable(
                     format!("tasks[{i}].id"),
                     format!("{:?} is used by two tasks", node.id),
                 ));
@@ -270,7 +326,7 @@ impl WorkflowSpec {
                 let field = format!("tasks[{i}].depends_on[{j}]");
                 let p = *index
                     .get(dep.as_str())
-                    .ok_or_else(|| ValidationError::new(&field, format!("unknown task {dep:?}")))?;
+                    .ok_or_else(|| ValidationError::unprocessable(&field, format!("unknown task {dep:?}")))?;
                 if ps.contains(&p) {
                     return Err(ValidationError::new(field, format!("{dep:?} is listed twice")));
                 }
@@ -280,7 +336,7 @@ impl WorkflowSpec {
         }
         let order = topological_order(&parents).map_err(|cycle| {
             let names: Vec<&str> = cycle.iter().map(|&i| self.tasks[i].id.as_str()).collect();
-            ValidationError::new("tasks", format!("the dependencies form a cycle: {}", names.join(" -> ")))
+            ValidationError::unprocessable("tasks", format!("the dependencies form a cycle: {}", names.join(" -> ")))
         })?;
         let mut position = vec![0; order.len()];
         for (pos, &i) in order.iter().enumerate() {
@@ -330,10 +386,16 @@ fn validate_policy(p: &FailurePolicy) -> Result<(), ValidationError> {
                 return Err(ValidationError::new("failure_policy.fraction", "must be in (0, 1]"));
             }
             (Some(_), Some(_)) => {
-                return Err(ValidationError::new("failure_policy", "give min_successes or fraction, not both"));
+                return Err(ValidationError::unprocessable(
+                    "failure_policy",
+                    "give min_successes or fraction, not both",
+                ));
             }
             (None, None) => {
-                return Err(ValidationError::new("failure_policy", "a quorum needs min_successes or fraction"));
+                return Err(ValidationError::unprocessable(
+                    "failure_policy",
+                    "a quorum needs min_successes or fraction",
+                ));
             }
             _ => {}
         }
@@ -395,18 +457,20 @@ fn topological_order(parents: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
 /// A running task's request to fan out: children that run in parallel, and a join that runs once
 /// all of them finished and reads their outcomes in child order. Whatever waited for the task now
 /// waits for the join, and the join's result stands in for the task's in its workflow.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FanOutRequest {
     pub lease: crate::id::LeaseToken,
-    #[serde(deserialize_with = "crate::bounded::workflow")]
+    #[serde(deserialize_with = "crate::bounded::workflow_of_objects")]
+    #[schema(min_items = 1, max_items = 99_999)]
     pub children: Vec<NodeSpec>,
+    #[serde(deserialize_with = "crate::bounded::object")]
     pub join: NodeSpec,
     /// The fan-out's own policy: `collect` (the join sees every child's success or error),
     /// `quorum` (the join runs as soon as enough children succeeded; the rest are cancelled) or
     /// `fail_fast` (a child's failure cancels its siblings and the join). Absent: the workflow's
     /// policy applies to the children like to any task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::bounded::optional_object")]
     pub failure_policy: Option<FailurePolicy>,
 }
 
@@ -431,10 +495,13 @@ impl FanOutRequest {
         }
         let check = |node: NodeSpec, field: String| -> Result<NewTask, ValidationError> {
             if !node.id.is_empty() {
-                return Err(ValidationError::new(format!("{field}.id"), "is given by the server (parent/index)"));
+                return Err(ValidationError::unprocessable(
+                    format!("{field}.id"),
+                    "is given by the server (parent/index)",
+                ));
             }
             if !node.depends_on.is_empty() {
-                return Err(ValidationError::new(
+                return Err(ValidationError::unprocessable(
                     format!("{field}.depends_on"),
                     "a fan-out's tasks depend on the fan-out alone",
                 ));
@@ -456,7 +523,7 @@ impl FanOutRequest {
 }
 
 /// What a fan-out created.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FanOut {
     pub workflow_id: crate::id::TaskId,
     pub join_id: crate::id::TaskId,
@@ -464,7 +531,7 @@ pub struct FanOut {
 }
 
 /// A workflow's state: running until its outcome is decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkflowState {
     Running,
@@ -499,7 +566,7 @@ impl std::str::FromStr for WorkflowState {
 }
 
 /// One node of a workflow, as reported.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkflowNode {
     pub node: String,
     pub task_id: crate::id::TaskId,
@@ -508,7 +575,7 @@ pub struct WorkflowNode {
 
 /// A workflow, as the API returns it.
 /// A workflow in a list: where it stands, without its nodes, result or report.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkflowSummary {
     pub id: crate::id::TaskId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -525,7 +592,7 @@ pub struct WorkflowSummary {
 }
 
 /// A page of workflows, newest first (`GET /v1/workflows`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkflowList {
     pub workflows: Vec<WorkflowSummary>,
     /// Pass as `cursor` to get the next page; absent on the last page.
@@ -533,7 +600,7 @@ pub struct WorkflowList {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Workflow {
     pub id: crate::id::TaskId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -545,6 +612,7 @@ pub struct Workflow {
     pub failed: u32,
     /// The sink task's result once the workflow succeeded (with several sinks: an object of them
     /// by node id).
+    #[schema(schema_with = crate::schema::any_json)]
     pub result: Option<Box<RawValue>>,
     pub error: Option<String>,
     pub created_at: Timestamp,
@@ -585,11 +653,12 @@ impl Workflow {
 }
 
 /// A parent's outcome, as its child reads it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ParentResult {
     pub node: String,
     pub task_id: crate::id::TaskId,
     pub state: crate::task::TaskState,
+    #[schema(schema_with = crate::schema::any_json)]
     pub result: Option<Box<RawValue>>,
     pub error: Option<String>,
 }
@@ -606,14 +675,16 @@ pub struct NodeTiming {
 }
 
 /// What parallel execution bought, measured on a finished workflow.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SpeedupReport {
     pub tasks: usize,
     /// Sum of every attempt's run time: what one worker running everything in turn would take.
     #[serde(rename = "t_serial_ms", with = "duration_ms")]
+    #[schema(value_type = u64)]
     pub t_serial: Duration,
     /// Wall time from the first start to the last finish.
     #[serde(rename = "t_parallel_ms", with = "duration_ms")]
+    #[schema(value_type = u64)]
     pub t_parallel: Duration,
     /// `T_serial / T_parallel`.
     pub speedup: f64,
@@ -623,9 +694,11 @@ pub struct SpeedupReport {
     pub efficiency: f64,
     /// The longest chain of run times through the graph: no schedule can beat it.
     #[serde(rename = "critical_path_ms", with = "duration_ms")]
+    #[schema(value_type = u64)]
     pub critical_path: Duration,
     /// Total time nodes spent ready but not yet started.
     #[serde(rename = "queue_wait_ms", with = "duration_ms")]
+    #[schema(value_type = u64)]
     pub queue_wait: Duration,
 }
 

@@ -48,6 +48,13 @@ impl ApiError {
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         let message = e.to_string();
+        if e.unprocessable {
+            // Fits the schema; a rule beyond it refuses the request (see `ValidationError`).
+            return ApiError {
+                field: Some(e.field),
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
+            };
+        }
         ApiError::invalid(e.field, message)
     }
 }
@@ -173,7 +180,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// Parses a body. The fast path tracks no paths; only a body that fails is parsed again, with
 /// tracking, to name the field. Both refuse bytes after the JSON value.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if let Ok(value) = serde_json::from_slice(bytes) {
+    let first = match serde_json::from_slice(bytes) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    // JSON does not tell 3 from 3.0, and neither does the OpenAPI document's `integer`: a
+    // whole number written with a fraction or an exponent is read as the integer it is. Payloads
+    // and results are left exactly as sent. Only a body refused for a float is read this second
+    // way, and only a small one (the tree it builds costs several times the body).
+    if first.to_string().starts_with("invalid type: floating point")
+        && bytes.len() <= SMALL_BODY
+        && let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && whole_numbers_as_integers(&mut v, false)
+        && let Ok(value) = serde_json::from_value(v)
+    {
         return Ok(value);
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
@@ -189,6 +209,38 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end().map_err(|e| ApiError::invalid("body", format!("malformed JSON: {e}")))?;
     Ok(value)
 }
+
+/// Rewrites floats with no fraction (`445.0`, `1e3`) as integers, outside `payload` and
+/// `result` values; says whether it changed anything.
+fn whole_numbers_as_integers(v: &mut serde_json::Value, mut changed: bool) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+                *v = if f < 0.0 { Value::from(f as i64) } else { Value::from(f as u64) };
+                changed = true;
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                changed = whole_numbers_as_integers(item, changed);
+            }
+        }
+        Value::Object(fields) => {
+            for (key, value) in fields.iter_mut() {
+                if key != "payload" && key != "result" {
+                    changed = whole_numbers_as_integers(value, changed);
+                }
+            }
+        }
+        _ => {}
+    }
+    changed
+}
+
+/// The largest body whose whole numbers written as floats are read as integers.
+const SMALL_BODY: usize = 1 << 20;
 
 /// A body larger than this (or of unstated length) waits for one of a few permits to be read.
 const BIG_BODY: usize = 1 << 20;

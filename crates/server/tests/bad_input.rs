@@ -29,11 +29,13 @@ async fn malformed_or_mistyped_submits_name_the_field() {
         ("zero attempts", json!({"queue": "q", "kind": "echo", "max_attempts": 0}), "max_attempts"),
         ("tiny lease", json!({"queue": "q", "kind": "echo", "lease_timeout_ms": 1}), "lease_timeout_ms"),
         ("bad run_at", json!({"queue": "q", "kind": "echo", "run_at": "tomorrow"}), "run_at"),
+        ("backoff given as an array", json!({"queue": "q", "kind": "echo", "backoff": [10, 5, 2.0, 0.1]}), "backoff"),
         (
-            "bad backoff",
-            json!({"queue": "q", "kind": "echo", "backoff": {"min_ms": 10, "max_ms": 5, "multiplier": 2.0, "jitter": 0.1}}),
-            "backoff.max_ms",
+            "run_at with an offset but no date",
+            json!({"queue": "q", "kind": "echo", "run_at": "03:04:05+01:00"}),
+            "run_at",
         ),
+        ("a half for an integer", json!({"queue": "q", "kind": "echo", "priority": 2.5}), "priority"),
         ("bad tag", json!({"queue": "q", "kind": "echo", "tags": ["ok", 7]}), "tags[1]"),
         ("unknown field", json!({"queue": "q", "kind": "echo", "priorty": 1}), "priorty"),
         ("not an object", json!([1, 2]), "body"),
@@ -41,6 +43,23 @@ async fn malformed_or_mistyped_submits_name_the_field() {
     for (case, body, field) in cases {
         let (status, resp) = s.call("POST", "/v1/tasks", Some(body)).await;
         assert_rejected(status, &resp, 400, field, case);
+    }
+    // Fits the schema, breaks a rule it cannot state: 422, naming the field.
+    let unprocessable: Vec<(&str, Value, &str)> = vec![
+        (
+            "backoff max below min",
+            json!({"queue": "q", "kind": "echo", "backoff": {"min_ms": 10, "max_ms": 5, "multiplier": 2.0, "jitter": 0.1}}),
+            "backoff.max_ms",
+        ),
+        (
+            "delay_ms and run_at",
+            json!({"queue": "q", "kind": "echo", "delay_ms": 5, "run_at": "2026-01-01T00:00:00Z"}),
+            "run_at",
+        ),
+    ];
+    for (case, body, field) in unprocessable {
+        let (status, resp) = s.call("POST", "/v1/tasks", Some(body)).await;
+        assert_rejected(status, &resp, 422, field, case);
     }
     let (status, resp) = s.raw("POST", "/v1/tasks", b"{\"queue\": \"q\", ".to_vec()).await;
     assert_rejected(status, &resp, 400, "body", "truncated JSON");
@@ -128,5 +147,37 @@ async fn reads_and_worker_calls_validate_too() {
     let (status, resp) = s.call("DELETE", "/v1/tasks", None).await;
     assert_eq!(status, 405, "{resp}");
     assert_eq!(s.get(id).await["state"], "ready", "nothing above changed the task");
+    s.stop().await;
+}
+
+/// Found by schemathesis: JSON's 3.0 is 3, so a whole number written with a fraction or an
+/// exponent is taken where an integer is due; a payload keeps the form it was sent in.
+#[tokio::test]
+async fn whole_numbers_written_as_floats_are_integers_and_payloads_stay_as_sent() {
+    let s = TestServer::start().await;
+    let body = json!({"queue": "q", "kind": "echo", "priority": 5.0, "max_attempts": 2e0, "payload": {"n": 1.0}});
+    let (status, task) = s.call("POST", "/v1/tasks", Some(body)).await;
+    assert_eq!(status, 201, "{task}");
+    assert_eq!((task["priority"].as_i64(), task["max_attempts"].as_u64()), (Some(5), Some(2)), "{task}");
+    assert_eq!(task["payload"]["n"].as_f64(), Some(1.0));
+    assert!(task["payload"]["n"].is_f64(), "the payload is not rewritten: {task}");
+    s.stop().await;
+}
+
+/// Found by schemathesis: a call with no body (cancel, retry, pause) needs no Content-Type; one
+/// that carries a body must still say JSON.
+#[tokio::test]
+async fn a_bodyless_change_needs_no_content_type_but_a_body_must_be_json() {
+    let s = TestServer::start().await;
+    let (_, task) = s.call("POST", "/v1/tasks", Some(json!({"queue": "q", "kind": "echo"}))).await;
+    let id = task["id"].as_str().unwrap();
+    let url = format!("{}/v1/tasks/{id}/cancel", s.url);
+    let plain = reqwest::Client::new();
+    let r = plain.post(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "no body, no Content-Type: accepted");
+    let r = plain.post(&url).header("content-type", "text/plain").body("x").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 415, "a text/plain body is refused as before");
+    let r = plain.put(format!("{}/v1/tasks/{id}", s.url)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405, "an undeclared method is 405");
     s.stop().await;
 }

@@ -5,8 +5,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use taskwarden_core::Task;
 use taskwarden_core::auth::Action;
 use taskwarden_core::cron::{CronChange, CronInfo, CronList, CronSpec, Schedule};
+use taskwarden_core::protocol::ErrorBody;
 use taskwarden_core::validate::check_name;
 use taskwarden_store::{CreateCron, PauseCron, SubmitTasks, UpdateCron};
 
@@ -14,6 +16,16 @@ use super::{ApiResult, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson};
 
+#[utoipa::path(
+    post,
+    path = "/v1/cron",
+    tag = "cron",
+    operation_id = "createCron",
+    summary = "Create a cron schedule",
+    description = "Each tick submits the task template, once, however many server nodes run; the task's idempotency key is cron/{name}/{tick in microseconds}.",
+    request_body = CronSpec,
+    responses((status = 201, description = "The schedule, with its first tick.", body = CronInfo), (status = 409, description = "conflict: a schedule by that name exists.", body = ErrorBody), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
+)]
 pub(super) async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -29,6 +41,14 @@ pub(super) async fn create(
 }
 
 /// The schedules; a caller limited to some queues sees those that submit to one of them.
+#[utoipa::path(
+    get,
+    path = "/v1/cron",
+    tag = "cron",
+    operation_id = "listCron",
+    summary = "List cron schedules",
+    responses((status = 200, description = "Every schedule, by name.", body = CronList))
+)]
 pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<CronList>> {
     caller.may(&s, Action::Read, None)?;
     let mut schedules = s.store.list_crons().await?;
@@ -51,6 +71,15 @@ async fn find(s: &AppState, caller: &Caller, action: Action, name: &str) -> ApiR
     Ok(cron)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/cron/{name}/pause",
+    tag = "cron",
+    operation_id = "pauseCron",
+    summary = "Pause a cron schedule: its ticks do not fire until resumed",
+    params(("name" = String, Path, description = "The schedule's name.", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+    responses((status = 200, description = "The schedule after the change.", body = CronInfo), (status = 404, description = "not_found: no schedule by that name.", body = ErrorBody))
+)]
 pub(super) async fn pause(
     State(s): State<AppState>,
     caller: Caller,
@@ -63,6 +92,15 @@ pub(super) async fn pause(
 }
 
 /// Resumes from the next tick after now: ticks while paused never fire.
+#[utoipa::path(
+    post,
+    path = "/v1/cron/{name}/resume",
+    tag = "cron",
+    operation_id = "resumeCron",
+    summary = "Resume a cron schedule from its next tick after now (ticks while paused never fire)",
+    params(("name" = String, Path, description = "The schedule's name.", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+    responses((status = 200, description = "The schedule after the change.", body = CronInfo), (status = 404, description = "not_found: no schedule by that name.", body = ErrorBody), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
+)]
 pub(super) async fn resume(
     State(s): State<AppState>,
     caller: Caller,
@@ -82,6 +120,17 @@ pub(super) async fn resume(
 /// Changes a schedule: the fields given replace the stored ones (`task` the whole template). A
 /// new schedule or time zone moves its next tick to the first one after now; it stays paused or
 /// running as it was.
+#[utoipa::path(
+    patch,
+    path = "/v1/cron/{name}",
+    tag = "cron",
+    operation_id = "updateCron",
+    summary = "Change a schedule",
+    description = "The fields given replace the stored ones (task the whole template). A new schedule or time zone moves the next tick to the first one after now; a paused schedule stays paused.",
+    request_body = CronChange,
+    params(("name" = String, Path, description = "The schedule's name.", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+    responses((status = 200, description = "The schedule after the change.", body = CronInfo), (status = 404, description = "not_found: no schedule by that name.", body = ErrorBody), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
+)]
 pub(super) async fn update(
     State(s): State<AppState>,
     caller: Caller,
@@ -105,6 +154,16 @@ pub(super) async fn update(
 
 /// Fires the schedule now, once, besides its ticks: its task is submitted as a tick would submit
 /// it, without a tick's idempotency key, and the schedule's next tick is unchanged.
+#[utoipa::path(
+    post,
+    path = "/v1/cron/{name}/run",
+    tag = "cron",
+    operation_id = "runCron",
+    summary = "Fire a schedule now, once",
+    description = "Submits the schedule's task now, as a tick would but without a tick's idempotency key, besides its ticks: the next tick is unchanged.",
+    params(("name" = String, Path, description = "The schedule's name.", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+    responses((status = 201, description = "The task it submitted.", body = Task), (status = 404, description = "not_found: no schedule by that name.", body = ErrorBody))
+)]
 pub(super) async fn run(
     State(s): State<AppState>,
     caller: Caller,
@@ -119,6 +178,15 @@ pub(super) async fn run(
     Ok((StatusCode::CREATED, Json(super::tasks::shown(&caller, submitted))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/cron/{name}",
+    tag = "cron",
+    operation_id = "deleteCron",
+    summary = "Delete a cron schedule (tasks it submitted stay)",
+    params(("name" = String, Path, description = "The schedule's name.", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+    responses((status = 204, description = "Deleted."), (status = 404, description = "not_found: no schedule by that name.", body = ErrorBody))
+)]
 pub(super) async fn delete(
     State(s): State<AppState>,
     caller: Caller,

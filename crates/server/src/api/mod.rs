@@ -8,10 +8,11 @@
 //! - `cron`: cron schedules.
 //! - `tokens`: API tokens and the audit log (admin only).
 //! - `health`: liveness, readiness and the OpenAPI document.
+//! - `doc`: what the generated OpenAPI document gets beyond the handlers' own descriptions.
 
 mod cron;
+mod doc;
 mod health;
-pub(crate) use health::openapi;
 mod queues;
 mod tasks;
 mod tokens;
@@ -25,9 +26,10 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{delete, get, patch, post};
 use taskwarden_store::Store;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use taskwarden_core::auth::Role;
 
@@ -105,6 +107,59 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/audit", Some(Role::Admin)),
 ];
 
+/// Every route with its handler; each handler's `#[utoipa::path]` describes it, so the same list
+/// gives the router and the OpenAPI document.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::openapi_json))
+        .routes(routes!(tasks::submit, tasks::list))
+        .routes(routes!(tasks::submit_batch))
+        .routes(routes!(tasks::bulk_retry))
+        .routes(routes!(tasks::bulk_cancel))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::wait))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::retry))
+        .routes(routes!(workers::complete_one))
+        .routes(routes!(workers::fail_one))
+        .routes(routes!(workers::heartbeat_one))
+        .routes(routes!(workers::progress_one))
+        .routes(routes!(workers::release_one))
+        .routes(routes!(workers::register, workers::list))
+        .routes(routes!(workers::fetch))
+        .routes(routes!(workers::heartbeat))
+        .routes(routes!(workers::reports))
+        .routes(routes!(workflows::parents))
+        .routes(routes!(workflows::fan_out))
+        .routes(routes!(workflows::submit, workflows::list))
+        .routes(routes!(workflows::get))
+        .routes(routes!(workflows::wait))
+        .routes(routes!(workflows::cancel))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::set, queues::remove))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
+        .routes(routes!(cron::create, cron::list))
+        .routes(routes!(cron::delete, cron::update))
+        .routes(routes!(cron::pause))
+        .routes(routes!(cron::resume))
+        .routes(routes!(cron::run))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(tokens::audit))
+}
+
+/// The OpenAPI document, as JSON text (built once).
+pub(crate) fn openapi() -> &'static str {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let doc = doc::finish(routes().into_openapi());
+        serde_json::to_string_pretty(&doc).expect("a JSON value serializes")
+    })
+}
+
 pub(crate) fn router(state: AppState, guard: Guard) -> Router {
     let l = &state.config.limits;
     let rules = Arc::new(BodyRules {
@@ -114,45 +169,9 @@ pub(crate) fn router(state: AppState, guard: Guard) -> Router {
         read_timeout: state.config.http.body_read_timeout,
         big_bodies: Arc::new(tokio::sync::Semaphore::new(BIG_BODIES_AT_ONCE)),
     });
-    Router::new()
-        .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
-        .route("/openapi.json", get(health::openapi_json))
-        .route("/v1/tasks", post(tasks::submit).get(tasks::list))
-        .route("/v1/tasks/batch", post(tasks::submit_batch))
-        .route("/v1/tasks/retry", post(tasks::bulk_retry))
-        .route("/v1/tasks/cancel", post(tasks::bulk_cancel))
-        .route("/v1/tasks/{id}", get(tasks::get))
-        .route("/v1/tasks/{id}/wait", get(tasks::wait))
-        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/v1/tasks/{id}/retry", post(tasks::retry))
-        .route("/v1/tasks/{id}/complete", post(workers::complete_one))
-        .route("/v1/tasks/{id}/fail", post(workers::fail_one))
-        .route("/v1/tasks/{id}/heartbeat", post(workers::heartbeat_one))
-        .route("/v1/tasks/{id}/progress", post(workers::progress_one))
-        .route("/v1/tasks/{id}/release", post(workers::release_one))
-        .route("/v1/workers", post(workers::register).get(workers::list))
-        .route("/v1/workers/{id}/fetch", post(workers::fetch))
-        .route("/v1/workers/{id}/heartbeat", post(workers::heartbeat))
-        .route("/v1/workers/{id}/reports", post(workers::reports))
-        .route("/v1/tasks/{id}/parents", get(workflows::parents))
-        .route("/v1/tasks/{id}/fan-out", post(workflows::fan_out))
-        .route("/v1/workflows", post(workflows::submit).get(workflows::list))
-        .route("/v1/workflows/{id}", get(workflows::get))
-        .route("/v1/workflows/{id}/wait", get(workflows::wait))
-        .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
-        .route("/v1/queues", get(queues::list))
-        .route("/v1/queues/{name}", patch(queues::set).delete(queues::remove))
-        .route("/v1/queues/{name}/pause", post(queues::pause))
-        .route("/v1/queues/{name}/resume", post(queues::resume))
-        .route("/v1/cron", post(cron::create).get(cron::list))
-        .route("/v1/cron/{name}", delete(cron::delete).patch(cron::update))
-        .route("/v1/cron/{name}/pause", post(cron::pause))
-        .route("/v1/cron/{name}/resume", post(cron::resume))
-        .route("/v1/cron/{name}/run", post(cron::run))
-        .route("/v1/tokens", post(tokens::create).get(tokens::list))
-        .route("/v1/tokens/{token}/revoke", post(tokens::revoke))
-        .route("/v1/audit", get(tokens::audit))
+    let (api, _) = routes().split_for_parts();
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"]));
+    api.merge(Router::from(docs))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(move |mut req: Request, next: Next| {
@@ -198,9 +217,12 @@ pub(super) fn page(
 pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
 
 /// The `?timeout_ms=` of a long-poll (default 30 s, at most the server's `max_wait`).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct WaitQuery {
+    /// How long to wait, in milliseconds; at most 60000 by default.
+    #[param(minimum = 0, maximum = 60_000)]
     timeout_ms: Option<u64>,
 }
 

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use taskwarden_core::auth::Action;
-use taskwarden_core::protocol::{QueueInfo, QueueList, QueueUpdate};
+use taskwarden_core::protocol::{ErrorBody, QueueInfo, QueueList, QueueUpdate};
 use taskwarden_core::validate::check_name;
 use taskwarden_store::UpdateQueue;
 
@@ -14,14 +14,25 @@ use crate::error::{ApiError, ApiJson, ApiQuery};
 
 /// `?create=true`: set up a queue that holds no tasks yet. Without it, changing a queue nobody
 /// has used is refused, so a typo (`emial`) does not quietly make a queue of its own.
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct CreateQuery {
+    /// Set up the queue if nobody has used it yet (without it: 404 for an unknown queue).
     #[serde(default)]
     create: bool,
 }
 
 /// The queues; a caller limited to some queues sees only those.
+#[utoipa::path(
+    get,
+    path = "/v1/queues",
+    tag = "queues",
+    operation_id = "listQueues",
+    summary = "List queues with their counts",
+    description = "Every queue that holds unfinished or dead-lettered tasks, or has been paused, by name.",
+    responses((status = 200, description = "The queues.", body = QueueList))
+)]
 pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<QueueList>> {
     caller.may(&s, Action::Read, None)?;
     let now = s.clock.now();
@@ -31,6 +42,15 @@ pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult
     Ok(Json(QueueList { queues }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{name}/pause",
+    tag = "queues",
+    operation_id = "pauseQueue",
+    summary = "Pause a queue: its tasks stay and submits are still accepted, but nothing is leased from it until it is resumed",
+    params(("name" = String, Path, description = "The queue's name.", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), CreateQuery),
+    responses((status = 200, description = "The queue after the change.", body = QueueInfo), (status = 404, description = "not_found: no such queue (no tasks, no settings, no activity in the last hour); add ?create=true to set it up before its first task.", body = ErrorBody))
+)]
 pub(super) async fn pause(
     State(s): State<AppState>,
     caller: Caller,
@@ -40,6 +60,15 @@ pub(super) async fn pause(
     update(s, caller, name, q, Some(true), QueueUpdate::default()).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{name}/resume",
+    tag = "queues",
+    operation_id = "resumeQueue",
+    summary = "Resume a paused queue; waiting workers are woken at once",
+    params(("name" = String, Path, description = "The queue's name.", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), CreateQuery),
+    responses((status = 200, description = "The queue after the change.", body = QueueInfo), (status = 404, description = "not_found: no such queue (no tasks, no settings, no activity in the last hour); add ?create=true to set it up before its first task.", body = ErrorBody))
+)]
 pub(super) async fn resume(
     State(s): State<AppState>,
     caller: Caller,
@@ -49,6 +78,17 @@ pub(super) async fn resume(
     update(s, caller, name, q, Some(false), QueueUpdate::default()).await
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/queues/{name}",
+    tag = "queues",
+    operation_id = "updateQueue",
+    summary = "Change a queue's settings (weight, limits)",
+    description = "A worker that serves several queues takes from them in proportion to their weights while all have work.",
+    request_body = QueueUpdate,
+    params(("name" = String, Path, description = "The queue's name.", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), CreateQuery),
+    responses((status = 200, description = "The queue after the change.", body = QueueInfo), (status = 404, description = "not_found: no such queue (no tasks, no settings, no activity in the last hour); add ?create=true to set it up before its first task.", body = ErrorBody))
+)]
 pub(super) async fn set(
     State(s): State<AppState>,
     caller: Caller,
@@ -62,6 +102,16 @@ pub(super) async fn set(
 
 /// Forgets an empty queue's settings, so it is listed no more once idle. Refused while the queue
 /// holds tasks that are waiting or running.
+#[utoipa::path(
+    delete,
+    path = "/v1/queues/{name}",
+    tag = "queues",
+    operation_id = "removeQueue",
+    summary = "Forget an empty queue's settings",
+    description = "Removes the queue's pause, weight and limits, so it is no longer listed once idle. Refused while it holds ready, scheduled or running tasks.",
+    params(("name" = String, Path, description = "The queue's name.", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+    responses((status = 204, description = "The settings are gone."), (status = 404, description = "not_found: no such queue, or it has no settings to forget.", body = ErrorBody), (status = 409, description = "queue_not_empty: it holds ready, scheduled or running tasks.", body = ErrorBody))
+)]
 pub(super) async fn remove(
     State(s): State<AppState>,
     caller: Caller,

@@ -6,9 +6,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use taskwarden_core::auth::Action;
-use taskwarden_core::protocol::{BulkFilter, BulkResult, SubmitBatch, SubmitTask, TaskList};
+use taskwarden_core::protocol::{BulkFilter, BulkResult, ErrorBody, SubmitBatch, SubmitTask, TaskList};
 use taskwarden_core::validate::{check_name, validate_batch};
-use taskwarden_core::{Task, TaskId, TaskState};
+use taskwarden_core::{Task, TaskId, TaskState, ValidationError};
 use taskwarden_store::{CancelTask, ListTasks, RetryTask, StoreError, SubmitTasks, Submitted};
 
 use super::{ApiResult, AppState, WaitQuery, until_finished};
@@ -37,6 +37,15 @@ pub(super) async fn task_for(s: &AppState, caller: &Caller, action: Action, id: 
     Ok(task)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks",
+    tag = "tasks",
+    operation_id = "submitTask",
+    summary = "Submit a task",
+    request_body = SubmitTask,
+    responses((status = 409, description = "conflict: the idempotency_key was used within the retention window for a task with a different queue, kind or payload; error.field is idempotency_key.", body = ErrorBody), (status = 201, description = "The task was created.", body = Task), (status = 200, description = "A task with the same idempotency_key was submitted within the retention window: that earlier task is returned and nothing new is created.", body = Task), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
+)]
 pub(super) async fn submit(
     State(s): State<AppState>,
     caller: Caller,
@@ -52,6 +61,16 @@ pub(super) async fn submit(
     Ok((status, Json(shown(&caller, task))))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/batch",
+    tag = "tasks",
+    operation_id = "submitTaskBatch",
+    summary = "Submit tasks atomically",
+    description = "All tasks are accepted, or none.",
+    request_body = SubmitBatch,
+    responses((status = 409, description = "conflict: the idempotency_key was used within the retention window for a task with a different queue, kind or payload; error.field is idempotency_key.", body = ErrorBody), (status = 201, description = "All tasks were accepted (a task whose idempotency_key matched an earlier one is that earlier task), in the order of the request.", body = TaskList), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
+)]
 pub(super) async fn submit_batch(
     State(s): State<AppState>,
     caller: Caller,
@@ -66,25 +85,56 @@ pub(super) async fn submit_batch(
     Ok((StatusCode::CREATED, Json(TaskList { tasks, next_cursor: None })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}",
+    tag = "tasks",
+    operation_id = "getTask",
+    summary = "Get a task, with its attempt history",
+    params(("id" = TaskId, Path, description = "The task id (a UUID).")),
+    responses((status = 200, description = "The task, with history filled in.", body = Task), (status = 404, description = "not_found: no such task.", body = ErrorBody))
+)]
 pub(super) async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Task>> {
     let mut task = task_for(&s, &caller, Action::Read, task_id(&id)?).await?;
     crate::scheduling::explain(&*s.store, &mut task, s.clock.now()).await?;
     Ok(Json(shown(&caller, task)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Only tasks in this queue.
+    #[param(schema_with = taskwarden_core::schema::name)]
     queue: Option<String>,
+    /// Only tasks in this state.
     state: Option<TaskState>,
+    /// Only tasks of this kind.
+    #[param(schema_with = taskwarden_core::schema::name)]
     kind: Option<String>,
+    /// Only tasks with this tag.
+    #[param(schema_with = taskwarden_core::schema::name)]
     tag: Option<String>,
+    /// The previous page's next_cursor.
+    #[param(value_type = Option<TaskId>)]
     cursor: Option<String>,
+    /// Most tasks on the page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
 /// A page of tasks, newest first. A caller limited to some queues sees only tasks in them: a
 /// page may then hold fewer tasks than `limit` and still have a next one.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    tag = "tasks",
+    operation_id = "listTasks",
+    summary = "List tasks",
+    description = "Lists tasks newest first, optionally filtered. Unknown query parameters are refused with 400.",
+    params(ListQuery),
+    responses((status = 200, description = "A page of tasks, newest first; follow next_cursor for the next page.", body = TaskList))
+)]
 pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -107,6 +157,16 @@ pub(super) async fn list(
 
 /// Long-polls until the task reaches a terminal state or the timeout passes; answers with the task
 /// either way (the caller checks `state`).
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/wait",
+    tag = "tasks",
+    operation_id = "waitTask",
+    summary = "Wait for a task to finish",
+    description = "Long-polls until the task reaches a terminal state (succeeded, failed, cancelled) or the timeout passes.",
+    params(("id" = TaskId, Path, description = "The task id (a UUID)."), super::WaitQuery),
+    responses((status = 200, description = "The task: in a terminal state, or as it stands when the timeout passed or the server began shutting down (check state).", body = Task), (status = 404, description = "not_found: no such task.", body = ErrorBody))
+)]
 pub(super) async fn wait(
     State(s): State<AppState>,
     caller: Caller,
@@ -119,6 +179,16 @@ pub(super) async fn wait(
     Ok(Json(shown(&caller, s.store.get(id).await?)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/cancel",
+    tag = "tasks",
+    operation_id = "cancelTask",
+    summary = "Cancel a task",
+    description = "A scheduled or ready task is cancelled at once; a running task gets cancel_requested, which its worker sees on its next heartbeat.",
+    params(("id" = TaskId, Path, description = "The task id (a UUID).")),
+    responses((status = 200, description = "The task after the request: cancelled, or still running with cancel_requested set until its worker stops.", body = Task), (status = 404, description = "not_found: no such task.", body = ErrorBody), (status = 409, description = "invalid_state: the task's state does not allow this change. (It has already finished.)", body = ErrorBody))
+)]
 pub(super) async fn cancel(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Task>> {
     let id = task_for(&s, &caller, Action::Operate, task_id(&id)?).await?.id;
     let c = s.store.cancel(CancelTask { id, now: s.clock.now() }).await?;
@@ -126,6 +196,16 @@ pub(super) async fn cancel(State(s): State<AppState>, caller: Caller, Path(id): 
     Ok(Json(shown(&caller, c.task)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/retry",
+    tag = "tasks",
+    operation_id = "retryTask",
+    summary = "Retry a failed or cancelled task by hand",
+    description = "Puts a failed (dead-lettered) or cancelled task back in its queue with a fresh attempt budget.",
+    params(("id" = TaskId, Path, description = "The task id (a UUID).")),
+    responses((status = 200, description = "The task, ready again.", body = Task), (status = 404, description = "not_found: no such task.", body = ErrorBody), (status = 409, description = "invalid_state: the task's state does not allow this change. (Only failed and cancelled tasks can be retried.)", body = ErrorBody))
+)]
 pub(super) async fn retry(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Task>> {
     let id = task_for(&s, &caller, Action::Operate, task_id(&id)?).await?.id;
     let task = s.store.retry(RetryTask { id, now: s.clock.now() }).await?;
@@ -139,6 +219,16 @@ const BULK_PAGE: u32 = 500;
 const BULK_AT_ONCE: usize = 64;
 
 /// Retries every failed (or cancelled) task matching the filter, a page at a time on the server.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/retry",
+    tag = "tasks",
+    operation_id = "retryTasks",
+    summary = "Retry every task matching a filter",
+    description = "Sends every failed (or cancelled) task matching the filter back to the queue with a fresh attempt budget, on the server, a page at a time.",
+    request_body = BulkFilter,
+    responses((status = 200, description = "What it did.", body = BulkResult), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
+)]
 pub(super) async fn bulk_retry(
     State(s): State<AppState>,
     caller: Caller,
@@ -147,12 +237,22 @@ pub(super) async fn bulk_retry(
     let states = match filter.state {
         None | Some(TaskState::Failed) => vec![TaskState::Failed],
         Some(TaskState::Cancelled) => vec![TaskState::Cancelled],
-        Some(_) => return Err(ApiError::invalid("state", "retry takes failed or cancelled tasks")),
+        Some(_) => return Err(ValidationError::unprocessable("state", "retry takes failed or cancelled tasks").into()),
     };
     bulk(s, caller, filter, states, Bulk::Retry).await
 }
 
 /// Cancels every unfinished task matching the filter (running ones are asked to stop).
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/cancel",
+    tag = "tasks",
+    operation_id = "cancelTasks",
+    summary = "Cancel every task matching a filter",
+    description = "Cancels every ready, scheduled or running task matching the filter (running ones are asked to stop through their heartbeat), on the server, a page at a time.",
+    request_body = BulkFilter,
+    responses((status = 200, description = "What it did.", body = BulkResult), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
+)]
 pub(super) async fn bulk_cancel(
     State(s): State<AppState>,
     caller: Caller,
@@ -161,7 +261,11 @@ pub(super) async fn bulk_cancel(
     let states = match filter.state {
         None => vec![TaskState::Ready, TaskState::Scheduled, TaskState::Running],
         Some(st @ (TaskState::Ready | TaskState::Scheduled | TaskState::Running)) => vec![st],
-        Some(_) => return Err(ApiError::invalid("state", "cancel takes ready, scheduled or running tasks")),
+        Some(_) => {
+            return Err(
+                ValidationError::unprocessable("state", "cancel takes ready, scheduled or running tasks").into()
+            );
+        }
     };
     bulk(s, caller, filter, states, Bulk::Cancel).await
 }
@@ -259,9 +363,15 @@ async fn bulk(
 fn parse_bulk_cursor(cursor: &str, states: usize) -> Result<(usize, Option<TaskId>), ApiError> {
     let bad = || ApiError::invalid("cursor", "not a cursor from a previous answer");
     let (at, id) = cursor.split_once(':').ok_or_else(bad)?;
+    if at.is_empty() || at.len() > 2 || !at.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
     let at: usize = at.parse().map_err(|_| bad())?;
     if at >= states {
-        return Err(bad());
+        // Well formed, but from a call with another filter.
+        return Err(
+            ValidationError::unprocessable("cursor", "not a cursor from a previous answer to this filter").into()
+        );
     }
     let id = match id {
         "" => None,

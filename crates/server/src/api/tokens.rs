@@ -7,13 +7,24 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use taskwarden_core::Timestamp;
-use taskwarden_core::auth::{Action, AuditList, CreateTokenCall, CreatedToken, TokenList};
+use taskwarden_core::auth::{Action, AuditList, CreateTokenCall, CreatedToken, TokenInfo, TokenList};
+use taskwarden_core::protocol::ErrorBody;
 use taskwarden_store::{ListAudit, RevokeToken};
 
 use super::{ApiResult, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiQuery};
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "tokens",
+    operation_id = "createToken",
+    summary = "Create a token",
+    description = "Answers with the token's secret, shown this once; the server keeps only its SHA-256 hash. The first admin token is made offline with `taskwarden token create --data-dir DIR` (or `--database URL`).",
+    request_body = CreateTokenCall,
+    responses((status = 201, description = "The secret and the token as listed.", body = CreatedToken), (status = 409, description = "conflict: a live token has that name.", body = ErrorBody), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
+)]
 pub(super) async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -29,6 +40,15 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(CreatedToken { token, info: record.info() })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "tokens",
+    operation_id = "listTokens",
+    summary = "List tokens",
+    description = "Every token ever made, revoked and expired ones too; never a secret.",
+    responses((status = 200, description = "The tokens, oldest first.", body = TokenList))
+)]
 pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<TokenList>> {
     caller.may(&s, Action::Admin, None)?;
     let tokens = s.store.list_tokens().await?.iter().map(|t| t.info()).collect();
@@ -36,6 +56,16 @@ pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult
 }
 
 /// Revokes a token by its id, or by the name of the live token that has it.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/{token}/revoke",
+    tag = "tokens",
+    operation_id = "revokeToken",
+    summary = "Revoke a token",
+    description = "By id (tok_...) or by the name of the live token. Every node refuses it within token_refresh (default 500 ms).",
+    params(("token" = String, Path, description = "A token id, or a live token's name.")),
+    responses((status = 200, description = "The token, revoked.", body = TokenInfo), (status = 404, description = "not_found: no such token (error.field token).", body = ErrorBody))
+)]
 pub(super) async fn revoke(
     State(s): State<AppState>,
     caller: Caller,
@@ -54,14 +84,27 @@ pub(super) async fn revoke(
     Ok(Json(record.info()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct AuditQuery {
     /// Entries at or after this time (RFC 3339); default: the last 24 hours.
     since: Option<Timestamp>,
+    /// Most entries, 1 to 10000 (default 1000).
+    #[param(minimum = 1, maximum = 10_000)]
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "tokens",
+    operation_id = "listAudit",
+    summary = "Read the audit log",
+    description = "Changes made through the API (cancel, retry, queue and cron changes, workflow cancels, token create and revoke) and requests refused for lack of rights, oldest first.",
+    params(AuditQuery),
+    responses((status = 200, description = "The entries.", body = AuditList))
+)]
 pub(super) async fn audit(
     State(s): State<AppState>,
     caller: Caller,

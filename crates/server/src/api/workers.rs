@@ -7,12 +7,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde_json::json;
 use taskwarden_core::auth::Action;
 use taskwarden_core::protocol::{
-    CompleteCall, FailCall, FetchRequest, FetchResponse, HeldLease, ItemStatus, LeaseCall, LeasedTask, Outcome,
-    ProgressCall, RegisterWorker, Report, ReportBatch, ReportBatchResponse, ReportResult, WorkerHeartbeat,
-    WorkerHeartbeatResponse, WorkerList, WorkerStatus,
+    CompleteCall, ErrorBody, FailCall, FetchRequest, FetchResponse, HeldLease, ItemStatus, LeaseCall,
+    LeaseHeartbeatResponse, LeasedTask, Outcome, ProgressCall, RegisterWorker, Report, ReportBatch,
+    ReportBatchResponse, ReportResult, WorkerHeartbeat, WorkerHeartbeatResponse, WorkerInfo, WorkerList, WorkerStatus,
 };
 use taskwarden_core::validate::{check_depth, check_name, truncate_error};
 use taskwarden_core::{Progress, Task, TaskId};
@@ -28,6 +27,15 @@ fn worker_id(s: &AppState, raw: &str) -> Result<String, ApiError> {
 }
 
 /// Registers a worker, owned by the calling token: only that token may act as this worker.
+#[utoipa::path(
+    post,
+    path = "/v1/workers",
+    tag = "workers",
+    operation_id = "registerWorker",
+    summary = "Register a worker",
+    request_body = RegisterWorker,
+    responses((status = 201, description = "The worker was registered; use its id in the worker calls.", body = WorkerInfo))
+)]
 pub(super) async fn register(
     State(s): State<AppState>,
     caller: Caller,
@@ -48,6 +56,14 @@ pub(super) async fn register(
 }
 
 /// The workers; a caller limited to some queues sees those that serve one of them.
+#[utoipa::path(
+    get,
+    path = "/v1/workers",
+    tag = "workers",
+    operation_id = "listWorkers",
+    summary = "List registered workers",
+    responses((status = 200, description = "The registered workers.", body = WorkerList))
+)]
 pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<WorkerList>> {
     caller.may(&s, Action::Read, None)?;
     let mut workers = s.store.list_workers().await?;
@@ -79,6 +95,17 @@ fn leased(task: Task) -> LeasedTask {
 
 /// Leases up to `limit` tasks. When none is ready, the store parks the call (up to `wait_ms`) and
 /// hands it tasks the moment they become ready, rather than anyone polling.
+#[utoipa::path(
+    post,
+    path = "/v1/workers/{id}/fetch",
+    tag = "workers",
+    operation_id = "fetchTasks",
+    summary = "Lease tasks (long-poll)",
+    description = "Leases up to limit ready tasks from the given queues, highest priority first. When none is ready, waits up to wait_ms and is woken the moment one becomes ready.",
+    request_body = FetchRequest,
+    params(("id" = String, Path, description = "The worker id, as returned by POST /v1/workers (1 to 128 bytes (the default limit), no control characters.)", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+    responses((status = 200, description = "The tasks leased to the worker; empty when none became ready within wait_ms.", body = FetchResponse))
+)]
 pub(super) async fn fetch(
     State(s): State<AppState>,
     caller: Caller,
@@ -145,6 +172,17 @@ async fn release(s: &AppState, worker_id: String, tasks: Vec<Task>) {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workers/{id}/heartbeat",
+    tag = "workers",
+    operation_id = "workerHeartbeat",
+    summary = "Extend the worker's leases",
+    description = "Extends every lease the worker holds, recording progress where given, and marks the worker as seen.",
+    request_body = WorkerHeartbeat,
+    params(("id" = String, Path, description = "The worker id, as returned by POST /v1/workers (1 to 128 bytes (the default limit), no control characters.)", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+    responses((status = 200, description = "One status per lease; a lease_lost lease must be abandoned, and cancel_requested asks the handler to stop.", body = WorkerHeartbeatResponse))
+)]
 pub(super) async fn heartbeat(
     State(s): State<AppState>,
     caller: Caller,
@@ -208,6 +246,16 @@ fn settle_outcome(o: &mut Outcome, limits: &taskwarden_core::Limits) {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workers/{id}/reports",
+    tag = "workers",
+    operation_id = "reportOutcomes",
+    summary = "Report attempt outcomes in a batch",
+    request_body = ReportBatch,
+    params(("id" = String, Path, description = "The worker id, as returned by POST /v1/workers (1 to 128 bytes (the default limit), no control characters.)", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+    responses((status = 200, description = "One result per report; a report whose lease is no longer held is refused (lease_lost) without failing the rest.", body = ReportBatchResponse))
+)]
 pub(super) async fn reports(
     State(s): State<AppState>,
     caller: Caller,
@@ -282,6 +330,16 @@ async fn report_one(
     Ok(Json(super::tasks::shown(caller, task)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/complete",
+    tag = "leases",
+    operation_id = "completeTask",
+    summary = "Report a leased task succeeded",
+    request_body = CompleteCall,
+    params(("id" = TaskId, Path, description = "The task id (a UUID).")),
+    responses((status = 200, description = "The task, succeeded.", body = Task), (status = 404, description = "not_found: no such task.", body = ErrorBody), (status = 409, description = "lease_lost: the lease is no longer held (it expired, or a newer attempt replaced it); abandon the execution.", body = ErrorBody))
+)]
 pub(super) async fn complete_one(
     State(s): State<AppState>,
     caller: Caller,
@@ -291,6 +349,16 @@ pub(super) async fn complete_one(
     report_one(&s, &caller, task_id(&id)?, c.lease, Outcome::Succeeded { result: c.result }).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/fail",
+    tag = "leases",
+    operation_id = "failTask",
+    summary = "Report a leased task's attempt failed",
+    request_body = FailCall,
+    params(("id" = TaskId, Path, description = "The task id (a UUID).")),
+    responses((status = 200, description = "The task: scheduled for a retry, or failed when no attempts remain or the failure is permanent.", body = Task), (status = 404, description = "not_found: no such task.", body = ErrorBody), (status = 409, description = "lease_lost: the lease is no longer held (it expired, or a newer attempt replaced it); abandon the execution.", body = ErrorBody))
+)]
 pub(super) async fn fail_one(
     State(s): State<AppState>,
     caller: Caller,
@@ -301,6 +369,16 @@ pub(super) async fn fail_one(
     report_one(&s, &caller, task_id(&id)?, c.lease, outcome).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/release",
+    tag = "leases",
+    operation_id = "releaseTask",
+    summary = "Give a leased task back unfinished",
+    request_body = LeaseCall,
+    params(("id" = TaskId, Path, description = "The task id (a UUID).")),
+    responses((status = 200, description = "The task, ready again (or cancelled, if cancellation was requested); the released attempt does not count against max_attempts.", body = Task), (status = 404, description = "not_found: no such task.", body = ErrorBody), (status = 409, description = "lease_lost: the lease is no longer held (it expired, or a newer attempt replaced it); abandon the execution.", body = ErrorBody))
+)]
 pub(super) async fn release_one(
     State(s): State<AppState>,
     caller: Caller,
@@ -321,16 +399,26 @@ async fn heartbeat_single(
     let held = HeldLease { task_id: id, lease, progress };
     let status = s.store.heartbeat(Heartbeat { worker_id, leases: vec![held], now: s.clock.now() }).await?.remove(0);
     match status.status {
-        ItemStatus::Ok => Ok(Json(json!({
-            "task_id": id,
-            "cancel_requested": status.cancel_requested,
-            "lease_expires_at": status.lease_expires_at,
-        }))),
+        ItemStatus::Ok => Ok(Json(LeaseHeartbeatResponse {
+            task_id: id,
+            cancel_requested: status.cancel_requested,
+            lease_expires_at: status.lease_expires_at,
+        })),
         ItemStatus::NotFound => Err(StoreError::NotFound.into()),
         ItemStatus::LeaseLost => Err(StoreError::LeaseLost.into()),
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/heartbeat",
+    tag = "leases",
+    operation_id = "heartbeatTask",
+    summary = "Extend one lease",
+    request_body = LeaseCall,
+    params(("id" = TaskId, Path, description = "The task id (a UUID).")),
+    responses((status = 200, description = "The lease was extended.", body = LeaseHeartbeatResponse), (status = 404, description = "not_found: no such task.", body = ErrorBody), (status = 409, description = "lease_lost: the lease is no longer held (it expired, or a newer attempt replaced it); abandon the execution.", body = ErrorBody))
+)]
 pub(super) async fn heartbeat_one(
     State(s): State<AppState>,
     caller: Caller,
@@ -340,6 +428,16 @@ pub(super) async fn heartbeat_one(
     heartbeat_single(&s, &caller, task_id(&id)?, c.lease, None).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/progress",
+    tag = "leases",
+    operation_id = "reportTaskProgress",
+    summary = "Record progress and extend one lease",
+    request_body = ProgressCall,
+    params(("id" = TaskId, Path, description = "The task id (a UUID).")),
+    responses((status = 200, description = "The progress was recorded and the lease extended.", body = LeaseHeartbeatResponse), (status = 404, description = "not_found: no such task.", body = ErrorBody), (status = 409, description = "lease_lost: the lease is no longer held (it expired, or a newer attempt replaced it); abandon the execution.", body = ErrorBody))
+)]
 pub(super) async fn progress_one(
     State(s): State<AppState>,
     caller: Caller,

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use taskwarden_core::TaskId;
 use taskwarden_core::auth::Action;
-use taskwarden_core::protocol::ParentList;
+use taskwarden_core::protocol::{ErrorBody, ParentList};
 use taskwarden_core::workflow::{FanOut, FanOutRequest, Workflow, WorkflowList, WorkflowSpec, WorkflowState};
 use taskwarden_store::{CancelWorkflow, FanOutTasks, ListParents, ListWorkflows, SubmitWorkflow};
 
@@ -47,6 +47,15 @@ fn shown(caller: &Caller, mut workflow: Workflow) -> Workflow {
     workflow
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflows",
+    tag = "workflows",
+    operation_id = "submitWorkflow",
+    summary = "Submit a workflow (a DAG of tasks) atomically",
+    request_body = WorkflowSpec,
+    responses((status = 201, description = "The workflow, running, with its nodes (no speedup report yet).", body = Workflow), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
+)]
 pub(super) async fn submit(
     State(s): State<AppState>,
     caller: Caller,
@@ -60,6 +69,15 @@ pub(super) async fn submit(
     Ok((StatusCode::CREATED, Json(shown(&caller, workflow))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}",
+    tag = "workflows",
+    operation_id = "getWorkflow",
+    summary = "Get a workflow with its nodes, result and speedup report",
+    params(("id" = TaskId, Path, description = "The workflow id (a UUID).")),
+    responses((status = 200, description = "The workflow with its nodes, result and speedup report.", body = Workflow), (status = 404, description = "not_found: no such workflow.", body = ErrorBody))
+)]
 pub(super) async fn get(
     State(s): State<AppState>,
     caller: Caller,
@@ -69,6 +87,15 @@ pub(super) async fn get(
 }
 
 /// Long-polls until the workflow's outcome is decided or the timeout passes.
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}/wait",
+    tag = "workflows",
+    operation_id = "waitWorkflow",
+    summary = "Long-poll until the workflow's outcome is decided or the timeout passes",
+    params(("id" = TaskId, Path, description = "The workflow id (a UUID)."), super::WaitQuery),
+    responses((status = 200, description = "The workflow with its nodes and speedup report; check state (still running when the timeout passed).", body = Workflow), (status = 404, description = "not_found: no such workflow.", body = ErrorBody))
+)]
 pub(super) async fn wait(
     State(s): State<AppState>,
     caller: Caller,
@@ -82,6 +109,15 @@ pub(super) async fn wait(
     Ok(Json(shown(&caller, s.store.get_workflow(id).await?)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/cancel",
+    tag = "workflows",
+    operation_id = "cancelWorkflow",
+    summary = "Cancel every unfinished task of a workflow (running ones are asked to stop)",
+    params(("id" = TaskId, Path, description = "The workflow id (a UUID).")),
+    responses((status = 200, description = "The cancelled workflow; its unfinished tasks are cancelled (running ones are asked to stop).", body = Workflow), (status = 404, description = "not_found: no such workflow.", body = ErrorBody), (status = 409, description = "conflict: the workflow already finished (succeeded, failed or cancelled).", body = ErrorBody))
+)]
 pub(super) async fn cancel(
     State(s): State<AppState>,
     caller: Caller,
@@ -93,13 +129,27 @@ pub(super) async fn cancel(
     Ok(Json(shown(&caller, workflow)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ParentsQuery {
+    /// The previous page's `next`: the node id to go on after.
+    #[param(schema_with = taskwarden_core::schema::name)]
     after: Option<String>,
+    /// Most parents on the page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/parents",
+    tag = "workflows",
+    operation_id = "listParents",
+    summary = "A workflow task's parents' outcomes, in node order, a page at a time",
+    params(("id" = TaskId, Path, description = "The task id (a UUID)."), ParentsQuery),
+    responses((status = 200, description = "A page of parents, ordered by node id. A task that is not a workflow task has no parents: the list is empty.", body = ParentList), (status = 404, description = "not_found: no such task.", body = ErrorBody))
+)]
 pub(super) async fn parents(
     State(s): State<AppState>,
     caller: Caller,
@@ -122,6 +172,16 @@ pub(super) async fn parents(
 /// A running task fans out into children and a join (fenced by its lease: 409 when it is stale).
 /// Fans out from a running task. With tokens, only the worker holding the task's lease may, and
 /// only into queues its token may use.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/fan-out",
+    tag = "workflows",
+    operation_id = "fanOut",
+    summary = "Fan a running task out into children and a join (a plain task becomes the root of a workflow); calling it again returns the first fan-out",
+    request_body = FanOutRequest,
+    params(("id" = TaskId, Path, description = "The running task's id.")),
+    responses((status = 201, description = "The fan-out.", body = FanOut), (status = 404, description = "not_found: no such task.", body = ErrorBody), (status = 409, description = "lease_lost: the lease is no longer held.", body = ErrorBody), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
+)]
 pub(super) async fn fan_out(
     State(s): State<AppState>,
     caller: Caller,
@@ -142,17 +202,35 @@ pub(super) async fn fan_out(
     Ok((StatusCode::CREATED, Json(fan_out)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Only workflows in this state.
     state: Option<WorkflowState>,
+    /// Only workflows of this name.
+    #[param(schema_with = taskwarden_core::schema::name)]
     name: Option<String>,
+    /// The previous page's next_cursor.
+    #[param(value_type = Option<TaskId>)]
     cursor: Option<String>,
+    /// Most workflows on the page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
 /// Workflows newest first, by state and name, a page at a time. A workflow's tasks may span
 /// queues, so listing them needs a token for every queue (one by id needs only its queues).
+#[utoipa::path(
+    get,
+    path = "/v1/workflows",
+    tag = "workflows",
+    operation_id = "listWorkflows",
+    summary = "List workflows",
+    description = "Newest first, by state and name, a page at a time. Needs a token for every queue (a workflow's tasks may span queues).",
+    params(ListQuery),
+    responses((status = 200, description = "A page of workflows.", body = WorkflowList))
+)]
 pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -166,10 +244,8 @@ pub(super) async fn list(
             "listing workflows needs a token for every queue; get one workflow by its id instead",
         ));
     }
-    if let Some(name) = &q.name
-        && (name.is_empty() || name.len() > 256)
-    {
-        return Err(ApiError::invalid("name", "must be 1 to 256 bytes"));
+    if let Some(name) = &q.name {
+        taskwarden_core::validate::check_name("name", name, &s.config.limits)?;
     }
     let (limit, before) = super::page(q.limit, q.cursor.as_deref())?;
     let page = s.store.list_workflows(ListWorkflows { state: q.state, name: q.name, before, limit }).await?;
