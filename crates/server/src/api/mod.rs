@@ -3,7 +3,7 @@
 //!
 //! - `tasks`: submit, inspect, list, wait for, cancel and retry tasks.
 //! - `workers`: the worker protocol (register, fetch, heartbeat, report) and the single-lease calls.
-//! - `workflows`: submit, get, wait for and cancel workflows; a task's parents' results.
+//! - `workflows`: submit, get, wait for, cancel and retry workflows; a task's parents' results.
 //! - `queues`: list queues with their counts; pause, resume, weigh and limit them.
 //! - `cron`: cron schedules.
 //! - `tokens`: API tokens and the audit log (admin only).
@@ -87,6 +87,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/workflows/{id}", Some(Role::Read)),
     ("get", "/v1/workflows/{id}/wait", Some(Role::Read)),
     ("post", "/v1/workflows/{id}/cancel", Some(Role::Operator)),
+    ("post", "/v1/workflows/{id}/retry", Some(Role::Operator)),
     ("get", "/v1/queues", Some(Role::Read)),
     ("patch", "/v1/queues/{name}", Some(Role::Operator)),
     ("delete", "/v1/queues/{name}", Some(Role::Operator)),
@@ -141,6 +142,7 @@ pub(crate) fn router(state: AppState, guard: Guard) -> Router {
         .route("/v1/workflows/{id}", get(workflows::get))
         .route("/v1/workflows/{id}/wait", get(workflows::wait))
         .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
+        .route("/v1/workflows/{id}/retry", post(workflows::retry))
         .route("/v1/queues", get(queues::list))
         .route("/v1/queues/{name}", patch(queues::set).delete(queues::remove))
         .route("/v1/queues/{name}/pause", post(queues::pause))

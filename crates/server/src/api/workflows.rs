@@ -1,5 +1,5 @@
-//! Workflow endpoints: submit a DAG, get it with its speedup report, wait for it, cancel it; and a
-//! workflow task's parents' results, a page at a time.
+//! Workflow endpoints: submit a DAG, get it with its speedup report, wait for it, cancel it, retry
+//! it; and a workflow task's parents' results, a page at a time.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -10,7 +10,7 @@ use taskwarden_core::TaskId;
 use taskwarden_core::auth::Action;
 use taskwarden_core::protocol::ParentList;
 use taskwarden_core::workflow::{FanOut, FanOutRequest, Workflow, WorkflowList, WorkflowSpec, WorkflowState};
-use taskwarden_store::{CancelWorkflow, FanOutTasks, ListParents, ListWorkflows, SubmitWorkflow};
+use taskwarden_store::{CancelWorkflow, FanOutTasks, ListParents, ListWorkflows, RetryWorkflow, SubmitWorkflow};
 
 use super::{ApiResult, AppState, WaitQuery, until_finished};
 use crate::auth::Caller;
@@ -90,6 +90,20 @@ pub(super) async fn cancel(
     let id = workflow_for(&s, &caller, Action::Operate, task_id(&id)?).await?.id;
     let workflow = s.store.cancel_workflow(CancelWorkflow { id, now: s.clock.now() }).await?;
     caller.audit(&s, "workflow.cancel", id.to_string()).await;
+    Ok(Json(shown(&caller, workflow)))
+}
+
+/// Runs a decided workflow's failed and cancelled tasks again, and what is downstream of them,
+/// keeping what succeeded (`docs/design-workflows.md`, "Retry"); 409 unless it is decided.
+pub(super) async fn retry(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Workflow>> {
+    let id = workflow_for(&s, &caller, Action::Operate, task_id(&id)?).await?.id;
+    let workflow =
+        s.store.retry_workflow(RetryWorkflow { id, now: s.clock.now() }).await.map_err(ApiError::missing("workflow"))?;
+    caller.audit(&s, "workflow.retry", id.to_string()).await;
     Ok(Json(shown(&caller, workflow)))
 }
 
