@@ -1,6 +1,7 @@
 //! What a new user tripped over in the daily CLI (issue 13), each against real processes: cron
 //! schedules with a payload, a closed pipe, exit codes a script can tell apart, errors with a
-//! hint, `submit --wait` on a task that fans out, and payloads from a file or standard input.
+//! hint, `submit --wait` on a task that fans out, payloads from a file or standard input, and
+//! retrying a failed workflow.
 
 mod support;
 
@@ -576,4 +577,6 @@ fn workflow_retry_reruns_the_failed_task_and_keeps_the_one_that_succeeded() {
     let (code, _, err) = cli_code(&["workflow", "retry", &id, "--url", url], None);
     assert_eq!(code, 6, "a succeeded workflow is refused: {err}");
     assert!(err.contains("succeeded"), "{err}");
+    let readme = include_str!("../../../README.md");
+    assert!(readme.contains(r#"taskwarden workflow retry "$id"     # running again"#), "the README shows this");
 }

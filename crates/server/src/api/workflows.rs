@@ -101,8 +101,11 @@ pub(super) async fn retry(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Workflow>> {
     let id = workflow_for(&s, &caller, Action::Operate, task_id(&id)?).await?.id;
-    let workflow =
-        s.store.retry_workflow(RetryWorkflow { id, now: s.clock.now() }).await.map_err(ApiError::missing("workflow"))?;
+    let workflow = s
+        .store
+        .retry_workflow(RetryWorkflow { id, now: s.clock.now() })
+        .await
+        .map_err(ApiError::missing("workflow"))?;
     caller.audit(&s, "workflow.retry", id.to_string()).await;
     Ok(Json(shown(&caller, workflow)))
 }

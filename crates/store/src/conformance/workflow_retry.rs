@@ -125,7 +125,8 @@ pub async fn a_lost_quorum_fan_out_reruns_its_failed_children_then_its_join(stor
     let again = lease_ready(store, at(9)).await;
     assert_eq!(again.keys().collect::<Vec<_>>(), vec!["root/000001", "root/000002"]);
     report(store, &again["root/000001"], success("\"k1\""), at(10)).await.unwrap();
-    let join = lease_ready(store, at(11)).await.remove("root/join").expect("the quorum is reached again: the join runs");
+    let join =
+        lease_ready(store, at(11)).await.remove("root/join").expect("the quorum is reached again: the join runs");
     assert!(store.get(again["root/000002"].id).await.unwrap().cancel_requested, "no longer needed");
     report(store, &again["root/000002"], Outcome::Cancelled, at(12)).await.unwrap();
     let parents = store.parents(ListParents { task_id: join.id, after: None, limit: 10 }).await.unwrap();

@@ -47,7 +47,8 @@ pub(crate) fn retry(conn: &Connection, st: &mut WriterState, p: RetryWorkflow) -
         })
         .map_err(internal)?;
     for (parent, child) in edges {
-        if let (Some(&pi), Some(&ci)) = (index.get(&TaskId::from_bytes(parent)), index.get(&TaskId::from_bytes(child))) {
+        if let (Some(&pi), Some(&ci)) = (index.get(&TaskId::from_bytes(parent)), index.get(&TaskId::from_bytes(child)))
+        {
             nodes[ci].parents.push(pi);
         }
     }

@@ -41,12 +41,8 @@ fn only_a_failed_or_cancelled_workflow_whose_tasks_all_stopped_can_be_retried() 
 fn a_failure_a_succeeded_task_already_took_into_account_is_kept() {
     // A collecting fan-out: member 1 failed, the join (2) read its error and succeeded; then
     // task 3, after the join, failed.
-    let nodes = [
-        node(Succeeded, &[]),
-        node(Failed, &[]),
-        join(Succeeded, 0..2, FailurePolicy::Collect),
-        node(Failed, &[2]),
-    ];
+    let nodes =
+        [node(Succeeded, &[]), node(Failed, &[]), join(Succeeded, 0..2, FailurePolicy::Collect), node(Failed, &[2])];
     let plan = plan_retry(WorkflowState::Failed, &nodes).unwrap();
     assert_eq!(plan.rerun, vec![(3, 0)]);
     assert_eq!(plan.tally, Tally { total: 4, succeeded: 2, failed: 0, handled: 1 });
@@ -60,10 +56,8 @@ fn a_failure_a_succeeded_task_already_took_into_account_is_kept() {
 fn a_quorum_its_kept_members_still_reach_runs_its_join_at_once() {
     // Three of five members succeeded, the quorum released the join and cancelled the other
     // two; then the join failed.
-    let mut nodes: Vec<RetryNode> = [Succeeded, Succeeded, Succeeded, Cancelled, Cancelled]
-        .into_iter()
-        .map(|s| node(s, &[]))
-        .collect();
+    let mut nodes: Vec<RetryNode> =
+        [Succeeded, Succeeded, Succeeded, Cancelled, Cancelled].into_iter().map(|s| node(s, &[])).collect();
     nodes.push(join(Failed, 0..5, QUORUM_3));
     let plan = plan_retry(WorkflowState::Failed, &nodes).unwrap();
     assert_eq!(plan.rerun, vec![(5, 0)], "the cancelled members are not needed");
@@ -103,7 +97,7 @@ fn a_fanned_out_parent_that_failed_runs_again_with_its_children_and_join() {
 /// join of a quorum fan-out over their parents.
 fn graph() -> impl Strategy<Value = Vec<RetryNode>> {
     (1usize..24).prop_flat_map(|n| {
-        let nodes = (0..n)
+        (0..n)
             .map(|i| {
                 let parents = proptest::collection::btree_set(0..i.max(1), 0..=i.min(4))
                     .prop_map(move |s| s.into_iter().filter(|&p| p < i).collect::<Vec<_>>());
@@ -116,8 +110,7 @@ fn graph() -> impl Strategy<Value = Vec<RetryNode>> {
                     RetryNode { state, parents, fan_out }
                 })
             })
-            .collect::<Vec<_>>();
-        nodes
+            .collect::<Vec<_>>()
     })
 }
 
