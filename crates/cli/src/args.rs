@@ -29,7 +29,7 @@ pub enum Command {
     Workers(WorkersArgs),
     /// List queues with their counts; pause, resume, weigh and limit them.
     Queue(QueueArgs),
-    /// Submit, show, wait for and cancel workflows (DAGs of tasks).
+    /// Submit, list, show, wait for, cancel and retry workflows (DAGs of tasks).
     Workflow(WorkflowArgs),
     /// Cron schedules: add, ls, pause, resume, rm.
     Cron(CronArgs),
@@ -533,6 +533,13 @@ pub enum WorkflowCommand {
     },
     /// Cancel every unfinished task of a workflow.
     Cancel {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a failed or cancelled workflow's failed and cancelled tasks again, and everything
+    /// downstream of them; tasks that succeeded are kept, with their results, and not run again.
+    Retry {
         id: String,
         #[arg(long)]
         json: bool,

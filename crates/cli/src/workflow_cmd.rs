@@ -1,4 +1,4 @@
-//! `taskwarden workflow submit|wait|show|cancel`.
+//! `taskwarden workflow submit|wait|ls|show|cancel|retry`.
 
 use std::io::Read;
 
@@ -139,5 +139,6 @@ pub async fn run(a: WorkflowArgs) -> anyhow::Result<()> {
         }
         WorkflowCommand::Show { id, json } => print(&client.get_workflow(parse_id(&id)?).await?, json),
         WorkflowCommand::Cancel { id, json } => print(&client.cancel_workflow(parse_id(&id)?).await?, json),
+        WorkflowCommand::Retry { id, json } => print(&client.retry_workflow(parse_id(&id)?).await?, json),
     }
 }

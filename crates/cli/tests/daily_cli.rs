@@ -1,6 +1,7 @@
 //! What a new user tripped over in the daily CLI (issue 13), each against real processes: cron
 //! schedules with a payload, a closed pipe, exit codes a script can tell apart, errors with a
-//! hint, `submit --wait` on a task that fans out, and payloads from a file or standard input.
+//! hint, `submit --wait` on a task that fans out, payloads from a file or standard input, and
+//! retrying a failed workflow.
 
 mod support;
 
@@ -486,4 +487,96 @@ fn changing_commands_answer_in_json_too() {
     assert_eq!(json(&["cron", "pause", "c"])["paused"], true);
     assert_eq!(json(&["cron", "resume", "c"])["paused"], false);
     assert_eq!(json(&["cron", "rm", "c"]), serde_json::json!({"deleted": "c"}));
+}
+
+/// A site on 127.0.0.1 that counts the requests for each path; `/flaky` answers 404 (a
+/// permanent failure for `http.fetch`) the first time and 200 after.
+struct CountingSite {
+    port: u16,
+    hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+}
+
+impl CountingSite {
+    fn start() -> CountingSite {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let counted = hits.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut request = Vec::new();
+                let mut buf = [0; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let path = String::from_utf8_lossy(&request).split(' ').nth(1).unwrap_or("/").to_owned();
+                let n = {
+                    let mut hits = counted.lock().unwrap();
+                    let n = hits.entry(path.clone()).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                let (status, body) = match (path.as_str(), n) {
+                    ("/flaky", 1) => ("404 Not Found", "not yet".to_owned()),
+                    _ => ("200 OK", format!("{path} #{n}")),
+                };
+                let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(body.as_bytes()));
+            }
+        });
+        CountingSite { port, hits }
+    }
+
+    fn hits(&self, path: &str) -> u32 {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+#[test]
+fn workflow_retry_reruns_the_failed_task_and_keeps_the_one_that_succeeded() {
+    let (_dir, server) = fresh_server();
+    let url = server.url.as_str();
+    let site = CountingSite::start();
+    let allow = format!("127.0.0.1:{}", site.port);
+    let _worker = WorkerProcess::start(url, "wf", &["--fetch-allow", &allow]);
+    let fetch = |path: &str| format!(r#"{{"url": "http://127.0.0.1:{}{path}"}}"#, site.port);
+    let spec = format!(
+        r#"{{"name": "retry-me", "tasks": [
+            {{"id": "download", "kind": "http.fetch", "queue": "wf", "payload": {}}},
+            {{"id": "publish", "kind": "http.fetch", "queue": "wf", "payload": {}, "depends_on": ["download"],
+              "max_attempts": 1}}
+        ]}}"#,
+        fetch("/download"),
+        fetch("/flaky")
+    );
+    let (code, out, err) = cli_code(&["workflow", "submit", "-", "--url", url], Some(spec.as_bytes()));
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_owned();
+    let (code, _, err) = cli_code(&["workflow", "wait", &id, "--timeout", "30s", "--url", url], None);
+    assert_eq!(code, 1, "publish failed, so did the workflow: {err}");
+    assert_eq!((site.hits("/download"), site.hits("/flaky")), (1, 1));
+
+    let (code, out, err) = cli_code(&["workflow", "retry", &id, "--json", "--url", url], None);
+    assert_eq!(code, 0, "{err}");
+    let retried: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(retried["state"], "running", "{out}");
+    assert_eq!(retried["nodes"][0]["state"], "succeeded", "download is kept: {out}");
+
+    let (code, out, err) = cli_code(&["workflow", "wait", &id, "--json", "--timeout", "30s", "--url", url], None);
+    assert_eq!(code, 0, "{err}");
+    let done: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(done["state"], "succeeded", "{out}");
+    assert_eq!(done["result"]["body"], "/flaky #2", "{out}");
+    assert_eq!(site.hits("/download"), 1, "download ran once: its result was kept, not fetched again");
+    assert_eq!(site.hits("/flaky"), 2);
+
+    let (code, _, err) = cli_code(&["workflow", "retry", &id, "--url", url], None);
+    assert_eq!(code, 6, "a succeeded workflow is refused: {err}");
+    assert!(err.contains("succeeded"), "{err}");
+    let readme = include_str!("../../../README.md");
+    assert!(readme.contains(r#"taskwarden workflow retry "$id"     # running again"#), "the README shows this");
 }

@@ -520,6 +520,14 @@ impl Client {
         Ok(self.call::<(), _>(Method::POST, &format!("/v1/workflows/{id}/cancel"), None, Self::TIMEOUT).await?.1)
     }
 
+    /// Runs a failed or cancelled workflow's failed and cancelled tasks again, with everything
+    /// downstream of them, keeping what succeeded (and its results). The workflow is running again
+    /// when this returns; wait for it with [`Client::wait_workflow`]. A workflow that is running or
+    /// succeeded is refused (409).
+    pub async fn retry_workflow(&self, id: TaskId) -> Result<Workflow> {
+        Ok(self.call::<(), _>(Method::POST, &format!("/v1/workflows/{id}/retry"), None, Self::TIMEOUT).await?.1)
+    }
+
     /// Fans a running task out into children and a join (the worker SDK's `ctx.fan_out`).
     pub async fn fan_out(&self, task: TaskId, req: &FanOutRequest) -> Result<FanOut> {
         Ok(self.call(Method::POST, &format!("/v1/tasks/{task}/fan-out"), Some(req), Self::TIMEOUT).await?.1)

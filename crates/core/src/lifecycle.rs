@@ -390,6 +390,18 @@ impl Task {
         self.schedule(now, now);
         Ok(())
     }
+
+    /// Failed or cancelled → waiting again, as a workflow retry re-runs it: like [`Task::retry`]
+    /// (a fresh attempt budget, the history kept), but a task whose parents run again too waits
+    /// for them, scheduled until [`Task::dependencies_met`].
+    pub fn rerun(&mut self, waits_for_parents: bool, now: Timestamp) -> Result<(), TransitionError> {
+        self.retry(now)?;
+        if waits_for_parents {
+            self.state = TaskState::Scheduled;
+            self.run_at = Timestamp::NEVER;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

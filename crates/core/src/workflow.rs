@@ -3,7 +3,8 @@
 //! This is the pure part of workflows (issue "Workflows: decompose a job into a DAG ..."): no
 //! storage and no clock. [`WorkflowSpec::plan`] checks a submitted graph and orders it;
 //! [`speedup_report`] measures what parallel execution bought on a finished run, by the seed
-//! article's model `speedup = T_serial / T_parallel`.
+//! article's model `speedup = T_serial / T_parallel`; [`plan_retry`] decides what retrying a
+//! decided workflow runs again.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,6 +17,9 @@ use crate::protocol::SubmitTask;
 use crate::task::{NewTask, Task, TaskState};
 use crate::time::{Timestamp, duration_ms};
 use crate::validate::{Limits, ValidationError, check_name};
+
+mod retry;
+pub use retry::{FanOutRestart, RetryNode, RetryPlan, RetryRefusal, plan_retry};
 
 /// What happens to a workflow when one of its tasks fails for good.
 #[derive(Clone, Copy, Debug, PartialEq, Default, Serialize, Deserialize)]

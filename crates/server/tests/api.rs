@@ -283,6 +283,7 @@ async fn a_missing_workflow_or_schedule_is_named_as_such() {
     for (method, path, what) in [
         ("GET", format!("/v1/workflows/{missing}"), "no such workflow"),
         ("POST", format!("/v1/workflows/{missing}/cancel"), "no such workflow"),
+        ("POST", format!("/v1/workflows/{missing}/retry"), "no such workflow"),
         ("GET", format!("/v1/workflows/{missing}/wait?timeout_ms=0"), "no such workflow"),
         ("DELETE", "/v1/cron/nosuch".to_owned(), "no such cron schedule"),
         ("POST", "/v1/cron/nosuch/pause".to_owned(), "no such cron schedule"),
@@ -369,5 +370,56 @@ async fn ten_thousand_failed_tasks_are_retried_in_one_call() {
     // The schema allows any state here; that retry takes only failed or cancelled ones is a rule
     // beyond it: 422, not 400.
     assert_eq!((status, bad["error"]["field"].as_str()), (422, Some("state")), "{bad}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_workflow_is_retried_over_http_keeping_what_succeeded() {
+    let s = TestServer::start().await;
+    let spec = json!({"tasks": [
+        {"id": "a", "kind": "echo", "queue": "wf"},
+        {"id": "b", "kind": "echo", "queue": "wf", "depends_on": ["a"], "max_attempts": 1}
+    ]});
+    let (status, wf) = s.call("POST", "/v1/workflows", Some(spec)).await;
+    assert_eq!(status, 201, "{wf}");
+    let id = wf["id"].as_str().unwrap();
+    let (status, refused) = s.call("POST", &format!("/v1/workflows/{id}/retry"), None).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("conflict")), "still running: {refused}");
+
+    let worker = s.register("wf").await;
+    // Ends a leased task's attempt: `verb` is complete or fail.
+    let end = |task: serde_json::Value, verb: &'static str, mut body: serde_json::Value| {
+        body["lease"] = task["lease"].clone();
+        let path = format!("/v1/tasks/{}/{verb}", task["id"].as_str().unwrap());
+        let s = &s;
+        async move { assert_eq!(s.call("POST", &path, Some(body)).await.0, 200) }
+    };
+    let a = s.fetch(&worker, "wf", 10, 0).await.remove(0);
+    end(a.clone(), "complete", json!({"result": {"a": 1}})).await;
+    let b = s.fetch(&worker, "wf", 10, 0).await.remove(0);
+    end(b, "fail", json!({"error": "boom", "permanent": true})).await;
+    let (_, failed) = s.call("GET", &format!("/v1/workflows/{id}/wait?timeout_ms=2000"), None).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+
+    let (status, retried) = s.call("POST", &format!("/v1/workflows/{id}/retry"), None).await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(retried["state"], "running");
+    let states: Vec<(&str, &str)> = retried["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node"].as_str().unwrap(), n["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("a", "succeeded"), ("b", "ready")]);
+    let (status, again) = s.call("POST", &format!("/v1/workflows/{id}/retry"), None).await;
+    assert_eq!(status, 409, "a second retry finds it running: {again}");
+
+    let b = s.fetch(&worker, "wf", 10, 0).await;
+    assert_eq!(b.len(), 1, "only b runs again");
+    assert_eq!(b[0]["attempt"], 2);
+    end(b[0].clone(), "complete", json!({"result": "b"})).await;
+    let (_, done) = s.call("GET", &format!("/v1/workflows/{id}/wait?timeout_ms=2000"), None).await;
+    assert_eq!((done["state"].as_str(), done["result"].as_str()), (Some("succeeded"), Some("b")), "{done}");
+    assert_eq!(s.get(a["id"].as_str().unwrap()).await["attempts"], 1, "a ran once");
     s.stop().await;
 }

@@ -95,6 +95,13 @@ impl Fixtures<'_> {
         w["id"].as_str().unwrap().to_owned()
     }
 
+    /// A workflow in `q`, cancelled before it ran: decided, so it may be retried.
+    async fn cancelled_workflow(&self, q: &str) -> String {
+        let id = self.workflow(q).await;
+        self.admin("POST", &format!("/v1/workflows/{id}/cancel"), None).await;
+        id
+    }
+
     async fn cron(&self, q: &str) -> String {
         let name = self.unique("cron");
         let spec = json!({"name": name, "schedule": "0 0 0 1 1 *", "task": {"queue": q, "kind": "echo"}});
@@ -158,6 +165,9 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
             (format!("/v1/workflows/{}/wait?timeout_ms=10", f.workflow(q).await), None)
         }
         ("post", "/v1/workflows/{id}/cancel") => (format!("/v1/workflows/{}/cancel", f.workflow(q).await), None),
+        ("post", "/v1/workflows/{id}/retry") => {
+            (format!("/v1/workflows/{}/retry", f.cancelled_workflow(q).await), None)
+        }
         ("patch", "/v1/queues/{name}") => (format!("/v1/queues/{q}?create=true"), Some(json!({"weight": 2}))),
         ("post", "/v1/queues/{name}/pause") => (format!("/v1/queues/{q}/pause?create=true"), None),
         ("post", "/v1/queues/{name}/resume") => (format!("/v1/queues/{q}/resume?create=true"), None),
@@ -218,6 +228,7 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("get", "/v1/workflows/{id}", At(Read), true),
         ("get", "/v1/workflows/{id}/wait", At(Read), true),
         ("post", "/v1/workflows/{id}/cancel", At(Operator), true),
+        ("post", "/v1/workflows/{id}/retry", At(Operator), true),
         ("get", "/v1/queues", At(Read), false),
         ("patch", "/v1/queues/{name}", At(Operator), true),
         ("delete", "/v1/queues/{name}", At(Operator), true),

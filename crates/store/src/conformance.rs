@@ -92,7 +92,12 @@ macro_rules! conformance_tests {
             a_worker_remembers_the_token_that_registered_it,
             a_worker_cannot_report_or_extend_a_lease_another_worker_holds,
             the_audit_log_keeps_entries_in_order_until_pruned,
-            an_idempotency_key_reused_for_a_different_task_is_refused
+            an_idempotency_key_reused_for_a_different_task_is_refused,
+            retrying_a_failed_workflow_reruns_what_failed_and_what_it_cancelled_and_keeps_what_succeeded,
+            only_a_decided_workflow_can_be_retried,
+            a_cancelled_workflow_is_retried_once_however_many_ask_at_once,
+            a_lost_quorum_fan_out_reruns_its_failed_children_then_its_join,
+            a_quorum_its_kept_children_still_reach_reruns_only_its_join
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -111,8 +116,10 @@ macro_rules! conformance_tests {
 
 mod access;
 mod scheduling;
+mod workflow_retry;
 pub use access::*;
 pub use scheduling::*;
+pub use workflow_retry::*;
 
 const T0: i64 = 1_800_000_000_000;
 

@@ -174,6 +174,13 @@ pub trait Store: Send + Sync + 'static {
     /// Cancels every unfinished task of the workflow (running ones are asked to stop).
     async fn cancel_workflow(&self, p: CancelWorkflow) -> Result<Workflow>;
 
+    /// Runs a decided (failed or cancelled) workflow's failed and cancelled tasks again, with
+    /// everything downstream of them, keeping what succeeded (see
+    /// [`taskwarden_core::workflow::plan_retry`]), and makes the workflow running again, in one
+    /// transaction. `NotFound` for an unknown id; `Conflict` for a workflow that is running,
+    /// succeeded, still has tasks stopping, or has nothing to run again.
+    async fn retry_workflow(&self, p: RetryWorkflow) -> Result<Workflow>;
+
     /// Adds children and a join to a running task's workflow (making the task the root of a new
     /// workflow if it is in none). Idempotent per task: a retried task that fans out again gets
     /// the fan-out it made the first time.

@@ -155,6 +155,13 @@ pub struct CancelWorkflow {
     pub now: Timestamp,
 }
 
+/// Runs a decided workflow's failed and cancelled tasks again, and what is downstream of them;
+/// see [`crate::Store::retry_workflow`].
+pub struct RetryWorkflow {
+    pub id: TaskId,
+    pub now: Timestamp,
+}
+
 /// A page of a task's parents' outcomes, in node order.
 pub struct ListParents {
     pub task_id: TaskId,

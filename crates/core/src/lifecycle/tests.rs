@@ -118,6 +118,25 @@ fn manual_retry_of_a_dead_letter_grants_a_fresh_budget() {
 }
 
 #[test]
+fn a_workflow_rerun_waits_for_its_parents_with_a_fresh_budget_and_its_history_kept() {
+    let mut t = new_task(1, 0);
+    t.start("w", LeaseToken(1), at(1000)).unwrap();
+    t.fail(LeaseToken(1), "x".into(), RetryRequest::Backoff, at(1100), 0.0).unwrap();
+    t.rerun(true, at(1200)).unwrap();
+    assert_eq!((t.state, t.run_at), (TaskState::Scheduled, Timestamp::NEVER), "waits for its parents");
+    assert_eq!((t.attempt_limit, t.history.len(), t.error.as_deref()), (2, 1, None));
+    assert!(t.promote(at(9_999_999)).is_err(), "no clock releases it, only its parents");
+    t.dependencies_met(at(1300)).unwrap();
+    assert_eq!(t.state, TaskState::Ready);
+    assert!(t.rerun(false, at(1400)).is_err(), "only failed or cancelled tasks run again");
+
+    let mut cancelled = new_task(1, 0);
+    cancelled.cancel(at(1000)).unwrap();
+    cancelled.rerun(false, at(1100)).unwrap();
+    assert_eq!(cancelled.state, TaskState::Ready, "nothing to wait for: ready at once");
+}
+
+#[test]
 fn released_attempts_do_not_consume_the_budget() {
     let mut t = new_task(1, 0);
     t.start("w", LeaseToken(1), at(1000)).unwrap();

@@ -3,7 +3,7 @@
 //!
 //! - `tasks`: submit, inspect, list, wait for, cancel and retry tasks.
 //! - `workers`: the worker protocol (register, fetch, heartbeat, report) and the single-lease calls.
-//! - `workflows`: submit, get, wait for and cancel workflows; a task's parents' results.
+//! - `workflows`: submit, get, wait for, cancel and retry workflows; a task's parents' results.
 //! - `queues`: list queues with their counts; pause, resume, weigh and limit them.
 //! - `cron`: cron schedules.
 //! - `tokens`: API tokens and the audit log (admin only).
@@ -89,6 +89,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/workflows/{id}", Some(Role::Read)),
     ("get", "/v1/workflows/{id}/wait", Some(Role::Read)),
     ("post", "/v1/workflows/{id}/cancel", Some(Role::Operator)),
+    ("post", "/v1/workflows/{id}/retry", Some(Role::Operator)),
     ("get", "/v1/queues", Some(Role::Read)),
     ("patch", "/v1/queues/{name}", Some(Role::Operator)),
     ("delete", "/v1/queues/{name}", Some(Role::Operator)),
@@ -137,6 +138,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::wait))
         .routes(routes!(workflows::cancel))
+        .routes(routes!(workflows::retry))
         .routes(routes!(queues::list))
         .routes(routes!(queues::set, queues::remove))
         .routes(routes!(queues::pause))

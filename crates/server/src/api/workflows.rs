@@ -1,5 +1,5 @@
-//! Workflow endpoints: submit a DAG, get it with its speedup report, wait for it, cancel it; and a
-//! workflow task's parents' results, a page at a time.
+//! Workflow endpoints: submit a DAG, get it with its speedup report, wait for it, cancel it, retry
+//! it; and a workflow task's parents' results, a page at a time.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -10,7 +10,7 @@ use taskwarden_core::TaskId;
 use taskwarden_core::auth::Action;
 use taskwarden_core::protocol::{ErrorBody, ParentList};
 use taskwarden_core::workflow::{FanOut, FanOutRequest, Workflow, WorkflowList, WorkflowSpec, WorkflowState};
-use taskwarden_store::{CancelWorkflow, FanOutTasks, ListParents, ListWorkflows, SubmitWorkflow};
+use taskwarden_store::{CancelWorkflow, FanOutTasks, ListParents, ListWorkflows, RetryWorkflow, SubmitWorkflow};
 
 use super::{ApiResult, AppState, WaitQuery, until_finished};
 use crate::auth::Caller;
@@ -126,6 +126,33 @@ pub(super) async fn cancel(
     let id = workflow_for(&s, &caller, Action::Operate, task_id(&id)?).await?.id;
     let workflow = s.store.cancel_workflow(CancelWorkflow { id, now: s.clock.now() }).await?;
     caller.audit(&s, "workflow.cancel", id.to_string()).await;
+    Ok(Json(shown(&caller, workflow)))
+}
+
+/// Runs a decided workflow's failed and cancelled tasks again, and what is downstream of them,
+/// keeping what succeeded (`docs/design-workflows.md`, "Retry"); 409 unless it is decided.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/retry",
+    tag = "workflows",
+    operation_id = "retryWorkflow",
+    summary = "Run a decided workflow's failed and cancelled tasks again, keeping what succeeded",
+    description = "Runs again every failed or cancelled task of a failed or cancelled workflow, and everything downstream of them; succeeded tasks are kept with their results and not run again, and so is a failure that a kept task already took into account (a collecting fan-out's join read it, say). Re-run tasks get a fresh attempt budget and keep their history. The workflow is running again, with its counts started over from the kept tasks. See docs/design-workflows.md, \"Retry\".",
+    params(("id" = TaskId, Path, description = "The workflow id (a UUID).")),
+    responses((status = 200, description = "The workflow, running again: re-run tasks are ready, or scheduled until their re-run parents finish.", body = Workflow), (status = 404, description = "not_found: no such workflow.", body = ErrorBody), (status = 409, description = "conflict: only a decided workflow can be retried: it is still running, it succeeded, some of its tasks have not stopped yet (retry once they have), or every failure was already taken into account by a task that succeeded.", body = ErrorBody))
+)]
+pub(super) async fn retry(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Workflow>> {
+    let id = workflow_for(&s, &caller, Action::Operate, task_id(&id)?).await?.id;
+    let workflow = s
+        .store
+        .retry_workflow(RetryWorkflow { id, now: s.clock.now() })
+        .await
+        .map_err(ApiError::missing("workflow"))?;
+    caller.audit(&s, "workflow.retry", id.to_string()).await;
     Ok(Json(shown(&caller, workflow)))
 }
 

@@ -7,6 +7,7 @@
 //!   (`FOR UPDATE`, or `SKIP LOCKED` where any row will do), applies the core's transition and
 //!   writes the rows back in one statement.
 //! - `workflows`: workflow DAGs, the same rules as the embedded store.
+//! - `workflow_retry`: running a decided workflow's failed part again.
 //! - `access`: API tokens (their hashes) and the audit log.
 //! - `listen`: wake-ups that cross nodes, by LISTEN/NOTIFY.
 //!
@@ -21,6 +22,7 @@ pub mod plans;
 mod rows;
 mod scheduling;
 mod schema;
+mod workflow_retry;
 mod workflows;
 
 use std::sync::{Arc, Mutex};
@@ -412,7 +414,14 @@ macro_rules! transaction {
             };
             let outcome = match outcome {
                 Ok(value) => $tx.commit().await.map(|_| value).map_err(Fail::from),
-                Err(e) => Err(e),
+                Err(e) => {
+                    // Rolled back here rather than on drop, which only queues the ROLLBACK while
+                    // the connection goes straight back to the pool: a fetch right after refused
+                    // concurrent workflow retries was seen to miss a row committed just before
+                    // (conformance case `a_cancelled_workflow_is_retried_once_however_many_ask_at_once`).
+                    let _ = $tx.rollback().await;
+                    Err(e)
+                }
             };
             match outcome {
                 Ok(value) => {
@@ -648,6 +657,10 @@ impl Store for PgStore {
 
     async fn cancel_workflow(&self, p: CancelWorkflow) -> Result<Workflow> {
         transaction!(self, |tx, st| workflows::cancel(&tx, st, &self.shared, &p).await)
+    }
+
+    async fn retry_workflow(&self, p: RetryWorkflow) -> Result<Workflow> {
+        transaction!(self, |tx, st| workflow_retry::retry(&tx, st, &p).await)
     }
 
     async fn fan_out(&self, p: FanOutTasks) -> Result<FanOut> {

@@ -6,6 +6,7 @@
 //! - `reads`: queries (run on a pool of reader connections).
 //! - `rows`: the mapping between rows and core types.
 //! - `workflows`: workflow DAGs: storing them, releasing children, deciding outcomes.
+//! - `workflow_retry`: running a decided workflow's failed part again.
 //! - `access`: API tokens (their hashes) and the audit log.
 //! - `schema`: versioned migrations.
 
@@ -17,6 +18,7 @@ mod reads;
 mod rows;
 mod scheduling;
 mod schema;
+mod workflow_retry;
 mod workflows;
 mod writer;
 
@@ -350,6 +352,10 @@ impl Store for SqliteStore {
 
     async fn cancel_workflow(&self, p: CancelWorkflow) -> Result<Workflow> {
         self.writer.write(true, move |c, st| workflows::cancel(c, st, p)).await
+    }
+
+    async fn retry_workflow(&self, p: RetryWorkflow) -> Result<Workflow> {
+        self.writer.write(true, move |c, st| workflow_retry::retry(c, st, p)).await
     }
 
     async fn fan_out(&self, p: FanOutTasks) -> Result<FanOut> {
