@@ -3,13 +3,13 @@
 # server's own /openapi.json, valid and invalid, sends them to a real server with an admin token,
 # and checks every answer against the document (--checks all). Zero failures, or this fails.
 #
-#   tests/contract/run.sh [--max-examples N]     # default 25 examples per operation
+#   tests/contract/run.sh [--max-examples N]     # default 10 examples per operation (about 3.5 minutes: long-polls wait)
 #
 # Needs: a built `taskwarden` binary (TASKWARDEN_BIN, default target/debug/taskwarden) and
 # python3. Installs schemathesis into target/contract-venv on first use.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-examples=25
+examples=10
 if [[ "${1:-}" == "--max-examples" ]]; then examples="$2"; fi
 bin="${TASKWARDEN_BIN:-target/debug/taskwarden}"
 venv=target/contract-venv

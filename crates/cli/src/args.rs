@@ -587,6 +587,20 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel every ready task in a queue (with --scheduled, the delayed ones too), in pages on
+    /// the server; running tasks are left to finish. Needs --yes.
+    Purge {
+        queue: String,
+        /// Also cancel tasks waiting for their run_at (delayed, retrying, cron-made).
+        #[arg(long)]
+        scheduled: bool,
+        /// Yes, cancel them.
+        #[arg(long)]
+        yes: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget an empty queue's settings (pause, weight, limits), so it is listed no more once
     /// idle; refused while it holds ready, scheduled or running tasks.
     Rm {

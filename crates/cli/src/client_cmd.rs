@@ -6,7 +6,7 @@ use taskwarden_client::{Client, ListOptions, SubmitTask, Task, TaskId, TaskState
 
 use taskwarden_core::cron::{CronChange, CronSpec, Misfire};
 use taskwarden_core::placement::{Resources, parse_labels};
-use taskwarden_core::protocol::{BulkFilter, QueueUpdate};
+use taskwarden_core::protocol::{BulkFilter, BulkResult, QueueUpdate};
 
 use crate::args::{
     BulkFilterArgs, CronArgs, CronCommand, QueueArgs, QueueCommand, SubmitArgs, TaskArgs, TaskCommand, TaskOptions,
@@ -319,6 +319,34 @@ async fn bulk(client: &Client, f: BulkFilterArgs, json: bool, retry: bool) -> an
     Ok(())
 }
 
+/// `queue purge`: bulk cancels of the queue's ready (and scheduled) tasks, following the cursor
+/// until nothing is left; the counts added up.
+async fn purge(client: &Client, queue: String, scheduled: bool, yes: bool, json: bool) -> anyhow::Result<()> {
+    if !yes {
+        usage!("queue purge cancels every ready task in {queue:?}; add --yes to do it");
+    }
+    let states: &[TaskState] = if scheduled { &[TaskState::Ready, TaskState::Scheduled] } else { &[TaskState::Ready] };
+    let mut total = BulkResult::default();
+    for &state in states {
+        let mut cursor = None;
+        loop {
+            let filter = BulkFilter { queue: Some(queue.clone()), state: Some(state), cursor, ..BulkFilter::default() };
+            let r = client.cancel_matching(&filter).await?;
+            (total.matched, total.changed, total.skipped) =
+                (total.matched + r.matched, total.changed + r.changed, total.skipped + r.skipped);
+            cursor = r.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+    }
+    if json {
+        return print_json(&total);
+    }
+    out!("cancelled {} tasks in {queue} ({} had moved on)", total.changed, total.skipped);
+    Ok(())
+}
+
 pub async fn workers(a: WorkersArgs) -> anyhow::Result<()> {
     let client = connect(&a.connect)?;
     let workers = client.workers().await?;
@@ -358,6 +386,9 @@ pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
         QueueCommand::Rm { queue, json } => {
             client.remove_queue(&queue).await?;
             return done(json, "removed", &queue);
+        }
+        QueueCommand::Purge { queue, scheduled, yes, json } => {
+            return purge(&client, queue, scheduled, yes, json).await;
         }
         QueueCommand::Set { queue, weight, concurrency, key_concurrency, rate, key_rate, create, json } => {
             let changes_limits = [&concurrency, &key_concurrency, &rate, &key_rate].iter().any(|o| o.is_some());

@@ -321,6 +321,31 @@ fn a_misspelt_queue_is_refused_and_an_empty_one_can_be_removed() {
     assert_eq!(code, 3);
 }
 
+#[test]
+fn queue_purge_cancels_the_ready_tasks_and_with_scheduled_the_delayed_ones() {
+    let (_dir, server) = fresh_server();
+    let url = server.url.as_str();
+    for _ in 0..3 {
+        assert!(cli(&["submit", "--url", url, "--queue", "junk", "--kind", "echo"]).0);
+    }
+    assert!(cli(&["submit", "--url", url, "--queue", "junk", "--kind", "echo", "--delay", "1h"]).0);
+    assert!(cli(&["submit", "--url", url, "--queue", "keep", "--kind", "echo"]).0);
+    let (code, _, err) = cli_code(&["queue", "purge", "junk", "--url", url], None);
+    assert_eq!(code, 2, "without --yes nothing happens: {err}");
+    let (code, out, err) = cli_code(&["queue", "purge", "junk", "--yes", "--json", "--url", url], None);
+    assert_eq!(code, 0, "{err}");
+    let purged: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(purged["changed"], 3, "the ready ones: {out}");
+    let (code, out, _) = cli_code(&["queue", "purge", "junk", "--scheduled", "--yes", "--url", url], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("cancelled 1 tasks"), "then the delayed one: {out}");
+    let (_, out, _) = cli(&["task", "list", "--queue", "junk", "--state", "cancelled", "--json", "--url", url]);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["tasks"].as_array().map(Vec::len), Some(4), "{out}");
+    let (_, out, _) = cli(&["task", "list", "--queue", "keep", "--json", "--url", url]);
+    assert!(out.contains("\"ready\""), "another queue is untouched: {out}");
+}
+
 /// The task options the API had and the CLI lacked, on `submit` and on cron schedules; `cron run`
 /// fires a schedule now; `cron ls` shows the last fire.
 #[test]

@@ -272,4 +272,23 @@ async fn limits_and_cron_hold_across_two_nodes() {
     let ticks: HashSet<_> = tasks.iter().map(|t| t.idempotency_key.clone().unwrap()).collect();
     assert_eq!(ticks.len(), tasks.len(), "each tick once");
     assert!((tasks.len() as f64 - elapsed).abs() <= 1.5, "{} tasks in {elapsed:.1}s", tasks.len());
+
+    // "Run now" fires once per call, whichever node takes it, and moves no tick: a nightly
+    // schedule run through each node makes two tasks, not four, and its next tick stays.
+    let nightly = taskwarden_core::cron::CronSpec {
+        name: "nightly".into(),
+        schedule: "0 0 3 * * *".into(),
+        task: SubmitTask::new("nightly", "echo"),
+        ..spec
+    };
+    let before = a.create_cron(&nightly).await.unwrap().next_run_at;
+    let first = a.run_cron("nightly").await.unwrap();
+    let second = b.run_cron("nightly").await.unwrap();
+    assert_ne!(first.id, second.id);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // both leaders' loops have looked
+    let list = taskwarden_client::ListOptions { queue: Some("nightly".into()), limit: Some(100), ..Default::default() };
+    let fired = b.list(&list).await.unwrap().tasks;
+    assert_eq!(fired.len(), 2, "one task per run call: {fired:?}");
+    let after = b.crons().await.unwrap().into_iter().find(|c| c.spec.name == "nightly").unwrap();
+    assert_eq!(after.next_run_at, before, "running now leaves the next tick where it was");
 }
