@@ -27,6 +27,8 @@ pub enum Command {
     Task(TaskArgs),
     /// List the workers the server knows.
     Workers(WorkersArgs),
+    /// The kinds live workers have handlers for, and in which queues.
+    Kinds(KindsArgs),
     /// List queues with their counts; pause, resume, weigh and limit them.
     Queue(QueueArgs),
     /// Submit, list, show, wait for, cancel and retry workflows (DAGs of tasks).
@@ -552,6 +554,23 @@ pub struct WorkersArgs {
     pub connect: ConnectArgs,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(ClapArgs)]
+pub struct KindsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(subcommand)]
+    pub command: KindsCommand,
+}
+
+#[derive(Subcommand)]
+pub enum KindsCommand {
+    /// Each kind a live worker has a handler for: how many live workers run it, in which queues.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(ClapArgs)]

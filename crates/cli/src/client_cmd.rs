@@ -6,11 +6,11 @@ use taskwarden_client::{Client, ListOptions, SubmitTask, Task, TaskId, TaskState
 
 use taskwarden_core::cron::{CronChange, CronSpec, Misfire};
 use taskwarden_core::placement::{Resources, parse_labels};
-use taskwarden_core::protocol::{BulkFilter, BulkResult, QueueUpdate};
+use taskwarden_core::protocol::{BulkFilter, BulkResult, QueueUpdate, WorkerStatus};
 
 use crate::args::{
-    BulkFilterArgs, CronArgs, CronCommand, QueueArgs, QueueCommand, SubmitArgs, TaskArgs, TaskCommand, TaskOptions,
-    WorkersArgs,
+    BulkFilterArgs, CronArgs, CronCommand, KindsArgs, KindsCommand, QueueArgs, QueueCommand, SubmitArgs, TaskArgs,
+    TaskCommand, TaskOptions, WorkersArgs,
 };
 use crate::exit::{Unsuccessful, out, usage};
 
@@ -344,6 +344,42 @@ async fn purge(client: &Client, queue: String, scheduled: bool, yes: bool, json:
         return print_json(&total);
     }
     out!("cancelled {} tasks in {queue} ({} had moved on)", total.changed, total.skipped);
+    Ok(())
+}
+
+/// One kind as `kinds ls` shows it.
+#[derive(serde::Serialize, Default)]
+struct KindRow {
+    kind: String,
+    /// Live workers with a handler for it.
+    workers: u32,
+    queues: std::collections::BTreeSet<String>,
+}
+
+pub async fn kinds(a: KindsArgs) -> anyhow::Result<()> {
+    let client = connect(&a.connect)?;
+    let KindsCommand::Ls { json } = a.command;
+    let live: Vec<_> = client.workers().await?.into_iter().filter(|w| w.status == WorkerStatus::Live).collect();
+    let mut rows: std::collections::BTreeMap<String, KindRow> = Default::default();
+    for w in &live {
+        for kind in &w.kinds {
+            let row = rows.entry(kind.clone()).or_insert_with(|| KindRow { kind: kind.clone(), ..KindRow::default() });
+            row.workers += 1;
+            row.queues.extend(w.queues.iter().cloned());
+        }
+    }
+    let rows: Vec<KindRow> = rows.into_values().collect();
+    if json {
+        return print_json(&rows);
+    }
+    out!("{:<32}  {:>7}  QUEUES", "KIND", "WORKERS");
+    for r in &rows {
+        out!("{:<32}  {:>7}  {}", r.kind, r.workers, r.queues.iter().cloned().collect::<Vec<_>>().join(","));
+    }
+    let any = live.iter().filter(|w| w.kinds.is_empty()).count();
+    if any > 0 {
+        out!("({any} live worker(s) did not say which kinds they run: they take any kind)");
+    }
     Ok(())
 }
 

@@ -38,6 +38,7 @@ fn main() -> std::process::ExitCode {
             Command::Submit(a) => client_cmd::submit(a).await,
             Command::Task(a) => client_cmd::task(a).await,
             Command::Workers(a) => client_cmd::workers(a).await,
+            Command::Kinds(a) => client_cmd::kinds(a).await,
             Command::Cron(a) => client_cmd::cron(a).await,
             Command::Queue(a) => client_cmd::queue(a).await,
             Command::Workflow(a) => workflow_cmd::run(a).await,

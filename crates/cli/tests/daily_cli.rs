@@ -605,3 +605,30 @@ fn workflow_retry_reruns_the_failed_task_and_keeps_the_one_that_succeeded() {
     let readme = include_str!("../../../README.md");
     assert!(readme.contains(r#"taskwarden workflow retry "$id"     # running again"#), "the README shows this");
 }
+
+/// The reported defect: a task of a kind no worker has was leased, failed three times with "no
+/// handler" and was never shown as unschedulable. Workers now say which kinds they run.
+#[test]
+fn a_kind_no_worker_runs_waits_as_unschedulable_instead_of_failing() {
+    let (_dir, server) = fresh_server();
+    let url = server.url.as_str();
+    let _worker = WorkerProcess::start(url, "q", &[]);
+    let (ok, out, err) = cli(&["submit", "--url", url, "--queue", "q", "--kind", "nosuch"]);
+    assert!(ok, "{err}");
+    let id = out.trim().to_owned();
+    let (ok, out, err) = cli(&["submit", "--url", url, "--queue", "q", "--kind", "echo", "--wait"]);
+    assert!(ok, "the worker is up and runs what it has a handler for: {out} {err}");
+    let (ok, out, _) = cli(&["task", "get", &id, "--json", "--url", url]);
+    assert!(ok);
+    let task: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((task["state"].as_str(), task["attempts"].as_u64()), (Some("ready"), Some(0)), "never leased: {out}");
+    let why = task["unschedulable"].as_str().unwrap_or_default();
+    assert!(why.contains("kind nosuch"), "the reason names the kind: {out}");
+    let (_, out, _) = cli(&["queue", "ls", "--json", "--url", url]);
+    let queues: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let q = queues.iter().find(|q| q["name"] == "q").unwrap();
+    assert_eq!(q["unschedulable"], 1, "queue stats count it: {out}");
+    let (ok, out, _) = cli(&["kinds", "ls", "--url", url]);
+    assert!(ok);
+    assert!(out.contains("fan.out") && out.contains("http.fetch") && !out.contains("nosuch"), "{out}");
+}

@@ -164,11 +164,20 @@ pub struct WorkerView {
     pub free_slots: u32,
     /// Tasks it runs now.
     pub running: u32,
+    /// The kinds it has handlers for; empty when it did not say (it takes any kind).
+    pub kinds: Vec<String>,
 }
 
 impl WorkerView {
+    /// Has a handler for the kind (or did not say which kinds it has).
+    fn runs_kind(&self, t: &Candidate) -> bool {
+        self.kinds.is_empty() || t.kind.as_ref().is_none_or(|k| self.kinds.contains(k))
+    }
+
     fn serves(&self, t: &Candidate) -> bool {
-        self.queues.contains(&t.queue) && t.labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+        self.queues.contains(&t.queue)
+            && self.runs_kind(t)
+            && t.labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
     }
 
     /// Could run the task when idle.
@@ -222,6 +231,8 @@ pub struct Candidate {
     pub ready_since: Timestamp,
     pub resources: Resources,
     pub labels: Labels,
+    /// Its kind, where it matters (workers that say which kinds they run take no other).
+    pub kind: Option<String>,
 }
 
 /// A queue's share: its weight, and the work it was served recently (tasks started).
@@ -375,6 +386,11 @@ pub fn unschedulable_reason(t: &Candidate, workers: &[WorkerView]) -> Option<Str
     let serving: Vec<&WorkerView> = workers.iter().filter(|w| w.queues.contains(&t.queue)).collect();
     if serving.is_empty() {
         return Some(format!("no live worker serves queue {}", t.queue));
+    }
+    let serving: Vec<&WorkerView> = serving.into_iter().filter(|w| w.runs_kind(t)).collect();
+    if serving.is_empty() {
+        let kind = t.kind.as_deref().unwrap_or_default();
+        return Some(format!("no live worker in queue {} has a handler for kind {kind}", t.queue));
     }
     let labelled: Vec<&WorkerView> = serving.into_iter().filter(|w| w.serves(t)).collect();
     if labelled.is_empty() {

@@ -152,6 +152,12 @@ pub struct RegisterWorker {
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     #[schema(schema_with = crate::schema::labels)]
     pub labels: Labels,
+    /// The kinds it has handlers for. A worker that names them is leased no other kind, and a
+    /// ready task whose kind no live worker of its queue runs is shown as unschedulable. Left
+    /// out: it takes any kind (and says nothing about which).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = crate::schema::kind_list)]
+    pub kinds: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -165,6 +171,9 @@ pub struct WorkerInfo {
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     #[schema(schema_with = crate::schema::labels)]
     pub labels: Labels,
+    /// The kinds it has handlers for; absent when it did not say (it takes any kind).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
     pub registered_at: Timestamp,
     pub last_seen_at: Timestamp,
     /// Tasks currently leased to this worker.

@@ -73,6 +73,16 @@ pub fn queue_list() -> Schema {
     ArrayBuilder::new().items(items(name())).min_items(Some(1)).max_items(Some(64)).unique_items(true).into()
 }
 
+/// The kinds a worker runs: at most 1000 names, none twice.
+pub fn kind_list() -> Schema {
+    ArrayBuilder::new()
+        .items(items(name()))
+        .max_items(Some(1000))
+        .unique_items(true)
+        .description(Some("The kinds it has handlers for (at most 1000, none twice); left out: any kind."))
+        .into()
+}
+
 /// Any JSON value.
 pub fn any_json() -> Schema {
     ObjectBuilder::new().schema_type(SchemaType::AnyValue).description(Some("Any JSON value.")).into()

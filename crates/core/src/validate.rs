@@ -280,6 +280,15 @@ impl RegisterWorker {
         check_name("name", &self.name, limits)?;
         validate_queues(&self.queues, limits)?;
         check_range("concurrency", self.concurrency, 1, 100_000)?;
+        if self.kinds.len() > 1000 {
+            return Err(ValidationError::new("kinds", "at most 1000 kinds"));
+        }
+        for (i, kind) in self.kinds.iter().enumerate() {
+            check_name(&format!("kinds[{i}]"), kind, limits)?;
+            if self.kinds[..i].contains(kind) {
+                return Err(ValidationError::new(format!("kinds[{i}]"), format!("{kind:?} is listed twice")));
+            }
+        }
         crate::placement::check_needs("capacity", &self.capacity, &self.labels)?;
         Ok(())
     }

@@ -28,12 +28,14 @@ pub(crate) async fn live_workers(store: &dyn Store, now: Timestamp) -> taskwarde
             labels: w.labels,
             free_slots: w.concurrency.saturating_sub(w.running),
             running: w.running,
+            kinds: w.kinds,
         })
         .collect())
 }
 
-fn candidate(queue: &str, needs: &taskwarden_core::Needs) -> Candidate {
+fn candidate(queue: &str, kind: Option<&str>, needs: &taskwarden_core::Needs) -> Candidate {
     Candidate {
+        kind: kind.map(str::to_owned),
         queue: queue.to_owned(),
         priority: 0,
         ready_since: Timestamp::from_micros(0),
@@ -46,7 +48,7 @@ fn candidate(queue: &str, needs: &taskwarden_core::Needs) -> Candidate {
 pub(crate) async fn explain(store: &dyn Store, task: &mut Task, now: Timestamp) -> taskwarden_store::Result<()> {
     if matches!(task.state, TaskState::Ready | TaskState::Scheduled) {
         let workers = live_workers(store, now).await?;
-        task.unschedulable = unschedulable_reason(&candidate(&task.queue, &task.needs), &workers);
+        task.unschedulable = unschedulable_reason(&candidate(&task.queue, Some(&task.kind), &task.needs), &workers);
     }
     Ok(())
 }
@@ -66,11 +68,27 @@ pub(crate) async fn count_unschedulable(
         if !served(&group.queue) {
             continue; // counted whole above
         }
-        if unschedulable_reason(&candidate(&group.queue, &group.needs), &workers).is_some()
+        if unschedulable_reason(&candidate(&group.queue, None, &group.needs), &workers).is_some()
             && let Some(q) = queues.iter_mut().find(|q| q.name == group.queue)
         {
             q.unschedulable += group.count;
         }
+    }
+    // Kinds no live worker of the queue has a handler for (only workers that say which kinds
+    // they run can lack one).
+    if workers.iter().any(|w| !w.kinds.is_empty()) {
+        let no_needs = taskwarden_core::Needs::default();
+        for group in store.ready_kinds().await? {
+            if served(&group.queue)
+                && unschedulable_reason(&candidate(&group.queue, Some(&group.kind), &no_needs), &workers).is_some()
+                && let Some(q) = queues.iter_mut().find(|q| q.name == group.queue)
+            {
+                q.unschedulable += group.count;
+            }
+        }
+    }
+    for q in queues.iter_mut() {
+        q.unschedulable = q.unschedulable.min(q.ready); // a task held back on two counts is one
     }
     Ok(())
 }

@@ -423,3 +423,33 @@ async fn a_failed_workflow_is_retried_over_http_keeping_what_succeeded() {
     assert_eq!(s.get(a["id"].as_str().unwrap()).await["attempts"], 1, "a ran once");
     s.stop().await;
 }
+
+/// A ready task whose kind no live worker of its queue runs says so, and is not leased to a worker
+/// that lacks it; a second worker with the kind makes it schedulable and takes it.
+#[tokio::test]
+async fn a_kind_becomes_schedulable_when_a_worker_with_its_handler_registers() {
+    let s = TestServer::start().await;
+    let (_, task) = s.call("POST", "/v1/tasks", Some(json!({"queue": "q", "kind": "resize"}))).await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let register = |kinds: serde_json::Value| json!({"name": "w", "queues": ["q"], "concurrency": 4, "kinds": kinds});
+    let (status, echo) = s.call("POST", "/v1/workers", Some(register(json!(["echo"])))).await;
+    assert_eq!(status, 201, "{echo}");
+    assert_eq!(echo["kinds"], json!(["echo"]));
+    let (_, got) = s.call("GET", &format!("/v1/tasks/{id}"), None).await;
+    assert_eq!(got["unschedulable"], "no live worker in queue q has a handler for kind resize", "{got}");
+    let fetch = json!({"queues": ["q"], "limit": 10, "wait_ms": 0});
+    let (_, leased) =
+        s.call("POST", &format!("/v1/workers/{}/fetch", echo["id"].as_str().unwrap()), Some(fetch.clone())).await;
+    assert_eq!(leased["tasks"], json!([]), "not leased to a worker without its handler");
+
+    let (_, resize) = s.call("POST", "/v1/workers", Some(register(json!(["resize"])))).await;
+    let (_, got) = s.call("GET", &format!("/v1/tasks/{id}"), None).await;
+    assert!(got.get("unschedulable").is_none(), "{got}");
+    let (_, leased) =
+        s.call("POST", &format!("/v1/workers/{}/fetch", resize["id"].as_str().unwrap()), Some(fetch)).await;
+    assert_eq!(leased["tasks"][0]["id"], id.as_str(), "{leased}");
+
+    let (status, bad) = s.call("POST", "/v1/workers", Some(register(json!(["a", "a"])))).await;
+    assert_eq!((status, bad["error"]["field"].as_str()), (400, Some("kinds[1]")), "{bad}");
+    s.stop().await;
+}

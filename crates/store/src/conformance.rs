@@ -81,6 +81,7 @@ macro_rules! conformance_tests {
             an_old_low_priority_task_overtakes_newer_high_priority_ones,
             queues_are_listed_with_their_counts,
             tasks_go_only_to_workers_with_their_labels_and_free_capacity,
+            a_worker_that_names_its_kinds_is_leased_no_other,
             a_big_task_keeps_the_capacity_it_waits_for,
             tasks_a_worker_says_it_finished_free_their_resources,
             concurrency_limits_hold_per_queue_and_per_key,
@@ -404,6 +405,7 @@ pub async fn workers_are_listed_with_their_running_tasks(store: &dyn Store) {
             concurrency: 4,
             capacity: Default::default(),
             labels: Default::default(),
+            kinds: Vec::new(),
             now: at(0),
         })
         .await
@@ -1018,6 +1020,7 @@ pub async fn workers_lost_long_ago_are_forgotten_unless_they_hold_a_task(store: 
         concurrency: 1,
         capacity: Default::default(),
         labels: Default::default(),
+        kinds: Vec::new(),
         now,
     };
     let idle = store.register_worker(register("idle", at(0))).await.unwrap();

@@ -141,6 +141,10 @@ pub trait Store: Send + Sync + 'static {
     /// Ready tasks that ask for resources or labels, grouped by queue and needs.
     async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>>;
 
+    /// Ready tasks counted by queue and kind (at most 10,000 groups), for telling how many no
+    /// live worker has a handler for.
+    async fn ready_kinds(&self) -> Result<Vec<ReadyKind>>;
+
     /// Creates a cron schedule; `Conflict` if one has the name.
     async fn create_cron(&self, p: CreateCron) -> Result<CronInfo>;
 

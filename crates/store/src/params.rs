@@ -117,6 +117,8 @@ pub struct RegisterWorker {
     pub concurrency: u32,
     pub capacity: Resources,
     pub labels: Labels,
+    /// The kinds it has handlers for; empty: it did not say, and is leased any kind.
+    pub kinds: Vec<String>,
     pub now: Timestamp,
 }
 
@@ -227,6 +229,14 @@ pub(crate) struct QueueSettings {
 pub struct ReadyNeeds {
     pub queue: String,
     pub needs: Needs,
+    pub count: u64,
+}
+
+/// How many ready tasks of one kind a queue holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyKind {
+    pub queue: String,
+    pub kind: String,
     pub count: u64,
 }
 

@@ -171,6 +171,13 @@ pub(crate) async fn run(
         concurrency: config.concurrency as u32,
         capacity: config.capacity.clone(),
         labels: config.labels.clone(),
+        // Its handler table: it is leased no other kind, and a task of a kind no live worker
+        // runs is shown as unschedulable instead of failing here with "no handler".
+        kinds: {
+            let mut kinds: Vec<String> = handlers.keys().cloned().collect();
+            kinds.sort();
+            kinds
+        },
     };
     let register = || client.register(&registration);
     let info = match register_when_up(register, config.startup_wait, &shutdown).await {

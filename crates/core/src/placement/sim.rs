@@ -78,6 +78,7 @@ pub fn simulate(w: &Workload) -> SimReport {
         .workers
         .iter()
         .map(|x| WorkerView {
+            kinds: Vec::new(),
             queues: x.queues.clone(),
             capacity: x.capacity.clone(),
             used: Resources::default(),
@@ -106,6 +107,7 @@ pub fn simulate(w: &Workload) -> SimReport {
             .map(|&i| {
                 let t = &w.tasks[i];
                 Candidate {
+                    kind: None,
                     queue: t.queue.clone(),
                     priority: t.priority,
                     ready_since: at(t.arrives),

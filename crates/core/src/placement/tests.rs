@@ -8,6 +8,7 @@ fn at(ms: i64) -> Timestamp {
 
 fn worker(queues: &[&str], capacity: &[(&str, u64)], slots: u32) -> WorkerView {
     WorkerView {
+        kinds: Vec::new(),
         queues: queues.iter().map(|q| q.to_string()).collect(),
         capacity: Resources::of(capacity.iter().copied()),
         used: Resources::default(),
@@ -19,6 +20,7 @@ fn worker(queues: &[&str], capacity: &[(&str, u64)], slots: u32) -> WorkerView {
 
 fn task(queue: &str, priority: i32, ready_ms: i64, resources: &[(&str, u64)]) -> Candidate {
     Candidate {
+        kind: None,
         queue: queue.into(),
         priority,
         ready_since: at(ready_ms),

@@ -50,6 +50,7 @@ pub(super) async fn register(
         concurrency: req.concurrency,
         capacity: req.capacity,
         labels: req.labels,
+        kinds: req.kinds,
         now: s.clock.now(),
     };
     Ok((StatusCode::CREATED, Json(s.store.register_worker(p).await?)))

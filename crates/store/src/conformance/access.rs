@@ -33,6 +33,7 @@ async fn register(store: &dyn Store, owner: Option<&str>) -> String {
         concurrency: 4,
         capacity: Default::default(),
         labels: Default::default(),
+        kinds: Vec::new(),
         now: at(0),
     };
     store.register_worker(p).await.unwrap().id

@@ -27,6 +27,7 @@ async fn register(
         concurrency,
         capacity: Resources::parse("capacity", capacity).unwrap(),
         labels: parse_labels("labels", labels).unwrap(),
+        kinds: Vec::new(),
         now: at(0),
     };
     store.register_worker(p).await.unwrap().id
@@ -75,6 +76,36 @@ fn ids(tasks: &[Task]) -> Vec<taskwarden_core::TaskId> {
     let mut ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
     ids.sort();
     ids
+}
+
+/// A worker that says which kinds it has handlers for is leased no other kind, even when the
+/// unknown kind waits ahead of its own (with aging too); one that does not say takes any kind.
+pub async fn a_worker_that_names_its_kinds_is_leased_no_other(store: &dyn Store) {
+    let named = |name: &str, kinds: &[&str]| RegisterWorker {
+        name: name.into(),
+        owner: None,
+        queues: vec!["k".into()],
+        concurrency: 10,
+        capacity: Resources::default(),
+        labels: Default::default(),
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        now: at(0),
+    };
+    let echo_only = store.register_worker(named("echo-only", &["echo"])).await.unwrap();
+    assert_eq!(echo_only.kinds, ["echo"]);
+    let listed = store.list_workers().await.unwrap();
+    assert_eq!(listed.iter().find(|w| w.id == echo_only.id).unwrap().kinds, ["echo"], "kinds are kept");
+    let nosuch: Vec<NewTask> =
+        (0..5).map(|i| NewTask { kind: "nosuch".into(), priority: 10 - i, ..spec("k") }).collect();
+    let nosuch = submit(store, nosuch, at(1)).await;
+    let echo = submit_one(store, NewTask { kind: "echo".into(), ..spec("k") }, at(2)).await;
+    let got = fetch_as(store, &echo_only.id, "k", 10, Duration::ZERO, 3).await;
+    assert_eq!(ids(&got), vec![echo.id], "only its own kind, from behind higher-priority others");
+    assert!(fetch_as(store, &echo_only.id, "k", 10, Duration::ZERO, 4).await.is_empty());
+    let any = store.register_worker(named("any", &[])).await.unwrap();
+    assert!(any.kinds.is_empty());
+    let got = fetch_as(store, &any.id, "k", 10, Duration::ZERO, 5).await;
+    assert_eq!(ids(&got), ids(&nosuch), "a worker that did not say takes any kind");
 }
 
 pub async fn tasks_go_only_to_workers_with_their_labels_and_free_capacity(store: &dyn Store) {

@@ -563,6 +563,10 @@ impl Store for PgStore {
         read!(self, |c| scheduling::ready_needs(&c).await)
     }
 
+    async fn ready_kinds(&self) -> Result<Vec<ReadyKind>> {
+        read!(self, |c| scheduling::ready_kinds(&c).await)
+    }
+
     async fn create_cron(&self, p: CreateCron) -> Result<CronInfo> {
         transaction!(self, |tx, _st| scheduling::create_cron(&tx, &p).await)
     }

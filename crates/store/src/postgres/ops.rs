@@ -218,7 +218,7 @@ pub(crate) async fn fetch(
     loop {
         let mut lists = Vec::with_capacity(queues.len());
         for queue in &queues {
-            lists.push((queue.clone(), weight(queue), best_ready(tx, shared, queue, window, now).await?));
+            lists.push((queue.clone(), weight(queue), best_ready(tx, shared, queue, &p.worker_id, window, now).await?));
         }
         let full = lists.iter().any(|(_, _, l)| l.len() == window);
         if Gate::is_open_for(&limits, lists.iter().flat_map(|(_, _, l)| l)) {
@@ -276,11 +276,14 @@ async fn start(
 }
 
 /// A queue's best ready tasks (`$1` the queue, `$2` how many), locked.
+/// Only kinds the worker (`$3`) has handlers for, when it said which.
 pub(crate) const BEST: &str = "SELECT doc FROM tasks WHERE state = 'ready' AND queue = $1 \
     AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused) \
+    AND kind = ANY(COALESCE((SELECT kinds FROM workers WHERE id = $3), ARRAY[kind])) \
     ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED";
-/// A queue's ready tasks that have waited longest, for aging.
+/// A queue's ready tasks that have waited longest, for aging (of kinds the worker `$3` runs).
 pub(crate) const OLDEST: &str = "SELECT id, priority, run_at FROM tasks WHERE state = 'ready' AND queue = $1 \
+    AND kind = ANY(COALESCE((SELECT kinds FROM workers WHERE id = $3), ARRAY[kind])) \
     ORDER BY run_at, id LIMIT $2";
 
 /// A queue's best `window` ready tasks, locked: by priority, and with aging also its oldest ready
@@ -290,14 +293,15 @@ async fn best_ready(
     tx: &Tx<'_>,
     shared: &Shared,
     queue: &String,
+    worker_id: &String,
     window: usize,
     now: Timestamp,
 ) -> PgResult<Vec<Task>> {
     let window = window as i64;
-    let mut best = rows::tasks(&query(tx, BEST, &[queue, &window]).await?)?;
+    let mut best = rows::tasks(&query(tx, BEST, &[queue, &window, worker_id]).await?)?;
     if shared.aging.is_some() && best.len() as i64 == window {
         // Read without locks; only the ones aged past the best are locked and loaded.
-        let oldest: Vec<(TaskId, i32, Timestamp)> = query(tx, OLDEST, &[queue, &window])
+        let oldest: Vec<(TaskId, i32, Timestamp)> = query(tx, OLDEST, &[queue, &window, worker_id])
             .await?
             .iter()
             .map(|r| (rows::task_id(r.get(0)), r.get(1), Timestamp::from_micros(r.get(2))))
@@ -500,9 +504,19 @@ pub(crate) async fn register_worker(tx: &Tx<'_>, shared: &Shared, p: &RegisterWo
     let labels = serde_json::to_string(&p.labels).expect("plain data serializes");
     execute(
         tx,
-        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at, capacity, labels, owner) \
-         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8)",
-        &[&id, &p.name, &queues, &(p.concurrency as i32), &p.now.as_micros(), &capacity, &labels, &p.owner],
+        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at, capacity, labels, owner, \
+         kinds) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)",
+        &[
+            &id,
+            &p.name,
+            &queues,
+            &(p.concurrency as i32),
+            &p.now.as_micros(),
+            &capacity,
+            &labels,
+            &p.owner,
+            &(!p.kinds.is_empty()).then_some(&p.kinds),
+        ],
     )
     .await?;
     Ok(WorkerInfo {
@@ -513,6 +527,7 @@ pub(crate) async fn register_worker(tx: &Tx<'_>, shared: &Shared, p: &RegisterWo
         concurrency: p.concurrency,
         capacity: p.capacity.clone(),
         labels: p.labels.clone(),
+        kinds: p.kinds.clone(),
         registered_at: p.now,
         last_seen_at: p.now,
         running: 0,
@@ -523,7 +538,7 @@ pub(crate) async fn workers(c: &impl GenericClient) -> PgResult<Vec<WorkerInfo>>
     let found = query(
         c,
         "SELECT w.id, w.name, w.queues, w.concurrency, w.registered_at, w.last_seen_at, COALESCE(r.n, 0), \
-         w.capacity, w.labels \
+         w.capacity, w.labels, w.kinds \
          FROM workers w LEFT JOIN (SELECT lease_worker, COUNT(*) AS n FROM tasks WHERE state = 'running' \
          GROUP BY lease_worker) r ON r.lease_worker = w.id ORDER BY w.last_seen_at DESC LIMIT 1000",
         &[],
@@ -542,6 +557,7 @@ pub(crate) async fn workers(c: &impl GenericClient) -> PgResult<Vec<WorkerInfo>>
             running: r.get::<_, i64>(6) as u32,
             capacity: serde_json::from_str(r.get(7)).unwrap_or_default(),
             labels: serde_json::from_str(r.get(8)).unwrap_or_default(),
+            kinds: r.get::<_, Option<Vec<String>>>(9).unwrap_or_default(),
         })
         .collect())
 }

@@ -126,6 +126,7 @@ pub(crate) async fn load(
         labels: Default::default(),
         free_slots: concurrency.saturating_sub(running),
         running,
+        kinds: Vec::new(), // only its load is asked
     };
     Ok((view.busy(), row.get(4)))
 }
@@ -194,6 +195,15 @@ pub(crate) async fn save_buckets(tx: &Tx<'_>, gate: &Gate) -> PgResult<()> {
     )
     .await?;
     Ok(())
+}
+
+pub(crate) async fn ready_kinds(c: &impl GenericClient) -> PgResult<Vec<ReadyKind>> {
+    let sql = "SELECT queue, kind, COUNT(*) FROM tasks WHERE state = 'ready' GROUP BY 1, 2 LIMIT 10000";
+    Ok(query(c, sql, &[])
+        .await?
+        .iter()
+        .map(|r| ReadyKind { queue: r.get(0), kind: r.get(1), count: r.get::<_, i64>(2) as u64 })
+        .collect())
 }
 
 pub(crate) async fn ready_needs(c: &impl GenericClient) -> PgResult<Vec<ReadyNeeds>> {

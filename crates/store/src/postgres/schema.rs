@@ -234,6 +234,14 @@ CREATE INDEX tasks_ready_by_age ON tasks (queue, run_at, id) WHERE state = 'read
 DROP INDEX tasks_ready_fifo;
 "#,
     },
+    Migration {
+        description: "the kinds a worker has handlers for",
+        destructive: false,
+        sql: r#"
+-- NULL: the worker did not say, and takes any kind.
+ALTER TABLE workers ADD COLUMN kinds text[];
+"#,
+    },
 ];
 
 /// What `migrate` did.

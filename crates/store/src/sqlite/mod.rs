@@ -309,6 +309,10 @@ impl Store for SqliteStore {
         self.read(scheduling::ready_needs).await
     }
 
+    async fn ready_kinds(&self) -> Result<Vec<ReadyKind>> {
+        self.read(scheduling::ready_kinds).await
+    }
+
     async fn create_cron(&self, p: CreateCron) -> Result<CronInfo> {
         self.writer.write(true, move |c, _| scheduling::create_cron(c, p)).await
     }

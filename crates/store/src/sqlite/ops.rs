@@ -154,7 +154,7 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
     loop {
         let mut lists: Vec<(String, u32, Vec<Task>)> = Vec::with_capacity(queues.len());
         for queue in &queues {
-            let best = best_ready(conn, st, queue, window, p.now)?;
+            let best = best_ready(conn, st, queue, &p.worker_id, window, p.now)?;
             lists.push(((*queue).clone(), setting(queue).map_or(1, |s| s.weight), best));
         }
         let full = lists.iter().any(|(_, _, l)| l.len() == window);
@@ -194,25 +194,37 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
     }
 }
 
+/// Only kinds the worker (`?3`) has handlers for, when it said which.
+const RUNS_KIND: &str = "kind IN (SELECT value FROM json_each(COALESCE((SELECT kinds FROM workers WHERE id = ?3), \
+    json_array(kind))))";
+
 /// A queue's best `window` ready tasks: by priority, and with aging also its oldest ready tasks
 /// (one that waited long enough outranks newer tasks of higher priority).
-fn best_ready(conn: &Connection, st: &WriterState, queue: &str, window: usize, now: Timestamp) -> Result<Vec<Task>> {
+fn best_ready(
+    conn: &Connection,
+    st: &WriterState,
+    queue: &str,
+    worker_id: &str,
+    window: usize,
+    now: Timestamp,
+) -> Result<Vec<Task>> {
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'ready' AND queue = ?1 \
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'ready' AND queue = ?1 AND {RUNS_KIND} \
              ORDER BY priority DESC, id LIMIT ?2"
         ))
         .map_err(internal)?;
-    let rows = stmt.query_map(params![queue, window as i64], task_from_row).map_err(internal)?;
+    let rows = stmt.query_map(params![queue, window as i64, worker_id], task_from_row).map_err(internal)?;
     let mut best = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?;
     if st.aging.is_some() && best.len() == window {
         let mut oldest = conn
-            .prepare_cached(
-                "SELECT id, priority, run_at FROM tasks WHERE state = 'ready' AND queue = ?1 ORDER BY id LIMIT ?2",
-            )
+            .prepare_cached(&format!(
+                "SELECT id, priority, run_at FROM tasks WHERE state = 'ready' AND queue = ?1 AND {RUNS_KIND} \
+                 ORDER BY id LIMIT ?2"
+            ))
             .map_err(internal)?;
         let rows = oldest
-            .query_map(params![queue, window as i64], |r| {
+            .query_map(params![queue, window as i64, worker_id], |r| {
                 Ok((TaskId::from_bytes(r.get(0)?), r.get(1)?, Timestamp::from_micros(r.get(2)?)))
             })
             .map_err(internal)?;
@@ -318,8 +330,8 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
     let id = format!("w-{:016x}", st.rng.random::<u64>());
     let queues = serde_json::to_string(&p.queues).expect("strings serialize");
     conn.execute(
-        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at, capacity, labels, owner) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
+        "INSERT INTO workers (id, name, queues, concurrency, registered_at, last_seen_at, capacity, labels, owner, kinds) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
         params![
             id,
             p.name,
@@ -328,7 +340,8 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
             p.now.as_micros(),
             serde_json::to_string(&p.capacity).expect("plain data serializes"),
             serde_json::to_string(&p.labels).expect("plain data serializes"),
-            p.owner
+            p.owner,
+            (!p.kinds.is_empty()).then(|| serde_json::to_string(&p.kinds).expect("strings serialize")),
         ],
     )
     .map_err(internal)?;
@@ -340,6 +353,7 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
         concurrency: p.concurrency,
         capacity: p.capacity,
         labels: p.labels,
+        kinds: p.kinds,
         registered_at: p.now,
         last_seen_at: p.now,
         running: 0,

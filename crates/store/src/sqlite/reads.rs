@@ -47,7 +47,8 @@ pub(crate) fn workers(conn: &Connection) -> Result<Vec<WorkerInfo>> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT w.id, w.name, w.queues, w.concurrency, w.registered_at, w.last_seen_at, \
-             (SELECT COUNT(*) FROM tasks t WHERE t.state = 'running' AND t.lease_worker = w.id), w.capacity, w.labels \
+             (SELECT COUNT(*) FROM tasks t WHERE t.state = 'running' AND t.lease_worker = w.id), w.capacity, w.labels, \
+             w.kinds \
              FROM workers w ORDER BY w.last_seen_at DESC LIMIT 1000",
         )
         .map_err(internal)?;
@@ -65,6 +66,7 @@ pub(crate) fn workers(conn: &Connection) -> Result<Vec<WorkerInfo>> {
                 running: r.get(6)?,
                 capacity: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
                 labels: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
+                kinds: r.get::<_, Option<String>>(9)?.and_then(|k| serde_json::from_str(&k).ok()).unwrap_or_default(),
             })
         })
         .map_err(internal)?;

@@ -169,10 +169,23 @@ pub(crate) fn loads(conn: &Connection, ledger: &Ledger, workers: &[&str]) -> Res
             labels: BTreeMap::new(),
             free_slots: concurrency.saturating_sub(running),
             running,
+            kinds: Vec::new(), // only its load is asked
         };
         out.push(view.busy());
     }
     Ok(out)
+}
+
+pub(crate) fn ready_kinds(conn: &Connection) -> Result<Vec<ReadyKind>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT queue, kind, COUNT(*) FROM tasks WHERE state = 'ready' GROUP BY queue, kind LIMIT 10000",
+        )
+        .map_err(internal)?;
+    let rows = stmt
+        .query_map([], |r| Ok(ReadyKind { queue: r.get(0)?, kind: r.get(1)?, count: r.get::<_, i64>(2)? as u64 }))
+        .map_err(internal)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(internal)
 }
 
 pub(crate) fn ready_needs(conn: &Connection) -> Result<Vec<ReadyNeeds>> {

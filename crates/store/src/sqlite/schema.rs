@@ -208,6 +208,10 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_by_time ON audit_log (at);
 ALTER TABLE workers ADD COLUMN owner TEXT;
 "#,
+    // v9: the kinds a worker has handlers for (a JSON array); NULL: it did not say, any kind.
+    r#"
+ALTER TABLE workers ADD COLUMN kinds TEXT;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
