@@ -418,14 +418,7 @@ impl TryFrom<OutcomeWire> for Outcome {
 impl utoipa::PartialSchema for Outcome {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
-        let status = |s: &str, description: &str| {
-            ObjectBuilder::new()
-                .schema_type(Type::Object)
-                .description(Some(description))
-                .property("status", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([s])))
-                .required("status")
-                .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)))
-        };
+        let status = |s: &str, description: &str| crate::schema::tagged_variant("status", s, description);
         OneOfBuilder::new()
             .item(status("succeeded", "The handler returned a result.").property("result", crate::schema::any_json()))
             .item(

@@ -40,6 +40,17 @@ fn nullable(s: ObjectBuilder) -> ObjectBuilder {
     s.schema_type(SchemaType::from_iter([Type::String, Type::Null]))
 }
 
+/// One variant of an internally tagged enum: an object whose `tag` field is `value`, taking no
+/// field it does not list (serde's `deny_unknown_fields`). Add its own fields to it.
+pub(crate) fn tagged_variant(tag: &str, value: &str, description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description))
+        .property(tag, ObjectBuilder::new().schema_type(Type::String).enum_values(Some([value])))
+        .required(tag)
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+}
+
 /// A name: a queue, kind, tag or key.
 pub fn name() -> Schema {
     string("A name: 1 to 128 characters, no control characters.")

@@ -42,15 +42,8 @@ pub enum FailurePolicy {
 
 impl utoipa::PartialSchema for FailurePolicy {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaType, Type};
-        let kind = |k: &str, description: &str| {
-            ObjectBuilder::new()
-                .schema_type(Type::Object)
-                .description(Some(description))
-                .property("kind", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([k])))
-                .required("kind")
-                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        };
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        let kind = |k: &str, description: &str| crate::schema::tagged_variant("kind", k, description);
         let nullable = |t: Type| SchemaType::from_iter([t, Type::Null]);
         OneOfBuilder::new()
             .item(kind("fail_fast", "The first permanent failure cancels every task not yet started and fails the workflow."))

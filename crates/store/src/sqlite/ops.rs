@@ -150,11 +150,17 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
         .iter()
         .filter_map(|q| setting(q).filter(|s| !s.limits.is_empty()).map(|s| (s.name.clone(), s.limits)))
         .collect();
+    // The kinds it has handlers for (a JSON array), if it said; read once, not per candidate row.
+    let kinds: Option<String> = conn
+        .prepare_cached("SELECT kinds FROM workers WHERE id = ?1")
+        .and_then(|mut s| s.query_row([&p.worker_id], |r| r.get(0)).optional())
+        .map_err(internal)?
+        .flatten();
     let mut window = limit;
     loop {
         let mut lists: Vec<(String, u32, Vec<Task>)> = Vec::with_capacity(queues.len());
         for queue in &queues {
-            let best = best_ready(conn, st, queue, &p.worker_id, window, p.now)?;
+            let best = best_ready(conn, st, queue, kinds.as_deref(), window, p.now)?;
             lists.push(((*queue).clone(), setting(queue).map_or(1, |s| s.weight), best));
         }
         let full = lists.iter().any(|(_, _, l)| l.len() == window);
@@ -194,9 +200,8 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
     }
 }
 
-/// Only kinds the worker (`?3`) has handlers for, when it said which.
-const RUNS_KIND: &str = "kind IN (SELECT value FROM json_each(COALESCE((SELECT kinds FROM workers WHERE id = ?3), \
-    json_array(kind))))";
+/// Only kinds the worker has handlers for (`?3`, a JSON array), when it said which (NULL: any).
+const RUNS_KIND: &str = "(?3 IS NULL OR kind IN (SELECT value FROM json_each(?3)))";
 
 /// A queue's best `window` ready tasks: by priority, and with aging also its oldest ready tasks
 /// (one that waited long enough outranks newer tasks of higher priority).
@@ -204,7 +209,7 @@ fn best_ready(
     conn: &Connection,
     st: &WriterState,
     queue: &str,
-    worker_id: &str,
+    kinds: Option<&str>,
     window: usize,
     now: Timestamp,
 ) -> Result<Vec<Task>> {
@@ -214,7 +219,7 @@ fn best_ready(
              ORDER BY priority DESC, id LIMIT ?2"
         ))
         .map_err(internal)?;
-    let rows = stmt.query_map(params![queue, window as i64, worker_id], task_from_row).map_err(internal)?;
+    let rows = stmt.query_map(params![queue, window as i64, kinds], task_from_row).map_err(internal)?;
     let mut best = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?;
     if st.aging.is_some() && best.len() == window {
         let mut oldest = conn
@@ -224,7 +229,7 @@ fn best_ready(
             ))
             .map_err(internal)?;
         let rows = oldest
-            .query_map(params![queue, window as i64, worker_id], |r| {
+            .query_map(params![queue, window as i64, kinds], |r| {
                 Ok((TaskId::from_bytes(r.get(0)?), r.get(1)?, Timestamp::from_micros(r.get(2)?)))
             })
             .map_err(internal)?;
