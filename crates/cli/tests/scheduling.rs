@@ -86,8 +86,9 @@ async fn a_big_task_is_not_starved_by_a_stream_of_small_ones() {
         let payload = format!(r#"{{"ms":{ms}}}"#);
         submit(url, &["--queue", "batch", "--kind", "sleep", "--payload", &payload, "--resources", "cpu=1"])
     };
-    // Three of the four cpus busy.
-    let first: Vec<String> = (0..3).map(|_| small("700")).collect();
+    // Three of the four cpus busy, long enough for the submits below to land while they run (each
+    // is a CLI process; on a loaded CI machine seven of them took longer than 700 ms).
+    let first: Vec<String> = (0..3).map(|_| small("2000")).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     while client.queues().await.unwrap().iter().find(|q| q.name == "batch").map_or(0, |q| q.running) < 3 {
         assert!(Instant::now() < deadline, "the first small tasks never started");
