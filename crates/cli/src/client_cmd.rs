@@ -347,36 +347,20 @@ async fn purge(client: &Client, queue: String, scheduled: bool, yes: bool, json:
     Ok(())
 }
 
-/// One kind as `kinds ls` shows it.
-#[derive(serde::Serialize, Default)]
-struct KindRow {
-    kind: String,
-    /// Live workers with a handler for it.
-    workers: u32,
-    queues: std::collections::BTreeSet<String>,
-}
-
 pub async fn kinds(a: KindsArgs) -> anyhow::Result<()> {
     let client = connect(&a.connect)?;
     let KindsCommand::Ls { json } = a.command;
-    let live: Vec<_> = client.workers().await?.into_iter().filter(|w| w.status == WorkerStatus::Live).collect();
-    let mut rows: std::collections::BTreeMap<String, KindRow> = Default::default();
-    for w in &live {
-        for kind in &w.kinds {
-            let row = rows.entry(kind.clone()).or_insert_with(|| KindRow { kind: kind.clone(), ..KindRow::default() });
-            row.workers += 1;
-            row.queues.extend(w.queues.iter().cloned());
-        }
-    }
-    let rows: Vec<KindRow> = rows.into_values().collect();
+    let kinds = client.kinds().await?;
     if json {
-        return print_json(&rows);
+        return print_json(&kinds);
     }
-    out!("{:<32}  {:>7}  QUEUES", "KIND", "WORKERS");
-    for r in &rows {
-        out!("{:<32}  {:>7}  {}", r.kind, r.workers, r.queues.iter().cloned().collect::<Vec<_>>().join(","));
+    out!("{:<32}  {:>7}  {:>7}  {:<6}  QUEUES", "KIND", "WORKERS", "READY", "SCHEMA");
+    for k in &kinds {
+        let schema = if k.schema.is_some() { "yes" } else { "-" };
+        out!("{:<32}  {:>7}  {:>7}  {:<6}  {}", k.kind, k.workers, k.ready, schema, k.queues.join(","));
     }
-    let any = live.iter().filter(|w| w.kinds.is_empty()).count();
+    let live = client.workers().await?.into_iter().filter(|w| w.status == WorkerStatus::Live);
+    let any = live.filter(|w| w.kinds.is_empty()).count();
     if any > 0 {
         out!("({any} live worker(s) did not say which kinds they run: they take any kind)");
     }

@@ -6,6 +6,7 @@
 mod support;
 
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::{ServerProcess, WorkerProcess, cli, cli_code};
@@ -628,7 +629,40 @@ fn a_kind_no_worker_runs_waits_as_unschedulable_instead_of_failing() {
     let queues: Vec<Value> = serde_json::from_str(&out).unwrap();
     let q = queues.iter().find(|q| q["name"] == "q").unwrap();
     assert_eq!(q["unschedulable"], 1, "queue stats count it: {out}");
+    let (ok, out, _) = cli(&["kinds", "ls", "--json", "--url", url]);
+    assert!(ok);
+    let kinds: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let kind =
+        |name: &str| kinds.iter().find(|k| k["kind"] == name).cloned().unwrap_or_else(|| panic!("{name}: {out}"));
+    assert_eq!((kind("fan.out")["workers"].as_u64(), kind("http.fetch")["workers"].as_u64()), (Some(1), Some(1)));
+    assert_eq!((kind("nosuch")["workers"].as_u64(), kind("nosuch")["ready"].as_u64()), (Some(0), Some(1)), "{out}");
+}
+
+/// The built-in worker registers JSON Schemas for `http.fetch` and `sleep`: a payload without the
+/// url is refused at submit (exit 6, the path named) instead of failing on a worker.
+#[test]
+fn a_payload_that_does_not_match_the_kinds_schema_is_refused_at_submit() {
+    let (_dir, server) = fresh_server();
+    let url = server.url.as_str();
+    let _worker = WorkerProcess::start(url, "q", &[]);
+    let registered = std::time::Instant::now();
+    while !cli(&["kinds", "ls", "--json", "--url", url]).1.contains("\"schema\"") {
+        assert!(registered.elapsed() < Duration::from_secs(20), "the worker registered no schema");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, out, err) =
+        cli_code(&["submit", "--url", url, "--queue", "q", "--kind", "http.fetch", "--payload", "{}"], None);
+    assert_eq!(code, 6, "refused by the server: {out} {err}");
+    assert!(err.contains("payload.url: required"), "{err}");
+    let (code, _, err) =
+        cli_code(&["submit", "--url", url, "--queue", "q", "--kind", "sleep", "--payload", r#"{"ms": "soon"}"#], None);
+    assert_eq!(code, 6);
+    assert!(err.contains("payload.ms"), "{err}");
+    let (ok, out, err) =
+        cli(&["submit", "--url", url, "--queue", "q", "--kind", "sleep", "--payload", r#"{"ms": 1}"#, "--wait"]);
+    assert!(ok, "a matching payload runs: {out} {err}");
     let (ok, out, _) = cli(&["kinds", "ls", "--url", url]);
     assert!(ok);
-    assert!(out.contains("fan.out") && out.contains("http.fetch") && !out.contains("nosuch"), "{out}");
+    let line = out.lines().find(|l| l.starts_with("http.fetch")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("yes"), "the schema is shown: {out}");
 }

@@ -188,6 +188,40 @@ async fn pausing_a_queue_on_one_node_holds_it_on_every_node() {
     assert!(resumed.elapsed() < Duration::from_secs(5), "the resume woke the other node's worker at once");
 }
 
+/// A payload schema a worker registers through one node is in force on the other within a
+/// second or so (each node re-reads the schemas at most once a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_registered_on_one_node_refuses_bad_payloads_on_every_node() {
+    let Some(schema) = TestSchema::new("schemas").await else { return };
+    let nodes = [
+        ServerProcess::postgres(&schema.url, &schema.name, &[]),
+        ServerProcess::postgres(&schema.url, &schema.name, &[]),
+    ];
+    let (a, b) = (Client::new(&nodes[0].url).unwrap(), Client::new(&nodes[1].url).unwrap());
+    let mut bad = SubmitTask::new("s", "resize");
+    bad.payload = Some(serde_json::value::to_raw_value(&serde_json::json!({"width": 0})).unwrap());
+    b.submit(bad.clone()).await.expect("no schema yet: any payload");
+    let registration = RegisterWorker {
+        name: "resizer".into(),
+        queues: vec!["s".into()],
+        concurrency: 1,
+        kinds: vec!["resize".into()],
+        schemas: [("resize".to_string(), serde_json::json!({"required": ["image"]}))].into(),
+        ..Default::default()
+    };
+    a.register(&registration).await.unwrap();
+    let registered = Instant::now();
+    let refused = eventually(Duration::from_secs(10), "the other node to refuse the payload", || async {
+        b.submit(bad.clone()).await.err()
+    })
+    .await;
+    let took = registered.elapsed();
+    assert_eq!(refused.status(), Some(422), "{refused}");
+    assert!(refused.to_string().contains("payload.image: required"), "{refused}");
+    assert!(took < Duration::from_secs(3), "in force on the other node after {took:?}");
+    eprintln!("the schema was in force on the other node after {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_and_cron_hold_across_two_nodes() {
     let Some(schema) = TestSchema::new("limits").await else { return };

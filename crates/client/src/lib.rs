@@ -35,10 +35,11 @@ pub use taskwarden_core::cron::CronChange;
 use taskwarden_core::cron::{CronInfo, CronList, CronSpec};
 pub use taskwarden_core::protocol::ParentList;
 pub use taskwarden_core::protocol::{
-    BulkFilter, BulkResult, FetchResponse, LeaseStatus, LeasedTask, Outcome, QueueInfo, ReportResult, SubmitTask,
+    BulkFilter, BulkResult, FetchResponse, KindInfo, LeaseStatus, LeasedTask, Outcome, QueueInfo, ReportResult,
+    SubmitTask,
 };
 use taskwarden_core::protocol::{
-    ErrorBody, FetchRequest, HeldLease, QueueList, QueueUpdate, RegisterWorker, Report, ReportBatch,
+    ErrorBody, FetchRequest, HeldLease, KindList, QueueList, QueueUpdate, RegisterWorker, Report, ReportBatch,
     ReportBatchResponse, SubmitBatch, TaskList, WorkerHeartbeat, WorkerHeartbeatResponse, WorkerInfo, WorkerList,
 };
 pub use taskwarden_core::workflow::{
@@ -546,6 +547,12 @@ impl Client {
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
         let list: WorkerList = self.call::<(), _>(Method::GET, "/v1/workers", None, Self::TIMEOUT).await?.1;
         Ok(list.workers)
+    }
+
+    /// The kinds the server knows (live workers' handlers, ready tasks, payload schemas), by name.
+    pub async fn kinds(&self) -> Result<Vec<KindInfo>> {
+        let list: KindList = self.call::<(), _>(Method::GET, "/v1/kinds", None, Self::TIMEOUT).await?.1;
+        Ok(list.kinds)
     }
 
     /// Every queue with its counts, by name.

@@ -1,7 +1,10 @@
 //! The HTTP protocol's request and response bodies: plain data shared by the server, the client
 //! SDK and the worker SDK, so that all three agree on the wire format by construction.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::backoff::Backoff;
@@ -158,6 +161,14 @@ pub struct RegisterWorker {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(schema_with = crate::schema::kind_list)]
     pub kinds: Vec<String>,
+    /// A JSON Schema for the payload of some of its kinds: `{"http.fetch": {"type": "object",
+    /// "required": ["url"]}}`. From then on a submit of that kind whose payload does not match is
+    /// refused with 422 naming the JSON path (`payload.url: required`), on every node. The
+    /// schema registered last for a kind is the one in force; a worker that registers the kind
+    /// without one leaves it as it is. External `$ref`s are not fetched.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = crate::schema::kind_schemas)]
+    pub schemas: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -644,4 +655,30 @@ pub struct ParentList {
     /// Pass as `after` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+}
+
+/// A kind as the server knows it: the live workers with a handler for it, its ready tasks and
+/// the JSON Schema its payloads must match, if one was registered.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KindInfo {
+    #[schema(schema_with = crate::schema::name)]
+    pub kind: String,
+    /// Live workers that said they have a handler for it.
+    pub workers: u32,
+    /// The queues those workers serve.
+    pub queues: Vec<String>,
+    /// Its tasks ready to run, in every queue.
+    pub ready: u64,
+    /// The JSON Schema submitted payloads of this kind must match; absent: any payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::any_json)]
+    pub schema: Option<Value>,
+    /// When that schema was registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registered_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KindList {
+    pub kinds: Vec<KindInfo>,
 }

@@ -94,6 +94,22 @@ pub fn kind_list() -> Schema {
         .into()
 }
 
+/// The JSON Schemas of a worker's kinds' payloads, by kind.
+pub fn kind_schemas() -> Schema {
+    let schema = ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .description(Some("A JSON Schema (draft 2020-12 unless its $schema says otherwise)."));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(name()))
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(schema.into()))))
+        .max_properties(Some(1000))
+        .description(Some(
+            "A JSON Schema for the payload of some of its kinds (each one of its kinds); left out: none.",
+        ))
+        .into()
+}
+
 /// Any JSON value.
 pub fn any_json() -> Schema {
     ObjectBuilder::new().schema_type(SchemaType::AnyValue).description(Some("Any JSON value.")).into()

@@ -290,6 +290,12 @@ impl RegisterWorker {
             }
         }
         crate::placement::check_needs("capacity", &self.capacity, &self.labels)?;
+        if let Some(kind) = self.schemas.keys().find(|k| !self.kinds.contains(k)) {
+            return Err(ValidationError::unprocessable(
+                format!("schemas.{kind}"),
+                format!("a schema for {kind:?}, which is not one of its kinds"),
+            ));
+        }
         Ok(())
     }
 }

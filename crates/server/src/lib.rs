@@ -27,6 +27,7 @@ mod connections;
 mod error;
 mod guard;
 mod maintenance;
+mod payload_schemas;
 mod scheduling;
 mod tls;
 
@@ -105,6 +106,7 @@ impl Server {
         };
         let config = Arc::new(config);
         let state = api::AppState {
+            schemas: Arc::new(payload_schemas::PayloadSchemas::new(store.clone())),
             store,
             config: config.clone(),
             clock: clock.clone(),

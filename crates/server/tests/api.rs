@@ -453,3 +453,72 @@ async fn a_kind_becomes_schedulable_when_a_worker_with_its_handler_registers() {
     assert_eq!((status, bad["error"]["field"].as_str()), (400, Some("kinds[1]")), "{bad}");
     s.stop().await;
 }
+
+/// A worker registers a JSON Schema for a kind: a submit whose payload does not match it is
+/// refused with 422 naming the JSON path, by every submitting call, and nothing is stored; the
+/// schema is listed with the kind. Schemas that cannot be used are refused at registration.
+#[tokio::test]
+async fn a_payload_that_does_not_match_its_kinds_schema_is_refused_naming_the_path() {
+    let s = TestServer::start().await;
+    let schema = json!({"type": "object", "required": ["url"], "properties": {
+        "url": {"type": "string"}, "retries": {"type": "array", "items": {"type": "integer"}}}});
+    let register = |schemas: serde_json::Value| json!({"name": "w", "queues": ["q"], "concurrency": 4, "kinds": ["fetch", "echo"], "schemas": schemas});
+    let (status, _) = s.call("POST", "/v1/workers", Some(register(json!({"fetch": schema})))).await;
+    assert_eq!(status, 201);
+
+    let refused = |status: u16, body: &serde_json::Value, field: &str| {
+        assert_eq!((status, body["error"]["code"].as_str()), (422, Some("unprocessable")), "{body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+    };
+    let (status, body) = s.call("POST", "/v1/tasks", Some(json!({"queue": "q", "kind": "fetch", "payload": {}}))).await;
+    refused(status, &body, "payload.url");
+    assert!(body["error"]["message"].as_str().unwrap().contains("payload.url: required"), "{body}");
+    let (status, body) = s.call("POST", "/v1/tasks", Some(json!({"queue": "q", "kind": "fetch"}))).await;
+    refused(status, &body, "payload");
+    let bad = json!({"url": "u", "retries": [1, "two"]});
+    let (status, body) =
+        s.call("POST", "/v1/tasks", Some(json!({"queue": "q", "kind": "fetch", "payload": bad}))).await;
+    refused(status, &body, "payload.retries[1]");
+    let batch = json!({"tasks": [
+        {"queue": "q", "kind": "fetch", "payload": {"url": "u"}},
+        {"queue": "q", "kind": "echo", "payload": 7},
+        {"queue": "q", "kind": "fetch", "payload": {"url": 7}}]});
+    let (status, body) = s.call("POST", "/v1/tasks/batch", Some(batch)).await;
+    refused(status, &body, "tasks[2].payload.url");
+    let workflow = json!({"tasks": [
+        {"id": "a", "queue": "q", "kind": "echo"},
+        {"id": "b", "queue": "q", "kind": "fetch", "payload": {"nope": 1}, "depends_on": ["a"]}]});
+    let (status, body) = s.call("POST", "/v1/workflows", Some(workflow)).await;
+    refused(status, &body, "tasks[1].payload.url");
+    let cron = json!({"name": "c", "schedule": "0 * * * * *", "task": {"queue": "q", "kind": "fetch", "payload": {}}});
+    let (status, body) = s.call("POST", "/v1/cron", Some(cron)).await;
+    refused(status, &body, "task.payload.url");
+    let (_, listed) = s.call("GET", "/v1/tasks?queue=q", None).await;
+    assert_eq!(listed["tasks"], json!([]), "nothing refused was stored: {listed}");
+
+    // What matches goes through; a kind without a schema takes anything.
+    let (status, _) =
+        s.call("POST", "/v1/tasks", Some(json!({"queue": "q", "kind": "fetch", "payload": {"url": "u"}}))).await;
+    assert_eq!(status, 201);
+    let (status, _) = s.call("POST", "/v1/tasks", Some(json!({"queue": "q", "kind": "echo", "payload": [1]}))).await;
+    assert_eq!(status, 201);
+
+    let (_, kinds) = s.call("GET", "/v1/kinds", None).await;
+    let fetch = kinds["kinds"].as_array().unwrap().iter().find(|k| k["kind"] == "fetch").unwrap().clone();
+    assert_eq!((fetch["workers"].as_u64(), fetch["ready"].as_u64()), (Some(1), Some(1)), "{kinds}");
+    assert_eq!(fetch["schema"], schema, "{kinds}");
+    let echo = kinds["kinds"].as_array().unwrap().iter().find(|k| k["kind"] == "echo").unwrap().clone();
+    assert!(echo.get("schema").is_none(), "{kinds}");
+
+    // A second worker registers a new version: it is in force at once.
+    let (status, _) = s.call("POST", "/v1/workers", Some(register(json!({"fetch": {"type": "object"}})))).await;
+    assert_eq!(status, 201);
+    let (status, _) = s.call("POST", "/v1/tasks", Some(json!({"queue": "q", "kind": "fetch", "payload": {}}))).await;
+    assert_eq!(status, 201, "the new schema no longer requires url");
+
+    let (status, body) = s.call("POST", "/v1/workers", Some(register(json!({"fetch": {"type": 5}})))).await;
+    refused(status, &body, "schemas.fetch");
+    let (status, body) = s.call("POST", "/v1/workers", Some(register(json!({"resize": true})))).await;
+    refused(status, &body, "schemas.resize");
+    s.stop().await;
+}

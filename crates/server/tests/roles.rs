@@ -145,9 +145,10 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
             (path.replace("{id}", &id), Some(body))
         }
         ("post", "/v1/workers") => (p(path), Some(json!({"name": "w", "queues": [q], "concurrency": 1}))),
-        ("get", "/v1/workers" | "/v1/queues" | "/v1/cron" | "/v1/tokens" | "/v1/audit" | "/v1/workflows") => {
-            (p(path), None)
-        }
+        (
+            "get",
+            "/v1/workers" | "/v1/kinds" | "/v1/queues" | "/v1/cron" | "/v1/tokens" | "/v1/audit" | "/v1/workflows",
+        ) => (p(path), None),
         ("post", "/v1/workers/{id}/fetch") => {
             let (w, _) = f.worker(token, q).await;
             (format!("/v1/workers/{w}/fetch"), Some(json!({"queues": [q], "limit": 1, "wait_ms": 0})))
@@ -218,6 +219,7 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("post", "/v1/tasks/{id}/release", At(Worker), true),
         ("post", "/v1/workers", At(Worker), true),
         ("get", "/v1/workers", At(Read), false),
+        ("get", "/v1/kinds", At(Read), false),
         ("post", "/v1/workers/{id}/fetch", At(Worker), true),
         ("post", "/v1/workers/{id}/heartbeat", At(Worker), false),
         ("post", "/v1/workers/{id}/reports", At(Worker), false),

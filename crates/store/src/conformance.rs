@@ -82,6 +82,7 @@ macro_rules! conformance_tests {
             queues_are_listed_with_their_counts,
             tasks_go_only_to_workers_with_their_labels_and_free_capacity,
             a_worker_that_names_its_kinds_is_leased_no_other,
+            the_schema_registered_last_for_a_kind_is_in_force,
             a_big_task_keeps_the_capacity_it_waits_for,
             tasks_a_worker_says_it_finished_free_their_resources,
             concurrency_limits_hold_per_queue_and_per_key,
@@ -406,6 +407,7 @@ pub async fn workers_are_listed_with_their_running_tasks(store: &dyn Store) {
             capacity: Default::default(),
             labels: Default::default(),
             kinds: Vec::new(),
+            schemas: Default::default(),
             now: at(0),
         })
         .await
@@ -1021,6 +1023,7 @@ pub async fn workers_lost_long_ago_are_forgotten_unless_they_hold_a_task(store: 
         capacity: Default::default(),
         labels: Default::default(),
         kinds: Vec::new(),
+        schemas: Default::default(),
         now,
     };
     let idle = store.register_worker(register("idle", at(0))).await.unwrap();

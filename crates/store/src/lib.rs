@@ -145,6 +145,9 @@ pub trait Store: Send + Sync + 'static {
     /// live worker has a handler for.
     async fn ready_kinds(&self) -> Result<Vec<ReadyKind>>;
 
+    /// The JSON Schema in force for each kind that has one, by kind.
+    async fn kind_schemas(&self) -> Result<Vec<KindSchema>>;
+
     /// Creates a cron schedule; `Conflict` if one has the name.
     async fn create_cron(&self, p: CreateCron) -> Result<CronInfo>;
 

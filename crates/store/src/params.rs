@@ -119,7 +119,19 @@ pub struct RegisterWorker {
     pub labels: Labels,
     /// The kinds it has handlers for; empty: it did not say, and is leased any kind.
     pub kinds: Vec<String>,
+    /// JSON Schemas (as JSON text) for the payloads of some of those kinds; each replaces the
+    /// kind's schema in force.
+    pub schemas: std::collections::BTreeMap<String, String>,
     pub now: Timestamp,
+}
+
+/// The JSON Schema in force for a kind's payloads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KindSchema {
+    pub kind: String,
+    /// The schema, as JSON text.
+    pub schema: String,
+    pub registered_at: Timestamp,
 }
 
 /// What a store's subscribers can wait for. Each topic is a counter that moves on after a commit

@@ -49,6 +49,23 @@ pub(crate) fn register(worker: Worker, settings: Settings) -> Worker {
         .handler("fail", fail)
         .handler("http.fetch", move |ctx, args| http_fetch(settings.clone(), ctx, args))
         .handler("fan.out", move |ctx, args| fan_out(fan_out_settings.clone(), ctx, args))
+        // What their arguments need, so a payload without them is refused at submit.
+        .payload_schema(
+            "sleep",
+            serde_json::json!({
+                "type": "object",
+                "required": ["ms"],
+                "properties": {"ms": {"type": "integer", "minimum": 0}}
+            }),
+        )
+        .payload_schema(
+            "http.fetch",
+            serde_json::json!({
+                "type": "object",
+                "required": ["url"],
+                "properties": {"url": {"type": "string"}, "timeout_ms": {"type": ["integer", "null"], "minimum": 0}}
+            }),
+        )
 }
 
 fn configured(settings: &Settings) -> Result<&Builtins, TaskError> {

@@ -139,6 +139,8 @@ pub struct Worker {
     url: String,
     config: WorkerConfig,
     handlers: Handlers,
+    /// JSON Schemas for some kinds' payloads, registered with the server.
+    schemas: std::collections::BTreeMap<String, serde_json::Value>,
     builtins: builtin::Settings,
     /// The token and TLS settings its client connects with.
     client: ClientOptions,
@@ -150,6 +152,7 @@ impl Worker {
             url: url.into(),
             config: WorkerConfig::default(),
             handlers: HashMap::new(),
+            schemas: Default::default(),
             builtins: Default::default(),
             client: ClientOptions::default(),
         }
@@ -282,6 +285,31 @@ impl Worker {
         self
     }
 
+    /// A JSON Schema for the payloads of `kind` (one of its handlers), registered with the server
+    /// when the worker starts: from then on a submit of that kind whose payload does not match
+    /// is refused with 422 naming the JSON path (`payload.url: required`), on every server node,
+    /// and never reaches a handler.
+    ///
+    /// ```
+    /// use taskwarden_worker::Worker;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Resize { image: String, width: u32 }
+    ///
+    /// let worker = Worker::builder("http://127.0.0.1:7433")
+    ///     .handler("resize", |_ctx, r: Resize| async move { Ok(format!("{} at {}px", r.image, r.width)) })
+    ///     .payload_schema("resize", serde_json::json!({
+    ///         "type": "object",
+    ///         "required": ["image", "width"],
+    ///         "properties": {"image": {"type": "string"}, "width": {"type": "integer", "minimum": 1}}
+    ///     }));
+    /// # let _ = worker;
+    /// ```
+    pub fn payload_schema(mut self, kind: impl Into<String>, schema: serde_json::Value) -> Self {
+        self.schemas.insert(kind.into(), schema);
+        self
+    }
+
     /// The built-in handlers: `echo`, `sleep`, `fail`, `fan.out` and `http.fetch`.
     pub fn builtin_handlers(self) -> Self {
         let settings = self.builtins.clone();
@@ -303,6 +331,9 @@ impl Worker {
         if self.handlers.is_empty() {
             return Err(WorkerError::Config("register at least one handler".into()));
         }
+        if let Some(kind) = self.schemas.keys().find(|k| !self.handlers.contains_key(*k)) {
+            return Err(WorkerError::Config(format!("a payload schema for {kind:?}, which has no handler")));
+        }
         // The server's limits: asking for more would be refused on every fetch.
         if c.max_fetch == 0 || c.max_fetch > 1000 {
             return Err(WorkerError::Config("max_fetch must be between 1 and 1000".into()));
@@ -322,6 +353,6 @@ impl Worker {
             unreachable!("run takes the worker by value, so its settings are set once");
         }
         let client = Client::with_options(&self.url, self.client)?;
-        runtime::run(self.config, self.handlers, client, shutdown).await
+        runtime::run(self.config, self.handlers, self.schemas, client, shutdown).await
     }
 }

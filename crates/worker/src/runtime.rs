@@ -162,6 +162,7 @@ where
 pub(crate) async fn run(
     config: WorkerConfig,
     handlers: HashMap<String, (Arc<dyn ErasedHandler>, Option<Duration>)>,
+    schemas: std::collections::BTreeMap<String, serde_json::Value>,
     client: Client,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, WorkerError> {
@@ -178,6 +179,7 @@ pub(crate) async fn run(
             kinds.sort();
             kinds
         },
+        schemas,
     };
     let register = || client.register(&registration);
     let info = match register_when_up(register, config.startup_wait, &shutdown).await {

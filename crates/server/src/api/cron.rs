@@ -34,6 +34,7 @@ pub(super) async fn create(
     caller.may(&s, Action::Operate, Some(&spec.task.queue))?;
     let now = s.clock.now();
     let schedule = spec.validate(&s.config.limits, now)?;
+    check_payload(&s, &spec).await?;
     let next_run = schedule.next_after(now).expect("validate checked there is a next tick");
     let info = s.store.create_cron(CreateCron { spec, next_run, now }).await?;
     caller.audit(&s, "cron.create", info.spec.name.clone()).await;
@@ -143,6 +144,7 @@ pub(super) async fn update(
     caller.may(&s, Action::Operate, Some(&spec.task.queue))?;
     let now = s.clock.now();
     let schedule = spec.validate(&s.config.limits, now)?;
+    check_payload(&s, &spec).await?;
     let next_run = match moves {
         true => schedule.next_after(now).expect("validate checked there is a next tick"),
         false => cron.next_run_at,
@@ -172,6 +174,7 @@ pub(super) async fn run(
     let cron = find(&s, &caller, Action::Operate, &name).await?;
     let now = s.clock.now();
     let task = cron.spec.task.validate(&s.config.limits, now)?;
+    s.schemas.current().await?.check(|| "task.payload".into(), &task.kind, Some(&task.payload))?;
     let call = SubmitTasks { tasks: vec![task], idempotency_window: s.config.idempotency_window, now };
     let submitted = s.store.submit(call).await?.remove(0).task;
     caller.audit(&s, "cron.run", name).await;
@@ -196,4 +199,12 @@ pub(super) async fn delete(
     s.store.delete_cron(&name).await?;
     caller.audit(&s, "cron.delete", name).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A schedule's payload must match its kind's schema, when one is registered. Its ticks are not
+/// checked again: a schema registered after the schedule was made or changed does not stop them.
+async fn check_payload(s: &AppState, spec: &CronSpec) -> ApiResult<()> {
+    let task = &spec.task;
+    s.schemas.current().await?.check(|| "task.payload".into(), &task.kind, task.payload.as_deref())?;
+    Ok(())
 }

@@ -13,6 +13,7 @@
 mod cron;
 mod doc;
 mod health;
+mod kinds;
 mod queues;
 mod tasks;
 mod tokens;
@@ -54,6 +55,8 @@ pub(crate) struct AppState {
     pub leader: tokio::sync::watch::Receiver<bool>,
     /// Tokens, worker owners and the audit log (see `auth`).
     pub access: Arc<Access>,
+    /// The JSON Schemas of kinds' payloads, checked at submit.
+    pub schemas: Arc<crate::payload_schemas::PayloadSchemas>,
 }
 
 /// Every route, in one place, with the least role it needs (`None`: anyone, even without a
@@ -79,6 +82,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/tasks/{id}/release", Some(Role::Worker)),
     ("post", "/v1/workers", Some(Role::Worker)),
     ("get", "/v1/workers", Some(Role::Read)),
+    ("get", "/v1/kinds", Some(Role::Read)),
     ("post", "/v1/workers/{id}/fetch", Some(Role::Worker)),
     ("post", "/v1/workers/{id}/heartbeat", Some(Role::Worker)),
     ("post", "/v1/workers/{id}/reports", Some(Role::Worker)),
@@ -129,6 +133,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workers::progress_one))
         .routes(routes!(workers::release_one))
         .routes(routes!(workers::register, workers::list))
+        .routes(routes!(kinds::list))
         .routes(routes!(workers::fetch))
         .routes(routes!(workers::heartbeat))
         .routes(routes!(workers::reports))

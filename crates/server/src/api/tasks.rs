@@ -54,6 +54,7 @@ pub(super) async fn submit(
     caller.may(&s, Action::Submit, Some(&req.queue))?;
     let now = s.clock.now();
     let spec = req.validate(&s.config.limits, now)?;
+    s.schemas.current().await?.check(|| "payload".into(), &spec.kind, Some(&spec.payload))?;
     let p = SubmitTasks { tasks: vec![spec], idempotency_window: s.config.idempotency_window, now };
     let Submitted { task, created } = s.store.submit(p).await.map_err(key_conflict)?.remove(0);
     // 201 for a new task, 200 when an idempotency key returned an earlier one.
@@ -79,6 +80,10 @@ pub(super) async fn submit_batch(
     caller.may_all(&s, Action::Submit, req.tasks.iter().map(|t| t.queue.as_str()))?;
     let now = s.clock.now();
     let specs = validate_batch(req.tasks, &s.config.limits, now)?;
+    let schemas = s.schemas.current().await?;
+    for (i, t) in specs.iter().enumerate() {
+        schemas.check(|| format!("tasks[{i}].payload"), &t.kind, Some(&t.payload))?;
+    }
     let p = SubmitTasks { tasks: specs, idempotency_window: s.config.idempotency_window, now };
     let submitted = s.store.submit(p).await.map_err(key_conflict)?;
     let tasks: Vec<Task> = submitted.into_iter().map(|s| shown(&caller, s.task)).collect();

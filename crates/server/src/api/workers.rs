@@ -43,6 +43,11 @@ pub(super) async fn register(
 ) -> ApiResult<impl IntoResponse> {
     caller.may_all(&s, Action::Work, req.queues.iter().map(String::as_str))?;
     req.validate(&s.config.limits)?;
+    let mut schemas = std::collections::BTreeMap::new();
+    for (kind, schema) in &req.schemas {
+        crate::payload_schemas::compile(kind, schema)?;
+        schemas.insert(kind.clone(), schema.to_string());
+    }
     let p = taskwarden_store::RegisterWorker {
         name: req.name,
         owner: caller.token_id.clone(),
@@ -51,9 +56,14 @@ pub(super) async fn register(
         capacity: req.capacity,
         labels: req.labels,
         kinds: req.kinds,
+        schemas,
         now: s.clock.now(),
     };
-    Ok((StatusCode::CREATED, Json(s.store.register_worker(p).await?)))
+    let registered = s.store.register_worker(p).await?;
+    if !req.schemas.is_empty() {
+        s.schemas.changed().await;
+    }
+    Ok((StatusCode::CREATED, Json(registered)))
 }
 
 /// The workers; a caller limited to some queues sees those that serve one of them.

@@ -63,6 +63,10 @@ pub(super) async fn submit(
 ) -> ApiResult<impl IntoResponse> {
     caller.may(&s, Action::Submit, None)?;
     let now = s.clock.now();
+    let schemas = s.schemas.current().await?;
+    for (i, t) in spec.tasks.iter().enumerate() {
+        schemas.check(|| format!("tasks[{i}].payload"), &t.kind, t.payload.as_deref())?;
+    }
     let plan = spec.plan(&s.config.limits, now)?;
     caller.may_all(&s, Action::Submit, plan.nodes.iter().map(|n| n.task.queue.as_str()))?;
     let workflow = s.store.submit_workflow(SubmitWorkflow { plan, now }).await?;
@@ -223,6 +227,11 @@ pub(super) async fn fan_out(
     let now = s.clock.now();
     let lease = req.lease;
     let plan = req.plan(&s.config.limits, now)?;
+    let schemas = s.schemas.current().await?;
+    for (i, t) in plan.children.iter().enumerate() {
+        schemas.check(|| format!("children[{i}].payload"), &t.kind, Some(&t.payload))?;
+    }
+    schemas.check(|| "join.payload".into(), &plan.join.kind, Some(&plan.join.payload))?;
     let queues = plan.children.iter().chain([&plan.join]).map(|t| t.queue.as_str());
     caller.may_all(&s, Action::Work, queues)?;
     let fan_out: FanOut = s.store.fan_out(FanOutTasks { task_id: id, lease, plan, now }).await?;

@@ -34,6 +34,7 @@ async fn register(store: &dyn Store, owner: Option<&str>) -> String {
         capacity: Default::default(),
         labels: Default::default(),
         kinds: Vec::new(),
+        schemas: Default::default(),
         now: at(0),
     };
     store.register_worker(p).await.unwrap().id

@@ -28,6 +28,7 @@ async fn register(
         capacity: Resources::parse("capacity", capacity).unwrap(),
         labels: parse_labels("labels", labels).unwrap(),
         kinds: Vec::new(),
+        schemas: Default::default(),
         now: at(0),
     };
     store.register_worker(p).await.unwrap().id
@@ -89,6 +90,7 @@ pub async fn a_worker_that_names_its_kinds_is_leased_no_other(store: &dyn Store)
         capacity: Resources::default(),
         labels: Default::default(),
         kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        schemas: Default::default(),
         now: at(0),
     };
     let echo_only = store.register_worker(named("echo-only", &["echo"])).await.unwrap();
@@ -106,6 +108,42 @@ pub async fn a_worker_that_names_its_kinds_is_leased_no_other(store: &dyn Store)
     assert!(any.kinds.is_empty());
     let got = fetch_as(store, &any.id, "k", 10, Duration::ZERO, 5).await;
     assert_eq!(ids(&got), ids(&nosuch), "a worker that did not say takes any kind");
+}
+
+/// A worker registers JSON Schemas for some of its kinds: each replaces the kind's schema in
+/// force, a worker that names the kind without one leaves it, and they are read back by kind.
+pub async fn the_schema_registered_last_for_a_kind_is_in_force(store: &dyn Store) {
+    let with = |kinds: &[&str], schemas: &[(&str, &str)], now: i64| RegisterWorker {
+        name: "w".into(),
+        owner: None,
+        queues: vec!["s".into()],
+        concurrency: 1,
+        capacity: Resources::default(),
+        labels: Default::default(),
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        schemas: schemas.iter().map(|(k, s)| (k.to_string(), s.to_string())).collect(),
+        now: at(now),
+    };
+    assert!(store.kind_schemas().await.unwrap().is_empty());
+    let v1 = r#"{"required":["url"]}"#;
+    store.register_worker(with(&["fetch", "echo"], &[("fetch", v1)], 1)).await.unwrap();
+    let got = store.kind_schemas().await.unwrap();
+    assert_eq!(got, vec![KindSchema { kind: "fetch".into(), schema: v1.into(), registered_at: at(1) }]);
+    // Named without a schema: left as it is.
+    store.register_worker(with(&["fetch"], &[], 2)).await.unwrap();
+    assert_eq!(store.kind_schemas().await.unwrap().len(), 1);
+    assert_eq!(store.kind_schemas().await.unwrap()[0].schema, v1);
+    // A new version replaces it; a second kind is added beside it, read back in kind order.
+    let v2 = r#"{"required":["url","timeout_ms"]}"#;
+    store.register_worker(with(&["fetch", "echo"], &[("fetch", v2), ("echo", "true")], 3)).await.unwrap();
+    let got = store.kind_schemas().await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            KindSchema { kind: "echo".into(), schema: "true".into(), registered_at: at(3) },
+            KindSchema { kind: "fetch".into(), schema: v2.into(), registered_at: at(3) },
+        ]
+    );
 }
 
 pub async fn tasks_go_only_to_workers_with_their_labels_and_free_capacity(store: &dyn Store) {

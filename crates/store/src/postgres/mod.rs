@@ -567,6 +567,10 @@ impl Store for PgStore {
         read!(self, |c| scheduling::ready_kinds(&c).await)
     }
 
+    async fn kind_schemas(&self) -> Result<Vec<KindSchema>> {
+        read!(self, |c| scheduling::kind_schemas(&c).await)
+    }
+
     async fn create_cron(&self, p: CreateCron) -> Result<CronInfo> {
         transaction!(self, |tx, _st| scheduling::create_cron(&tx, &p).await)
     }

@@ -519,6 +519,15 @@ pub(crate) async fn register_worker(tx: &Tx<'_>, shared: &Shared, p: &RegisterWo
         ],
     )
     .await?;
+    for (kind, schema) in &p.schemas {
+        execute(
+            tx,
+            "INSERT INTO kind_schemas (kind, schema, registered_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (kind) DO UPDATE SET schema = excluded.schema, registered_at = excluded.registered_at",
+            &[kind, schema, &p.now.as_micros()],
+        )
+        .await?;
+    }
     Ok(WorkerInfo {
         status: Default::default(),
         id,

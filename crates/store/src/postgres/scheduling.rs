@@ -206,6 +206,15 @@ pub(crate) async fn ready_kinds(c: &impl GenericClient) -> PgResult<Vec<ReadyKin
         .collect())
 }
 
+pub(crate) async fn kind_schemas(c: &impl GenericClient) -> PgResult<Vec<KindSchema>> {
+    let sql = "SELECT kind, schema, registered_at FROM kind_schemas ORDER BY kind";
+    Ok(query(c, sql, &[])
+        .await?
+        .iter()
+        .map(|r| KindSchema { kind: r.get(0), schema: r.get(1), registered_at: Timestamp::from_micros(r.get(2)) })
+        .collect())
+}
+
 pub(crate) async fn ready_needs(c: &impl GenericClient) -> PgResult<Vec<ReadyNeeds>> {
     let rows = query(
         c,

@@ -242,6 +242,17 @@ DROP INDEX tasks_ready_fifo;
 ALTER TABLE workers ADD COLUMN kinds text[];
 "#,
     },
+    Migration {
+        description: "the JSON Schema of a kind's payloads",
+        destructive: false,
+        sql: r#"
+CREATE TABLE kind_schemas (
+    kind text PRIMARY KEY,
+    schema text NOT NULL,
+    registered_at int8 NOT NULL
+);
+"#,
+    },
 ];
 
 /// What `migrate` did.

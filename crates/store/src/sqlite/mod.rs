@@ -313,6 +313,10 @@ impl Store for SqliteStore {
         self.read(scheduling::ready_kinds).await
     }
 
+    async fn kind_schemas(&self) -> Result<Vec<KindSchema>> {
+        self.read(scheduling::kind_schemas).await
+    }
+
     async fn create_cron(&self, p: CreateCron) -> Result<CronInfo> {
         self.writer.write(true, move |c, _| scheduling::create_cron(c, p)).await
     }

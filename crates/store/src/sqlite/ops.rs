@@ -350,6 +350,14 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
         ],
     )
     .map_err(internal)?;
+    for (kind, schema) in &p.schemas {
+        conn.prepare_cached(
+            "INSERT INTO kind_schemas (kind, schema, registered_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (kind) DO UPDATE SET schema = excluded.schema, registered_at = excluded.registered_at",
+        )
+        .and_then(|mut s| s.execute(params![kind, schema, p.now.as_micros()]))
+        .map_err(internal)?;
+    }
     Ok(WorkerInfo {
         status: Default::default(),
         id,

@@ -188,6 +188,17 @@ pub(crate) fn ready_kinds(conn: &Connection) -> Result<Vec<ReadyKind>> {
     rows.collect::<rusqlite::Result<_>>().map_err(internal)
 }
 
+pub(crate) fn kind_schemas(conn: &Connection) -> Result<Vec<KindSchema>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT kind, schema, registered_at FROM kind_schemas ORDER BY kind").map_err(internal)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(KindSchema { kind: r.get(0)?, schema: r.get(1)?, registered_at: Timestamp::from_micros(r.get(2)?) })
+        })
+        .map_err(internal)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(internal)
+}
+
 pub(crate) fn ready_needs(conn: &Connection) -> Result<Vec<ReadyNeeds>> {
     let mut stmt = conn
         .prepare_cached(

@@ -212,6 +212,15 @@ ALTER TABLE workers ADD COLUMN owner TEXT;
     r#"
 ALTER TABLE workers ADD COLUMN kinds TEXT;
 "#,
+    // v10: the JSON Schema in force for a kind's payloads, as the last worker to register one
+    // gave it.
+    r#"
+CREATE TABLE kind_schemas (
+    kind TEXT PRIMARY KEY,
+    schema TEXT NOT NULL,
+    registered_at INTEGER NOT NULL
+);
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
