@@ -388,6 +388,26 @@ pub struct TaskOptions {
     /// Counts against the queue's per-key rate limit (`queue set --key-rate`).
     #[arg(long)]
     pub rate_key: Option<String>,
+    /// Drop the task as `expired` if no attempt has started by then: a duration from now (10m)
+    /// or a time (RFC 3339); a cron schedule takes a duration, from each tick.
+    #[arg(long, value_parser = parse_expires)]
+    pub expires: Option<Expires>,
+}
+
+/// When a task expires unstarted: after a while, or at a time.
+#[derive(Clone, Copy, Debug)]
+pub enum Expires {
+    In(Duration),
+    At(taskwarden_core::Timestamp),
+}
+
+fn parse_expires(value: &str) -> Result<Expires, String> {
+    if let Ok(d) = humantime::parse_duration(value) {
+        return Ok(Expires::In(d));
+    }
+    taskwarden_core::Timestamp::from_rfc3339(value)
+        .map(Expires::At)
+        .ok_or_else(|| format!("{value:?} is neither a duration (10m) nor an RFC 3339 time"))
 }
 
 /// Which tasks a bulk `task retry` or `task cancel` acts on.
@@ -395,7 +415,7 @@ pub struct TaskOptions {
 pub struct BulkFilterArgs {
     #[arg(long)]
     pub queue: Option<String>,
-    /// retry: failed (default) or cancelled; cancel: ready, scheduled or running (default all).
+    /// retry: failed (default), cancelled or expired; cancel: ready, scheduled or running (default all).
     #[arg(long)]
     pub state: Option<String>,
     #[arg(long)]
@@ -437,7 +457,7 @@ pub enum TaskCommand {
     List {
         #[arg(long)]
         queue: Option<String>,
-        /// scheduled, ready, running, succeeded, failed or cancelled.
+        /// scheduled, ready, running, succeeded, failed, cancelled or expired.
         #[arg(long)]
         state: Option<String>,
         #[arg(long)]

@@ -9,8 +9,8 @@ use taskwarden_core::placement::{Resources, parse_labels};
 use taskwarden_core::protocol::{BulkFilter, BulkResult, QueueUpdate, WorkerStatus};
 
 use crate::args::{
-    BulkFilterArgs, CronArgs, CronCommand, KindsArgs, KindsCommand, QueueArgs, QueueCommand, SubmitArgs, TaskArgs,
-    TaskCommand, TaskOptions, WorkersArgs,
+    BulkFilterArgs, CronArgs, CronCommand, Expires, KindsArgs, KindsCommand, QueueArgs, QueueCommand, SubmitArgs,
+    TaskArgs, TaskCommand, TaskOptions, WorkersArgs,
 };
 use crate::exit::{Unsuccessful, out, usage};
 
@@ -92,6 +92,9 @@ fn print_task(task: &Task) {
     out!("attempts:  {}", attempts(task));
     out!("created:   {}", task.created_at);
     out!("run at:    {}", task.run_at);
+    if let Some(e) = task.expires_at {
+        out!("expires:   {e} (if not started by then)");
+    }
     if let Some(f) = task.finished_at {
         out!("finished:  {f}");
     }
@@ -160,6 +163,14 @@ fn task_request(t: TaskOptions) -> anyhow::Result<SubmitTask> {
         labels: Some(flag_value(parse_labels("--labels", &t.labels))?).filter(|l| !l.is_empty()),
         concurrency_key: t.concurrency_key,
         rate_key: t.rate_key,
+        expires_in_ms: match t.expires {
+            Some(Expires::In(d)) => Some(d.as_millis() as u64),
+            _ => None,
+        },
+        expires_at: match t.expires {
+            Some(Expires::At(at)) => Some(at),
+            _ => None,
+        },
         queue: t.queue,
         kind: t.kind,
         ..Default::default()

@@ -666,3 +666,35 @@ fn a_payload_that_does_not_match_the_kinds_schema_is_refused_at_submit() {
     let line = out.lines().find(|l| l.starts_with("http.fetch")).unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains("yes"), "the schema is shown: {out}");
 }
+
+/// `--expires`: a task no worker starts in time is dropped as `expired` (task wait exits 1 with
+/// that state), an expiry not after the task is due is refused, and a retry by hand runs it.
+#[test]
+fn a_task_not_started_before_it_expires_is_dropped_as_expired() {
+    let (_dir, server) = fresh_server();
+    let url = server.url.as_str();
+    let (ok, out, err) = cli(&["submit", "--url", url, "--queue", "nobody", "--kind", "echo", "--expires", "300ms"]);
+    assert!(ok, "{err}");
+    let id = out.trim().to_owned();
+    let (_, shown, _) = cli(&["task", "get", &id, "--url", url]);
+    assert!(shown.contains("expires:"), "{shown}");
+    let (code, out, err) = cli_code(&["task", "wait", &id, "--json", "--timeout", "20s", "--url", url], None);
+    assert_eq!(code, 1, "ended unsuccessfully: {out} {err}");
+    let task: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((task["state"].as_str(), task["attempts"].as_u64()), (Some("expired"), Some(0)), "{out}");
+
+    let (code, _, err) = cli_code(
+        &["submit", "--url", url, "--queue", "nobody", "--kind", "echo", "--expires", "2020-01-01T00:00:00Z"],
+        None,
+    );
+    assert_eq!(code, 6, "refused: {err}");
+    assert!(err.contains("expires_at"), "{err}");
+    let (code, _, err) = cli_code(&["submit", "--url", url, "--kind", "echo", "--expires", "soon"], None);
+    assert_eq!(code, 2, "a usage error: {err}");
+
+    let _worker = WorkerProcess::start(url, "nobody", &[]);
+    let (ok, _, err) = cli(&["task", "retry", &id, "--url", url]);
+    assert!(ok, "{err}");
+    let (code, out, _) = cli_code(&["task", "wait", &id, "--json", "--timeout", "20s", "--url", url], None);
+    assert_eq!(code, 0, "retried by hand, it runs: {out}");
+}

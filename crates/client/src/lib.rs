@@ -423,7 +423,7 @@ impl Client {
         Ok(self.call::<(), _>(Method::GET, &format!("/v1/tasks{query}"), None, Self::TIMEOUT).await?.1)
     }
 
-    /// Waits until the task finishes (succeeded, failed or cancelled), up to `timeout`.
+    /// Waits until the task finishes (succeeded, failed, cancelled or expired), up to `timeout`.
     pub async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Task> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

@@ -281,6 +281,12 @@ impl CronSpec {
                 "run_at, delay_ms and idempotency_key are set by the schedule, not the template",
             ));
         }
+        if self.task.expires_at.is_some() {
+            return Err(ValidationError::unprocessable(
+                "task.expires_at",
+                "a schedule's tasks expire relative to each tick: give expires_in_ms",
+            ));
+        }
         self.task.clone().validate(limits, now).map_err(|e| e.within("task"))?;
         if schedule.next_after(now).is_none() {
             return Err(ValidationError::unprocessable("schedule", "has no tick in the future"));

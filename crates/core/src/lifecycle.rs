@@ -157,9 +157,10 @@ impl Task {
         Ok(())
     }
 
-    /// Ready → running under a new lease held by `worker_id`.
+    /// Ready → running under a new lease held by `worker_id`. Refused once the task has expired
+    /// (see [`Task::expire_unstarted`]).
     pub fn start(&mut self, worker_id: &str, token: LeaseToken, now: Timestamp) -> Result<&Lease, TransitionError> {
-        if self.state != TaskState::Ready {
+        if self.state != TaskState::Ready || self.has_expired(now) {
             return Err(self.refuse("start"));
         }
         self.attempts += 1;
@@ -376,10 +377,33 @@ impl Task {
         }
     }
 
-    /// Failed or cancelled → ready, with a fresh attempt budget.
+    /// Scheduled or ready → expired: its `expires_at` has come and no attempt may start.
+    pub fn expire_unstarted(&mut self, now: Timestamp) -> Result<(), TransitionError> {
+        if !matches!(self.state, TaskState::Scheduled | TaskState::Ready) {
+            return Err(self.refuse("expire"));
+        }
+        let Some(expires_at) = self.expires_at.filter(|e| *e <= now) else {
+            return Err(self.refuse("expire, before its expires_at,"));
+        };
+        self.error = Some(format!("expired: not started by {expires_at}"));
+        self.updated_at = now;
+        self.finish(TaskState::Expired, now);
+        Ok(())
+    }
+
+    /// Whether no attempt may start any more (its `expires_at` has come).
+    pub fn has_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+
+    /// Failed, cancelled or expired → ready, with a fresh attempt budget. An expired task loses
+    /// its `expires_at`: retrying it by hand says to run it after all.
     pub fn retry(&mut self, now: Timestamp) -> Result<(), TransitionError> {
-        if !matches!(self.state, TaskState::Failed | TaskState::Cancelled) {
+        if !matches!(self.state, TaskState::Failed | TaskState::Cancelled | TaskState::Expired) {
             return Err(self.refuse("retry"));
+        }
+        if self.state == TaskState::Expired {
+            self.expires_at = None;
         }
         self.attempt_limit = self.attempts.saturating_add(self.max_attempts);
         self.cancel_requested = false;

@@ -38,6 +38,15 @@ pub struct SubmitTask {
     /// Run no earlier than this time (instead of `delay_ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<Timestamp>,
+    /// Drop the task as `expired` if no attempt has started by this time (like Celery's
+    /// `expires`); a running attempt finishes, but no retry starts after it. Later than the time
+    /// the task is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// The same, this many milliseconds after submission (instead of `expires_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 31_622_400_000_u64)]
+    pub expires_in_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<u32>,
@@ -101,7 +110,7 @@ pub struct BulkFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = crate::schema::optional_name)]
     pub queue: Option<String>,
-    /// Retry: `failed` (the default) or `cancelled`. Cancel: `ready`, `scheduled` or `running`
+    /// Retry: `failed` (the default), `cancelled` or `expired`. Cancel: `ready`, `scheduled` or `running`
     /// (default: all three).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<crate::TaskState>,

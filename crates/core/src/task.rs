@@ -14,8 +14,8 @@ use crate::id::{LeaseToken, TaskId};
 use crate::placement::{Labels, Resources};
 use crate::time::{Timestamp, duration_ms};
 
-/// A task's state. `succeeded`, `failed` and `cancelled` are terminal; `failed` tasks are kept as
-/// dead letters and can be retried by hand.
+/// A task's state. `succeeded`, `failed`, `cancelled` and `expired` are terminal; `failed` tasks
+/// are kept as dead letters and can be retried by hand.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
@@ -30,20 +30,23 @@ pub enum TaskState {
     /// Attempts exhausted or failed permanently: a dead letter.
     Failed,
     Cancelled,
+    /// Not started before its `expires_at`: dropped without running (again).
+    Expired,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 6] = [
+    pub const ALL: [TaskState; 7] = [
         TaskState::Scheduled,
         TaskState::Ready,
         TaskState::Running,
         TaskState::Succeeded,
         TaskState::Failed,
         TaskState::Cancelled,
+        TaskState::Expired,
     ];
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
+        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled | TaskState::Expired)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +57,7 @@ impl TaskState {
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
             TaskState::Cancelled => "cancelled",
+            TaskState::Expired => "expired",
         }
     }
 }
@@ -69,7 +73,9 @@ impl FromStr for TaskState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         TaskState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            format!("unknown state {s:?}; expected one of scheduled, ready, running, succeeded, failed, cancelled")
+            format!(
+                "unknown state {s:?}; expected one of scheduled, ready, running, succeeded, failed, cancelled, expired"
+            )
         })
     }
 }
@@ -177,6 +183,8 @@ pub struct NewTask {
     pub run_at: Option<Timestamp>,
     /// Delay from submission; used when `run_at` is `None`.
     pub delay: Duration,
+    /// No attempt starts at or after this time: the task is dropped as `expired` instead.
+    pub expires_at: Option<Timestamp>,
     pub max_attempts: u32,
     pub backoff: Backoff,
     pub timeout: Duration,
@@ -243,6 +251,10 @@ pub struct Task {
     #[schema(value_type = u64)]
     pub lease_timeout: Duration,
     pub run_at: Timestamp,
+    /// No attempt starts at or after this time: a task not started by then is dropped as
+    /// `expired` (a running attempt finishes; a retry it would need is not made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -348,6 +360,7 @@ impl Task {
             timeout: spec.timeout,
             lease_timeout: spec.lease_timeout,
             run_at,
+            expires_at: spec.expires_at,
             created_at: now,
             updated_at: now,
             finished_at: None,

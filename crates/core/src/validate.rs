@@ -156,6 +156,39 @@ impl SubmitTask {
                 format!("is too far in the future: at most {} days ahead", limits.max_delay.as_secs() / 86_400),
             ));
         }
+        let expires_at = match (self.expires_at, self.expires_in_ms) {
+            (Some(_), Some(_)) => {
+                return Err(ValidationError::unprocessable(
+                    "expires_at",
+                    "give either expires_in_ms or expires_at, not both",
+                ));
+            }
+            (Some(at), None) => Some(("expires_at", at)),
+            (None, Some(ms)) => {
+                let after = check_ms("expires_in_ms", ms, Duration::from_millis(1), limits.max_delay)?;
+                Some(("expires_in_ms", now.saturating_add(after)))
+            }
+            (None, None) => None,
+        };
+        if let Some((field, at)) = expires_at {
+            let due = self.run_at.unwrap_or_else(|| now.saturating_add(delay)).max(now);
+            if at <= due {
+                return Err(ValidationError::unprocessable(
+                    field,
+                    format!("is not after the time the task is due ({due})"),
+                ));
+            }
+            if at > due.saturating_add(limits.max_delay) {
+                return Err(ValidationError::unprocessable(
+                    field,
+                    format!(
+                        "is too far ahead: at most {} days after the task is due",
+                        limits.max_delay.as_secs() / 86_400
+                    ),
+                ));
+            }
+        }
+        let expires_at = expires_at.map(|(_, at)| at);
         let max_attempts = check_range(
             "max_attempts",
             self.max_attempts.unwrap_or(limits.default_max_attempts),
@@ -211,6 +244,7 @@ impl SubmitTask {
             idempotency_key: self.idempotency_key,
             run_at: self.run_at,
             delay,
+            expires_at,
             max_attempts,
             backoff,
             timeout,
@@ -413,6 +447,29 @@ mod tests {
         assert_eq!(t.payload.get(), "null");
         assert_eq!(t.max_attempts, 3);
         assert_eq!(t.lease_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_task_expires_after_it_is_due_given_one_way() {
+        let l = Limits::default();
+        let now = Timestamp::from_micros(1_000_000_000);
+        let ms = |n: u64| now.saturating_add(Duration::from_millis(n));
+        let t = SubmitTask { expires_in_ms: Some(500), ..submit("q", "k") }.validate(&l, now).unwrap();
+        assert_eq!(t.expires_at, Some(ms(500)), "relative to submission");
+        let t = SubmitTask { expires_at: Some(ms(9)), ..submit("q", "k") }.validate(&l, now).unwrap();
+        assert_eq!(t.expires_at, Some(ms(9)));
+        let refused = |t: SubmitTask| t.validate(&l, now).unwrap_err();
+        for (t, field) in [
+            (SubmitTask { expires_at: Some(ms(9)), expires_in_ms: Some(9), ..submit("q", "k") }, "expires_at"),
+            (SubmitTask { expires_at: Some(now), ..submit("q", "k") }, "expires_at"),
+            (SubmitTask { delay_ms: Some(1_000), expires_in_ms: Some(1_000), ..submit("q", "k") }, "expires_in_ms"),
+            (SubmitTask { run_at: Some(ms(1_000)), expires_at: Some(ms(999)), ..submit("q", "k") }, "expires_at"),
+        ] {
+            let e = refused(t);
+            assert_eq!((e.field.as_str(), e.unprocessable), (field, true), "{e}");
+        }
+        let e = refused(SubmitTask { expires_in_ms: Some(0), ..submit("q", "k") });
+        assert_eq!((e.field.as_str(), e.unprocessable), ("expires_in_ms", false), "outside the schema's range");
     }
 
     #[test]

@@ -168,6 +168,22 @@ async fn reap_expired_leases(
                 }
             }
         }
+        // Tasks not started by their expires_at, in the same pass.
+        loop {
+            match store.expire_unstarted(ExpireLeases { now: clock.now(), limit: PASS_LIMIT }).await {
+                Ok(n) if n as u32 == PASS_LIMIT => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(expired = n, "expired tasks not started in time");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "task expiry pass failed");
+                    break;
+                }
+            }
+        }
         passes.send_modify(|n| *n += 1);
     }
 }

@@ -40,6 +40,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases $make;
             submitted_task_can_be_read_back,
             delayed_task_is_scheduled_until_promoted,
+            a_task_not_started_by_its_expires_at_expires,
             batch_returns_tasks_in_request_order,
             idempotency_key_returns_the_first_task_within_the_window,
             fetch_takes_highest_priority_first_then_oldest,
@@ -204,6 +205,35 @@ pub async fn delayed_task_is_scheduled_until_promoted(store: &dyn Store) {
     assert_eq!(due.promoted, 1);
     assert_eq!(due.next_due, None);
     assert_eq!(fetch(store, &["default"], 10, at(10_001)).await.len(), 1);
+}
+
+/// A task not started by its `expires_at` is dropped as `expired`: by the sweep while it is ready
+/// or scheduled, or by a fetch that reaches it first; it is never leased. Retried by hand, it
+/// runs after all.
+pub async fn a_task_not_started_by_its_expires_at_expires(store: &dyn Store) {
+    let expiring = |ms| NewTask { expires_at: Some(at(ms)), ..spec("x") };
+    let ready = submit_one(store, expiring(100), at(0)).await;
+    let scheduled = submit_one(store, NewTask { delay: Duration::from_millis(50), ..expiring(100) }, at(0)).await;
+    let later = submit_one(store, expiring(1_000), at(0)).await;
+    assert_eq!((ready.expires_at, scheduled.state), (Some(at(100)), TaskState::Scheduled));
+    let sweep = |now| store.expire_unstarted(ExpireLeases { now: at(now), limit: 100 });
+    assert_eq!(sweep(99).await.unwrap(), 0, "nothing before its time");
+
+    // The fetch reaches the expired one before any sweep did: it drops it and leases the other.
+    let got = fetch(store, &["x"], 10, at(150)).await;
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![later.id], "an expired task is never leased");
+    let dropped = store.get(ready.id).await.unwrap();
+    assert_eq!((dropped.state, dropped.attempts, dropped.finished_at), (TaskState::Expired, 0, Some(at(150))));
+    assert!(dropped.error.as_deref().unwrap_or_default().starts_with("expired"), "{:?}", dropped.error);
+    assert_eq!(sweep(150).await.unwrap(), 1, "the scheduled one, never promoted");
+    assert_eq!(store.get(scheduled.id).await.unwrap().state, TaskState::Expired);
+    assert_eq!(sweep(2_000).await.unwrap(), 0, "a started task does not expire");
+
+    let revived = store.retry(RetryTask { id: ready.id, now: at(3_000) }).await.unwrap();
+    assert_eq!((revived.state, revived.expires_at), (TaskState::Ready, None));
+    assert_eq!(sweep(3_001).await.unwrap(), 0);
+    let got = fetch(store, &["x"], 10, at(3_002)).await;
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ready.id], "runs after all");
 }
 
 pub async fn batch_returns_tasks_in_request_order(store: &dyn Store) {

@@ -74,6 +74,10 @@ pub trait Store: Send + Sync + 'static {
     /// Returns how many leases expired.
     async fn expire_leases(&self, p: ExpireLeases) -> Result<usize>;
 
+    /// Drops scheduled and ready tasks whose `expires_at` has come, as `expired`. Returns how
+    /// many. (A fetch never starts such a task either: it expires it instead.)
+    async fn expire_unstarted(&self, p: ExpireLeases) -> Result<usize>;
+
     /// Moves scheduled tasks whose time has come to ready.
     async fn promote_due(&self, p: PromoteDue) -> Result<Promoted>;
 

@@ -22,6 +22,7 @@ fn new_task(max_attempts: u32, delay_ms: u64) -> Task {
         idempotency_key: None,
         run_at: None,
         delay: Duration::from_millis(delay_ms),
+        expires_at: None,
         max_attempts,
         backoff: Backoff {
             min: Duration::from_millis(100),
@@ -48,6 +49,27 @@ fn a_task_without_delay_is_ready_and_a_delayed_one_is_scheduled() {
     assert_eq!(t.promote(at(1200)), Err(TransitionError::NotDue(at(1500))));
     t.promote(at(1500)).unwrap();
     assert_eq!(t.state, TaskState::Ready);
+}
+
+/// No attempt starts at or after expires_at: a running attempt finishes, but the retry it
+/// would need expires instead of starting.
+#[test]
+fn an_expired_task_is_not_started_and_its_running_attempt_is_not_retried() {
+    let mut t = new_task(3, 0);
+    t.expires_at = Some(at(2000));
+    assert!(t.expire_unstarted(at(1999)).is_err(), "not yet");
+    t.start("w", LeaseToken(1), at(1500)).unwrap();
+    assert!(t.expire_unstarted(at(2500)).is_err(), "a running task does not expire");
+    t.fail(LeaseToken(1), "boom".into(), RetryRequest::Backoff, at(2500), 0.0).unwrap();
+    assert_eq!(t.state, TaskState::Scheduled, "the retry waits for its backoff");
+    t.promote(at(2600)).unwrap();
+    assert!(t.start("w", LeaseToken(2), at(2600)).is_err(), "but may not start");
+    t.expire_unstarted(at(2600)).unwrap();
+    assert_eq!((t.state, t.finished_at, t.attempts), (TaskState::Expired, Some(at(2600)), 1));
+    assert!(t.state.is_terminal());
+    t.retry(at(3000)).unwrap();
+    assert_eq!((t.state, t.expires_at), (TaskState::Ready, None), "retried by hand, it runs after all");
+    t.start("w", LeaseToken(3), at(3000)).unwrap();
 }
 
 #[test]

@@ -16,6 +16,7 @@ fn task(queue: &str, needs: crate::task::Needs) -> Task {
         idempotency_key: None,
         run_at: None,
         delay: Duration::ZERO,
+        expires_at: None,
         max_attempts: 3,
         backoff: crate::Backoff::default(),
         timeout: Duration::from_secs(60),

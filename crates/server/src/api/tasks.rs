@@ -168,7 +168,7 @@ pub(super) async fn list(
     tag = "tasks",
     operation_id = "waitTask",
     summary = "Wait for a task to finish",
-    description = "Long-polls until the task reaches a terminal state (succeeded, failed, cancelled) or the timeout passes.",
+    description = "Long-polls until the task reaches a terminal state (succeeded, failed, cancelled, expired) or the timeout passes.",
     params(("id" = TaskId, Path, description = "The task id (a UUID)."), super::WaitQuery),
     responses((status = 200, description = "The task: in a terminal state, or as it stands when the timeout passed or the server began shutting down (check state).", body = Task), (status = 404, description = "not_found: no such task.", body = ErrorBody))
 )]
@@ -206,10 +206,10 @@ pub(super) async fn cancel(State(s): State<AppState>, caller: Caller, Path(id): 
     path = "/v1/tasks/{id}/retry",
     tag = "tasks",
     operation_id = "retryTask",
-    summary = "Retry a failed or cancelled task by hand",
-    description = "Puts a failed (dead-lettered) or cancelled task back in its queue with a fresh attempt budget.",
+    summary = "Retry a failed, cancelled or expired task by hand",
+    description = "Puts a failed (dead-lettered), cancelled or expired task back in its queue with a fresh attempt budget (an expired one without its expires_at).",
     params(("id" = TaskId, Path, description = "The task id (a UUID).")),
-    responses((status = 200, description = "The task, ready again.", body = Task), (status = 404, description = "not_found: no such task.", body = ErrorBody), (status = 409, description = "invalid_state: the task's state does not allow this change. (Only failed and cancelled tasks can be retried.)", body = ErrorBody))
+    responses((status = 200, description = "The task, ready again.", body = Task), (status = 404, description = "not_found: no such task.", body = ErrorBody), (status = 409, description = "invalid_state: the task's state does not allow this change. (Only failed, cancelled and expired tasks can be retried.)", body = ErrorBody))
 )]
 pub(super) async fn retry(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Task>> {
     let id = task_for(&s, &caller, Action::Operate, task_id(&id)?).await?.id;
@@ -223,14 +223,14 @@ pub(super) async fn retry(State(s): State<AppState>, caller: Caller, Path(id): P
 const BULK_PAGE: u32 = 500;
 const BULK_AT_ONCE: usize = 64;
 
-/// Retries every failed (or cancelled) task matching the filter, a page at a time on the server.
+/// Retries every failed (or cancelled, or expired) task matching the filter, a page at a time on the server.
 #[utoipa::path(
     post,
     path = "/v1/tasks/retry",
     tag = "tasks",
     operation_id = "retryTasks",
     summary = "Retry every task matching a filter",
-    description = "Sends every failed (or cancelled) task matching the filter back to the queue with a fresh attempt budget, on the server, a page at a time.",
+    description = "Sends every failed (or cancelled, or expired) task matching the filter back to the queue with a fresh attempt budget, on the server, a page at a time.",
     request_body = BulkFilter,
     responses((status = 200, description = "What it did.", body = BulkResult), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
 )]
@@ -242,7 +242,12 @@ pub(super) async fn bulk_retry(
     let states = match filter.state {
         None | Some(TaskState::Failed) => vec![TaskState::Failed],
         Some(TaskState::Cancelled) => vec![TaskState::Cancelled],
-        Some(_) => return Err(ValidationError::unprocessable("state", "retry takes failed or cancelled tasks").into()),
+        Some(TaskState::Expired) => vec![TaskState::Expired],
+        Some(_) => {
+            return Err(
+                ValidationError::unprocessable("state", "retry takes failed, cancelled or expired tasks").into()
+            );
+        }
     };
     bulk(s, caller, filter, states, Bulk::Retry).await
 }

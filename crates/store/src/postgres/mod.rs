@@ -533,6 +533,10 @@ impl Store for PgStore {
         transaction!(self, |tx, st| ops::expire_leases(&tx, st, &self.shared, &p).await)
     }
 
+    async fn expire_unstarted(&self, p: ExpireLeases) -> Result<usize> {
+        transaction!(self, |tx, st| ops::expire_unstarted(&tx, st, &self.shared, &p).await)
+    }
+
     async fn promote_due(&self, p: PromoteDue) -> Result<Promoted> {
         transaction!(self, |tx, st| ops::promote_due(&tx, st, &self.shared, &p).await)
     }

@@ -261,10 +261,20 @@ async fn start(
     tx: &Tx<'_>,
     st: &mut Touched,
     shared: &Shared,
-    tasks: &mut [Task],
+    tasks: &mut Vec<Task>,
     worker_id: &str,
     now: Timestamp,
 ) -> PgResult<()> {
+    // One past its expires_at is dropped, not started (the sweep had not reached it yet).
+    if tasks.iter().any(|t| t.has_expired(now)) {
+        let (mut expired, kept): (Vec<Task>, Vec<Task>) =
+            std::mem::take(tasks).into_iter().partition(|t| t.has_expired(now));
+        *tasks = kept;
+        for task in &mut expired {
+            task.expire_unstarted(now)?;
+        }
+        save(tx, st, shared, &expired).await?;
+    }
     for task in tasks.iter_mut() {
         task.start(worker_id, LeaseToken::from_random(shared.random()), now)?;
     }
@@ -402,6 +412,29 @@ pub(crate) async fn expire_leases(tx: &Tx<'_>, st: &mut Touched, shared: &Shared
     Ok(expired.len())
 }
 
+pub(crate) async fn expire_unstarted(
+    tx: &Tx<'_>,
+    st: &mut Touched,
+    shared: &Shared,
+    p: &ExpireLeases,
+) -> PgResult<usize> {
+    let due = query(
+        tx,
+        "SELECT doc FROM tasks WHERE expires_at <= $1 AND expires_at IS NOT NULL \
+         AND state IN ('scheduled', 'ready') ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        &[&p.now.as_micros(), &i64::from(p.limit)],
+    )
+    .await?;
+    let mut expired = Vec::new();
+    for mut task in rows::tasks(&due)? {
+        if task.expire_unstarted(p.now).is_ok() {
+            expired.push(task);
+        }
+    }
+    save(tx, st, shared, &expired).await?;
+    Ok(expired.len())
+}
+
 pub(crate) async fn promote_due(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &PromoteDue) -> PgResult<Promoted> {
     let due = query(
         tx,
@@ -451,7 +484,7 @@ pub(crate) async fn prune_finished(tx: &Tx<'_>, p: &PruneFinished) -> PgResult<u
     let plain = query(
         tx,
         "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE finished_at < $1 AND workflow_id IS NULL \
-         AND state IN ('succeeded', 'failed', 'cancelled') ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         AND state IN ('succeeded', 'failed', 'cancelled', 'expired') ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
          RETURNING id",
         &[&before, &i64::from(p.limit)],
     )

@@ -115,6 +115,7 @@ struct Columns {
     doc: Vec<String>,
     constrained: Vec<bool>,
     concurrency_key: Vec<Option<String>>,
+    expires_at: Vec<Option<i64>>,
 }
 
 impl Columns {
@@ -136,6 +137,7 @@ impl Columns {
             c.doc.push(to_doc(t));
             c.constrained.push(t.needs.constrains_worker());
             c.concurrency_key.push(t.needs.concurrency_key.clone());
+            c.expires_at.push(t.expires_at.map(|e| e.as_micros()));
         }
         c
     }
@@ -146,12 +148,13 @@ impl Columns {
 macro_rules! insert_tasks {
     () => {
         "INSERT INTO tasks (id, queue, kind, priority, state, run_at, lease_expires_at, lease_worker, \
-     finished_at, workflow_id, node, parent_count, pending_parents, doc, constrained, concurrency_key, resources) \
-     SELECT id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, pc, doc, con, ck, res::jsonb \
+     finished_at, workflow_id, node, parent_count, pending_parents, doc, constrained, concurrency_key, resources, \
+     expires_at) \
+     SELECT id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, pc, doc, con, ck, res::jsonb, ex \
      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[], $7::int8[], \
      $8::text[], $9::int8[], $10::uuid[], $11::text[], $12::int4[], $13::text[], $14::bool[], $15::text[], \
-     $16::text[]) WITH ORDINALITY \
-     AS u(id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, doc, con, ck, res, ord) ORDER BY ord"
+     $16::text[], $17::int8[]) WITH ORDINALITY \
+     AS u(id, queue, kind, priority, state, run_at, lx, lw, fin, wf, node, pc, doc, con, ck, res, ex, ord) ORDER BY ord"
     };
 }
 
@@ -170,7 +173,7 @@ pub(crate) async fn insert_notifying(
     channel: &str,
     payload: &str,
 ) -> PgResult<()> {
-    const SQL: &str = concat!("WITH inserted AS (", insert_tasks!(), " RETURNING 1) SELECT pg_notify($17, $18)");
+    const SQL: &str = concat!("WITH inserted AS (", insert_tasks!(), " RETURNING 1) SELECT pg_notify($18, $19)");
     insert_with(c, new, SQL, Some((channel, payload))).await
 }
 
@@ -199,6 +202,7 @@ async fn insert_with(c: &impl GenericClient, new: &[Task], sql: &str, notify: Op
         &cols.constrained,
         &cols.concurrency_key,
         &resources,
+        &cols.expires_at,
     ];
     let notify = notify.map(|(channel, payload)| [channel, payload]);
     if let Some([channel, payload]) = &notify {
@@ -222,14 +226,15 @@ pub(crate) async fn update<'t>(
         return Ok(());
     }
     let (version_array, version_column, unchanged) = match versions {
-        Some(_) => (", $10::int8[]", ", version", " AND tasks.xmin::text::int8 = u.version"),
+        Some(_) => (", $11::int8[]", ", version", " AND tasks.xmin::text::int8 = u.version"),
         None => ("", "", ""),
     };
     let sql = format!(
         "UPDATE tasks SET state = u.state, run_at = u.run_at, lease_expires_at = u.lx, lease_worker = u.lw, \
-         finished_at = u.fin, workflow_id = u.wf, node = u.node, doc = u.doc \
+         finished_at = u.fin, workflow_id = u.wf, node = u.node, doc = u.doc, expires_at = u.ex \
          FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], $7::uuid[], \
-         $8::text[], $9::text[]{version_array}) AS u(id, state, run_at, lx, lw, fin, wf, node, doc{version_column}) \
+         $8::text[], $9::text[], $10::int8[]{version_array}) \
+         AS u(id, state, run_at, lx, lw, fin, wf, node, doc, ex{version_column}) \
          WHERE tasks.id = u.id{unchanged}"
     );
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![
@@ -242,6 +247,7 @@ pub(crate) async fn update<'t>(
         &c.workflow_id,
         &c.node,
         &c.doc,
+        &c.expires_at,
     ];
     if let Some(versions) = &versions {
         params.push(versions);

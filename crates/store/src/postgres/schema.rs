@@ -253,6 +253,15 @@ CREATE TABLE kind_schemas (
 );
 "#,
     },
+    Migration {
+        description: "tasks that expire unstarted",
+        destructive: false,
+        sql: r#"
+-- A task not started by expires_at is dropped as expired; the sweep finds them here.
+ALTER TABLE tasks ADD COLUMN expires_at int8;
+CREATE INDEX tasks_expiring ON tasks (expires_at) WHERE expires_at IS NOT NULL AND state IN ('scheduled', 'ready');
+"#,
+    },
 ];
 
 /// What `migrate` did.

@@ -230,6 +230,10 @@ impl Store for SqliteStore {
         self.writer.write(true, move |c, st| ops::expire_leases(c, st, p)).await
     }
 
+    async fn expire_unstarted(&self, p: ExpireLeases) -> Result<usize> {
+        self.writer.write(true, move |c, st| ops::expire_unstarted(c, st, p)).await
+    }
+
     async fn promote_due(&self, p: PromoteDue) -> Result<Promoted> {
         self.writer.write(false, move |c, st| ops::promote_due(c, st, p)).await
     }

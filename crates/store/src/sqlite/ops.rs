@@ -164,7 +164,7 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
             lists.push(((*queue).clone(), setting(queue).map_or(1, |s| s.weight), best));
         }
         let full = lists.iter().any(|(_, _, l)| l.len() == window);
-        let (mut tasks, hold) = if Gate::is_open_for(&limits, lists.iter().flat_map(|(_, _, l)| l)) {
+        let (tasks, hold) = if Gate::is_open_for(&limits, lists.iter().flat_map(|(_, _, l)| l)) {
             // One queue: its best tasks. Several: each one's best, shared out by the queues' weights.
             let tasks = match lists.len() {
                 1 => lists.pop().expect("one list").2,
@@ -192,6 +192,12 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
             scheduling::save_buckets(conn, &mut st.buckets, &gate)?;
             (taken, Hold::of(&gate))
         };
+        // One past its expires_at is dropped, not started (the sweep had not reached it yet).
+        let (expired, mut tasks): (Vec<Task>, Vec<Task>) = tasks.into_iter().partition(|t| t.has_expired(p.now));
+        for mut task in expired {
+            task.expire_unstarted(p.now)?;
+            save(conn, st, &task, None)?;
+        }
         for task in &mut tasks {
             task.start(&p.worker_id, LeaseToken::from_random(st.rng.random()), p.now)?;
             write_task(conn, st, task)?;
@@ -314,6 +320,21 @@ pub(crate) fn expire_leases(conn: &Connection, st: &mut WriterState, p: ExpireLe
     Ok(expired)
 }
 
+pub(crate) fn expire_unstarted(conn: &Connection, st: &mut WriterState, p: ExpireLeases) -> Result<usize> {
+    st.observe(p.now);
+    let sql = "SELECT id FROM tasks WHERE expires_at <= ?1 AND expires_at IS NOT NULL \
+               AND state IN ('scheduled', 'ready') ORDER BY expires_at LIMIT ?2";
+    let mut expired = 0;
+    for id in due_ids(conn, sql, p.now, p.limit)? {
+        let mut task = load(conn, id)?;
+        if task.expire_unstarted(p.now).is_ok() {
+            save(conn, st, &task, None)?;
+            expired += 1;
+        }
+    }
+    Ok(expired)
+}
+
 pub(crate) fn promote_due(conn: &Connection, st: &mut WriterState, p: PromoteDue) -> Result<Promoted> {
     st.observe(p.now);
     let sql = "SELECT id FROM tasks WHERE state = 'scheduled' AND run_at <= ?1 ORDER BY run_at LIMIT ?2";
@@ -424,7 +445,7 @@ pub(crate) fn prune_finished(conn: &Connection, p: PruneFinished) -> Result<usiz
     let plain: Vec<[u8; 16]> = conn
         .prepare_cached(
             "SELECT id FROM tasks WHERE finished_at < ?1 AND workflow_id IS NULL \
-             AND state IN ('succeeded', 'failed', 'cancelled') ORDER BY finished_at LIMIT ?2",
+             AND state IN ('succeeded', 'failed', 'cancelled', 'expired') ORDER BY finished_at LIMIT ?2",
         )
         .and_then(|mut s| s.query_map(params![before, p.limit], |r| r.get(0))?.collect())
         .map_err(internal)?;

@@ -12,7 +12,7 @@ pub(crate) const TASK_COLUMNS: &str = "id, queue, kind, payload, priority, tags,
     attempts, max_attempts, attempt_limit, backoff, timeout_ms, lease_timeout_ms, run_at, created_at, \
     updated_at, finished_at, lease_token, lease_worker, lease_attempt, lease_started_at, \
     lease_expires_at, lease_deadline, cancel_requested, result, error, progress, workflow_id, node, parent_count, \
-    needs";
+    needs, expires_at";
 
 fn bad(column: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
@@ -77,6 +77,7 @@ pub(crate) fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
             Some(s) => needs(s)?,
             None => Needs::default(),
         },
+        expires_at: ts(r.get(32)?),
         unschedulable: None,
     })
 }
@@ -135,7 +136,7 @@ pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(&format!(
         "INSERT INTO tasks ({TASK_COLUMNS}, pending_parents, concurrency_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
          ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, ?19, ?20, \
-         ?21, ?22, ?21, ?23)"
+         ?21, ?22, ?24, ?21, ?23)"
     ))?;
     stmt.execute(params![
         t.id.as_bytes(),
@@ -161,6 +162,7 @@ pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
         t.parent_count,
         (!t.needs.is_empty()).then(|| to_json(&t.needs)),
         t.needs.concurrency_key,
+        t.expires_at.map(Timestamp::as_micros),
     ])?;
     Ok(())
 }
@@ -171,7 +173,7 @@ pub(crate) fn save_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
         "UPDATE tasks SET state = ?2, attempts = ?3, attempt_limit = ?4, run_at = ?5, updated_at = ?6, \
          finished_at = ?7, lease_token = ?8, lease_worker = ?9, lease_attempt = ?10, lease_started_at = ?11, \
          lease_expires_at = ?12, lease_deadline = ?13, cancel_requested = ?14, result = ?15, error = ?16, \
-         progress = ?17 WHERE id = ?1",
+         progress = ?17, expires_at = ?18 WHERE id = ?1",
     )?;
     let l = t.lease.as_ref();
     stmt.execute(params![
@@ -192,6 +194,7 @@ pub(crate) fn save_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
         t.result.as_ref().map(|r| r.get()),
         t.error,
         t.progress.as_ref().map(to_json),
+        t.expires_at.map(Timestamp::as_micros),
     ])?;
     Ok(())
 }

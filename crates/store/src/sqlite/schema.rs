@@ -221,6 +221,11 @@ CREATE TABLE kind_schemas (
     registered_at INTEGER NOT NULL
 );
 "#,
+    // v11: a task not started by its expires_at is dropped as expired; the sweep finds them here.
+    r#"
+ALTER TABLE tasks ADD COLUMN expires_at INTEGER;
+CREATE INDEX tasks_expiring ON tasks (expires_at) WHERE expires_at IS NOT NULL AND state IN ('scheduled', 'ready');
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
