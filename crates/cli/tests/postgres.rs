@@ -234,9 +234,13 @@ async fn limits_and_cron_hold_across_two_nodes() {
     let limits = taskwarden_core::limits::QueueLimits { concurrency: Some(2), ..Default::default() };
     let update = taskwarden_core::protocol::QueueUpdate { limits: Some(limits), ..Default::default() };
     a.update_queue("narrow", &update, true).await.unwrap();
+    // Each worker may run only the tasks labelled for it, so both run some whichever fetches
+    // first (a worker whose report and next fetch are one call can otherwise take every freed
+    // slot of a limited queue, and the test would prove nothing about two nodes; it did, now and
+    // then).
     let _workers = [
-        WorkerProcess::start(&nodes[0].url, "narrow", &["--concurrency", "8"]),
-        WorkerProcess::start(&nodes[1].url, "narrow", &["--concurrency", "8"]),
+        WorkerProcess::start(&nodes[0].url, "narrow", &["--concurrency", "8", "--labels", "node=a"]),
+        WorkerProcess::start(&nodes[1].url, "narrow", &["--concurrency", "8", "--labels", "node=b"]),
     ];
     // Both registered before any task exists: on a loaded machine one worker process can start
     // long after the other, which then takes every task and proves nothing about two nodes.
@@ -247,7 +251,9 @@ async fn limits_and_cron_hold_across_two_nodes() {
     let mut ids = Vec::new();
     for i in 0..12 {
         let node = if i % 2 == 0 { &a } else { &b };
-        let task = SubmitTask::new("narrow", "sleep").payload(&serde_json::json!({"ms": 150})).unwrap();
+        let mut task = SubmitTask::new("narrow", "sleep").payload(&serde_json::json!({"ms": 150})).unwrap();
+        let label = if i % 2 == 0 { "node=a" } else { "node=b" };
+        task.labels = Some(taskwarden_core::placement::parse_labels("labels", label).unwrap());
         ids.push(node.submit(task).await.unwrap().id);
     }
     // Sample what the database holds as running while the tasks run.
