@@ -50,10 +50,11 @@ for side in ("base", "new"):
             m = row.match(line.strip())
             if m:
                 figures.setdefault((m[1], m[3]), {"base": [], "new": []})[side].append(float(m[2]))
-print(f"| measurement (median of {rounds} interleaved runs) | base {base} | this build | new / base |")
-print("|---|---|---|---|")
+print(f"| measurement (median of {rounds} interleaved runs) | base {base} | this build | new / base | runs: base; new |")
+print("|---|---|---|---|---|")
 for (name, unit), v in figures.items():
     if v["base"] and v["new"]:
         b, n = statistics.median(v["base"]), statistics.median(v["new"])
-        print(f"| {name} | {b:.2f} {unit} | {n:.2f} {unit} | {n / b:.3f} |")
+        runs = "; ".join(" ".join(f"{x:.4g}" for x in v[side]) for side in ("base", "new"))
+        print(f"| {name} | {b:.2f} {unit} | {n:.2f} {unit} | {n / b:.3f} | {runs} |")
 PY

@@ -120,3 +120,28 @@ async fn fetch_queries_stay_on_their_indexes_whatever_analyze_saw() {
         }
     }
 }
+
+/// A large enqueue gets the task table analyzed by the node itself, before any task is fetched:
+/// otherwise the drain that follows plans its fetches on statistics from an empty table and
+/// sorts every ready task on each fetch (the end-to-end benchmark ran at half its rate, or not,
+/// depending on when autovacuum came by).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_enqueue_is_analyzed_before_the_drain_plans_on_it() {
+    let Some(schema) = TestSchema::new("enqueue_analyzed").await else { return };
+    let store = PgStore::open(schema.config()).await.unwrap();
+    let db = connect(&schema).await;
+    let now = Timestamp::from_millis(1_800_000_000_000);
+    let spec = || SubmitTask { queue: "q".into(), kind: "echo".into(), ..Default::default() };
+    for _ in 0..60 {
+        let tasks = (0..1000).map(|_| spec().validate(&Limits::default(), now).unwrap()).collect();
+        store.submit(SubmitTasks { tasks, idempotency_window: Duration::from_secs(60), now }).await.unwrap();
+    }
+    let sql = "SELECT last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL FROM pg_stat_user_tables \
+               WHERE schemaname = current_schema() AND relname = 'tasks'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !db.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
+        assert!(std::time::Instant::now() < deadline, "60,000 new tasks and the table was never analyzed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_on_index("after a large enqueue, nothing fetched yet", &plans(&db).await);
+}
