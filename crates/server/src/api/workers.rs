@@ -34,7 +34,7 @@ fn worker_id(s: &AppState, raw: &str) -> Result<String, ApiError> {
     operation_id = "registerWorker",
     summary = "Register a worker",
     request_body = RegisterWorker,
-    responses((status = 201, description = "The worker was registered; use its id in the worker calls.", body = WorkerInfo))
+    responses((status = 201, description = "The worker was registered; use its id in the worker calls.", body = WorkerInfo), (status = 422, description = "unprocessable: a payload schema for a kind the worker does not name, or one that is not a usable JSON Schema (it refers to another document, say); error.field names schemas.KIND.", body = ErrorBody))
 )]
 pub(super) async fn register(
     State(s): State<AppState>,
