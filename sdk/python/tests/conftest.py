@@ -17,7 +17,8 @@ import pytest
 
 from taskwarden import Worker
 from taskwarden.testing import ServerProcess
-from tests.tasks import app, events
+from taskwarden import Taskwarden
+from tests.tasks import app, events, unchecked_app
 
 SDK_DIR = Path(__file__).resolve().parent.parent
 
@@ -25,19 +26,22 @@ SDK_DIR = Path(__file__).resolve().parent.parent
 @pytest.fixture(autouse=True)
 async def bound_app(taskwarden_server: ServerProcess) -> AsyncIterator[None]:
     """Points the tests' app at the session's server, with a clean record of events."""
-    app.url = taskwarden_server.url
+    app.url = unchecked_app.url = taskwarden_server.url
     events.clear()
     yield
     await app.aclose()
+    await unchecked_app.aclose()
 
 
 @contextlib.asynccontextmanager
-async def running_worker(queues: Sequence[str], **settings: Any) -> AsyncIterator[Worker]:
+async def running_worker(
+    queues: Sequence[str], on: Taskwarden = app, **settings: Any
+) -> AsyncIterator[Worker]:
     """A worker on this event loop serving ``queues`` (and only the tasks declared for them),
     stopped gracefully at the end."""
-    settings.setdefault("tasks", [t for t in app.tasks.values() if t.queue in queues])
+    settings.setdefault("tasks", [t for t in on.tasks.values() if t.queue in queues])
     settings.setdefault("shutdown_grace", 5.0)
-    worker = app.worker(queues=queues, **settings)
+    worker = on.worker(queues=queues, **settings)
     stop = asyncio.Event()
     run = asyncio.ensure_future(worker.run(stop))
     deadline = time.monotonic() + 10
@@ -64,8 +68,18 @@ def worker_process(url: str, queues: str, marks: Path, *extra: str) -> subproces
     """``python -m taskwarden worker tests.tasks:app`` in a process of its own."""
     env = {**os.environ, "TASKWARDEN_URL": url, "TW_TEST_MARKS": str(marks)}
     return subprocess.Popen(
-        [sys.executable, "-m", "taskwarden", "worker", "tests.tasks:app", "--queues", queues,
-         "--log-level", "warning", *extra],
+        [
+            sys.executable,
+            "-m",
+            "taskwarden",
+            "worker",
+            "tests.tasks:app",
+            "--queues",
+            queues,
+            "--log-level",
+            "warning",
+            *extra,
+        ],
         cwd=SDK_DIR,
         env=env,
         stdout=subprocess.PIPE,

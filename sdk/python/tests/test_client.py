@@ -56,7 +56,9 @@ async def test_sync_api_and_sync_handler() -> None:
 
 async def test_batch_submit_with_map() -> None:
     async with running_worker(["t-basic"], concurrency=32):
-        refs = await make_page.map([{"url": f"https://example.com/{i}", "status": i} for i in range(200)])
+        refs = await make_page.map(
+            [{"url": f"https://example.com/{i}", "status": i} for i in range(200)]
+        )
         assert len({r.id for r in refs}) == 200
         pages = await app.gather(refs)
         assert pages == [Page(f"https://example.com/{i}", i) for i in range(200)]
@@ -65,7 +67,12 @@ async def test_batch_submit_with_map() -> None:
 async def test_submit_options_reach_the_server() -> None:
     # No worker serves this queue: the tasks wait, and their options can be read back.
     task = make_page.with_options(
-        queue="t-options", priority=7, tags=["x"], idempotency_key="order-42", delay="30s", retries=4
+        queue="t-options",
+        priority=7,
+        tags=["x"],
+        idempotency_key="order-42",
+        delay="30s",
+        retries=4,
     )
     first = await task.submit(url="u")
     again = await task.submit(url="u")

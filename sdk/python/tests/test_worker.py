@@ -22,6 +22,7 @@ from tests.tasks import (
     slow_async,
     slow_sync,
     typed_count,
+    unchecked_app,
     with_progress,
 )
 
@@ -33,7 +34,9 @@ async def test_task_failed_carries_error_and_attempts() -> None:
             await ref.result(timeout=20)
         assert e.value.state == "failed"
         assert e.value.attempts == 3  # retries=2
-        assert e.value.error is not None and e.value.error.startswith("RuntimeError: boom (attempt 3)")
+        assert e.value.error is not None and e.value.error.startswith(
+            "RuntimeError: boom (attempt 3)"
+        )
         assert "Traceback" in e.value.error
 
 
@@ -59,12 +62,12 @@ async def test_retry_after_overrides_the_backoff() -> None:
 
 async def test_payload_that_does_not_fit_fails_permanently_on_the_worker() -> None:
     # Submitted before any worker registered the kind's schema, so the server cannot check it.
-    ref = await app.client.submit(
+    ref = await unchecked_app.client.submit(
         "typed_count", {"count": "three", "tags": []}, queue="t-types", retries=5
     )
-    async with running_worker(["t-types"], register_schemas=False):
+    async with running_worker(["t-types"], on=unchecked_app, register_schemas=False):
         with pytest.raises(TaskFailed) as e:
-            await app.ref(ref.id, typed_count).result(timeout=10)
+            await unchecked_app.ref(ref.id, typed_count).result(timeout=10)
     assert e.value.attempts == 1  # not after 6
     assert e.value.error == "invalid payload: payload.count: expected an integer, got a string"
     assert events == []  # the handler never ran
