@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from taskwarden import Worker
+from taskwarden import Taskwarden, Worker
 from taskwarden.testing import ServerProcess
-from taskwarden import Taskwarden
 from tests.tasks import app, events, unchecked_app
 
 SDK_DIR = Path(__file__).resolve().parent.parent

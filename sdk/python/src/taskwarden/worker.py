@@ -605,7 +605,7 @@ class Worker:
             and not job.cancelled()
             and not isinstance(job.exception(), asyncio.CancelledError)
         ):
-            return self._finished(handler, job)
+            return self._finished(handler, ex.ctx, job)
         if ex.reason is None:
             ex.stop("timed out")
             job.cancel()
@@ -637,7 +637,9 @@ class Worker:
         job.add_done_callback(_consume)
         return job
 
-    def _finished(self, handler: TaskDef[Any, Any], job: asyncio.Future[Any]) -> dict[str, Any]:
+    def _finished(
+        self, handler: TaskDef[Any, Any], ctx: Context, job: asyncio.Future[Any]
+    ) -> dict[str, Any]:
         if job.cancelled():
             return {"status": "failed", "error": "the handler was cancelled"}
         e = job.exception()
@@ -666,7 +668,8 @@ class Worker:
             }
         if isinstance(e, asyncio.CancelledError):
             return {"status": "failed", "error": "the handler raised CancelledError"}
-        log.warning("task %s (%s) failed", job, handler.name, exc_info=e)
+        # The traceback goes with the outcome (the task's error); the log gets one line.
+        log.warning("task %s (%s) attempt %d failed: %r", ctx.id, ctx.kind, ctx.attempt, e)
         return {"status": "failed", "error": _error_text(e)}
 
     # --- heartbeats ---
