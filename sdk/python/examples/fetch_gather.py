@@ -3,7 +3,7 @@ the pages, and compare with fetching them one after another.
 
     python examples/fetch_gather.py
 
-starts a server of its own (``TASKWARDEN_BIN``) unless ``TASKWARDEN_URL`` names one.
+It starts a server of its own (``TASKWARDEN_BIN``) unless ``TASKWARDEN_URL`` names one.
 
 It serves its own small site on 127.0.0.1 (each page takes 40-120 ms; a few answer 500 or 404),
 starts two worker processes (``taskwarden-py worker fetch_gather:app``), submits one ``fetch``

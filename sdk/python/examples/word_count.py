@@ -3,7 +3,7 @@ counts in a join that reads its parents' results.
 
     python examples/word_count.py
 
-starts a server of its own (``TASKWARDEN_BIN``) unless ``TASKWARDEN_URL`` names one.
+It starts a server of its own (``TASKWARDEN_BIN``) unless ``TASKWARDEN_URL`` names one.
 
 ``word_count`` splits the text and fans out one ``count_chunk`` per chunk with ``merge`` as the
 join; the join's result stands in for ``word_count``'s, so ``ref.result()`` is the merged count.
@@ -88,9 +88,8 @@ async def main() -> None:
         print(f"took:           {took:.3f} s")
         if workflow.speedup:
             s = workflow.speedup
-            print(
-                f"speedup report: T_serial {s.get('t_serial_ms')} ms, T_parallel {s.get('t_parallel_ms')} ms"
-            )
+            serial, parallel = s.get("t_serial_ms"), s.get("t_parallel_ms")
+            print(f"speedup report: T_serial {serial} ms, T_parallel {parallel} ms")
         if counts != expected:
             raise SystemExit("the counts differ")
     finally:
