@@ -29,7 +29,7 @@ from taskwarden import Context, Permanent, TaskFailed, Taskwarden
 from taskwarden.testing import ServerProcess
 
 app = Taskwarden(queue="fetch")
-PAGES = 60
+PAGES = int(os.environ.get("FETCH_PAGES", "60"))
 
 
 @dataclass
