@@ -107,3 +107,32 @@ async def test_second_signal_cuts_the_grace_short(
     info = await ref.info()
     assert info.state == "ready"
     await ref.cancel()
+
+
+async def test_a_frozen_worker_past_its_lease_has_its_late_report_refused(
+    taskwarden_server: ServerProcess, marks: Path
+) -> None:
+    frozen = worker_process(taskwarden_server.url, "t-kill", marks)
+    try:
+        ref = await marked.submit("frozen", 1.5)
+        await wait_for(lambda: "frozen start 1" in read_marks(marks), 15, "the first attempt")
+        frozen.send_signal(signal.SIGSTOP)  # no heartbeats: the 1 s lease expires
+        async with running_worker(["t-kill"]):
+            result = await ref.result(timeout=20)
+        frozen.send_signal(signal.SIGCONT)  # its handler finishes and it tries to report
+        await wait_for(lambda: "frozen done 1" in read_marks(marks), 15, "the late finish")
+        await asyncio.sleep(1.0)
+        frozen.terminate()
+        output = (await asyncio.to_thread(frozen.communicate, None, 15))[0].decode()
+    finally:
+        if frozen.poll() is None:
+            frozen.send_signal(signal.SIGCONT)
+            frozen.kill()
+    info = await ref.info()
+    # Attempt 2 may have gone to the frozen worker too: its long-poll fetch was still parked on
+    # the server, which cannot tell a stopped process from a busy one; that lease expired too.
+    assert info.state == "succeeded" and result == {"attempt": info.attempts}, info.raw
+    outcomes = [a["outcome"] for a in info.raw["history"]]
+    assert outcomes == ["timed_out"] * (info.attempts - 1) + ["succeeded"], info.raw
+    # The late outcome was refused (or the worker learned of the lost lease first and dropped it).
+    assert "lease_lost" in output or "lease lost" in output, output

@@ -364,7 +364,9 @@ class Worker:
         try:
             await fetcher
         except asyncio.CancelledError:
-            fetcher.cancel()
+            # Cancelled from outside: no graceful shutdown; the leases expire on the server.
+            for t in (fetcher, reporter, heartbeats, *self._executions):
+                t.cancel()
             raise
         # Graceful shutdown: running handlers get the grace period (a second signal ends it)...
         deadline = time.monotonic() + self.shutdown_grace
