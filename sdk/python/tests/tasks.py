@@ -227,3 +227,16 @@ async def word_count(
 @app.task(queue="t-mapreduce")
 def sync_word_count(ctx: Context, texts: list[str]) -> FanOut[dict[str, int]]:
     return ctx.fan_out_sync(count_words.each(texts), join=merge_counts)
+
+
+@app.task(queue="t-capacity", resources={"gpu": 1})
+async def on_gpu(ctx: Context, n: int) -> int:
+    note(f"gpu start {n}")
+    await asyncio.sleep(0.4)
+    note(f"gpu end {n}")
+    return n
+
+
+@app.task(queue="t-labels", labels={"region": "eu"})
+async def in_eu(ctx: Context) -> str:
+    return "eu"

@@ -15,6 +15,8 @@ from tests.tasks import (
     app,
     blocking_sync,
     events,
+    in_eu,
+    on_gpu,
     past_timeout,
     permanent_failure,
     quick,
@@ -138,3 +140,22 @@ async def test_progress_reaches_the_server() -> None:
             await asyncio.sleep(0.1)
         assert await ref.result(timeout=1) == 10
         assert any(0 < f < 1 for f in seen), seen
+
+
+async def test_declared_capacity_and_labels() -> None:
+    # One gpu: tasks asking for one run one at a time, whatever the concurrency.
+    async with running_worker(["t-capacity"], concurrency=4, capacity={"gpu": 1}) as worker:
+        refs = await on_gpu.map(range(3))
+        assert await app.gather(refs, timeout=15) == [0, 1, 2]
+        assert worker.prefetch == 0
+    starts_and_ends = [e.split()[1] for e in events]
+    assert starts_and_ends == ["start", "end"] * 3, events
+    # A task requiring a label no live worker has waits, and says why.
+    ref = await in_eu.submit()
+    async with running_worker(["t-labels"], labels={"region": "us"}):
+        await asyncio.sleep(0.5)
+        info = await ref.info()
+        assert info.state == "ready"
+        assert info.unschedulable is not None and "region=eu" in info.unschedulable
+    async with running_worker(["t-labels"], labels={"region": "eu"}):
+        assert await ref.result(timeout=10) == "eu"
