@@ -10,6 +10,7 @@ that surely did not run (connection refused, 503) moves on to the next node.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import time
@@ -28,6 +29,7 @@ from .errors import (
     api_error,
 )
 from .options import TaskOptions
+from .transport import BrokenResponse, ConnectFailed, Pool
 from .workflow import Node, Policy, as_nodes, policy_json
 
 T = TypeVar("T")
@@ -350,10 +352,10 @@ class _Settings:
             args["json"] = call.body if call.body is not None else {}
         return args
 
-    def read(self, call: _Call[T], response: httpx.Response) -> T:
-        if response.status_code >= 400:
-            raise _error_of(response)
-        data = response.json() if response.content else None
+    def read(self, call: _Call[T], status: int, content: bytes) -> T:
+        if status >= 400:
+            raise _error_of(status, content)
+        data = json.loads(content) if content else None
         try:
             return call.decode(data)
         except (KeyError, TypeError) as e:
@@ -367,17 +369,17 @@ class _Settings:
         return True
 
 
-def _error_of(response: httpx.Response) -> ApiError:
+def _error_of(status: int, content: bytes) -> ApiError:
     try:
-        detail = response.json()["error"]
+        detail = json.loads(content)["error"]
         return api_error(
-            response.status_code,
+            status,
             str(detail.get("code", "http")),
             str(detail.get("message", "")),
             detail.get("field"),
         )
     except (ValueError, KeyError, TypeError):
-        return api_error(response.status_code, "http", response.text[:500])
+        return api_error(status, "http", content[:500].decode("utf-8", "replace"))
 
 
 def _limits() -> httpx.Limits:
@@ -398,9 +400,8 @@ class AsyncClient:
         client_cert: str | tuple[str, str] | None = None,
     ) -> None:
         self._s = _Settings(url, token, ca_cert, client_cert)
-        self._http = httpx.AsyncClient(
-            headers=self._s.headers, verify=self._s.verify, limits=_limits()
-        )
+        context = self._s.verify if isinstance(self._s.verify, ssl.SSLContext) else None
+        self._pools = [Pool(u, self._s.headers, context) for u in self._s.urls]
 
     @property
     def url(self) -> str:
@@ -413,23 +414,28 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for pool in self._pools:
+            pool.close()
 
     async def call(self, call: _Call[T]) -> T:
         """Sends one request (trying the next node while a node cannot take it)."""
+        body = None if call.method == "GET" else json.dumps(call.body or {}).encode()
+        params = dict(call.params) if call.params else None
         for _ in range(len(self._s.urls)):
             node = self._s.current % len(self._s.urls)
             try:
-                response = await self._http.request(**self._s.request_args(call, node))
-            except httpx.ConnectError as e:
+                status, content = await self._pools[node].request(
+                    call.method, call.path, params, body, call.timeout
+                )
+            except ConnectFailed as e:
                 if self._s.fail_over(node):
                     continue
-                raise TransportError(f"cannot reach {self._s.urls[node]}: {e}") from e
-            except httpx.TransportError as e:
+                raise TransportError(str(e)) from e
+            except (BrokenResponse, OSError) as e:  # TimeoutError is an OSError
                 self._s.fail_over(node)
                 raise TransportError(f"{call.method} {call.path} failed: {e!r}") from e
             try:
-                return self._s.read(call, response)
+                return self._s.read(call, status, content)
             except Unavailable:
                 if self._s.fail_over(node):
                     continue
@@ -606,7 +612,7 @@ class Client:
                 self._s.fail_over(node)
                 raise TransportError(f"{call.method} {call.path} failed: {e!r}") from e
             try:
-                return self._s.read(call, response)
+                return self._s.read(call, response.status_code, response.content)
             except Unavailable:
                 if self._s.fail_over(node):
                     continue
