@@ -36,8 +36,9 @@ import socket
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .client import AsyncClient, _Call
@@ -111,18 +112,28 @@ class _Execution:
     ctx: Context
     lease: str
     lease_timeout: float
-    stopped: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str | None = None
+    # What stop() wakes: the future of a wait for a slot, the task running an async handler
+    # (cancelled), or the future a sync handler's thread completes.
+    waiter: asyncio.Future[str] | None = None
+    runner: asyncio.Task[Any] | None = None
+    job: asyncio.Future[Any] | None = None
 
     @property
     def id(self) -> str:
         return str(self.task["id"])
 
     def stop(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
+        if self.reason is not None:
+            return
+        self.reason = reason
         self.ctx._cancel(reason)
-        self.stopped.set()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result("stop")
+        if self.runner is not None:
+            self.runner.cancel()
+        if self.job is not None and not self.job.done():
+            self.job.cancel()
 
 
 class _Outbox:
@@ -354,7 +365,8 @@ class Worker:
         )
         self._client = client
         self._stop = stop
-        self._slots = asyncio.Semaphore(self.concurrency)
+        self._free_slots = self.concurrency
+        self._slot_waiters: deque[asyncio.Future[str]] = deque()
         self._moved = asyncio.Event()
         self._outbox = _Outbox()
         stop_background = asyncio.Event()
@@ -363,6 +375,7 @@ class Worker:
         fetcher = asyncio.ensure_future(self._fetch_loop())
         try:
             await fetcher
+            self._wake_waiters()
         except asyncio.CancelledError:
             # Cancelled from outside: no graceful shutdown; the leases expire on the server.
             for t in (fetcher, reporter, heartbeats, *self._executions):
@@ -506,46 +519,55 @@ class Worker:
             try:
                 await self._run_handler(ex, leased_at)
             finally:
-                self._slots.release()
+                self._release_slot()
         finally:
             self._moved.set()
+
+    def _release_slot(self) -> None:
+        while self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result("slot")
+                return
+        self._free_slots += 1
 
     async def _take_slot(self, ex: _Execution) -> bool:
         """Waits for a free slot; False when the task must not run after all (then reported:
         cancelled, or released for another worker: shutdown, or it waited too long)."""
-        if not self._slots.locked():
-            await self._slots.acquire()
+        if self._free_slots > 0:
+            self._free_slots -= 1
             return True
-        acquire = asyncio.ensure_future(self._slots.acquire())
-        stopped = asyncio.ensure_future(ex.stopped.wait())
-        stopping = asyncio.ensure_future(self._stop.wait())
-        done, _ = await asyncio.wait(
-            {acquire, stopped, stopping},
-            timeout=PREFETCH_GIVE_BACK,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        stopped.cancel()
-        stopping.cancel()
-        if acquire in done:
+        assert self.loop is not None
+        waiter: asyncio.Future[str] = self.loop.create_future()
+        if self._stop.is_set():
+            waiter.set_result("shutdown")
+        self._slot_waiters.append(waiter)
+        ex.waiter = waiter
+        give_back = self.loop.call_later(PREFETCH_GIVE_BACK, _resolve, waiter, "give back")
+        try:
+            why = await waiter
+        finally:
+            give_back.cancel()
+            ex.waiter = None
+        if why == "slot":
             return True
-        acquire.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await acquire
-        if acquire.done() and not acquire.cancelled():
-            self._slots.release()
-        if ex.reason == "cancelled":
-            status = "cancelled"
-        else:
-            status = "released"
-            if not done:
-                # The tasks ahead turned out slow: let another worker run this one now.
-                self._pace.at_least(PREFETCH_GIVE_BACK)
+        if why == "give back":
+            # The tasks ahead turned out slow: let another worker run this one now.
+            self._pace.at_least(PREFETCH_GIVE_BACK)
+        status = "cancelled" if ex.reason == "cancelled" else "released"
         if self._active.get(ex.id) is ex:
             del self._active[ex.id]
             if status == "released":
                 self.summary.released += 1
             self._outbox.push({"task_id": ex.id, "lease": ex.lease, "outcome": {"status": status}})
         return False
+
+    def _wake_waiters(self) -> None:
+        """Shutdown: tasks waiting for a slot are given back at once."""
+        for waiter in self._slot_waiters:
+            if not waiter.done():
+                waiter.set_result("shutdown")
+        self._slot_waiters.clear()
 
     async def _run_handler(self, ex: _Execution, leased_at: float) -> None:
         handler = self.handlers.get(ex.ctx.kind)
@@ -596,44 +618,67 @@ class Worker:
             timeout = min(timeout, seconds(handler.options.timeout))
         # The server's deadline runs from the lease: time spent waiting for a slot comes off.
         timeout = max(0.0, timeout - (time.monotonic() - leased_at))
-        job = self._start(handler, ex.ctx, kwargs)
-        stopped = asyncio.ensure_future(ex.stopped.wait())
-        done, _ = await asyncio.wait(
-            {job, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        stopped.cancel()
-        if (
-            job in done
-            and not job.cancelled()
-            and not isinstance(job.exception(), asyncio.CancelledError)
-        ):
-            return self._finished(handler, ex.ctx, job)
+        if handler.is_async:
+            return await self._run_async(handler, ex, kwargs, timeout)
+        job = self._start_sync(handler, ex.ctx, kwargs)
+        ex.job = job
+        assert self.loop is not None
+        timer = self.loop.call_later(timeout, ex.stop, "timed out")
+        try:
+            # A sync handler cannot be interrupted: when stopped, stop waiting for its thread.
+            await asyncio.wait({job})
+        finally:
+            timer.cancel()
+            ex.job = None
         if ex.reason is None:
-            ex.stop("timed out")
-            job.cancel()
+            return self._finished(handler, ex.ctx, job)
+        return self._stopped(ex, timeout)
+
+    async def _run_async(
+        self, handler: TaskDef[Any, Any], ex: _Execution, kwargs: dict[str, Any], timeout: float
+    ) -> dict[str, Any] | None:
+        """Runs an async handler in this execution's own task: a stop cancels the task, and the
+        handler sees CancelledError at its next await."""
+        assert self.loop is not None
+        runner = asyncio.current_task()
+        timer = self.loop.call_later(timeout, ex.stop, "timed out")
+        ex.runner = runner
+        try:
+            value = await handler.fn(ex.ctx, **kwargs)
+        except asyncio.CancelledError:
+            if ex.reason is None:
+                raise  # not ours: the worker itself is being cancelled
+            if runner is not None and hasattr(runner, "uncancel"):
+                runner.uncancel()
+            return self._stopped(ex, timeout)
+        except Exception as e:
+            ex.runner = None
+            return self._failed(handler, ex.ctx, e)
+        finally:
+            ex.runner = None
+            timer.cancel()
+        return self._succeeded(handler, value)
+
+    def _stopped(self, ex: _Execution, timeout: float) -> dict[str, Any] | None:
+        if ex.reason == "timed out":
             return {"status": "failed", "error": f"timed out after {timeout:.3f} s"}
-        job.cancel()
         if ex.reason == "cancelled":
             return {"status": "cancelled"}
         return None  # lease lost, or released on shutdown: reported elsewhere if at all
 
-    def _start(
+    def _start_sync(
         self, handler: TaskDef[Any, Any], ctx: Context, kwargs: dict[str, Any]
     ) -> asyncio.Future[Any]:
-        if handler.is_async:
-            job: asyncio.Future[Any] = asyncio.ensure_future(handler.fn(ctx, **kwargs))
-        else:
-            assert self._pool is not None and self.loop is not None
-            self.busy_threads += 1
-            thread_job = self._pool.submit(functools.partial(handler.fn, ctx, **kwargs))
+        assert self._pool is not None and self.loop is not None
+        self.busy_threads += 1
+        thread_job = self._pool.submit(functools.partial(handler.fn, ctx, **kwargs))
+        loop = self.loop
 
-            def done(_: concurrent.futures.Future[Any]) -> None:
-                self.busy_threads -= 1
+        def done(_: concurrent.futures.Future[Any]) -> None:
+            self.busy_threads -= 1
 
-            thread_job.add_done_callback(
-                lambda f: self.loop.call_soon_threadsafe(done, f) if self.loop else None
-            )
-            job = asyncio.wrap_future(thread_job, loop=self.loop)
+        thread_job.add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
+        job = asyncio.wrap_future(thread_job, loop=loop)
         # A handler abandoned (cancelled, timed out) may still end with an exception: read it,
         # so asyncio does not complain that nobody did.
         job.add_done_callback(_consume)
@@ -646,20 +691,26 @@ class Worker:
             return {"status": "failed", "error": "the handler was cancelled"}
         e = job.exception()
         if e is None:
-            value = job.result()
-            try:
-                result = (
-                    value.to_json()
-                    if isinstance(value, FanOut)
-                    else handler.signature.encode_result(value)
-                )
-            except ConversionError as err:
-                return {
-                    "status": "failed",
-                    "error": f"result does not serialize: {err}",
-                    "permanent": True,
-                }
-            return {"status": "succeeded", "result": result}
+            return self._succeeded(handler, job.result())
+        if isinstance(e, Exception):
+            return self._failed(handler, ctx, e)
+        return {"status": "failed", "error": _error_text(e)}
+
+    def _succeeded(self, handler: TaskDef[Any, Any], value: Any) -> dict[str, Any]:
+        try:
+            if isinstance(value, FanOut):
+                result = value.to_json()
+            else:
+                result = handler.signature.encode_result(value)
+        except ConversionError as err:
+            return {
+                "status": "failed",
+                "error": f"result does not serialize: {err}",
+                "permanent": True,
+            }
+        return {"status": "succeeded", "result": result}
+
+    def _failed(self, handler: TaskDef[Any, Any], ctx: Context, e: Exception) -> dict[str, Any]:
         if isinstance(e, Permanent):
             return {"status": "failed", "error": _error_text(e), "permanent": True}
         if isinstance(e, RetryAfter):
@@ -668,8 +719,6 @@ class Worker:
                 "error": _error_text(e),
                 "retry_after_ms": max(0, round(e.seconds * 1000)),
             }
-        if isinstance(e, asyncio.CancelledError):
-            return {"status": "failed", "error": "the handler raised CancelledError"}
         # The traceback goes with the outcome (the task's error); the log gets one line.
         log.warning("task %s (%s) attempt %d failed: %r", ctx.id, ctx.kind, ctx.attempt, e)
         return {"status": "failed", "error": _error_text(e)}
@@ -832,6 +881,11 @@ class _WorkerBackend:
             for p in answer["parents"]
         ]
         return parents, answer.get("next")
+
+
+def _resolve(future: asyncio.Future[str], value: str) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
