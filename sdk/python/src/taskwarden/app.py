@@ -321,6 +321,26 @@ class Taskwarden:
     def __repr__(self) -> str:
         return f"<Taskwarden {self.url or '(TASKWARDEN_URL)'} tasks={sorted(self.tasks)}>"
 
+    def configure(
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        ca_cert: str | None = None,
+        client_cert: str | tuple[str, str] | None = None,
+    ) -> None:
+        """Changes the server or credentials (those given), say from a worker's command line or
+        a test fixture; clients made before are dropped and new ones made on next use."""
+        if url is not None:
+            self.url = url
+        for key, value in (("token", token), ("ca_cert", ca_cert), ("client_cert", client_cert)):
+            if value is not None:
+                self._client_args[key] = value
+        self._async = None
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
     # --- declaring tasks ---
 
     @overload

@@ -64,10 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = load_app(args.app)
-    if args.url:
-        app.url = args.url
-    if args.token:
-        app._client_args["token"] = args.token
+    app.configure(url=args.url, token=args.token)
     worker = app.worker(
         queues=args.queues.split(",") if args.queues else None,
         concurrency=args.concurrency,

@@ -322,10 +322,9 @@ class _Settings:
         for u in self.urls:
             if not u.startswith(("http://", "https://")):
                 raise ValueError(f"server URL {u!r} must start with http:// or https://")
-        self.token = token if token is not None else os.environ.get("TASKWARDEN_TOKEN") or None
-        if self.token is not None and (
-            not self.token or not all(33 <= ord(c) < 127 for c in self.token)
-        ):
+        # token="" asks for none, whatever TASKWARDEN_TOKEN says.
+        self.token = (token if token is not None else os.environ.get("TASKWARDEN_TOKEN")) or None
+        if self.token is not None and not all(33 <= ord(c) < 127 for c in self.token):
             raise ValueError("the token must be printable ASCII with no spaces")
         ca_cert = ca_cert or os.environ.get("TASKWARDEN_CA_CERT") or None
         self.verify: ssl.SSLContext | bool = (

@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -75,12 +76,23 @@ class ServerProcess:
         self.log = log
 
     @classmethod
-    def start(cls, *args: str, binary: str | None = None, timeout: float = 30.0) -> ServerProcess:
-        """Starts one (``args``: more ``taskwarden server`` flags) and waits until it answers."""
+    def start(
+        cls,
+        *args: str,
+        binary: str | None = None,
+        timeout: float = 30.0,
+        scheme: str = "http",
+        ca_cert: str | None = None,
+    ) -> ServerProcess:
+        """Starts one (``args``: more ``taskwarden server`` flags) and waits until it answers.
+        With ``--tls-cert``, give ``scheme="https"`` and the ``ca_cert`` that signed it."""
         binary = binary or find_server_binary()
         data_dir = tempfile.mkdtemp(prefix="taskwarden-test-")
         port = free_port()
-        url = f"http://127.0.0.1:{port}"
+        url = f"{scheme}://127.0.0.1:{port}"
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_cert) if ca_cert else True
+        )
         log = Path(data_dir) / "server.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
@@ -102,7 +114,7 @@ class ServerProcess:
             if process.poll() is not None:
                 raise RuntimeError(f"taskwarden server exited at start: {server.log_tail()}")
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200:
                     return server
             except httpx.HTTPError:
                 pass
