@@ -108,6 +108,10 @@ class Pool:
         conn = self._take() or await self._connect()
         try:
             status, content, keep = await asyncio.wait_for(self._exchange(conn, request), timeout)
+        except asyncio.TimeoutError:
+            # The builtin one (an OSError) also on Python 3.10, where asyncio's is another class.
+            conn.close()
+            raise TimeoutError(f"no answer to {method} {path} within {timeout:g} s") from None
         except BaseException:
             # Timed out, cancelled or broken: the connection is in an unknown state.
             conn.close()

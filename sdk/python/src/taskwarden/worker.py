@@ -611,6 +611,8 @@ class Worker:
         except ConversionError as e:
             # A payload that does not fit will not fit on a retry either.
             return {"status": "failed", "error": f"invalid payload: {e}", "permanent": True}
+        except Exception as e:  # an annotation that cannot be resolved, say
+            return {"status": "failed", "error": f"cannot read the payload: {e}", "permanent": True}
         timeout = int(ex.task.get("timeout_ms") or 300_000) / 1000
         if handler.options.timeout is not None:
             from .options import seconds
