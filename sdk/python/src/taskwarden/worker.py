@@ -370,6 +370,8 @@ class Worker:
         self._moved = asyncio.Event()
         self._outbox = _Outbox()
         stop_background = asyncio.Event()
+        self._beat_sooner = asyncio.Event()
+        self._beat_interval = 1.0
         reporter = asyncio.ensure_future(self._reporter())
         heartbeats = asyncio.ensure_future(self._keep_leases(stop_background))
         fetcher = asyncio.ensure_future(self._fetch_loop())
@@ -403,6 +405,7 @@ class Worker:
         if self._executions:
             await asyncio.wait(set(self._executions), timeout=1.0)
         stop_background.set()
+        self._beat_sooner.set()
         await heartbeats
         self._outbox.close()
         try:
@@ -512,6 +515,8 @@ class Worker:
         )
         # Registered before it waits for a slot, so heartbeats keep its lease while it waits.
         self._active[task_id] = ex
+        if ex.lease_timeout / 3 < self._beat_interval:
+            self._beat_sooner.set()
         leased_at = time.monotonic()
         try:
             if not await self._take_slot(ex):
@@ -731,8 +736,19 @@ class Worker:
         last_beat = time.monotonic()
         while True:
             interval = min((ex.lease_timeout / 3 for ex in self._active.values()), default=1.0)
-            if await _sleep_or(stop, min(10.0, max(0.02, interval))):
+            self._beat_interval = min(10.0, max(0.02, interval))
+            self._beat_sooner.clear()
+            # Woken early when a task with a shorter lease arrives (or on stop).
+            await _sleep_or(self._beat_sooner, self._beat_interval)
+            if stop.is_set():
                 return
+            if self._beat_sooner.is_set():
+                elapsed = time.monotonic() - last_beat
+                shortest = min((ex.lease_timeout / 3 for ex in self._active.values()), default=1.0)
+                if elapsed < shortest:
+                    await _sleep_or(stop, shortest - elapsed)
+                    if stop.is_set():
+                        return
             held = list(self._active.values())
             if not held and time.monotonic() - last_beat < IDLE_HEARTBEAT:
                 continue
@@ -742,21 +758,29 @@ class Worker:
                     ex.id: self._progress.pop(ex.id) for ex in held if ex.id in self._progress
                 }
             sent = {ex.id: ex for ex in held}
-            leases = []
-            for ex in held[:10_000]:
-                lease: dict[str, Any] = {"task_id": ex.id, "lease": ex.lease}
-                if ex.id in progress:
-                    lease["progress"] = progress[ex.id]
-                leases.append(lease)
-            call: _Call[Any] = _Call(
-                "POST", f"/v1/workers/{self.worker_id}/heartbeat", lambda d: d, {"leases": leases}
-            )
-            try:
-                answer = await self._client.call(call)
-            except Exception as e:
-                log.warning("heartbeat failed: %s", e)
+            statuses: list[dict[str, Any]] = []
+            failed = False
+            for start in range(0, max(1, len(held)), 10_000):  # the server's most per request
+                leases = []
+                for ex in held[start : start + 10_000]:
+                    lease: dict[str, Any] = {"task_id": ex.id, "lease": ex.lease}
+                    if ex.id in progress:
+                        lease["progress"] = progress[ex.id]
+                    leases.append(lease)
+                call: _Call[Any] = _Call(
+                    "POST",
+                    f"/v1/workers/{self.worker_id}/heartbeat",
+                    lambda d: d,
+                    {"leases": leases},
+                )
+                try:
+                    statuses += (await self._client.call(call)).get("leases") or []
+                except Exception as e:
+                    log.warning("heartbeat failed: %s", e)
+                    failed = True
+            if failed and not statuses:
                 continue
-            for st in answer.get("leases") or []:
+            for st in statuses:
                 beat = sent.get(st["task_id"])
                 # The answer is about the lease we sent; the task may have moved on since.
                 if beat is None or self._active.get(beat.id) is not beat:
