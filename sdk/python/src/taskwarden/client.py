@@ -414,7 +414,7 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         for pool in self._pools:
-            pool.close()
+            await pool.aclose()
 
     async def call(self, call: _Call[T]) -> T:
         """Sends one request (trying the next node while a node cannot take it)."""
