@@ -3,8 +3,9 @@
 # repository's target/python-venv, installs the SDK with its test extras, then runs ruff (lint
 # and format), mypy --strict and pytest against real `taskwarden server` processes.
 #
-# The server binary: TASKWARDEN_BIN, else `taskwarden` on PATH, else target/debug or
-# target/release of this repository (built with cargo if cargo is there and neither exists).
+# The server binary: TASKWARDEN_BIN, else target/debug or target/release of this repository
+# (the checkout's own build, as `cargo test` leaves it), else `taskwarden` on PATH, else built
+# with cargo.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -22,13 +23,16 @@ fi
 "$venv/bin/python" -m pip install --quiet -e "$here[test]"
 
 echo "== server binary"
-if [ -z "${TASKWARDEN_BIN:-}" ] && ! command -v taskwarden >/dev/null 2>&1; then
+if [ -z "${TASKWARDEN_BIN:-}" ]; then
   for build in debug release; do
     if [ -x "$root/target/$build/taskwarden" ]; then
       export TASKWARDEN_BIN="$root/target/$build/taskwarden"
       break
     fi
   done
+  if [ -z "${TASKWARDEN_BIN:-}" ] && command -v taskwarden >/dev/null 2>&1; then
+    export TASKWARDEN_BIN="$(command -v taskwarden)"
+  fi
   if [ -z "${TASKWARDEN_BIN:-}" ]; then
     if command -v cargo >/dev/null 2>&1; then
       (cd "$root" && cargo build --locked --bin taskwarden)
