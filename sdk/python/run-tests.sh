@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The Python SDK's checks, from a machine with only python3: makes a virtualenv under the
+# repository's target/python-venv, installs the SDK with its test extras, then runs ruff (lint
+# and format), mypy --strict and pytest against real `taskwarden server` processes.
+#
+# The server binary: TASKWARDEN_BIN, else target/debug or target/release of this repository
+# (the checkout's own build, as `cargo test` leaves it), else `taskwarden` on PATH, else built
+# with cargo.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+venv="${TASKWARDEN_PY_VENV:-$root/target/python-venv}"
+
+echo "== python virtualenv ($venv)"
+if [ ! -x "$venv/bin/python" ]; then
+  mkdir -p "$(dirname "$venv")"
+  python3 -m venv "$venv" || {
+    echo "python3 -m venv failed: install python3-venv (apt-get install python3-venv)" >&2
+    exit 1
+  }
+fi
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --quiet -e "$here[test]"
+
+echo "== server binary"
+if [ -z "${TASKWARDEN_BIN:-}" ]; then
+  for build in debug release; do
+    if [ -x "$root/target/$build/taskwarden" ]; then
+      export TASKWARDEN_BIN="$root/target/$build/taskwarden"
+      break
+    fi
+  done
+  if [ -z "${TASKWARDEN_BIN:-}" ] && command -v taskwarden >/dev/null 2>&1; then
+    export TASKWARDEN_BIN="$(command -v taskwarden)"
+  fi
+  if [ -z "${TASKWARDEN_BIN:-}" ]; then
+    if command -v cargo >/dev/null 2>&1; then
+      (cd "$root" && cargo build --locked --bin taskwarden)
+      export TASKWARDEN_BIN="$root/target/debug/taskwarden"
+    else
+      echo "no taskwarden binary: set TASKWARDEN_BIN or build it (cargo build)" >&2
+      exit 1
+    fi
+  fi
+fi
+echo "${TASKWARDEN_BIN:-$(command -v taskwarden)}"
+
+cd "$here"
+echo "== ruff check"
+"$venv/bin/ruff" check .
+echo "== ruff format --check"
+"$venv/bin/ruff" format --check .
+echo "== mypy --strict"
+"$venv/bin/mypy" --strict
+echo "== pytest"
+"$venv/bin/pytest" "$@"
