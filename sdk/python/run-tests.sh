@@ -52,5 +52,18 @@ echo "== ruff format --check"
 "$venv/bin/ruff" format --check .
 echo "== mypy --strict"
 "$venv/bin/mypy" --strict
-echo "== pytest"
+echo "== pytest (embedded store)"
 "$venv/bin/pytest" "$@"
+
+# Again on PostgreSQL where there is one: TASKWARDEN_TEST_DATABASE_URL (the Rust tests' variable),
+# default the local one. TASKWARDEN_REQUIRE_POSTGRES=1 (CI) makes its absence a failure.
+pg="${TASKWARDEN_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+if "$venv/bin/python" -c "import psycopg, sys; psycopg.connect(sys.argv[1], connect_timeout=5).close()" "$pg" 2>/dev/null; then
+  echo "== pytest (PostgreSQL)"
+  TASKWARDEN_TEST_POSTGRES="$pg" "$venv/bin/pytest" "$@"
+elif [ "${TASKWARDEN_REQUIRE_POSTGRES:-}" = "1" ]; then
+  echo "PostgreSQL is not reachable at $pg, and TASKWARDEN_REQUIRE_POSTGRES=1" >&2
+  exit 1
+else
+  echo "SKIPPED: the PostgreSQL run (no PostgreSQL at $pg)"
+fi
