@@ -14,6 +14,7 @@ since only the first may be sent to another node without a second thought.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from urllib.parse import urlencode
 
@@ -30,6 +31,12 @@ class ConnectFailed(OSError):
 
 class BrokenResponse(OSError):
     """The connection broke, or the answer was not HTTP we understand."""
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """Calls use a handful of timeouts: one object each, not one a request."""
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 class Pool:
@@ -58,6 +65,8 @@ class Pool:
                 connector=connector,
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                # The API sets no cookies: skip the cookie jar's work on every request.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
             self._loop = loop
         return self._session
@@ -83,7 +92,7 @@ class Pool:
                 url,
                 data=body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=_timeout(timeout),
             ) as response:
                 return response.status, await response.read()
         except aiohttp.ClientConnectorError as e:
