@@ -153,38 +153,36 @@ async fn reap_expired_leases(
         if !leadership.wait(&shutdown).await {
             return;
         }
-        loop {
-            match store.expire_leases(ExpireLeases { now: clock.now(), limit: PASS_LIMIT }).await {
-                Ok(n) if n as u32 == PASS_LIMIT => continue,
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(expired = n, "expired leases");
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "lease expiry pass failed");
-                    break;
-                }
-            }
-        }
+        let now = || ExpireLeases { now: clock.now(), limit: PASS_LIMIT };
+        until_done("expired leases", "lease expiry pass failed", || store.expire_leases(now())).await;
         // Tasks not started by their expires_at, in the same pass.
-        loop {
-            match store.expire_unstarted(ExpireLeases { now: clock.now(), limit: PASS_LIMIT }).await {
-                Ok(n) if n as u32 == PASS_LIMIT => continue,
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(expired = n, "expired tasks not started in time");
-                    }
-                    break;
+        until_done("expired tasks not started in time", "task expiry pass failed", || store.expire_unstarted(now()))
+            .await;
+        passes.send_modify(|n| *n += 1);
+    }
+}
+
+/// Runs a pass of the store's until one does less than a full pass of work (or fails), and logs
+/// what it did.
+async fn until_done<F, Fut>(done: &str, failed: &str, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = taskwarden_store::Result<usize>>,
+{
+    loop {
+        match pass().await {
+            Ok(n) if n as u32 == PASS_LIMIT => continue,
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(count = n, "{done}");
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "task expiry pass failed");
-                    break;
-                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{failed}");
+                return;
             }
         }
-        passes.send_modify(|n| *n += 1);
     }
 }
 
