@@ -396,6 +396,22 @@ impl Task {
         self.expires_at.is_some_and(|e| e <= now)
     }
 
+    /// Takes out of tasks chosen to start those whose `expires_at` has come, expired (see
+    /// [`Task::expire_unstarted`]), for the caller to save; the rest may start. Allocates only
+    /// when one has expired.
+    pub fn take_expired(tasks: &mut Vec<Task>, now: Timestamp) -> Vec<Task> {
+        if !tasks.iter().any(|t| t.has_expired(now)) {
+            return Vec::new();
+        }
+        let (mut expired, kept): (Vec<Task>, Vec<Task>) =
+            std::mem::take(tasks).into_iter().partition(|t| t.has_expired(now));
+        *tasks = kept;
+        for task in &mut expired {
+            task.expire_unstarted(now).expect("a task chosen to start is ready, and it has expired");
+        }
+        expired
+    }
+
     /// Failed, cancelled or expired → ready, with a fresh attempt budget. An expired task loses
     /// its `expires_at`: retrying it by hand says to run it after all.
     pub fn retry(&mut self, now: Timestamp) -> Result<(), TransitionError> {

@@ -668,7 +668,7 @@ pub struct ParentList {
 
 /// A kind as the server knows it: the live workers with a handler for it, its ready tasks and
 /// the JSON Schema its payloads must match, if one was registered.
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KindInfo {
     #[schema(schema_with = crate::schema::name)]
     pub kind: String,

@@ -59,12 +59,5 @@ pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult
 }
 
 fn blank<'a>(kinds: &'a mut BTreeMap<String, KindInfo>, kind: &str) -> &'a mut KindInfo {
-    kinds.entry(kind.to_owned()).or_insert_with(|| KindInfo {
-        kind: kind.to_owned(),
-        workers: 0,
-        queues: Vec::new(),
-        ready: 0,
-        schema: None,
-        schema_registered_at: None,
-    })
+    kinds.entry(kind.to_owned()).or_insert_with(|| KindInfo { kind: kind.to_owned(), ..KindInfo::default() })
 }

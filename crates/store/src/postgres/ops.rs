@@ -266,13 +266,8 @@ async fn start(
     now: Timestamp,
 ) -> PgResult<()> {
     // One past its expires_at is dropped, not started (the sweep had not reached it yet).
-    if tasks.iter().any(|t| t.has_expired(now)) {
-        let (mut expired, kept): (Vec<Task>, Vec<Task>) =
-            std::mem::take(tasks).into_iter().partition(|t| t.has_expired(now));
-        *tasks = kept;
-        for task in &mut expired {
-            task.expire_unstarted(now)?;
-        }
+    let expired = Task::take_expired(tasks, now);
+    if !expired.is_empty() {
         save(tx, st, shared, &expired).await?;
     }
     for task in tasks.iter_mut() {

@@ -193,9 +193,8 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
             (taken, Hold::of(&gate))
         };
         // One past its expires_at is dropped, not started (the sweep had not reached it yet).
-        let (expired, mut tasks): (Vec<Task>, Vec<Task>) = tasks.into_iter().partition(|t| t.has_expired(p.now));
-        for mut task in expired {
-            task.expire_unstarted(p.now)?;
+        let mut tasks = tasks;
+        for task in Task::take_expired(&mut tasks, p.now) {
             save(conn, st, &task, None)?;
         }
         for task in &mut tasks {
