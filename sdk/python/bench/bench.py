@@ -107,17 +107,35 @@ async def main() -> None:
     worker = start_worker(app.url)
     try:
         await asyncio.sleep(1.5)
+        figures: dict[str, list[float]] = {
+            k: [] for k in ("single", "batch", "drain", "p50", "p99")
+        }
         for run in range(args.runs):
-            single = await single_submits(2000)
+            single = await single_submits(5000)
             batch = await batch_submits(args.tasks)
             drained = await drain(args.tasks)
             p50, p99 = await pickup(300)
+            for key, value in zip(figures, (single, batch, drained, p50, p99), strict=True):
+                figures[key].append(value)
             print(
                 f"run {run + 1}: single submits {single:,.0f}/s, batch submits {batch:,.0f}/s, "
                 f"drain {drained:,.0f} tasks/s (one worker process), pickup p50 {p50:.2f} ms "
                 f"p99 {p99:.2f} ms",
                 flush=True,
             )
+        m = {key: statistics.median(values) for key, values in figures.items()}
+        print(
+            f"median of {args.runs}: single submits {m['single']:,.0f}/s, batch submits "
+            f"{m['batch']:,.0f}/s, drain {m['drain']:,.0f} tasks/s, pickup p50 {m['p50']:.2f} ms "
+            f"p99 {m['p99']:.2f} ms",
+            flush=True,
+        )
+        # The same medians as table rows, as bench/compare.sh reads them.
+        units = {"single": "submits/s", "batch": "submits/s", "drain": "tasks/s"}
+        names = {"single": "python single submits", "batch": "python batch submits"}
+        names |= {"drain": "python drain", "p50": "python pickup p50", "p99": "python pickup p99"}
+        for key, value in m.items():
+            print(f"| {names[key]} | {value:.2f} {units.get(key, 'ms')} |")
     finally:
         worker.terminate()
         worker.wait(30)

@@ -10,11 +10,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal, TypedDict
+from typing import Literal, TypedDict, cast
 
 from pydantic import BaseModel
 
-from taskwarden import Context, FanOut, Permanent, RetryAfter, Taskwarden
+from taskwarden import Context, FanOut, Permanent, Quorum, RetryAfter, Taskwarden
+from taskwarden.workflow import Policy
 
 app = Taskwarden()
 
@@ -222,6 +223,26 @@ async def word_count(
         # Fails after fanning out: the retry must get the same fan-out back, not a second one.
         raise RuntimeError("failing after the fan-out")
     return fan_out
+
+
+@app.task(queue="t-mapreduce", retries=0)
+async def fails_below_zero(ctx: Context, n: int) -> int:
+    if n < 0:
+        raise ValueError(f"negative: {n}")
+    return n
+
+
+@app.task(queue="t-mapreduce")
+async def outcomes(ctx: Context) -> list[str]:
+    return [p.state for p in await ctx.parents()]
+
+
+@app.task(queue="t-mapreduce", retries=0)
+async def fan_out_with(
+    ctx: Context, numbers: list[int], policy: str, quorum: int = 0
+) -> FanOut[list[str]]:
+    chosen = Quorum(min_successes=quorum) if policy == "quorum" else cast(Policy, policy)
+    return await ctx.fan_out(fails_below_zero.each(numbers), join=outcomes, policy=chosen)
 
 
 @app.task(queue="t-mapreduce")

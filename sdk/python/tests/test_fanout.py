@@ -6,13 +6,14 @@ from collections import Counter
 
 import pytest
 
-from taskwarden import ConversionError
+from taskwarden import ConversionError, TaskCancelled, TaskFailed
 from taskwarden.testing import run_inline
 from tests.conftest import running_worker
 from tests.tasks import (
     Page,
     app,
     count_words,
+    fan_out_with,
     make_page,
     merge_counts,
     sync_word_count,
@@ -74,3 +75,35 @@ def test_run_inline_without_a_server() -> None:
     with pytest.raises(ConversionError) as e:
         run_inline(make_page, {"url": 3})
     assert e.value.path == "payload.url"
+
+
+def test_run_inline_applies_the_fan_out_policy() -> None:
+    # collect: every child runs, the join sees every outcome.
+    states = run_inline(fan_out_with, numbers=[1, -2, 3], policy="collect")
+    assert states == ["succeeded", "failed", "succeeded"]
+    # fail_fast: the first failure stops the rest and cancels the join.
+    with pytest.raises(TaskCancelled) as e:
+        run_inline(fan_out_with, numbers=[1, -2, 3], policy="fail_fast")
+    assert isinstance(e.value.__cause__, ValueError) and "root/000001" in str(e.value.error)
+    # quorum: once enough succeeded the rest are cancelled; out of reach, the join is cancelled.
+    states = run_inline(fan_out_with, numbers=[1, 2, 3], policy="quorum", quorum=2)
+    assert states == ["succeeded", "succeeded", "cancelled"]
+    states = run_inline(fan_out_with, numbers=[-1, 2, 3], policy="quorum", quorum=2)
+    assert states == ["failed", "succeeded", "succeeded"]
+    with pytest.raises(TaskCancelled, match="quorum of 2 out of reach"):
+        run_inline(fan_out_with, numbers=[-1, -2, 3], policy="quorum", quorum=2)
+
+
+async def test_fan_out_policies_on_the_server_as_inline() -> None:
+    # What run_inline promises, checked against a real server and worker.
+    async with running_worker(["t-mapreduce"], concurrency=8):
+        ref = await fan_out_with.submit(numbers=[1, -2, 3], policy="collect")
+        assert await ref.result(timeout=20) == ["succeeded", "failed", "succeeded"]
+        ref = await fan_out_with.submit(numbers=[1, -2, 3], policy="fail_fast")
+        with pytest.raises(TaskFailed) as failed:
+            await ref.result(timeout=20)
+        assert failed.value.state == "cancelled"
+        ref = await fan_out_with.submit(numbers=[-1, -2, 3], policy="quorum", quorum=2)
+        with pytest.raises(TaskFailed) as failed:
+            await ref.result(timeout=20)
+        assert failed.value.state == "cancelled"

@@ -110,18 +110,25 @@ async def test_timeout_stops_the_handler() -> None:
 
 
 async def test_blocked_sync_handler_does_not_starve_the_loop() -> None:
-    # One sync handler sleeps 8 s in its thread on a 1 s lease: only heartbeats sent meanwhile
-    # keep the lease; and async handlers keep running beside it.
+    # One sync handler blocks its thread for a full minute on a 1 s lease: only heartbeats sent
+    # meanwhile keep the lease; and async handlers keep running beside it the whole time.
     async with running_worker(["t-block"], concurrency=8, threads=2) as worker:
-        blocked = await blocking_sync.submit(8)
+        blocked = await blocking_sync.submit(60)
         await wait_for(lambda: worker.busy_threads == 1, what="the sync handler to start")
         started = time.monotonic()
-        for _ in range(3):
+        rounds = 0
+        while time.monotonic() - started < 55:
+            round_started = time.monotonic()
             refs = await quick.map(range(20))
             assert await app.gather(refs, timeout=5) == [n * 2 for n in range(20)]
-        assert time.monotonic() - started < 6  # all while the sync handler still blocks
-        assert worker.busy_threads == 1
-        assert await blocked.result(timeout=15) == "woke"
+            assert time.monotonic() - round_started < 2, "async handlers stalled"
+            assert worker.busy_threads == 1  # the sync handler still blocks
+            info = await blocked.info()
+            assert info.state == "running" and info.attempts == 1, info.raw
+            rounds += 1
+            await asyncio.sleep(1)
+        assert rounds >= 20
+        assert await blocked.result(timeout=20) == "woke"
         info = await blocked.info()
         assert info.attempts == 1 and info.raw["history"][0]["outcome"] == "succeeded"
         assert worker.summary.abandoned == 0

@@ -27,7 +27,8 @@ import httpx
 from .app import TaskDef
 from .context import Context
 from .convert import to_json
-from .workflow import FanOut, ParentResult
+from .errors import TaskCancelled
+from .workflow import FanOut, ParentResult, Quorum
 
 R = TypeVar("R")
 
@@ -151,7 +152,11 @@ class ServerProcess:
 
 class _InlineBackend:
     """A context's calls, in process: a fan-out runs its children and then its join right here,
-    one after another (whatever the policy: every child's outcome reaches the join)."""
+    one after another, under the fan-out's policy as the server applies it: ``collect`` runs
+    every child and gives the join every outcome; ``fail_fast`` stops at the first child that
+    fails (the rest and the join never run) and the fan-out's result raises ``TaskCancelled``;
+    ``Quorum`` stops once enough children succeeded (the join sees the rest as cancelled), and
+    raises ``TaskCancelled`` as soon as too many failed for the quorum to be reached."""
 
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -165,18 +170,40 @@ class _InlineBackend:
         self.progress_log.append((fraction, message))
 
     async def fan_out(self, ctx: Context, body: dict[str, Any]) -> FanOut[Any]:
-        parents = []
-        for i, child in enumerate(body["children"]):
-            child_task = self._task(child["kind"])
+        children = body["children"]
+        policy = body.get("failure_policy") or {"kind": "collect"}
+        needed = len(children) + 1  # collect and fail_fast: no quorum stops the children
+        quorum_kind = policy["kind"] == "quorum"
+        if quorum_kind:
+            quorum = Quorum(policy.get("fraction"), min_successes=policy.get("min_successes"))
+            needed = quorum.needed(len(children))
+        parents: list[ParentResult] = []
+        succeeded = failed = 0
+        join_id = str(uuid.uuid4())
+        for i, child in enumerate(children):
             node = f"root/{i:06d}"
+            if succeeded >= needed:
+                parents.append(
+                    ParentResult(node, str(uuid.uuid4()), "cancelled", None, "quorum reached")
+                )
+                continue
             try:
-                result = await _run_json(child_task, child.get("payload"), ())
-                parents.append(ParentResult(node, str(uuid.uuid4()), "succeeded", result))
+                result = await _run_json(self._task(child["kind"]), child.get("payload"), ())
             except Exception as e:
+                failed += 1
                 parents.append(ParentResult(node, str(uuid.uuid4()), "failed", None, repr(e)))
+                if policy["kind"] == "fail_fast":
+                    why = f"fail_fast: {node} failed: {e!r}"
+                    raise TaskCancelled(join_id, "cancelled", why, 0) from e
+                if quorum_kind and len(children) - failed < needed:
+                    why = f"quorum of {needed} out of reach: {failed} of {len(children)} failed"
+                    raise TaskCancelled(join_id, "cancelled", why, 0) from e
+                continue
+            succeeded += 1
+            parents.append(ParentResult(node, str(uuid.uuid4()), "succeeded", result))
         join = body["join"]
         self.stand_in = await _run_json(self._task(join["kind"]), join.get("payload"), parents)
-        return FanOut("inline", str(uuid.uuid4()), len(parents))
+        return FanOut("inline", join_id, len(parents))
 
     async def parents_page(
         self, ctx: Context, after: str | None, limit: int
@@ -229,5 +256,6 @@ def run_inline(task: TaskDef[Any, R], payload: Any = None, /, **kwargs: Any) -> 
     """Runs ``task``'s handler here, now, with a real ``Context``: the payload (a dict, or keyword
     arguments) is checked and converted as a worker would, the result goes through JSON and back
     as a client would see it, exceptions propagate, and ``ctx.fan_out`` runs the children and the
-    join in process (returning the join's result). No server needed."""
+    join in process, one after another, under the fan-out's policy (returning the join's result,
+    or raising ``TaskCancelled`` where the server would cancel the join). No server needed."""
     return asyncio.run(run_inline_async(task, payload, **kwargs))
