@@ -3,9 +3,12 @@
 # median for both side by side with their ratio: on a noisy machine only figures taken in the
 # same run, interleaved, compare like with like.
 #
-# Usage: bench/compare.sh BASE_REV [ROUNDS] [-- taskwarden bench args...]
+# Usage: bench/compare.sh BASE_REV [ROUNDS] [--python] [-- bench args...]
 #   bench/compare.sh 43bb35e~1 5 -- --only e2e
 #   bench/compare.sh main~3 3 -- --only shape --shape-tasks 5000
+#   bench/compare.sh main~1 5 --python            # the Python SDK's bench/bench.py instead
+# With --python, the SDK's virtualenv (sdk/python/run-tests.sh makes it) runs
+# sdk/python/bench/bench.py against a server of each build.
 # BASE_REV is built into target/compare/BASE (once per revision); this checkout's build is the
 # other side. Each round runs each build once with --runs 1, alternating which goes first.
 set -euo pipefail
@@ -13,7 +16,9 @@ cd "$(dirname "$0")/.."
 base_rev=${1:?usage: bench/compare.sh BASE_REV [ROUNDS] [-- bench args]}
 shift
 rounds=3
-if [[ $# -gt 0 && $1 != "--" ]]; then rounds=$1; shift; fi
+if [[ $# -gt 0 && $1 != "--" && $1 != "--python" ]]; then rounds=$1; shift; fi
+python=""
+if [[ ${1:-} == "--python" ]]; then python=${TASKWARDEN_PY_VENV:-$PWD/target/python-venv}/bin/python; shift; fi
 [[ ${1:-} == "--" ]] && shift
 base_sha=$(git rev-parse --short "$base_rev")
 base_bin="target/compare/$base_sha/taskwarden"
@@ -36,7 +41,11 @@ for ((round = 1; round <= rounds; round++)); do
   for entry in "${order[@]}"; do
     bin=${entry%%:*} side=${entry##*:}
     echo "round $round/$rounds: $side ($bin)" >&2
-    "$bin" bench --runs 1 "$@" > "$out/$side.$round" 2>/dev/null
+    if [[ -n $python ]]; then
+      TASKWARDEN_BIN="$bin" "$python" sdk/python/bench/bench.py --runs 1 "$@" > "$out/$side.$round" 2>/dev/null
+    else
+      "$bin" bench --runs 1 "$@" > "$out/$side.$round" 2>/dev/null
+    fi
   done
 done
 python3 - "$out" "$rounds" "$base_sha" <<'PY'

@@ -105,11 +105,11 @@ pub(crate) fn answer_served(state: &mut WriterState, commit: &Result<()>) -> Vec
     let mut orphans = Vec::new();
     for (reply, fetched) in state.served.drain(..) {
         match commit {
-            Ok(()) => {
-                if let Err(Ok(fetched)) = reply.send(Ok(fetched)) {
-                    orphans.extend(fetched.tasks);
-                }
-            }
+            Ok(()) => match reply.send(Ok(fetched)) {
+                Ok(()) => state.handed_off += 1,
+                Err(Ok(fetched)) => orphans.extend(fetched.tasks),
+                Err(Err(_)) => {}
+            },
             Err(e) => drop(reply.send(Err(StoreError::Unavailable(e.to_string())))),
         }
     }

@@ -1,7 +1,9 @@
 //! The embedded backend: one SQLite file in WAL mode.
 //!
-//! - `writer`: the single writer thread and its group commit.
-//! - `ops`: write operations (run on the writer thread).
+//! - `writer`: the single writer thread and its group commit (small writes that find it idle
+//!   run on their caller's thread).
+//! - `checkpoint`: copying the write-ahead log back into the database, off the write path.
+//! - `ops`: write operations (run under the writer's lock).
 //! - `handoff`: parked fetches, served the moment tasks become ready.
 //! - `reads`: queries (run on a pool of reader connections).
 //! - `rows`: the mapping between rows and core types.
@@ -11,6 +13,7 @@
 //! - `schema`: versioned migrations.
 
 mod access;
+mod checkpoint;
 mod handoff;
 mod ledger;
 mod ops;
@@ -38,6 +41,7 @@ use crate::admission;
 use crate::params::*;
 use crate::topics::Topics;
 use crate::{DEFAULT_AGING, Result, Store, StoreError};
+use checkpoint::Checkpointer;
 use writer::Writer;
 
 /// How hard a commit works to survive a crash.
@@ -114,6 +118,7 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     topics: Arc<Topics>,
+    _checkpointer: Checkpointer,
 }
 
 impl SqliteStore {
@@ -142,12 +147,16 @@ impl SqliteStore {
             }
             Durability::Relaxed => None,
         };
+        // Checkpoints run on a thread of their own (see `checkpoint`).
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES).map_err(internal)?;
+        let checkpointer = Checkpointer::spawn(open(&config.path).map_err(internal)?);
         let topics = Arc::new(Topics::new());
         Ok(SqliteStore {
             writer: Writer::spawn(conn, wal, topics.clone(), config.aging),
             readers: Arc::new(Mutex::new(readers.map_err(internal)?)),
             path: config.path,
             topics,
+            _checkpointer: checkpointer,
         })
     }
 
@@ -174,10 +183,18 @@ impl SqliteStore {
     }
 }
 
+/// Most tasks, leases or reports a write may carry and still run on its caller's thread when the
+/// writer is idle (see `Writer::write_small`).
+const SMALL: usize = 16;
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn submit(&self, p: SubmitTasks) -> Result<Vec<Submitted>> {
-        self.writer.write(true, move |c, st| ops::submit(c, st, p)).await
+        if p.tasks.len() <= SMALL {
+            self.writer.write_small(true, move |c, st| ops::submit(c, st, p)).await
+        } else {
+            self.writer.write(true, move |c, st| ops::submit(c, st, p)).await
+        }
     }
 
     async fn get(&self, id: TaskId) -> Result<Task> {
@@ -189,11 +206,11 @@ impl Store for SqliteStore {
     }
 
     async fn cancel(&self, p: CancelTask) -> Result<Cancelled> {
-        self.writer.write(true, move |c, st| ops::cancel(c, st, p)).await
+        self.writer.write_small(true, move |c, st| ops::cancel(c, st, p)).await
     }
 
     async fn retry(&self, p: RetryTask) -> Result<Task> {
-        self.writer.write(true, move |c, st| ops::retry(c, st, p)).await
+        self.writer.write_small(true, move |c, st| ops::retry(c, st, p)).await
     }
 
     async fn fetch(&self, p: FetchTasks) -> Result<Vec<Task>> {
@@ -219,11 +236,19 @@ impl Store for SqliteStore {
     }
 
     async fn heartbeat(&self, p: Heartbeat) -> Result<Vec<LeaseStatus>> {
-        self.writer.write(false, move |c, st| ops::heartbeat(c, st, p)).await
+        if p.leases.len() <= SMALL {
+            self.writer.write_small(false, move |c, st| ops::heartbeat(c, st, p)).await
+        } else {
+            self.writer.write(false, move |c, st| ops::heartbeat(c, st, p)).await
+        }
     }
 
     async fn report(&self, p: ReportOutcomes) -> Result<Vec<Result<Task>>> {
-        self.writer.write(true, move |c, st| ops::report(c, st, p)).await
+        if p.reports.len() <= SMALL {
+            self.writer.write_small(true, move |c, st| ops::report(c, st, p)).await
+        } else {
+            self.writer.write(true, move |c, st| ops::report(c, st, p)).await
+        }
     }
 
     async fn expire_leases(&self, p: ExpireLeases) -> Result<usize> {

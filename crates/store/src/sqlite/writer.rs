@@ -5,9 +5,15 @@
 //! transaction and commits once (see `run_group` for how a failing operation is kept from
 //! committing half its work). Many concurrent submits thus share a single fsync, and nobody is
 //! answered before the commit that holds their change has returned.
+//!
+//! A small operation that finds the writer idle runs on its caller's thread instead
+//! ([`Writer::write_small`]): handing it to the writer thread and its answer back costs two
+//! thread wake-ups, which on a virtual machine take longer than the write itself. The
+//! connection sits behind a mutex, so either way one write runs at a time, in one group commit.
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -38,6 +44,8 @@ pub(crate) struct WriterState {
     pub waiters: VecDeque<Waiter>,
     /// Fetchers given tasks in the current transaction, answered once it commits.
     pub served: Vec<(FetchReply, crate::admission::Fetched)>,
+    /// How many fetchers have been answered with tasks, ever.
+    pub handed_off: u64,
     /// Tasks leased per queue, for the weighted fair share of fetches from several queues.
     pub leased: std::collections::BTreeMap<String, u64>,
     /// A ready task gains a priority level per this much waiting (see `SqliteConfig::aging`).
@@ -100,12 +108,37 @@ pub(crate) struct WriteJob {
     pub op: Box<dyn Operation>,
 }
 
-/// Wake-up counters, one per [`Topic`].
+/// What one write needs: the connection, the log to sync, the state lent to operations.
+struct Core {
+    conn: Connection,
+    /// The database's write-ahead log, synced by hand (see `commit_group`); `None` with relaxed
+    /// durability.
+    wal: Option<File>,
+    state: WriterState,
+}
+
+impl Core {
+    /// Commits `group`, then gives tasks leased to fetchers that gave up in the meantime straight
+    /// back to the queue (and to any other waiting fetcher), instead of waiting out their lease.
+    fn commit(&mut self, topics: &Topics, group: Vec<WriteJob>) {
+        let Core { conn, wal, state } = self;
+        let mut orphans = commit_group(conn, wal.as_ref(), state, topics, group);
+        while !orphans.is_empty() {
+            let release = handoff::release_job(std::mem::take(&mut orphans), state.now);
+            orphans = commit_group(conn, wal.as_ref(), state, topics, vec![release]);
+        }
+    }
+}
+
+/// The way to the single writer: its queue, and the connection itself for a small write that
+/// finds the writer idle.
 #[derive(Clone)]
 pub(crate) struct Writer {
     // Bounded so that a flood of submits queues in the HTTP layer (and pushes back on clients)
     // rather than growing this queue without limit.
     tx: mpsc::Sender<WriteJob>,
+    core: Arc<Mutex<Core>>,
+    topics: Arc<Topics>,
 }
 
 impl Writer {
@@ -118,11 +151,32 @@ impl Writer {
         aging: Option<std::time::Duration>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(8192);
+        let state = WriterState {
+            ids: IdGenerator::new(),
+            rng: StdRng::from_os_rng(),
+            touched: [false; 3],
+            now: Timestamp::EPOCH,
+            waiters: VecDeque::new(),
+            served: Vec::new(),
+            handed_off: 0,
+            leased: Default::default(),
+            aging,
+            ledger: Ledger::default(),
+            buckets: BucketCache::default(),
+        };
+        let mut core = Core { conn, wal, state };
+        reload_ledger(&core.conn, &mut core.state);
+        // SQLite itself never syncs on commit; the writer syncs the log when a caller is owed it.
+        if let Err(e) = core.conn.execute_batch("PRAGMA synchronous = NORMAL") {
+            tracing::error!(error = %e, "cannot set synchronous = NORMAL");
+        }
+        let core = Arc::new(Mutex::new(core));
+        let writer = Writer { tx, core: core.clone(), topics: topics.clone() };
         std::thread::Builder::new()
             .name("taskwarden-sqlite-writer".into())
-            .spawn(move || run(conn, wal, rx, &topics, aging))
+            .spawn(move || run(&core, rx, &topics))
             .expect("spawn the SQLite writer thread");
-        Writer { tx }
+        writer
     }
 
     /// Runs `op` inside the next group transaction and resolves once that transaction committed.
@@ -139,6 +193,52 @@ impl Writer {
         rx.await.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
     }
 
+    /// As [`Writer::write`], for an operation that takes no more than a few rows: when nothing
+    /// is queued and no write is running, it runs (and commits) on the caller's thread. Not when
+    /// it is owed a sync of the log: an fsync would block the caller's thread for milliseconds.
+    pub async fn write_small<T, F>(&self, durable: bool, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut WriterState) -> Result<T> + Send + 'static,
+    {
+        match self.try_inline(durable, op) {
+            Ok((answer, served_fetchers)) => {
+                if served_fetchers {
+                    // Tasks went to parked fetches, woken onto this thread's run queue, where
+                    // they would wait for this caller's response to be written: let them answer
+                    // first.
+                    tokio::task::yield_now().await;
+                }
+                answer
+            }
+            Err(op) => self.write(durable, op).await,
+        }
+    }
+
+    /// Runs `op` here if the writer is idle: its answer, and whether the commit handed tasks to
+    /// parked fetches. Gives `op` back otherwise.
+    fn try_inline<T, F>(&self, durable: bool, op: F) -> std::result::Result<(Result<T>, bool), F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut WriterState) -> Result<T> + Send + 'static,
+    {
+        if self.tx.capacity() != self.tx.max_capacity() {
+            return Err(op);
+        }
+        let Ok(mut core) = self.core.try_lock() else { return Err(op) };
+        if durable && core.wal.is_some() {
+            return Err(op);
+        }
+        let (reply, mut rx) = oneshot::channel();
+        let handed_off = core.state.handed_off;
+        core.commit(&self.topics, vec![WriteJob { durable, op: Box::new(Pending { op, reply }) }]);
+        let served_fetchers = core.state.handed_off != handed_off;
+        drop(core);
+        let answer =
+            rx.try_recv().unwrap_or_else(|_| Err(StoreError::Unavailable("the SQLite writer has stopped".into())));
+        Ok((answer, served_fetchers))
+    }
+
     /// Queues a job whose operation answers its caller itself.
     pub async fn submit_job(&self, job: WriteJob) -> Result<()> {
         self.tx.send(job).await.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))
@@ -150,31 +250,13 @@ impl Writer {
     }
 }
 
-fn run(
-    conn: Connection,
-    wal: Option<File>,
-    mut rx: mpsc::Receiver<WriteJob>,
-    topics: &Topics,
-    aging: Option<std::time::Duration>,
-) {
-    let mut state = WriterState {
-        ids: IdGenerator::new(),
-        rng: StdRng::from_os_rng(),
-        touched: [false; 3],
-        now: Timestamp::EPOCH,
-        waiters: VecDeque::new(),
-        served: Vec::new(),
-        leased: Default::default(),
-        aging,
-        ledger: Ledger::default(),
-        buckets: BucketCache::default(),
-    };
-    reload_ledger(&conn, &mut state);
-    // SQLite itself never syncs on commit; the writer syncs the log when a caller is owed it.
-    if let Err(e) = conn.execute_batch("PRAGMA synchronous = NORMAL") {
-        tracing::error!(error = %e, "cannot set synchronous = NORMAL");
-    }
+fn run(core: &Mutex<Core>, mut rx: mpsc::Receiver<WriteJob>, topics: &Topics) {
     while let Some(first) = rx.blocking_recv() {
+        // A panic while holding the lock (a ledger that cannot be loaded) stops the writer.
+        let Ok(mut core) = core.lock() else {
+            first.op.abort(StoreError::Unavailable("the SQLite writer has stopped".into()));
+            return;
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -182,13 +264,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        let mut orphans = commit_group(&conn, wal.as_ref(), &mut state, topics, group);
-        // Tasks leased to fetchers that gave up in the meantime go straight back to the queue
-        // (and to any other waiting fetcher), instead of waiting out their lease.
-        while !orphans.is_empty() {
-            let release = handoff::release_job(std::mem::take(&mut orphans), state.now);
-            orphans = commit_group(&conn, wal.as_ref(), &mut state, topics, vec![release]);
-        }
+        core.commit(topics, group);
     }
 }
 
@@ -313,4 +389,72 @@ fn run_group(conn: &Connection, state: &mut WriterState, group: Vec<WriteJob>) -
         replies.push(reply);
     }
     (replies, partial)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(dir: &tempfile::TempDir, durable_log: bool) -> Writer {
+        let path = dir.path().join("w.db");
+        let mut conn = super::super::open(&path).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let wal = durable_log.then(|| {
+            let mut wal = path.into_os_string();
+            wal.push("-wal");
+            File::options().read(true).write(true).open(wal).unwrap()
+        });
+        Writer::spawn(conn, wal, Arc::new(Topics::new()), None)
+    }
+
+    fn thread_name(_: &Connection, _: &mut WriterState) -> Result<Option<String>> {
+        Ok(std::thread::current().name().map(String::from))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_small_write_finding_the_writer_idle_runs_on_the_callers_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = std::thread::current().name().map(String::from);
+        let relaxed = writer(&dir, false);
+        assert_eq!(relaxed.write_small(true, thread_name).await.unwrap(), here);
+        assert_eq!(relaxed.write(true, thread_name).await.unwrap().as_deref(), Some("taskwarden-sqlite-writer"));
+        // Owed a sync of the log: never on the caller's thread, where an fsync would block it.
+        let full = writer(&dir, true);
+        assert_eq!(full.write_small(true, thread_name).await.unwrap().as_deref(), Some("taskwarden-sqlite-writer"));
+        // The writer thread answers before it lets go of the connection: wait until it has.
+        while full.core.try_lock().is_err() {
+            std::thread::yield_now();
+        }
+        assert_eq!(full.write_small(false, thread_name).await.unwrap(), here);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_small_write_queues_behind_a_running_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir, false);
+        let (started, running) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let long = tokio::spawn({
+            let w = w.clone();
+            async move {
+                w.write(false, move |_, _| {
+                    started.send(()).unwrap();
+                    released.recv().unwrap();
+                    Ok(())
+                })
+                .await
+            }
+        });
+        tokio::task::yield_now().await;
+        running.recv().unwrap();
+        // The writer thread holds the connection: this write waits its turn on that thread.
+        let small = tokio::spawn({
+            let w = w.clone();
+            async move { w.write_small(false, thread_name).await }
+        });
+        tokio::task::yield_now().await;
+        release.send(()).unwrap();
+        long.await.unwrap().unwrap();
+        assert_eq!(small.await.unwrap().unwrap().as_deref(), Some("taskwarden-sqlite-writer"));
+    }
 }
