@@ -140,6 +140,19 @@ pub struct ServerArgs {
     /// How long audit log entries are kept, such as 90d [default: 90days].
     #[arg(long, env = "TASKWARDEN_AUDIT_RETENTION")]
     pub audit_retention: Option<String>,
+    /// Also serve /metrics, alone and without a token, on this address (such as
+    /// 127.0.0.1:9433), for a Prometheus that holds no token. /metrics on the API needs a read
+    /// token.
+    #[arg(long, env = "TASKWARDEN_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Histogram buckets in seconds, as NAME=B1,B2,... where NAME is queue_wait, run or
+    /// end_to_end; repeat for each [default: 1 ms doubling to about 4.4 minutes].
+    #[arg(long = "metrics-buckets", env = "TASKWARDEN_METRICS_BUCKETS", value_delimiter = ';')]
+    pub metrics_buckets: Vec<String>,
+    /// Most distinct queues, and most distinct kinds, given series of their own in /metrics;
+    /// the rest are counted as `other` [default: 100].
+    #[arg(long, env = "TASKWARDEN_METRICS_LABEL_CAP")]
+    pub metrics_label_cap: Option<usize>,
 }
 
 #[derive(ClapArgs)]

@@ -47,6 +47,10 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_json_depth: Option<usize>,
     audit_retention: Option<String>,
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// NAME -> bucket upper bounds in seconds.
+    metrics_buckets: Option<std::collections::BTreeMap<String, Vec<f64>>>,
+    metrics_label_cap: Option<usize>,
 }
 
 /// Where the tasks live.
@@ -213,6 +217,18 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
     if let Some(v) = args.audit_retention.or(file.audit_retention) {
         server.audit_retention = humantime::parse_duration(&v).with_context(|| format!("audit_retention {v:?}"))?;
     }
+    server.metrics_listen = args.metrics_listen.or(file.metrics_listen);
+    if let Some(v) = args.metrics_label_cap.or(file.metrics_label_cap) {
+        server.metrics.label_cap = v;
+    }
+    let mut buckets = file.metrics_buckets.unwrap_or_default();
+    for spec in args.metrics_buckets.iter().filter(|s| !s.trim().is_empty()) {
+        let (name, bounds) = parse_buckets(spec)?;
+        buckets.insert(name, bounds);
+    }
+    for (name, bounds) in buckets {
+        set_buckets(&mut server.metrics, &name, bounds)?;
+    }
     if let Err(e) = server.validate() {
         bail!("invalid configuration: {e}");
     }
@@ -275,5 +291,36 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
             println!("{described}: schema version {} -> {}", report.from, report.to);
         }
     }
+    Ok(())
+}
+
+/// `NAME=B1,B2,...` of `--metrics-buckets`.
+fn parse_buckets(spec: &str) -> anyhow::Result<(String, Vec<f64>)> {
+    let (name, list) =
+        spec.split_once('=').with_context(|| format!("metrics bucket spec {spec:?}: expected NAME=B1,B2,..."))?;
+    let bounds = list
+        .split(',')
+        .map(|b| {
+            b.trim().parse::<f64>().with_context(|| format!("metrics buckets {name}: {b:?} is not a number of seconds"))
+        })
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    Ok((name.trim().to_owned(), bounds))
+}
+
+/// Sets one histogram's buckets: positive, increasing bounds.
+fn set_buckets(metrics: &mut taskwarden_server::MetricsConfig, name: &str, bounds: Vec<f64>) -> anyhow::Result<()> {
+    if bounds.is_empty()
+        || bounds.iter().any(|b| !b.is_finite() || *b <= 0.0)
+        || bounds.windows(2).any(|w| w[0] >= w[1])
+    {
+        bail!("metrics buckets {name}: give positive, increasing bounds in seconds");
+    }
+    let slot = match name {
+        "queue_wait" => &mut metrics.queue_wait_buckets,
+        "run" => &mut metrics.run_buckets,
+        "end_to_end" => &mut metrics.end_to_end_buckets,
+        other => bail!("metrics buckets: unknown histogram {other:?}; expected queue_wait, run or end_to_end"),
+    };
+    *slot = bounds;
     Ok(())
 }

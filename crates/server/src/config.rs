@@ -39,6 +39,11 @@ pub struct ServerConfig {
     pub http: HttpConfig,
     /// Serve HTTPS with this certificate; `None` serves plain HTTP.
     pub tls: Option<crate::TlsConfig>,
+    /// What `/metrics` shows: label caps and histogram buckets.
+    pub metrics: crate::MetricsConfig,
+    /// Also serve `/metrics`, alone and without a token, on this address (for a Prometheus that
+    /// holds no token; keep it on a private network).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// What a connection may take: time to send its headers and body, time idle between requests,
@@ -91,6 +96,8 @@ impl Default for ServerConfig {
             audit_retention: Duration::from_secs(90 * 24 * 3600),
             http: HttpConfig::default(),
             tls: None,
+            metrics: crate::MetricsConfig::default(),
+            metrics_listen: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - `auth`: who is calling (tokens, looked up in memory) and the [`Caller`] every handler names.
 //! - `guard`: checks before routing (body size by `Content-Length`, `Host`, `Origin`, JSON type).
 //! - `maintenance`: lease expiry and delayed-task promotion loops.
+//! - `metrics`: Prometheus metrics, and the store wrapper that counts tasks for them.
 //! - [`ServerConfig`]: the settings; [`Clock`]: the server's time source.
 //!
 //! ```no_run
@@ -27,6 +28,7 @@ mod connections;
 mod error;
 mod guard;
 mod maintenance;
+mod metrics;
 mod payload_schemas;
 mod scheduling;
 mod tls;
@@ -40,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 pub use clock::{Clock, SystemClock};
 pub use config::{HttpConfig, ServerConfig, default_node_name};
 pub use maintenance::LoopSignals;
+pub use metrics::MetricsConfig;
 pub use tls::TlsConfig;
 
 /// Serves the API on `listener` until `shutdown` fires, then stops taking connections, lets
@@ -56,6 +59,8 @@ pub async fn serve(
 /// A server assembled but not yet listening; gives tests the loops' signals.
 pub struct Server {
     router: axum::Router,
+    /// `/metrics` alone, for `metrics_listen`.
+    metrics_router: axum::Router,
     shutdown: CancellationToken,
     loops: Vec<tokio::task::JoinHandle<()>>,
     pub signals: LoopSignals,
@@ -94,6 +99,8 @@ impl Server {
         clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
     ) -> Server {
+        let metrics = Arc::new(metrics::Metrics::new(&config.metrics, &config.node_name));
+        let store: Arc<dyn Store> = Arc::new(metrics::MeteredStore::new(store, metrics.clone()));
         let (signals, loops) = maintenance::spawn(store.clone(), clock.clone(), &config, shutdown.clone());
         let leader = signals.leader.clone();
         let access = Arc::new(auth::Access::new(store.clone()));
@@ -113,8 +120,10 @@ impl Server {
             shutdown: shutdown.clone(),
             leader,
             access: access.clone(),
+            metrics,
         };
-        Server { router: api::router(state, guard), shutdown, loops, signals, access, config, clock }
+        let metrics_router = api::metrics_only(state.clone());
+        Server { router: api::router(state, guard), metrics_router, shutdown, loops, signals, access, config, clock }
     }
 
     /// Serves on `listener`. Refuses to start on an address other than loopback while no token
@@ -133,6 +142,18 @@ impl Server {
             Some(cfg) => Some(tls::acceptor(cfg, self.shutdown.clone())?),
             None => None,
         };
+        if let Some(addr) = self.config.metrics_listen {
+            let metrics = TcpListener::bind(addr).await?;
+            tracing::info!(addr = %metrics.local_addr()?, "serving /metrics without a token");
+            let shutdown = self.shutdown.clone();
+            let router = self.metrics_router.clone();
+            self.loops.push(tokio::spawn(async move {
+                let serving = axum::serve(metrics, router).with_graceful_shutdown(shutdown.cancelled_owned());
+                if let Err(e) = serving.await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            }));
+        }
         let http = self.config.http.clone();
         connections::serve(listener, self.router, http, tls, self.shutdown.clone()).await?;
         for handle in self.loops {

@@ -121,7 +121,7 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
     let (method, path) = route;
     let p = |s: &str| s.to_owned();
     match (method, path) {
-        ("get", "/healthz" | "/readyz" | "/openapi.json") => (p(path), None),
+        ("get", "/healthz" | "/readyz" | "/openapi.json" | "/metrics") => (p(path), None),
         ("post", "/v1/tasks") => (p(path), Some(json!({"queue": q, "kind": "echo"}))),
         ("get", "/v1/tasks") => (format!("/v1/tasks?queue={q}"), None),
         ("post", "/v1/tasks/batch") => (p(path), Some(json!({"tasks": [{"queue": q, "kind": "echo"}]}))),
@@ -203,6 +203,7 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("get", "/healthz", Nothing, false),
         ("get", "/readyz", Nothing, false),
         ("get", "/openapi.json", Nothing, false),
+        ("get", "/metrics", EveryQueueAt(Read), false),
         ("post", "/v1/tasks", At(Submit), true),
         ("get", "/v1/tasks", At(Read), true),
         ("post", "/v1/tasks/batch", At(Submit), true),

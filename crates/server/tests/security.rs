@@ -397,3 +397,41 @@ async fn without_tokens_the_host_is_checked_even_when_told_to_run_insecure() {
     assert_eq!(resp.status(), 200, "only an explicit * answers for any host");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_need_a_read_token_for_every_queue_or_the_metrics_listener() {
+    let (store, dir) = sqlite().await;
+    let admin = make_token(&*store, "admin", Role::Admin, "*", false).await;
+    let scoped = make_token(&*store, "scoped", Role::Read, "a.*", false).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = ServerConfig { metrics_listen: Some(listen), ..ServerConfig::default() };
+    let s = TestServer::on_store(store, config, Box::new(dir)).await;
+    let (status, _) = s.as_token(&admin).call("POST", "/v1/tasks", Some(json!({"queue": "a.q", "kind": "k"}))).await;
+    assert_eq!(status, 201);
+    assert_eq!(s.call("GET", "/metrics", None).await.0, 401);
+    let (status, body) = s.as_token(&scoped).call("GET", "/metrics", None).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = s.as_token(&admin).call("GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    let text = body.as_str().unwrap();
+    assert!(text.contains(r#",queue="a.q",kind="k"} 1"#), "{text}");
+    assert!(text.contains("taskwarden_tasks_submitted_total{node="), "{text}");
+    assert!(text.contains(r#"taskwarden_queue_ready{queue="a.q"} 1"#), "{text}");
+    // The metrics listener: the same figures, no token, nothing else served.
+    let http = reqwest::Client::new();
+    let mut answer = None;
+    for _ in 0..50 {
+        if let Ok(r) = http.get(format!("http://{listen}/metrics")).send().await {
+            answer = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = answer.expect("the metrics listener answers");
+    assert_eq!(answer.status(), 200);
+    assert!(answer.text().await.unwrap().contains(r#"taskwarden_queue_ready{queue="a.q"} 1"#));
+    let other = http.get(format!("http://{listen}/v1/tasks")).send().await.unwrap();
+    assert_eq!(other.status(), 404);
+    s.stop().await;
+}

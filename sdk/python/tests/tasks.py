@@ -261,3 +261,13 @@ async def on_gpu(ctx: Context, n: int) -> int:
 @app.task(queue="t-labels", labels={"region": "eu"})
 async def in_eu(ctx: Context) -> str:
     return "eu"
+
+
+@app.task(queue="t-metrics")
+async def metered(ctx: Context, n: int) -> int:
+    return n
+
+
+@app.task(queue="t-metrics", retries=1, backoff="none")
+async def metered_failing(ctx: Context) -> None:
+    raise RuntimeError("fails every time")

@@ -8,12 +8,14 @@
 //! - `cron`: cron schedules.
 //! - `tokens`: API tokens and the audit log (admin only).
 //! - `health`: liveness, readiness and the OpenAPI document.
+//! - `metrics`: Prometheus metrics (the figures themselves are `crate::metrics`).
 //! - `doc`: what the generated OpenAPI document gets beyond the handlers' own descriptions.
 
 mod cron;
 mod doc;
 mod health;
 mod kinds;
+pub(crate) mod metrics;
 mod queues;
 mod tasks;
 mod tokens;
@@ -23,7 +25,7 @@ mod workflows;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -57,6 +59,8 @@ pub(crate) struct AppState {
     pub access: Arc<Access>,
     /// The JSON Schemas of kinds' payloads, checked at submit.
     pub schemas: Arc<crate::payload_schemas::PayloadSchemas>,
+    /// What `/metrics` shows (`store` above counts into it).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Every route, in one place, with the least role it needs (`None`: anyone, even without a
@@ -66,6 +70,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/healthz", None),
     ("get", "/readyz", None),
     ("get", "/openapi.json", None),
+    ("get", "/metrics", Some(Role::Read)),
     ("post", "/v1/tasks", Some(Role::Submit)),
     ("get", "/v1/tasks", Some(Role::Read)),
     ("post", "/v1/tasks/batch", Some(Role::Submit)),
@@ -119,6 +124,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .routes(routes!(health::openapi_json))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(tasks::submit, tasks::list))
         .routes(routes!(tasks::submit_batch))
         .routes(routes!(tasks::bulk_retry))
@@ -177,6 +183,8 @@ pub(crate) fn router(state: AppState, guard: Guard) -> Router {
         big_bodies: Arc::new(tokio::sync::Semaphore::new(BIG_BODIES_AT_ONCE)),
     });
     let (api, _) = routes().split_for_parts();
+    let api =
+        api.route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track_requests));
     let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"]));
     api.merge(Router::from(docs))
         .fallback(not_found)
@@ -189,6 +197,13 @@ pub(crate) fn router(state: AppState, guard: Guard) -> Router {
             }
         }))
         .layer(axum::middleware::from_fn_with_state(guard, crate::guard::guard))
+        .with_state(state)
+}
+
+/// `GET /metrics` alone, without a token: for `--metrics-listen`.
+pub(crate) fn metrics_only(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(|State(s): State<AppState>| async move { metrics::render(&s).await }))
         .with_state(state)
 }
 

@@ -118,9 +118,16 @@ impl TestServer {
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
+        let metrics = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/openmetrics-text"));
         let text = resp.text().await.unwrap();
         if text.is_empty() && status == 204 {
             return (status, Value::Null);
+        }
+        if metrics {
+            return (status, Value::String(text));
         }
         let json = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("{path} answered {status} with a non-JSON body: {text:?}"));

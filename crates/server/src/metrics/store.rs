@@ -1,0 +1,265 @@
+//! The store, counted: every call goes through to the real store, and what comes back (tasks
+//! created, leased, finished) moves the counters. The one place the metrics learn of tasks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use taskwarden_core::Task;
+use taskwarden_core::TaskId;
+use taskwarden_core::Timestamp;
+use taskwarden_core::auth::{AuditEntry, TokenRecord};
+use taskwarden_core::cron::CronInfo;
+use taskwarden_core::lifecycle::Cancellation;
+use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
+use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
+use taskwarden_store::*;
+use tokio::sync::watch;
+
+use super::Metrics;
+
+pub(crate) struct MeteredStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    pub(crate) fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> MeteredStore {
+        MeteredStore { inner, metrics }
+    }
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    async fn submit(&self, p: SubmitTasks) -> Result<Vec<Submitted>> {
+        let (started, items) = (Instant::now(), p.tasks.len());
+        let submitted = self.inner.submit(p).await?;
+        self.metrics.store_call("submit", started, items);
+        for s in submitted.iter().filter(|s| s.created) {
+            self.metrics.submitted(&s.task.queue, &s.task.kind);
+        }
+        Ok(submitted)
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Task> {
+        self.inner.get(id).await
+    }
+
+    async fn list(&self, p: ListTasks) -> Result<TaskPage> {
+        self.inner.list(p).await
+    }
+
+    async fn cancel(&self, p: CancelTask) -> Result<Cancelled> {
+        let cancelled = self.inner.cancel(p).await?;
+        // A running task's cancel counts when its worker reports it stopped.
+        if matches!(cancelled.effect, Cancellation::Cancelled) {
+            self.metrics.cancelled(&cancelled.task);
+        }
+        Ok(cancelled)
+    }
+
+    async fn retry(&self, p: RetryTask) -> Result<Task> {
+        let task = self.inner.retry(p).await?;
+        self.metrics.retried(&task);
+        Ok(task)
+    }
+
+    async fn fetch(&self, p: FetchTasks) -> Result<Vec<Task>> {
+        let tasks = self.inner.fetch(p).await?;
+        for task in &tasks {
+            self.metrics.started(task);
+        }
+        Ok(tasks)
+    }
+
+    async fn heartbeat(&self, p: Heartbeat) -> Result<Vec<LeaseStatus>> {
+        self.inner.heartbeat(p).await
+    }
+
+    async fn report(&self, p: ReportOutcomes) -> Result<Vec<Result<Task>>> {
+        let ran: Vec<Option<Duration>> = p.reports.iter().map(|r| r.ran_us.map(Duration::from_micros)).collect();
+        let started = Instant::now();
+        let results = self.inner.report(p).await?;
+        self.metrics.store_call("report", started, results.len());
+        for (result, ran) in results.iter().zip(ran) {
+            match result {
+                Ok(task) => self.metrics.reported(task, ran),
+                Err(e) => self.metrics.report_refused(e),
+            }
+        }
+        Ok(results)
+    }
+
+    async fn expire_leases(&self, p: ExpireLeases) -> Result<usize> {
+        let n = self.inner.expire_leases(p).await?;
+        self.metrics.leases_expired(n);
+        Ok(n)
+    }
+
+    async fn expire_unstarted(&self, p: ExpireLeases) -> Result<usize> {
+        let n = self.inner.expire_unstarted(p).await?;
+        self.metrics.expired_unstarted(n);
+        Ok(n)
+    }
+
+    async fn promote_due(&self, p: PromoteDue) -> Result<Promoted> {
+        self.inner.promote_due(p).await
+    }
+
+    async fn prune_expired(&self, p: PruneExpired) -> Result<usize> {
+        self.inner.prune_expired(p).await
+    }
+
+    async fn prune_finished(&self, p: PruneFinished) -> Result<usize> {
+        self.inner.prune_finished(p).await
+    }
+
+    async fn compact(&self) -> Result<()> {
+        self.inner.compact().await
+    }
+
+    async fn acquire_lease(&self, p: AcquireLease) -> Result<LeaseHolder> {
+        self.inner.acquire_lease(p).await
+    }
+
+    async fn register_worker(&self, p: RegisterWorker) -> Result<WorkerInfo> {
+        self.inner.register_worker(p).await
+    }
+
+    async fn update_queue(&self, p: UpdateQueue) -> Result<()> {
+        self.inner.update_queue(p).await
+    }
+
+    async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {
+        self.inner.list_queues(now).await
+    }
+
+    async fn remove_queue(&self, name: &str) -> Result<()> {
+        self.inner.remove_queue(name).await
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
+        self.inner.list_workers().await
+    }
+
+    async fn worker_owner(&self, worker_id: &str) -> Result<Option<String>> {
+        self.inner.worker_owner(worker_id).await
+    }
+
+    async fn create_token(&self, token: TokenRecord) -> Result<TokenRecord> {
+        self.inner.create_token(token).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.inner.list_tokens().await
+    }
+
+    async fn revoke_token(&self, p: RevokeToken) -> Result<TokenRecord> {
+        self.inner.revoke_token(p).await
+    }
+
+    async fn touch_tokens(&self, p: TouchTokens) -> Result<()> {
+        self.inner.touch_tokens(p).await
+    }
+
+    async fn record_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
+        self.inner.record_audit(entries).await
+    }
+
+    async fn list_audit(&self, p: ListAudit) -> Result<Vec<AuditEntry>> {
+        self.inner.list_audit(p).await
+    }
+
+    async fn prune_audit(&self, before: Timestamp) -> Result<usize> {
+        self.inner.prune_audit(before).await
+    }
+
+    async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>> {
+        self.inner.ready_needs().await
+    }
+
+    async fn ready_kinds(&self) -> Result<Vec<ReadyKind>> {
+        self.inner.ready_kinds().await
+    }
+
+    async fn kind_schemas(&self) -> Result<Vec<KindSchema>> {
+        self.inner.kind_schemas().await
+    }
+
+    async fn create_cron(&self, p: CreateCron) -> Result<CronInfo> {
+        self.inner.create_cron(p).await
+    }
+
+    async fn list_crons(&self) -> Result<Vec<CronInfo>> {
+        self.inner.list_crons().await
+    }
+
+    async fn pause_cron(&self, p: PauseCron) -> Result<CronInfo> {
+        self.inner.pause_cron(p).await
+    }
+
+    async fn update_cron(&self, p: UpdateCron) -> Result<CronInfo> {
+        self.inner.update_cron(p).await
+    }
+
+    async fn delete_cron(&self, name: &str) -> Result<()> {
+        self.inner.delete_cron(name).await
+    }
+
+    async fn fire_cron(&self, p: FireCron) -> Result<bool> {
+        let made: Vec<(String, String)> = p.tasks.iter().map(|t| (t.queue.clone(), t.kind.clone())).collect();
+        let fired = self.inner.fire_cron(p).await?;
+        if fired {
+            for (queue, kind) in &made {
+                self.metrics.submitted(queue, kind);
+            }
+        }
+        Ok(fired)
+    }
+
+    async fn submit_workflow(&self, p: SubmitWorkflow) -> Result<Workflow> {
+        let made: Vec<(String, String)> =
+            p.plan.nodes.iter().map(|n| (n.task.queue.clone(), n.task.kind.clone())).collect();
+        let workflow = self.inner.submit_workflow(p).await?;
+        for (queue, kind) in &made {
+            self.metrics.submitted(queue, kind);
+        }
+        Ok(workflow)
+    }
+
+    async fn get_workflow(&self, id: TaskId) -> Result<Workflow> {
+        self.inner.get_workflow(id).await
+    }
+
+    async fn list_workflows(&self, p: ListWorkflows) -> Result<WorkflowPage> {
+        self.inner.list_workflows(p).await
+    }
+
+    async fn workflow_state(&self, id: TaskId) -> Result<WorkflowState> {
+        self.inner.workflow_state(id).await
+    }
+
+    async fn cancel_workflow(&self, p: CancelWorkflow) -> Result<Workflow> {
+        self.inner.cancel_workflow(p).await
+    }
+
+    async fn retry_workflow(&self, p: RetryWorkflow) -> Result<Workflow> {
+        self.inner.retry_workflow(p).await
+    }
+
+    async fn fan_out(&self, p: FanOutTasks) -> Result<FanOut> {
+        self.inner.fan_out(p).await
+    }
+
+    async fn parents(&self, p: ListParents) -> Result<Vec<ParentResult>> {
+        self.inner.parents(p).await
+    }
+
+    fn subscribe(&self, topic: Topic) -> watch::Receiver<u64> {
+        self.inner.subscribe(topic)
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.inner.ready().await
+    }
+}
