@@ -11,6 +11,16 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines are written to stderr: `plain` (colour only on a terminal) or `json` (one
+    /// object per line) [default: plain].
+    #[arg(long, env = "TASKWARDEN_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
 }
 
 #[derive(Subcommand)]

@@ -324,3 +324,21 @@ fn set_buckets(metrics: &mut taskwarden_server::MetricsConfig, name: &str, bound
     *slot = bounds;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_buckets_take_increasing_positive_seconds_for_a_known_histogram() {
+        let mut m = taskwarden_server::MetricsConfig::default();
+        let (name, bounds) = parse_buckets("run=0.5, 1,10").unwrap();
+        set_buckets(&mut m, &name, bounds).unwrap();
+        assert_eq!(m.run_buckets, vec![0.5, 1.0, 10.0]);
+        assert!(parse_buckets("run").is_err());
+        assert!(parse_buckets("run=1,x").is_err());
+        assert!(set_buckets(&mut m, "run", vec![1.0, 1.0]).is_err());
+        assert!(set_buckets(&mut m, "run", vec![-1.0]).is_err());
+        assert!(set_buckets(&mut m, "latency", vec![1.0]).is_err());
+    }
+}

@@ -36,9 +36,14 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         worker = worker.fan_out_max(n);
     }
     let summary = worker.builtin_handlers().run(crate::signal::shutdown_token()).await?;
-    eprintln!(
-        "worker {} stopped: {} succeeded, {} failed, {} released, {} abandoned",
-        summary.worker_id, summary.succeeded, summary.failed, summary.released, summary.abandoned
+    // A log line, so that it is JSON too under --log-format json.
+    tracing::info!(
+        worker_id = %summary.worker_id,
+        succeeded = summary.succeeded,
+        failed = summary.failed,
+        released = summary.released,
+        abandoned = summary.abandoned,
+        "worker stopped"
     );
     Ok(())
 }

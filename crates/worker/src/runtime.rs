@@ -253,7 +253,7 @@ pub(crate) async fn run(
     if let Ok(Ok(requests)) = tokio::time::timeout(Duration::from_secs(10), reporter).await {
         summary.report_requests = requests;
     }
-    tracing::info!(?summary, "worker stopped");
+    tracing::debug!(?summary, "worker stopped");
     Ok(summary)
 }
 
@@ -497,7 +497,28 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
     if let Some(in_flight) = &shared.in_flight {
         in_flight.lock().expect("in-flight lock").insert(id);
     }
+    log_outcome(&task.kind, id, task.attempt, &outcome, ran);
     shared.outbox.push(Report { ran_us: Some(ran.as_micros() as u64), ..Report::new(id, lease, outcome) });
+}
+
+/// One line per finished attempt, at info level (failures at warn).
+fn log_outcome(kind: &str, id: TaskId, attempt: u32, outcome: &Outcome, ran: Duration) {
+    let run_ms = ran.as_secs_f64() * 1000.0;
+    match outcome {
+        Outcome::Succeeded { .. } => {
+            tracing::info!(task_id = %id, kind, attempt, outcome = "succeeded", run_ms, "task finished")
+        }
+        Outcome::Failed { error, permanent, .. } => {
+            let outcome = if *permanent { "failed permanently" } else { "failed" };
+            tracing::warn!(task_id = %id, kind, attempt, outcome, run_ms, error = %error, "task finished")
+        }
+        Outcome::Cancelled => {
+            tracing::info!(task_id = %id, kind, attempt, outcome = "cancelled", run_ms, "task finished")
+        }
+        Outcome::Released => {
+            tracing::info!(task_id = %id, kind, attempt, outcome = "released", run_ms, "task finished")
+        }
+    }
 }
 
 /// Waits for a free execution slot; `None` when the task must not run after all: its lease was

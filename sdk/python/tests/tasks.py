@@ -271,3 +271,13 @@ async def metered(ctx: Context, n: int) -> int:
 @app.task(queue="t-metrics", retries=1, backoff="none")
 async def metered_failing(ctx: Context) -> None:
     raise RuntimeError("fails every time")
+
+
+@app.task(queue="t-logs")
+async def logged(ctx: Context, n: int) -> int:
+    return n
+
+
+@app.task(queue="t-logs", retries=1, backoff="none")
+async def logged_failing(ctx: Context) -> None:
+    raise RuntimeError("fails every time")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
+from taskwarden import TaskFailed
 from taskwarden.testing import ServerProcess
 from tests.conftest import read_marks, running_worker, wait_for, worker_process
-from tests.tasks import marked
+from tests.tasks import app, logged, logged_failing, marked
 
 
 async def test_kill_9_mid_task_runs_again_elsewhere_and_completes_once(
@@ -136,3 +138,30 @@ async def test_a_frozen_worker_past_its_lease_has_its_late_report_refused(
     assert outcomes == ["timed_out"] * (info.attempts - 1) + ["succeeded"], info.raw
     # The late outcome was refused (or the worker learned of the lost lease first and dropped it).
     assert "lease_lost" in output or "lease lost" in output, output
+
+
+async def test_a_worker_logs_one_json_line_per_task(
+    taskwarden_server: ServerProcess, marks: Path
+) -> None:
+    refs = await logged.map([1, 2])
+    failing = await logged_failing.submit()
+    proc = worker_process(
+        taskwarden_server.url, "t-logs", marks, "--log-level", "info", "--log-format", "json"
+    )
+    try:
+        assert await app.gather(refs, timeout=20) == [1, 2]
+        with pytest.raises(TaskFailed):
+            await failing.result(timeout=20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    lines = [json.loads(line) for line in out.decode().splitlines()]  # every line is JSON
+    finished = [line for line in lines if "task_id" in line]
+    by_task = {(line["task_id"], line["attempt"]): line for line in finished}
+    for ref in refs:
+        line = by_task[(ref.id, 1)]
+        assert line["kind"] == "logged" and line["outcome"] == "succeeded"
+        assert line["level"] == "info" and line["run_ms"] >= 0
+    assert by_task[(failing.id, 1)]["outcome"] == "failed"
+    assert by_task[(failing.id, 2)]["kind"] == "logged_failing"
+    assert all("\x1b[" not in line for line in out.decode().splitlines())  # no colour codes

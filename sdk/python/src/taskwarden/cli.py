@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import importlib
+import json
 import logging
 import os
 import sys
@@ -58,11 +60,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     w.add_argument("--capacity", help="resources it can run at once: cpu=8,gpu=1")
     w.add_argument("--labels", help="its labels: region=eu,zone=a")
     w.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    w.add_argument(
+        "--log-format",
+        default=os.environ.get("TASKWARDEN_LOG_FORMAT", "plain"),
+        choices=("plain", "json"),
+        help="plain lines, or one JSON object per line (default: plain)",
+    )
     args = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    if args.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     app = load_app(args.app)
     app.configure(url=args.url, token=args.token)
     worker = app.worker(
@@ -76,10 +87,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         labels=_pairs(args.labels),
     )
     summary = asyncio.run(worker.run(handle_signals=True))
-    print(f"worker stopped: {summary}", file=sys.stderr, flush=True)
+    if args.log_format == "plain":  # in JSON, the worker's own "worker stopped" line says it
+        print(f"worker stopped: {summary}", file=sys.stderr, flush=True)
     if worker.busy_threads:
         # Sync handlers stuck past the grace period: their tasks were given back, and Python
         # cannot stop their threads, so leave without waiting for them.
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+# Fields a worker's "task finished" line carries, kept as fields of their own in JSON.
+TASK_FIELDS = ("task_id", "kind", "attempt", "outcome", "run_ms")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, a task's fields when the line is
+    about one, and the exception if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.datetime.fromtimestamp(
+                record.created, datetime.timezone.utc
+            ).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in TASK_FIELDS:
+            if hasattr(record, name):
+                line[name] = getattr(record, name)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)

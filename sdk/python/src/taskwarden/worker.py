@@ -602,6 +602,22 @@ class Worker:
             self.summary.failed += 1
         if self.capacity:
             self._in_flight.add(ex.id)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "task %s (%s) attempt %d %s in %.1f ms",
+                ex.id,
+                ex.ctx.kind,
+                ex.ctx.attempt,
+                status + (" permanently" if outcome.get("permanent") else ""),
+                ran * 1000,
+                extra={
+                    "task_id": ex.id,
+                    "kind": ex.ctx.kind,
+                    "attempt": ex.ctx.attempt,
+                    "outcome": status + (" permanently" if outcome.get("permanent") else ""),
+                    "run_ms": round(ran * 1000, 3),
+                },
+            )
         self._outbox.push(
             {"task_id": ex.id, "lease": ex.lease, "outcome": outcome, "ran_us": int(ran * 1e6)}
         )
