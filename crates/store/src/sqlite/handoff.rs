@@ -107,8 +107,8 @@ pub(crate) fn answer_served(state: &mut WriterState, commit: &Result<()>) -> Vec
         match commit {
             Ok(()) => match reply.send(Ok(fetched)) {
                 Ok(()) => state.handed_off += 1,
-                Err(Ok(fetched)) => orphans.extend(fetched.tasks),
-                Err(Err(_)) => {}
+                // Only what was just sent can come back: an Ok.
+                Err(unheard) => orphans.extend(unheard.map(|f| f.tasks).unwrap_or_default()),
             },
             Err(e) => drop(reply.send(Err(StoreError::Unavailable(e.to_string())))),
         }

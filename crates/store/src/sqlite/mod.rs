@@ -183,8 +183,8 @@ impl SqliteStore {
     }
 }
 
-/// Most tasks, leases or reports a write may carry and still run on its caller's thread when the
-/// writer is idle (see `Writer::write_small`).
+/// Most tasks or leases a write may carry and still run on its caller's thread when the writer is
+/// idle (see `Writer::write_small`).
 const SMALL: usize = 16;
 
 #[async_trait]
@@ -206,11 +206,11 @@ impl Store for SqliteStore {
     }
 
     async fn cancel(&self, p: CancelTask) -> Result<Cancelled> {
-        self.writer.write_small(true, move |c, st| ops::cancel(c, st, p)).await
+        self.writer.write(true, move |c, st| ops::cancel(c, st, p)).await
     }
 
     async fn retry(&self, p: RetryTask) -> Result<Task> {
-        self.writer.write_small(true, move |c, st| ops::retry(c, st, p)).await
+        self.writer.write(true, move |c, st| ops::retry(c, st, p)).await
     }
 
     async fn fetch(&self, p: FetchTasks) -> Result<Vec<Task>> {
@@ -244,11 +244,8 @@ impl Store for SqliteStore {
     }
 
     async fn report(&self, p: ReportOutcomes) -> Result<Vec<Result<Task>>> {
-        if p.reports.len() <= SMALL {
-            self.writer.write_small(true, move |c, st| ops::report(c, st, p)).await
-        } else {
-            self.writer.write(true, move |c, st| ops::report(c, st, p)).await
-        }
+        // Not small however few: finishing a workflow task can release or cancel its whole graph.
+        self.writer.write(true, move |c, st| ops::report(c, st, p)).await
     }
 
     async fn expire_leases(&self, p: ExpireLeases) -> Result<usize> {

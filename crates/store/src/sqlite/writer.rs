@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
@@ -32,6 +33,10 @@ use crate::{Result, StoreError};
 /// member, and the work lost to a failed commit.
 const MAX_GROUP: usize = 512;
 
+/// Most parked fetches a small write may serve on its caller's thread: handing new tasks to each
+/// is a query, and many would stall that async thread.
+const MAX_INLINE_WAITERS: usize = 4;
+
 /// State owned by the writer thread and lent to each operation.
 pub(crate) struct WriterState {
     pub ids: IdGenerator,
@@ -44,7 +49,7 @@ pub(crate) struct WriterState {
     pub waiters: VecDeque<Waiter>,
     /// Fetchers given tasks in the current transaction, answered once it commits.
     pub served: Vec<(FetchReply, crate::admission::Fetched)>,
-    /// How many fetchers have been answered with tasks, ever.
+    /// How many parked fetchers have been answered after a commit, ever.
     pub handed_off: u64,
     /// Tasks leased per queue, for the weighted fair share of fetches from several queues.
     pub leased: std::collections::BTreeMap<String, u64>,
@@ -139,6 +144,9 @@ pub(crate) struct Writer {
     tx: mpsc::Sender<WriteJob>,
     core: Arc<Mutex<Core>>,
     topics: Arc<Topics>,
+    /// Set while the writer thread waits for the lock with jobs in hand: small writes then queue
+    /// behind it instead of taking the lock first (the mutex is not fair).
+    writer_waiting: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -171,10 +179,11 @@ impl Writer {
             tracing::error!(error = %e, "cannot set synchronous = NORMAL");
         }
         let core = Arc::new(Mutex::new(core));
-        let writer = Writer { tx, core: core.clone(), topics: topics.clone() };
+        let writer_waiting = Arc::new(AtomicBool::new(false));
+        let writer = Writer { tx, core: core.clone(), topics: topics.clone(), writer_waiting: writer_waiting.clone() };
         std::thread::Builder::new()
             .name("taskwarden-sqlite-writer".into())
-            .spawn(move || run(&core, rx, &topics))
+            .spawn(move || run(&core, rx, &topics, &writer_waiting))
             .expect("spawn the SQLite writer thread");
         writer
     }
@@ -222,11 +231,11 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection, &mut WriterState) -> Result<T> + Send + 'static,
     {
-        if self.tx.capacity() != self.tx.max_capacity() {
+        if self.tx.capacity() != self.tx.max_capacity() || self.writer_waiting.load(Ordering::Acquire) {
             return Err(op);
         }
         let Ok(mut core) = self.core.try_lock() else { return Err(op) };
-        if durable && core.wal.is_some() {
+        if (durable && core.wal.is_some()) || core.state.waiters.len() > MAX_INLINE_WAITERS {
             return Err(op);
         }
         let (reply, mut rx) = oneshot::channel();
@@ -250,10 +259,13 @@ impl Writer {
     }
 }
 
-fn run(core: &Mutex<Core>, mut rx: mpsc::Receiver<WriteJob>, topics: &Topics) {
+fn run(core: &Mutex<Core>, mut rx: mpsc::Receiver<WriteJob>, topics: &Topics, waiting: &AtomicBool) {
     while let Some(first) = rx.blocking_recv() {
+        waiting.store(true, Ordering::Release);
+        let locked = core.lock();
+        waiting.store(false, Ordering::Release);
         // A panic while holding the lock (a ledger that cannot be loaded) stops the writer.
-        let Ok(mut core) = core.lock() else {
+        let Ok(mut core) = locked else {
             first.op.abort(StoreError::Unavailable("the SQLite writer has stopped".into()));
             return;
         };
@@ -396,7 +408,7 @@ mod tests {
     use super::*;
 
     fn writer(dir: &tempfile::TempDir, durable_log: bool) -> Writer {
-        let path = dir.path().join("w.db");
+        let path = dir.path().join(if durable_log { "full.db" } else { "relaxed.db" });
         let mut conn = super::super::open(&path).unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
         let wal = durable_log.then(|| {
