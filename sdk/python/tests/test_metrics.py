@@ -41,7 +41,10 @@ async def test_metrics_count_a_known_workload() -> None:
     before = scrape(app.url)
     assert value(before, "taskwarden_queue_ready", queue=q) == 7
     assert value(before, "taskwarden_queue_scheduled", queue=q) == 0
-    async with running_worker([q], concurrency=4):
+    async with running_worker([q], concurrency=4, capacity={"metrics_slot": 3}):
+        live = scrape(app.url)
+        assert value(live, "taskwarden_worker_capacity_declared", resource="metrics_slot") == 3
+        assert value(live, "taskwarden_workers_online") >= 1
         assert await app.gather(refs, timeout=20) == list(range(5))
         for ref in failing:
             with pytest.raises(TaskFailed):

@@ -90,6 +90,11 @@ struct QueueLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
     route: String,
@@ -174,6 +179,7 @@ pub(crate) struct Metrics {
     workers_online: Gauge,
     slots_declared: Gauge,
     slots_used: Gauge,
+    capacity_declared: Family<ResourceLabels, Gauge>,
     /// One scrape refreshes the cluster gauges at a time.
     scraping: tokio::sync::Mutex<()>,
 }
@@ -214,6 +220,7 @@ impl Metrics {
             workers_online: Gauge::default(),
             slots_declared: Gauge::default(),
             slots_used: Gauge::default(),
+            capacity_declared: Family::default(),
             scraping: tokio::sync::Mutex::new(()),
         };
         m.register(node)
@@ -242,6 +249,11 @@ impl Metrics {
             self.slots_declared.clone(),
         );
         r.register("worker_slots_used", "Tasks leased to live workers", self.slots_used.clone());
+        r.register(
+            "worker_capacity_declared",
+            "Resources live workers declared (--capacity), summed by resource",
+            self.capacity_declared.clone(),
+        );
         let n = r.sub_registry_with_label(("node".into(), node.to_owned().into()));
         n.register(
             "tasks_submitted",
@@ -396,6 +408,12 @@ impl Metrics {
         self.workers_online.set(live.len() as i64);
         self.slots_declared.set(live.iter().map(|w| i64::from(w.concurrency)).sum());
         self.slots_used.set(live.iter().map(|w| i64::from(w.running)).sum());
+        self.capacity_declared.clear();
+        for (resource, amount) in live.iter().flat_map(|w| w.capacity.0.iter()) {
+            // Resource names come from workers, so they share the cap of kinds.
+            let labels = ResourceLabels { resource: self.kinds.get(resource) };
+            self.capacity_declared.get_or_create(&labels).inc_by(i64::try_from(*amount).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
         Ok(text)

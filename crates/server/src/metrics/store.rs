@@ -65,6 +65,7 @@ impl Store for MeteredStore {
     }
 
     async fn fetch(&self, p: FetchTasks) -> Result<Vec<Task>> {
+        // Not timed: a long-poll's time is mostly its wait for work.
         let tasks = self.inner.fetch(p).await?;
         for task in &tasks {
             self.metrics.started(task);
@@ -73,7 +74,10 @@ impl Store for MeteredStore {
     }
 
     async fn heartbeat(&self, p: Heartbeat) -> Result<Vec<LeaseStatus>> {
-        self.inner.heartbeat(p).await
+        let (started, items) = (Instant::now(), p.leases.len());
+        let statuses = self.inner.heartbeat(p).await?;
+        self.metrics.store_call("heartbeat", started, items);
+        Ok(statuses)
     }
 
     async fn report(&self, p: ReportOutcomes) -> Result<Vec<Result<Task>>> {
