@@ -183,8 +183,8 @@ impl SqliteStore {
     }
 }
 
-/// Most tasks or leases a write may carry and still run on its caller's thread when the writer is
-/// idle (see `Writer::write_small`).
+/// Most tasks a submit may carry and still run on its caller's thread when the writer is idle
+/// (see `Writer::write_small`).
 const SMALL: usize = 16;
 
 #[async_trait]
@@ -236,11 +236,9 @@ impl Store for SqliteStore {
     }
 
     async fn heartbeat(&self, p: Heartbeat) -> Result<Vec<LeaseStatus>> {
-        if p.leases.len() <= SMALL {
-            self.writer.write_small(false, move |c, st| ops::heartbeat(c, st, p)).await
-        } else {
-            self.writer.write(false, move |c, st| ops::heartbeat(c, st, p)).await
-        }
+        // Not inline: an inline heartbeat let a worker's fetch and the outcomes it carries land in
+        // separate commits, so the worker briefly held more leases than slots (small_workers.rs).
+        self.writer.write(false, move |c, st| ops::heartbeat(c, st, p)).await
     }
 
     async fn report(&self, p: ReportOutcomes) -> Result<Vec<Result<Task>>> {
