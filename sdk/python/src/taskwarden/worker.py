@@ -603,20 +603,17 @@ class Worker:
         if self.capacity:
             self._in_flight.add(ex.id)
         if log.isEnabledFor(logging.INFO):
+            fields = {
+                "task_id": ex.id,
+                "kind": ex.ctx.kind,
+                "attempt": ex.ctx.attempt,
+                "outcome": status + (" permanently" if outcome.get("permanent") else ""),
+                "run_ms": round(ran * 1000, 3),
+            }
             log.info(
-                "task %s (%s) attempt %d %s in %.1f ms",
-                ex.id,
-                ex.ctx.kind,
-                ex.ctx.attempt,
-                status + (" permanently" if outcome.get("permanent") else ""),
-                ran * 1000,
-                extra={
-                    "task_id": ex.id,
-                    "kind": ex.ctx.kind,
-                    "attempt": ex.ctx.attempt,
-                    "outcome": status + (" permanently" if outcome.get("permanent") else ""),
-                    "run_ms": round(ran * 1000, 3),
-                },
+                "task %(task_id)s (%(kind)s) attempt %(attempt)d %(outcome)s in %(run_ms).1f ms",
+                fields,
+                extra=fields,
             )
         self._outbox.push(
             {"task_id": ex.id, "lease": ex.lease, "outcome": outcome, "ran_us": int(ran * 1e6)}
