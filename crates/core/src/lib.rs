@@ -5,6 +5,7 @@
 //! - [`lifecycle`]: the state machine; every state change is a method on [`Task`] that either
 //!   applies the change or refuses it and leaves the task untouched.
 //! - [`backoff`]: the retry delay policy.
+//! - [`events`]: the event log's entries, and which of them a reader asked for.
 //! - [`id`]: time-ordered task ids and lease (fencing) tokens.
 //! - [`bounded`]: request lists bounded while they are parsed.
 //! - [`validate`]: input limits and validation that names the bad field.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod backoff;
 pub mod bounded;
 pub mod cron;
+pub mod events;
 pub mod id;
 pub mod lifecycle;
 pub mod limits;

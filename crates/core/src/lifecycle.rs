@@ -11,12 +11,16 @@
 //!   running ──(retryable failure / lease expired)──► scheduled (with backoff)
 //!   failed | cancelled ──(manual retry)──► ready
 //! ```
+//!
+//! A transition that the event log records notes it in [`Task::event`] (see [`crate::events`]);
+//! one it does not record (a promotion, a bare heartbeat) leaves the note as it was.
 
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 use thiserror::Error;
 
+use crate::events::EventType;
 use crate::id::LeaseToken;
 use crate::protocol::{HeldLease, ItemStatus, LeaseStatus, Outcome};
 use crate::task::{Attempt, AttemptOutcome, Lease, Progress, Task, TaskState};
@@ -120,6 +124,7 @@ impl Task {
         self.error = Some(error);
         if self.cancel_requested {
             self.finish(TaskState::Cancelled, now);
+            self.event = Some(EventType::TaskCancelled);
             return;
         }
         let delay = match retry {
@@ -129,8 +134,14 @@ impl Task {
             RetryRequest::Backoff => Some(self.backoff.delay(self.attempts, random)),
         };
         match delay {
-            Some(d) => self.schedule(now.saturating_add(d), now),
-            None => self.finish(TaskState::Failed, now),
+            Some(d) => {
+                self.schedule(now.saturating_add(d), now);
+                self.event = Some(EventType::TaskRetrying);
+            }
+            None => {
+                self.finish(TaskState::Failed, now);
+                self.event = Some(EventType::TaskFailed);
+            }
         }
     }
 
@@ -167,6 +178,7 @@ impl Task {
         self.state = TaskState::Running;
         self.progress = None;
         self.updated_at = now;
+        self.event = Some(EventType::TaskStarted);
         let deadline = now.saturating_add(self.timeout).saturating_add(self.lease_timeout);
         self.lease = Some(Lease {
             token,
@@ -198,6 +210,7 @@ impl Task {
         self.current_lease(token)?;
         self.progress = Some(progress);
         self.updated_at = now;
+        self.event = Some(EventType::TaskProgress);
         Ok(())
     }
 
@@ -212,8 +225,12 @@ impl Task {
         let attempt = self.end_attempt(AttemptOutcome::Succeeded, None, now);
         self.result = Some(result);
         self.error = None;
-        let state = if self.cancel_requested { TaskState::Cancelled } else { TaskState::Succeeded };
+        let (state, event) = match self.cancel_requested {
+            true => (TaskState::Cancelled, EventType::TaskCancelled),
+            false => (TaskState::Succeeded, EventType::TaskSucceeded),
+        };
         self.finish(state, now);
+        self.event = Some(event);
         Ok(attempt)
     }
 
@@ -238,6 +255,7 @@ impl Task {
         self.current_lease(token)?;
         let attempt = self.end_attempt(AttemptOutcome::Cancelled, None, now);
         self.finish(TaskState::Cancelled, now);
+        self.event = Some(EventType::TaskCancelled);
         Ok(attempt)
     }
 
@@ -337,8 +355,10 @@ impl Task {
         self.attempt_limit = self.attempt_limit.saturating_add(1);
         if self.cancel_requested {
             self.finish(TaskState::Cancelled, now);
+            self.event = Some(EventType::TaskCancelled);
         } else {
             self.schedule(now, now);
+            self.event = Some(EventType::TaskReleased);
         }
         Ok(attempt)
     }
@@ -357,6 +377,9 @@ impl Task {
         let error = "lease expired: no heartbeat or result before the deadline".to_owned();
         let attempt = self.end_attempt(AttemptOutcome::TimedOut, Some(error.clone()), now);
         self.after_failure(RetryRequest::Backoff, error, now, random);
+        if self.event == Some(EventType::TaskRetrying) {
+            self.event = Some(EventType::TaskLeaseExpired);
+        }
         Ok(attempt)
     }
 
@@ -366,6 +389,7 @@ impl Task {
             TaskState::Scheduled | TaskState::Ready => {
                 self.finish(TaskState::Cancelled, now);
                 self.updated_at = now;
+                self.event = Some(EventType::TaskCancelled);
                 Ok(Cancellation::Cancelled)
             }
             TaskState::Running => {
@@ -388,6 +412,7 @@ impl Task {
         self.error = Some(format!("expired: not started by {expires_at}"));
         self.updated_at = now;
         self.finish(TaskState::Expired, now);
+        self.event = Some(EventType::TaskExpired);
         Ok(())
     }
 
@@ -428,6 +453,7 @@ impl Task {
         self.result = None;
         self.updated_at = now;
         self.schedule(now, now);
+        self.event = Some(EventType::TaskRetried);
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::backoff::Backoff;
+use crate::events::EventType;
 use crate::id::{LeaseToken, TaskId};
 use crate::placement::{Labels, Resources};
 use crate::time::{Timestamp, duration_ms};
@@ -288,6 +289,10 @@ pub struct Task {
     /// read through the API; never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unschedulable: Option<String>,
+    /// What the last transition applied to this value did, for the event log (see
+    /// [`crate::events`]); the store appends it with the task. Never stored or shown.
+    #[serde(skip)]
+    pub event: Option<EventType>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -375,6 +380,7 @@ impl Task {
             parent_count: 0,
             needs: spec.needs,
             unschedulable: None,
+            event: Some(EventType::TaskSubmitted),
         }
     }
 

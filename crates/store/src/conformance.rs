@@ -100,7 +100,12 @@ macro_rules! conformance_tests {
             only_a_decided_workflow_can_be_retried,
             a_cancelled_workflow_is_retried_once_however_many_ask_at_once,
             a_lost_quorum_fan_out_reruns_its_failed_children_then_its_join,
-            a_quorum_its_kept_children_still_reach_reruns_only_its_join
+            a_quorum_its_kept_children_still_reach_reruns_only_its_join,
+            every_state_change_appends_its_event_in_order,
+            a_refused_change_appends_no_event,
+            a_workflow_appends_its_start_its_tasks_and_its_decision,
+            events_past_retention_are_pruned_and_ids_are_never_reused,
+            concurrent_changes_are_each_read_once_in_id_order
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -118,9 +123,11 @@ macro_rules! conformance_tests {
 }
 
 mod access;
+mod events;
 mod scheduling;
 mod workflow_retry;
 pub use access::*;
+pub use events::*;
 pub use scheduling::*;
 pub use workflow_retry::*;
 

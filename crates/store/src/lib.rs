@@ -24,6 +24,7 @@ pub mod pg_testing;
 use async_trait::async_trait;
 use taskwarden_core::auth::{AuditEntry, TokenRecord};
 use taskwarden_core::cron::CronInfo;
+use taskwarden_core::events::{Event, EventId};
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{Task, TaskId, Timestamp};
@@ -141,6 +142,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets audit entries older than `before`; returns how many.
     async fn prune_audit(&self, before: Timestamp) -> Result<usize>;
+
+    /// Events in the log after `p.after`, oldest first. Every state change a store method makes
+    /// appends its event in the same transaction, so a change that committed has its event and
+    /// one that rolled back has none; ids increase in the order readers may rely on (see
+    /// [`taskwarden_core::events::EventId`]).
+    async fn read_events(&self, p: ReadEvents) -> Result<Vec<Event>>;
+
+    /// The id of the last event a reader can see now ([`EventId::START`] when there is none):
+    /// reading after it yields only what happens from now on.
+    async fn last_event_id(&self) -> Result<EventId>;
+
+    /// Deletes the oldest events written before `p.before`, a batch at a time; returns how many.
+    async fn prune_events(&self, p: PruneEvents) -> Result<usize>;
 
     /// Ready tasks that ask for resources or labels, grouped by queue and needs.
     async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>>;

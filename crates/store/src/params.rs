@@ -304,6 +304,19 @@ pub struct ListAudit {
     pub limit: u32,
 }
 
+/// The event log after `after`, oldest first: at most `limit` events. On PostgreSQL, only what
+/// no transaction still running can precede (see [`taskwarden_core::events::EventId`]).
+pub struct ReadEvents {
+    pub after: taskwarden_core::events::EventId,
+    pub limit: u32,
+}
+
+/// Deletes events older than `before`, up to `limit` of them (the oldest).
+pub struct PruneEvents {
+    pub before: Timestamp,
+    pub limit: u32,
+}
+
 /// Workflows newest first, filtered by state and name.
 pub struct ListWorkflows {
     pub state: Option<taskwarden_core::workflow::WorkflowState>,

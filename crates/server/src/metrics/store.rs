@@ -10,6 +10,7 @@ use taskwarden_core::TaskId;
 use taskwarden_core::Timestamp;
 use taskwarden_core::auth::{AuditEntry, TokenRecord};
 use taskwarden_core::cron::CronInfo;
+use taskwarden_core::events::{Event, EventId};
 use taskwarden_core::lifecycle::Cancellation;
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
@@ -176,6 +177,18 @@ impl Store for MeteredStore {
 
     async fn prune_audit(&self, before: Timestamp) -> Result<usize> {
         self.inner.prune_audit(before).await
+    }
+
+    async fn read_events(&self, p: ReadEvents) -> Result<Vec<Event>> {
+        self.inner.read_events(p).await
+    }
+
+    async fn last_event_id(&self) -> Result<EventId> {
+        self.inner.last_event_id().await
+    }
+
+    async fn prune_events(&self, p: PruneEvents) -> Result<usize> {
+        self.inner.prune_events(p).await
     }
 
     async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>> {

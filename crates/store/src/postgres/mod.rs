@@ -15,6 +15,7 @@
 //! workflow's outcome, the leader of the background loops) is a row lock or a conditional write.
 
 mod access;
+mod events;
 mod listen;
 mod ops;
 #[cfg(feature = "conformance")]
@@ -34,6 +35,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use taskwarden_core::auth::{AuditEntry, TokenRecord};
 use taskwarden_core::cron::CronInfo;
+use taskwarden_core::events::{Event, EventId};
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{IdGenerator, Task, TaskId, Timestamp, TransitionError};
@@ -570,6 +572,18 @@ impl Store for PgStore {
 
     async fn acquire_lease(&self, p: AcquireLease) -> Result<LeaseHolder> {
         transaction!(self, |tx, _st| ops::acquire_lease(&tx, &p).await)
+    }
+
+    async fn read_events(&self, p: ReadEvents) -> Result<Vec<Event>> {
+        read!(self, |c| events::read(&c, &p).await)
+    }
+
+    async fn last_event_id(&self) -> Result<EventId> {
+        read!(self, |c| events::last_id(&c).await)
+    }
+
+    async fn prune_events(&self, p: PruneEvents) -> Result<usize> {
+        read!(self, |c| events::prune(&c, &p).await)
     }
 
     async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>> {

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::GenericClient;
+use taskwarden_core::events::NewEvent;
 use taskwarden_core::limits::{Gate, QueueLimits};
 use taskwarden_core::placement::{aged_past, fair_take, rank_by_aged_priority};
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, QueueInfo, WorkerInfo};
@@ -547,6 +548,7 @@ pub(crate) async fn register_worker(tx: &Tx<'_>, shared: &Shared, p: &RegisterWo
         ],
     )
     .await?;
+    super::events::append(tx, &[NewEvent::worker_joined(&id, &p.queues, p.now)]).await?;
     for (kind, schema) in &p.schemas {
         execute(
             tx,
@@ -610,6 +612,9 @@ pub(crate) async fn update_queue(tx: &Tx<'_>, st: &mut Touched, p: &UpdateQueue)
         &[&p.queue, &p.paused, &p.weight.map(|w| w as i32), &p.now.as_micros(), &limits],
     )
     .await?;
+    if let Some(paused) = p.paused {
+        super::events::append(tx, &[NewEvent::queue(&p.queue, paused, p.now)]).await?;
+    }
     if p.paused == Some(false) || limits.is_some() {
         st.touch(Topic::Ready); // its tasks may be leased again: wake the parked fetchers
     }

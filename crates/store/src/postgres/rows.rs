@@ -11,6 +11,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::PgResult;
+use super::events::{EventRows, cte};
 use crate::StoreError;
 
 pub(crate) type Tx<'a> = deadpool_postgres::Transaction<'a>;
@@ -160,7 +161,7 @@ macro_rules! insert_tasks {
 
 pub(crate) async fn insert(tx: &Tx<'_>, new: &[Task]) -> PgResult<()> {
     if !new.is_empty() {
-        insert_with(tx, new, insert_tasks!(), None).await?;
+        insert_with(tx, new, None).await?;
     }
     Ok(())
 }
@@ -173,11 +174,12 @@ pub(crate) async fn insert_notifying(
     channel: &str,
     payload: &str,
 ) -> PgResult<()> {
-    const SQL: &str = concat!("WITH inserted AS (", insert_tasks!(), " RETURNING 1) SELECT pg_notify($18, $19)");
-    insert_with(c, new, SQL, Some((channel, payload))).await
+    insert_with(c, new, Some((channel, payload))).await
 }
 
-async fn insert_with(c: &impl GenericClient, new: &[Task], sql: &str, notify: Option<(&str, &str)>) -> PgResult<()> {
+/// Inserts tasks with their `task.submitted` events, and sends the wake-up if asked, in one
+/// statement.
+async fn insert_with(c: &impl GenericClient, new: &[Task], notify: Option<(&str, &str)>) -> PgResult<()> {
     let cols = Columns::of(new);
     // Written once: what a task asks for never changes.
     let resources: Vec<Option<String>> = new
@@ -204,12 +206,18 @@ async fn insert_with(c: &impl GenericClient, new: &[Task], sql: &str, notify: Op
         &resources,
         &cols.expires_at,
     ];
+    let events = EventRows::of_tasks(new);
     let notify = notify.map(|(channel, payload)| [channel, payload]);
-    if let Some([channel, payload]) = &notify {
-        params.push(channel);
-        params.push(payload);
-    }
-    execute(c, sql, &params).await?;
+    let sql = match &notify {
+        Some([channel, payload]) => {
+            params.push(channel);
+            params.push(payload);
+            format!("WITH {}, inserted AS ({} RETURNING 1) SELECT pg_notify($18, $19)", cte(20), insert_tasks!())
+        }
+        None => format!("WITH {}{}", cte(18), insert_tasks!()),
+    };
+    params.extend(events.params());
+    execute(c, &sql, &params).await?;
     Ok(())
 }
 
@@ -221,7 +229,8 @@ pub(crate) async fn update<'t>(
     changed: impl IntoIterator<Item = &'t Task>,
     versions: Option<&[i64]>,
 ) -> PgResult<()> {
-    let c = Columns::of(changed);
+    let changed: Vec<&Task> = changed.into_iter().collect();
+    let c = Columns::of(changed.iter().copied());
     if c.id.is_empty() {
         return Ok(());
     }
@@ -229,8 +238,15 @@ pub(crate) async fn update<'t>(
         Some(_) => (", $11::int8[]", ", version", " AND tasks.xmin::text::int8 = u.version"),
         None => ("", "", ""),
     };
+    // The events' parameters follow the tasks' (and the versions, if any).
+    let events = EventRows::of_tasks(changed.iter().copied());
+    let append = match (events.is_empty(), versions) {
+        (true, _) => String::new(),
+        (false, None) => format!("WITH {}", cte(11)),
+        (false, Some(_)) => format!("WITH {}", cte(12)),
+    };
     let sql = format!(
-        "UPDATE tasks SET state = u.state, run_at = u.run_at, lease_expires_at = u.lx, lease_worker = u.lw, \
+        "{append}UPDATE tasks SET state = u.state, run_at = u.run_at, lease_expires_at = u.lx, lease_worker = u.lw, \
          finished_at = u.fin, workflow_id = u.wf, node = u.node, doc = u.doc, expires_at = u.ex \
          FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], $7::uuid[], \
          $8::text[], $9::text[], $10::int8[]{version_array}) \
@@ -251,6 +267,9 @@ pub(crate) async fn update<'t>(
     ];
     if let Some(versions) = &versions {
         params.push(versions);
+    }
+    if !events.is_empty() {
+        params.extend(events.params());
     }
     let written = execute(tx, &sql, &params).await?;
     if versions.is_some() && written as usize != c.id.len() {

@@ -262,6 +262,28 @@ ALTER TABLE tasks ADD COLUMN expires_at int8;
 CREATE INDEX tasks_expiring ON tasks (expires_at) WHERE expires_at IS NOT NULL AND state IN ('scheduled', 'ready');
 "#,
     },
+    Migration {
+        description: "the event log",
+        destructive: false,
+        sql: r#"
+-- Placed by the writing transaction (tx), then by number: readers see only what transactions
+-- older than every running one wrote, so nothing can commit behind a reader (see events.rs).
+CREATE TABLE events (
+    tx          int8 NOT NULL DEFAULT (pg_current_xact_id()::text::int8),
+    id          int8 GENERATED ALWAYS AS IDENTITY,
+    at          int8 NOT NULL,
+    type        text NOT NULL,
+    queue       text,
+    kind        text,
+    task_id     uuid,
+    workflow_id uuid,
+    attempt     int4,
+    tags        text,
+    data        text NOT NULL,
+    PRIMARY KEY (tx, id)
+);
+"#,
+    },
 ];
 
 /// What `migrate` did.

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use taskwarden_core::TaskId;
+use taskwarden_core::events::{EventType, NewEvent};
 use taskwarden_core::workflow::{FailurePolicy, RetryNode, Workflow, WorkflowState, plan_retry};
 use uuid::Uuid;
 
@@ -87,5 +88,6 @@ pub(crate) async fn retry(tx: &Tx<'_>, st: &mut Touched, p: &RetryWorkflow) -> P
         &[&uuid(p.id), &(t.succeeded as i32), &(t.failed as i32), &(t.handled as i32)],
     )
     .await?;
+    super::events::append(tx, &[NewEvent::workflow(EventType::WorkflowRetried, p.id, None, p.now)]).await?;
     get(tx, p.id).await
 }

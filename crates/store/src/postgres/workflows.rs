@@ -7,6 +7,7 @@ use std::pin::Pin;
 
 use deadpool_postgres::GenericClient;
 use serde_json::value::RawValue;
+use taskwarden_core::events::{EventType, NewEvent};
 use taskwarden_core::workflow::{
     FailurePolicy, FanOut, FanOutStep, NodeTiming, ParentResult, Tally, Workflow, WorkflowNode, WorkflowState,
     WorkflowSummary, speedup_report,
@@ -49,6 +50,8 @@ pub(crate) async fn submit(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &S
         &[&uuid(id), &plan.name, &policy, &(plan.nodes.len() as i32), &result_task, &p.now.as_micros()],
     )
     .await?;
+    let started = NewEvent::workflow(EventType::WorkflowStarted, id, plan.name.as_deref(), p.now);
+    super::events::append(tx, &[started]).await?;
     let mut tasks = Vec::with_capacity(plan.nodes.len());
     let (mut parents, mut children) = (Vec::new(), Vec::new());
     for (i, node) in plan.nodes.iter().enumerate() {
@@ -119,6 +122,8 @@ pub(crate) async fn fan_out(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &
                 &[&uuid(wf), &parent.kind, &policy, &((n + 2) as i32), &uuid(join_id), &parent.created_at.as_micros()],
             )
             .await?;
+            let started = NewEvent::workflow(EventType::WorkflowStarted, wf, Some(&parent.kind), p.now);
+            super::events::append(tx, &[started]).await?;
             parent.workflow_id = Some(wf);
             parent.node = Some(prefix.clone());
             rows::update(tx, [&parent], None).await?;
@@ -286,6 +291,8 @@ async fn finish(
         &[&uuid(wf), &state.as_str(), &error, &now.as_micros()],
     )
     .await?;
+    let decided = NewEvent::workflow_decided(wf, state, error.as_deref(), now);
+    super::events::append(tx, decided.as_slice()).await?;
     let open = query(
         tx,
         "SELECT doc FROM tasks WHERE workflow_id = $1 AND state IN ('scheduled', 'ready', 'running') \

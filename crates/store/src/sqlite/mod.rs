@@ -14,6 +14,7 @@
 
 mod access;
 mod checkpoint;
+mod events;
 mod handoff;
 mod ledger;
 mod ops;
@@ -32,6 +33,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use taskwarden_core::auth::{AuditEntry, TokenRecord};
 use taskwarden_core::cron::CronInfo;
+use taskwarden_core::events::{Event, EventId};
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{Task, TaskId, Timestamp};
@@ -327,6 +329,18 @@ impl Store for SqliteStore {
 
     async fn prune_audit(&self, before: Timestamp) -> Result<usize> {
         self.writer.write(false, move |c, _| access::prune_audit(c, before)).await
+    }
+
+    async fn read_events(&self, p: ReadEvents) -> Result<Vec<Event>> {
+        self.read(move |c| events::read(c, &p)).await
+    }
+
+    async fn last_event_id(&self) -> Result<EventId> {
+        self.read(events::last_id).await
+    }
+
+    async fn prune_events(&self, p: PruneEvents) -> Result<usize> {
+        self.writer.write(false, move |c, _| events::prune(c, p)).await
     }
 
     async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>> {

@@ -4,6 +4,7 @@
 
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
+use taskwarden_core::events::NewEvent;
 use taskwarden_core::placement::{aged_past, fair_take, rank_by_aged_priority};
 use taskwarden_core::protocol::{ItemStatus, LeaseStatus, WorkerInfo};
 use taskwarden_core::{Attempt, Cancellation, LeaseToken, NewTask, RunTiming, Task, TaskId, Timestamp};
@@ -370,6 +371,7 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
         ],
     )
     .map_err(internal)?;
+    super::events::append(conn, &NewEvent::worker_joined(&id, &p.queues, p.now)).map_err(internal)?;
     for (kind, schema) in &p.schemas {
         conn.prepare_cached(
             "INSERT INTO kind_schemas (kind, schema, registered_at) VALUES (?1, ?2, ?3) \
@@ -529,6 +531,9 @@ pub(crate) fn update_queue(conn: &Connection, st: &mut WriterState, p: UpdateQue
     )
     .and_then(|mut s| s.execute(params![p.queue, p.paused, p.weight, p.now.as_micros(), limits]))
     .map_err(internal)?;
+    if let Some(paused) = p.paused {
+        super::events::append(conn, &NewEvent::queue(&p.queue, paused, p.now)).map_err(internal)?;
+    }
     if p.paused == Some(false) || limits.is_some() {
         st.touch(Topic::Ready); // its tasks may be leased again: wake the parked fetchers
     }

@@ -14,7 +14,7 @@ pub(crate) const TASK_COLUMNS: &str = "id, queue, kind, payload, priority, tags,
     lease_expires_at, lease_deadline, cancel_requested, result, error, progress, workflow_id, node, parent_count, \
     needs, expires_at";
 
-fn bad(column: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+pub(crate) fn bad(column: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
 }
 
@@ -79,6 +79,7 @@ pub(crate) fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
         },
         expires_at: ts(r.get(32)?),
         unschedulable: None,
+        event: None,
     })
 }
 
@@ -131,6 +132,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serializes")
 }
 
+/// Inserts a new task, with its `task.submitted` event.
 pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
     // A new task waits for all its parents: pending_parents starts at parent_count.
     let mut stmt = conn.prepare_cached(&format!(
@@ -164,10 +166,10 @@ pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
         t.needs.concurrency_key,
         t.expires_at.map(Timestamp::as_micros),
     ])?;
-    Ok(())
+    super::events::append_task(conn, t)
 }
 
-/// Writes back the columns a transition can change.
+/// Writes back the columns a transition can change, with the event the transition noted.
 pub(crate) fn save_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "UPDATE tasks SET state = ?2, attempts = ?3, attempt_limit = ?4, run_at = ?5, updated_at = ?6, \
@@ -196,7 +198,7 @@ pub(crate) fn save_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
         t.progress.as_ref().map(to_json),
         t.expires_at.map(Timestamp::as_micros),
     ])?;
-    Ok(())
+    super::events::append_task(conn, t)
 }
 
 pub(crate) fn insert_attempt(conn: &Connection, id: TaskId, a: &Attempt) -> rusqlite::Result<()> {

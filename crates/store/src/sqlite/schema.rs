@@ -226,6 +226,23 @@ CREATE TABLE kind_schemas (
 ALTER TABLE tasks ADD COLUMN expires_at INTEGER;
 CREATE INDEX tasks_expiring ON tasks (expires_at) WHERE expires_at IS NOT NULL AND state IN ('scheduled', 'ready');
 "#,
+    // v12: the event log. AUTOINCREMENT: an id is never used twice, not even after pruning
+    // emptied the table, so a reader resuming after an id cannot skip a new event. No other
+    // index: readers go forward by id, and pruning takes the oldest ids.
+    r#"
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    type        TEXT NOT NULL,
+    queue       TEXT,
+    kind        TEXT,
+    task_id     BLOB,
+    workflow_id BLOB,
+    attempt     INTEGER,
+    tags        TEXT,
+    data        TEXT NOT NULL
+);
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

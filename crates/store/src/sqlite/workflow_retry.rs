@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use taskwarden_core::events::{EventType, NewEvent};
 use taskwarden_core::workflow::{FailurePolicy, RetryNode, Workflow, WorkflowState, plan_retry};
 use taskwarden_core::{Task, TaskId};
 
@@ -89,5 +90,7 @@ pub(crate) fn retry(conn: &Connection, st: &mut WriterState, p: RetryWorkflow) -
     )
     .and_then(|mut s| s.execute(params![p.id.as_bytes(), t.succeeded, t.failed, t.handled]))
     .map_err(internal)?;
+    let retried = NewEvent::workflow(EventType::WorkflowRetried, p.id, None, p.now);
+    super::events::append(conn, &retried).map_err(internal)?;
     get(conn, p.id)
 }

@@ -7,6 +7,7 @@
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
+use taskwarden_core::events::{EventType, NewEvent};
 use taskwarden_core::workflow::{
     FailurePolicy, FanOut, FanOutStep, NodeTiming, ParentResult, Tally, Workflow, WorkflowNode, WorkflowState,
     WorkflowSummary, speedup_report,
@@ -46,6 +47,8 @@ pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitWorkflow)
         ])
     })
     .map_err(internal)?;
+    let started = NewEvent::workflow(EventType::WorkflowStarted, id, plan.name.as_deref(), p.now);
+    super::events::append(conn, &started).map_err(internal)?;
     let mut tasks = Vec::with_capacity(plan.nodes.len());
     let mut edge =
         conn.prepare_cached("INSERT INTO task_edges (parent_id, child_id) VALUES (?1, ?2)").map_err(internal)?;
@@ -121,6 +124,8 @@ pub(crate) fn fan_out(conn: &Connection, st: &mut WriterState, p: FanOutTasks) -
                 ])
             })
             .map_err(internal)?;
+            let started = NewEvent::workflow(EventType::WorkflowStarted, wf, Some(&parent.kind), p.now);
+            super::events::append(conn, &started).map_err(internal)?;
             conn.prepare_cached("UPDATE tasks SET workflow_id = ?2, node = ?3 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![parent.id.as_bytes(), wf.as_bytes(), prefix]))
                 .map_err(internal)?;
@@ -303,6 +308,9 @@ fn finish(
     conn.prepare_cached("UPDATE workflows SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1")
         .and_then(|mut s| s.execute(params![wf.as_bytes(), state.as_str(), error, now.as_micros()]))
         .map_err(internal)?;
+    if let Some(decided) = NewEvent::workflow_decided(wf, state, error.as_deref(), now) {
+        super::events::append(conn, &decided).map_err(internal)?;
+    }
     let open: Vec<[u8; 16]> = conn
         .prepare_cached("SELECT id FROM tasks WHERE workflow_id = ?1 AND state IN ('scheduled', 'ready', 'running')")
         .and_then(|mut s| s.query_map([wf.as_bytes()], |r| r.get(0))?.collect::<rusqlite::Result<_>>())

@@ -1,0 +1,387 @@
+//! The event log's entries: every state change, as the store records it in the same transaction
+//! as the change, with an id that orders the log.
+//!
+//! A task's transitions (see [`crate::lifecycle`]) note what they did in [`Task::event`]; the
+//! store appends that note, with the task, when it writes the task. Workflows, workers and queues
+//! have their own constructors here. [`EventFilter`] is the one place that decides whether an
+//! event matches what a reader asked for.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value, json};
+
+use crate::TaskId;
+use crate::auth::QueueScope;
+use crate::task::{Task, TaskState};
+use crate::time::Timestamp;
+use crate::workflow::WorkflowState;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// A task was created (submitted, or as a workflow's or fan-out's node).
+    TaskSubmitted,
+    /// A worker leased the task and an attempt began.
+    TaskStarted,
+    /// The running attempt reported progress.
+    TaskProgress,
+    TaskSucceeded,
+    /// The task failed for good (attempts spent, or a permanent failure): a dead letter.
+    TaskFailed,
+    /// An attempt failed and the task will run again (`data.run_at`).
+    TaskRetrying,
+    /// An attempt's lease expired (no heartbeat or result in time); the task will run again.
+    TaskLeaseExpired,
+    /// The worker gave the task back unfinished; it is ready again.
+    TaskReleased,
+    TaskCancelled,
+    /// The task was not started before its `expires_at`.
+    TaskExpired,
+    /// A finished task was retried by hand (or by a workflow retry).
+    TaskRetried,
+    WorkflowStarted,
+    WorkflowSucceeded,
+    WorkflowFailed,
+    WorkflowCancelled,
+    /// A decided workflow was retried.
+    WorkflowRetried,
+    /// A worker registered.
+    WorkerJoined,
+    QueuePaused,
+    QueueResumed,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 19] = [
+        EventType::TaskSubmitted,
+        EventType::TaskStarted,
+        EventType::TaskProgress,
+        EventType::TaskSucceeded,
+        EventType::TaskFailed,
+        EventType::TaskRetrying,
+        EventType::TaskLeaseExpired,
+        EventType::TaskReleased,
+        EventType::TaskCancelled,
+        EventType::TaskExpired,
+        EventType::TaskRetried,
+        EventType::WorkflowStarted,
+        EventType::WorkflowSucceeded,
+        EventType::WorkflowFailed,
+        EventType::WorkflowCancelled,
+        EventType::WorkflowRetried,
+        EventType::WorkerJoined,
+        EventType::QueuePaused,
+        EventType::QueueResumed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::TaskSubmitted => "task.submitted",
+            EventType::TaskStarted => "task.started",
+            EventType::TaskProgress => "task.progress",
+            EventType::TaskSucceeded => "task.succeeded",
+            EventType::TaskFailed => "task.failed",
+            EventType::TaskRetrying => "task.retrying",
+            EventType::TaskLeaseExpired => "task.lease_expired",
+            EventType::TaskReleased => "task.released",
+            EventType::TaskCancelled => "task.cancelled",
+            EventType::TaskExpired => "task.expired",
+            EventType::TaskRetried => "task.retried",
+            EventType::WorkflowStarted => "workflow.started",
+            EventType::WorkflowSucceeded => "workflow.succeeded",
+            EventType::WorkflowFailed => "workflow.failed",
+            EventType::WorkflowCancelled => "workflow.cancelled",
+            EventType::WorkflowRetried => "workflow.retried",
+            EventType::WorkerJoined => "worker.joined",
+            EventType::QueuePaused => "queue.paused",
+            EventType::QueueResumed => "queue.resumed",
+        }
+    }
+
+    /// Whether it says a task or workflow reached its end.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            EventType::TaskSucceeded
+                | EventType::TaskFailed
+                | EventType::TaskCancelled
+                | EventType::TaskExpired
+                | EventType::WorkflowSucceeded
+                | EventType::WorkflowFailed
+                | EventType::WorkflowCancelled
+        )
+    }
+
+    /// The event a workflow reaching `state` makes, if that state is a decision.
+    pub fn workflow_decided(state: WorkflowState) -> Option<EventType> {
+        match state {
+            WorkflowState::Succeeded => Some(EventType::WorkflowSucceeded),
+            WorkflowState::Failed => Some(EventType::WorkflowFailed),
+            WorkflowState::Cancelled => Some(EventType::WorkflowCancelled),
+            WorkflowState::Running => None,
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+            format!("{s:?} is not an event type (one of {})", known.join(", "))
+        })
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An event's place in the log. Ids order the log: a reader that resumes after an id misses
+/// nothing still kept and sees nothing twice.
+///
+/// The embedded store numbers events as it commits them (`seq`; `tx` is 0) and writes them as
+/// a plain number. On PostgreSQL several nodes commit at once and a number drawn earlier may
+/// commit later, so an event is placed by the transaction that wrote it (`tx`) and then by its
+/// number, and only transactions older than every one still running are read: nothing can
+/// commit before a position a reader has passed. Written `tx-seq`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId {
+    pub tx: u64,
+    pub seq: u64,
+}
+
+impl EventId {
+    /// Before every event.
+    pub const START: EventId = EventId { tx: 0, seq: 0 };
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.tx {
+            0 => write!(f, "{}", self.seq),
+            tx => write!(f, "{tx}-{}", self.seq),
+        }
+    }
+}
+
+impl FromStr for EventId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not an event id (a number, or two joined by '-')");
+        let number = |p: &str| p.parse::<u64>().ok().filter(|_| p.bytes().all(|b| b.is_ascii_digit()));
+        match s.split_once('-') {
+            None => Ok(EventId { tx: 0, seq: number(s).ok_or_else(bad)? }),
+            Some((tx, seq)) => Ok(EventId { tx: number(tx).ok_or_else(bad)?, seq: number(seq).ok_or_else(bad)? }),
+        }
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An event as read from the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Event {
+    /// Its place in the log; give it back as `after` or `Last-Event-ID` to resume after it.
+    #[schema(value_type = String, example = "42")]
+    pub id: EventId,
+    #[serde(flatten)]
+    pub event: NewEvent,
+}
+
+/// An event about to be appended: everything but its id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NewEvent {
+    /// `task.submitted`, `task.started`, `task.progress`, `task.succeeded`, `task.failed`,
+    /// `task.retrying`, `task.lease_expired`, `task.released`, `task.cancelled`, `task.expired`,
+    /// `task.retried`, `workflow.started`, `workflow.succeeded`, `workflow.failed`,
+    /// `workflow.cancelled`, `workflow.retried`, `worker.joined`, `queue.paused`, `queue.resumed`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub event_type: EventType,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// The task's kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<TaskId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<TaskId>,
+    /// The attempt the event is about (task events from `task.started` on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// What else there is to say: the error of a failure, the time of the next try, the progress,
+    /// the worker, the workflow's name.
+    #[serde(default)]
+    #[schema(schema_with = crate::schema::any_json)]
+    pub data: Value,
+}
+
+impl NewEvent {
+    fn bare(event_type: EventType, at: Timestamp) -> NewEvent {
+        NewEvent {
+            event_type,
+            at,
+            queue: None,
+            kind: None,
+            task_id: None,
+            workflow_id: None,
+            attempt: None,
+            tags: Vec::new(),
+            data: Value::Object(Map::new()),
+        }
+    }
+
+    /// The event the task's last transition noted, if it noted one (see [`Task::event`]).
+    pub fn of_task(task: &Task) -> Option<NewEvent> {
+        let event_type = task.event?;
+        let mut data = Map::new();
+        let mut put = |k: &str, v: Value| {
+            data.insert(k.to_owned(), v);
+        };
+        match event_type {
+            EventType::TaskSubmitted | EventType::TaskRetried => {
+                put("state", json!(task.state.as_str()));
+                if task.state == TaskState::Scheduled && task.run_at != Timestamp::NEVER {
+                    put("run_at", json!(task.run_at));
+                }
+            }
+            EventType::TaskStarted => {
+                if let Some(lease) = &task.lease {
+                    put("worker_id", json!(lease.worker_id));
+                }
+            }
+            EventType::TaskProgress => {
+                if let Some(p) = &task.progress {
+                    put("fraction", json!(p.fraction));
+                    if let Some(m) = &p.message {
+                        put("message", json!(m));
+                    }
+                }
+            }
+            EventType::TaskRetrying | EventType::TaskLeaseExpired | EventType::TaskReleased => {
+                if let Some(e) = &task.error {
+                    put("error", json!(e));
+                }
+                put("run_at", json!(task.run_at));
+            }
+            EventType::TaskFailed | EventType::TaskExpired | EventType::TaskCancelled => {
+                if let Some(e) = &task.error {
+                    put("error", json!(e));
+                }
+            }
+            _ => {}
+        }
+        let attempt = (task.attempts > 0).then_some(task.attempts);
+        Some(NewEvent {
+            queue: Some(task.queue.clone()),
+            kind: Some(task.kind.clone()),
+            task_id: Some(task.id),
+            workflow_id: task.workflow_id,
+            attempt,
+            tags: task.tags.clone(),
+            data: Value::Object(data),
+            ..NewEvent::bare(event_type, task.updated_at)
+        })
+    }
+
+    /// A workflow began, or began again (`WorkflowRetried`).
+    pub fn workflow(event_type: EventType, id: TaskId, name: Option<&str>, at: Timestamp) -> NewEvent {
+        let data = match name {
+            Some(n) => json!({ "name": n }),
+            None => json!({}),
+        };
+        NewEvent { workflow_id: Some(id), data, ..NewEvent::bare(event_type, at) }
+    }
+
+    /// A workflow was decided.
+    pub fn workflow_decided(id: TaskId, state: WorkflowState, error: Option<&str>, at: Timestamp) -> Option<NewEvent> {
+        let event_type = EventType::workflow_decided(state)?;
+        let data = match error {
+            Some(e) => json!({ "error": e }),
+            None => json!({}),
+        };
+        Some(NewEvent { workflow_id: Some(id), data, ..NewEvent::bare(event_type, at) })
+    }
+
+    pub fn worker_joined(worker_id: &str, queues: &[String], at: Timestamp) -> NewEvent {
+        NewEvent {
+            data: json!({ "worker_id": worker_id, "queues": queues }),
+            ..NewEvent::bare(EventType::WorkerJoined, at)
+        }
+    }
+
+    pub fn queue(name: &str, paused: bool, at: Timestamp) -> NewEvent {
+        let event_type = if paused { EventType::QueuePaused } else { EventType::QueueResumed };
+        NewEvent { queue: Some(name.to_owned()), ..NewEvent::bare(event_type, at) }
+    }
+}
+
+/// Which events a reader wants: each given criterion must hold (a list: any of its values).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventFilter {
+    pub queues: Vec<String>,
+    pub kinds: Vec<String>,
+    pub types: Vec<EventType>,
+    pub task: Option<TaskId>,
+    /// The workflow's own events and its tasks'.
+    pub workflow: Option<TaskId>,
+    pub tag: Option<String>,
+    /// The queues the reader may see (its token's). Events about no queue (workflows, workers)
+    /// are shown only to a reader who may see every queue.
+    pub scope: QueueScope,
+}
+
+impl EventFilter {
+    pub fn matches(&self, e: &NewEvent) -> bool {
+        let any = |wanted: &[String], got: &Option<String>| {
+            wanted.is_empty() || got.as_ref().is_some_and(|g| wanted.iter().any(|w| w == g))
+        };
+        let visible = match &e.queue {
+            Some(q) => self.scope.contains(q),
+            None => self.scope.is_all(),
+        };
+        visible
+            && any(&self.queues, &e.queue)
+            && any(&self.kinds, &e.kind)
+            && (self.types.is_empty() || self.types.contains(&e.event_type))
+            && self.task.is_none_or(|t| e.task_id == Some(t))
+            && self.workflow.is_none_or(|w| e.workflow_id == Some(w))
+            && self.tag.as_ref().is_none_or(|t| e.tags.contains(t))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! Conformance cases for the event log: one event per state change, in the change's
+//! transaction, read forward by id, pruned by age.
+
+use taskwarden_core::events::{Event, EventId};
+use taskwarden_core::protocol::{HeldLease, Outcome};
+use taskwarden_core::workflow::FailurePolicy;
+use taskwarden_core::{Progress, Task};
+
+use super::{at, fetch, lease_ready, report, spec, submit, submit_one, success, workflow};
+use crate::params::*;
+use crate::{Store, StoreError};
+
+/// The events after `after`, once at least `n` can be read. On PostgreSQL a reader sees a
+/// transaction's events only when every transaction that began before it (in any database of the
+/// cluster, so other tests' too) has ended; that takes a moment when tests run side by side.
+async fn events_after(store: &dyn Store, after: EventId, n: usize) -> Vec<Event> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let events = store.read_events(ReadEvents { after, limit: 1000 }).await.unwrap();
+        if events.len() >= n || std::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn types(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(|e| e.event.event_type.as_str()).collect()
+}
+
+fn of_task(events: &[Event], task: &Task) -> Vec<&'static str> {
+    let mine: Vec<Event> = events.iter().filter(|e| e.event.task_id == Some(task.id)).cloned().collect();
+    types(&mine)
+}
+
+pub async fn every_state_change_appends_its_event_in_order(store: &dyn Store) {
+    let start = store.last_event_id().await.unwrap();
+    let mut tagged = spec("ev");
+    tagged.tags = vec!["vip".into()];
+    let [a, b]: [Task; 2] = submit(store, vec![tagged, spec("ev")], at(0)).await.try_into().unwrap();
+    let leased = fetch(store, &["ev"], 2, at(1)).await;
+    let (la, lb) = (leased.iter().find(|t| t.id == a.id).unwrap(), leased.iter().find(|t| t.id == b.id).unwrap());
+    let fail = Outcome::Failed { error: "boom".into(), retry_after_ms: Some(60_000), permanent: false };
+    report(store, la, fail, at(2)).await.unwrap();
+    let progress = Some(Progress { fraction: 0.5, message: Some("half".into()) });
+    let beat = |progress| Heartbeat {
+        worker_id: None,
+        leases: vec![HeldLease { task_id: b.id, lease: lb.lease.as_ref().unwrap().token, progress }],
+        now: at(3),
+    };
+    store.heartbeat(beat(None)).await.unwrap();
+    store.heartbeat(beat(progress)).await.unwrap();
+    report(store, lb, success("7"), at(4)).await.unwrap();
+    store.cancel(CancelTask { id: a.id, now: at(5) }).await.unwrap();
+    store.retry(RetryTask { id: a.id, now: at(6) }).await.unwrap();
+    let pause =
+        |paused| UpdateQueue { queue: "ev".into(), paused: Some(paused), weight: None, limits: None, now: at(7) };
+    store.update_queue(pause(true)).await.unwrap();
+    store.update_queue(pause(false)).await.unwrap();
+
+    let events = events_after(store, start, 11).await;
+    assert_eq!(
+        types(&events),
+        [
+            "task.submitted",
+            "task.submitted",
+            "task.started",
+            "task.started",
+            "task.retrying",
+            "task.progress",
+            "task.succeeded",
+            "task.cancelled",
+            "task.retried",
+            "queue.paused",
+            "queue.resumed"
+        ],
+        "a heartbeat without progress is no event"
+    );
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id), "ids increase: {events:?}");
+    assert!(events[0].id > start);
+    assert_eq!(
+        of_task(&events, &a),
+        ["task.submitted", "task.started", "task.retrying", "task.cancelled", "task.retried"]
+    );
+    let first = &events[0].event;
+    assert_eq!((first.queue.as_deref(), first.kind.as_deref(), first.task_id), (Some("ev"), Some("echo"), Some(a.id)));
+    assert_eq!(first.tags, ["vip"]);
+    assert_eq!(first.at, at(0));
+    let retrying = &events[4].event;
+    assert_eq!((retrying.attempt, retrying.data["error"].as_str()), (Some(1), Some("boom")));
+    assert_eq!(retrying.data["run_at"], serde_json::json!(at(60_002)));
+    assert_eq!(events[5].event.data["message"], "half");
+    assert_eq!(events[9].event.queue.as_deref(), Some("ev"));
+
+    // Reading resumes after any id, a page at a time, and ends at the last.
+    let rest = events_after(store, events[3].id, 7).await;
+    assert_eq!(rest, events[4..].to_vec());
+    let page = store.read_events(ReadEvents { after: start, limit: 3 }).await.unwrap();
+    assert_eq!(page, events[..3].to_vec());
+    assert_eq!(store.last_event_id().await.unwrap(), events.last().unwrap().id);
+    assert!(events_after(store, events.last().unwrap().id, 0).await.is_empty());
+}
+
+pub async fn a_refused_change_appends_no_event(store: &dyn Store) {
+    let mut keyed = spec("ev");
+    keyed.idempotency_key = Some("k".into());
+    let t = submit_one(store, keyed.clone(), at(0)).await;
+    let after_submit = events_after(store, EventId::START, 1).await[0].id;
+    // The same key again: the first task, nothing new. A different payload: refused, rolled back.
+    submit_one(store, keyed.clone(), at(1)).await;
+    let mut other = keyed;
+    other.payload = serde_json::value::RawValue::from_string("2".into()).unwrap();
+    let fresh = spec("ev");
+    let refused = store
+        .submit(SubmitTasks {
+            tasks: vec![fresh, other],
+            idempotency_window: std::time::Duration::from_secs(60),
+            now: at(2),
+        })
+        .await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{:?}", refused.err());
+    let leased = fetch(store, &["ev"], 1, at(3)).await.remove(0);
+    assert_eq!(leased.id, t.id);
+    let stale = Task {
+        lease: Some(taskwarden_core::Lease { token: taskwarden_core::LeaseToken(1), ..leased.lease.clone().unwrap() }),
+        ..leased.clone()
+    };
+    assert!(matches!(report(store, &stale, success("1"), at(4)).await, Err(StoreError::LeaseLost)));
+    let events = events_after(store, after_submit, 1).await;
+    assert_eq!(types(&events), ["task.started"], "only the lease: {events:?}");
+}
+
+pub async fn a_workflow_appends_its_start_its_tasks_and_its_decision(store: &dyn Store) {
+    let start = store.last_event_id().await.unwrap();
+    let wf = store.submit_workflow(workflow(FailurePolicy::FailFast, &[("a", &[]), ("b", &["a"])])).await.unwrap();
+    let ready = lease_ready(store, at(1)).await;
+    report(store, &ready["a"], success("1"), at(2)).await.unwrap();
+    let ready = lease_ready(store, at(3)).await;
+    report(store, &ready["b"], success("2"), at(4)).await.unwrap();
+    let events = events_after(store, start, 8).await;
+    assert_eq!(
+        types(&events),
+        [
+            "workflow.started",
+            "task.submitted",
+            "task.submitted",
+            "task.started",
+            "task.succeeded",
+            "task.started",
+            "task.succeeded",
+            "workflow.succeeded"
+        ]
+    );
+    assert!(events.iter().all(|e| e.event.workflow_id == Some(wf.id)), "every event names the workflow");
+    assert_eq!(events[0].event.queue, None);
+}
+
+pub async fn events_past_retention_are_pruned_and_ids_are_never_reused(store: &dyn Store) {
+    let start = store.last_event_id().await.unwrap();
+    submit(store, vec![spec("old"), spec("old")], at(0)).await;
+    submit_one(store, spec("new"), at(10_000)).await;
+    let all = events_after(store, start, 3).await;
+    assert_eq!(all.len(), 3);
+    assert_eq!(store.prune_events(PruneEvents { before: at(5_000), limit: 1 }).await.unwrap(), 1, "a batch at a time");
+    assert_eq!(store.prune_events(PruneEvents { before: at(5_000), limit: 100 }).await.unwrap(), 1);
+    assert_eq!(store.prune_events(PruneEvents { before: at(5_000), limit: 100 }).await.unwrap(), 0);
+    assert_eq!(events_after(store, start, 1).await, all[2..].to_vec());
+    let last = all[2].id;
+    assert_eq!(store.prune_events(PruneEvents { before: at(20_000), limit: 100 }).await.unwrap(), 1);
+    assert!(events_after(store, start, 0).await.is_empty());
+    let later = submit_one(store, spec("new"), at(20_001)).await;
+    let after = events_after(store, last, 1).await;
+    assert_eq!(after.len(), 1, "a reader that had the last id sees the next event, though the log was empty");
+    assert_eq!(after[0].event.task_id, Some(later.id));
+    assert!(after[0].id > last);
+}
+
+pub async fn concurrent_changes_are_each_read_once_in_id_order(store: &dyn Store) {
+    let start = store.last_event_id().await.unwrap();
+    let submits = (0..40).map(|i| async move { submit_one(store, spec(&format!("c{}", i % 4)), at(i)).await });
+    let tasks = super::futures_join(submits.collect()).await;
+    // Read while nothing runs, then after: each event once, in id order.
+    let events = events_after(store, start, 40).await;
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    let mut ids: Vec<_> = events.iter().filter_map(|e| e.event.task_id).collect();
+    ids.sort();
+    let mut want: Vec<_> = tasks.iter().map(|t| t.id).collect();
+    want.sort();
+    assert_eq!(ids, want);
+}
