@@ -53,6 +53,41 @@ pub enum Command {
     Token(TokenArgs),
     /// Read the audit log (admin).
     Audit(AuditArgs),
+    /// Read the event log, or follow it live with --follow.
+    Events(EventsArgs),
+}
+
+#[derive(ClapArgs)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Keep following: print each event as it happens, until interrupted. Reconnects by itself,
+    /// resuming after the last event printed.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Start after this event id (`0`: from the oldest event kept) [default: the oldest kept;
+    /// with --follow, now].
+    #[arg(long)]
+    pub after: Option<String>,
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub task: Option<String>,
+    #[arg(long)]
+    pub workflow: Option<String>,
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Event types, comma-separated, such as task.failed,workflow.failed.
+    #[arg(long = "type")]
+    pub types: Option<String>,
+    /// Most events to print without --follow.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// One event per line as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(ClapArgs, Clone)]
@@ -150,6 +185,10 @@ pub struct ServerArgs {
     /// How long audit log entries are kept, such as 90d [default: 90days].
     #[arg(long, env = "TASKWARDEN_AUDIT_RETENTION")]
     pub audit_retention: Option<String>,
+    /// How long the event log keeps events, such as 7d [default: 7days]. A stream resumes
+    /// from any event still kept.
+    #[arg(long, env = "TASKWARDEN_EVENT_RETENTION")]
+    pub event_retention: Option<String>,
     /// Also serve /metrics, alone and without a token, on this address (such as
     /// 127.0.0.1:9433), for a Prometheus that holds no token. /metrics on the API needs a read
     /// token.
@@ -524,6 +563,14 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a task live: each event (started, progress, retrying...) as it happens, then the
+    /// outcome; exits non-zero unless it succeeded.
+    Watch {
+        id: String,
+        /// Events and the outcome as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(ClapArgs)]
@@ -567,6 +614,14 @@ pub enum WorkflowCommand {
         id: String,
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a workflow live: each event of it and its tasks as it happens, then the outcome;
+    /// exits non-zero unless it succeeded.
+    Watch {
+        id: String,
+        /// Events and the outcome as JSON lines.
         #[arg(long)]
         json: bool,
     },

@@ -32,7 +32,7 @@ pub fn client_options(c: &crate::args::ConnectArgs) -> anyhow::Result<taskwarden
     })
 }
 
-fn parse_id(id: &str) -> anyhow::Result<TaskId> {
+pub(crate) fn parse_id(id: &str) -> anyhow::Result<TaskId> {
     match id.parse() {
         Ok(id) => Ok(id),
         Err(_) => usage!("{id:?} is not a task id"),
@@ -140,7 +140,7 @@ fn attempts(task: &Task) -> String {
     }
 }
 
-fn show(task: &Task, json: bool) -> anyhow::Result<()> {
+pub(crate) fn show(task: &Task, json: bool) -> anyhow::Result<()> {
     if json {
         print_json(task)
     } else {
@@ -238,7 +238,7 @@ fn print_submitted(task: &Task, json: bool) -> anyhow::Result<()> {
 }
 
 /// Exit 1 unless the task succeeded.
-fn succeeded(task: &Task) -> anyhow::Result<()> {
+pub(crate) fn succeeded(task: &Task) -> anyhow::Result<()> {
     if task.state == TaskState::Succeeded {
         return Ok(());
     }
@@ -303,6 +303,7 @@ pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
             show(&task, json)?;
             succeeded(&task)
         }
+        TaskCommand::Watch { id, json } => crate::events_cmd::watch_task(&client, parse_id(&id)?, json).await,
     }
 }
 

@@ -4,6 +4,7 @@ mod args;
 mod bench;
 mod client_cmd;
 mod demo;
+mod events_cmd;
 mod exit;
 mod server_cmd;
 mod signal;
@@ -47,6 +48,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(a) => bench::run(a).await,
             Command::Token(a) => token_cmd::token(a).await,
             Command::Audit(a) => token_cmd::audit(a).await,
+            Command::Events(a) => events_cmd::run(a).await,
         }
     });
     match result {

@@ -47,6 +47,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_json_depth: Option<usize>,
     audit_retention: Option<String>,
+    event_retention: Option<String>,
     metrics_listen: Option<std::net::SocketAddr>,
     /// NAME -> bucket upper bounds in seconds.
     metrics_buckets: Option<std::collections::BTreeMap<String, Vec<f64>>>,
@@ -216,6 +217,9 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
     }
     if let Some(v) = args.audit_retention.or(file.audit_retention) {
         server.audit_retention = humantime::parse_duration(&v).with_context(|| format!("audit_retention {v:?}"))?;
+    }
+    if let Some(v) = args.event_retention.or(file.event_retention) {
+        server.event_retention = humantime::parse_duration(&v).with_context(|| format!("event_retention {v:?}"))?;
     }
     server.metrics_listen = args.metrics_listen.or(file.metrics_listen);
     if let Some(v) = args.metrics_label_cap.or(file.metrics_label_cap) {

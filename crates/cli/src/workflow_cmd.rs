@@ -14,7 +14,7 @@ fn parse_id(id: &str) -> anyhow::Result<TaskId> {
     }
 }
 
-fn print(wf: &Workflow, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print(wf: &Workflow, json: bool) -> anyhow::Result<()> {
     if json {
         out!("{}", serde_json::to_string_pretty(wf)?);
         return Ok(());
@@ -53,7 +53,7 @@ fn print(wf: &Workflow, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn finished_ok(wf: &Workflow) -> anyhow::Result<()> {
+pub(crate) fn finished_ok(wf: &Workflow) -> anyhow::Result<()> {
     if wf.state != WorkflowState::Succeeded {
         return Err(Unsuccessful(format!(
             "workflow {} ended {}{}",
@@ -95,6 +95,7 @@ pub async fn run(a: WorkflowArgs) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        WorkflowCommand::Watch { id, json } => crate::events_cmd::watch_workflow(&client, parse_id(&id)?, json).await,
         WorkflowCommand::Wait { id, timeout, json } => {
             let wf = client.wait_workflow(parse_id(&id)?, timeout).await?;
             print(&wf, json)?;

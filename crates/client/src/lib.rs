@@ -773,3 +773,193 @@ fn serde_urlencoded_query<T: Serialize>(options: &T) -> String {
     let query = serde_urlencoded::to_string(options).expect("flat options serialize");
     if query.is_empty() { query } else { format!("?{query}") }
 }
+
+/// What [`Client::events`] and [`Client::follow_events`] read: where to start and which events.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EventOptions {
+    /// An event id to start after, or `now`; default the oldest event kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<TaskId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Event types, comma-separated (`task.failed,workflow.failed`).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub types: Option<String>,
+    /// Most events on a page (not used by a stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl Client {
+    /// One page of the event log, oldest first; go on from the page's `next`.
+    pub async fn events(&self, options: &EventOptions) -> Result<EventList> {
+        let query = serde_urlencoded_query(options);
+        Ok(self.call::<(), _>(Method::GET, &format!("/v1/events{query}"), None, Self::TIMEOUT).await?.1)
+    }
+
+    /// Follows the event log live (Server-Sent Events). The stream reconnects by itself when the
+    /// connection drops, to the next node if there are several, resuming after the last event it
+    /// returned: nothing still kept is missed and nothing is returned twice.
+    pub async fn follow_events(&self, options: EventOptions) -> Result<EventStream> {
+        let mut stream =
+            EventStream { client: self.clone(), options, last_id: None, response: None, parser: SseParser::default() };
+        stream.connect().await?;
+        Ok(stream)
+    }
+}
+
+pub use taskwarden_core::events::{Event, EventId, EventList, EventType};
+
+/// A live event stream from [`Client::follow_events`].
+pub struct EventStream {
+    client: Client,
+    options: EventOptions,
+    last_id: Option<EventId>,
+    response: Option<reqwest::Response>,
+    parser: SseParser,
+}
+
+impl EventStream {
+    /// How long to wait before connecting again after the connection dropped.
+    const RECONNECT: Duration = Duration::from_secs(1);
+
+    /// The id of the last event returned: where a later stream would resume.
+    pub fn last_id(&self) -> Option<EventId> {
+        self.last_id
+    }
+
+    /// The next event, waiting as long as it takes. Errors only when the server refuses the
+    /// stream (a bad filter, a token without the role); a dropped connection is reconnected.
+    pub async fn next(&mut self) -> Result<Event> {
+        loop {
+            if let Some(data) = self.parser.next_data() {
+                let event: Event = serde_json::from_str(&data)
+                    .map_err(|e| ClientError::Invalid(format!("unexpected event from the stream: {e}")))?;
+                self.last_id = Some(event.id);
+                return Ok(event);
+            }
+            let chunk = match &mut self.response {
+                Some(r) => r.chunk().await,
+                None => Ok(None),
+            };
+            match chunk {
+                Ok(Some(bytes)) => self.parser.feed(&bytes),
+                // The connection ended or broke: connect again after a pause, from the last event.
+                Ok(None) | Err(_) => {
+                    self.response = None;
+                    self.parser = SseParser::default();
+                    tokio::time::sleep(Self::RECONNECT).await;
+                    match self.connect().await {
+                        Err(e) if !e.never_ran() && !matches!(e, ClientError::Transport(_)) => return Err(e),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> Result<()> {
+        let client = &self.client;
+        let node = client.current.load(Ordering::Relaxed) % client.bases.len();
+        let query = serde_urlencoded_query(&self.options);
+        let mut req = client
+            .http
+            .get(format!("{}/v1/events{query}", client.bases[node]))
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(token) = &client.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(id) = self.last_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                client.fail_over(node);
+                return Err(e.into());
+            }
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                client.fail_over(node);
+            }
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: e.error.code,
+                    message: e.error.message,
+                    field: e.error.field,
+                },
+                Err(_) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: "http".into(),
+                    message: String::new(),
+                    field: None,
+                },
+            });
+        }
+        self.response = Some(resp);
+        Ok(())
+    }
+}
+
+/// The Server-Sent Events wire format, as much of it as Taskwarden's stream uses: `data:` lines
+/// make up an event, a blank line ends it, anything else (`id:`, `event:`, `:` keep-alive
+/// comments) is read past (each event's JSON carries its id and type).
+#[derive(Default)]
+struct SseParser {
+    buffer: Vec<u8>,
+    data: String,
+    done: std::collections::VecDeque<String>,
+}
+
+impl SseParser {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    self.done.push_back(std::mem::take(&mut self.data));
+                }
+            } else if let Some(value) = line.strip_prefix("data:") {
+                if !self.data.is_empty() {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value.strip_prefix(' ').unwrap_or(value));
+            }
+        }
+    }
+
+    fn next_data(&mut self) -> Option<String> {
+        self.done.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod sse_tests {
+    use super::SseParser;
+
+    #[test]
+    fn events_are_read_across_chunks_and_comments_are_skipped() {
+        let mut p = SseParser::default();
+        p.feed(b": keep-alive\n\nid: 1\nevent: task.started\ndata: {\"a\":");
+        assert_eq!(p.next_data(), None);
+        p.feed(b"1}\r\n\r\ndata: x\ndata: y\n\n");
+        assert_eq!(p.next_data().as_deref(), Some("{\"a\":1}"));
+        assert_eq!(p.next_data().as_deref(), Some("x\ny"));
+        assert_eq!(p.next_data(), None);
+    }
+}

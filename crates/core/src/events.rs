@@ -349,6 +349,16 @@ impl NewEvent {
     }
 }
 
+/// A page of the event log.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventList {
+    pub events: Vec<Event>,
+    /// Where to go on from: give it back as `after`. Past the last event returned, and past
+    /// events read that did not match the filter.
+    #[schema(value_type = String, example = "42")]
+    pub next: EventId,
+}
+
 /// Which events a reader wants: each given criterion must hold (a list: any of its values).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EventFilter {

@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub token_refresh: Duration,
     /// How long audit log entries are kept.
     pub audit_retention: Duration,
+    /// How long the event log keeps an event (a stream can resume from any event still kept).
+    pub event_retention: Duration,
     /// Connection limits and timeouts.
     pub http: HttpConfig,
     /// Serve HTTPS with this certificate; `None` serves plain HTTP.
@@ -94,6 +96,7 @@ impl Default for ServerConfig {
             insecure_no_auth: false,
             token_refresh: Duration::from_millis(500),
             audit_retention: Duration::from_secs(90 * 24 * 3600),
+            event_retention: Duration::from_secs(7 * 24 * 3600),
             http: HttpConfig::default(),
             tls: None,
             metrics: crate::MetricsConfig::default(),

@@ -100,20 +100,20 @@ impl Drop for Registered {
 
 /// A request in flight on a connection; its end is counted even if the request's future is
 /// dropped or panics, so a connection never stays busy (and unevictable) by mistake.
-struct Busy<'a> {
-    registry: &'a Registry,
-    tracked: &'a Tracked,
+struct Busy {
+    registry: Arc<Registry>,
+    tracked: Arc<Tracked>,
 }
 
-impl<'a> Busy<'a> {
-    fn start(registry: &'a Registry, tracked: &'a Tracked) -> Busy<'a> {
+impl Busy {
+    fn start(registry: Arc<Registry>, tracked: Arc<Tracked>) -> Busy {
         tracked.in_flight.fetch_add(1, Ordering::AcqRel);
         tracked.last_active.store(registry.now_ms(), Ordering::Relaxed);
         Busy { registry, tracked }
     }
 }
 
-impl Drop for Busy<'_> {
+impl Drop for Busy {
     fn drop(&mut self) {
         self.tracked.last_active.store(self.registry.now_ms(), Ordering::Relaxed);
         self.tracked.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -210,8 +210,16 @@ where
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let (router, registry, tracked) = (router.clone(), registry.clone(), tracked.clone());
             async move {
-                let _busy = Busy::start(&registry, &tracked);
-                router.oneshot(req.map(Body::new)).await
+                let busy = Busy::start(registry, tracked);
+                let response = router.oneshot(req.map(Body::new)).await?;
+                // Busy until the body is sent, not just its headers: a streamed answer (an event
+                // stream) keeps its connection in use, safe from the idle timer and the cap.
+                Ok::<_, Infallible>(response.map(|body| {
+                    Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                        let _held = &busy;
+                        frame
+                    }))
+                }))
             }
         })
     };

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskwarden_store::{AcquireLease, ExpireLeases, PromoteDue, PruneExpired, PruneFinished, Store, Topic};
+use taskwarden_store::{
+    AcquireLease, ExpireLeases, PromoteDue, PruneEvents, PruneExpired, PruneFinished, Store, Topic,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -287,6 +289,12 @@ async fn prune(
         }
         if let Some(retention) = config.retention {
             prune_finished(store.as_ref(), clock.now().saturating_sub(retention), &shutdown).await;
+        }
+        let events_before = clock.now().saturating_sub(config.event_retention);
+        while let Ok(n) = store.prune_events(PruneEvents { before: events_before, limit: PASS_LIMIT }).await {
+            if (n as u32) < PASS_LIMIT || shutdown.is_cancelled() {
+                break;
+            }
         }
         // Deleted and superseded rows take space until the database is told it may reuse it.
         if let Err(e) = store.compact().await {

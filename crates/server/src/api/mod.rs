@@ -13,6 +13,7 @@
 
 mod cron;
 mod doc;
+mod events;
 mod health;
 mod kinds;
 pub(crate) mod metrics;
@@ -115,6 +116,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/tokens", Some(Role::Admin)),
     ("post", "/v1/tokens/{token}/revoke", Some(Role::Admin)),
     ("get", "/v1/audit", Some(Role::Admin)),
+    ("get", "/v1/events", Some(Role::Read)),
 ];
 
 /// Every route with its handler; each handler's `#[utoipa::path]` describes it, so the same list
@@ -162,6 +164,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::create, tokens::list))
         .routes(routes!(tokens::revoke))
         .routes(routes!(tokens::audit))
+        .routes(routes!(events::events))
 }
 
 /// The OpenAPI document, as JSON text (built once).

@@ -1,0 +1,244 @@
+//! `GET /v1/events`: the event log, as a page of JSON or as a live Server-Sent Events stream.
+//!
+//! Both read the log forward from a position (`after`, or the `Last-Event-ID` a reconnecting
+//! client sends), through the same filter. The stream reads a page, sends what matches, and when
+//! it has caught up waits for the store to announce a change (or a short poll, for changes no
+//! topic announces, and on PostgreSQL for a transaction that committed after its announcement)
+//! before it reads again. Ids are the log's own, so a client that reconnects, to this node or to
+//! any other of a PostgreSQL cluster, resumes exactly where it left off.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::ACCEPT;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use taskwarden_core::TaskId;
+use taskwarden_core::auth::Action;
+use taskwarden_core::events::{Event, EventFilter, EventId, EventList, EventType};
+use taskwarden_core::validate::check_name;
+use taskwarden_store::{ReadEvents, Topic};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+use super::{ApiResult, AppState};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiQuery};
+
+/// Events read from the store per query.
+const READ_PAGE: u32 = 500;
+/// Most events one JSON page scans for matches before it answers with what it found (and a
+/// `next` past what it scanned), so a rare filter cannot make one request read the whole log.
+const SCAN_PER_REQUEST: usize = 20 * READ_PAGE as usize;
+/// How often a caught-up stream looks again without an announcement.
+const POLL: Duration = Duration::from_millis(250);
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct EventsQuery {
+    /// Start after this event id; `now` starts after the last event there is. Default: from the
+    /// oldest event kept. A stream's `Last-Event-ID` header, when sent, wins.
+    #[param(schema_with = after_schema)]
+    after: Option<String>,
+    /// Only events of tasks in this queue (and of this queue).
+    #[param(schema_with = taskwarden_core::schema::name)]
+    queue: Option<String>,
+    /// Only events of tasks of this kind.
+    #[param(schema_with = taskwarden_core::schema::name)]
+    kind: Option<String>,
+    /// Only events of this task.
+    task: Option<TaskId>,
+    /// Only events of this workflow and its tasks.
+    workflow: Option<TaskId>,
+    /// Only events of tasks with this tag.
+    #[param(schema_with = taskwarden_core::schema::name)]
+    tag: Option<String>,
+    /// Only events of these types, comma-separated (`task.failed,workflow.failed`).
+    #[serde(rename = "type")]
+    #[param(rename = "type", schema_with = types_schema)]
+    event_type: Option<String>,
+    /// Most events on a JSON page, 1 to 1000 (default 100). Not used by a stream.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+fn after_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("An event id (digits, or digits-digits), or now."))
+        .pattern(Some("^(now|[0-9]{1,19}(-[0-9]{1,19})?)$"))
+        .into()
+}
+
+fn types_schema() -> Schema {
+    let one = EventType::ALL.iter().map(|t| t.as_str().replace('.', "\\.")).collect::<Vec<_>>().join("|");
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("Event types, comma-separated."))
+        .pattern(Some(format!("^({one})(,({one}))*$")))
+        .into()
+}
+
+/// Reads the event log: a JSON page, or with `Accept: text/event-stream` a live stream that
+/// resumes from `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "listEvents",
+    summary = "Read or follow the event log",
+    description = "Every state change (task submitted, started, progress, succeeded, failed, retrying, lease_expired, released, cancelled, expired, retried; workflow started, succeeded, failed, cancelled, retried; worker joined; queue paused, resumed), oldest first, from `after`. With `Accept: text/event-stream` the answer is a Server-Sent Events stream that stays open and sends each event as it happens (`id:` the event id, `event:` its type, `data:` the event); a client that reconnects with `Last-Event-ID` misses nothing still kept. A token limited to some queues sees only their tasks' events.",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "A page of events (JSON), or the stream (text/event-stream).", content(
+            (EventList = "application/json"),
+            (String = "text/event-stream")
+        ))
+    )
+)]
+pub(super) async fn events(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Response> {
+    caller.may(&s, Action::Read, q.queue.as_deref())?;
+    let filter = filter(&s, &caller, &q)?;
+    let stream = headers.get(ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+    let resume = headers.get("last-event-id").filter(|_| stream).and_then(|v| v.to_str().ok());
+    let after = match resume.or(q.after.as_deref()) {
+        None => EventId::START,
+        Some("now") => s.store.last_event_id().await?,
+        Some(id) => id
+            .parse()
+            .map_err(|e: String| ApiError::invalid(if resume.is_some() { "Last-Event-ID" } else { "after" }, e))?,
+    };
+    if stream {
+        return Ok(follow(s, filter, after).into_response());
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let found = read_matching(&s, &filter, after, limit as usize, SCAN_PER_REQUEST).await?;
+    Ok(Json(EventList { events: found.events, next: found.next }).into_response())
+}
+
+fn filter(s: &AppState, caller: &Caller, q: &EventsQuery) -> Result<EventFilter, ApiError> {
+    let limits = &s.config.limits;
+    for (field, value) in [("queue", &q.queue), ("kind", &q.kind), ("tag", &q.tag)] {
+        if let Some(v) = value {
+            check_name(field, v, limits)?;
+        }
+    }
+    let types = match &q.event_type {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|t| t.parse::<EventType>().map_err(|e| ApiError::invalid("type", e)))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(EventFilter {
+        queues: q.queue.iter().cloned().collect(),
+        kinds: q.kind.iter().cloned().collect(),
+        types,
+        task: q.task,
+        workflow: q.workflow,
+        tag: q.tag.clone(),
+        scope: caller.grant.queues.clone(),
+    })
+}
+
+/// What one read of the log found.
+struct Matching {
+    events: Vec<Event>,
+    /// Where to go on from: past everything scanned.
+    next: EventId,
+    /// Whether the scan reached the end of the log.
+    caught_up: bool,
+}
+
+/// Up to `want` events after `after` that match, scanning at most `scan` events.
+async fn read_matching(
+    s: &AppState,
+    filter: &EventFilter,
+    mut after: EventId,
+    want: usize,
+    scan: usize,
+) -> Result<Matching, ApiError> {
+    let mut events = Vec::new();
+    let mut scanned = 0;
+    while scanned < scan {
+        let page = s.store.read_events(ReadEvents { after, limit: READ_PAGE }).await?;
+        scanned += page.len();
+        let full = page.len() == READ_PAGE as usize;
+        for e in page {
+            after = e.id;
+            if filter.matches(&e.event) {
+                events.push(e);
+                if events.len() == want {
+                    return Ok(Matching { events, next: after, caught_up: false });
+                }
+            }
+        }
+        if !full {
+            return Ok(Matching { events, next: after, caught_up: true });
+        }
+    }
+    Ok(Matching { events, next: after, caught_up: false })
+}
+
+/// The live stream: what matches after `after`, then each new event as it is written, until the
+/// client goes or the server shuts down.
+fn follow(
+    s: AppState,
+    filter: EventFilter,
+    after: EventId,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    struct Follow {
+        s: AppState,
+        filter: EventFilter,
+        after: EventId,
+        ready: VecDeque<Event>,
+        topics: [tokio::sync::watch::Receiver<u64>; 3],
+    }
+    let topics = [Topic::Ready, Topic::Scheduled, Topic::Finished].map(|t| s.store.subscribe(t));
+    let state = Follow { s, filter, after, ready: VecDeque::new(), topics };
+    let stream = futures_util::stream::unfold(state, |mut f| async move {
+        loop {
+            if let Some(e) = f.ready.pop_front() {
+                let sse = SseEvent::default().id(e.id.to_string()).event(e.event.event_type.as_str());
+                let sse = sse.json_data(&e).expect("an event serializes");
+                return Some((Ok(sse), f));
+            }
+            for t in &mut f.topics {
+                t.borrow_and_update();
+            }
+            match read_matching(&f.s, &f.filter, f.after, READ_PAGE as usize, SCAN_PER_REQUEST).await {
+                Ok(found) => {
+                    f.after = found.next;
+                    if !found.events.is_empty() || !found.caught_up {
+                        f.ready.extend(found.events);
+                        continue;
+                    }
+                }
+                // The store is down for a moment: try again after the poll, as a client would.
+                Err(e) => tracing::debug!(error = ?e, "reading the event log for a stream failed"),
+            }
+            let [a, b, c] = &mut f.topics;
+            tokio::select! {
+                _ = a.changed() => {}
+                _ = b.changed() => {}
+                _ = c.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = f.s.shutdown.cancelled() => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
