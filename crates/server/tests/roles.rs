@@ -124,6 +124,7 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
         ("get", "/healthz" | "/readyz" | "/openapi.json" | "/metrics") => (p(path), None),
         ("post", "/v1/tasks") => (p(path), Some(json!({"queue": q, "kind": "echo"}))),
         ("get", "/v1/tasks") => (format!("/v1/tasks?queue={q}"), None),
+        ("get", "/v1/events") => (format!("/v1/events?queue={q}&limit=1"), None),
         ("post", "/v1/tasks/batch") => (p(path), Some(json!({"tasks": [{"queue": q, "kind": "echo"}]}))),
         ("get", "/v1/tasks/{id}") => (format!("/v1/tasks/{}", f.task(q).await), None),
         ("get", "/v1/tasks/{id}/wait") => (format!("/v1/tasks/{}/wait?timeout_ms=10", f.task(q).await), None),
@@ -248,6 +249,7 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("get", "/v1/tokens", At(Admin), false),
         ("post", "/v1/tokens/{token}/revoke", At(Admin), false),
         ("get", "/v1/audit", At(Admin), false),
+        ("get", "/v1/events", At(Read), true),
     ]
 };
 
