@@ -563,6 +563,16 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the lines the task's handlers logged (every attempt's), or with --follow keep
+    /// printing them as they come until the task finishes.
+    Logs {
+        id: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// One line per log line as JSON (with its seq, attempt and time).
+        #[arg(long)]
+        json: bool,
+    },
     /// Follow a task live: each event (started, progress, retrying...) as it happens, then the
     /// outcome; exits non-zero unless it succeeded.
     Watch {
@@ -882,6 +892,12 @@ pub struct BenchArgs {
     /// size on the same server, with the server's memory after each.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Follow the event log with one Server-Sent Events subscriber for the whole run (on the
+    /// first node), and print how many events it received. An environment variable too, so
+    /// that `bench/compare.sh` can ask it of the newer build while an older one, which has no
+    /// event stream, ignores it.
+    #[arg(long, env = "TASKWARDEN_BENCH_SUBSCRIBE")]
+    pub subscribe: bool,
     /// Tasks per run in the users' shape (`--only shape`).
     #[arg(long, default_value_t = 20_000)]
     pub shape_tasks: usize,

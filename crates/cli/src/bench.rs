@@ -337,6 +337,35 @@ fn report(name: &str, unit: &str, values: &[f64]) {
     }
 }
 
+/// One subscriber following the whole event log from now, counting what it receives.
+struct Subscriber {
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    async fn start(url: &str) -> anyhow::Result<Subscriber> {
+        let client = Client::new(url)?;
+        let options = taskwarden_client::EventOptions { after: Some("now".into()), ..Default::default() };
+        let mut stream = client.follow_events(options).await?;
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = received.clone();
+        let task = tokio::spawn(async move {
+            while stream.next().await.is_ok() {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Ok(Subscriber { received, task })
+    }
+
+    /// Stops it and prints what it received.
+    fn finish(self) {
+        self.task.abort();
+        let n = self.received.load(std::sync::atomic::Ordering::Relaxed);
+        println!("| events received by the one SSE subscriber over the run | {n} events |");
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
@@ -362,7 +391,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             servers.push(server);
             urls.push(url);
         }
+        let subscriber = match args.subscribe {
+            true => Some(Subscriber::start(&urls[0]).await?),
+            false => None,
+        };
         let result = measure(&args, &urls).await;
+        if let Some(s) = subscriber {
+            s.finish();
+        }
         if let Some(mib) = peak_rss_mib(servers[0].0.id()) {
             println!("| server peak memory (RSS) over the whole run (first node) | {mib:.0} MiB |");
         }

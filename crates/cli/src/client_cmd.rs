@@ -304,6 +304,27 @@ pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
             succeeded(&task)
         }
         TaskCommand::Watch { id, json } => crate::events_cmd::watch_task(&client, parse_id(&id)?, json).await,
+        TaskCommand::Logs { id, follow, json } => task_logs(&client, parse_id(&id)?, follow, json).await,
+    }
+}
+
+/// `task logs`: every line so far, and with `follow` the lines to come until the task finishes.
+async fn task_logs(client: &Client, id: TaskId, follow: bool, json: bool) -> anyhow::Result<()> {
+    let wait = if follow { std::time::Duration::from_secs(30) } else { std::time::Duration::ZERO };
+    let mut after = 0;
+    loop {
+        let page = client.task_logs(id, after, wait).await?;
+        for l in &page.lines {
+            match json {
+                true => out!("{}", serde_json::to_string(l)?),
+                false => out!("{}  attempt {}  {}", l.at, l.attempt, l.line),
+            }
+        }
+        after = page.next;
+        // Done when nothing more can come (finished, all read), or, without --follow, at the end.
+        if (page.lines.is_empty() && (page.finished || !follow)) || (!follow && page.lines.len() < 500) {
+            return Ok(());
+        }
     }
 }
 

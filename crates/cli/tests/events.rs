@@ -211,3 +211,26 @@ async fn task_watch_follows_a_task_to_its_outcome_and_events_filter_by_type() {
     assert_ne!(code, 0);
     assert!(err.contains("type"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_log_lines_are_printed_by_task_logs_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let _worker = WorkerProcess::start(&server.url, "logs", &["--concurrency", "2"]);
+    let client = Client::new(&server.url).unwrap();
+    let task = client
+        .submit(SubmitTask::new("logs", "sleep").payload(&serde_json::json!({"ms": 1500})).unwrap())
+        .await
+        .unwrap();
+    let id = task.id.to_string();
+    // Follows from before the task starts until it has finished, then exits.
+    let (code, out, err) = cli_code(&["task", "logs", &id, "--follow", "--url", &server.url], None);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].ends_with("attempt 1  sleeping 1500 ms"), "{out}");
+    assert!(lines[1].ends_with("attempt 1  woke up"), "{out}");
+    let page = client.task_logs(task.id, 0, Duration::ZERO).await.unwrap();
+    assert!(page.finished);
+    assert_eq!(page.lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["sleeping 1500 ms", "woke up"]);
+}

@@ -799,6 +799,13 @@ pub struct EventOptions {
 }
 
 impl Client {
+    /// A task's log lines after `after` (a line's `seq`; 0 for the first). With a `wait`, a read
+    /// that finds no new line waits up to that long for one, unless the task has finished.
+    pub async fn task_logs(&self, id: TaskId, after: u64, wait: Duration) -> Result<TaskLogPage> {
+        let path = format!("/v1/tasks/{id}/logs?after={after}&timeout_ms={}", wait.as_millis());
+        Ok(self.call::<(), _>(Method::GET, &path, None, Self::TIMEOUT + wait).await?.1)
+    }
+
     /// One page of the event log, oldest first; go on from the page's `next`.
     pub async fn events(&self, options: &EventOptions) -> Result<EventList> {
         let query = serde_urlencoded_query(options);
@@ -817,6 +824,7 @@ impl Client {
 }
 
 pub use taskwarden_core::events::{Event, EventId, EventList, EventType};
+pub use taskwarden_core::task_logs::{TaskLogLine, TaskLogPage};
 
 /// A live event stream from [`Client::follow_events`].
 pub struct EventStream {

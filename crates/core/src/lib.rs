@@ -2,6 +2,7 @@
 //!
 //! - [`auth`]: roles, queue scopes and the rule that decides who may do what.
 //! - [`task`]: the task, its states and attempts.
+//! - [`task_logs`]: the lines handlers log, and the caps on what is kept.
 //! - [`lifecycle`]: the state machine; every state change is a method on [`Task`] that either
 //!   applies the change or refuses it and leaves the task untouched.
 //! - [`backoff`]: the retry delay policy.
@@ -30,6 +31,7 @@ pub mod placement;
 pub mod protocol;
 pub mod schema;
 pub mod task;
+pub mod task_logs;
 pub mod time;
 pub mod validate;
 pub mod workflow;

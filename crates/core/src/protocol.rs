@@ -507,12 +507,15 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::bounded::optional_safe_u64")]
     #[schema(maximum = 9_007_199_254_740_991_u64)]
     pub done_ago_us: Option<u64>,
+    /// Lines the handler logged that no heartbeat carried yet (see `GET /v1/tasks/{id}/logs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::bounded::batch_of_objects")]
+    pub logs: Vec<crate::task_logs::LogLine>,
 }
 
 impl Report {
     /// An outcome with no run time (the handler never started, or it is not known).
     pub fn new(task_id: TaskId, lease: LeaseToken, outcome: Outcome) -> Report {
-        Report { task_id, lease, outcome, ran_us: None, done_ago_us: None }
+        Report { task_id, lease, outcome, ran_us: None, done_ago_us: None, logs: Vec::new() }
     }
 
     /// Gives a leased task back unfinished (`None` if it is not leased).
@@ -558,6 +561,9 @@ pub struct HeldLease {
     pub lease: LeaseToken,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::bounded::optional_object")]
     pub progress: Option<Progress>,
+    /// Lines the handler logged since the last heartbeat (see `GET /v1/tasks/{id}/logs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::bounded::batch_of_objects")]
+    pub logs: Vec<crate::task_logs::LogLine>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]

@@ -105,7 +105,9 @@ macro_rules! conformance_tests {
             a_refused_change_appends_no_event,
             a_workflow_appends_its_start_its_tasks_and_its_decision,
             events_past_retention_are_pruned_and_ids_are_never_reused,
-            concurrent_changes_are_each_read_once_in_id_order
+            concurrent_changes_are_each_read_once_in_id_order,
+            task_logs_ride_on_the_current_leases_heartbeats_and_reports,
+            an_attempts_log_is_capped_and_goes_with_its_task
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -125,10 +127,12 @@ macro_rules! conformance_tests {
 mod access;
 mod events;
 mod scheduling;
+mod task_logs;
 mod workflow_retry;
 pub use access::*;
 pub use events::*;
 pub use scheduling::*;
+pub use task_logs::*;
 pub use workflow_retry::*;
 
 const T0: i64 = 1_800_000_000_000;
@@ -345,7 +349,7 @@ pub async fn heartbeat_extends_the_lease_and_carries_cancellation(store: &dyn St
     submit_one(store, spec("q"), at(0)).await;
     let leased = fetch(store, &["q"], 1, at(0)).await.remove(0);
     let lease = leased.lease.as_ref().unwrap().token;
-    let held = || vec![HeldLease { task_id: leased.id, lease, progress: None }];
+    let held = || vec![HeldLease { task_id: leased.id, lease, progress: None, logs: Vec::new() }];
     let beat = store.heartbeat(Heartbeat { worker_id: Some("w1".into()), leases: held(), now: at(800) }).await.unwrap();
     assert_eq!(beat[0].status, ItemStatus::Ok);
     assert_eq!(beat[0].lease_expires_at, Some(at(1_800)));

@@ -156,6 +156,12 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the oldest events written before `p.before`, a batch at a time; returns how many.
     async fn prune_events(&self, p: PruneEvents) -> Result<usize>;
 
+    /// A task's log lines (every attempt's) after `p.after`, oldest first. Lines arrive with the
+    /// heartbeats and reports that carry them (`HeldLease::logs`, `Report::logs`), appended only
+    /// when that heartbeat or report holds the current lease, within the caps of
+    /// [`taskwarden_core::task_logs`]; they are deleted with the task.
+    async fn task_logs(&self, p: ReadTaskLogs) -> Result<Vec<taskwarden_core::task_logs::TaskLogLine>>;
+
     /// Ready tasks that ask for resources or labels, grouped by queue and needs.
     async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>>;
 

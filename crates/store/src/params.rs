@@ -311,6 +311,13 @@ pub struct ReadEvents {
     pub limit: u32,
 }
 
+/// A task's log lines after `after` (a `seq`), oldest first.
+pub struct ReadTaskLogs {
+    pub task_id: TaskId,
+    pub after: u64,
+    pub limit: u32,
+}
+
 /// Deletes events older than `before`, up to `limit` of them (the oldest).
 pub struct PruneEvents {
     pub before: Timestamp,

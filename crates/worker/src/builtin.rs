@@ -162,8 +162,12 @@ struct SleepArgs {
 }
 
 async fn sleep(ctx: TaskContext, args: SleepArgs) -> Result<Value, TaskError> {
+    ctx.log(format!("sleeping {} ms", args.ms));
     tokio::select! {
-        _ = tokio::time::sleep(Duration::from_millis(args.ms)) => Ok(serde_json::json!({"slept_ms": args.ms, "attempt": ctx.attempt})),
+        _ = tokio::time::sleep(Duration::from_millis(args.ms)) => {
+            ctx.log("woke up");
+            Ok(serde_json::json!({"slept_ms": args.ms, "attempt": ctx.attempt}))
+        }
         _ = ctx.cancellation().cancelled() => Err(TaskError::Cancelled),
     }
 }
@@ -180,6 +184,7 @@ struct FailArgs {
 async fn fail(ctx: TaskContext, args: Option<FailArgs>) -> Result<Value, TaskError> {
     let args = args.unwrap_or_default();
     let message = args.message.unwrap_or_else(|| format!("failed on purpose (attempt {})", ctx.attempt));
+    ctx.log(format!("about to fail: {message}"));
     Err(if args.permanent { TaskError::fail(message) } else { TaskError::retry(message) })
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+use taskwarden_core::task_logs::LogLine;
 use taskwarden_core::{Progress, TaskId};
 use tokio_util::sync::CancellationToken;
 
@@ -56,8 +57,20 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
     }
 }
 
-/// Progress reports waiting to ride on the next heartbeat, by task.
-pub(crate) type ProgressBoard = Arc<Mutex<HashMap<TaskId, Progress>>>;
+/// What a running handler said that has not reached the server yet: its latest progress and the
+/// lines it logged, to ride on the next heartbeat (or, for the lines, the report).
+#[derive(Default)]
+pub(crate) struct Notes {
+    pub progress: Option<Progress>,
+    pub logs: Vec<LogLine>,
+}
+
+/// Most lines kept per task between two heartbeats: a handler logging in a tight loop cannot
+/// grow the worker's memory without bound (the server keeps 1,000 per attempt anyway).
+const MAX_UNSENT_LINES: usize = 1000;
+
+/// [`Notes`] by task.
+pub(crate) type NotesBoard = Arc<Mutex<HashMap<TaskId, Notes>>>;
 
 /// What a running handler knows about its task, and its ways to talk back.
 #[derive(Clone)]
@@ -71,7 +84,7 @@ pub struct TaskContext {
     /// For a workflow task: how many parents it has; see [`TaskContext::parents`].
     pub parent_count: u32,
     cancel: CancellationToken,
-    progress: ProgressBoard,
+    notes: NotesBoard,
     client: taskwarden_client::Client,
     lease: taskwarden_core::LeaseToken,
 }
@@ -80,7 +93,7 @@ impl TaskContext {
     pub(crate) fn new(
         task: &taskwarden_core::protocol::LeasedTask,
         cancel: CancellationToken,
-        progress: ProgressBoard,
+        notes: NotesBoard,
         client: taskwarden_client::Client,
     ) -> Self {
         TaskContext {
@@ -91,7 +104,7 @@ impl TaskContext {
             max_attempts: task.max_attempts,
             parent_count: task.parent_count,
             cancel,
-            progress,
+            notes,
             client,
             lease: task.lease,
         }
@@ -166,7 +179,19 @@ impl TaskContext {
     /// Records progress (`fraction` from 0 to 1); it reaches the server with the next heartbeat.
     pub fn progress(&self, fraction: f64, message: impl Into<Option<String>>) {
         let p = Progress { fraction: fraction.clamp(0.0, 1.0), message: message.into() };
-        self.progress.lock().expect("progress board lock").insert(self.id, p);
+        self.notes.lock().expect("notes lock").entry(self.id).or_default().progress = Some(p);
+    }
+
+    /// Logs a line to this task's log (read with `taskwarden task logs ID`, or
+    /// `GET /v1/tasks/{id}/logs`): it reaches the server with the next heartbeat, or with the
+    /// attempt's outcome. Dated now, by this machine's clock.
+    pub fn log(&self, line: impl Into<String>) {
+        let at = taskwarden_core::Timestamp::from_system_time(std::time::SystemTime::now());
+        let mut notes = self.notes.lock().expect("notes lock");
+        let logs = &mut notes.entry(self.id).or_default().logs;
+        if logs.len() < MAX_UNSENT_LINES {
+            logs.push(LogLine { at: Some(at), line: line.into() });
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{ErasedHandler, ProgressBoard, TaskContext, TaskError};
+use crate::handler::{ErasedHandler, NotesBoard, TaskContext, TaskError};
 use crate::{WorkerConfig, WorkerError};
 
 /// One execution in flight.
@@ -89,7 +89,7 @@ struct Shared {
     worker_id: String,
     handlers: HashMap<String, (Arc<dyn ErasedHandler>, Option<Duration>)>,
     active: ActiveSet,
-    progress: ProgressBoard,
+    notes: NotesBoard,
     outbox: Arc<Outbox>,
     summary: Mutex<RunSummary>,
     /// With capacity declared: tasks whose outcomes are on their way (see `reporter`).
@@ -201,7 +201,7 @@ pub(crate) async fn run(
         worker_id: info.id.clone(),
         handlers,
         active: Arc::new(Mutex::new(HashMap::new())),
-        progress: Arc::new(Mutex::new(HashMap::new())),
+        notes: Arc::new(Mutex::new(HashMap::new())),
         outbox: outbox.clone(),
         summary: Mutex::new(RunSummary { worker_id: info.id.clone(), ..Default::default() }),
         in_flight: (!config.capacity.is_empty()).then(InFlight::default),
@@ -440,7 +440,7 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
     };
     let timeout =
         kind_timeout.map_or(Duration::from_millis(task.timeout_ms), |t| t.min(Duration::from_millis(task.timeout_ms)));
-    let ctx = TaskContext::new(&task, cancel.clone(), shared.progress.clone(), shared.client.clone());
+    let ctx = TaskContext::new(&task, cancel.clone(), shared.notes.clone(), shared.client.clone());
     // Registered before it waits for a slot, so heartbeats keep its lease while it waits.
     shared.active.lock().expect("active lock").insert(
         id,
@@ -478,7 +478,7 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
     if shared.active.lock().expect("active lock").remove(&id).is_none() {
         return;
     }
-    shared.progress.lock().expect("progress lock").remove(&id);
+    let logs = shared.notes.lock().expect("notes lock").remove(&id).map(|n| n.logs).unwrap_or_default();
     let outcome = match result {
         Ok(result) => Outcome::Succeeded { result },
         Err(TaskError::Retry { message, after }) => {
@@ -498,7 +498,7 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
         in_flight.lock().expect("in-flight lock").insert(id);
     }
     log_outcome(&task.kind, id, task.attempt, &outcome, ran);
-    shared.outbox.push(Report { ran_us: Some(ran.as_micros() as u64), ..Report::new(id, lease, outcome) });
+    shared.outbox.push(Report { ran_us: Some(ran.as_micros() as u64), logs, ..Report::new(id, lease, outcome) });
 }
 
 /// One line per finished attempt, at info level (failures at warn).
@@ -609,10 +609,13 @@ async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
         }
         let leases: Vec<HeldLease> = {
             let active = shared.active.lock().expect("active lock");
-            let mut progress = shared.progress.lock().expect("progress lock");
+            let mut notes = shared.notes.lock().expect("notes lock");
             active
                 .iter()
-                .map(|(id, a)| HeldLease { task_id: *id, lease: a.lease, progress: progress.remove(id) })
+                .map(|(id, a)| {
+                    let n = notes.remove(id).unwrap_or_default();
+                    HeldLease { task_id: *id, lease: a.lease, progress: n.progress, logs: n.logs }
+                })
                 .collect()
         };
         // An idle worker still says it is alive now and then: the server counts a worker not

@@ -126,6 +126,10 @@ async fn store_submit_rate(backend: &Backend<'_>, dir: &std::path::Path, run: us
 pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path::Path) -> anyhow::Result<()> {
     let (_server, url) = start_server(backend, &[])?;
     let client = Client::new(&url)?;
+    let subscriber = match args.subscribe {
+        true => Some(super::Subscriber::start(&url).await?),
+        false => None,
+    };
     let n = args.shape_tasks;
     let pg = matches!(backend, Backend::Postgres { .. });
     let store = if pg { "PostgreSQL" } else { "SQLite, durability full" };
@@ -206,5 +210,8 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>, dir: &std::path
     report("  2 x 16 slots (after batches) as a share of 1 x 512", "ratio", &ratio(&small_batched, &wide));
     report("pickup p50, tasks arriving at 100/s, 16-slot worker", "ms", &p50);
     report("pickup p99", "ms", &p99);
+    if let Some(s) = subscriber {
+        s.finish();
+    }
     Ok(())
 }

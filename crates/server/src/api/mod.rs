@@ -79,6 +79,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/tasks/cancel", Some(Role::Operator)),
     ("get", "/v1/tasks/{id}", Some(Role::Read)),
     ("get", "/v1/tasks/{id}/wait", Some(Role::Read)),
+    ("get", "/v1/tasks/{id}/logs", Some(Role::Read)),
     ("post", "/v1/tasks/{id}/cancel", Some(Role::Operator)),
     ("post", "/v1/tasks/{id}/retry", Some(Role::Operator)),
     ("post", "/v1/tasks/{id}/complete", Some(Role::Worker)),
@@ -133,6 +134,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::bulk_cancel))
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::wait))
+        .routes(routes!(tasks::logs))
         .routes(routes!(tasks::cancel))
         .routes(routes!(tasks::retry))
         .routes(routes!(workers::complete_one))

@@ -9,7 +9,7 @@ use taskwarden_core::auth::Action;
 use taskwarden_core::protocol::{BulkFilter, BulkResult, ErrorBody, SubmitBatch, SubmitTask, TaskList};
 use taskwarden_core::validate::{check_name, validate_batch};
 use taskwarden_core::{Task, TaskId, TaskState, ValidationError};
-use taskwarden_store::{CancelTask, ListTasks, RetryTask, StoreError, SubmitTasks, Submitted};
+use taskwarden_store::{CancelTask, ListTasks, ReadTaskLogs, RetryTask, StoreError, SubmitTasks, Submitted};
 
 use super::{ApiResult, AppState, WaitQuery, until_finished};
 use crate::auth::Caller;
@@ -398,4 +398,76 @@ fn describe(f: &BulkFilter) -> String {
         .chain(f.state.map(|st| format!("state={st}")))
         .collect();
     if parts.is_empty() { "every queue".into() } else { parts.join(" ") }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct LogsQuery {
+    /// Lines after this one (its `seq`); default 0, from the first.
+    #[param(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
+    after: Option<u64>,
+    /// Most lines, 1 to 1000 (default 500).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// When there is no line after `after` yet and the task has not finished, wait up to this
+    /// long for one, in milliseconds (default 0: answer at once); at most 60000 by default.
+    #[param(minimum = 0, maximum = 60_000)]
+    timeout_ms: Option<u64>,
+}
+
+/// How often a waiting log read looks for new lines (they arrive with heartbeats, which no
+/// store topic announces).
+const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The lines the task's handler logged, every attempt's, oldest first. Shown to every token that
+/// may read the task's queue, as its error is: handlers should not log secrets.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/logs",
+    tag = "tasks",
+    operation_id = "taskLogs",
+    summary = "Read a task's log",
+    description = "The lines the task's handlers logged (`ctx.log`), with the attempt and time of each, oldest first. Workers send them with heartbeats and outcomes; at most 1,000 lines or 256 KiB are kept per attempt. With timeout_ms, waits for a line after `after` (long poll) unless the task has finished: follow a log by reading again from `next` until `finished` is true and no line came.",
+    params(("id" = TaskId, Path, description = "The task id (a UUID)."), LogsQuery),
+    responses((status = 200, description = "A page of the task's log.", body = taskwarden_core::task_logs::TaskLogPage), (status = 404, description = "not_found: no such task.", body = ErrorBody), (status = 403, description = "forbidden: the token may not read this queue.", body = ErrorBody))
+)]
+pub(super) async fn logs(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
+) -> ApiResult<Json<taskwarden_core::task_logs::TaskLogPage>> {
+    let id = task_id(&id)?;
+    // Subscribed before the task is read, so a finish after the read is not missed.
+    let mut finished_topic = s.store.subscribe(taskwarden_store::Topic::Finished);
+    let mut task = task_for(&s, &caller, Action::Read, id).await?;
+    let after = q.after.unwrap_or(0);
+    let limit = q.limit.unwrap_or(500);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let wait = std::time::Duration::from_millis(q.timeout_ms.unwrap_or(0));
+    if wait > s.config.limits.max_wait {
+        return Err(ApiError::invalid(
+            "timeout_ms",
+            format!("must be at most {} ms", s.config.limits.max_wait.as_millis()),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        finished_topic.borrow_and_update();
+        let lines = s.store.task_logs(ReadTaskLogs { task_id: id, after, limit }).await?;
+        let finished = task.state.is_terminal();
+        let now = tokio::time::Instant::now();
+        if !lines.is_empty() || finished || now >= deadline || s.shutdown.is_cancelled() {
+            let next = lines.last().map_or(after, |l| l.seq);
+            return Ok(Json(taskwarden_core::task_logs::TaskLogPage { lines, next, finished }));
+        }
+        tokio::select! {
+            _ = finished_topic.changed() => task = s.store.get(id).await?,
+            _ = tokio::time::sleep(LOG_POLL.min(deadline - now)) => {}
+            _ = s.shutdown.cancelled() => {}
+        }
+    }
 }

@@ -407,7 +407,7 @@ async fn heartbeat_single(
     progress: Option<Progress>,
 ) -> ApiResult<impl IntoResponse + use<>> {
     let worker_id = lease_holder(s, caller, id).await?;
-    let held = HeldLease { task_id: id, lease, progress };
+    let held = HeldLease { task_id: id, lease, progress, logs: Vec::new() };
     let status = s.store.heartbeat(Heartbeat { worker_id, leases: vec![held], now: s.clock.now() }).await?.remove(0);
     match status.status {
         ItemStatus::Ok => Ok(Json(LeaseHeartbeatResponse {

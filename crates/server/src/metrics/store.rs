@@ -191,6 +191,10 @@ impl Store for MeteredStore {
         self.inner.prune_events(p).await
     }
 
+    async fn task_logs(&self, p: ReadTaskLogs) -> Result<Vec<taskwarden_core::task_logs::TaskLogLine>> {
+        self.inner.task_logs(p).await
+    }
+
     async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>> {
         self.inner.ready_needs().await
     }

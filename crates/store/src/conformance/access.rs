@@ -107,7 +107,7 @@ pub async fn a_worker_cannot_report_or_extend_a_lease_another_worker_holds(store
     let lease = leased.lease.as_ref().unwrap().token;
 
     // The other worker knows the task and even the token: still refused, and nothing changes.
-    let held = vec![HeldLease { task_id: leased.id, lease, progress: None }];
+    let held = vec![HeldLease { task_id: leased.id, lease, progress: None, logs: Vec::new() }];
     let beat = store.heartbeat(Heartbeat { worker_id: Some(other.clone()), leases: held, now: at(20) }).await.unwrap();
     assert_eq!(beat[0].status, ItemStatus::LeaseLost);
     let forged = Report::new(leased.id, lease, success("\"forged\""));

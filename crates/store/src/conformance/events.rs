@@ -45,7 +45,7 @@ pub async fn every_state_change_appends_its_event_in_order(store: &dyn Store) {
     let progress = Some(Progress { fraction: 0.5, message: Some("half".into()) });
     let beat = |progress| Heartbeat {
         worker_id: None,
-        leases: vec![HeldLease { task_id: b.id, lease: lb.lease.as_ref().unwrap().token, progress }],
+        leases: vec![HeldLease { task_id: b.id, lease: lb.lease.as_ref().unwrap().token, progress, logs: Vec::new() }],
         now: at(3),
     };
     store.heartbeat(beat(None)).await.unwrap();

@@ -23,6 +23,7 @@ pub mod plans;
 mod rows;
 mod scheduling;
 mod schema;
+mod task_logs;
 mod workflow_retry;
 mod workflows;
 
@@ -584,6 +585,10 @@ impl Store for PgStore {
 
     async fn prune_events(&self, p: PruneEvents) -> Result<usize> {
         read!(self, |c| events::prune(&c, &p).await)
+    }
+
+    async fn task_logs(&self, p: ReadTaskLogs) -> Result<Vec<taskwarden_core::task_logs::TaskLogLine>> {
+        read!(self, |c| task_logs::read(&c, &p).await)
     }
 
     async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>> {

@@ -336,6 +336,7 @@ pub(crate) async fn heartbeat(
     let ids: Vec<TaskId> = p.leases.iter().map(|h| h.task_id).collect();
     let (mut found, versions) = versioned(tx, &ids).await?;
     let mut changed: Vec<TaskId> = Vec::new();
+    let mut logs = Vec::new();
     let mut out = Vec::with_capacity(p.leases.len());
     for held in &p.leases {
         let Some(task) = found.get_mut(&held.task_id) else {
@@ -345,12 +346,17 @@ pub(crate) async fn heartbeat(
         let status = task.beat(p.worker_id.as_deref(), held, p.now);
         if status.status == ItemStatus::Ok {
             changed.push(task.id);
+            if !held.logs.is_empty() {
+                let attempt = task.lease.as_ref().map_or(task.attempts, |l| l.attempt);
+                logs.push((task.id, attempt, held.logs.clone()));
+            }
         }
         out.push(status);
     }
     // A task named twice is taken (and written) once.
     let changed: Vec<Task> = changed.iter().filter_map(|id| found.remove(id)).collect();
     save_unchanged(tx, st, shared, &changed, &versions).await?;
+    super::task_logs::append(tx, logs, p.now).await?;
     Ok(out)
 }
 
@@ -363,6 +369,7 @@ pub(crate) async fn report(
     let ids: Vec<TaskId> = p.reports.iter().map(|r| r.task_id).collect();
     let (mut found, versions) = versioned(tx, &ids).await?;
     let mut changed: Vec<TaskId> = Vec::new();
+    let mut logs = Vec::new();
     let mut out = Vec::with_capacity(p.reports.len());
     for r in &p.reports {
         let Some(task) = found.get_mut(&r.task_id) else {
@@ -374,8 +381,11 @@ pub(crate) async fn report(
             .and_then(|()| task.apply_report(r.lease, r.outcome.clone(), RunTiming::of(r), p.now, shared.random()));
         match attempt {
             // The transition recorded the attempt in the task's history.
-            Ok(_) => {
+            Ok(attempt) => {
                 changed.push(task.id);
+                if !r.logs.is_empty() {
+                    logs.push((task.id, attempt.number, r.logs.clone()));
+                }
                 let mut reply = task.clone();
                 reply.history.clear();
                 out.push(Ok(reply));
@@ -387,6 +397,7 @@ pub(crate) async fn report(
     // A task named twice is taken (and written) once.
     let changed: Vec<Task> = changed.iter().filter_map(|id| found.remove(id)).collect();
     save_unchanged(tx, st, shared, &changed, &versions).await?;
+    super::task_logs::append(tx, logs, p.now).await?;
     Ok(out)
 }
 
@@ -487,6 +498,7 @@ pub(crate) async fn prune_finished(tx: &Tx<'_>, p: &PruneFinished) -> PgResult<u
     .await?;
     let ids: Vec<Uuid> = plain.iter().map(|r| r.get(0)).collect();
     execute(tx, "DELETE FROM idempotency_keys WHERE task_id = ANY($1)", &[&ids]).await?;
+    execute(tx, "DELETE FROM task_logs WHERE task_id = ANY($1)", &[&ids]).await?;
     let mut deleted = ids.len();
     // Whole workflows, once decided and with no task still running.
     while deleted < p.limit as usize {
@@ -505,6 +517,7 @@ pub(crate) async fn prune_finished(tx: &Tx<'_>, p: &PruneFinished) -> PgResult<u
         execute(tx, "DELETE FROM task_edges WHERE child_id = ANY($1) OR parent_id = ANY($1)", &[&ids]).await?;
         execute(tx, "DELETE FROM fanouts WHERE join_id = ANY($1)", &[&ids]).await?;
         execute(tx, "DELETE FROM idempotency_keys WHERE task_id = ANY($1)", &[&ids]).await?;
+        execute(tx, "DELETE FROM task_logs WHERE task_id = ANY($1)", &[&ids]).await?;
         execute(tx, "DELETE FROM workflows WHERE id = $1", &[&wf]).await?;
         deleted += ids.len();
     }

@@ -284,6 +284,21 @@ CREATE TABLE events (
 );
 "#,
     },
+    Migration {
+        description: "task logs",
+        destructive: false,
+        sql: r#"
+-- The lines handlers log, per task, numbered across its attempts.
+CREATE TABLE task_logs (
+    task_id uuid NOT NULL,
+    seq     int8 NOT NULL,
+    attempt int4 NOT NULL,
+    at      int8 NOT NULL,
+    line    text NOT NULL,
+    PRIMARY KEY (task_id, seq)
+);
+"#,
+    },
 ];
 
 /// What `migrate` did.

@@ -22,6 +22,7 @@ mod reads;
 mod rows;
 mod scheduling;
 mod schema;
+mod task_logs;
 mod workflow_retry;
 mod workflows;
 mod writer;
@@ -341,6 +342,10 @@ impl Store for SqliteStore {
 
     async fn prune_events(&self, p: PruneEvents) -> Result<usize> {
         self.writer.write(false, move |c, _| events::prune(c, p)).await
+    }
+
+    async fn task_logs(&self, p: ReadTaskLogs) -> Result<Vec<taskwarden_core::task_logs::TaskLogLine>> {
+        self.read(move |c| task_logs::read(c, &p)).await
     }
 
     async fn ready_needs(&self) -> Result<Vec<ReadyNeeds>> {

@@ -260,7 +260,7 @@ pub(crate) fn heartbeat(conn: &Connection, st: &mut WriterState, p: Heartbeat) -
             .map_err(internal)?;
     }
     let mut out = Vec::with_capacity(p.leases.len());
-    for held in p.leases {
+    for mut held in p.leases {
         let Some(mut task) = load_task(conn, held.task_id).map_err(internal)? else {
             out.push(LeaseStatus::not_found(held.task_id));
             continue;
@@ -268,6 +268,8 @@ pub(crate) fn heartbeat(conn: &Connection, st: &mut WriterState, p: Heartbeat) -
         let status = task.beat(p.worker_id.as_deref(), &held, p.now);
         if status.status == ItemStatus::Ok {
             save(conn, st, &task, None)?;
+            let attempt = task.lease.as_ref().map_or(task.attempts, |l| l.attempt);
+            super::task_logs::append(conn, task.id, attempt, std::mem::take(&mut held.logs), p.now)?;
         }
         out.push(status);
     }
@@ -277,18 +279,20 @@ pub(crate) fn heartbeat(conn: &Connection, st: &mut WriterState, p: Heartbeat) -
 pub(crate) fn report(conn: &Connection, st: &mut WriterState, p: ReportOutcomes) -> Result<Vec<Result<Task>>> {
     st.observe(p.now);
     let mut out = Vec::with_capacity(p.reports.len());
-    for r in p.reports {
+    for mut r in p.reports {
         let Some(mut task) = load_task(conn, r.task_id).map_err(internal)? else {
             out.push(Err(StoreError::NotFound));
             continue;
         };
         let timing = RunTiming::of(&r);
+        let logs = std::mem::take(&mut r.logs);
         let attempt = task
             .check_holder(p.worker_id.as_deref())
             .and_then(|()| task.apply_report(r.lease, r.outcome, timing, p.now, st.rng.random()));
         match attempt {
             Ok(attempt) => {
                 save(conn, st, &task, Some(&attempt))?;
+                super::task_logs::append(conn, task.id, attempt.number, logs, p.now)?;
                 out.push(Ok(task));
             }
             // Any refusal here means the caller's lease is not current: the task moved on.
@@ -424,10 +428,11 @@ fn prune_buckets(conn: &Connection, before: Timestamp) -> Result<usize> {
     conn.prepare_cached("DELETE FROM rate_buckets WHERE at < ?1").and_then(|mut s| s.execute([stale])).map_err(internal)
 }
 
-/// Deletes tasks (with their attempts, keys and edges) by id.
+/// Deletes tasks (with their attempts, logs, keys and edges) by id.
 fn delete_tasks(conn: &Connection, ids: &[[u8; 16]]) -> Result<()> {
     for sql in [
         "DELETE FROM attempts WHERE task_id = ?1",
+        "DELETE FROM task_logs WHERE task_id = ?1",
         "DELETE FROM idempotency_keys WHERE task_id = ?1",
         "DELETE FROM task_edges WHERE child_id = ?1",
         "DELETE FROM fanouts WHERE join_id = ?1",

@@ -243,6 +243,17 @@ CREATE TABLE events (
     data        TEXT NOT NULL
 );
 "#,
+    // v13: the lines handlers log, per task, numbered across its attempts.
+    r#"
+CREATE TABLE task_logs (
+    task_id BLOB NOT NULL,
+    seq     INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    at      INTEGER NOT NULL,
+    line    TEXT NOT NULL,
+    PRIMARY KEY (task_id, seq)
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
