@@ -176,6 +176,21 @@ async def marked(ctx: Context, key: str, seconds: float) -> dict[str, int]:
     return {"attempt": ctx.attempt}
 
 
+@app.task(queue="t-logs", lease_timeout="1s")
+async def talkative(ctx: Context, pause: float) -> str:
+    ctx.log("starting")
+    await asyncio.sleep(pause)
+    ctx.log(f"attempt {ctx.attempt} done")
+    return "ok"
+
+
+@app.task(queue="t-logs")
+def talkative_sync(ctx: Context, n: int) -> int:
+    for i in range(n):
+        ctx.log(f"line {i}")
+    return n
+
+
 @app.task(queue="t-progress")
 async def with_progress(ctx: Context, steps: int) -> int:
     for i in range(steps):

@@ -23,6 +23,8 @@ from tests.tasks import (
     retry_after_once,
     slow_async,
     slow_sync,
+    talkative,
+    talkative_sync,
     typed_count,
     unchecked_app,
     with_progress,
@@ -166,3 +168,26 @@ async def test_declared_capacity_and_labels() -> None:
         assert info.unschedulable is not None and "region=eu" in info.unschedulable
     async with running_worker(["t-labels"], labels={"region": "eu"}):
         assert await ref.result(timeout=10) == "eu"
+
+
+async def test_handler_log_lines_reach_the_server_with_heartbeats_and_the_outcome() -> None:
+    async with running_worker(["t-logs"]):
+        ref = await talkative.submit(pause=1.5)
+        client = app.client
+        # The first line rides on a heartbeat while the handler still runs.
+        deadline = time.monotonic() + 10
+        page = await client.logs(ref.id)
+        while not page["lines"]:
+            assert time.monotonic() < deadline, "no line while the task ran"
+            page = await client.logs(ref.id, timeout=1.0)
+        assert [line["line"] for line in page["lines"]] == ["starting"]
+        assert not page["finished"]
+        assert await ref.result(timeout=20) == "ok"
+        rest = await client.logs(ref.id, after=page["next"])
+        assert [line["line"] for line in rest["lines"]] == ["attempt 1 done"]
+        assert rest["finished"]
+        assert all(line["attempt"] == 1 for line in page["lines"] + rest["lines"])
+        sync = await talkative_sync.submit(n=3)
+        assert await sync.result(timeout=20) == 3
+        lines = (await client.logs(sync.id))["lines"]
+        assert [line["line"] for line in lines] == ["line 0", "line 1", "line 2"]

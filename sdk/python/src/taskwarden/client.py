@@ -205,6 +205,16 @@ class _Calls:
         return _Call("GET", f"/v1/tasks/{task_id}", TaskInfo.from_json)
 
     @staticmethod
+    def logs(task_id: str, after: int, timeout_ms: int) -> _Call[dict[str, Any]]:
+        return _Call(
+            "GET",
+            f"/v1/tasks/{task_id}/logs",
+            lambda d: dict(d),
+            params={"after": after, "timeout_ms": timeout_ms},
+            timeout=timeout_ms / 1000 + 30,
+        )
+
+    @staticmethod
     def wait_once(task_id: str, timeout_ms: int) -> _Call[TaskInfo]:
         return _Call(
             "GET",
@@ -466,6 +476,12 @@ class AsyncClient:
     async def get(self, task_id: str) -> TaskInfo:
         return await self.call(_Calls.get(task_id))
 
+    async def logs(self, task_id: str, after: int = 0, timeout: float = 0.0) -> dict[str, Any]:
+        """A page of the task's log after line ``after`` (a ``seq``): ``{"lines": [{"seq",
+        "attempt", "at", "line"}, ...], "next": seq, "finished": bool}``. With ``timeout``,
+        waits up to that many seconds for a new line unless the task has finished."""
+        return await self.call(_Calls.logs(task_id, after, int(timeout * 1000)))
+
     async def list_tasks(
         self,
         *,
@@ -634,6 +650,10 @@ class Client:
 
     def get(self, task_id: str) -> TaskInfo:
         return self.call(_Calls.get(task_id))
+
+    def logs(self, task_id: str, after: int = 0, timeout: float = 0.0) -> dict[str, Any]:
+        """See ``AsyncClient.logs``."""
+        return self.call(_Calls.logs(task_id, after, int(timeout * 1000)))
 
     def list_tasks(
         self,

@@ -34,6 +34,8 @@ class Backend(Protocol):
 
     def progress(self, ctx: Context, fraction: float, message: str | None) -> None: ...
 
+    def log(self, ctx: Context, line: str) -> None: ...
+
     async def fan_out(self, ctx: Context, body: dict[str, Any]) -> FanOut[Any]: ...
 
     async def parents_page(
@@ -104,6 +106,12 @@ class Context:
         """Records progress (``fraction`` from 0 to 1); it reaches the server with the next
         heartbeat. Safe to call from a sync handler's thread."""
         self._backend.progress(self, min(1.0, max(0.0, float(fraction))), message)
+
+    def log(self, line: str) -> None:
+        """Adds a line to this task's log (``taskwarden task logs ID``, or
+        ``GET /v1/tasks/{id}/logs``): it reaches the server with the next heartbeat or with the
+        attempt's outcome, dated now. Safe to call from a sync handler's thread."""
+        self._backend.log(self, str(line))
 
     # --- fan-out and parents ---
 

@@ -165,9 +165,13 @@ class _InlineBackend:
         self.parent_results = list(parents)
         self.stand_in: Any = None
         self.progress_log: list[tuple[float, str | None]] = []
+        self.log_lines: list[str] = []
 
     def progress(self, ctx: Context, fraction: float, message: str | None) -> None:
         self.progress_log.append((fraction, message))
+
+    def log(self, ctx: Context, line: str) -> None:
+        self.log_lines.append(line)
 
     async def fan_out(self, ctx: Context, body: dict[str, Any]) -> FanOut[Any]:
         children = body["children"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime
 import functools
 import logging
 import os
@@ -69,6 +70,8 @@ IDLE_HEARTBEAT = 5.0
 MAX_BATCH = 1000
 MAX_CARRIED_BYTES = 256 << 10
 MAX_ERROR_CHARS = 8000
+MAX_UNSENT_LOG_LINES = 1000
+"""Most log lines a task keeps between two heartbeats (the server keeps 1,000 per attempt)."""
 
 
 @dataclass
@@ -264,6 +267,8 @@ class Worker:
         self._active: dict[str, _Execution] = {}
         self._executions: set[asyncio.Task[None]] = set()
         self._progress: dict[str, dict[str, Any]] = {}
+        # Log lines not sent yet, by task; under the same lock as progress.
+        self._logs: dict[str, list[dict[str, str]]] = {}
         self._progress_lock = threading.Lock()
         self._in_flight: set[str] = set()
         self._pace = _Pace()
@@ -593,6 +598,7 @@ class Worker:
         del self._active[ex.id]
         with self._progress_lock:
             self._progress.pop(ex.id, None)
+            logs = self._logs.pop(ex.id, None)
         status = outcome["status"]
         if status == "succeeded":
             self.summary.succeeded += 1
@@ -615,9 +621,15 @@ class Worker:
                 fields,
                 extra=fields,
             )
-        self._outbox.push(
-            {"task_id": ex.id, "lease": ex.lease, "outcome": outcome, "ran_us": int(ran * 1e6)}
-        )
+        report: dict[str, Any] = {
+            "task_id": ex.id,
+            "lease": ex.lease,
+            "outcome": outcome,
+            "ran_us": int(ran * 1e6),
+        }
+        if logs:
+            report["logs"] = logs
+        self._outbox.push(report)
 
     async def _outcome(
         self, handler: TaskDef[Any, Any], ex: _Execution, leased_at: float
@@ -770,6 +782,7 @@ class Worker:
                 progress = {
                     ex.id: self._progress.pop(ex.id) for ex in held if ex.id in self._progress
                 }
+                logs = {ex.id: self._logs.pop(ex.id) for ex in held if ex.id in self._logs}
             sent = {ex.id: ex for ex in held}
             statuses: list[dict[str, Any]] = []
             failed = False
@@ -779,6 +792,8 @@ class Worker:
                     lease: dict[str, Any] = {"task_id": ex.id, "lease": ex.lease}
                     if ex.id in progress:
                         lease["progress"] = progress[ex.id]
+                    if ex.id in logs:
+                        lease["logs"] = logs[ex.id]
                     leases.append(lease)
                 call: _Call[Any] = _Call(
                     "POST",
@@ -894,6 +909,14 @@ class _WorkerBackend:
             entry["message"] = message[:4096]
         with self.worker._progress_lock:
             self.worker._progress[ctx.id] = entry
+
+    def log(self, ctx: Context, line: str) -> None:
+        at = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        with self.worker._progress_lock:
+            lines = self.worker._logs.setdefault(ctx.id, [])
+            # Bounded between heartbeats: the server keeps 1,000 lines per attempt anyway.
+            if len(lines) < MAX_UNSENT_LOG_LINES:
+                lines.append({"at": at, "line": line[:4096]})
 
     async def fan_out(self, ctx: Context, body: dict[str, Any]) -> FanOut[Any]:
         answer = await self.worker._client.raw(
