@@ -55,6 +55,58 @@ pub enum Command {
     Audit(AuditArgs),
     /// Read the event log, or follow it live with --follow.
     Events(EventsArgs),
+    /// Webhook endpoints (admin): add, ls, rm, deliveries, replay, enable.
+    Webhook(WebhookArgs),
+}
+
+#[derive(ClapArgs)]
+pub struct WebhookArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(subcommand)]
+    pub command: WebhookCommand,
+}
+
+#[derive(Subcommand)]
+pub enum WebhookCommand {
+    /// Add an endpoint: it is sent every matching event from now on, signed; prints its secret
+    /// (shown only now).
+    Add {
+        name: String,
+        #[arg(long)]
+        url: String,
+        /// Event types, comma-separated (task.failed,workflow.succeeded) [default: every type].
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        /// Only events of these queues, comma-separated [default: every queue].
+        #[arg(long, value_delimiter = ',')]
+        queues: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the endpoints: where each stands, its failures, whether it is disabled.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an endpoint and its delivery log.
+    Rm { name: String },
+    /// An endpoint's delivery log, newest first.
+    Deliveries {
+        name: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the endpoint every matching event after an event id again (0: all still kept).
+    Replay {
+        name: String,
+        #[arg(long)]
+        after: String,
+    },
+    /// Enable an endpoint disabled after failing too long.
+    Enable { name: String },
 }
 
 #[derive(ClapArgs)]
@@ -189,6 +241,16 @@ pub struct ServerArgs {
     /// from any event still kept.
     #[arg(long, env = "TASKWARDEN_EVENT_RETENTION")]
     pub event_retention: Option<String>,
+    /// How long the per-minute history of `GET /v1/stats` is kept, such as 30d [default: 7days].
+    #[arg(long, env = "TASKWARDEN_STATS_RETENTION")]
+    pub stats_retention: Option<String>,
+    /// How often new events are rolled up into that history [default: 5s].
+    #[arg(long, env = "TASKWARDEN_STATS_INTERVAL", value_parser = humantime::parse_duration)]
+    pub stats_interval: Option<Duration>,
+    /// What webhooks may be delivered to besides public addresses, comma-separated, as the
+    /// worker's --fetch-allow: an address, a CIDR block, or an address and port. Repeatable.
+    #[arg(long, env = "TASKWARDEN_WEBHOOK_ALLOW")]
+    pub webhook_allow: Vec<String>,
     /// Also serve /metrics, alone and without a token, on this address (such as
     /// 127.0.0.1:9433), for a Prometheus that holds no token. /metrics on the API needs a read
     /// token.

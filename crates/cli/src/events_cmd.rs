@@ -2,7 +2,7 @@
 
 use taskwarden_client::{Client, Event, EventOptions, EventStream, EventType, TaskId, TaskState, WorkflowState};
 
-use crate::args::EventsArgs;
+use crate::args::{EventsArgs, WebhookArgs, WebhookCommand};
 use crate::client_cmd::{connect, parse_id};
 use crate::exit::out;
 
@@ -146,4 +146,62 @@ pub async fn watch_workflow(client: &Client, id: TaskId, json: bool) -> anyhow::
         out!("workflow {id} {} ({} succeeded, {} failed)", wf.state.as_str(), wf.succeeded, wf.failed);
     }
     crate::workflow_cmd::finished_ok(&wf)
+}
+
+pub async fn webhook(a: WebhookArgs) -> anyhow::Result<()> {
+    let client = connect(&a.connect)?;
+    match a.command {
+        WebhookCommand::Add { name, url, events, queues, json } => {
+            let call = taskwarden_client::CreateWebhookCall { name, url, events, queues };
+            let created = client.create_webhook(&call).await?;
+            if json {
+                out!("{}", serde_json::to_string_pretty(&created)?);
+            } else {
+                eprintln!("added webhook {}; its signing secret is shown only now:", created.webhook.name);
+                out!("{}", created.secret);
+            }
+        }
+        WebhookCommand::Ls { json } => {
+            let hooks = client.webhooks().await?;
+            if json {
+                out!("{}", serde_json::to_string_pretty(&hooks)?);
+                return Ok(());
+            }
+            out!("{:<20}  {:<10}  {:>8}  {:<40}  EVENTS", "NAME", "AT EVENT", "FAILURES", "URL");
+            for w in hooks {
+                let events = if w.events.is_empty() { "*".to_owned() } else { w.events.join(",") };
+                let state = w.disabled.map(|d| format!("  DISABLED: {d}")).unwrap_or_default();
+                out!("{:<20}  {:<10}  {:>8}  {:<40}  {events}{state}", w.name, w.position, w.failures, w.url);
+            }
+        }
+        WebhookCommand::Rm { name } => {
+            client.delete_webhook(&name).await?;
+            out!("removed webhook {name}");
+        }
+        WebhookCommand::Deliveries { name, limit, json } => {
+            let deliveries = client.webhook_deliveries(&name, limit).await?;
+            if json {
+                out!("{}", serde_json::to_string_pretty(&deliveries)?);
+                return Ok(());
+            }
+            for d in deliveries {
+                let outcome = match (d.status, &d.error) {
+                    (Some(s), None) => format!("{s}"),
+                    (Some(s), Some(_)) => format!("{s} (failed)"),
+                    (None, Some(e)) => format!("failed: {e}"),
+                    (None, None) => "-".into(),
+                };
+                out!("{}  event {:<10}  {:<18}  {:>6} ms  {outcome}", d.at, d.event_id, d.event_type, d.duration_ms);
+            }
+        }
+        WebhookCommand::Replay { name, after } => {
+            let w = client.replay_webhook(&name, &after).await?;
+            out!("webhook {} will be sent every matching event after {} again", w.name, w.position);
+        }
+        WebhookCommand::Enable { name } => {
+            let w = client.enable_webhook(&name).await?;
+            out!("webhook {} enabled; it goes on after event {}", w.name, w.position);
+        }
+    }
+    Ok(())
 }

@@ -49,6 +49,7 @@ fn main() -> std::process::ExitCode {
             Command::Token(a) => token_cmd::token(a).await,
             Command::Audit(a) => token_cmd::audit(a).await,
             Command::Events(a) => events_cmd::run(a).await,
+            Command::Webhook(a) => events_cmd::webhook(a).await,
         }
     });
     match result {

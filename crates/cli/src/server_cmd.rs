@@ -48,6 +48,9 @@ struct FileConfig {
     max_json_depth: Option<usize>,
     audit_retention: Option<String>,
     event_retention: Option<String>,
+    stats_retention: Option<String>,
+    stats_interval_ms: Option<u64>,
+    webhook_allow: Option<Vec<String>>,
     metrics_listen: Option<std::net::SocketAddr>,
     /// NAME -> bucket upper bounds in seconds.
     metrics_buckets: Option<std::collections::BTreeMap<String, Vec<f64>>>,
@@ -221,6 +224,15 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
     if let Some(v) = args.event_retention.or(file.event_retention) {
         server.event_retention = humantime::parse_duration(&v).with_context(|| format!("event_retention {v:?}"))?;
     }
+    if let Some(v) = args.stats_retention.or(file.stats_retention) {
+        server.stats_retention = humantime::parse_duration(&v).with_context(|| format!("stats_retention {v:?}"))?;
+    }
+    if let Some(v) = args.stats_interval.or(file.stats_interval_ms.map(Duration::from_millis)) {
+        server.stats_interval = v;
+    }
+    let allow = if args.webhook_allow.is_empty() { file.webhook_allow.unwrap_or_default() } else { args.webhook_allow };
+    server.webhook_allow =
+        taskwarden_core::address::AllowRule::parse_list(&allow.join(",")).context("--webhook-allow")?;
     server.metrics_listen = args.metrics_listen.or(file.metrics_listen);
     if let Some(v) = args.metrics_label_cap.or(file.metrics_label_cap) {
         server.metrics.label_cap = v;

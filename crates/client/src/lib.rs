@@ -628,6 +628,41 @@ impl Client {
         self.call::<(), serde_json::Value>(Method::DELETE, &path, None, Self::TIMEOUT).await.map(|_| ())
     }
 
+    /// Adds a webhook endpoint; the answer holds its signing secret, shown this once.
+    pub async fn create_webhook(&self, call: &CreateWebhookCall) -> Result<CreatedWebhook> {
+        Ok(self.call(Method::POST, "/v1/webhooks", Some(call), Self::TIMEOUT).await?.1)
+    }
+
+    pub async fn webhooks(&self) -> Result<Vec<WebhookInfo>> {
+        let list: WebhookList = self.call::<(), _>(Method::GET, "/v1/webhooks", None, Self::TIMEOUT).await?.1;
+        Ok(list.webhooks)
+    }
+
+    pub async fn delete_webhook(&self, name: &str) -> Result<()> {
+        let path = format!("/v1/webhooks/{}", path_segment(name));
+        self.call::<(), serde_json::Value>(Method::DELETE, &path, None, Self::TIMEOUT).await.map(|_| ())
+    }
+
+    /// An endpoint's delivery log, newest first.
+    pub async fn webhook_deliveries(&self, name: &str, limit: u32) -> Result<Vec<Delivery>> {
+        let path = format!("/v1/webhooks/{}/deliveries?limit={limit}", path_segment(name));
+        let list: DeliveryList = self.call::<(), _>(Method::GET, &path, None, Self::TIMEOUT).await?.1;
+        Ok(list.deliveries)
+    }
+
+    /// Sends the endpoint every matching event after `after` again (`"0"`: all still kept).
+    pub async fn replay_webhook(&self, name: &str, after: &str) -> Result<WebhookInfo> {
+        let path = format!("/v1/webhooks/{}/replay", path_segment(name));
+        let body = ReplayCall { after: after.to_owned() };
+        Ok(self.call(Method::POST, &path, Some(&body), Self::TIMEOUT).await?.1)
+    }
+
+    /// Enables a disabled endpoint (clearing its failures).
+    pub async fn enable_webhook(&self, name: &str) -> Result<WebhookInfo> {
+        let path = format!("/v1/webhooks/{}/enable", path_segment(name));
+        Ok(self.call::<(), _>(Method::POST, &path, None, Self::TIMEOUT).await?.1)
+    }
+
     async fn queue_call(&self, queue: &str, action: &str, create: bool) -> Result<QueueInfo> {
         let path = format!("/v1/queues/{}/{action}{}", path_segment(queue), create_query(create));
         Ok(self.call::<(), _>(Method::POST, &path, None, Self::TIMEOUT).await?.1)
@@ -825,6 +860,8 @@ impl Client {
 
 pub use taskwarden_core::events::{Event, EventId, EventList, EventType};
 pub use taskwarden_core::task_logs::{TaskLogLine, TaskLogPage};
+pub use taskwarden_core::webhooks::{CreateWebhookCall, CreatedWebhook, Delivery, WebhookInfo};
+use taskwarden_core::webhooks::{DeliveryList, ReplayCall, WebhookList};
 
 /// A live event stream from [`Client::follow_events`].
 pub struct EventStream {

@@ -281,6 +281,8 @@ impl NewEvent {
             EventType::TaskStarted => {
                 if let Some(lease) = &task.lease {
                     put("worker_id", json!(lease.worker_id));
+                    // Ready (its run_at) to started: the queue wait.
+                    put("wait_us", json!(lease.started_at.duration_since(task.run_at).as_micros() as u64));
                 }
             }
             EventType::TaskProgress => {
@@ -303,6 +305,14 @@ impl NewEvent {
                 }
             }
             _ => {}
+        }
+        // The attempt that just ended, for the outcomes that end one: how long it ran.
+        if matches!(
+            event_type,
+            EventType::TaskSucceeded | EventType::TaskFailed | EventType::TaskRetrying | EventType::TaskLeaseExpired
+        ) && let Some(last) = task.history.last()
+        {
+            put("run_us", json!(last.run_time().as_micros() as u64));
         }
         let attempt = (task.attempts > 0).then_some(task.attempts);
         Some(NewEvent {

@@ -1,5 +1,6 @@
 //! Taskwarden's pure core: the domain model and its rules, with no I/O and no clock reads.
 //!
+//! - [`address`]: which network addresses are off the public internet, and allow-lists.
 //! - [`auth`]: roles, queue scopes and the rule that decides who may do what.
 //! - [`task`]: the task, its states and attempts.
 //! - [`task_logs`]: the lines handlers log, and the caps on what is kept.
@@ -12,13 +13,16 @@
 //! - [`validate`]: input limits and validation that names the bad field.
 //! - [`protocol`]: the HTTP request and response bodies shared by server and SDKs.
 //! - [`schema`]: the OpenAPI schemas of what the derive cannot see (ids, times, names, rates).
+//! - [`stats`]: per-queue history by the minute, rolled up from the event log.
 //! - [`time`]: timestamps; "now" is always an argument.
+//! - [`webhooks`]: endpoints sent the events they ask for, signed, at least once.
 //! - [`workflow`]: workflow graphs (validation, ordering) and the speedup report.
 //! - [`limits`]: concurrency and rate limits, and whether a worker fits a task.
 //! - [`cron`]: cron schedules and which ticks fire.
 //! - [`placement`]: which ready task goes to which worker (priority with aging, fair share,
 //!   resources and labels, reservations for big tasks).
 
+pub mod address;
 pub mod auth;
 pub mod backoff;
 pub mod bounded;
@@ -30,10 +34,12 @@ pub mod limits;
 pub mod placement;
 pub mod protocol;
 pub mod schema;
+pub mod stats;
 pub mod task;
 pub mod task_logs;
 pub mod time;
 pub mod validate;
+pub mod webhooks;
 pub mod workflow;
 
 pub use backoff::Backoff;

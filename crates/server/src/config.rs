@@ -37,6 +37,13 @@ pub struct ServerConfig {
     pub audit_retention: Duration,
     /// How long the event log keeps an event (a stream can resume from any event still kept).
     pub event_retention: Duration,
+    /// How long the per-minute history (`GET /v1/stats`) is kept.
+    pub stats_retention: Duration,
+    /// How often the leader rolls new events up into the per-minute history.
+    pub stats_interval: Duration,
+    /// Non-public addresses webhooks may be delivered to after all (as `http.fetch`'s
+    /// `--fetch-allow`); public addresses need no rule.
+    pub webhook_allow: Vec<taskwarden_core::address::AllowRule>,
     /// Connection limits and timeouts.
     pub http: HttpConfig,
     /// Serve HTTPS with this certificate; `None` serves plain HTTP.
@@ -97,6 +104,9 @@ impl Default for ServerConfig {
             token_refresh: Duration::from_millis(500),
             audit_retention: Duration::from_secs(90 * 24 * 3600),
             event_retention: Duration::from_secs(7 * 24 * 3600),
+            stats_retention: Duration::from_secs(7 * 24 * 3600),
+            stats_interval: Duration::from_secs(5),
+            webhook_allow: Vec::new(),
             http: HttpConfig::default(),
             tls: None,
             metrics: crate::MetricsConfig::default(),
@@ -123,6 +133,9 @@ impl ServerConfig {
         }
         if self.reap_interval.is_zero() || self.promote_interval.is_zero() || self.prune_interval.is_zero() {
             return Err(ValidationError::new("reap_interval", "intervals must be positive"));
+        }
+        if self.stats_interval.is_zero() {
+            return Err(ValidationError::new("stats_interval", "must be positive"));
         }
         if self.leader_lease < Duration::from_millis(300) {
             return Err(ValidationError::new("leader_lease", "must be at least 300ms"));

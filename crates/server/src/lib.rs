@@ -32,6 +32,7 @@ mod metrics;
 mod payload_schemas;
 mod scheduling;
 mod tls;
+mod webhooks;
 
 use std::sync::Arc;
 

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskwarden_store::{
-    AcquireLease, ExpireLeases, PromoteDue, PruneEvents, PruneExpired, PruneFinished, Store, Topic,
+    AcquireLease, AddStats, ExpireLeases, PromoteDue, PruneEvents, PruneExpired, PruneFinished, ReadEvents, Store,
+    Topic,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -75,6 +76,14 @@ pub(crate) fn spawn(
             Leadership(leader.clone()),
             shutdown.clone(),
         )),
+        tokio::spawn(crate::webhooks::run(
+            store.clone(),
+            clock.clone(),
+            config.webhook_allow.clone(),
+            Leadership(leader.clone()),
+            shutdown.clone(),
+        )),
+        tokio::spawn(roll_up_stats(store.clone(), config.stats_interval, Leadership(leader.clone()), shutdown.clone())),
         tokio::spawn(prune(store, clock, config.clone(), Leadership(leader.clone()), shutdown)),
     ];
     (LoopSignals { reaper, promoter, leader }, handles)
@@ -119,7 +128,7 @@ async fn lead(
 }
 
 /// Lets a loop wait until its node leads.
-struct Leadership(watch::Receiver<bool>);
+pub(crate) struct Leadership(watch::Receiver<bool>);
 
 impl Leadership {
     /// Returns false when shutting down.
@@ -130,7 +139,7 @@ impl Leadership {
         }
     }
 
-    fn leads(&self) -> bool {
+    pub(crate) fn leads(&self) -> bool {
         *self.0.borrow()
     }
 }
@@ -290,6 +299,12 @@ async fn prune(
         if let Some(retention) = config.retention {
             prune_finished(store.as_ref(), clock.now().saturating_sub(retention), &shutdown).await;
         }
+        if let Err(e) = store.prune_stats(clock.now().saturating_sub(config.stats_retention)).await {
+            tracing::warn!(error = %e, "pruning the statistics failed");
+        }
+        if let Err(e) = store.prune_deliveries(clock.now().saturating_sub(config.event_retention)).await {
+            tracing::warn!(error = %e, "pruning the webhook delivery log failed");
+        }
         let events_before = clock.now().saturating_sub(config.event_retention);
         while let Ok(n) = store.prune_events(PruneEvents { before: events_before, limit: PASS_LIMIT }).await {
             if (n as u32) < PASS_LIMIT || shutdown.is_cancelled() {
@@ -300,6 +315,65 @@ async fn prune(
         if let Err(e) = store.compact().await {
             tracing::warn!(error = %e, "compaction failed");
         }
+    }
+}
+
+/// Events read per roll-up pass, at most: a long backlog is rolled up a pass at a time.
+const ROLL_UP_PASS: usize = 50_000;
+
+/// Every `every`, on the leader: rolls the event log up into the per-minute history, from where
+/// the last roll-up stopped (see [`taskwarden_core::stats`]).
+async fn roll_up_stats(store: Arc<dyn Store>, every: Duration, leadership: Leadership, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if !leadership.leads() {
+            continue;
+        }
+        loop {
+            match roll_up_once(store.as_ref()).await {
+                Ok(true) if !shutdown.is_cancelled() => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rolling up the statistics failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One pass: reads up to [`ROLL_UP_PASS`] events after the position and adds them up. Returns
+/// whether there may be more to read.
+async fn roll_up_once(store: &dyn Store) -> Result<bool, taskwarden_store::StoreError> {
+    const PAGE: u32 = 5000;
+    let from = store.stats_position().await?;
+    let mut rollup = taskwarden_core::stats::Rollup::default();
+    let mut after = from;
+    let mut read = 0;
+    let more = loop {
+        let page = store.read_events(ReadEvents { after, limit: PAGE }).await?;
+        read += page.len();
+        for e in &page {
+            rollup.take(e);
+        }
+        after = rollup.last.unwrap_or(after);
+        if page.len() < PAGE as usize {
+            break false;
+        }
+        if read >= ROLL_UP_PASS {
+            break true;
+        }
+    };
+    let Some(to) = rollup.last else { return Ok(false) };
+    match store.add_stats(AddStats { rows: rollup.into_rows(), from, to }).await {
+        Ok(()) => Ok(more),
+        // Another node (a leader just before this one) rolled these up: start again from there.
+        Err(taskwarden_store::StoreError::Conflict(_)) => Ok(true),
+        Err(e) => Err(e),
     }
 }
 

@@ -116,3 +116,46 @@ async fn a_stream_outlives_the_idle_timeout_and_ends_at_shutdown() {
         tokio::time::timeout(Duration::from_secs(5), async { while let Ok(Some(_)) = resp.chunk().await {} }).await;
     assert!(ended.is_ok(), "the stream ends when the server shuts down");
 }
+
+/// The leader rolls the event log up into the per-minute history that `GET /v1/stats` serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_what_happened_per_queue_and_minute() {
+    let config = ServerConfig { stats_interval: Duration::from_millis(50), ..ServerConfig::default() };
+    let s = TestServer::with_config(config).await;
+    for _ in 0..3 {
+        s.submit(json!({"queue": "st", "kind": "k"})).await;
+    }
+    let worker = s.register("st").await;
+    let leased = s.fetch(&worker, "st", 3, 0).await;
+    assert_eq!(leased.len(), 3);
+    for (i, t) in leased.iter().enumerate() {
+        let (id, lease) = (t["id"].as_str().unwrap(), t["lease"].as_str().unwrap());
+        let (path, body) = match i {
+            2 => (format!("/v1/tasks/{id}/fail"), json!({"lease": lease, "error": "no", "permanent": true})),
+            _ => (format!("/v1/tasks/{id}/complete"), json!({"lease": lease, "result": i})),
+        };
+        let (status, answer) = s.call("POST", &path, Some(body)).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        let (status, page) = s.call("GET", "/v1/stats?queue=st", None).await;
+        assert_eq!(status, 200, "{page}");
+        let rows = page["rows"].as_array().unwrap().clone();
+        let sum = |k: &str| rows.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
+        if sum("succeeded") == 2 && sum("failed") == 1 {
+            break json!({
+                "submitted": sum("submitted"), "started": sum("started"), "succeeded": sum("succeeded"),
+                "failed": sum("failed"), "run_count": sum("run_count"), "wait_count": sum("wait_count"),
+            });
+        }
+        assert!(std::time::Instant::now() < deadline, "not rolled up: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        row,
+        json!({"submitted": 3, "started": 3, "succeeded": 2, "failed": 1, "run_count": 3, "wait_count": 3})
+    );
+    let (status, body) = s.call("GET", "/v1/stats?since=yesterday", None).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("since")), "{body}");
+}

@@ -109,6 +109,12 @@ impl Fixtures<'_> {
         name
     }
 
+    async fn webhook(&self) -> String {
+        let name = self.unique("hook");
+        self.admin("POST", "/v1/webhooks", Some(json!({"name": name, "url": "http://127.0.0.1:9/h"}))).await;
+        name
+    }
+
     async fn throwaway_token(&self) -> String {
         let name = self.unique("tmp");
         self.admin("POST", "/v1/tokens", Some(json!({"name": name, "role": "read"}))).await;
@@ -125,6 +131,7 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
         ("post", "/v1/tasks") => (p(path), Some(json!({"queue": q, "kind": "echo"}))),
         ("get", "/v1/tasks") => (format!("/v1/tasks?queue={q}"), None),
         ("get", "/v1/events") => (format!("/v1/events?queue={q}&limit=1"), None),
+        ("get", "/v1/stats") => (format!("/v1/stats?queue={q}"), None),
         ("post", "/v1/tasks/batch") => (p(path), Some(json!({"tasks": [{"queue": q, "kind": "echo"}]}))),
         ("get", "/v1/tasks/{id}") => (format!("/v1/tasks/{}", f.task(q).await), None),
         ("get", "/v1/tasks/{id}/wait") => (format!("/v1/tasks/{}/wait?timeout_ms=10", f.task(q).await), None),
@@ -193,6 +200,14 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
         }
         ("post", "/v1/tokens") => (p(path), Some(json!({"name": f.unique("t"), "role": "read"}))),
         ("post", "/v1/tokens/{token}/revoke") => (format!("/v1/tokens/{}/revoke", f.throwaway_token().await), None),
+        ("post", "/v1/webhooks") => (p(path), Some(json!({"name": f.unique("hook"), "url": "http://127.0.0.1:9/h"}))),
+        ("get", "/v1/webhooks") => (p(path), None),
+        ("delete", "/v1/webhooks/{name}") => (format!("/v1/webhooks/{}", f.webhook().await), None),
+        ("get", "/v1/webhooks/{name}/deliveries") => (format!("/v1/webhooks/{}/deliveries", f.webhook().await), None),
+        ("post", "/v1/webhooks/{name}/replay") => {
+            (format!("/v1/webhooks/{}/replay", f.webhook().await), Some(json!({"after": "0"})))
+        }
+        ("post", "/v1/webhooks/{name}/enable") => (format!("/v1/webhooks/{}/enable", f.webhook().await), None),
         other => panic!("no request for {other:?}: add the route to this table"),
     }
 }
@@ -252,6 +267,13 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("post", "/v1/tokens/{token}/revoke", At(Admin), false),
         ("get", "/v1/audit", At(Admin), false),
         ("get", "/v1/events", At(Read), true),
+        ("get", "/v1/stats", At(Read), true),
+        ("post", "/v1/webhooks", At(Admin), false),
+        ("get", "/v1/webhooks", At(Admin), false),
+        ("delete", "/v1/webhooks/{name}", At(Admin), false),
+        ("get", "/v1/webhooks/{name}/deliveries", At(Admin), false),
+        ("post", "/v1/webhooks/{name}/replay", At(Admin), false),
+        ("post", "/v1/webhooks/{name}/enable", At(Admin), false),
     ]
 };
 

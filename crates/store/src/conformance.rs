@@ -106,8 +106,10 @@ macro_rules! conformance_tests {
             a_workflow_appends_its_start_its_tasks_and_its_decision,
             events_past_retention_are_pruned_and_ids_are_never_reused,
             concurrent_changes_are_each_read_once_in_id_order,
+            stats_add_up_by_minute_and_queue_and_each_stretch_is_added_once,
             task_logs_ride_on_the_current_leases_heartbeats_and_reports,
-            an_attempts_log_is_capped_and_goes_with_its_task
+            an_attempts_log_is_capped_and_goes_with_its_task,
+            webhooks_are_kept_moved_only_from_where_they_stand_and_deleted_with_their_log
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -128,11 +130,13 @@ mod access;
 mod events;
 mod scheduling;
 mod task_logs;
+mod webhooks;
 mod workflow_retry;
 pub use access::*;
 pub use events::*;
 pub use scheduling::*;
 pub use task_logs::*;
+pub use webhooks::*;
 pub use workflow_retry::*;
 
 const T0: i64 = 1_800_000_000_000;

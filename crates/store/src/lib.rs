@@ -156,6 +156,40 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the oldest events written before `p.before`, a batch at a time; returns how many.
     async fn prune_events(&self, p: PruneEvents) -> Result<usize>;
 
+    /// Where the per-minute history's roll-up of the event log stands: it has taken in every
+    /// event up to this one ([`EventId::START`] at first).
+    async fn stats_position(&self) -> Result<EventId>;
+
+    /// Adds rows to the per-minute history and moves the roll-up on; see [`AddStats`].
+    async fn add_stats(&self, p: AddStats) -> Result<()>;
+
+    async fn read_stats(&self, p: ReadStats) -> Result<Vec<taskwarden_core::stats::StatsRow>>;
+
+    /// Forgets the history's minutes before `before`; returns how many rows went.
+    async fn prune_stats(&self, before: Timestamp) -> Result<usize>;
+
+    /// Stores a new webhook endpoint; `Conflict` if one has its name.
+    async fn create_webhook(&self, w: taskwarden_core::webhooks::Webhook) -> Result<()>;
+
+    /// Every endpoint, by name.
+    async fn list_webhooks(&self) -> Result<Vec<taskwarden_core::webhooks::Webhook>>;
+
+    /// Writes back an endpoint (its position, failures, state); `NotFound` if it was deleted.
+    /// With `if_position`, only if its stored position is still that (`Conflict` otherwise: a
+    /// replay moved it meanwhile).
+    async fn save_webhook(&self, w: taskwarden_core::webhooks::Webhook, if_position: Option<EventId>) -> Result<()>;
+
+    /// Deletes an endpoint and its delivery log; `NotFound` if there is none by the name.
+    async fn delete_webhook(&self, name: &str) -> Result<()>;
+
+    /// Appends to an endpoint's delivery log.
+    async fn record_delivery(&self, d: taskwarden_core::webhooks::Delivery) -> Result<()>;
+
+    async fn list_deliveries(&self, p: ListDeliveries) -> Result<Vec<taskwarden_core::webhooks::Delivery>>;
+
+    /// Forgets deliveries older than `before`; returns how many.
+    async fn prune_deliveries(&self, before: Timestamp) -> Result<usize>;
+
     /// A task's log lines (every attempt's) after `p.after`, oldest first. Lines arrive with the
     /// heartbeats and reports that carry them (`HeldLease::logs`, `Report::logs`), appended only
     /// when that heartbeat or report holds the current lease, within the caps of

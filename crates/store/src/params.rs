@@ -318,6 +318,30 @@ pub struct ReadTaskLogs {
     pub limit: u32,
 }
 
+/// Adds rolled-up rows to the per-minute history and moves the roll-up's position from `from` to
+/// `to`, in one transaction, if the position is still `from` (`Conflict` otherwise, adding
+/// nothing: another node rolled the same events up first).
+pub struct AddStats {
+    pub rows: Vec<taskwarden_core::stats::StatsRow>,
+    pub from: taskwarden_core::events::EventId,
+    pub to: taskwarden_core::events::EventId,
+}
+
+/// The per-minute history from `since` to before `until`, by minute then queue; one queue's, or
+/// every queue's.
+pub struct ReadStats {
+    pub queue: Option<String>,
+    pub since: Timestamp,
+    pub until: Timestamp,
+    pub limit: u32,
+}
+
+/// An endpoint's delivery log, newest first.
+pub struct ListDeliveries {
+    pub webhook: String,
+    pub limit: u32,
+}
+
 /// Deletes events older than `before`, up to `limit` of them (the oldest).
 pub struct PruneEvents {
     pub before: Timestamp,

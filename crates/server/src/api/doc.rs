@@ -25,6 +25,7 @@ const TAGS: &[(&str, &str)] = &[
     ("queues", "Queues: counts, pause and resume."),
     ("cron", "Cron schedules with seconds, time zones and a misfire policy."),
     ("tokens", "API tokens and the audit log (admin only)."),
+    ("webhooks", "Endpoints sent the events they ask for, signed (admin only)."),
     ("events", "The event log: every state change, as a page or a resumable Server-Sent Events stream."),
 ];
 

@@ -18,8 +18,10 @@ mod health;
 mod kinds;
 pub(crate) mod metrics;
 mod queues;
+mod stats;
 mod tasks;
 mod tokens;
+mod webhooks;
 mod workers;
 mod workflows;
 
@@ -118,6 +120,13 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/tokens/{token}/revoke", Some(Role::Admin)),
     ("get", "/v1/audit", Some(Role::Admin)),
     ("get", "/v1/events", Some(Role::Read)),
+    ("get", "/v1/stats", Some(Role::Read)),
+    ("post", "/v1/webhooks", Some(Role::Admin)),
+    ("get", "/v1/webhooks", Some(Role::Admin)),
+    ("delete", "/v1/webhooks/{name}", Some(Role::Admin)),
+    ("get", "/v1/webhooks/{name}/deliveries", Some(Role::Admin)),
+    ("post", "/v1/webhooks/{name}/replay", Some(Role::Admin)),
+    ("post", "/v1/webhooks/{name}/enable", Some(Role::Admin)),
 ];
 
 /// Every route with its handler; each handler's `#[utoipa::path]` describes it, so the same list
@@ -167,6 +176,12 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::revoke))
         .routes(routes!(tokens::audit))
         .routes(routes!(events::events))
+        .routes(routes!(stats::stats))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::replay))
+        .routes(routes!(webhooks::enable))
 }
 
 /// The OpenAPI document, as JSON text (built once).

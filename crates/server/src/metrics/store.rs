@@ -13,6 +13,7 @@ use taskwarden_core::cron::CronInfo;
 use taskwarden_core::events::{Event, EventId};
 use taskwarden_core::lifecycle::Cancellation;
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
+use taskwarden_core::webhooks::{Delivery, Webhook};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
 use taskwarden_store::*;
 use tokio::sync::watch;
@@ -189,6 +190,50 @@ impl Store for MeteredStore {
 
     async fn prune_events(&self, p: PruneEvents) -> Result<usize> {
         self.inner.prune_events(p).await
+    }
+
+    async fn stats_position(&self) -> Result<EventId> {
+        self.inner.stats_position().await
+    }
+
+    async fn add_stats(&self, p: AddStats) -> Result<()> {
+        self.inner.add_stats(p).await
+    }
+
+    async fn read_stats(&self, p: ReadStats) -> Result<Vec<taskwarden_core::stats::StatsRow>> {
+        self.inner.read_stats(p).await
+    }
+
+    async fn prune_stats(&self, before: Timestamp) -> Result<usize> {
+        self.inner.prune_stats(before).await
+    }
+
+    async fn create_webhook(&self, w: Webhook) -> Result<()> {
+        self.inner.create_webhook(w).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>> {
+        self.inner.list_webhooks().await
+    }
+
+    async fn save_webhook(&self, w: Webhook, if_position: Option<EventId>) -> Result<()> {
+        self.inner.save_webhook(w, if_position).await
+    }
+
+    async fn delete_webhook(&self, name: &str) -> Result<()> {
+        self.inner.delete_webhook(name).await
+    }
+
+    async fn record_delivery(&self, d: Delivery) -> Result<()> {
+        self.inner.record_delivery(d).await
+    }
+
+    async fn list_deliveries(&self, p: ListDeliveries) -> Result<Vec<Delivery>> {
+        self.inner.list_deliveries(p).await
+    }
+
+    async fn prune_deliveries(&self, before: Timestamp) -> Result<usize> {
+        self.inner.prune_deliveries(before).await
     }
 
     async fn task_logs(&self, p: ReadTaskLogs) -> Result<Vec<taskwarden_core::task_logs::TaskLogLine>> {

@@ -188,3 +188,36 @@ pub async fn concurrent_changes_are_each_read_once_in_id_order(store: &dyn Store
     want.sort();
     assert_eq!(ids, want);
 }
+
+pub async fn stats_add_up_by_minute_and_queue_and_each_stretch_is_added_once(store: &dyn Store) {
+    use taskwarden_core::stats::StatsRow;
+    assert_eq!(store.stats_position().await.unwrap(), EventId::START);
+    let row = |ms: i64, queue: &str, submitted: u64| StatsRow {
+        minute: at(ms),
+        queue: queue.into(),
+        submitted,
+        run_us_sum: 10,
+        run_count: 1,
+        ..StatsRow::default()
+    };
+    let (five, nine) = (EventId { tx: 0, seq: 5 }, EventId { tx: 0, seq: 9 });
+    let add = |rows, from, to| store.add_stats(AddStats { rows, from, to });
+    add(vec![row(0, "a", 2), row(0, "b", 1)], EventId::START, five).await.unwrap();
+    let again = add(vec![row(0, "a", 100)], EventId::START, five).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "the same stretch twice: {again:?}");
+    add(vec![row(0, "a", 3), row(60_000, "a", 1)], five, nine).await.unwrap();
+    assert_eq!(store.stats_position().await.unwrap(), nine);
+
+    let read = |queue: Option<&str>, since, until| {
+        store.read_stats(ReadStats { queue: queue.map(str::to_owned), since, until, limit: 100 })
+    };
+    let all = read(None, at(0), at(120_000)).await.unwrap();
+    let got: Vec<(taskwarden_core::Timestamp, &str, u64, u64)> =
+        all.iter().map(|r| (r.minute, r.queue.as_str(), r.submitted, r.run_count)).collect();
+    assert_eq!(got, [(at(0), "a", 5, 2), (at(0), "b", 1, 1), (at(60_000), "a", 1, 1)]);
+    assert_eq!(all[0].run_us_sum, 20);
+    let later = read(Some("a"), at(30_000), at(120_000)).await.unwrap();
+    assert_eq!(later, all[2..].to_vec());
+    assert_eq!(store.prune_stats(at(60_000)).await.unwrap(), 2);
+    assert_eq!(read(None, at(0), at(120_000)).await.unwrap(), all[2..].to_vec());
+}

@@ -23,7 +23,9 @@ pub mod plans;
 mod rows;
 mod scheduling;
 mod schema;
+mod stats;
 mod task_logs;
+mod webhooks;
 mod workflow_retry;
 mod workflows;
 
@@ -585,6 +587,50 @@ impl Store for PgStore {
 
     async fn prune_events(&self, p: PruneEvents) -> Result<usize> {
         read!(self, |c| events::prune(&c, &p).await)
+    }
+
+    async fn stats_position(&self) -> Result<EventId> {
+        read!(self, |c| stats::position(&c).await)
+    }
+
+    async fn add_stats(&self, p: AddStats) -> Result<()> {
+        transaction!(self, |tx, _st| stats::add(&tx, &p).await)
+    }
+
+    async fn read_stats(&self, p: ReadStats) -> Result<Vec<taskwarden_core::stats::StatsRow>> {
+        read!(self, |c| stats::read(&c, &p).await)
+    }
+
+    async fn prune_stats(&self, before: Timestamp) -> Result<usize> {
+        read!(self, |c| stats::prune(&c, before).await)
+    }
+
+    async fn create_webhook(&self, w: taskwarden_core::webhooks::Webhook) -> Result<()> {
+        read!(self, |c| webhooks::create(&c, &w).await)
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<taskwarden_core::webhooks::Webhook>> {
+        read!(self, |c| webhooks::list(&c).await)
+    }
+
+    async fn save_webhook(&self, w: taskwarden_core::webhooks::Webhook, if_position: Option<EventId>) -> Result<()> {
+        read!(self, |c| webhooks::save(&c, &w, if_position).await)
+    }
+
+    async fn delete_webhook(&self, name: &str) -> Result<()> {
+        transaction!(self, |tx, _st| webhooks::delete(&tx, name).await)
+    }
+
+    async fn record_delivery(&self, d: taskwarden_core::webhooks::Delivery) -> Result<()> {
+        read!(self, |c| webhooks::record(&c, &d).await)
+    }
+
+    async fn list_deliveries(&self, p: ListDeliveries) -> Result<Vec<taskwarden_core::webhooks::Delivery>> {
+        read!(self, |c| webhooks::deliveries(&c, &p).await)
+    }
+
+    async fn prune_deliveries(&self, before: Timestamp) -> Result<usize> {
+        read!(self, |c| webhooks::prune(&c, before).await)
     }
 
     async fn task_logs(&self, p: ReadTaskLogs) -> Result<Vec<taskwarden_core::task_logs::TaskLogLine>> {

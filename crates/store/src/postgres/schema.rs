@@ -299,6 +299,51 @@ CREATE TABLE task_logs (
 );
 "#,
     },
+    Migration {
+        description: "per-queue history by the minute",
+        destructive: false,
+        sql: r#"
+-- Rolled up from the event log by the leader; `rollups` says how far each roll-up has read.
+CREATE TABLE stats_minutes (
+    minute      int8 NOT NULL,
+    queue       text NOT NULL,
+    submitted   int8 NOT NULL,
+    started     int8 NOT NULL,
+    succeeded   int8 NOT NULL,
+    failed      int8 NOT NULL,
+    retried     int8 NOT NULL,
+    cancelled   int8 NOT NULL,
+    run_us_sum  int8 NOT NULL,
+    run_count   int8 NOT NULL,
+    wait_us_sum int8 NOT NULL,
+    wait_count  int8 NOT NULL,
+    PRIMARY KEY (minute, queue)
+);
+CREATE TABLE rollups (
+    name text PRIMARY KEY,
+    tx   int8 NOT NULL,
+    seq  int8 NOT NULL
+);
+"#,
+    },
+    Migration {
+        description: "webhooks and their deliveries",
+        destructive: false,
+        sql: r#"
+-- Each endpoint is a JSON document (url, secret, filter, position, failures).
+CREATE TABLE webhooks (
+    name text PRIMARY KEY,
+    doc  text NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    seq     int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    webhook text NOT NULL,
+    at      int8 NOT NULL,
+    doc     text NOT NULL
+);
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook, seq);
+"#,
+    },
 ];
 
 /// What `migrate` did.

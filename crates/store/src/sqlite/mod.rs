@@ -22,7 +22,9 @@ mod reads;
 mod rows;
 mod scheduling;
 mod schema;
+mod stats;
 mod task_logs;
+mod webhooks;
 mod workflow_retry;
 mod workflows;
 mod writer;
@@ -342,6 +344,51 @@ impl Store for SqliteStore {
 
     async fn prune_events(&self, p: PruneEvents) -> Result<usize> {
         self.writer.write(false, move |c, _| events::prune(c, p)).await
+    }
+
+    async fn stats_position(&self) -> Result<EventId> {
+        self.read(stats::position).await
+    }
+
+    async fn add_stats(&self, p: AddStats) -> Result<()> {
+        self.writer.write(true, move |c, _| stats::add(c, p)).await
+    }
+
+    async fn read_stats(&self, p: ReadStats) -> Result<Vec<taskwarden_core::stats::StatsRow>> {
+        self.read(move |c| stats::read(c, &p)).await
+    }
+
+    async fn prune_stats(&self, before: Timestamp) -> Result<usize> {
+        self.writer.write(false, move |c, _| stats::prune(c, before)).await
+    }
+
+    async fn create_webhook(&self, w: taskwarden_core::webhooks::Webhook) -> Result<()> {
+        self.writer.write(true, move |c, _| webhooks::create(c, w)).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<taskwarden_core::webhooks::Webhook>> {
+        self.read(webhooks::list).await
+    }
+
+    async fn save_webhook(&self, w: taskwarden_core::webhooks::Webhook, if_position: Option<EventId>) -> Result<()> {
+        self.writer.write(true, move |c, _| webhooks::save(c, w, if_position)).await
+    }
+
+    async fn delete_webhook(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.writer.write(true, move |c, _| webhooks::delete(c, &name)).await
+    }
+
+    async fn record_delivery(&self, d: taskwarden_core::webhooks::Delivery) -> Result<()> {
+        self.writer.write(false, move |c, _| webhooks::record(c, d)).await
+    }
+
+    async fn list_deliveries(&self, p: ListDeliveries) -> Result<Vec<taskwarden_core::webhooks::Delivery>> {
+        self.read(move |c| webhooks::deliveries(c, &p)).await
+    }
+
+    async fn prune_deliveries(&self, before: Timestamp) -> Result<usize> {
+        self.writer.write(false, move |c, _| webhooks::prune(c, before)).await
     }
 
     async fn task_logs(&self, p: ReadTaskLogs) -> Result<Vec<taskwarden_core::task_logs::TaskLogLine>> {

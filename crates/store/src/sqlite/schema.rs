@@ -254,6 +254,45 @@ CREATE TABLE task_logs (
     PRIMARY KEY (task_id, seq)
 ) WITHOUT ROWID;
 "#,
+    // v14: per-queue history by the minute, rolled up from the event log, and where each
+    // roll-up of the log stands.
+    r#"
+CREATE TABLE stats_minutes (
+    minute      INTEGER NOT NULL,
+    queue       TEXT NOT NULL,
+    submitted   INTEGER NOT NULL,
+    started     INTEGER NOT NULL,
+    succeeded   INTEGER NOT NULL,
+    failed      INTEGER NOT NULL,
+    retried     INTEGER NOT NULL,
+    cancelled   INTEGER NOT NULL,
+    run_us_sum  INTEGER NOT NULL,
+    run_count   INTEGER NOT NULL,
+    wait_us_sum INTEGER NOT NULL,
+    wait_count  INTEGER NOT NULL,
+    PRIMARY KEY (minute, queue)
+) WITHOUT ROWID;
+CREATE TABLE rollups (
+    name TEXT PRIMARY KEY,
+    tx   INTEGER NOT NULL,
+    seq  INTEGER NOT NULL
+);
+"#,
+    // v15: webhook endpoints (each a JSON document: url, secret, filter, position, failures) and
+    // their delivery log.
+    r#"
+CREATE TABLE webhooks (
+    name TEXT PRIMARY KEY,
+    doc  TEXT NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    seq     INTEGER PRIMARY KEY,
+    webhook TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    doc     TEXT NOT NULL
+);
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook, seq);
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
