@@ -154,6 +154,7 @@ pub trait Store: Send + Sync + 'static {
     async fn last_event_id(&self) -> Result<EventId>;
 
     /// Deletes the oldest events written before `p.before`, a batch at a time; returns how many.
+    /// The newest event is always kept (so ids, on SQLite, never start again from a smaller one).
     async fn prune_events(&self, p: PruneEvents) -> Result<usize>;
 
     /// Where the per-minute history's roll-up of the event log stands: it has taken in every

@@ -36,6 +36,8 @@ const READ_PAGE: u32 = 500;
 const SCAN_PER_REQUEST: usize = 20 * READ_PAGE as usize;
 /// How often a caught-up stream looks again without an announcement.
 const POLL: Duration = Duration::from_millis(250);
+/// The least time between two reads of one stream.
+const SPACING: Duration = Duration::from_millis(50);
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -206,9 +208,11 @@ fn follow(
         after: EventId,
         ready: VecDeque<Event>,
         topics: [tokio::sync::watch::Receiver<u64>; 3],
+        last_read: tokio::time::Instant,
     }
     let topics = [Topic::Ready, Topic::Scheduled, Topic::Finished].map(|t| s.store.subscribe(t));
-    let state = Follow { s, filter, after, ready: VecDeque::new(), topics };
+    let last_read = tokio::time::Instant::now() - SPACING;
+    let state = Follow { s, filter, after, ready: VecDeque::new(), topics, last_read };
     let stream = futures_util::stream::unfold(state, |mut f| async move {
         loop {
             if let Some(e) = f.ready.pop_front() {
@@ -216,9 +220,12 @@ fn follow(
                 let sse = sse.json_data(&e).expect("an event serializes");
                 return Some((Ok(sse), f));
             }
+            // Under a stream of changes, read at most this often: fewer, fuller reads.
+            tokio::time::sleep_until(f.last_read + SPACING).await;
             for t in &mut f.topics {
                 t.borrow_and_update();
             }
+            f.last_read = tokio::time::Instant::now();
             match read_matching(&f.s, &f.filter, f.after, READ_PAGE as usize, SCAN_PER_REQUEST).await {
                 Ok(found) => {
                     f.after = found.next;

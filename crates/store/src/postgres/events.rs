@@ -147,12 +147,14 @@ pub(crate) async fn last_id(c: &impl GenericClient) -> PgResult<EventId> {
 }
 
 /// Deletes the oldest events while they are older than `before` (events are appended in time
-/// order, so the oldest by position are the oldest by time, near enough for retention).
+/// order, so the oldest by position are the oldest by time, near enough for retention). The
+/// newest event always stays, as on every store.
 pub(crate) async fn prune(c: &impl GenericClient, p: &PruneEvents) -> PgResult<usize> {
     let deleted = execute(
         c,
         "DELETE FROM events WHERE (tx, id) IN (SELECT tx, id FROM \
-         (SELECT tx, id, at FROM events ORDER BY tx, id LIMIT $2) oldest WHERE at < $1)",
+         (SELECT tx, id, at FROM events ORDER BY tx, id LIMIT $2) oldest WHERE at < $1 \
+         AND (tx, id) < (SELECT tx, id FROM events ORDER BY tx DESC, id DESC LIMIT 1))",
         &[&p.before.as_micros(), &(p.limit as i64)],
     )
     .await?;

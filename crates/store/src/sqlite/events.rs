@@ -1,8 +1,9 @@
 //! The event log on SQLite: appended by the row writers in the writer's transaction, read
 //! forward by id from the read connections.
 //!
-//! The single writer commits one transaction at a time and ids come from `AUTOINCREMENT`, so ids
-//! increase in commit order: a reader that has seen id `n` can never be handed an id below it.
+//! The single writer commits one transaction at a time and each id is one more than the largest
+//! (pruning never deletes the newest event), so ids increase in commit order: a reader that has
+//! seen id `n` can never be handed an id below it.
 
 use rusqlite::{Connection, params};
 use taskwarden_core::events::{Event, EventId, NewEvent};
@@ -83,23 +84,18 @@ pub(crate) fn read(conn: &Connection, p: &ReadEvents) -> Result<Vec<Event>> {
 }
 
 pub(crate) fn last_id(conn: &Connection) -> Result<EventId> {
-    // The sequence, not MAX(id): pruning may have emptied the table, and ids are never reused.
-    let seq: Option<i64> = conn
-        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })
-        .map_err(internal)?;
+    let seq: Option<i64> = conn.query_row("SELECT MAX(id) FROM events", [], |r| r.get(0)).map_err(internal)?;
     Ok(EventId { tx: 0, seq: seq.unwrap_or(0) as u64 })
 }
 
 /// Deletes the oldest events, in id order, while they are older than `before`: events are
 /// appended in time order, so this stops at the first one to keep without an index on time.
+/// The newest event always stays (see the module's note on ids).
 pub(crate) fn prune(conn: &Connection, p: PruneEvents) -> Result<usize> {
     let last: Option<i64> = conn
         .query_row(
-            "SELECT MAX(id) FROM (SELECT id, at FROM events ORDER BY id LIMIT ?2) WHERE at < ?1",
+            "SELECT MAX(id) FROM (SELECT id, at FROM events ORDER BY id LIMIT ?2) \
+             WHERE at < ?1 AND id < (SELECT MAX(id) FROM events)",
             params![p.before.as_micros(), p.limit],
             |r| r.get(0),
         )

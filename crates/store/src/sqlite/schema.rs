@@ -226,12 +226,14 @@ CREATE TABLE kind_schemas (
 ALTER TABLE tasks ADD COLUMN expires_at INTEGER;
 CREATE INDEX tasks_expiring ON tasks (expires_at) WHERE expires_at IS NOT NULL AND state IN ('scheduled', 'ready');
 "#,
-    // v12: the event log. AUTOINCREMENT: an id is never used twice, not even after pruning
-    // emptied the table, so a reader resuming after an id cannot skip a new event. No other
-    // index: readers go forward by id, and pruning takes the oldest ids.
+    // v12: the event log. Ids are rowids, one more than the largest: pruning never deletes the
+    // newest event, so the largest never goes down and an id is never used twice (a reader
+    // resuming after an id cannot skip a new event). Not AUTOINCREMENT, whose bookkeeping row
+    // cost every event a second write. No other index: readers go forward by id, and pruning
+    // takes the oldest ids.
     r#"
 CREATE TABLE events (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          INTEGER PRIMARY KEY,
     at          INTEGER NOT NULL,
     type        TEXT NOT NULL,
     queue       TEXT,
