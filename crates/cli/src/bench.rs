@@ -433,14 +433,31 @@ async fn stored_size(backend: &Backend<'_>) -> anyhow::Result<(u64, Option<i64>)
     }
 }
 
+/// How many events the log holds, read a page at a time.
+async fn events_kept(client: &Client) -> anyhow::Result<usize> {
+    let mut options = taskwarden_client::EventOptions { limit: Some(1000), ..Default::default() };
+    let mut kept = 0;
+    loop {
+        let page = client.events(&options).await?;
+        if page.events.is_empty() {
+            return Ok(kept);
+        }
+        kept += page.events.len();
+        options.after = Some(page.next.to_string());
+    }
+}
+
 /// Runs waves of no-op tasks through a server that keeps finished tasks for one second, printing
 /// how much space the stored tasks take after each wave: with retention at work, it levels off
 /// instead of growing with the number of tasks run.
 async fn retention_soak(backend: &Backend<'_>, waves: usize, per_wave: usize) -> anyhow::Result<()> {
-    let (_server, url) = start_server(backend, &["--retention", "1s", "--prune-interval", "250ms"])?;
+    let (_server, url) =
+        start_server(backend, &["--retention", "1s", "--event-retention", "1s", "--prune-interval", "250ms"])?;
     let client = Client::new(&url)?;
     let _worker = start_worker(&url, "soak", &[])?;
-    println!("retention soak: {waves} waves of {per_wave} no-op tasks, retention 1 s, pruned every 250 ms");
+    println!(
+        "retention soak: {waves} waves of {per_wave} no-op tasks, retention (tasks and events) 1 s, pruned every 250 ms"
+    );
     let mut sizes = Vec::with_capacity(waves);
     for wave in 1..=waves {
         for chunk in 0..per_wave.div_ceil(1000) {
@@ -454,7 +471,12 @@ async fn retention_soak(backend: &Backend<'_>, waves: usize, per_wave: usize) ->
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let (bytes, rows) = stored_size(backend).await?;
         let rows = rows.map(|r| format!(", {r} rows kept")).unwrap_or_default();
-        println!("wave {wave:>3}: {:>8} tasks run, stored {:.1} MiB{rows}", wave * per_wave, bytes as f64 / 1048576.0);
+        let events = events_kept(&client).await?;
+        println!(
+            "wave {wave:>3}: {:>8} tasks run, stored {:.1} MiB{rows}, {events} events kept",
+            wave * per_wave,
+            bytes as f64 / 1048576.0
+        );
         sizes.push(bytes as f64);
     }
     if sizes.len() >= 4 {
