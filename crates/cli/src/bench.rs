@@ -337,30 +337,53 @@ fn report(name: &str, unit: &str, values: &[f64]) {
     }
 }
 
-/// One subscriber following the whole event log from now, counting what it receives.
+/// One subscriber following the whole event log from now, counting what it receives. It runs
+/// on a thread and runtime of its own, as a consumer in another process would: sharing the
+/// measuring clients' runtime, its parsing would delay their wake-ups and be counted against the
+/// server.
 struct Subscriber {
     received: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    stop: tokio_util::sync::CancellationToken,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Subscriber {
     async fn start(url: &str) -> anyhow::Result<Subscriber> {
         let client = Client::new(url)?;
-        let options = taskwarden_client::EventOptions { after: Some("now".into()), ..Default::default() };
-        let mut stream = client.follow_events(options).await?;
         let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let count = received.clone();
-        let task = tokio::spawn(async move {
-            while stream.next().await.is_ok() {
-                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (count, halt) = (received.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            rt.block_on(async move {
+                let options = taskwarden_client::EventOptions { after: Some("now".into()), ..Default::default() };
+                let mut stream = match client.follow_events(options).await {
+                    Ok(stream) => {
+                        let _ = started_tx.send(Ok(()));
+                        stream
+                    }
+                    Err(e) => return drop(started_tx.send(Err(e))),
+                };
+                loop {
+                    tokio::select! {
+                        next = stream.next() => match next {
+                            Ok(_) => count.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                            Err(_) => return,
+                        },
+                        _ = halt.cancelled() => return,
+                    };
+                }
+            })
         });
-        Ok(Subscriber { received, task })
+        started.await?.context("the SSE subscriber could not connect")?;
+        Ok(Subscriber { received, stop, thread })
     }
 
     /// Stops it and prints what it received.
     fn finish(self) {
-        self.task.abort();
+        self.stop.cancel();
+        let _ = self.thread.join();
         let n = self.received.load(std::sync::atomic::Ordering::Relaxed);
         println!("| events received by the one SSE subscriber over the run | {n} events |");
     }

@@ -36,8 +36,10 @@ const READ_PAGE: u32 = 500;
 const SCAN_PER_REQUEST: usize = 20 * READ_PAGE as usize;
 /// How often a caught-up stream looks again without an announcement.
 const POLL: Duration = Duration::from_millis(250);
-/// The least time between two reads of one stream.
+/// The least time between two reads of one stream that has caught up.
 const SPACING: Duration = Duration::from_millis(50);
+/// A stream gives its thread back after this many events.
+const YIELD_EVERY: u64 = 16;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -209,19 +211,31 @@ fn follow(
         ready: VecDeque<Event>,
         topics: [tokio::sync::watch::Receiver<u64>; 3],
         last_read: tokio::time::Instant,
+        /// Whether the last read reached the end of the log (else the next follows at once).
+        caught_up: bool,
+        sent: u64,
     }
     let topics = [Topic::Ready, Topic::Scheduled, Topic::Finished].map(|t| s.store.subscribe(t));
     let last_read = tokio::time::Instant::now() - SPACING;
-    let state = Follow { s, filter, after, ready: VecDeque::new(), topics, last_read };
+    let state = Follow { s, filter, after, ready: VecDeque::new(), topics, last_read, caught_up: true, sent: 0 };
     let stream = futures_util::stream::unfold(state, |mut f| async move {
         loop {
             if let Some(e) = f.ready.pop_front() {
+                // A long backlog is written in one poll of the body otherwise, holding this
+                // thread from the requests waiting for it.
+                f.sent += 1;
+                if f.sent % YIELD_EVERY == 0 {
+                    tokio::task::yield_now().await;
+                }
                 let sse = SseEvent::default().id(e.id.to_string()).event(e.event.event_type.as_str());
                 let sse = sse.json_data(&e).expect("an event serializes");
                 return Some((Ok(sse), f));
             }
-            // Under a stream of changes, read at most this often: fewer, fuller reads.
-            tokio::time::sleep_until(f.last_read + SPACING).await;
+            // Caught up, under a stream of changes: read at most this often, fewer and fuller
+            // reads. Behind: read on at once.
+            if f.caught_up {
+                tokio::time::sleep_until(f.last_read + SPACING).await;
+            }
             for t in &mut f.topics {
                 t.borrow_and_update();
             }
@@ -229,6 +243,7 @@ fn follow(
             match read_matching(&f.s, &f.filter, f.after, READ_PAGE as usize, SCAN_PER_REQUEST).await {
                 Ok(found) => {
                     f.after = found.next;
+                    f.caught_up = found.caught_up;
                     if !found.events.is_empty() || !found.caught_up {
                         f.ready.extend(found.events);
                         continue;
