@@ -443,6 +443,9 @@ pub(super) async fn logs(
     let mut finished_topic = s.store.subscribe(taskwarden_store::Topic::Finished);
     let mut task = task_for(&s, &caller, Action::Read, id).await?;
     let after = q.after.unwrap_or(0);
+    if after > taskwarden_core::bounded::MAX_SAFE_INTEGER {
+        return Err(ApiError::invalid("after", "must be at most 9007199254740991 (2^53 - 1)"));
+    }
     let limit = q.limit.unwrap_or(500);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
