@@ -306,11 +306,8 @@ async fn prune(
             tracing::warn!(error = %e, "pruning the webhook delivery log failed");
         }
         let events_before = clock.now().saturating_sub(config.event_retention);
-        while let Ok(n) = store.prune_events(PruneEvents { before: events_before, limit: PASS_LIMIT }).await {
-            if (n as u32) < PASS_LIMIT || shutdown.is_cancelled() {
-                break;
-            }
-        }
+        let events = || store.prune_events(PruneEvents { before: events_before, limit: PASS_LIMIT });
+        until_done("deleted events past retention", "event retention pass failed", events).await;
         // Deleted and superseded rows take space until the database is told it may reuse it.
         if let Err(e) = store.compact().await {
             tracing::warn!(error = %e, "compaction failed");
