@@ -76,7 +76,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tasks.push(join);
 
     let client = Client::new(&server.url)?;
-    let spec = WorkflowSpec { name: Some("fetch and gather".into()), failure_policy: FailurePolicy::Collect, tasks };
+    let spec = WorkflowSpec {
+        name: Some("fetch and gather".into()),
+        failure_policy: FailurePolicy::Collect,
+        tasks,
+        traceparent: None,
+    };
     let wf = client.submit_workflow(&spec).await?;
     let wf = client.wait_workflow(wf.id, Duration::from_secs(60)).await?;
     let lines: Vec<String> = serde_json::from_str(wf.result.as_ref().ok_or("no result")?.get())?;

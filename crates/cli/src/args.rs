@@ -256,6 +256,10 @@ pub struct ServerArgs {
     /// token.
     #[arg(long, env = "TASKWARDEN_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Send spans (submit, lease, report) over OTLP/HTTP to this collector, such as
+    /// http://127.0.0.1:4318. Off by default.
+    #[arg(long, env = "TASKWARDEN_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Histogram buckets in seconds, as NAME=B1,B2,... where NAME is queue_wait, run or
     /// end_to_end; repeat for each [default: 1 ms doubling to about 4.4 minutes].
     #[arg(long = "metrics-buckets", env = "TASKWARDEN_METRICS_BUCKETS", value_delimiter = ';')]
@@ -391,6 +395,10 @@ pub struct MigrateArgs {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
+    /// Send each attempt's run span over OTLP/HTTP to this collector, such as
+    /// http://127.0.0.1:4318. Off by default.
+    #[arg(long, env = "TASKWARDEN_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// A queue to serve; repeat or comma-separate for several.
     #[arg(long, short, required = true, value_delimiter = ',')]
     pub queue: Vec<String>,

@@ -136,8 +136,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     tasks.push(join);
     // Collect: a failed fetch is reported by the join instead of failing the whole job.
-    let spec =
-        WorkflowSpec { name: Some("demo: fetch and gather".into()), failure_policy: FailurePolicy::Collect, tasks };
+    let spec = WorkflowSpec {
+        name: Some("demo: fetch and gather".into()),
+        failure_policy: FailurePolicy::Collect,
+        tasks,
+        traceparent: None,
+    };
     let submitted = client.submit_workflow(&spec).await?;
     let wf = client.wait_workflow(submitted.id, Duration::from_secs(120)).await?;
 

@@ -9,6 +9,7 @@ mod exit;
 mod server_cmd;
 mod signal;
 mod token_cmd;
+mod traces;
 mod worker_cmd;
 mod workflow_cmd;
 
@@ -31,6 +32,18 @@ fn main() -> std::process::ExitCode {
         // Colour codes only for a person at a terminal, never into a file or a log collector.
         args::LogFormat::Plain => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
     }
+    let exporting = match &args.command {
+        Command::Server(a) => traces::install(a.otlp_endpoint.as_deref(), "taskwarden-server"),
+        Command::Worker(a) => traces::install(a.otlp_endpoint.as_deref(), "taskwarden-worker"),
+        _ => Ok(None),
+    };
+    let exporting = match exporting {
+        Ok(e) => e,
+        Err(e) => {
+            exit::report(&e);
+            return std::process::ExitCode::from(exit::code(&e));
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match args.command {
@@ -52,6 +65,9 @@ fn main() -> std::process::ExitCode {
             Command::Webhook(a) => events_cmd::webhook(a).await,
         }
     });
+    drop(runtime);
+    // Sends the spans not sent yet, now that nothing makes more.
+    drop(exporting);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

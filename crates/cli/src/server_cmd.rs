@@ -234,6 +234,7 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
     server.webhook_allow =
         taskwarden_core::address::AllowRule::parse_list(&allow.join(",")).context("--webhook-allow")?;
     server.metrics_listen = args.metrics_listen.or(file.metrics_listen);
+    server.traces = args.otlp_endpoint.is_some();
     if let Some(v) = args.metrics_label_cap.or(file.metrics_label_cap) {
         server.metrics.label_cap = v;
     }

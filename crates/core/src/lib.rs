@@ -15,6 +15,7 @@
 //! - [`schema`]: the OpenAPI schemas of what the derive cannot see (ids, times, names, rates).
 //! - [`stats`]: per-queue history by the minute, rolled up from the event log.
 //! - [`time`]: timestamps; "now" is always an argument.
+//! - [`trace_context`]: the W3C `traceparent` a task carries from its submitter to its spans.
 //! - [`webhooks`]: endpoints sent the events they ask for, signed, at least once.
 //! - [`workflow`]: workflow graphs (validation, ordering) and the speedup report.
 //! - [`limits`]: concurrency and rate limits, and whether a worker fits a task.
@@ -38,6 +39,7 @@ pub mod stats;
 pub mod task;
 pub mod task_logs;
 pub mod time;
+pub mod trace_context;
 pub mod validate;
 pub mod webhooks;
 pub mod workflow;
@@ -47,4 +49,5 @@ pub use id::{IdGenerator, LeaseToken, TaskId};
 pub use lifecycle::{Cancellation, RetryRequest, RunTiming, TransitionError};
 pub use task::{Attempt, AttemptOutcome, Lease, Needs, NewTask, Progress, Task, TaskState};
 pub use time::Timestamp;
+pub use trace_context::TraceParent;
 pub use validate::{Limits, ValidationError};

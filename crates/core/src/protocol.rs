@@ -13,6 +13,7 @@ use crate::limits::QueueLimits;
 use crate::placement::{Labels, Resources};
 use crate::task::{Progress, Task};
 use crate::time::Timestamp;
+use crate::trace_context::TraceParent;
 
 /// A request to submit one task. Only `queue` and `kind` are required.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -83,6 +84,9 @@ pub struct SubmitTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = crate::schema::optional_name)]
     pub rate_key: Option<String>,
+    /// The W3C trace context to run the task in (instead of a `traceparent` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<TraceParent>,
 }
 
 /// A request to submit several tasks atomically: all are accepted, or none.
@@ -348,6 +352,9 @@ pub struct LeasedTask {
     /// For a workflow task: how many parents it has (their results: `/v1/tasks/{id}/parents`).
     #[serde(default)]
     pub parent_count: u32,
+    /// The trace the task joins: the first attempt's run span is its child, a retry's links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<TraceParent>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -510,12 +517,15 @@ pub struct Report {
     /// Lines the handler logged that no heartbeat carried yet (see `GET /v1/tasks/{id}/logs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::bounded::batch_of_objects")]
     pub logs: Vec<crate::task_logs::LogLine>,
+    /// The attempt's run span, when the worker traces: the server's report span is its child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<TraceParent>,
 }
 
 impl Report {
     /// An outcome with no run time (the handler never started, or it is not known).
     pub fn new(task_id: TaskId, lease: LeaseToken, outcome: Outcome) -> Report {
-        Report { task_id, lease, outcome, ran_us: None, done_ago_us: None, logs: Vec::new() }
+        Report { task_id, lease, outcome, ran_us: None, done_ago_us: None, logs: Vec::new(), traceparent: None }
     }
 
     /// Gives a leased task back unfinished (`None` if it is not leased).

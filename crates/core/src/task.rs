@@ -14,6 +14,7 @@ use crate::events::EventType;
 use crate::id::{LeaseToken, TaskId};
 use crate::placement::{Labels, Resources};
 use crate::time::{Timestamp, duration_ms};
+use crate::trace_context::TraceParent;
 
 /// A task's state. `succeeded`, `failed`, `cancelled` and `expired` are terminal; `failed` tasks
 /// are kept as dead letters and can be retried by hand.
@@ -192,6 +193,8 @@ pub struct NewTask {
     pub lease_timeout: Duration,
     /// Resources, labels and limit keys: where and when it may run.
     pub needs: Needs,
+    /// The trace the task joins (see [`Task::traceparent`]).
+    pub traceparent: Option<TraceParent>,
 }
 
 /// What a task asks of the worker that runs it, and the limit keys it counts against.
@@ -285,6 +288,10 @@ pub struct Task {
     pub parent_count: u32,
     #[serde(default, skip_serializing_if = "Needs::is_empty")]
     pub needs: Needs,
+    /// The W3C trace context the task was submitted in: the server's submit span when the
+    /// server exports traces, else the submitter's. Each attempt's run span joins it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<TraceParent>,
     /// Why no live worker could run this task, while that is so. Worked out when the task is
     /// read through the API; never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -379,6 +386,7 @@ impl Task {
             node: None,
             parent_count: 0,
             needs: spec.needs,
+            traceparent: spec.traceparent,
             unschedulable: None,
             event: Some(EventType::TaskSubmitted),
         }

@@ -250,6 +250,7 @@ impl SubmitTask {
             timeout,
             lease_timeout,
             needs,
+            traceparent: self.traceparent,
         })
     }
 }

@@ -263,6 +263,9 @@ pub struct WorkflowSpec {
     #[serde(deserialize_with = "crate::bounded::workflow_of_objects")]
     #[schema(min_items = 1, max_items = 100_000)]
     pub tasks: Vec<NodeSpec>,
+    /// The W3C trace context to run the workflow's tasks in (instead of a `traceparent` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<crate::TraceParent>,
 }
 
 /// A node after validation: its task, and its parents as indexes into the plan.

@@ -53,6 +53,9 @@ pub struct ServerConfig {
     /// Also serve `/metrics`, alone and without a token, on this address (for a Prometheus that
     /// holds no token; keep it on a private network).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Make spans for submits, leases and reports with the OpenTelemetry tracer provider the
+    /// process installed. Off, no span is made; a submit's `traceparent` is stored as it came.
+    pub traces: bool,
 }
 
 /// What a connection may take: time to send its headers and body, time idle between requests,
@@ -111,6 +114,7 @@ impl Default for ServerConfig {
             tls: None,
             metrics: crate::MetricsConfig::default(),
             metrics_listen: None,
+            traces: false,
         }
     }
 }

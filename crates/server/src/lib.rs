@@ -32,6 +32,7 @@ mod metrics;
 mod payload_schemas;
 mod scheduling;
 mod tls;
+mod traces;
 mod webhooks;
 
 use std::sync::Arc;
@@ -122,6 +123,7 @@ impl Server {
             leader,
             access: access.clone(),
             metrics,
+            traces: Arc::new(traces::Traces::new(config.traces)),
         };
         let metrics_router = api::metrics_only(state.clone());
         Server { router: api::router(state, guard), metrics_router, shutdown, loops, signals, access, config, clock }

@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@cases $make;
             submitted_task_can_be_read_back,
+            a_task_keeps_its_traceparent,
             delayed_task_is_scheduled_until_promoted,
             a_task_not_started_by_its_expires_at_expires,
             batch_returns_tasks_in_request_order,
@@ -205,6 +206,23 @@ pub async fn submitted_task_can_be_read_back(store: &dyn Store) {
     assert!(got.history.is_empty());
     let missing = taskwarden_core::IdGenerator::new().next(at(5), 1);
     assert!(matches!(store.get(missing).await, Err(StoreError::NotFound)));
+}
+
+/// The trace context a task was submitted in is kept through every state it passes.
+pub async fn a_task_keeps_its_traceparent(store: &dyn Store) {
+    let parent: taskwarden_core::TraceParent =
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap();
+    let traced = submit_one(store, NewTask { traceparent: Some(parent), ..spec("traced") }, at(0)).await;
+    let plain = submit_one(store, spec("traced"), at(1)).await;
+    assert_eq!(store.get(traced.id).await.unwrap().traceparent, Some(parent));
+    assert_eq!(store.get(plain.id).await.unwrap().traceparent, None);
+    let leased = fetch(store, &["traced"], 10, at(2)).await;
+    let find = |id| leased.iter().find(|t| t.id == id).expect("leased");
+    assert_eq!(find(traced.id).traceparent, Some(parent));
+    assert_eq!(find(plain.id).traceparent, None);
+    let done = report(store, find(traced.id), success("1"), at(3)).await.unwrap();
+    assert_eq!(done.traceparent, Some(parent));
+    assert_eq!(store.get(traced.id).await.unwrap().traceparent, Some(parent));
 }
 
 pub async fn delayed_task_is_scheduled_until_promoted(store: &dyn Store) {
@@ -581,7 +599,7 @@ fn workflow(policy: taskwarden_core::workflow::FailurePolicy, nodes: &[(&str, &[
             ..Default::default()
         })
         .collect();
-    let plan = WorkflowSpec { name: Some("test".into()), failure_policy: policy, tasks }
+    let plan = WorkflowSpec { name: Some("test".into()), failure_policy: policy, tasks, traceparent: None }
         .plan(&Limits::default(), at(0))
         .unwrap();
     SubmitWorkflow { plan, now: at(0) }

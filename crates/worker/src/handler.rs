@@ -87,6 +87,7 @@ pub struct TaskContext {
     notes: NotesBoard,
     client: taskwarden_client::Client,
     lease: taskwarden_core::LeaseToken,
+    pub(crate) traceparent: Option<taskwarden_core::TraceParent>,
 }
 
 impl TaskContext {
@@ -107,7 +108,15 @@ impl TaskContext {
             notes,
             client,
             lease: task.lease,
+            traceparent: task.traceparent,
         }
+    }
+
+    /// The W3C trace context this attempt runs in (its run span, or the one it was submitted in
+    /// when no span is recorded), to pass on as a `traceparent` header to what the handler calls.
+    /// The handler also runs with the run span as OpenTelemetry's current context.
+    pub fn traceparent(&self) -> Option<taskwarden_core::TraceParent> {
+        self.traceparent
     }
 
     /// Fans out: `children` run in parallel; `join` runs once all of them finished and reads their

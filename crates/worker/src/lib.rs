@@ -41,6 +41,7 @@ mod fetch_policy;
 mod handler;
 mod reporter;
 mod runtime;
+mod traces;
 
 use std::collections::HashMap;
 use std::future::Future;

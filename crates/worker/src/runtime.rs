@@ -18,7 +18,9 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::{ErasedHandler, NotesBoard, TaskContext, TaskError};
+use crate::traces::RunSpan;
 use crate::{WorkerConfig, WorkerError};
+use opentelemetry::context::FutureExt as _;
 
 /// One execution in flight.
 struct Active {
@@ -92,6 +94,8 @@ struct Shared {
     notes: NotesBoard,
     outbox: Arc<Outbox>,
     summary: Mutex<RunSummary>,
+    /// Makes the run spans (see `traces`).
+    tracer: opentelemetry::global::BoxedTracer,
     /// With capacity declared: tasks whose outcomes are on their way (see `reporter`).
     in_flight: Option<InFlight>,
     /// One permit per execution slot: a leased task runs once it holds one.
@@ -204,6 +208,7 @@ pub(crate) async fn run(
         notes: Arc::new(Mutex::new(HashMap::new())),
         outbox: outbox.clone(),
         summary: Mutex::new(RunSummary { worker_id: info.id.clone(), ..Default::default() }),
+        tracer: crate::traces::tracer(),
         in_flight: (!config.capacity.is_empty()).then(InFlight::default),
         slots: Arc::new(Semaphore::new(config.concurrency)),
         prefetch,
@@ -440,7 +445,7 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
     };
     let timeout =
         kind_timeout.map_or(Duration::from_millis(task.timeout_ms), |t| t.min(Duration::from_millis(task.timeout_ms)));
-    let ctx = TaskContext::new(&task, cancel.clone(), shared.notes.clone(), shared.client.clone());
+    let mut ctx = TaskContext::new(&task, cancel.clone(), shared.notes.clone(), shared.client.clone());
     // Registered before it waits for a slot, so heartbeats keep its lease while it waits.
     shared.active.lock().expect("active lock").insert(
         id,
@@ -457,7 +462,9 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
     // The server's deadline for the attempt runs from the lease, so time spent waiting for a
     // slot comes off the handler's.
     let timeout = timeout.saturating_sub(started - leased_at);
-    let handle = tokio::spawn(handler.call(ctx, task.payload));
+    let span = RunSpan::start(&shared.tracer, &task, &shared.worker_id);
+    ctx.traceparent = span.traceparent();
+    let handle = tokio::spawn(handler.call(ctx, task.payload).with_context(span.context()));
     if let Some(a) = shared.active.lock().expect("active lock").get_mut(&id) {
         a.abort = Some(handle.abort_handle());
     }
@@ -498,7 +505,13 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
         in_flight.lock().expect("in-flight lock").insert(id);
     }
     log_outcome(&task.kind, id, task.attempt, &outcome, ran);
-    shared.outbox.push(Report { ran_us: Some(ran.as_micros() as u64), logs, ..Report::new(id, lease, outcome) });
+    let traceparent = span.end(&outcome);
+    shared.outbox.push(Report {
+        ran_us: Some(ran.as_micros() as u64),
+        logs,
+        traceparent,
+        ..Report::new(id, lease, outcome)
+    });
 }
 
 /// One line per finished attempt, at info level (failures at warn).

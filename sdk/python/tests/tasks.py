@@ -296,3 +296,26 @@ async def logged(ctx: Context, n: int) -> int:
 @app.task(queue="t-logs", retries=1, backoff="none")
 async def logged_failing(ctx: Context) -> None:
     raise RuntimeError("fails every time")
+
+
+# --- traces -------------------------------------------------------------------------------------
+
+
+@app.task(queue="t-traces", retries=1, backoff="10ms")
+async def traced_async(ctx: Context, fail_first: bool) -> str | None:
+    from opentelemetry import trace
+
+    current = trace.get_current_span().get_span_context()
+    note(f"async {ctx.attempt} {current.trace_id:032x} {current.span_id:016x} {ctx.traceparent}")
+    if fail_first and ctx.attempt == 1:
+        raise RuntimeError("once")
+    return ctx.traceparent
+
+
+@app.task(queue="t-traces")
+def traced_sync(ctx: Context) -> str | None:
+    from opentelemetry import trace
+
+    current = trace.get_current_span().get_span_context()
+    note(f"sync {ctx.attempt} {current.trace_id:032x} {current.span_id:016x} {ctx.traceparent}")
+    return ctx.traceparent

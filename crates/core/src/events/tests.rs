@@ -30,6 +30,7 @@ fn task(max_attempts: u32) -> Task {
         timeout: Duration::from_secs(5),
         lease_timeout: Duration::from_secs(1),
         needs: Default::default(),
+        traceparent: None,
     };
     Task::new(IdGenerator::new().next(at(1000), 1), spec, at(1000))
 }

@@ -33,6 +33,7 @@ fn new_task(max_attempts: u32, delay_ms: u64) -> Task {
         timeout: Duration::from_secs(5),
         lease_timeout: Duration::from_secs(1),
         needs: Default::default(),
+        traceparent: None,
     };
     Task::new(IdGenerator::new().next(Timestamp::from_millis(1000), 7), spec, Timestamp::from_millis(1000))
 }

@@ -22,6 +22,7 @@ fn task(queue: &str, needs: crate::task::Needs) -> Task {
         timeout: Duration::from_secs(60),
         lease_timeout: Duration::from_secs(30),
         needs,
+        traceparent: None,
     };
     Task::new(TaskId::from_bytes([1; 16]), spec, at(0))
 }

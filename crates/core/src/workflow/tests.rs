@@ -51,7 +51,7 @@ fn bad_graphs_are_refused_with_the_culprit_named() {
 
 #[test]
 fn quorum_policies_are_checked() {
-    let spec = |p| WorkflowSpec { failure_policy: p, tasks: vec![node("a", &[])], name: None };
+    let spec = |p| WorkflowSpec { failure_policy: p, tasks: vec![node("a", &[])], name: None, traceparent: None };
     let bad = [
         FailurePolicy::Quorum { min_successes: Some(0), fraction: None },
         FailurePolicy::Quorum { min_successes: None, fraction: Some(1.5) },

@@ -64,6 +64,8 @@ pub(crate) struct AppState {
     pub schemas: Arc<crate::payload_schemas::PayloadSchemas>,
     /// What `/metrics` shows (`store` above counts into it).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The spans of submits, leases and reports (none unless traces are on).
+    pub traces: Arc<crate::traces::Traces>,
 }
 
 /// Every route, in one place, with the least role it needs (`None`: anyone, even without a

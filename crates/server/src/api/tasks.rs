@@ -14,6 +14,7 @@ use taskwarden_store::{CancelTask, ListTasks, ReadTaskLogs, RetryTask, StoreErro
 use super::{ApiResult, AppState, WaitQuery, until_finished};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiQuery, task_id};
+use crate::traces::TraceParentHeader;
 
 /// A task as this caller may see it (see [`Task::redact`]).
 pub(super) fn shown(caller: &Caller, mut task: Task) -> Task {
@@ -49,14 +50,19 @@ pub(super) async fn task_for(s: &AppState, caller: &Caller, action: Action, id: 
 pub(super) async fn submit(
     State(s): State<AppState>,
     caller: Caller,
+    TraceParentHeader(traceparent): TraceParentHeader,
     ApiJson(req): ApiJson<SubmitTask>,
 ) -> ApiResult<impl IntoResponse> {
     caller.may(&s, Action::Submit, Some(&req.queue))?;
     let now = s.clock.now();
     let spec = req.validate(&s.config.limits, now)?;
     s.schemas.current().await?.check(|| "payload".into(), &spec.kind, Some(&spec.payload))?;
-    let p = SubmitTasks { tasks: vec![spec], idempotency_window: s.config.idempotency_window, now };
-    let Submitted { task, created } = s.store.submit(p).await.map_err(key_conflict)?.remove(0);
+    let mut tasks = vec![spec];
+    let span = s.traces.submit(&mut tasks, traceparent);
+    let p = SubmitTasks { tasks, idempotency_window: s.config.idempotency_window, now };
+    let submitted = s.store.submit(p).await;
+    span.end(submitted.as_ref().map(|t| t.first().map(|t| t.task.id)));
+    let Submitted { task, created } = submitted.map_err(key_conflict)?.remove(0);
     // 201 for a new task, 200 when an idempotency key returned an earlier one.
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(shown(&caller, task))))
@@ -75,17 +81,21 @@ pub(super) async fn submit(
 pub(super) async fn submit_batch(
     State(s): State<AppState>,
     caller: Caller,
+    TraceParentHeader(traceparent): TraceParentHeader,
     ApiJson(req): ApiJson<SubmitBatch>,
 ) -> ApiResult<impl IntoResponse> {
     caller.may_all(&s, Action::Submit, req.tasks.iter().map(|t| t.queue.as_str()))?;
     let now = s.clock.now();
-    let specs = validate_batch(req.tasks, &s.config.limits, now)?;
+    let mut specs = validate_batch(req.tasks, &s.config.limits, now)?;
     let schemas = s.schemas.current().await?;
     for (i, t) in specs.iter().enumerate() {
         schemas.check(|| format!("tasks[{i}].payload"), &t.kind, Some(&t.payload))?;
     }
+    let span = s.traces.submit(&mut specs, traceparent);
     let p = SubmitTasks { tasks: specs, idempotency_window: s.config.idempotency_window, now };
-    let submitted = s.store.submit(p).await.map_err(key_conflict)?;
+    let submitted = s.store.submit(p).await;
+    span.end(submitted.as_ref().map(|t| t.first().filter(|_| t.len() == 1).map(|t| t.task.id)));
+    let submitted = submitted.map_err(key_conflict)?;
     let tasks: Vec<Task> = submitted.into_iter().map(|s| shown(&caller, s.task)).collect();
     Ok((StatusCode::CREATED, Json(TaskList { tasks, next_cursor: None })))
 }

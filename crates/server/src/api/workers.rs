@@ -101,6 +101,7 @@ fn leased(task: Task) -> LeasedTask {
         timeout_ms: task.timeout.as_millis() as u64,
         lease_timeout_ms: task.lease_timeout.as_millis() as u64,
         parent_count: task.parent_count,
+        traceparent: task.traceparent,
     }
 }
 
@@ -137,6 +138,7 @@ pub(super) async fn fetch(
         now,
         finished: req.finished,
     };
+    let started = std::time::SystemTime::now();
     let fetch = async {
         tokio::select! {
             // Biased: tasks already leased to this call win over a shutdown that fires at the same time.
@@ -152,7 +154,7 @@ pub(super) async fn fetch(
     let (reports, tasks) = if reports.is_empty() {
         (Vec::new(), fetch.await?)
     } else {
-        match tokio::join!(record_reports(&s, worker_id.clone(), reports, now), fetch) {
+        match tokio::join!(record_reports(&s, worker_id.clone(), reports, now, started), fetch) {
             (Ok(reports), Ok(tasks)) => (reports, tasks),
             // The outcomes are recorded: say so (the worker must not send them again), and let
             // it fetch again.
@@ -168,6 +170,7 @@ pub(super) async fn fetch(
             }
         }
     };
+    s.traces.leased(&tasks, &worker_id, started);
     Ok(Json(FetchResponse { tasks: tasks.into_iter().map(leased).collect(), reports }))
 }
 
@@ -279,7 +282,8 @@ pub(super) async fn reports(
     if req.reports.len() > s.config.limits.max_batch {
         return Err(ApiError::invalid("reports", format!("at most {} reports per batch", s.config.limits.max_batch)));
     }
-    let results = record_reports(&s, worker_id, req.reports, s.clock.now()).await?;
+    let started = std::time::SystemTime::now();
+    let results = record_reports(&s, worker_id, req.reports, s.clock.now(), started).await?;
     Ok(Json(ReportBatchResponse { results }))
 }
 
@@ -290,12 +294,19 @@ async fn record_reports(
     worker_id: String,
     mut reports: Vec<Report>,
     now: taskwarden_core::Timestamp,
+    started: std::time::SystemTime,
 ) -> ApiResult<Vec<ReportResult>> {
     for r in reports.iter_mut() {
         settle_outcome(&mut r.outcome, &s.config.limits);
     }
     let ids: Vec<TaskId> = reports.iter().map(|r| r.task_id).collect();
+    // What the report spans need, kept only when traces are on.
+    let traced: Vec<_> = match s.traces.on() {
+        true => reports.iter().map(|r| (r.task_id, r.traceparent)).collect(),
+        false => Vec::new(),
+    };
     let outcomes = s.store.report(ReportOutcomes { worker_id: Some(worker_id), reports, now }).await?;
+    s.traces.reported(&traced, &outcomes, started);
     Ok(ids
         .into_iter()
         .zip(outcomes)

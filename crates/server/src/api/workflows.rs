@@ -59,6 +59,7 @@ fn shown(caller: &Caller, mut workflow: Workflow) -> Workflow {
 pub(super) async fn submit(
     State(s): State<AppState>,
     caller: Caller,
+    crate::traces::TraceParentHeader(traceparent): crate::traces::TraceParentHeader,
     ApiJson(spec): ApiJson<WorkflowSpec>,
 ) -> ApiResult<impl IntoResponse> {
     caller.may(&s, Action::Submit, None)?;
@@ -67,9 +68,13 @@ pub(super) async fn submit(
     for (i, t) in spec.tasks.iter().enumerate() {
         schemas.check(|| format!("tasks[{i}].payload"), &t.kind, t.payload.as_deref())?;
     }
-    let plan = spec.plan(&s.config.limits, now)?;
+    let traceparent = spec.traceparent.or(traceparent);
+    let mut plan = spec.plan(&s.config.limits, now)?;
     caller.may_all(&s, Action::Submit, plan.nodes.iter().map(|n| n.task.queue.as_str()))?;
-    let workflow = s.store.submit_workflow(SubmitWorkflow { plan, now }).await?;
+    let span = s.traces.submit(plan.nodes.iter_mut().map(|n| &mut n.task), traceparent);
+    let workflow = s.store.submit_workflow(SubmitWorkflow { plan, now }).await;
+    span.end(workflow.as_ref().map(|w| Some(w.id)));
+    let workflow = workflow?;
     Ok((StatusCode::CREATED, Json(shown(&caller, workflow))))
 }
 

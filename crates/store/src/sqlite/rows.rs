@@ -12,7 +12,7 @@ pub(crate) const TASK_COLUMNS: &str = "id, queue, kind, payload, priority, tags,
     attempts, max_attempts, attempt_limit, backoff, timeout_ms, lease_timeout_ms, run_at, created_at, \
     updated_at, finished_at, lease_token, lease_worker, lease_attempt, lease_started_at, \
     lease_expires_at, lease_deadline, cancel_requested, result, error, progress, workflow_id, node, parent_count, \
-    needs, expires_at";
+    needs, expires_at, traceparent";
 
 pub(crate) fn bad(column: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
@@ -78,6 +78,10 @@ pub(crate) fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
             None => Needs::default(),
         },
         expires_at: ts(r.get(32)?),
+        traceparent: match r.get_ref(33)?.as_str_or_null()? {
+            Some(s) => Some(s.parse().map_err(|e| bad(33, e))?),
+            None => None,
+        },
         unschedulable: None,
         event: None,
     })
@@ -138,7 +142,7 @@ pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(&format!(
         "INSERT INTO tasks ({TASK_COLUMNS}, pending_parents, concurrency_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
          ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, ?19, ?20, \
-         ?21, ?22, ?24, ?21, ?23)"
+         ?21, ?22, ?24, ?25, ?21, ?23)"
     ))?;
     stmt.execute(params![
         t.id.as_bytes(),
@@ -165,6 +169,7 @@ pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
         (!t.needs.is_empty()).then(|| to_json(&t.needs)),
         t.needs.concurrency_key,
         t.expires_at.map(Timestamp::as_micros),
+        t.traceparent.map(|t| t.to_string()),
     ])?;
     super::events::append_task(conn, t)
 }

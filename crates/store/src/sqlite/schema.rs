@@ -295,6 +295,10 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook, seq);
 "#,
+    // v16: the W3C trace context a task was submitted in.
+    r#"
+ALTER TABLE tasks ADD COLUMN traceparent TEXT;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -29,6 +29,7 @@ from .errors import (
     api_error,
 )
 from .options import TaskOptions
+from .traces import with_traceparent
 from .transport import BrokenResponse, ConnectFailed, Pool
 from .workflow import Node, Policy, as_nodes, policy_json
 
@@ -191,14 +192,15 @@ class _Calls:
 
     @staticmethod
     def submit(body: dict[str, Any]) -> _Call[TaskInfo]:
-        return _Call("POST", "/v1/tasks", TaskInfo.from_json, body)
+        return _Call("POST", "/v1/tasks", TaskInfo.from_json, with_traceparent(body))
 
     @staticmethod
     def submit_batch(bodies: Sequence[dict[str, Any]]) -> _Call[list[TaskInfo]]:
         def decode(d: Any) -> list[TaskInfo]:
             return [TaskInfo.from_json(t) for t in d["tasks"]]
 
-        return _Call("POST", "/v1/tasks/batch", decode, {"tasks": list(bodies)}, timeout=120.0)
+        tasks = [with_traceparent(b) for b in bodies]
+        return _Call("POST", "/v1/tasks/batch", decode, {"tasks": tasks}, timeout=120.0)
 
     @staticmethod
     def get(task_id: str) -> _Call[TaskInfo]:
@@ -243,7 +245,7 @@ class _Calls:
     def submit_workflow(
         nodes: Sequence[Node[Any]], name: str | None, policy: Policy | None
     ) -> _Call[WorkflowInfo]:
-        body: dict[str, Any] = {"tasks": as_nodes(nodes)}
+        body: dict[str, Any] = with_traceparent({"tasks": as_nodes(nodes)})
         if name is not None:
             body["name"] = name
         if policy is not None:

@@ -68,6 +68,9 @@ class Context:
         self.parent_count = parent_count
         """For a workflow task (a fan-out's join, say): how many parents it has."""
         self.worker_id = worker_id
+        self.traceparent: str | None = None
+        """The W3C trace context this attempt runs in (its run span, or the one the task was
+        submitted in), to pass on as a ``traceparent`` header to what the handler calls."""
         self._backend = backend
         self._cancelled = threading.Event()
         self.cancel_reason: str | None = None

@@ -29,7 +29,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
-import functools
 import logging
 import os
 import signal
@@ -52,6 +51,7 @@ from .errors import (
     TransportError,
     Unavailable,
 )
+from .traces import RunSpan
 from .workflow import FanOut, ParentResult
 
 if TYPE_CHECKING:
@@ -121,6 +121,7 @@ class _Execution:
     waiter: asyncio.Future[str] | None = None
     runner: asyncio.Task[Any] | None = None
     job: asyncio.Future[Any] | None = None
+    span: RunSpan | None = None
 
     @property
     def id(self) -> str:
@@ -582,6 +583,8 @@ class Worker:
     async def _run_handler(self, ex: _Execution, leased_at: float) -> None:
         handler = self.handlers.get(ex.ctx.kind)
         started = time.monotonic()
+        ex.span = span = RunSpan(ex.task, self.worker_id)
+        ex.ctx.traceparent = span.traceparent
         outcome: dict[str, Any] | None
         if handler is None:
             outcome = {
@@ -592,6 +595,7 @@ class Worker:
             outcome = await self._outcome(handler, ex, leased_at)
         ran = time.monotonic() - started
         self._pace.record(ran)
+        run_span = span.end(outcome or {"status": ex.reason or "lease lost"})
         # Still ours? If not, the lease was lost or released: someone else owns the task now.
         if outcome is None or self._active.get(ex.id) is not ex:
             return
@@ -629,6 +633,8 @@ class Worker:
         }
         if logs:
             report["logs"] = logs
+        if run_span is not None:
+            report["traceparent"] = run_span
         self._outbox.push(report)
 
     async def _outcome(
@@ -652,7 +658,7 @@ class Worker:
         timeout = max(0.0, timeout - (time.monotonic() - leased_at))
         if handler.is_async:
             return await self._run_async(handler, ex, kwargs, timeout)
-        job = self._start_sync(handler, ex.ctx, kwargs)
+        job = self._start_sync(handler, ex, kwargs)
         ex.job = job
         assert self.loop is not None
         timer = self.loop.call_later(timeout, ex.stop, "timed out")
@@ -676,7 +682,9 @@ class Worker:
         timer = self.loop.call_later(timeout, ex.stop, "timed out")
         ex.runner = runner
         try:
-            value = await handler.fn(ex.ctx, **kwargs)
+            assert ex.span is not None
+            with ex.span.current():
+                value = await handler.fn(ex.ctx, **kwargs)
         except asyncio.CancelledError:
             if ex.reason is None:
                 raise  # not ours: the worker itself is being cancelled
@@ -699,11 +707,11 @@ class Worker:
         return None  # lease lost, or released on shutdown: reported elsewhere if at all
 
     def _start_sync(
-        self, handler: TaskDef[Any, Any], ctx: Context, kwargs: dict[str, Any]
+        self, handler: TaskDef[Any, Any], ex: _Execution, kwargs: dict[str, Any]
     ) -> asyncio.Future[Any]:
-        assert self._pool is not None and self.loop is not None
+        assert self._pool is not None and self.loop is not None and ex.span is not None
         self.busy_threads += 1
-        thread_job = self._pool.submit(functools.partial(handler.fn, ctx, **kwargs))
+        thread_job = self._pool.submit(_in_span, ex.span, handler.fn, ex.ctx, kwargs)
         loop = self.loop
 
         def done(_: concurrent.futures.Future[Any]) -> None:
@@ -943,6 +951,12 @@ class _WorkerBackend:
             for p in answer["parents"]
         ]
         return parents, answer.get("next")
+
+
+def _in_span(span: RunSpan, fn: Any, ctx: Context, kwargs: dict[str, Any]) -> Any:
+    """Runs a sync handler in its pool thread with the run span current."""
+    with span.current():
+        return fn(ctx, **kwargs)
 
 
 def _resolve(future: asyncio.Future[str], value: str) -> None:
