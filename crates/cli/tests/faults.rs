@@ -99,7 +99,11 @@ async fn a_frozen_worker_cannot_overwrite_the_result_of_the_attempt_that_replace
     let server = ServerProcess::start(dir.path());
     let client = Client::new(&server.url).unwrap();
     let mut frozen = WorkerProcess::start(&server.url, "fence", &["--name", "frozen"]);
-    let req = short_lease_sleep("fence", 1500);
+    // Attempts to spare: the frozen worker's parked long-polls may each be handed a retry that
+    // then lapses too (a known gap, for the reliability work: a worker whose lease lapsed should
+    // get nothing until it is heard from again). With three attempts the task could run out
+    // before the rescuer got it, and this test is about fencing, not that.
+    let req = SubmitTask { max_attempts: Some(10), ..short_lease_sleep("fence", 1500) };
     let id = client.submit(req).await.unwrap().id;
     running(&client, id).await;
     signal(&frozen.child, "STOP");

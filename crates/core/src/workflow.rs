@@ -472,6 +472,9 @@ pub struct FanOutRequest {
     /// policy applies to the children like to any task.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::bounded::optional_object")]
     pub failure_policy: Option<FailurePolicy>,
+    /// The W3C trace context the children and the join run in: the fanning-out attempt's run span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<crate::TraceParent>,
 }
 
 /// A validated fan-out.
@@ -512,13 +515,14 @@ impl FanOutRequest {
             validate_policy(p)?;
         }
         let policy = self.failure_policy;
+        let traced = |t: NewTask| NewTask { traceparent: self.traceparent, ..t };
         let children = self
             .children
             .into_iter()
             .enumerate()
-            .map(|(i, c)| check(c, format!("children[{i}]")))
+            .map(|(i, c)| check(c, format!("children[{i}]")).map(traced))
             .collect::<Result<_, _>>()?;
-        Ok(FanOutPlan { children, join: check(self.join, "join".into())?, policy })
+        Ok(FanOutPlan { children, join: traced(check(self.join, "join".into())?), policy })
     }
 }
 

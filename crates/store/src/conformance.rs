@@ -747,6 +747,7 @@ fn fan_out_plan_with(
         children: (0..children).map(child).collect(),
         join: NodeSpec { kind: "echo".into(), queue: "wf".into(), ..Default::default() },
         failure_policy: policy,
+        traceparent: None,
     };
     req.plan(&Limits::default(), at(0)).unwrap()
 }

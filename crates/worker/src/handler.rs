@@ -142,7 +142,13 @@ impl TaskContext {
         join: taskwarden_client::NodeSpec,
         failure_policy: Option<taskwarden_client::FailurePolicy>,
     ) -> Result<taskwarden_client::FanOut, TaskError> {
-        let req = taskwarden_client::FanOutRequest { lease: self.lease, children, join, failure_policy };
+        let req = taskwarden_client::FanOutRequest {
+            lease: self.lease,
+            children,
+            join,
+            failure_policy,
+            traceparent: self.traceparent,
+        };
         self.client.fan_out(self.id, &req).await.map_err(|e| match e.status() {
             Some(400) => TaskError::fail(format!("fan-out refused: {e}")),
             _ => TaskError::retry(format!("fan-out failed: {e}")),

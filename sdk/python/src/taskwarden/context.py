@@ -135,6 +135,8 @@ class Context:
             raise ValueError("a fan-out needs at least one child")
         join_node: Node[T] = join if isinstance(join, Node) else join.node()
         body: dict[str, Any] = {"children": as_nodes(children), "join": join_node.to_json()}
+        if self.traceparent is not None:
+            body["traceparent"] = self.traceparent
         if policy is not None:
             body["failure_policy"] = policy_json(policy)
         try:
