@@ -266,65 +266,7 @@ impl NewEvent {
 
     /// The event the task's last transition noted, if it noted one (see [`Task::event`]).
     pub fn of_task(task: &Task) -> Option<NewEvent> {
-        let event_type = task.event?;
-        let mut data = Map::new();
-        let mut put = |k: &str, v: Value| {
-            data.insert(k.to_owned(), v);
-        };
-        match event_type {
-            EventType::TaskSubmitted | EventType::TaskRetried => {
-                put("state", json!(task.state.as_str()));
-                if task.state == TaskState::Scheduled && task.run_at != Timestamp::NEVER {
-                    put("run_at", json!(task.run_at));
-                }
-            }
-            EventType::TaskStarted => {
-                if let Some(lease) = &task.lease {
-                    put("worker_id", json!(lease.worker_id));
-                    // Ready (its run_at) to started: the queue wait.
-                    put("wait_us", json!(lease.started_at.duration_since(task.run_at).as_micros() as u64));
-                }
-            }
-            EventType::TaskProgress => {
-                if let Some(p) = &task.progress {
-                    put("fraction", json!(p.fraction));
-                    if let Some(m) = &p.message {
-                        put("message", json!(m));
-                    }
-                }
-            }
-            EventType::TaskRetrying | EventType::TaskLeaseExpired | EventType::TaskReleased => {
-                if let Some(e) = &task.error {
-                    put("error", json!(e));
-                }
-                put("run_at", json!(task.run_at));
-            }
-            EventType::TaskFailed | EventType::TaskExpired | EventType::TaskCancelled => {
-                if let Some(e) = &task.error {
-                    put("error", json!(e));
-                }
-            }
-            _ => {}
-        }
-        // The attempt that just ended, for the outcomes that end one: how long it ran.
-        if matches!(
-            event_type,
-            EventType::TaskSucceeded | EventType::TaskFailed | EventType::TaskRetrying | EventType::TaskLeaseExpired
-        ) && let Some(last) = task.history.last()
-        {
-            put("run_us", json!(last.run_time().as_micros() as u64));
-        }
-        let attempt = (task.attempts > 0).then_some(task.attempts);
-        Some(NewEvent {
-            queue: Some(task.queue.clone()),
-            kind: Some(task.kind.clone()),
-            task_id: Some(task.id),
-            workflow_id: task.workflow_id,
-            attempt,
-            tags: task.tags.clone(),
-            data: Value::Object(data),
-            ..NewEvent::bare(event_type, task.updated_at)
-        })
+        TaskEvent::of(task).map(|e| e.to_new_event())
     }
 
     /// A workflow began, or began again (`WorkflowRetried`).
@@ -405,3 +347,119 @@ impl EventFilter {
 
 #[cfg(test)]
 mod tests;
+
+/// The event a task's last transition noted, borrowed from the task: what the stores append
+/// with every write of a task, so it is made without copying the task's strings or building a
+/// JSON map (see [`NewEvent::of_task`] for the owned form).
+#[derive(Debug)]
+pub struct TaskEvent<'a> {
+    pub event_type: EventType,
+    pub at: Timestamp,
+    pub queue: &'a str,
+    pub kind: &'a str,
+    pub task_id: TaskId,
+    pub workflow_id: Option<TaskId>,
+    pub attempt: Option<u32>,
+    pub tags: &'a [String],
+    data: TaskEventData<'a>,
+}
+
+/// A task event's `data`. The fields are in name order, as a JSON map's keys would be.
+#[derive(Debug, Default, Serialize)]
+struct TaskEventData<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fraction: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wait_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_id: Option<&'a str>,
+}
+
+impl<'a> TaskEvent<'a> {
+    /// The event the task's last transition noted, if any.
+    pub fn of(task: &'a Task) -> Option<TaskEvent<'a>> {
+        let event_type = task.event?;
+        let mut data = TaskEventData::default();
+        match event_type {
+            EventType::TaskSubmitted | EventType::TaskRetried => {
+                data.state = Some(task.state.as_str());
+                if task.state == TaskState::Scheduled && task.run_at != Timestamp::NEVER {
+                    data.run_at = Some(task.run_at);
+                }
+            }
+            EventType::TaskStarted => {
+                if let Some(lease) = &task.lease {
+                    data.worker_id = Some(&lease.worker_id);
+                    // Ready (its run_at) to started: the queue wait.
+                    data.wait_us = Some(lease.started_at.duration_since(task.run_at).as_micros() as u64);
+                }
+            }
+            EventType::TaskProgress => {
+                if let Some(p) = &task.progress {
+                    data.fraction = Some(p.fraction);
+                    data.message = p.message.as_deref();
+                }
+            }
+            EventType::TaskRetrying | EventType::TaskLeaseExpired | EventType::TaskReleased => {
+                data.error = task.error.as_deref();
+                data.run_at = Some(task.run_at);
+            }
+            EventType::TaskFailed | EventType::TaskExpired | EventType::TaskCancelled => {
+                data.error = task.error.as_deref();
+            }
+            _ => {}
+        }
+        // The attempt that just ended, for the outcomes that end one: how long it ran.
+        if matches!(
+            event_type,
+            EventType::TaskSucceeded | EventType::TaskFailed | EventType::TaskRetrying | EventType::TaskLeaseExpired
+        ) && let Some(last) = task.history.last()
+        {
+            data.run_us = Some(last.run_time().as_micros() as u64);
+        }
+        Some(TaskEvent {
+            event_type,
+            at: task.updated_at,
+            queue: &task.queue,
+            kind: &task.kind,
+            task_id: task.id,
+            workflow_id: task.workflow_id,
+            attempt: (task.attempts > 0).then_some(task.attempts),
+            tags: &task.tags,
+            data,
+        })
+    }
+
+    /// The event's `data`, as JSON text.
+    pub fn data_json(&self) -> String {
+        serde_json::to_string(&self.data).expect("plain data serializes")
+    }
+
+    /// The tags as the stores keep them: a JSON array, or nothing when there are none.
+    pub fn tags_json(&self) -> Option<String> {
+        (!self.tags.is_empty()).then(|| serde_json::to_string(self.tags).expect("strings serialize"))
+    }
+
+    pub fn to_new_event(&self) -> NewEvent {
+        NewEvent {
+            queue: Some(self.queue.to_owned()),
+            kind: Some(self.kind.to_owned()),
+            task_id: Some(self.task_id),
+            workflow_id: self.workflow_id,
+            attempt: self.attempt,
+            tags: self.tags.to_vec(),
+            data: serde_json::to_value(&self.data).expect("plain data serializes"),
+            ..NewEvent::bare(self.event_type, self.at)
+        }
+    }
+}

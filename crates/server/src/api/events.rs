@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::http::header::ACCEPT;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use taskwarden_core::TaskId;
@@ -38,8 +37,11 @@ const SCAN_PER_REQUEST: usize = 20 * READ_PAGE as usize;
 const POLL: Duration = Duration::from_millis(250);
 /// The least time between two reads of one stream that has caught up.
 const SPACING: Duration = Duration::from_millis(50);
-/// A stream gives its thread back after this many events.
-const YIELD_EVERY: u64 = 16;
+/// Most events in one chunk of a stream; the stream gives its thread back between chunks.
+const CHUNK_EVENTS: usize = 64;
+/// How long a stream with nothing to send stays silent before it sends a comment, so that
+/// proxies and clients do not take it for dead.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -123,7 +125,7 @@ pub(super) async fn events(
             .map_err(|e: String| ApiError::invalid(if resume.is_some() { "Last-Event-ID" } else { "after" }, e))?,
     };
     if stream {
-        return Ok(follow(s, filter, after).into_response());
+        return Ok(follow(s, filter, after));
     }
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -199,11 +201,11 @@ async fn read_matching(
 
 /// The live stream: what matches after `after`, then each new event as it is written, until the
 /// client goes or the server shuts down.
-fn follow(
-    s: AppState,
-    filter: EventFilter,
-    after: EventId,
-) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+///
+/// Written by hand rather than one `axum` SSE event per item: a chunk carries every event one
+/// read found (up to [`CHUNK_EVENTS`]), formatted straight from the event's JSON, which has no
+/// line breaks to split. Per event that saves a buffer, a scan for newlines and a body frame.
+fn follow(s: AppState, filter: EventFilter, after: EventId) -> Response {
     struct Follow {
         s: AppState,
         filter: EventFilter,
@@ -211,25 +213,40 @@ fn follow(
         ready: VecDeque<Event>,
         topics: [tokio::sync::watch::Receiver<u64>; 3],
         last_read: tokio::time::Instant,
+        /// When the client was last sent anything (a comment keeps an idle connection open).
+        last_sent: tokio::time::Instant,
         /// Whether the last read reached the end of the log (else the next follows at once).
         caught_up: bool,
-        sent: u64,
     }
     let topics = [Topic::Ready, Topic::Scheduled, Topic::Finished].map(|t| s.store.subscribe(t));
-    let last_read = tokio::time::Instant::now() - SPACING;
-    let state = Follow { s, filter, after, ready: VecDeque::new(), topics, last_read, caught_up: true, sent: 0 };
+    let now = tokio::time::Instant::now();
+    let state = Follow {
+        s,
+        filter,
+        after,
+        ready: VecDeque::new(),
+        topics,
+        last_read: now - SPACING,
+        last_sent: now,
+        caught_up: true,
+    };
     let stream = futures_util::stream::unfold(state, |mut f| async move {
         loop {
-            if let Some(e) = f.ready.pop_front() {
-                // A long backlog is written in one poll of the body otherwise, holding this
-                // thread from the requests waiting for it.
-                f.sent += 1;
-                if f.sent % YIELD_EVERY == 0 {
-                    tokio::task::yield_now().await;
+            if !f.ready.is_empty() {
+                let take = f.ready.len().min(CHUNK_EVENTS);
+                let mut chunk = Vec::with_capacity(take * 256);
+                for e in f.ready.drain(..take) {
+                    write_sse(&mut chunk, &e);
                 }
-                let sse = SseEvent::default().id(e.id.to_string()).event(e.event.event_type.as_str());
-                let sse = sse.json_data(&e).expect("an event serializes");
-                return Some((Ok(sse), f));
+                f.last_sent = tokio::time::Instant::now();
+                // A long backlog is sent chunk by chunk, giving the thread back between chunks to
+                // the requests waiting for it.
+                tokio::task::yield_now().await;
+                return Some((Ok::<_, Infallible>(axum::body::Bytes::from(chunk)), f));
+            }
+            if f.last_sent.elapsed() >= KEEP_ALIVE {
+                f.last_sent = tokio::time::Instant::now();
+                return Some((Ok(axum::body::Bytes::from_static(b":\n\n")), f));
             }
             // Caught up, under a stream of changes: read at most this often, fewer and fuller
             // reads. Behind: read on at once.
@@ -262,5 +279,60 @@ fn follow(
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    (
+        [
+            (CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// One event in the Server-Sent Events format: `id`, `event` (its type) and `data` (the event as
+/// one line of JSON: serde_json escapes the line breaks inside strings).
+fn write_sse(out: &mut Vec<u8>, e: &Event) {
+    use std::io::Write;
+    let _ = write!(out, "id: {}\nevent: {}\ndata: ", e.id, e.event.event_type.as_str());
+    serde_json::to_writer(&mut *out, e).expect("an event serializes");
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use taskwarden_core::Timestamp;
+    use taskwarden_core::events::{Event, EventId, EventType, NewEvent};
+
+    use super::write_sse;
+
+    #[test]
+    fn an_event_is_one_sse_message_whatever_its_strings_hold() {
+        let event = Event {
+            id: EventId { tx: 7, seq: 42 },
+            event: NewEvent {
+                event_type: EventType::TaskFailed,
+                at: Timestamp::from_millis(1_800_000_000_000),
+                queue: Some("q".into()),
+                kind: None,
+                task_id: None,
+                workflow_id: None,
+                attempt: Some(1),
+                tags: vec![],
+                data: serde_json::json!({"error": "line one\nline two\r\n\ndata: forged"}),
+            },
+        };
+        let mut out = Vec::new();
+        write_sse(&mut out, &event);
+        write_sse(&mut out, &event);
+        let text = String::from_utf8(out).unwrap();
+        let messages: Vec<&str> = text.split_terminator("\n\n").collect();
+        assert_eq!(messages.len(), 2, "{text}");
+        for m in messages {
+            let lines: Vec<&str> = m.split('\n').collect();
+            assert_eq!(lines[..2], ["id: 7-42", "event: task.failed"]);
+            assert_eq!(lines.len(), 3, "one data line: {m}");
+            let data: Event = serde_json::from_str(lines[2].strip_prefix("data: ").unwrap()).unwrap();
+            assert_eq!(data, event);
+        }
+    }
 }

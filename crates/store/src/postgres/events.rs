@@ -10,7 +10,7 @@
 //! everything a reader has already passed.
 
 use deadpool_postgres::GenericClient;
-use taskwarden_core::events::{Event, EventId, NewEvent};
+use taskwarden_core::events::{Event, EventId, NewEvent, TaskEvent};
 use taskwarden_core::{Task, Timestamp};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -42,8 +42,16 @@ impl EventRows {
     /// The events the tasks' last transitions noted.
     pub fn of_tasks<'t>(tasks: impl IntoIterator<Item = &'t Task>) -> EventRows {
         let mut rows = EventRows::default();
-        for e in tasks.into_iter().filter_map(NewEvent::of_task) {
-            rows.push(&e);
+        for e in tasks.into_iter().filter_map(TaskEvent::of) {
+            rows.at.push(e.at.as_micros());
+            rows.event_type.push(e.event_type.as_str());
+            rows.queue.push(Some(e.queue.to_owned()));
+            rows.kind.push(Some(e.kind.to_owned()));
+            rows.task.push(Some(uuid(e.task_id)));
+            rows.workflow.push(e.workflow_id.map(uuid));
+            rows.attempt.push(e.attempt.map(|a| a as i32));
+            rows.tags.push(e.tags_json());
+            rows.data.push(e.data_json());
         }
         rows
     }

@@ -6,7 +6,7 @@
 //! seen id `n` can never be handed an id below it.
 
 use rusqlite::{Connection, params};
-use taskwarden_core::events::{Event, EventId, NewEvent};
+use taskwarden_core::events::{Event, EventId, NewEvent, TaskEvent};
 use taskwarden_core::{Task, TaskId, Timestamp};
 
 use super::internal;
@@ -16,17 +16,27 @@ use crate::params::{PruneEvents, ReadEvents};
 
 /// Appends the event the task's last transition noted, if any.
 pub(crate) fn append_task(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
-    match NewEvent::of_task(task) {
-        Some(e) => append(conn, &e),
-        None => Ok(()),
-    }
+    let Some(e) = TaskEvent::of(task) else { return Ok(()) };
+    let mut stmt = conn.prepare_cached(INSERT)?;
+    stmt.execute(params![
+        e.at.as_micros(),
+        e.event_type.as_str(),
+        e.queue,
+        e.kind,
+        e.task_id.as_bytes().as_slice(),
+        e.workflow_id.as_ref().map(|t| t.as_bytes().as_slice()),
+        e.attempt,
+        e.tags_json(),
+        e.data_json(),
+    ])?;
+    Ok(())
 }
 
+const INSERT: &str = "INSERT INTO events (at, type, queue, kind, task_id, workflow_id, attempt, tags, data) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
 pub(crate) fn append(conn: &Connection, e: &NewEvent) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO events (at, type, queue, kind, task_id, workflow_id, attempt, tags, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
+    let mut stmt = conn.prepare_cached(INSERT)?;
     let tags = (!e.tags.is_empty()).then(|| serde_json::to_string(&e.tags).expect("strings serialize"));
     stmt.execute(params![
         e.at.as_micros(),
