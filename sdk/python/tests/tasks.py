@@ -319,3 +319,11 @@ def traced_sync(ctx: Context) -> str | None:
     current = trace.get_current_span().get_span_context()
     note(f"sync {ctx.attempt} {current.trace_id:032x} {current.span_id:016x} {ctx.traceparent}")
     return ctx.traceparent
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+@app.task(queue="t-events")
+async def evented(ctx: Context, n: int) -> int:
+    return n

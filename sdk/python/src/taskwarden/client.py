@@ -10,11 +10,12 @@ that surely did not run (connection refused, 503) moves on to the next node.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -183,6 +184,14 @@ def _query(**params: Any) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
+def _event_filters(types: Sequence[str] | None = None, **filters: Any) -> dict[str, Any]:
+    """The query of ``GET /v1/events``: ``types`` (a list) goes as the comma-separated ``type``."""
+    params = _query(**filters)
+    if types:
+        params["type"] = ",".join(types)
+    return params
+
+
 def _same(x: Any) -> Any:
     return x
 
@@ -205,6 +214,11 @@ class _Calls:
     @staticmethod
     def get(task_id: str) -> _Call[TaskInfo]:
         return _Call("GET", f"/v1/tasks/{task_id}", TaskInfo.from_json)
+
+    @staticmethod
+    def events(after: str | None, limit: int | None, **filters: Any) -> _Call[dict[str, Any]]:
+        params = _event_filters(after=after, limit=limit, **filters)
+        return _Call("GET", "/v1/events", lambda d: dict(d), params=params)
 
     @staticmethod
     def logs(task_id: str, after: int, timeout_ms: int) -> _Call[dict[str, Any]]:
@@ -484,6 +498,75 @@ class AsyncClient:
         waits up to that many seconds for a new line unless the task has finished."""
         return await self.call(_Calls.logs(task_id, after, int(timeout * 1000)))
 
+    # --- events ---
+
+    async def events(
+        self,
+        after: str | None = None,
+        *,
+        limit: int | None = None,
+        queue: str | None = None,
+        kind: str | None = None,
+        task: str | None = None,
+        workflow: str | None = None,
+        tag: str | None = None,
+        types: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """A page of the event log after event id ``after`` (``"now"``: the last one; ``None``:
+        from the oldest kept): ``{"events": [...], "next": id}``. Pass ``next`` as ``after`` to go
+        on. Filters as ``follow_events``."""
+        filters = dict(queue=queue, kind=kind, task=task, workflow=workflow, tag=tag, types=types)
+        return await self.call(_Calls.events(after, limit, **filters))
+
+    async def follow_events(
+        self,
+        after: str | None = None,
+        *,
+        queue: str | None = None,
+        kind: str | None = None,
+        task: str | None = None,
+        workflow: str | None = None,
+        tag: str | None = None,
+        types: Sequence[str] | None = None,
+        reconnect_delay: float = 0.5,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every event after ``after`` (``"now"``, an event id, or ``None`` for the oldest kept),
+        then each new one as it happens, for as long as you iterate: the ``GET /v1/events``
+        Server-Sent Events stream. Should the connection break (a server restart, a node gone),
+        it reconnects, to the next node of a cluster, with the last id seen as
+        ``Last-Event-ID``: no event still kept is missed or given twice. ``types`` are event
+        types (``["task.failed"]``); the other filters match the event's field."""
+        filters = dict(queue=queue, kind=kind, task=task, workflow=workflow, tag=tag, types=types)
+        params = _event_filters(after=after, **filters)
+        last: str | None = None
+        while True:
+            node = self._s.current % len(self._s.urls)
+            headers = {"accept": "text/event-stream"}
+            if last is not None:
+                headers["last-event-id"] = last
+            try:
+                event_id: str | None = None
+                data: list[bytes] = []
+                async for line in self._pools[node].stream_lines("/v1/events", params, headers):
+                    if line.startswith(b"id:"):
+                        event_id = line[3:].strip().decode()
+                    elif line.startswith(b"data:"):
+                        data.append(line[5:].lstrip(b" "))
+                    elif not line and data:
+                        event = json.loads(b"\n".join(data))
+                        data = []
+                        last = event_id or last
+                        yield event
+            except BrokenResponse as e:
+                # Refused (a bad filter, a token that may not read): no use trying again. A
+                # server that is stopping or not ready (5xx) is tried again.
+                if len(e.args) == 2 and isinstance(e.args[0], int) and e.args[0] < 500:
+                    raise _error_of(e.args[0], e.args[1]) from None
+            except ConnectFailed:
+                pass
+            self._s.fail_over(node)
+            await asyncio.sleep(reconnect_delay)
+
     async def list_tasks(
         self,
         *,
@@ -652,6 +735,22 @@ class Client:
 
     def get(self, task_id: str) -> TaskInfo:
         return self.call(_Calls.get(task_id))
+
+    def events(
+        self,
+        after: str | None = None,
+        *,
+        limit: int | None = None,
+        queue: str | None = None,
+        kind: str | None = None,
+        task: str | None = None,
+        workflow: str | None = None,
+        tag: str | None = None,
+        types: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """A page of the event log (see ``AsyncClient.events``)."""
+        filters = dict(queue=queue, kind=kind, task=task, workflow=workflow, tag=tag, types=types)
+        return self.call(_Calls.events(after, limit, **filters))
 
     def logs(self, task_id: str, after: int = 0, timeout: float = 0.0) -> dict[str, Any]:
         """See ``AsyncClient.logs``."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import aiohttp
@@ -102,6 +103,30 @@ class Pool:
             raise TimeoutError(f"no answer to {method} {path} within {timeout:g} s") from None
         except aiohttp.ClientError as e:
             raise BrokenResponse(f"the connection broke: {e!r}") from e
+
+    async def stream_lines(
+        self, path: str, params: dict[str, object] | None, headers: dict[str, str]
+    ) -> AsyncIterator[bytes]:
+        """The lines of a streamed answer (without their line ends), as they arrive.
+        ``ConnectFailed`` if no connection could be made; ``BrokenResponse`` if it broke, or
+        (with the status and body) if the answer was not a 200."""
+        url = self.base + path
+        if params:
+            url += "?" + urlencode(params)
+        session = self._current()
+        try:
+            async with session.get(
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_read=60)
+            ) as response:
+                if response.status != 200:
+                    body = await response.read()
+                    raise BrokenResponse(response.status, body)
+                async for line in response.content:
+                    yield line.rstrip(b"\r\n")
+        except aiohttp.ClientConnectorError as e:
+            raise ConnectFailed(f"cannot connect to {self.base}: {e}") from e
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            raise BrokenResponse(f"the stream broke: {e!r}") from e
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:
