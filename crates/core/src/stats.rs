@@ -61,6 +61,39 @@ pub struct StatsPage {
     pub rows: Vec<StatsRow>,
 }
 
+/// What the roll-up needs of one event: a store reads just this (`data`'s two numbers picked out
+/// by the database), rather than whole events whose JSON the roll-up would parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventMeasure {
+    pub id: EventId,
+    pub at: Timestamp,
+    pub event_type: EventType,
+    pub queue: Option<String>,
+    /// Whether the event is about a task.
+    pub of_task: bool,
+    /// `data.run_us`: how long the attempt that just ended ran.
+    pub run_us: Option<u64>,
+    /// `data.wait_us`: how long the task waited to start.
+    pub wait_us: Option<u64>,
+}
+
+impl EventMeasure {
+    /// What the roll-up takes of a whole event.
+    pub fn of(e: &Event) -> EventMeasure {
+        let ev = &e.event;
+        let micros = |key: &str| ev.data.get(key).and_then(|v| v.as_u64());
+        EventMeasure {
+            id: e.id,
+            at: ev.at,
+            event_type: ev.event_type,
+            queue: ev.queue.clone(),
+            of_task: ev.task_id.is_some(),
+            run_us: micros("run_us"),
+            wait_us: micros("wait_us"),
+        }
+    }
+}
+
 /// Rows being rolled up from a stretch of the event log.
 #[derive(Debug, Default)]
 pub struct Rollup {
@@ -72,27 +105,30 @@ pub struct Rollup {
 impl Rollup {
     /// Takes in one event (events about no queue, or about no task, count nowhere).
     pub fn take(&mut self, e: &Event) {
-        self.last = Some(e.id);
-        let ev = &e.event;
-        let (Some(queue), Some(_)) = (&ev.queue, ev.task_id) else { return };
-        let minute = Timestamp::from_micros(ev.at.as_micros().div_euclid(MINUTE_US) * MINUTE_US);
+        self.take_measure(&EventMeasure::of(e));
+    }
+
+    /// Takes in what the roll-up needs of one event (see [`EventMeasure`]).
+    pub fn take_measure(&mut self, m: &EventMeasure) {
+        self.last = Some(m.id);
+        let (Some(queue), true) = (&m.queue, m.of_task) else { return };
+        let minute = Timestamp::from_micros(m.at.as_micros().div_euclid(MINUTE_US) * MINUTE_US);
         let row = self.rows.entry((minute, queue.clone())).or_insert_with(|| StatsRow {
             minute,
             queue: queue.clone(),
             ..StatsRow::default()
         });
-        let micros = |key: &str| ev.data.get(key).and_then(|v| v.as_u64());
         let ran = |row: &mut StatsRow| {
-            if let Some(us) = micros("run_us") {
+            if let Some(us) = m.run_us {
                 row.run_us_sum += us;
                 row.run_count += 1;
             }
         };
-        match ev.event_type {
+        match m.event_type {
             EventType::TaskSubmitted => row.submitted += 1,
             EventType::TaskStarted => {
                 row.started += 1;
-                if let Some(us) = micros("wait_us") {
+                if let Some(us) = m.wait_us {
                     row.wait_us_sum += us;
                     row.wait_count += 1;
                 }

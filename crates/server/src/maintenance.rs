@@ -352,10 +352,10 @@ async fn roll_up_once(store: &dyn Store) -> Result<bool, taskwarden_store::Store
     let mut after = from;
     let mut read = 0;
     let more = loop {
-        let page = store.read_events(ReadEvents { after, limit: PAGE }).await?;
+        let page = store.read_event_measures(ReadEvents { after, limit: PAGE }).await?;
         read += page.len();
         for e in &page {
-            rollup.take(e);
+            rollup.take_measure(e);
         }
         after = rollup.last.unwrap_or(after);
         if page.len() < PAGE as usize {

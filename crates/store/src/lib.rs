@@ -149,6 +149,10 @@ pub trait Store: Send + Sync + 'static {
     /// [`taskwarden_core::events::EventId`]).
     async fn read_events(&self, p: ReadEvents) -> Result<Vec<Event>>;
 
+    /// The same events as [`Store::read_events`], with only what the per-minute roll-up takes
+    /// of each (the two numbers of `data` it sums are picked out by the database).
+    async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::EventMeasure>>;
+
     /// The id of the last event a reader can see now ([`EventId::START`] when there is none):
     /// reading after it yields only what happens from now on.
     async fn last_event_id(&self) -> Result<EventId>;

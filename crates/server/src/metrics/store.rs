@@ -184,6 +184,10 @@ impl Store for MeteredStore {
         self.inner.read_events(p).await
     }
 
+    async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::EventMeasure>> {
+        self.inner.read_event_measures(p).await
+    }
+
     async fn last_event_id(&self) -> Result<EventId> {
         self.inner.last_event_id().await
     }

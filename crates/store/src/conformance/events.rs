@@ -99,6 +99,15 @@ pub async fn every_state_change_appends_its_event_in_order(store: &dyn Store) {
     assert_eq!(page, events[..3].to_vec());
     assert_eq!(store.last_event_id().await.unwrap(), events.last().unwrap().id);
     assert!(events_after(store, events.last().unwrap().id, 0).await.is_empty());
+
+    // What the roll-up reads of them (the database picks `data`'s numbers out) is what it would
+    // take of the whole events.
+    let measures = store.read_event_measures(ReadEvents { after: start, limit: 1000 }).await.unwrap();
+    let whole: Vec<_> = events.iter().map(taskwarden_core::stats::EventMeasure::of).collect();
+    assert_eq!(measures, whole);
+    assert!(whole.iter().any(|m| m.run_us.is_some()) && whole.iter().any(|m| m.wait_us.is_some()));
+    let page = store.read_event_measures(ReadEvents { after: events[3].id, limit: 2 }).await.unwrap();
+    assert_eq!(page, whole[4..6].to_vec());
 }
 
 pub async fn a_refused_change_appends_no_event(store: &dyn Store) {

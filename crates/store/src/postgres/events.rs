@@ -11,6 +11,7 @@
 
 use deadpool_postgres::GenericClient;
 use taskwarden_core::events::{Event, EventId, NewEvent, TaskEvent};
+use taskwarden_core::stats::EventMeasure;
 use taskwarden_core::{Task, Timestamp};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -146,6 +147,30 @@ pub(crate) async fn read(c: &impl GenericClient, p: &ReadEvents) -> PgResult<Vec
     let (tx, seq) = (p.after.tx as i64, p.after.seq as i64);
     let rows = query(c, &sql, &[&tx, &seq, &(p.limit as i64)]).await?;
     rows.iter().map(event).collect()
+}
+
+pub(crate) async fn read_measures(c: &impl GenericClient, p: &ReadEvents) -> PgResult<Vec<EventMeasure>> {
+    let sql = format!(
+        "SELECT tx, id, at, type, queue, task_id IS NOT NULL, (data::json ->> 'run_us')::int8, \
+         (data::json ->> 'wait_us')::int8 FROM events \
+         WHERE (tx, id) > ($1, $2) AND tx < {FINAL} ORDER BY tx, id LIMIT $3"
+    );
+    let (tx, seq) = (p.after.tx as i64, p.after.seq as i64);
+    let rows = query(c, &sql, &[&tx, &seq, &(p.limit as i64)]).await?;
+    let bad = |e: String| StoreError::Internal(format!("a stored event does not parse: {e}"));
+    rows.iter()
+        .map(|r| {
+            Ok(EventMeasure {
+                id: EventId { tx: r.get::<_, i64>(0) as u64, seq: r.get::<_, i64>(1) as u64 },
+                at: Timestamp::from_micros(r.get(2)),
+                event_type: r.get::<_, &str>(3).parse().map_err(bad)?,
+                queue: r.get(4),
+                of_task: r.get(5),
+                run_us: r.get::<_, Option<i64>>(6).map(|v| v as u64),
+                wait_us: r.get::<_, Option<i64>>(7).map(|v| v as u64),
+            })
+        })
+        .collect()
 }
 
 pub(crate) async fn last_id(c: &impl GenericClient) -> PgResult<EventId> {

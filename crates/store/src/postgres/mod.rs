@@ -581,6 +581,10 @@ impl Store for PgStore {
         read!(self, |c| events::read(&c, &p).await)
     }
 
+    async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::EventMeasure>> {
+        read!(self, |c| events::read_measures(&c, &p).await)
+    }
+
     async fn last_event_id(&self) -> Result<EventId> {
         read!(self, |c| events::last_id(&c).await)
     }

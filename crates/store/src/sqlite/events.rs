@@ -7,6 +7,7 @@
 
 use rusqlite::{Connection, params};
 use taskwarden_core::events::{Event, EventId, NewEvent, TaskEvent};
+use taskwarden_core::stats::EventMeasure;
 use taskwarden_core::{Task, TaskId, Timestamp};
 
 use super::internal;
@@ -91,6 +92,34 @@ pub(crate) fn read(conn: &Connection, p: &ReadEvents) -> Result<Vec<Event>> {
         out.push(Event { id: EventId { tx: 0, seq: id as u64 }, event });
     }
     Ok(out)
+}
+
+pub(crate) fn read_measures(conn: &Connection, p: &ReadEvents) -> Result<Vec<EventMeasure>> {
+    if p.after.tx != 0 {
+        return Ok(Vec::new()); // an id from a PostgreSQL log: past the end of this one
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, at, type, queue, task_id IS NOT NULL, json_extract(data, '$.run_us'), \
+             json_extract(data, '$.wait_us') FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .map_err(internal)?;
+    let rows = stmt
+        .query_map(params![p.after.seq as i64, p.limit], |r| {
+            let event_type = r.get_ref(2)?.as_str()?.parse().map_err(|e: String| bad(2, std::io::Error::other(e)))?;
+            let micros = |i| r.get::<_, Option<i64>>(i).map(|v| v.map(|v| v as u64));
+            Ok(EventMeasure {
+                id: EventId { tx: 0, seq: r.get::<_, i64>(0)? as u64 },
+                at: Timestamp::from_micros(r.get(1)?),
+                event_type,
+                queue: r.get(3)?,
+                of_task: r.get(4)?,
+                run_us: micros(5)?,
+                wait_us: micros(6)?,
+            })
+        })
+        .map_err(internal)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(internal)
 }
 
 pub(crate) fn last_id(conn: &Connection) -> Result<EventId> {

@@ -338,6 +338,10 @@ impl Store for SqliteStore {
         self.read(move |c| events::read(c, &p)).await
     }
 
+    async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::EventMeasure>> {
+        self.read(move |c| events::read_measures(c, &p)).await
+    }
+
     async fn last_event_id(&self) -> Result<EventId> {
         self.read(events::last_id).await
     }
