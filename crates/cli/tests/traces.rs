@@ -122,6 +122,13 @@ async fn a_submitted_traceparent_reaches_the_handler_span_and_a_retry_links_to_i
     let http = reqwest::Client::new();
     let url = server.url.clone();
 
+    // A first task, so the worker is up and, once it is done, parked in a long-poll when the
+    // traced one comes.
+    let warm_up: Value =
+        submit(&http, &url, None, json!({"queue": "traced", "kind": "echo"})).await.json().await.unwrap();
+    finished(&http, &url, warm_up["id"].as_str().unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     // In the caller's trace, by header.
     let caller = format!("00-{TRACE}-{CALLER_SPAN}-01");
     let echo: Value =
@@ -182,6 +189,13 @@ async fn a_submitted_traceparent_reaches_the_handler_span_and_a_retry_links_to_i
     assert_eq!(run.attribute("taskwarden.outcome").as_deref(), Some("succeeded"));
     let [lease] = &find("lease echo", TRACE)[..] else { panic!("one lease span: {spans:#?}") };
     assert_eq!(lease.parent(), submit.id());
+    // It starts when the task was leased, not when the worker's long-poll began, 300 ms before
+    // the submit. (The lease is dated by the submit's clock reading, taken a moment before the
+    // submit span starts: allow for that.)
+    assert!(
+        lease.span.start_time_unix_nano + 100_000_000 >= submit.span.start_time_unix_nano,
+        "the lease span starts long before its task was submitted"
+    );
     let [report] = &find("report echo", TRACE)[..] else { panic!("one report span: {spans:#?}") };
     assert_eq!(report.parent(), run.id());
     assert_eq!(report.attribute("taskwarden.task.state").as_deref(), Some("succeeded"));

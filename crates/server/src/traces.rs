@@ -85,15 +85,19 @@ impl Traces {
         SubmitSpan(Some(span))
     }
 
-    /// A span for each traced task just leased to `worker_id`, a child of its submit span.
-    pub(crate) fn leased(&self, tasks: &[Task], worker_id: &str, started: SystemTime) {
+    /// A span for each traced task just leased to `worker_id`, a child of its submit span, from
+    /// the moment it was leased (not when the fetch began: a long-poll may have waited long
+    /// before the task came) to its answer.
+    pub(crate) fn leased(&self, tasks: &[Task], worker_id: &str) {
         let Some(tracer) = &self.tracer else { return };
         for task in tasks.iter().filter(|t| t.traceparent.is_some()) {
             let mut attributes = task_attributes(&task.queue, &task.kind);
             attributes.push(KeyValue::new("messaging.message.id", task.id.to_string()));
             attributes.push(KeyValue::new("taskwarden.worker.id", worker_id.to_owned()));
+            let mut started = SystemTime::now();
             if let Some(lease) = &task.lease {
                 attributes.push(KeyValue::new("taskwarden.attempt", i64::from(lease.attempt)));
+                started = started.min(lease.started_at.to_system_time());
             }
             tracer
                 .span_builder(format!("lease {}", task.kind))

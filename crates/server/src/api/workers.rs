@@ -170,7 +170,7 @@ pub(super) async fn fetch(
             }
         }
     };
-    s.traces.leased(&tasks, &worker_id, started);
+    s.traces.leased(&tasks, &worker_id);
     Ok(Json(FetchResponse { tasks: tasks.into_iter().map(leased).collect(), reports }))
 }
 
