@@ -118,9 +118,12 @@ async fn a_worker_with_long_tasks_leases_no_more_than_its_slots() {
         most = most.max(leased);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Two running, and at most one more that has finished but whose outcome is still on its way
-    // (the server counts it until the outcome lands). Prefetching behind 40 ms tasks leased 8.
-    assert!(most <= 3, "{most} tasks leased to a 2-slot worker");
+    // Two running, and up to two more that have finished but whose outcomes are still on their
+    // way (the server counts a task until its outcome lands; both slots' tasks, started together
+    // and as long, can finish together, and the fetch that carries their outcomes may have its
+    // new leases committed a group before the outcomes). Prefetching behind 40 ms tasks leased 8
+    // and more. (At most 3 was asked here before, which failed now and then in CI with 4.)
+    assert!(most <= 4, "{most} tasks leased to a 2-slot worker");
     assert!(most >= 1);
     stop.cancel();
     assert_eq!(running.await.unwrap().unwrap().succeeded, n as u64);
