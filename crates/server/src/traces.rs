@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use opentelemetry::global::{BoxedSpan, BoxedTracer};
 use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
+use taskwarden_core::protocol::Report;
 use taskwarden_core::{NewTask, Task, TaskId, TraceParent};
 
 /// A request's `traceparent` header, read as the W3C recommendation asks: one that cannot be read
@@ -32,6 +33,12 @@ impl<S: Send + Sync> FromRequestParts<S> for TraceParentHeader {
 /// Makes the server's spans, or none when traces are off.
 pub(crate) struct Traces {
     tracer: Option<BoxedTracer>,
+}
+
+/// Reports on their way to the store, for their spans (see [`Traces::reporting`]).
+pub(crate) struct Reporting {
+    reports: Vec<(TaskId, Option<TraceParent>)>,
+    started: SystemTime,
 }
 
 /// A submit's span, open until the store has taken the task.
@@ -109,20 +116,18 @@ impl Traces {
         }
     }
 
-    pub(crate) fn on(&self) -> bool {
-        self.tracer.is_some()
+    /// What the report spans of `reports` need, taken as they start (nothing when traces are
+    /// off): each report's task and the run span it names, and the time.
+    pub(crate) fn reporting(&self, reports: &[Report]) -> Option<Reporting> {
+        self.tracer.as_ref()?;
+        let reports = reports.iter().map(|r| (r.task_id, r.traceparent)).collect();
+        Some(Reporting { reports, started: SystemTime::now() })
     }
 
-    /// A span for each report (task id, the worker's run span) of a traced task, a child of the
-    /// run span (or of the task's submit span, for a worker that traces nothing), from `started`
-    /// to now.
-    pub(crate) fn reported<E: std::fmt::Display>(
-        &self,
-        reports: &[(TaskId, Option<TraceParent>)],
-        outcomes: &[Result<Task, E>],
-        started: SystemTime,
-    ) {
-        let Some(tracer) = &self.tracer else { return };
+    /// A span for each report of a traced task, a child of the run span it named (or of the
+    /// task's submit span, for a worker that traces nothing), from when it started to now.
+    pub(crate) fn reported<E: std::fmt::Display>(&self, reporting: Option<Reporting>, outcomes: &[Result<Task, E>]) {
+        let (Some(tracer), Some(Reporting { reports, started })) = (&self.tracer, reporting) else { return };
         for (&(task_id, run_span), outcome) in reports.iter().zip(outcomes) {
             let (parent, mut attributes) = match outcome {
                 Ok(task) => {

@@ -138,7 +138,6 @@ pub(super) async fn fetch(
         now,
         finished: req.finished,
     };
-    let started = std::time::SystemTime::now();
     let fetch = async {
         tokio::select! {
             // Biased: tasks already leased to this call win over a shutdown that fires at the same time.
@@ -154,7 +153,7 @@ pub(super) async fn fetch(
     let (reports, tasks) = if reports.is_empty() {
         (Vec::new(), fetch.await?)
     } else {
-        match tokio::join!(record_reports(&s, worker_id.clone(), reports, now, started), fetch) {
+        match tokio::join!(record_reports(&s, worker_id.clone(), reports, now), fetch) {
             (Ok(reports), Ok(tasks)) => (reports, tasks),
             // The outcomes are recorded: say so (the worker must not send them again), and let
             // it fetch again.
@@ -282,8 +281,7 @@ pub(super) async fn reports(
     if req.reports.len() > s.config.limits.max_batch {
         return Err(ApiError::invalid("reports", format!("at most {} reports per batch", s.config.limits.max_batch)));
     }
-    let started = std::time::SystemTime::now();
-    let results = record_reports(&s, worker_id, req.reports, s.clock.now(), started).await?;
+    let results = record_reports(&s, worker_id, req.reports, s.clock.now()).await?;
     Ok(Json(ReportBatchResponse { results }))
 }
 
@@ -294,19 +292,14 @@ async fn record_reports(
     worker_id: String,
     mut reports: Vec<Report>,
     now: taskwarden_core::Timestamp,
-    started: std::time::SystemTime,
 ) -> ApiResult<Vec<ReportResult>> {
     for r in reports.iter_mut() {
         settle_outcome(&mut r.outcome, &s.config.limits);
     }
     let ids: Vec<TaskId> = reports.iter().map(|r| r.task_id).collect();
-    // What the report spans need, kept only when traces are on.
-    let traced: Vec<_> = match s.traces.on() {
-        true => reports.iter().map(|r| (r.task_id, r.traceparent)).collect(),
-        false => Vec::new(),
-    };
+    let spans = s.traces.reporting(&reports);
     let outcomes = s.store.report(ReportOutcomes { worker_id: Some(worker_id), reports, now }).await?;
-    s.traces.reported(&traced, &outcomes, started);
+    s.traces.reported(spans, &outcomes);
     Ok(ids
         .into_iter()
         .zip(outcomes)
