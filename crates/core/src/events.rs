@@ -328,20 +328,111 @@ pub struct EventFilter {
 
 impl EventFilter {
     pub fn matches(&self, e: &NewEvent) -> bool {
-        let any = |wanted: &[String], got: &Option<String>| {
-            wanted.is_empty() || got.as_ref().is_some_and(|g| wanted.iter().any(|w| w == g))
+        self.matches_parts(e.event_type, e.queue.as_deref(), e.kind.as_deref(), e.task_id, e.workflow_id, |t| {
+            e.tags.iter().any(|g| g == t)
+        })
+    }
+
+    /// As [`EventFilter::matches`], on what a stored event's head holds.
+    pub fn matches_head(&self, e: &EventHead<'_>) -> bool {
+        self.matches_parts(e.event_type, e.queue.as_deref(), e.kind.as_deref(), e.task_id, e.workflow_id, |t| {
+            e.tags.iter().any(|g| g == t)
+        })
+    }
+
+    /// Whether every event matches: nothing asked for, and a reader who may see every queue.
+    pub fn is_everything(&self) -> bool {
+        self.queues.is_empty()
+            && self.kinds.is_empty()
+            && self.types.is_empty()
+            && self.task.is_none()
+            && self.workflow.is_none()
+            && self.tag.is_none()
+            && self.scope.is_all()
+    }
+
+    fn matches_parts(
+        &self,
+        event_type: EventType,
+        queue: Option<&str>,
+        kind: Option<&str>,
+        task_id: Option<TaskId>,
+        workflow_id: Option<TaskId>,
+        has_tag: impl Fn(&str) -> bool,
+    ) -> bool {
+        let any = |wanted: &[String], got: Option<&str>| {
+            wanted.is_empty() || got.is_some_and(|g| wanted.iter().any(|w| w == g))
         };
-        let visible = match &e.queue {
+        let visible = match queue {
             Some(q) => self.scope.contains(q),
             None => self.scope.is_all(),
         };
         visible
-            && any(&self.queues, &e.queue)
-            && any(&self.kinds, &e.kind)
-            && (self.types.is_empty() || self.types.contains(&e.event_type))
-            && self.task.is_none_or(|t| e.task_id == Some(t))
-            && self.workflow.is_none_or(|w| e.workflow_id == Some(w))
-            && self.tag.as_ref().is_none_or(|t| e.tags.contains(t))
+            && any(&self.queues, queue)
+            && any(&self.kinds, kind)
+            && (self.types.is_empty() || self.types.contains(&event_type))
+            && self.task.is_none_or(|t| task_id == Some(t))
+            && self.workflow.is_none_or(|w| workflow_id == Some(w))
+            && self.tag.as_deref().is_none_or(has_tag)
+    }
+}
+
+/// An event as a store keeps it: its id, and the rest as the JSON object the API serves
+/// ([`NewEvent`]'s form), written once, when it was appended. A stream sends it as it is, and
+/// reads of it only what a filter asks ([`StoredEvent::head`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    pub id: EventId,
+    pub json: String,
+}
+
+/// What a filter looks at in a stored event, read without its `data`.
+#[derive(Debug, Deserialize)]
+pub struct EventHead<'a> {
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    #[serde(default, borrow)]
+    pub queue: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pub task_id: Option<TaskId>,
+    #[serde(default)]
+    pub workflow_id: Option<TaskId>,
+    #[serde(default, borrow)]
+    pub tags: Vec<std::borrow::Cow<'a, str>>,
+}
+
+impl StoredEvent {
+    pub fn of(e: &Event) -> StoredEvent {
+        StoredEvent { id: e.id, json: serde_json::to_string(&e.event).expect("an event serializes") }
+    }
+
+    pub fn head(&self) -> serde_json::Result<EventHead<'_>> {
+        serde_json::from_str(&self.json)
+    }
+
+    pub fn parse(&self) -> serde_json::Result<Event> {
+        Ok(Event { id: self.id, event: serde_json::from_str(&self.json)? })
+    }
+
+    /// Its type, read off the front of its JSON, where a serialized event has it.
+    pub fn event_type(&self) -> Option<EventType> {
+        let rest = self.json.strip_prefix(r#"{"type":""#)?;
+        rest[..rest.find('"')?].parse().ok()
+    }
+
+    /// The event as the API's JSON ([`Event`]): its id, then the rest as stored.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let _ = write!(out, r#"{{"id":"{}""#, self.id);
+        match self.json.strip_prefix('{') {
+            Some(rest) if rest.trim_start() != "}" => {
+                out.push(b',');
+                out.extend_from_slice(rest.as_bytes());
+            }
+            _ => out.push(b'}'),
+        }
     }
 }
 
@@ -438,6 +529,11 @@ impl<'a> TaskEvent<'a> {
             tags: &task.tags,
             data,
         })
+    }
+
+    /// The event's `data`, to serialize in place.
+    pub fn data(&self) -> &impl Serialize {
+        &self.data
     }
 
     /// The event's `data`, as JSON text.

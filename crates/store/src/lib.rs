@@ -24,7 +24,7 @@ pub mod pg_testing;
 use async_trait::async_trait;
 use taskwarden_core::auth::{AuditEntry, TokenRecord};
 use taskwarden_core::cron::CronInfo;
-use taskwarden_core::events::{Event, EventId};
+use taskwarden_core::events::{Event, EventId, StoredEvent};
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{Task, TaskId, Timestamp};
@@ -148,6 +148,12 @@ pub trait Store: Send + Sync + 'static {
     /// one that rolled back has none; ids increase in the order readers may rely on (see
     /// [`taskwarden_core::events::EventId`]).
     async fn read_events(&self, p: ReadEvents) -> Result<Vec<Event>>;
+
+    /// The same events as [`Store::read_events`], each as the JSON it was stored as: what a
+    /// stream sends on without parsing it. By default, the parsed events serialized again.
+    async fn read_stored_events(&self, p: ReadEvents) -> Result<Vec<StoredEvent>> {
+        Ok(self.read_events(p).await?.iter().map(StoredEvent::of).collect())
+    }
 
     /// The same events as [`Store::read_events`], with only what the per-minute roll-up takes
     /// of each (the two numbers of `data` it sums are picked out by the database).

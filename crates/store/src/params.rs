@@ -342,7 +342,8 @@ pub struct ListDeliveries {
     pub limit: u32,
 }
 
-/// Deletes events older than `before`, up to `limit` of them (the oldest).
+/// Deletes events older than `before`, the oldest first, about `limit` of them: a store that
+/// keeps events in pages deletes whole pages, so it may take a few more.
 pub struct PruneEvents {
     pub before: Timestamp,
     pub limit: u32,

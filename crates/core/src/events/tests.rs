@@ -146,7 +146,13 @@ fn a_filter_needs_every_criterion_and_any_value_of_each() {
     let e = NewEvent::of_task(&t).unwrap();
     let all = EventFilter::default();
     assert!(all.matches(&e));
-    let f = |f: EventFilter| f.matches(&e);
+    // The same verdict from the event itself and from the head of its stored JSON.
+    let stored = StoredEvent::of(&Event { id: EventId { tx: 0, seq: 1 }, event: e.clone() });
+    let f = |f: EventFilter| {
+        let verdict = f.matches(&e);
+        assert_eq!(f.matches_head(&stored.head().unwrap()), verdict, "{f:?}");
+        verdict
+    };
     assert!(f(EventFilter { queues: vec!["x".into(), "mail".into()], ..all.clone() }));
     assert!(!f(EventFilter { queues: vec!["x".into()], ..all.clone() }));
     assert!(f(EventFilter { types: vec![EventType::TaskStarted], kinds: vec!["send".into()], ..all.clone() }));
@@ -160,4 +166,21 @@ fn a_filter_needs_every_criterion_and_any_value_of_each() {
     assert!(all.matches(&worker) && !scoped.matches(&worker), "no queue: only for readers of every queue");
     let mail = EventFilter { scope: QueueScope::parse("mail").unwrap(), ..all };
     assert!(mail.matches(&e));
+}
+
+#[test]
+fn a_stored_event_is_sent_as_the_event_it_was() {
+    let mut t = task(3);
+    t.start("w", LeaseToken(1), at(1001)).unwrap();
+    let event = Event { id: EventId { tx: 3, seq: 9 }, event: NewEvent::of_task(&t).unwrap() };
+    let stored = StoredEvent::of(&event);
+    assert_eq!(stored.event_type(), Some(EventType::TaskStarted));
+    assert_eq!(stored.parse().unwrap(), event);
+    let mut out = Vec::new();
+    stored.write_json(&mut out);
+    assert_eq!(serde_json::from_slice::<Event>(&out).unwrap(), event);
+    assert_eq!(out, serde_json::to_vec(&event).unwrap(), "the same bytes as the event serialized whole");
+    assert!(EventFilter::default().is_everything());
+    let scoped = EventFilter { scope: QueueScope::parse("mail").unwrap(), ..Default::default() };
+    assert!(!scoped.is_everything(), "a reader limited to some queues is filtered");
 }

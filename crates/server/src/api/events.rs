@@ -19,9 +19,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use taskwarden_core::TaskId;
 use taskwarden_core::auth::Action;
-use taskwarden_core::events::{Event, EventFilter, EventId, EventList, EventType};
+use taskwarden_core::events::{EventFilter, EventId, EventList, EventType, StoredEvent};
 use taskwarden_core::validate::check_name;
-use taskwarden_store::{ReadEvents, Topic};
+use taskwarden_store::{ReadEvents, StoreError, Topic};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use super::{ApiResult, AppState};
@@ -37,6 +37,10 @@ const SCAN_PER_REQUEST: usize = 20 * READ_PAGE as usize;
 const POLL: Duration = Duration::from_millis(250);
 /// The least time between two reads of one stream that has caught up.
 const SPACING: Duration = Duration::from_millis(50);
+/// How long after a change is announced a caught-up stream reads it: the moment of a commit
+/// belongs to the requests it answers (a parked worker's fetch handed the new task), which a
+/// stream reading at once would compete with for the CPU.
+const SETTLE: Duration = Duration::from_millis(5);
 /// Most events in one chunk of a stream; the stream gives its thread back between chunks.
 const CHUNK_EVENTS: usize = 64;
 /// How long a stream with nothing to send stays silent before it sends a comment, so that
@@ -132,7 +136,13 @@ pub(super) async fn events(
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
     let found = read_matching(&s, &filter, after, limit as usize, SCAN_PER_REQUEST).await?;
-    Ok(Json(EventList { events: found.events, next: found.next }).into_response())
+    let events = found
+        .events
+        .iter()
+        .map(StoredEvent::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|e| StoreError::Internal(format!("a stored event does not parse: {e}")))?;
+    Ok(Json(EventList { events, next: found.next }).into_response())
 }
 
 fn filter(s: &AppState, caller: &Caller, q: &EventsQuery) -> Result<EventFilter, ApiError> {
@@ -162,7 +172,7 @@ fn filter(s: &AppState, caller: &Caller, q: &EventsQuery) -> Result<EventFilter,
 
 /// What one read of the log found.
 struct Matching {
-    events: Vec<Event>,
+    events: Vec<StoredEvent>,
     /// Where to go on from: past everything scanned.
     next: EventId,
     /// Whether the scan reached the end of the log.
@@ -179,13 +189,15 @@ async fn read_matching(
 ) -> Result<Matching, ApiError> {
     let mut events = Vec::new();
     let mut scanned = 0;
+    let everything = filter.is_everything();
     while scanned < scan {
-        let page = s.store.read_events(ReadEvents { after, limit: READ_PAGE }).await?;
+        let page = s.store.read_stored_events(ReadEvents { after, limit: READ_PAGE }).await?;
         scanned += page.len();
         let full = page.len() == READ_PAGE as usize;
         for e in page {
             after = e.id;
-            if filter.matches(&e.event) {
+            // Read only as far as the filter needs, and not at all for a reader of everything.
+            if everything || e.head().is_ok_and(|head| filter.matches_head(&head)) {
                 events.push(e);
                 if events.len() == want {
                     return Ok(Matching { events, next: after, caught_up: false });
@@ -210,7 +222,7 @@ fn follow(s: AppState, filter: EventFilter, after: EventId) -> Response {
         s: AppState,
         filter: EventFilter,
         after: EventId,
-        ready: VecDeque<Event>,
+        ready: VecDeque<StoredEvent>,
         topics: [tokio::sync::watch::Receiver<u64>; 3],
         last_read: tokio::time::Instant,
         /// When the client was last sent anything (a comment keeps an idle connection open).
@@ -251,7 +263,8 @@ fn follow(s: AppState, filter: EventFilter, after: EventId) -> Response {
             // Caught up, under a stream of changes: read at most this often, fewer and fuller
             // reads. Behind: read on at once.
             if f.caught_up {
-                tokio::time::sleep_until(f.last_read + SPACING).await;
+                let now = tokio::time::Instant::now();
+                tokio::time::sleep_until((f.last_read + SPACING).max(now + SETTLE)).await;
             }
             for t in &mut f.topics {
                 t.borrow_and_update();
@@ -290,18 +303,24 @@ fn follow(s: AppState, filter: EventFilter, after: EventId) -> Response {
 }
 
 /// One event in the Server-Sent Events format: `id`, `event` (its type) and `data` (the event as
-/// one line of JSON: serde_json escapes the line breaks inside strings).
-fn write_sse(out: &mut Vec<u8>, e: &Event) {
+/// one line of JSON: serde_json escapes the line breaks inside strings, and a store keeps the
+/// JSON it wrote).
+fn write_sse(out: &mut Vec<u8>, e: &StoredEvent) {
     use std::io::Write;
-    let _ = write!(out, "id: {}\nevent: {}\ndata: ", e.id, e.event.event_type.as_str());
-    serde_json::to_writer(&mut *out, e).expect("an event serializes");
+    let event_type = e.event_type().or_else(|| e.head().ok().map(|h| h.event_type));
+    let _ = writeln!(out, "id: {}", e.id);
+    if let Some(t) = event_type {
+        let _ = writeln!(out, "event: {}", t.as_str());
+    }
+    out.extend_from_slice(b"data: ");
+    e.write_json(out);
     out.extend_from_slice(b"\n\n");
 }
 
 #[cfg(test)]
 mod tests {
     use taskwarden_core::Timestamp;
-    use taskwarden_core::events::{Event, EventId, EventType, NewEvent};
+    use taskwarden_core::events::{Event, EventId, EventType, NewEvent, StoredEvent};
 
     use super::write_sse;
 
@@ -321,9 +340,10 @@ mod tests {
                 data: serde_json::json!({"error": "line one\nline two\r\n\ndata: forged"}),
             },
         };
+        let stored = StoredEvent::of(&event);
         let mut out = Vec::new();
-        write_sse(&mut out, &event);
-        write_sse(&mut out, &event);
+        write_sse(&mut out, &stored);
+        write_sse(&mut out, &stored);
         let text = String::from_utf8(out).unwrap();
         let messages: Vec<&str> = text.split_terminator("\n\n").collect();
         assert_eq!(messages.len(), 2, "{text}");

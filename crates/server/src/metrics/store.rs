@@ -184,6 +184,10 @@ impl Store for MeteredStore {
         self.inner.read_events(p).await
     }
 
+    async fn read_stored_events(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::events::StoredEvent>> {
+        self.inner.read_stored_events(p).await
+    }
+
     async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::EventMeasure>> {
         self.inner.read_event_measures(p).await
     }

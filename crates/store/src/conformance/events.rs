@@ -170,8 +170,12 @@ pub async fn events_past_retention_are_pruned_and_ids_are_never_reused(store: &d
     submit_one(store, spec("new"), at(10_000)).await;
     let all = events_after(store, start, 3).await;
     assert_eq!(all.len(), 3);
-    assert_eq!(store.prune_events(PruneEvents { before: at(5_000), limit: 1 }).await.unwrap(), 1, "a batch at a time");
-    assert_eq!(store.prune_events(PruneEvents { before: at(5_000), limit: 100 }).await.unwrap(), 1);
+    // A batch at a time; a store that keeps its events in pages deletes whole pages (here, the
+    // two events of one submit may share one).
+    let first = store.prune_events(PruneEvents { before: at(5_000), limit: 1 }).await.unwrap();
+    assert!((1..=2).contains(&first), "a batch at a time: {first}");
+    let second = store.prune_events(PruneEvents { before: at(5_000), limit: 100 }).await.unwrap();
+    assert_eq!(first + second, 2);
     assert_eq!(store.prune_events(PruneEvents { before: at(5_000), limit: 100 }).await.unwrap(), 0);
     assert_eq!(events_after(store, start, 1).await, all[2..].to_vec());
     let last = all[2].id;

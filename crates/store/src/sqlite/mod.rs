@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use taskwarden_core::auth::{AuditEntry, TokenRecord};
 use taskwarden_core::cron::CronInfo;
-use taskwarden_core::events::{Event, EventId};
+use taskwarden_core::events::{Event, EventId, StoredEvent};
 use taskwarden_core::protocol::{LeaseStatus, QueueInfo, WorkerInfo};
 use taskwarden_core::workflow::{FanOut, ParentResult, Workflow, WorkflowState};
 use taskwarden_core::{Task, TaskId, Timestamp};
@@ -336,6 +336,10 @@ impl Store for SqliteStore {
 
     async fn read_events(&self, p: ReadEvents) -> Result<Vec<Event>> {
         self.read(move |c| events::read(c, &p)).await
+    }
+
+    async fn read_stored_events(&self, p: ReadEvents) -> Result<Vec<StoredEvent>> {
+        self.read(move |c| events::read_stored(c, &p)).await
     }
 
     async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::EventMeasure>> {

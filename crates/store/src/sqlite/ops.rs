@@ -37,6 +37,7 @@ pub(crate) fn load(conn: &Connection, id: TaskId) -> Result<Task> {
 /// task write goes through here.
 pub(crate) fn write_task(conn: &Connection, st: &mut WriterState, task: &Task) -> Result<()> {
     save_task(conn, task).map_err(internal)?;
+    st.events.task(conn, task).map_err(internal)?;
     st.ledger.saved(task);
     Ok(())
 }
@@ -75,6 +76,7 @@ pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitTasks) ->
         let id = st.ids.next(p.now, st.rng.random());
         let task = Task::new(id, spec, p.now);
         insert_task(conn, &task).map_err(internal)?;
+        st.events.task(conn, &task).map_err(internal)?;
         if let Some(key) = &task.idempotency_key {
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO idempotency_keys (key, task_id, created_at) VALUES (?1, ?2, ?3)",
@@ -375,7 +377,7 @@ pub(crate) fn register_worker(conn: &Connection, st: &mut WriterState, p: Regist
         ],
     )
     .map_err(internal)?;
-    super::events::append(conn, &NewEvent::worker_joined(&id, &p.queues, p.now)).map_err(internal)?;
+    st.events.push(conn, &NewEvent::worker_joined(&id, &p.queues, p.now)).map_err(internal)?;
     for (kind, schema) in &p.schemas {
         conn.prepare_cached(
             "INSERT INTO kind_schemas (kind, schema, registered_at) VALUES (?1, ?2, ?3) \
@@ -537,7 +539,7 @@ pub(crate) fn update_queue(conn: &Connection, st: &mut WriterState, p: UpdateQue
     .and_then(|mut s| s.execute(params![p.queue, p.paused, p.weight, p.now.as_micros(), limits]))
     .map_err(internal)?;
     if let Some(paused) = p.paused {
-        super::events::append(conn, &NewEvent::queue(&p.queue, paused, p.now)).map_err(internal)?;
+        st.events.push(conn, &NewEvent::queue(&p.queue, paused, p.now)).map_err(internal)?;
     }
     if p.paused == Some(false) || limits.is_some() {
         st.touch(Topic::Ready); // its tasks may be leased again: wake the parked fetchers

@@ -171,7 +171,7 @@ pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
         t.expires_at.map(Timestamp::as_micros),
         t.traceparent.map(|t| t.to_string()),
     ])?;
-    super::events::append_task(conn, t)
+    Ok(())
 }
 
 /// Writes back the columns a transition can change, with the event the transition noted.
@@ -203,7 +203,7 @@ pub(crate) fn save_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
         t.progress.as_ref().map(to_json),
         t.expires_at.map(Timestamp::as_micros),
     ])?;
-    super::events::append_task(conn, t)
+    Ok(())
 }
 
 pub(crate) fn insert_attempt(conn: &Connection, id: TaskId, a: &Attempt) -> rusqlite::Result<()> {

@@ -91,6 +91,6 @@ pub(crate) fn retry(conn: &Connection, st: &mut WriterState, p: RetryWorkflow) -
     .and_then(|mut s| s.execute(params![p.id.as_bytes(), t.succeeded, t.failed, t.handled]))
     .map_err(internal)?;
     let retried = NewEvent::workflow(EventType::WorkflowRetried, p.id, None, p.now);
-    super::events::append(conn, &retried).map_err(internal)?;
+    st.events.push(conn, &retried).map_err(internal)?;
     get(conn, p.id)
 }

@@ -48,13 +48,14 @@ pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitWorkflow)
     })
     .map_err(internal)?;
     let started = NewEvent::workflow(EventType::WorkflowStarted, id, plan.name.as_deref(), p.now);
-    super::events::append(conn, &started).map_err(internal)?;
+    st.events.push(conn, &started).map_err(internal)?;
     let mut tasks = Vec::with_capacity(plan.nodes.len());
     let mut edge =
         conn.prepare_cached("INSERT INTO task_edges (parent_id, child_id) VALUES (?1, ?2)").map_err(internal)?;
     for (i, node) in std::mem::take(&mut plan.nodes).into_iter().enumerate() {
         let task = Task::new_node(ids[i], node.task, id, node.id, node.parents.len() as u32, p.now);
         insert_task(conn, &task).map_err(internal)?;
+        st.events.task(conn, &task).map_err(internal)?;
         for &parent in &node.parents {
             edge.execute(params![ids[parent].as_bytes(), ids[i].as_bytes()]).map_err(internal)?;
         }
@@ -125,7 +126,7 @@ pub(crate) fn fan_out(conn: &Connection, st: &mut WriterState, p: FanOutTasks) -
             })
             .map_err(internal)?;
             let started = NewEvent::workflow(EventType::WorkflowStarted, wf, Some(&parent.kind), p.now);
-            super::events::append(conn, &started).map_err(internal)?;
+            st.events.push(conn, &started).map_err(internal)?;
             conn.prepare_cached("UPDATE tasks SET workflow_id = ?2, node = ?3 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![parent.id.as_bytes(), wf.as_bytes(), prefix]))
                 .map_err(internal)?;
@@ -139,11 +140,13 @@ pub(crate) fn fan_out(conn: &Connection, st: &mut WriterState, p: FanOutTasks) -
         // Zero-padded, so node order is child order when the join reads its parents.
         let child = Task::new_node(id, spec, wf, format!("{prefix}/{i:06}"), 0, p.now);
         insert_task(conn, &child).map_err(internal)?;
+        st.events.task(conn, &child).map_err(internal)?;
         edge.execute(params![id.as_bytes(), join_id.as_bytes()]).map_err(internal)?;
         touch_for(st, &child);
     }
     let join = Task::new_node(join_id, p.plan.join, wf, join_node, n as u32, p.now);
     insert_task(conn, &join).map_err(internal)?;
+    st.events.task(conn, &join).map_err(internal)?;
     if let Some(policy) = policy {
         let policy = serde_json::to_string(&policy).map_err(bad)?;
         conn.prepare_cached("INSERT INTO fanouts (join_id, policy, total) VALUES (?1, ?2, ?3)")
@@ -309,7 +312,7 @@ fn finish(
         .and_then(|mut s| s.execute(params![wf.as_bytes(), state.as_str(), error, now.as_micros()]))
         .map_err(internal)?;
     if let Some(decided) = NewEvent::workflow_decided(wf, state, error.as_deref(), now) {
-        super::events::append(conn, &decided).map_err(internal)?;
+        st.events.push(conn, &decided).map_err(internal)?;
     }
     let open: Vec<[u8; 16]> = conn
         .prepare_cached("SELECT id FROM tasks WHERE workflow_id = ?1 AND state IN ('scheduled', 'ready', 'running')")

@@ -59,6 +59,8 @@ pub(crate) struct WriterState {
     pub ledger: Ledger,
     /// Rate limits' token buckets as stored.
     pub buckets: BucketCache,
+    /// The events the open transaction appended, written as a page before it commits.
+    pub events: super::events::EventPage,
 }
 
 impl WriterState {
@@ -171,6 +173,7 @@ impl Writer {
             aging,
             ledger: Ledger::default(),
             buckets: BucketCache::default(),
+            events: Default::default(),
         };
         let mut core = Core { conn, wal, state };
         reload_ledger(&core.conn, &mut core.state);
@@ -316,6 +319,9 @@ fn commit_group(
     if partial.is_none() && state.touched[topic_index(Topic::Ready)] && !state.waiters.is_empty() {
         partial = handoff::serve_waiters(conn, state).err();
     }
+    if partial.is_none() {
+        partial = state.events.write(conn).err().map(super::internal);
+    }
     let mut commit = match partial {
         // An operation failed after writing: nothing of this group may be committed.
         Some(e) => Err(e),
@@ -325,6 +331,7 @@ fn commit_group(
     if commit.is_err() {
         let _ = exec(conn, "ROLLBACK");
         state.touched = [false; 3];
+        state.events.clear();
         reload_ledger(conn, state); // it saw writes that did not happen after all
         state.buckets.clear();
     }
@@ -381,7 +388,7 @@ fn run_group(conn: &Connection, state: &mut WriterState, group: Vec<WriteJob>) -
             job.op.abort(StoreError::Unavailable("an earlier write in the same commit failed".into()));
             continue;
         }
-        let before = (state.touched, conn.total_changes());
+        let before = (state.touched, conn.total_changes(), state.events.mark());
         // A panicking operation must not take the writer thread (and so the whole store) down:
         // its caller sees its reply dropped, and the group is rolled back.
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.op.run(conn, state)));
@@ -397,6 +404,7 @@ fn run_group(conn: &Connection, state: &mut WriterState, group: Vec<WriteJob>) -
                 partial = Some(StoreError::Unavailable("a write failed part-way; retry".into()));
             }
             state.touched = before.0;
+            state.events.back_to(before.2);
         }
         replies.push(reply);
     }
