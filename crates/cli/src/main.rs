@@ -14,6 +14,7 @@ mod worker_cmd;
 mod workflow_cmd;
 
 use clap::Parser;
+use tracing_subscriber::prelude::*;
 
 use args::{Args, Command};
 
@@ -26,12 +27,16 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("TASKWARDEN_LOG")
         .unwrap_or_else(|_| default_filter(&args.command).into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match args.log_format {
-        args::LogFormat::Json => logs.json().init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match args.log_format {
+        args::LogFormat::Json => logs.json().boxed(),
         // Colour codes only for a person at a terminal, never into a file or a log collector.
-        args::LogFormat::Plain => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-    }
+        args::LogFormat::Plain => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).boxed(),
+    };
+    // A worker's handlers' events at info and above also go to their task's log.
+    let task_logs = matches!(args.command, Command::Worker(_))
+        .then(|| taskwarden_worker::TaskLogLayer.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+    tracing_subscriber::registry().with(logs.with_filter(filter)).with(task_logs).init();
     let exporting = match &args.command {
         Command::Server(a) => traces::install(a.otlp_endpoint.as_deref(), "taskwarden-server"),
         Command::Worker(a) => traces::install(a.otlp_endpoint.as_deref(), "taskwarden-worker"),

@@ -229,8 +229,12 @@ async fn a_handlers_log_lines_are_printed_by_task_logs_follow() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines[0].ends_with("attempt 1  sleeping 1500 ms"), "{out}");
-    assert!(lines[1].ends_with("attempt 1  woke up"), "{out}");
+    // The handler's `tracing` event, through `TaskLogLayer`.
+    assert!(lines[1].ends_with("attempt 1  INFO woke up attempt=1"), "{out}");
     let page = client.task_logs(task.id, 0, Duration::ZERO).await.unwrap();
     assert!(page.finished);
-    assert_eq!(page.lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["sleeping 1500 ms", "woke up"]);
+    assert_eq!(
+        page.lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+        ["sleeping 1500 ms", "INFO woke up attempt=1"]
+    );
 }

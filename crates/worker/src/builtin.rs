@@ -165,7 +165,8 @@ async fn sleep(ctx: TaskContext, args: SleepArgs) -> Result<Value, TaskError> {
     ctx.log(format!("sleeping {} ms", args.ms));
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(args.ms)) => {
-            ctx.log("woke up");
+            // A `tracing` event, which `TaskLogLayer` makes a line of the task's log.
+            tracing::info!(attempt = ctx.attempt, "woke up");
             Ok(serde_json::json!({"slept_ms": args.ms, "attempt": ctx.attempt}))
         }
         _ = ctx.cancellation().cancelled() => Err(TaskError::Cancelled),

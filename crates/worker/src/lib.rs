@@ -41,6 +41,7 @@ mod fetch_policy;
 mod handler;
 mod reporter;
 mod runtime;
+mod task_logs;
 mod traces;
 
 use std::collections::HashMap;
@@ -57,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 pub use fetch_policy::{AllowRule, AllowRuleError, FetchPolicy};
 pub use handler::{TaskContext, TaskError};
 pub use runtime::{PREFETCH_GIVE_BACK, PREFETCH_HORIZON, RunSummary};
+pub use task_logs::TaskLogLayer;
 
 #[derive(Debug, Error)]
 pub enum WorkerError {

@@ -464,7 +464,8 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
     let timeout = timeout.saturating_sub(started - leased_at);
     let span = RunSpan::start(&shared.tracer, &task, &shared.worker_id);
     ctx.traceparent = span.traceparent();
-    let handle = tokio::spawn(handler.call(ctx, task.payload).with_context(span.context()));
+    let handler = crate::task_logs::scope(ctx.clone(), handler.call(ctx, task.payload));
+    let handle = tokio::spawn(handler.with_context(span.context()));
     if let Some(a) = shared.active.lock().expect("active lock").get_mut(&id) {
         a.abort = Some(handle.abort_handle());
     }

@@ -5,6 +5,7 @@ server never take each other's tasks. Also imported by worker subprocesses
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Literal, TypedDict, cast
 
 from pydantic import BaseModel
 
-from taskwarden import Context, FanOut, Permanent, Quorum, RetryAfter, Taskwarden
+from taskwarden import Context, FanOut, Permanent, Quorum, RetryAfter, TaskLogHandler, Taskwarden
 from taskwarden.workflow import Policy
 
 app = Taskwarden()
@@ -189,6 +190,25 @@ def talkative_sync(ctx: Context, n: int) -> int:
     for i in range(n):
         ctx.log(f"line {i}")
     return n
+
+
+# Records logged inside a handler reach its task's log through TaskLogHandler.
+handler_log = logging.getLogger("tests.handler")
+handler_log.setLevel(logging.INFO)
+handler_log.addHandler(TaskLogHandler(logging.INFO))
+
+
+@app.task(queue="t-logs")
+async def logs_with_logging(ctx: Context, rows: int) -> int:
+    handler_log.debug("below the handler's level")
+    handler_log.info("imported %d rows", rows)
+    return rows
+
+
+@app.task(queue="t-logs")
+def logs_with_logging_sync(ctx: Context) -> str:
+    handler_log.warning("from a pool thread")
+    return "ok"
 
 
 @app.task(queue="t-progress")

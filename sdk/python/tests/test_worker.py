@@ -15,7 +15,10 @@ from tests.tasks import (
     app,
     blocking_sync,
     events,
+    handler_log,
     in_eu,
+    logs_with_logging,
+    logs_with_logging_sync,
     on_gpu,
     past_timeout,
     permanent_failure,
@@ -191,3 +194,17 @@ async def test_handler_log_lines_reach_the_server_with_heartbeats_and_the_outcom
         assert await sync.result(timeout=20) == 3
         lines = (await client.logs(sync.id))["lines"]
         assert [line["line"] for line in lines] == ["line 0", "line 1", "line 2"]
+
+
+async def test_records_logged_inside_a_handler_reach_its_task_log() -> None:
+    async with running_worker(["t-logs"]):
+        handler_log.info("outside any handler")  # goes to no task
+        ref = await logs_with_logging.submit(rows=3)
+        assert await ref.result(timeout=20) == 3
+        sync = await logs_with_logging_sync.submit()
+        assert await sync.result(timeout=20) == "ok"
+        client = app.client
+        lines = [line["line"] for line in (await client.logs(ref.id))["lines"]]
+        assert lines == ["INFO imported 3 rows"]
+        sync_lines = [line["line"] for line in (await client.logs(sync.id))["lines"]]
+        assert sync_lines == ["WARNING from a pool thread"]

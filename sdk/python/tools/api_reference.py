@@ -37,6 +37,7 @@ MODULES: dict[str, list[str]] = {
     "taskwarden.workflow": ["Node", "FanOut", "ParentResult", "Quorum"],
     "taskwarden.options": ["TaskOptions", "Backoff"],
     "taskwarden.worker": ["Worker", "RunSummary"],
+    "taskwarden.task_logs": ["TaskLogHandler"],
     "taskwarden.convert": ["to_json", "from_json", "json_schema"],
     "taskwarden.errors": [
         "TaskwardenError",

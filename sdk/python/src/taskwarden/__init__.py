@@ -39,6 +39,7 @@ from .errors import (
     WaitTimeout,
 )
 from .options import Backoff, TaskOptions
+from .task_logs import TaskLogHandler
 from .worker import RunSummary, Worker
 from .workflow import FanOut, Node, ParentResult, Quorum
 
@@ -71,6 +72,7 @@ __all__ = [
     "TaskExpired",
     "TaskFailed",
     "TaskInfo",
+    "TaskLogHandler",
     "TaskOptions",
     "TaskPage",
     "TaskRef",

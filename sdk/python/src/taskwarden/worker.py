@@ -51,6 +51,7 @@ from .errors import (
     TransportError,
     Unavailable,
 )
+from .task_logs import running
 from .traces import RunSpan
 from .workflow import FanOut, ParentResult
 
@@ -683,7 +684,7 @@ class Worker:
         ex.runner = runner
         try:
             assert ex.span is not None
-            with ex.span.current():
+            with ex.span.current(), running(ex.ctx):
                 value = await handler.fn(ex.ctx, **kwargs)
         except asyncio.CancelledError:
             if ex.reason is None:
@@ -954,8 +955,8 @@ class _WorkerBackend:
 
 
 def _in_span(span: RunSpan, fn: Any, ctx: Context, kwargs: dict[str, Any]) -> Any:
-    """Runs a sync handler in its pool thread with the run span current."""
-    with span.current():
+    """Runs a sync handler in its pool thread with the run span and its task current."""
+    with span.current(), running(ctx):
         return fn(ctx, **kwargs)
 
 
