@@ -199,7 +199,7 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
             (format!("/v1/cron/{}", f.cron(q).await), Some(json!({"schedule": "0 0 0 2 1 *"})))
         }
         ("post", "/v1/tokens") => (p(path), Some(json!({"name": f.unique("t"), "role": "read"}))),
-        ("post", "/v1/tokens/{token}/revoke") => (format!("/v1/tokens/{}/revoke", f.throwaway_token().await), None),
+        ("post", "/v1/tokens/{id}/revoke") => (format!("/v1/tokens/{}/revoke", f.throwaway_token().await), None),
         ("post", "/v1/webhooks") => (p(path), Some(json!({"name": f.unique("hook"), "url": "http://127.0.0.1:9/h"}))),
         ("get", "/v1/webhooks") => (p(path), None),
         ("delete", "/v1/webhooks/{name}") => (format!("/v1/webhooks/{}", f.webhook().await), None),
@@ -264,7 +264,7 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("patch", "/v1/cron/{name}", At(Operator), true),
         ("post", "/v1/tokens", At(Admin), false),
         ("get", "/v1/tokens", At(Admin), false),
-        ("post", "/v1/tokens/{token}/revoke", At(Admin), false),
+        ("post", "/v1/tokens/{id}/revoke", At(Admin), false),
         ("get", "/v1/audit", At(Admin), false),
         ("get", "/v1/events", At(Read), true),
         ("get", "/v1/stats", At(Read), true),

@@ -137,6 +137,9 @@ async fn once_a_token_exists_every_request_needs_one_and_revocation_holds_within
         assert!(tokio::time::Instant::now() < deadline, "a new token works within a second");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A token is revoked by its id or name, never by its secret in a URL (which names `id`).
+    let (status, resp) = s.as_token(&admin).call("POST", &format!("/v1/tokens/{reader}/revoke"), None).await;
+    assert_eq!((status, resp["error"]["field"].as_str()), (404, Some("id")), "{resp}");
     let (status, revoked) = s.as_token(&admin).call("POST", "/v1/tokens/support/revoke", None).await;
     assert_eq!(status, 200, "{revoked}");
     assert!(revoked["revoked_at"].is_string());

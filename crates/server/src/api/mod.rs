@@ -119,7 +119,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/cron/{name}/run", Some(Role::Operator)),
     ("post", "/v1/tokens", Some(Role::Admin)),
     ("get", "/v1/tokens", Some(Role::Admin)),
-    ("post", "/v1/tokens/{token}/revoke", Some(Role::Admin)),
+    ("post", "/v1/tokens/{id}/revoke", Some(Role::Admin)),
     ("get", "/v1/audit", Some(Role::Admin)),
     ("get", "/v1/events", Some(Role::Read)),
     ("get", "/v1/stats", Some(Role::Read)),

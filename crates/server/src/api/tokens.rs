@@ -58,13 +58,15 @@ pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult
 /// Revokes a token by its id, or by the name of the live token that has it.
 #[utoipa::path(
     post,
-    path = "/v1/tokens/{token}/revoke",
+    path = "/v1/tokens/{id}/revoke",
     tag = "tokens",
     operation_id = "revokeToken",
     summary = "Revoke a token",
     description = "By id (tok_...) or by the name of the live token. Every node refuses it within token_refresh (default 500 ms).",
-    params(("token" = String, Path, description = "A token id, or a live token's name.")),
-    responses((status = 200, description = "The token, revoked.", body = TokenInfo), (status = 404, description = "not_found: no such token (error.field token).", body = ErrorBody))
+    // Named `id`, not `token`: the secret (`token` in the answer to a create) is never what it
+    // takes, and a client linking the two (schemathesis's stateful phase did) would be misled.
+    params(("id" = String, Path, description = "A token id (tok_...), or a live token's name; never its secret.")),
+    responses((status = 200, description = "The token, revoked.", body = TokenInfo), (status = 404, description = "not_found: no such token (error.field id).", body = ErrorBody))
 )]
 pub(super) async fn revoke(
     State(s): State<AppState>,
@@ -73,10 +75,9 @@ pub(super) async fn revoke(
 ) -> ApiResult<impl IntoResponse> {
     caller.may(&s, Action::Admin, None)?;
     let record = s.store.revoke_token(RevokeToken { token, now: s.clock.now() }).await.map_err(|e| match e {
-        taskwarden_store::StoreError::NotFound => ApiError {
-            field: Some("token".into()),
-            ..ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such token")
-        },
+        taskwarden_store::StoreError::NotFound => {
+            ApiError { field: Some("id".into()), ..ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such token") }
+        }
         other => other.into(),
     })?;
     caller.audit(&s, "token.revoke", record.name.clone()).await;

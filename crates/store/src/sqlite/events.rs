@@ -177,32 +177,33 @@ impl EventPage {
     }
 }
 
-/// Calls `f` with each event after `after` (its id and its line), in id order, at most `limit`.
-fn each_after(
+/// Maps each event after `p.after` (its id and its line), in id order, at most `p.limit`.
+fn read_with<T>(
     conn: &Connection,
     p: &ReadEvents,
-    mut f: impl FnMut(u64, &str) -> rusqlite::Result<()>,
-) -> rusqlite::Result<()> {
+    mut f: impl FnMut(EventId, &str) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    if p.after.tx != 0 {
+        return Ok(out); // an id from a PostgreSQL log: past the end of this one
+    }
     let after = p.after.seq;
-    let mut stmt =
-        conn.prepare_cached("SELECT first_id, events FROM event_pages WHERE last_id > ?1 ORDER BY last_id")?;
-    let mut rows = stmt.query([after as i64])?;
-    let mut left = p.limit;
-    while left > 0
-        && let Some(row) = rows.next()?
+    let mut stmt = conn
+        .prepare_cached("SELECT first_id, events FROM event_pages WHERE last_id > ?1 ORDER BY last_id")
+        .map_err(internal)?;
+    let mut rows = stmt.query([after as i64]).map_err(internal)?;
+    while out.len() < p.limit as usize
+        && let Some(row) = rows.next().map_err(internal)?
     {
-        let first = row.get::<_, i64>(0)? as u64;
-        let lines = row.get_ref(1)?.as_str()?;
+        let first = row.get::<_, i64>(0).map_err(internal)? as u64;
+        let lines = row.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(internal)?;
         let skip = after.saturating_sub(first - 1) as usize;
-        for (id, line) in (first..).zip(lines.split('\n')).skip(skip) {
-            f(id, line)?;
-            left -= 1;
-            if left == 0 {
-                break;
-            }
+        let left = p.limit as usize - out.len();
+        for (seq, line) in (first..).zip(lines.split('\n')).skip(skip).take(left) {
+            out.push(f(EventId { tx: 0, seq }, line).map_err(internal)?);
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 fn unreadable(e: serde_json::Error) -> rusqlite::Error {
@@ -210,53 +211,27 @@ fn unreadable(e: serde_json::Error) -> rusqlite::Error {
 }
 
 pub(crate) fn read(conn: &Connection, p: &ReadEvents) -> Result<Vec<Event>> {
-    if p.after.tx != 0 {
-        return Ok(Vec::new()); // an id from a PostgreSQL log: past the end of this one
-    }
-    let mut out = Vec::new();
-    each_after(conn, p, |id, line| {
-        let event = serde_json::from_str(line).map_err(unreadable)?;
-        out.push(Event { id: EventId { tx: 0, seq: id }, event });
-        Ok(())
-    })
-    .map_err(internal)?;
-    Ok(out)
+    read_with(conn, p, |id, line| Ok(Event { id, event: serde_json::from_str(line).map_err(unreadable)? }))
 }
 
 pub(crate) fn read_stored(conn: &Connection, p: &ReadEvents) -> Result<Vec<StoredEvent>> {
-    if p.after.tx != 0 {
-        return Ok(Vec::new()); // an id from a PostgreSQL log: past the end of this one
-    }
-    let mut out = Vec::new();
-    each_after(conn, p, |id, line| {
-        out.push(StoredEvent { id: EventId { tx: 0, seq: id }, json: line.to_owned() });
-        Ok(())
-    })
-    .map_err(internal)?;
-    Ok(out)
+    read_with(conn, p, |id, line| Ok(StoredEvent { id, json: line.to_owned() }))
 }
 
 pub(crate) fn read_measures(conn: &Connection, p: &ReadEvents) -> Result<Vec<EventMeasure>> {
-    if p.after.tx != 0 {
-        return Ok(Vec::new()); // an id from a PostgreSQL log: past the end of this one
-    }
-    let mut out = Vec::new();
-    each_after(conn, p, |id, line| {
+    read_with(conn, p, |id, line| {
         let e: MeasureIn = serde_json::from_str(line).map_err(unreadable)?;
         let data = e.data.unwrap_or_default();
-        out.push(EventMeasure {
-            id: EventId { tx: 0, seq: id },
+        Ok(EventMeasure {
+            id,
             at: e.at,
             event_type: e.event_type,
             queue: e.queue.map(Cow::into_owned),
             of_task: e.task_id.is_some(),
             run_us: data.run_us,
             wait_us: data.wait_us,
-        });
-        Ok(())
+        })
     })
-    .map_err(internal)?;
-    Ok(out)
 }
 
 pub(crate) fn last_id(conn: &Connection) -> Result<EventId> {
