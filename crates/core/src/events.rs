@@ -441,16 +441,20 @@ mod tests;
 
 /// The event a task's last transition noted, borrowed from the task: what the stores append
 /// with every write of a task, so it is made without copying the task's strings or building a
-/// JSON map (see [`NewEvent::of_task`] for the owned form).
-#[derive(Debug)]
+/// JSON map (see [`NewEvent::of_task`] for the owned form). It serializes as that form would.
+#[derive(Debug, Serialize)]
 pub struct TaskEvent<'a> {
+    #[serde(rename = "type")]
     pub event_type: EventType,
     pub at: Timestamp,
     pub queue: &'a str,
     pub kind: &'a str,
     pub task_id: TaskId,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workflow_id: Option<TaskId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub tags: &'a [String],
     data: TaskEventData<'a>,
 }
@@ -529,11 +533,6 @@ impl<'a> TaskEvent<'a> {
             tags: &task.tags,
             data,
         })
-    }
-
-    /// The event's `data`, to serialize in place.
-    pub fn data(&self) -> &impl Serialize {
-        &self.data
     }
 
     /// The event's `data`, as JSON text.

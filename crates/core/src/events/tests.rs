@@ -184,3 +184,22 @@ fn a_stored_event_is_sent_as_the_event_it_was() {
     let scoped = EventFilter { scope: QueueScope::parse("mail").unwrap(), ..Default::default() };
     assert!(!scoped.is_everything(), "a reader limited to some queues is filtered");
 }
+
+#[test]
+fn a_task_event_serializes_as_its_owned_form() {
+    let mut t = task(3);
+    let mut forms = vec![];
+    let mut note = |t: &Task| {
+        let e = TaskEvent::of(t).unwrap();
+        forms.push((serde_json::to_string(&e).unwrap(), serde_json::to_string(&e.to_new_event()).unwrap()));
+    };
+    note(&t);
+    t.start("w", LeaseToken(1), at(1001)).unwrap();
+    note(&t);
+    t.tags.clear();
+    t.workflow_id = Some(t.id);
+    note(&t);
+    for (borrowed, owned) in forms {
+        assert_eq!(borrowed, owned);
+    }
+}

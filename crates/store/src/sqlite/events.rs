@@ -18,7 +18,7 @@ use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use taskwarden_core::events::{Event, EventId, EventType, NewEvent, StoredEvent, TaskEvent};
 use taskwarden_core::stats::EventMeasure;
-use taskwarden_core::{Task, TaskId, Timestamp};
+use taskwarden_core::{Task, Timestamp};
 
 use super::internal;
 use crate::Result;
@@ -48,27 +48,6 @@ pub(crate) struct PageMark {
     pages: u64,
 }
 
-/// One event as a page stores it: [`NewEvent`]'s fields, in its order, borrowed.
-#[derive(Serialize)]
-struct LineOut<'a, D: Serialize> {
-    #[serde(rename = "type")]
-    event_type: EventType,
-    at: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    queue: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kind: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    task_id: Option<TaskId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    workflow_id: Option<TaskId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    attempt: Option<u32>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    tags: &'a [String],
-    data: D,
-}
-
 /// What the per-minute roll-up takes of a line; the rest is skipped unparsed.
 #[derive(Deserialize)]
 struct MeasureIn<'a> {
@@ -95,46 +74,21 @@ impl EventPage {
     /// Appends the event the task's last transition noted, if any.
     pub(crate) fn task(&mut self, conn: &Connection, task: &Task) -> rusqlite::Result<()> {
         let Some(e) = TaskEvent::of(task) else { return Ok(()) };
-        self.line(
-            conn,
-            &LineOut {
-                event_type: e.event_type,
-                at: e.at,
-                queue: Some(e.queue),
-                kind: Some(e.kind),
-                task_id: Some(e.task_id),
-                workflow_id: e.workflow_id,
-                attempt: e.attempt,
-                tags: e.tags,
-                data: e.data(),
-            },
-        )
+        self.line(conn, &e, e.at)
     }
 
     pub(crate) fn push(&mut self, conn: &Connection, e: &NewEvent) -> rusqlite::Result<()> {
-        self.line(
-            conn,
-            &LineOut {
-                event_type: e.event_type,
-                at: e.at,
-                queue: e.queue.as_deref(),
-                kind: e.kind.as_deref(),
-                task_id: e.task_id,
-                workflow_id: e.workflow_id,
-                attempt: e.attempt,
-                tags: &e.tags,
-                data: &e.data,
-            },
-        )
+        self.line(conn, e, e.at)
     }
 
-    fn line(&mut self, conn: &Connection, line: &LineOut<'_, impl Serialize>) -> rusqlite::Result<()> {
+    /// Appends `event`, which serializes as a [`NewEvent`] does.
+    fn line(&mut self, conn: &Connection, event: &impl Serialize, at: Timestamp) -> rusqlite::Result<()> {
         if self.count > 0 {
             self.lines.push(b'\n'); // JSON escapes every newline inside a string
         }
-        serde_json::to_writer(&mut self.lines, line).expect("an event serializes");
+        serde_json::to_writer(&mut self.lines, event).expect("an event serializes");
         self.count += 1;
-        self.last_at = self.last_at.max(line.at.as_micros());
+        self.last_at = self.last_at.max(at.as_micros());
         if self.count == PAGE_EVENTS { self.write(conn) } else { Ok(()) }
     }
 
@@ -271,6 +225,7 @@ pub(crate) fn prune(conn: &Connection, p: PruneEvents) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    use taskwarden_core::TaskId;
 
     use super::*;
     use crate::sqlite::schema::{migrate, migrate_to};
