@@ -554,6 +554,9 @@ pub struct BulkFilterArgs {
     pub kind: Option<String>,
     #[arg(long)]
     pub tag: Option<String>,
+    /// A search, e.g. 'payload.customer_id=42 error:timeout' (see docs/search.md).
+    #[arg(long = "query", short = 'q')]
+    pub q: Option<String>,
     /// Most tasks acted on [default: 10000; at most 100000]; with more, the answer says how to go
     /// on.
     #[arg(long)]
@@ -565,7 +568,7 @@ pub struct BulkFilterArgs {
 
 impl BulkFilterArgs {
     pub fn is_empty(&self) -> bool {
-        self.queue.is_none() && self.state.is_none() && self.kind.is_none() && self.tag.is_none()
+        self.queue.is_none() && self.state.is_none() && self.kind.is_none() && self.tag.is_none() && self.q.is_none()
     }
 }
 
@@ -596,6 +599,9 @@ pub enum TaskCommand {
         kind: Option<String>,
         #[arg(long)]
         tag: Option<String>,
+        /// A search, e.g. 'state:failed payload.customer_id=42 error:timeout' (see docs/search.md).
+        #[arg(long = "query", short = 'q')]
+        q: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// The cursor printed by the previous page.
@@ -960,6 +966,7 @@ pub struct BenchArgs {
     /// a one-second retention, printing the stored size after each wave.
     /// `backlog` (never run by default) drains a backlog of --backlog-tasks beside one a tenth its
     /// size on the same server, with the server's memory after each.
+    /// `search` (never run by default) times the task search with --search-tasks tasks stored.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Follow the event log with one Server-Sent Events subscriber for the whole run (on the
@@ -974,6 +981,9 @@ pub struct BenchArgs {
     /// The large backlog in `--only backlog`, drained beside one a tenth of its size.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog_tasks: usize,
+    /// Tasks stored for `--only search`.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub search_tasks: usize,
     /// Waves of tasks in the retention soak.
     #[arg(long, default_value_t = 30)]
     pub soak_waves: usize,

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::args::BenchArgs;
 
 mod backlog;
+mod search;
 mod shape;
 
 struct Proc(Child);
@@ -417,6 +418,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         retention_soak(&backend, args.soak_waves, args.soak_tasks).await
     } else if args.only.iter().any(|o| o == "backlog") {
         backlog::run(&args, &backend).await
+    } else if args.only.iter().any(|o| o == "search") {
+        search::run(&args, &backend).await
     } else if args.only.iter().any(|o| o == "shape") {
         shape::run(&args, &backend, dir.path()).await
     } else if args.only.iter().any(|o| o == "secure") {

@@ -250,12 +250,12 @@ pub async fn task(a: TaskArgs) -> anyhow::Result<()> {
     let client = connect(&a.connect)?;
     match a.command {
         TaskCommand::Get { id, json } => show(&client.get(parse_id(&id)?).await?, json),
-        TaskCommand::List { queue, state, kind, tag, limit, cursor, json } => {
+        TaskCommand::List { queue, state, kind, tag, q, limit, cursor, json } => {
             let state = match state.map(|s| s.parse::<TaskState>()).transpose() {
                 Ok(state) => state,
                 Err(e) => usage!("--state: {e}"),
             };
-            let page = client.list(&ListOptions { queue, state, kind, tag, cursor, limit: Some(limit) }).await?;
+            let page = client.list(&ListOptions { queue, state, kind, tag, q, cursor, limit: Some(limit) }).await?;
             if json {
                 return print_json(&page);
             }
@@ -331,13 +331,14 @@ async fn task_logs(client: &Client, id: TaskId, follow: bool, json: bool) -> any
 /// `task retry|cancel` with filters: the server changes every matching task, a page at a time.
 async fn bulk(client: &Client, f: BulkFilterArgs, json: bool, retry: bool) -> anyhow::Result<()> {
     if f.is_empty() {
-        usage!("give a task id, or at least one filter (--queue, --state, --kind, --tag) for a bulk change");
+        usage!("give a task id, or at least one filter (--queue, --state, --kind, --tag, --query) for a bulk change");
     }
     let state = match f.state.map(|s| s.parse::<TaskState>()).transpose() {
         Ok(state) => state,
         Err(e) => usage!("--state: {e}"),
     };
-    let filter = BulkFilter { queue: f.queue, state, kind: f.kind, tag: f.tag, limit: f.limit, cursor: f.cursor };
+    let filter =
+        BulkFilter { queue: f.queue, state, kind: f.kind, tag: f.tag, q: f.q, limit: f.limit, cursor: f.cursor };
     let (result, done) = match retry {
         true => (client.retry_matching(&filter).await?, "retried"),
         false => (client.cancel_matching(&filter).await?, "cancelled"),

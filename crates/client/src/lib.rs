@@ -178,6 +178,9 @@ pub struct ListOptions {
     pub kind: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// A search in the query language (`payload.customer_id=42 error:timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -32,6 +32,15 @@ impl TaskId {
         self.0.as_bytes()
     }
 
+    /// The smallest id made at `t`'s millisecond: ids of tasks created at or after `t` are at
+    /// least this, those created before are less.
+    pub fn first_at(t: Timestamp) -> TaskId {
+        let ms = t.as_millis().clamp(0, (1 << 48) - 1);
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        TaskId::from_bytes(b)
+    }
+
     /// The millisecond timestamp embedded in the id.
     pub fn created_millis(&self) -> i64 {
         let b = self.0.as_bytes();
@@ -178,6 +187,13 @@ mod tests {
                 prop_assert_eq!(parsed, id);
                 last = Some(id);
             }
+        }
+
+        #[test]
+        fn first_at_bounds_the_ids_made_in_a_millisecond(ms in 0i64..(1 << 47), r in any::<u64>()) {
+            let id = IdGenerator::new().next(Timestamp::from_millis(ms), r);
+            prop_assert!(TaskId::first_at(Timestamp::from_millis(ms)) <= id);
+            prop_assert!(id < TaskId::first_at(Timestamp::from_millis(ms + 1)));
         }
 
         #[test]

@@ -13,6 +13,7 @@
 //! - [`validate`]: input limits and validation that names the bad field.
 //! - [`protocol`]: the HTTP request and response bodies shared by server and SDKs.
 //! - [`schema`]: the OpenAPI schemas of what the derive cannot see (ids, times, names, rates).
+//! - [`search`]: what task lists are filtered by, and the query language people type.
 //! - [`stats`]: per-queue history by the minute, rolled up from the event log.
 //! - [`time`]: timestamps; "now" is always an argument.
 //! - [`trace_context`]: the W3C `traceparent` a task carries from its submitter to its spans.
@@ -35,6 +36,7 @@ pub mod limits;
 pub mod placement;
 pub mod protocol;
 pub mod schema;
+pub mod search;
 pub mod stats;
 pub mod task;
 pub mod task_logs;

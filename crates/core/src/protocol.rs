@@ -124,6 +124,11 @@ pub struct BulkFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = crate::schema::optional_name)]
     pub tag: Option<String>,
+    /// A search in the query language (`payload.customer_id=42 error:timeout`), ANDed with the
+    /// fields above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
+    pub q: Option<String>,
     /// Most tasks this call acts on (1 to 100,000; default 10,000). With more matching, the
     /// answer's `next_cursor` continues where it stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,7 +18,7 @@ use crate::trace_context::TraceParent;
 
 /// A task's state. `succeeded`, `failed`, `cancelled` and `expired` are terminal; `failed` tasks
 /// are kept as dead letters and can be retried by hand.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
     /// Waiting for its `run_at` (a delay, the backoff after a failed attempt, or, for a workflow

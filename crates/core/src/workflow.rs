@@ -18,6 +18,7 @@ use crate::task::{NewTask, Task, TaskState};
 use crate::time::{Timestamp, duration_ms};
 use crate::validate::{Limits, ValidationError, check_name};
 
+pub mod graph;
 mod retry;
 pub use retry::{FanOutRestart, RetryNode, RetryPlan, RetryRefusal, plan_retry};
 
@@ -575,6 +576,9 @@ pub struct WorkflowNode {
     pub node: String,
     pub task_id: crate::id::TaskId,
     pub state: crate::task::TaskState,
+    /// The nodes this one depends on, as indexes into the workflow's `nodes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<u32>,
 }
 
 /// A workflow, as the API returns it.
@@ -636,7 +640,12 @@ impl Workflow {
     pub fn started(id: crate::id::TaskId, plan: &WorkflowPlan, tasks: &[Task], now: Timestamp) -> Workflow {
         let nodes: Vec<WorkflowNode> = tasks
             .iter()
-            .map(|t| WorkflowNode { node: t.node.clone().unwrap_or_default(), task_id: t.id, state: t.state })
+            .map(|t| WorkflowNode {
+                node: t.node.clone().unwrap_or_default(),
+                task_id: t.id,
+                state: t.state,
+                parents: Vec::new(),
+            })
             .collect();
         Workflow {
             id,
@@ -704,6 +713,17 @@ pub struct SpeedupReport {
     #[serde(rename = "queue_wait_ms", with = "duration_ms")]
     #[schema(value_type = u64)]
     pub queue_wait: Duration,
+    /// The nodes of that longest chain, parents first, as indexes into the workflow's `nodes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub critical_nodes: Vec<u32>,
+}
+
+/// A node's parents as [`WorkflowNode::parents`] lists them: indexes, in order.
+pub fn sorted_parents(n: &NodeTiming) -> Vec<u32> {
+    let mut p: Vec<u32> = n.parents.iter().map(|&i| i as u32).collect();
+    p.sort_unstable();
+    p.dedup();
+    p
 }
 
 /// Computes the speedup report. Nodes must be given parents-first (as [`WorkflowPlan`] orders them).
@@ -726,11 +746,22 @@ pub fn speedup_report(nodes: &[NodeTiming]) -> SpeedupReport {
         running += i64::from(delta);
         peak = peak.max(running);
     }
+    // The longest chain ending at each node, and the parent it came through.
     let mut longest = vec![Duration::ZERO; nodes.len()];
+    let mut through: Vec<Option<usize>> = vec![None; nodes.len()];
     for (i, n) in nodes.iter().enumerate() {
-        let before = n.parents.iter().map(|&p| longest[p]).max().unwrap_or_default();
-        longest[i] = before + run(n);
+        let best = n.parents.iter().copied().filter(|&p| p < i).max_by_key(|&p| (longest[p], std::cmp::Reverse(p)));
+        longest[i] = best.map(|p| longest[p]).unwrap_or_default() + run(n);
+        through[i] = best;
     }
+    let mut critical_nodes = Vec::new();
+    // It ends at the node with the longest chain (the latest such node, on a tie: the deepest).
+    let mut at = (0..nodes.len()).filter(|&i| !longest[i].is_zero()).max_by_key(|&i| (longest[i], i));
+    while let Some(i) = at {
+        critical_nodes.push(i as u32);
+        at = through[i];
+    }
+    critical_nodes.reverse();
     let queue_wait =
         nodes.iter().filter_map(|n| n.attempts.iter().map(|a| a.0).min().map(|s| s.duration_since(n.ready_at))).sum();
     let speedup = if t_parallel.is_zero() { 0.0 } else { t_serial.as_secs_f64() / t_parallel.as_secs_f64() };
@@ -743,6 +774,7 @@ pub fn speedup_report(nodes: &[NodeTiming]) -> SpeedupReport {
         efficiency: if peak > 0 { speedup / peak as f64 } else { 0.0 },
         critical_path: longest.into_iter().max().unwrap_or_default(),
         queue_wait,
+        critical_nodes,
     }
 }
 

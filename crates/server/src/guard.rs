@@ -5,7 +5,8 @@
 //! - Writes (POST, PUT, PATCH, DELETE) need `Content-Type: application/json`. A web page can make
 //!   a browser send a cross-site `text/plain` or form POST without asking anyone; a JSON one needs
 //!   a CORS preflight this server never grants.
-//! - A request whose `Origin` is neither the server itself nor an allowed host is refused.
+//! - A request whose `Origin` is neither the server itself (scheme, host and port) nor a host
+//!   the operator listed in `--allowed-hosts` is refused.
 //! - Where no token is needed (the laptop case), the `Host` must be an allowed name: otherwise a
 //!   page on a hostile domain that resolves to 127.0.0.1 (DNS rebinding) could read the API.
 
@@ -75,7 +76,12 @@ impl Guard {
         if let Some(origin) = text(header::ORIGIN) {
             let authority = origin.split_once("://").map_or("", |(_, rest)| rest).trim_end_matches('/');
             let same_origin = !authority.is_empty() && authority.eq_ignore_ascii_case(host);
-            if !same_origin && (authority.is_empty() || !self.allowed(authority)) {
+            // Another origin only when the operator named its host: the loopback names allowed
+            // by default stand for this server, not for every page served on another port of
+            // the same machine (a dev server, anything a user opens).
+            let listed =
+                self.always_check_host && !self.never_check_host && self.allowed_hosts.contains(&host_name(authority));
+            if !same_origin && (authority.is_empty() || !listed) {
                 return Err(refused("origin", format!("requests from origin {origin:?} are not allowed")));
             }
         }

@@ -5,6 +5,7 @@
 //! - `guard`: checks before routing (body size by `Content-Length`, `Host`, `Origin`, JSON type).
 //! - `maintenance`: lease expiry and delayed-task promotion loops.
 //! - `metrics`: Prometheus metrics, and the store wrapper that counts tasks for them.
+//! - `ui`: the web dashboard's files, carried in the binary and served under `/ui`.
 //! - [`ServerConfig`]: the settings; [`Clock`]: the server's time source.
 //!
 //! ```no_run
@@ -33,6 +34,7 @@ mod payload_schemas;
 mod scheduling;
 mod tls;
 mod traces;
+mod ui;
 mod webhooks;
 
 use std::sync::Arc;

@@ -156,7 +156,8 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
         ("post", "/v1/workers") => (p(path), Some(json!({"name": "w", "queues": [q], "concurrency": 1}))),
         (
             "get",
-            "/v1/workers" | "/v1/kinds" | "/v1/queues" | "/v1/cron" | "/v1/tokens" | "/v1/audit" | "/v1/workflows",
+            "/v1/workers" | "/v1/kinds" | "/v1/queues" | "/v1/cron" | "/v1/tokens" | "/v1/audit" | "/v1/workflows"
+            | "/v1/me",
         ) => (p(path), None),
         ("post", "/v1/workers/{id}/fetch") => {
             let (w, _) = f.worker(token, q).await;
@@ -171,6 +172,7 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
         ("get", "/v1/tasks/{id}/parents") => (format!("/v1/tasks/{}/parents", f.leased(token, q).await.0), None),
         ("post", "/v1/workflows") => (p(path), Some(json!({"tasks": [{"id": "a", "kind": "echo", "queue": q}]}))),
         ("get", "/v1/workflows/{id}") => (format!("/v1/workflows/{}", f.workflow(q).await), None),
+        ("get", "/v1/workflows/{id}/graph") => (format!("/v1/workflows/{}/graph", f.workflow(q).await), None),
         ("get", "/v1/workflows/{id}/wait") => {
             (format!("/v1/workflows/{}/wait?timeout_ms=10", f.workflow(q).await), None)
         }
@@ -248,6 +250,7 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("get", "/v1/workflows", EveryQueueAt(Read), false),
         ("get", "/v1/workflows/{id}", At(Read), true),
         ("get", "/v1/workflows/{id}/wait", At(Read), true),
+        ("get", "/v1/workflows/{id}/graph", At(Read), true),
         ("post", "/v1/workflows/{id}/cancel", At(Operator), true),
         ("post", "/v1/workflows/{id}/retry", At(Operator), true),
         ("get", "/v1/queues", At(Read), false),
@@ -266,6 +269,7 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("get", "/v1/tokens", At(Admin), false),
         ("post", "/v1/tokens/{id}/revoke", At(Admin), false),
         ("get", "/v1/audit", At(Admin), false),
+        ("get", "/v1/me", At(Read), false),
         ("get", "/v1/events", At(Read), true),
         ("get", "/v1/stats", At(Read), true),
         ("post", "/v1/webhooks", At(Admin), false),

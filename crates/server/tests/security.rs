@@ -192,6 +192,11 @@ async fn a_read_token_sees_payloads_and_results_only_when_allowed() {
     assert!(!page.to_string().contains("4111"), "{page}");
     let (_, shown) = s.as_token(&trusted).call("GET", &path, None).await;
     assert_eq!(shown["payload"]["card"], "4111");
+    // Nor may it probe payloads by searching them, one guess at a time.
+    let (status, refused) = s.as_token(&plain).call("GET", "/v1/tasks?q=payload.card%3D4111", None).await;
+    assert_eq!((status, refused["error"]["field"].as_str()), (403, Some("q")), "{refused}");
+    let (status, found) = s.as_token(&trusted).call("GET", "/v1/tasks?q=payload.card%3D%224111%22", None).await;
+    assert_eq!((status, found["tasks"].as_array().map(Vec::len)), (200, Some(1)), "{found}");
     let cron = json!({"name": "nightly", "schedule": "0 0 0 * * *", "task": {"queue": "q", "kind": "echo", "payload": {"card": "4111"}}});
     assert_eq!(s.as_token(&admin).call("POST", "/v1/cron", Some(cron)).await.0, 201);
     let (_, crons) = s.as_token(&plain).call("GET", "/v1/cron", None).await;
@@ -250,6 +255,19 @@ async fn cross_site_requests_are_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403, "a foreign origin");
+    // A page on another port of this machine is another origin: refused, also for a bodyless
+    // POST (which no content-type check stops) on this open loopback server.
+    let other_port = s.url.rsplit_once(':').map(|(host, _)| format!("{host}:1")).unwrap();
+    let resp = s
+        .http
+        .post(format!("{}/v1/queues/q/pause?create=true", s.url))
+        .header("origin", &other_port)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403, "another port is another origin");
+    let (_, queues) = s.call("GET", "/v1/queues", None).await;
+    assert!(queues["queues"].as_array().unwrap().iter().all(|q| q["paused"] == false), "{queues}");
     // DNS rebinding: the page's own host name, resolved to 127.0.0.1.
     let resp = s.http.get(&url).header("host", "evil.example:7433").send().await.unwrap();
     assert_eq!(resp.status(), 403);

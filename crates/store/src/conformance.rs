@@ -20,6 +20,8 @@ use taskwarden_core::{AttemptOutcome, Backoff, Cancellation, Limits, NewTask, Ta
 
 use crate::params::*;
 use crate::{Store, StoreError};
+use taskwarden_core::TaskId;
+use taskwarden_core::search::TaskSearch;
 
 /// A fresh store and whatever must live as long as it (a temporary directory, a schema).
 pub struct Harness {
@@ -54,6 +56,7 @@ macro_rules! conformance_tests {
             manual_retry_revives_a_dead_letter,
             released_task_is_ready_again,
             list_filters_and_paginates_newest_first,
+            search_finds_tasks_by_fields_errors_times_and_windows,
             topics_announce_ready_and_finished_tasks,
             workers_are_listed_with_their_running_tasks,
             concurrent_submits_are_all_stored,
@@ -440,11 +443,90 @@ pub async fn list_filters_and_paginates_newest_first(store: &dyn Store) {
     assert_eq!(p3.tasks.len(), 5);
     assert_eq!(p3.next, None);
     let q = |f: ListTasks| async move { store.list(f).await.unwrap().tasks.len() };
-    assert_eq!(q(ListTasks { queue: Some("even".into()), limit: 100, ..Default::default() }).await, 13);
-    assert_eq!(q(ListTasks { tag: Some("fifth".into()), limit: 100, ..Default::default() }).await, 5);
-    assert_eq!(q(ListTasks { kind: Some("special".into()), limit: 100, ..Default::default() }).await, 5);
-    assert_eq!(q(ListTasks { state: Some(TaskState::Ready), limit: 100, ..Default::default() }).await, 25);
-    assert_eq!(q(ListTasks { state: Some(TaskState::Running), limit: 100, ..Default::default() }).await, 0);
+    let by = |filter: TaskSearch| ListTasks { filter, limit: 100, ..Default::default() };
+    assert_eq!(q(by(TaskSearch { queue: Some("even".into()), ..Default::default() })).await, 13);
+    assert_eq!(q(by(TaskSearch { tag: Some("fifth".into()), ..Default::default() })).await, 5);
+    assert_eq!(q(by(TaskSearch { kind: Some("special".into()), ..Default::default() })).await, 5);
+    assert_eq!(q(by(TaskSearch { state: Some(TaskState::Ready), ..Default::default() })).await, 25);
+    assert_eq!(q(by(TaskSearch { state: Some(TaskState::Running), ..Default::default() })).await, 0);
+}
+
+/// The search language's terms, answered by the store: JSON fields of payloads and results,
+/// error text, workers, creation times, ids; and a window that bounds each page's scan while
+/// its cursor loses no match.
+pub async fn search_finds_tasks_by_fields_errors_times_and_windows(store: &dyn Store) {
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let payload = format!(
+            r#"{{"customer":{{"id":{}}},"plan":"{}","vip":{}}}"#,
+            i % 3,
+            if i % 2 == 0 { "pro" } else { "free" },
+            i == 7
+        );
+        let s = NewTask { payload: raw(&payload), max_attempts: 1, ..spec("search") };
+        ids.push(submit_one(store, s, at(i * 1000)).await.id);
+    }
+    // Three more in another queue are leased: one fails with a message, one succeeds with a
+    // result, one runs on.
+    for i in 0..3 {
+        let s = NewTask { payload: raw(r#"{"customer":{"id":99}}"#), max_attempts: 1, ..spec("search-run") };
+        submit_one(store, s, at(35_000 + i)).await;
+    }
+    let leased = fetch(store, &["search-run"], 3, at(40_000)).await;
+    assert_eq!(leased.len(), 3);
+    let worker = leased[0].lease.as_ref().unwrap().worker_id.clone();
+    report(
+        store,
+        &leased[0],
+        Outcome::Failed { error: "Upstream TIMED OUT after 5%".into(), retry_after_ms: None, permanent: true },
+        at(41_000),
+    )
+    .await
+    .unwrap();
+    report(store, &leased[1], success(r#"{"total":12.5,"ok":true}"#), at(41_000)).await.unwrap();
+    let now = at(50_000);
+    let find = |q: &str, window: Option<u32>, before: Option<TaskId>| {
+        let filter = TaskSearch::parse(q, now).unwrap();
+        async move { store.list(ListTasks { filter, before, limit: 100, window }).await.unwrap() }
+    };
+    let count = |q: &'static str| async move { find(q, None, None).await.tasks.len() };
+    assert_eq!(count("payload.customer.id=1").await, 10);
+    assert_eq!(count("payload.customer.id:1 payload.plan:pro").await, 5);
+    assert_eq!(count(r#"payload.customer.id:"1""#).await, 0, "the text \"1\" is not the number 1");
+    assert_eq!(count("payload.vip:true").await, 1);
+    assert_eq!(count("payload.missing:1").await, 0);
+    assert_eq!(count("result.ok:true").await, 1);
+    assert_eq!(count("result.total=12.5").await, 1);
+    assert_eq!(count("error:\"timed out\"").await, 1, "error text matches in any case");
+    assert_eq!(count("error:5%").await, 1);
+    assert_eq!(count("error:5%x").await, 0, "% is a character, not a wildcard");
+    let running = find(&format!("worker:{worker}"), None, None).await.tasks;
+    assert_eq!(running.iter().map(|t| t.id).collect::<Vec<_>>(), vec![leased[2].id], "the task it runs");
+    assert_eq!(count("worker:nobody").await, 0);
+    let first = find(&ids[3].to_string(), None, None).await.tasks;
+    assert_eq!(first.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[3]]);
+    // Created at(10s) to at(20s): tasks 10 to 19.
+    let range = format!("after:{} before:{}", at(10_000), at(20_000));
+    let got = find(&range, None, None).await.tasks;
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), ids[10..20].iter().rev().copied().collect::<Vec<_>>());
+    // A window of 4 rows per page: pages come out short, but following the cursor finds every
+    // match, newest first, and stops.
+    let (mut found, mut cursor, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let page = find("payload.customer.id=1", Some(4), cursor).await;
+        assert!(page.tasks.len() <= 4);
+        found.extend(page.tasks.iter().map(|t| t.id));
+        pages += 1;
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let want: Vec<TaskId> = ids.iter().enumerate().rev().filter(|(i, _)| i % 3 == 1).map(|(_, id)| *id).collect();
+    assert_eq!(found, want);
+    assert!((8..=10).contains(&pages), "33 rows in windows of 4: {pages} pages");
+    // Without terms that look into rows the window does not apply.
+    assert_eq!(find("queue:search", Some(4), None).await.tasks.len(), 30);
 }
 
 pub async fn topics_announce_ready_and_finished_tasks(store: &dyn Store) {

@@ -6,6 +6,7 @@ use taskwarden_core::cron::CronSpec;
 use taskwarden_core::limits::QueueLimits;
 use taskwarden_core::placement::{Labels, Resources};
 use taskwarden_core::protocol::{HeldLease, Report};
+use taskwarden_core::search::TaskSearch;
 use taskwarden_core::workflow::{FanOutPlan, WorkflowPlan};
 use taskwarden_core::{Cancellation, LeaseToken, Needs, NewTask, Task, TaskId, TaskState, Timestamp};
 
@@ -25,13 +26,16 @@ pub struct Submitted {
 
 #[derive(Default, Clone)]
 pub struct ListTasks {
-    pub queue: Option<String>,
-    pub state: Option<TaskState>,
-    pub kind: Option<String>,
-    pub tag: Option<String>,
+    /// Which tasks (see `taskwarden_core::search`).
+    pub filter: TaskSearch,
     /// Newest first; return tasks older than this one.
     pub before: Option<TaskId>,
     pub limit: u32,
+    /// When the filter needs rows looked into (kind, tag, worker, error, JSON fields): look at
+    /// no more than this many of them, newest first, and answer with what matched among them
+    /// and a cursor after the last one looked at, so every page costs a bounded scan however
+    /// rare the matches. `None`: look until the page is full.
+    pub window: Option<u32>,
 }
 
 pub struct TaskPage {

@@ -88,6 +88,23 @@ fn the_seeds_model_n_equal_tasks_on_p_workers_gives_speedup_p() {
     assert_eq!(r.queue_wait, Duration::from_millis(4 * 100 + 4 * 200));
 }
 
+#[test]
+fn the_critical_path_names_its_nodes_parents_first() {
+    // a (10 ms) → b (5 ms) → d (1 ms) and a → c (20 ms) → d: the chain through c is longest.
+    let node = |parents: Vec<usize>, start: i64, ms: i64| NodeTiming {
+        parents,
+        ready_at: at(0),
+        attempts: vec![(at(start), at(start + ms))],
+    };
+    let nodes = vec![node(vec![], 0, 10), node(vec![0], 10, 5), node(vec![0], 10, 20), node(vec![1, 2], 30, 1)];
+    let r = speedup_report(&nodes);
+    assert_eq!(r.critical_path, Duration::from_millis(31));
+    assert_eq!(r.critical_nodes, vec![0, 2, 3]);
+    // Nothing has run: no critical path to name.
+    let idle = vec![NodeTiming { parents: vec![], ready_at: at(0), attempts: vec![] }];
+    assert!(speedup_report(&idle).critical_nodes.is_empty());
+}
+
 /// Random DAGs: edges go from a lower to a higher index before shuffling, so there is no cycle.
 fn dag() -> impl Strategy<Value = (Vec<Vec<usize>>, Vec<usize>)> {
     (1usize..40).prop_flat_map(|n| {

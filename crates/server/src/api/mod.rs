@@ -6,7 +6,7 @@
 //! - `workflows`: submit, get, wait for, cancel and retry workflows; a task's parents' results.
 //! - `queues`: list queues with their counts; pause, resume, weigh and limit them.
 //! - `cron`: cron schedules.
-//! - `tokens`: API tokens and the audit log (admin only).
+//! - `tokens`: API tokens and the audit log (admin only), and who the caller is.
 //! - `health`: liveness, readiness and the OpenAPI document.
 //! - `metrics`: Prometheus metrics (the figures themselves are `crate::metrics`).
 //! - `doc`: what the generated OpenAPI document gets beyond the handlers' own descriptions.
@@ -103,6 +103,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/workflows", Some(Role::Read)),
     ("get", "/v1/workflows/{id}", Some(Role::Read)),
     ("get", "/v1/workflows/{id}/wait", Some(Role::Read)),
+    ("get", "/v1/workflows/{id}/graph", Some(Role::Read)),
     ("post", "/v1/workflows/{id}/cancel", Some(Role::Operator)),
     ("post", "/v1/workflows/{id}/retry", Some(Role::Operator)),
     ("get", "/v1/queues", Some(Role::Read)),
@@ -121,6 +122,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/tokens", Some(Role::Admin)),
     ("post", "/v1/tokens/{id}/revoke", Some(Role::Admin)),
     ("get", "/v1/audit", Some(Role::Admin)),
+    ("get", "/v1/me", Some(Role::Read)),
     ("get", "/v1/events", Some(Role::Read)),
     ("get", "/v1/stats", Some(Role::Read)),
     ("post", "/v1/webhooks", Some(Role::Admin)),
@@ -163,6 +165,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::submit, workflows::list))
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::wait))
+        .routes(routes!(workflows::graph))
         .routes(routes!(workflows::cancel))
         .routes(routes!(workflows::retry))
         .routes(routes!(queues::list))
@@ -177,6 +180,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::create, tokens::list))
         .routes(routes!(tokens::revoke))
         .routes(routes!(tokens::audit))
+        .routes(routes!(tokens::me))
         .routes(routes!(events::events))
         .routes(routes!(stats::stats))
         .routes(routes!(webhooks::create, webhooks::list))
@@ -209,6 +213,7 @@ pub(crate) fn router(state: AppState, guard: Guard) -> Router {
         api.route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track_requests));
     let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"]));
     api.merge(Router::from(docs))
+        .merge(crate::ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(move |mut req: Request, next: Next| {

@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use taskwarden_core::auth::Action;
 use taskwarden_core::protocol::{BulkFilter, BulkResult, ErrorBody, SubmitBatch, SubmitTask, TaskList};
+use taskwarden_core::search::TaskSearch;
 use taskwarden_core::validate::{check_name, validate_batch};
 use taskwarden_core::{Task, TaskId, TaskState, ValidationError};
 use taskwarden_store::{CancelTask, ListTasks, ReadTaskLogs, RetryTask, StoreError, SubmitTasks, Submitted};
@@ -130,6 +131,10 @@ pub(super) struct ListQuery {
     /// Only tasks with this tag.
     #[param(schema_with = taskwarden_core::schema::name)]
     tag: Option<String>,
+    /// A search in the query language, e.g. `state:failed payload.customer_id=42 error:"timed out"`
+    /// (see docs/search.md): ANDed with the parameters above.
+    #[param(max_length = 1024)]
+    q: Option<String>,
     /// The previous page's next_cursor.
     #[param(value_type = Option<TaskId>)]
     cursor: Option<String>,
@@ -155,19 +160,50 @@ pub(super) async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<TaskList>> {
-    caller.may(&s, Action::Read, q.queue.as_deref())?;
+    let explicit = TaskSearch { queue: q.queue, state: q.state, kind: q.kind, tag: q.tag, ..TaskSearch::default() };
+    let filter = search(&s, &caller, q.q.as_deref(), explicit)?;
+    let (limit, before) = super::page(q.limit, q.cursor.as_deref())?;
+    let page = s.store.list(ListTasks { filter, before, limit, window: Some(SEARCH_WINDOW) }).await?;
+    let tasks =
+        page.tasks.into_iter().filter(|t| caller.grant.queues.contains(&t.queue)).map(|t| shown(&caller, t)).collect();
+    Ok(Json(TaskList { tasks, next_cursor: page.next.map(|id| id.to_string()) }))
+}
+
+/// Most rows one page of a search looks into (when it filters on more than queue, state and
+/// time): a page answers in bounded time however rare the matches, and may come out short with
+/// a cursor to search on from.
+const SEARCH_WINDOW: u32 = 10_000;
+
+/// The filter of a list or bulk call: its query `q` parsed, with the call's own parameters, each
+/// name checked, and the caller allowed to read its queue (and, for terms on payloads or
+/// results, to see them).
+fn search(s: &AppState, caller: &Caller, q: Option<&str>, explicit: TaskSearch) -> ApiResult<TaskSearch> {
+    let invalid = |e: taskwarden_core::search::SearchError| ApiError::invalid("q", e.0);
+    let mut filter = match q {
+        Some(q) => TaskSearch::parse(q, s.clock.now()).map_err(invalid)?,
+        None => TaskSearch::default(),
+    };
+    filter.merge(explicit).map_err(invalid)?;
     let limits = &s.config.limits;
-    for (field, value) in [("queue", &q.queue), ("kind", &q.kind), ("tag", &q.tag)] {
+    for (field, value) in
+        [("queue", &filter.queue), ("kind", &filter.kind), ("tag", &filter.tag), ("worker", &filter.worker)]
+    {
         if let Some(v) = value {
             check_name(field, v, limits)?;
         }
     }
-    let (limit, before) = super::page(q.limit, q.cursor.as_deref())?;
-    let page =
-        s.store.list(ListTasks { queue: q.queue, state: q.state, kind: q.kind, tag: q.tag, before, limit }).await?;
-    let tasks =
-        page.tasks.into_iter().filter(|t| caller.grant.queues.contains(&t.queue)).map(|t| shown(&caller, t)).collect();
-    Ok(Json(TaskList { tasks, next_cursor: page.next.map(|id| id.to_string()) }))
+    caller.may(s, Action::Read, filter.queue.as_deref())?;
+    if !filter.fields.is_empty() && !caller.sees_payloads() {
+        return Err(ApiError {
+            field: Some("q".into()),
+            ..ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token may not see payloads or results, so it may not search them",
+            )
+        });
+    }
+    Ok(filter)
 }
 
 /// Long-polls until the task reaches a terminal state or the timeout passes; answers with the task
@@ -249,7 +285,8 @@ pub(super) async fn bulk_retry(
     caller: Caller,
     ApiJson(filter): ApiJson<BulkFilter>,
 ) -> ApiResult<Json<BulkResult>> {
-    let states = match filter.state {
+    let search = bulk_search(&s, &caller, &filter)?;
+    let states = match search.state {
         None | Some(TaskState::Failed) => vec![TaskState::Failed],
         Some(TaskState::Cancelled) => vec![TaskState::Cancelled],
         Some(TaskState::Expired) => vec![TaskState::Expired],
@@ -259,7 +296,7 @@ pub(super) async fn bulk_retry(
             );
         }
     };
-    bulk(s, caller, filter, states, Bulk::Retry).await
+    bulk(s, caller, filter, search, states, Bulk::Retry).await
 }
 
 /// Cancels every unfinished task matching the filter (running ones are asked to stop).
@@ -278,7 +315,8 @@ pub(super) async fn bulk_cancel(
     caller: Caller,
     ApiJson(filter): ApiJson<BulkFilter>,
 ) -> ApiResult<Json<BulkResult>> {
-    let states = match filter.state {
+    let search = bulk_search(&s, &caller, &filter)?;
+    let states = match search.state {
         None => vec![TaskState::Ready, TaskState::Scheduled, TaskState::Running],
         Some(st @ (TaskState::Ready | TaskState::Scheduled | TaskState::Running)) => vec![st],
         Some(_) => {
@@ -287,7 +325,7 @@ pub(super) async fn bulk_cancel(
             );
         }
     };
-    bulk(s, caller, filter, states, Bulk::Cancel).await
+    bulk(s, caller, filter, search, states, Bulk::Cancel).await
 }
 
 #[derive(Clone, Copy)]
@@ -296,20 +334,28 @@ enum Bulk {
     Cancel,
 }
 
+/// A bulk call's filter: its `q` with its other fields.
+fn bulk_search(s: &AppState, caller: &Caller, f: &BulkFilter) -> ApiResult<TaskSearch> {
+    let explicit = TaskSearch {
+        queue: f.queue.clone(),
+        state: f.state,
+        kind: f.kind.clone(),
+        tag: f.tag.clone(),
+        ..TaskSearch::default()
+    };
+    let filter = search(s, caller, f.q.as_deref(), explicit)?;
+    caller.may(s, Action::Operate, filter.queue.as_deref())?;
+    Ok(filter)
+}
+
 async fn bulk(
     s: AppState,
     caller: Caller,
     filter: BulkFilter,
+    search: TaskSearch,
     states: Vec<TaskState>,
     what: Bulk,
 ) -> ApiResult<Json<BulkResult>> {
-    caller.may(&s, Action::Operate, filter.queue.as_deref())?;
-    let limits = &s.config.limits;
-    for (field, value) in [("queue", &filter.queue), ("kind", &filter.kind), ("tag", &filter.tag)] {
-        if let Some(v) = value {
-            check_name(field, v, limits)?;
-        }
-    }
     let limit = u64::from(filter.limit.unwrap_or(10_000));
     if !(1..=100_000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 100000"));
@@ -320,12 +366,10 @@ async fn bulk(
         Some(c) => parse_bulk_cursor(c, states.len())?,
     };
     let page_of = |state: TaskState, before: Option<TaskId>, limit: u32| ListTasks {
-        queue: filter.queue.clone(),
-        state: Some(state),
-        kind: filter.kind.clone(),
-        tag: filter.tag.clone(),
+        filter: TaskSearch { state: Some(state), ..search.clone() },
         before,
         limit,
+        window: Some(SEARCH_WINDOW),
     };
     let mut result = BulkResult::default();
     while state_at < states.len() {
@@ -402,7 +446,7 @@ fn parse_bulk_cursor(cursor: &str, states: usize) -> Result<(usize, Option<TaskI
 
 /// The filter in words, for the audit log.
 fn describe(f: &BulkFilter) -> String {
-    let parts: Vec<String> = [("queue", &f.queue), ("kind", &f.kind), ("tag", &f.tag)]
+    let parts: Vec<String> = [("queue", &f.queue), ("kind", &f.kind), ("tag", &f.tag), ("q", &f.q)]
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
         .chain(f.state.map(|st| format!("state={st}")))

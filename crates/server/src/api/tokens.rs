@@ -119,3 +119,44 @@ pub(super) async fn audit(
     let since = q.since.unwrap_or_else(|| s.clock.now().saturating_sub(std::time::Duration::from_secs(24 * 3600)));
     Ok(Json(AuditList { entries: s.store.list_audit(ListAudit { since, limit }).await? }))
 }
+
+/// Who the caller is and what it may do: what the dashboard asks to decide what to offer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Me {
+    /// The token's name; `(open)` on a server without tokens.
+    name: String,
+    /// The token's role.
+    role: taskwarden_core::auth::Role,
+    /// The queue patterns it may use; empty: every queue.
+    queues: Vec<String>,
+    /// Whether it is shown payloads and results.
+    payloads: bool,
+    /// Whether it may cancel and retry tasks, and change queues and cron schedules.
+    operate: bool,
+    /// Whether it may manage tokens and read the audit log.
+    admin: bool,
+    /// Whether the server runs without tokens (loopback only).
+    open: bool,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "tokens",
+    operation_id = "whoAmI",
+    summary = "The calling token: its role, queues and what it may do",
+    responses((status = 200, description = "The caller.", body = Me))
+)]
+pub(super) async fn me(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Me>> {
+    caller.may(&s, Action::Read, None)?;
+    let g = &caller.grant;
+    Ok(Json(Me {
+        queues: g.queues.patterns().to_vec(),
+        role: g.role,
+        payloads: g.sees_payloads(),
+        operate: g.allows(Action::Operate, None).is_ok(),
+        admin: g.allows(Action::Admin, None).is_ok(),
+        open: !caller.authenticated(),
+        name: caller.name,
+    }))
+}

@@ -95,6 +95,33 @@ pub(super) async fn get(
     Ok(Json(shown(&caller, workflow_for(&s, &caller, Action::Read, task_id(&id)?).await?)))
 }
 
+/// The workflow as a graph to draw: fan-outs folded, laid out by layer, critical path marked.
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}/graph",
+    tag = "workflows",
+    operation_id = "workflowGraph",
+    summary = "A workflow laid out as a graph, fan-outs folded",
+    description = "The workflow's nodes as boxes to draw left to right by dependency: a fan-out's children (nodes named parent/000017) fold into one box parent/* with their count and states, so a fan-out of any width is one box; the critical path from the speedup report is marked. Coordinates are in the drawing's units (width, height).",
+    params(("id" = TaskId, Path, description = "The workflow id (a UUID).")),
+    responses((status = 200, description = "The laid-out graph.", body = taskwarden_core::workflow::graph::WorkflowGraph), (status = 404, description = "not_found: no such workflow.", body = ErrorBody))
+)]
+pub(super) async fn graph(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<taskwarden_core::workflow::graph::WorkflowGraph>> {
+    let w = workflow_for(&s, &caller, Action::Read, task_id(&id)?).await?;
+    let critical = w.speedup.as_ref().map(|r| r.critical_nodes.as_slice()).unwrap_or_default();
+    // Thousands of nodes lay out in milliseconds, but off the threads that serve requests.
+    let nodes = w.nodes.clone();
+    let critical = critical.to_vec();
+    let graph = tokio::task::spawn_blocking(move || taskwarden_core::workflow::graph::layout(&nodes, &critical))
+        .await
+        .map_err(|e| ApiError::from(taskwarden_store::StoreError::Internal(e.to_string())))?;
+    Ok(Json(graph))
+}
+
 /// Long-polls until the workflow's outcome is decided or the timeout passes.
 #[utoipa::path(
     get,

@@ -172,9 +172,6 @@ pub async fn an_idempotency_key_reused_for_a_different_task_is_refused(store: &d
     // Two different tasks under one key in one batch.
     let e = store.submit(submit(vec![keyed("n", "echo", "1"), keyed("n", "echo", "2")])).await.err();
     assert!(matches!(e, Some(StoreError::Conflict(_))), "{e:?}");
-    let page = store
-        .list(ListTasks { queue: None, state: None, kind: None, tag: None, before: None, limit: 100 })
-        .await
-        .unwrap();
+    let page = store.list(ListTasks { limit: 100, ..Default::default() }).await.unwrap();
     assert_eq!(page.tasks.len(), 1, "only the first task was ever stored");
 }

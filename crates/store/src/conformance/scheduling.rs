@@ -6,6 +6,7 @@ use taskwarden_core::cron::{CronSpec, Misfire};
 use taskwarden_core::limits::QueueLimits;
 use taskwarden_core::placement::{Resources, parse_labels};
 use taskwarden_core::protocol::SubmitTask;
+use taskwarden_core::search::TaskSearch;
 use taskwarden_core::{Needs, NewTask, Task, TaskState};
 
 use super::{at, report, spec, submit, submit_one, success};
@@ -274,7 +275,15 @@ pub async fn rate_limits_let_a_burst_through_then_tasks_wait_for_tokens(store: &
     let got = fetch_as(store, "w1", "api", 10, Duration::ZERO, 60_000).await;
     let key_a = got.iter().filter(|t| t.needs.rate_key.as_deref() == Some("key-a")).count();
     assert_eq!(key_a, 1, "{got:?}");
-    for t in store.list(ListTasks { queue: Some("api".into()), limit: 100, ..Default::default() }).await.unwrap().tasks
+    for t in store
+        .list(ListTasks {
+            filter: TaskSearch { queue: Some("api".into()), ..Default::default() },
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
     {
         assert_ne!(t.state, TaskState::Failed, "a rate-limited task waits; it never fails");
     }
@@ -333,7 +342,14 @@ pub async fn a_cron_tick_fires_once_however_many_nodes_fire_it(store: &dyn Store
     )
     .await;
     assert_eq!(fired.iter().filter(|f| *f.as_ref().unwrap()).count(), 1, "{fired:?}");
-    let tasks = store.list(ListTasks { queue: Some("cron".into()), limit: 100, ..Default::default() }).await.unwrap();
+    let tasks = store
+        .list(ListTasks {
+            filter: TaskSearch { queue: Some("cron".into()), ..Default::default() },
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(tasks.tasks.len(), 1, "one task per tick");
     let listed = store.list_crons().await.unwrap();
     assert_eq!((listed.len(), listed[0].next_run_at, listed[0].last_fired_at), (1, at(20_000), Some(at(10_000))));

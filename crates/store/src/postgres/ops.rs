@@ -16,7 +16,7 @@ use super::rows::{self, Tx, execute, load, lock, query, query_opt, uuid};
 use super::{PgResult, Shared, Touched, scheduling, workflows};
 use crate::StoreError;
 use crate::admission::{self, Fetched, Hold};
-use crate::list_query::{Arg, ListQuery};
+use crate::list_query::{Arg, Dialect, ListQuery};
 use crate::params::*;
 use crate::queue_stats::{COUNTED, Count, assemble};
 
@@ -150,23 +150,48 @@ pub(crate) async fn get(c: &impl GenericClient, id: TaskId) -> PgResult<Task> {
     load(c, id).await?.ok_or(StoreError::NotFound.into())
 }
 
+/// PostgreSQL's way of writing the list query. The task's document is text (so payloads keep
+/// their bytes): JSON terms read it as `jsonb`, and compare values as `jsonb` (`42 = 42.0`).
+const DIALECT: Dialect = Dialect {
+    placeholder: |n| format!("${n}"),
+    has_tag: "jsonb_exists(doc::jsonb -> 'tags', ?)",
+    error_like: "doc::jsonb ->> 'error' ILIKE ?",
+    field: |_| "doc::jsonb #> ?::text[] = ?::text::jsonb",
+};
+
+/// An argument as PostgreSQL takes it.
+fn value(a: &Arg<'_>) -> Box<dyn ToSql + Sync + Send> {
+    match a {
+        Arg::Text(s) => Box::new((*s).to_owned()),
+        Arg::Pattern(s) => Box::new(s.clone()),
+        Arg::Id(id) => Box::new(uuid(*id)),
+        Arg::Path(m) => Box::new(
+            std::iter::once(m.document.as_str().to_owned()).chain(m.path.iter().cloned()).collect::<Vec<String>>(),
+        ),
+        Arg::Value(m) => Box::new(m.value.to_string()),
+        Arg::Int(n) => Box::new(*n),
+    }
+}
+
 pub(crate) async fn list(c: &impl GenericClient, p: &ListTasks) -> PgResult<TaskPage> {
-    let q = ListQuery::new(p, |n| format!("${n}"), "jsonb_exists(doc::jsonb -> 'tags', ?)");
-    let before = p.before.map(uuid);
-    let params: Vec<&(dyn ToSql + Sync)> = q
-        .args
-        .iter()
-        .map(|a| match a {
-            Arg::Text(s) => s as &(dyn ToSql + Sync),
-            Arg::Before => &before as &(dyn ToSql + Sync),
-            Arg::Limit(n) => n as &(dyn ToSql + Sync),
-        })
-        .collect();
-    let mut tasks = rows::tasks(&query(c, &format!("SELECT doc FROM tasks{}", q.sql), &params).await?)?;
+    let q = ListQuery::new(p, &DIALECT);
+    let args: Vec<_> = q.rows.args.iter().map(value).collect();
+    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+    let mut tasks = rows::tasks(&query(c, &format!("SELECT doc{}", q.rows.sql), &params).await?)?;
     for t in &mut tasks {
         t.history.clear();
     }
-    Ok(q.page(tasks))
+    let edge = match &q.edge {
+        Some(edge) if tasks.len() < p.limit as usize => {
+            let args: Vec<_> = edge.args.iter().map(value).collect();
+            let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+            query_opt(c, &format!("SELECT id{}", edge.sql), &params)
+                .await?
+                .map(|r| TaskId::from_bytes(*r.get::<_, Uuid>(0).as_bytes()))
+        }
+        _ => None,
+    };
+    Ok(q.page(tasks, edge))
 }
 
 pub(crate) async fn cancel(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &CancelTask) -> PgResult<Cancelled> {

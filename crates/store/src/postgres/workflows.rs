@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use taskwarden_core::events::{EventType, NewEvent};
 use taskwarden_core::workflow::{
     FailurePolicy, FanOut, FanOutStep, NodeTiming, ParentResult, Tally, Workflow, WorkflowNode, WorkflowState,
-    WorkflowSummary, speedup_report,
+    WorkflowSummary, sorted_parents, speedup_report,
 };
 use taskwarden_core::{Task, TaskId, TaskState, Timestamp};
 use uuid::Uuid;
@@ -421,7 +421,13 @@ pub(crate) async fn get(c: &impl GenericClient, id: TaskId) -> PgResult<Workflow
     };
     let nodes = tasks
         .iter()
-        .map(|t| WorkflowNode { node: t.node.clone().unwrap_or_default(), task_id: t.id, state: t.state })
+        .zip(&timings)
+        .map(|(t, timing)| WorkflowNode {
+            node: t.node.clone().unwrap_or_default(),
+            task_id: t.id,
+            state: t.state,
+            parents: sorted_parents(timing),
+        })
         .collect();
     Ok(Workflow {
         id,

@@ -1,13 +1,16 @@
 //! Read-only queries. They run on a pool of reader connections, which WAL lets proceed while the
 //! writer commits.
 
-use rusqlite::{Connection, ToSql};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use taskwarden_core::protocol::{QueueInfo, WorkerInfo};
 use taskwarden_core::{TaskId, Timestamp};
 
 use super::internal;
 use super::rows::{TASK_COLUMNS, load_history, load_task, task_from_row};
-use crate::list_query::{Arg, ListQuery};
+use taskwarden_core::search::Document;
+
+use crate::list_query::{Arg, Dialect, ListQuery};
 use crate::params::{ListTasks, TaskPage};
 use crate::queue_stats::{COUNTED, Count, assemble};
 use crate::{Result, StoreError};
@@ -18,29 +21,57 @@ pub(crate) fn get(conn: &Connection, id: TaskId) -> Result<taskwarden_core::Task
     Ok(task)
 }
 
+/// SQLite's way of writing the list query.
+const DIALECT: Dialect = Dialect {
+    placeholder: |n| format!("?{n}"),
+    has_tag: "EXISTS (SELECT 1 FROM json_each(tasks.tags) WHERE json_each.value = ?)",
+    error_like: "error LIKE ? ESCAPE '\\'",
+    field: |doc| match doc {
+        Document::Payload => "json_extract(payload, ?) = ?",
+        Document::Result => "json_extract(result, ?) = ?",
+    },
+};
+
+/// An argument as SQLite takes it. A JSON field's value is compared with what `json_extract`
+/// gives: numbers as numbers, booleans as 1 and 0, strings as text.
+fn value(a: &Arg<'_>) -> Value {
+    match a {
+        Arg::Text(s) => Value::Text((*s).to_owned()),
+        Arg::Pattern(s) => Value::Text(s.clone()),
+        Arg::Id(id) => Value::Blob(id.as_bytes().to_vec()),
+        Arg::Path(m) => Value::Text(m.json_path()),
+        Arg::Value(m) => match &m.value {
+            serde_json::Value::Bool(b) => Value::Integer(i64::from(*b)),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Integer(i),
+                None => Value::Real(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => Value::Text(s.clone()),
+            other => Value::Text(other.to_string()),
+        },
+        Arg::Int(n) => Value::Integer(*n),
+    }
+}
+
 pub(crate) fn list(conn: &Connection, p: &ListTasks) -> Result<TaskPage> {
-    let q = ListQuery::new(
-        p,
-        |n| format!("?{n}"),
-        "EXISTS (SELECT 1 FROM json_each(tasks.tags) WHERE json_each.value = ?)",
-    );
-    let before = p.before.map(|id| *id.as_bytes());
-    let args: Vec<&dyn ToSql> = q
-        .args
-        .iter()
-        .map(|a| match a {
-            Arg::Text(s) => s as &dyn ToSql,
-            Arg::Before => &before as &dyn ToSql,
-            Arg::Limit(n) => n as &dyn ToSql,
-        })
-        .collect();
-    let mut stmt = conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks{}", q.sql)).map_err(internal)?;
+    let q = ListQuery::new(p, &DIALECT);
+    let mut stmt = conn.prepare_cached(&format!("SELECT {TASK_COLUMNS}{}", q.rows.sql)).map_err(internal)?;
     let tasks: Vec<_> = stmt
-        .query_map(args.as_slice(), task_from_row)
+        .query_map(params_from_iter(q.rows.args.iter().map(value)), task_from_row)
         .map_err(internal)?
         .collect::<rusqlite::Result<_>>()
         .map_err(internal)?;
-    Ok(q.page(tasks))
+    let edge = match &q.edge {
+        Some(edge) if tasks.len() < p.limit as usize => conn
+            .prepare_cached(&format!("SELECT id{}", edge.sql))
+            .and_then(|mut s| {
+                s.query_row(params_from_iter(edge.args.iter().map(value)), |r| r.get::<_, [u8; 16]>(0)).optional()
+            })
+            .map_err(internal)?
+            .map(TaskId::from_bytes),
+        _ => None,
+    };
+    Ok(q.page(tasks, edge))
 }
 
 pub(crate) fn workers(conn: &Connection) -> Result<Vec<WorkerInfo>> {

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use taskwarden_core::events::{EventType, NewEvent};
 use taskwarden_core::workflow::{
     FailurePolicy, FanOut, FanOutStep, NodeTiming, ParentResult, Tally, Workflow, WorkflowNode, WorkflowState,
-    WorkflowSummary, speedup_report,
+    WorkflowSummary, sorted_parents, speedup_report,
 };
 use taskwarden_core::{Task, TaskId, TaskState, Timestamp};
 
@@ -475,8 +475,14 @@ pub(crate) fn get(conn: &Connection, id: TaskId) -> Result<Workflow> {
     };
     let nodes = rows
         .iter()
-        .map(|n| {
-            Ok(WorkflowNode { node: n.1.clone(), task_id: TaskId::from_bytes(n.0), state: n.2.parse().map_err(bad)? })
+        .zip(&timings)
+        .map(|(n, timing)| {
+            Ok(WorkflowNode {
+                node: n.1.clone(),
+                task_id: TaskId::from_bytes(n.0),
+                state: n.2.parse().map_err(bad)?,
+                parents: sorted_parents(timing),
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Workflow {

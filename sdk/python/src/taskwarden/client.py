@@ -574,13 +574,16 @@ class AsyncClient:
         state: str | None = None,
         kind: str | None = None,
         tag: str | None = None,
+        query: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> TaskPage:
-        """One page of tasks, newest first."""
+        """One page of tasks, newest first. ``query`` is a search such as
+        ``'state:failed payload.customer_id=42'`` (see docs/search.md); a page may come
+        out short with a ``next_cursor`` to search on from."""
         return await self.call(
             _Calls.list_tasks(
-                queue=queue, state=state, kind=kind, tag=tag, limit=limit, cursor=cursor
+                queue=queue, state=state, kind=kind, tag=tag, q=query, limit=limit, cursor=cursor
             )
         )
 
@@ -763,12 +766,13 @@ class Client:
         state: str | None = None,
         kind: str | None = None,
         tag: str | None = None,
+        query: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> TaskPage:
         return self.call(
             _Calls.list_tasks(
-                queue=queue, state=state, kind=kind, tag=tag, limit=limit, cursor=cursor
+                queue=queue, state=state, kind=kind, tag=tag, q=query, limit=limit, cursor=cursor
             )
         )
 

@@ -1,0 +1,71 @@
+//! The dashboard's side of the server: `/` leads to `/ui/`, the page and its assets come from
+//! the binary with their headers, and the search the task pages call answers over HTTP.
+
+mod support;
+
+use serde_json::json;
+use support::TestServer;
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary_with_its_headers() {
+    let s = TestServer::start().await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let root = http.get(format!("{}/", s.url)).send().await.unwrap();
+    assert_eq!(root.status(), 303);
+    assert_eq!(root.headers()["location"], "/ui/");
+    let page = http.get(format!("{}/ui/", s.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert_eq!(page.headers()["cache-control"], "no-cache");
+    let html = page.text().await.unwrap();
+    let at = html.find("/ui/assets/").expect("the page names its assets");
+    let version = html[at + "/ui/assets/".len()..].split('/').next().unwrap().to_owned();
+    assert_eq!(version.len(), 16, "{version}");
+    for (file, kind) in
+        [("app.js", "text/javascript"), ("pages/tasks.js", "text/javascript"), ("style.css", "text/css")]
+    {
+        let asset = http.get(format!("{}/ui/assets/{version}/{file}", s.url)).send().await.unwrap();
+        assert_eq!(asset.status(), 200, "{file}");
+        assert!(asset.headers()["content-type"].to_str().unwrap().starts_with(kind), "{file}");
+        assert!(asset.headers()["cache-control"].to_str().unwrap().contains("immutable"), "{file}");
+    }
+    let stale = http.get(format!("{}/ui/assets/0000000000000000/app.js", s.url)).send().await.unwrap();
+    assert_eq!(stale.status(), 404, "another build's assets");
+    let missing = http.get(format!("{}/ui/assets/{version}/nope.js", s.url)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_task_search_answers_over_http_and_names_what_is_wrong() {
+    let s = TestServer::start().await;
+    for id in [41, 42, 43] {
+        s.submit(json!({"queue": "billing", "kind": "charge", "payload": {"customer_id": id}})).await;
+    }
+    s.submit(json!({"queue": "mail", "kind": "send", "payload": {"customer_id": 42}})).await;
+    let (status, page) = s.call("GET", "/v1/tasks?q=payload.customer_id%3D42", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 2, "{page}");
+    let (_, page) = s.call("GET", "/v1/tasks?q=payload.customer_id%3D42&queue=billing", None).await;
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 1, "q and the other parameters both hold");
+    for (q, says) in [
+        ("state%3Asleeping", "unknown state"),
+        ("colour%3Ared", "unknown key"),
+        ("queue%3Amail&queue=billing", "given twice"),
+        ("error%3A%22open", "not closed"),
+    ] {
+        let (status, e) = s.call("GET", &format!("/v1/tasks?q={q}"), None).await;
+        assert_eq!((status, e["error"]["field"].as_str()), (400, Some("q")), "{q}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(says), "{q}: {e}");
+    }
+    // A bulk call takes the same search: cancel what it matches, nothing else.
+    let (status, done) =
+        s.call("POST", "/v1/tasks/cancel", Some(json!({"q": "queue:billing payload.customer_id=42"}))).await;
+    assert_eq!((status, done["changed"].as_u64()), (200, Some(1)), "{done}");
+    let (_, cancelled) = s.call("GET", "/v1/tasks?state=cancelled", None).await;
+    assert_eq!(cancelled["tasks"][0]["payload"]["customer_id"], 42);
+    assert_eq!(cancelled["tasks"][0]["queue"], "billing");
+    s.stop().await;
+}

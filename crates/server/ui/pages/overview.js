@@ -1,0 +1,86 @@
+// The overview: throughput, failures and queue wait over the last hour, day or week (from the
+// stored per-minute stats, so they survive restarts), live counts, workers and this node.
+
+import { get, query } from "../api.js";
+import { bars, bucket } from "../charts.js";
+import { fill, h, ms } from "../dom.js";
+
+const RANGES = {
+  hour: { span: 3600e3, size: 60e3, label: "Last hour (by minute)" },
+  day: { span: 86400e3, size: 15 * 60e3, label: "Last day (by 15 minutes)" },
+  week: { span: 7 * 86400e3, size: 3600e3, label: "Last week (by hour)" },
+};
+
+export async function render(main, ctx) {
+  let range = ctx.params.get("range") || "hour";
+  if (!RANGES[range]) range = "hour";
+  const counts = h("section", { "aria-labelledby": "now-h" });
+  const charts = h("section", { "aria-labelledby": "charts-h" });
+  const picker = h(
+    "div",
+    { class: "row", role: "group", "aria-label": "Time range" },
+    Object.keys(RANGES).map((r) =>
+      h("a", { href: `#/?range=${r}`, class: "pill", "aria-current": r === range ? "true" : null }, r),
+    ),
+  );
+  fill(main, h("h1", {}, "Overview"), counts, h("h2", { id: "charts-h" }, RANGES[range].label), picker, charts);
+
+  async function refresh() {
+    const { span, size } = RANGES[range];
+    const since = new Date(Date.now() - span).toISOString();
+    const [queues, workers, ready, stats] = await Promise.all([
+      get("/v1/queues"),
+      get("/v1/workers"),
+      get("/readyz").catch(() => null),
+      get(`/v1/stats${query({ since, limit: 100000 })}`),
+    ]);
+    const sum = (k) => queues.queues.reduce((s, q) => s + (q[k] || 0), 0);
+    const live = workers.workers.filter((w) => w.status !== "lost");
+    const oldest = Math.max(0, ...queues.queues.map((q) => q.oldest_ready_ms || 0));
+    const tile = (label, value, href) =>
+      h("div", { class: "tile" }, h("div", { class: "tile-label" }, label), h("div", { class: "tile-value" }, href ? h("a", { href }, value) : value));
+    fill(
+      counts,
+      h("h2", { id: "now-h" }, "Now"),
+      h(
+        "div",
+        { class: "tiles" },
+        tile("Ready", sum("ready"), "#/tasks?q=state%3Aready"),
+        tile("Scheduled", sum("scheduled"), "#/tasks?q=state%3Ascheduled"),
+        tile("Running", sum("running"), "#/tasks?q=state%3Arunning"),
+        tile("Dead letters", sum("failed"), "#/dead"),
+        tile("Succeeded, last minute", sum("succeeded_last_minute")),
+        tile("Oldest ready", oldest ? ms(oldest) : "none"),
+        tile("Workers online", `${live.length} of ${workers.workers.length}`, "#/workers"),
+        tile("This node", ready ? `${ready.node}${ready.leader ? " (leader)" : ""}` : "unknown"),
+      ),
+    );
+    const rows = stats.rows;
+    const count = Math.round(span / size);
+    const names = [...new Set(rows.map((r) => r.queue))].sort();
+    const per = (label, pick, fmt, kind, mean) => bars(label, bucket(rows, size, count, pick, mean), fmt, kind);
+    fill(
+      charts,
+      h(
+        "div",
+        { class: "charts" },
+        per("Succeeded, all queues", (r) => r.succeeded),
+        per("Failed for good, all queues", (r) => r.failed, undefined, "bad"),
+        per("Retried attempts, all queues", (r) => r.retried, undefined, "warn"),
+        per("Mean queue wait, all queues", (r) => [r.wait_us_sum / 1000, r.wait_count], ms, "wait", true),
+      ),
+      names.length > 1
+        ? [
+            h("h2", {}, "By queue"),
+            h(
+              "div",
+              { class: "charts" },
+              names.map((q) => per(`Succeeded in ${q}`, (r) => (r.queue === q ? r.succeeded : 0))),
+            ),
+          ]
+        : null,
+    );
+  }
+  await refresh();
+  return { refresh };
+}

@@ -1,0 +1,100 @@
+// One task: its payload, result and error, every attempt, progress, its log, why it cannot be
+// scheduled, its workflow; retry or cancel it.
+
+import { get, post, query } from "../api.js";
+import { actionButton, ago, fill, h, jsonBlock, ms, notice, stateBadge, table } from "../dom.js";
+
+const RETRYABLE = ["failed", "cancelled", "expired"];
+const CANCELLABLE = ["scheduled", "ready", "running"];
+
+export async function render(main, ctx) {
+  const id = ctx.match[1];
+  const status = h("div");
+  const body = h("div");
+  fill(main, h("h1", {}, "Task ", h("span", { class: "mono" }, id)), status, body);
+
+  async function refresh() {
+    const [t, logs] = await Promise.all([
+      get(`/v1/tasks/${id}`),
+      get(`/v1/tasks/${id}/logs${query({ limit: 1000 })}`).catch(() => ({ lines: [] })),
+    ]);
+    const row = (k, v) => (v === undefined || v === null || v === "" ? null : [h("dt", {}, k), h("dd", {}, v)]);
+    const lease = t.lease;
+    const actions = ctx.me.operate
+      ? h(
+          "div",
+          { class: "row" },
+          RETRYABLE.includes(t.state)
+            ? actionButton("Retry", async () => {
+                await post(`/v1/tasks/${id}/retry`);
+                notice(status, "Sent back to its queue with a fresh attempt budget.");
+                await refresh();
+              }, status)
+            : null,
+          CANCELLABLE.includes(t.state) && !t.cancel_requested
+            ? actionButton("Cancel", async () => {
+                await post(`/v1/tasks/${id}/cancel`);
+                notice(status, t.state === "running" ? "Its worker is asked to stop." : "Cancelled.");
+                await refresh();
+              }, status, { class: "danger" })
+            : null,
+        )
+      : null;
+    const attempts = (t.history || []).map((a) => [
+      a.number,
+      h("a", { href: `#/tasks?q=${encodeURIComponent(`worker:${a.worker_id}`)}`, class: "mono" }, a.worker_id.slice(0, 12)),
+      ago(a.started_at),
+      ms(Date.parse(a.finished_at) - Date.parse(a.started_at)),
+      h("span", { class: `badge o-${a.outcome}` }, a.outcome),
+      a.error || "",
+    ]);
+    if (lease) {
+      attempts.push([lease.attempt, h("span", { class: "mono" }, lease.worker_id.slice(0, 12)), ago(lease.started_at), "running", h("span", { class: "badge s-running" }, "running"), ""]);
+    }
+    const progress = t.progress
+      ? h(
+          "div",
+          {},
+          h("progress", { max: 1, value: t.progress.fraction, "aria-label": "Progress" }),
+          ` ${Math.round(t.progress.fraction * 100)}% ${t.progress.message || ""}`,
+        )
+      : null;
+    fill(
+      body,
+      h("div", { class: "row" }, stateBadge(t.state), t.cancel_requested ? h("span", { class: "tag" }, "cancel requested") : null, actions),
+      t.unschedulable ? h("p", { class: "notice warn" }, `Cannot be scheduled: ${t.unschedulable}`) : null,
+      h(
+        "dl",
+        { class: "facts" },
+        row("Queue", h("a", { href: `#/tasks?q=${encodeURIComponent(`queue:"${t.queue}"`)}` }, t.queue)),
+        row("Kind", t.kind),
+        row("Priority", t.priority),
+        row("Tags", (t.tags || []).join(", ")),
+        row("Attempts", `${t.attempts} of ${t.max_attempts}`),
+        row("Created", ago(t.created_at)),
+        row("Runs at", t.state === "scheduled" ? ago(t.run_at) : null),
+        row("Expires", t.expires_at ? ago(t.expires_at) : null),
+        row("Finished", t.finished_at ? ago(t.finished_at) : null),
+        row("Worker", lease ? h("span", { class: "mono" }, lease.worker_id) : null),
+        row("Lease expires", lease ? ago(lease.expires_at) : null),
+        row("Progress", progress),
+        row("Workflow", t.workflow_id ? h("a", { href: `#/workflows/${t.workflow_id}` }, `node ${t.node} of ${t.workflow_id.slice(0, 8)}`) : null),
+        row("Parents", t.parent_count || null),
+        row("Idempotency key", t.idempotency_key),
+        row("Trace", t.traceparent ? h("span", { class: "mono" }, t.traceparent) : null),
+      ),
+      t.error ? [h("h2", {}, "Error"), h("pre", { class: "error-text", tabindex: 0 }, t.error)] : null,
+      h("h2", {}, "Payload"),
+      jsonBlock(ctx.me.payloads ? t.payload : undefined, "Payload"),
+      t.result !== undefined && t.result !== null || !ctx.me.payloads ? [h("h2", {}, "Result"), jsonBlock(ctx.me.payloads ? t.result : undefined, "Result")] : null,
+      h("h2", {}, "Attempts"),
+      table("Attempts, oldest first", ["#", "Worker", "Started", "Ran for", "Outcome", "Error"], attempts, "Not started yet."),
+      h("h2", {}, "Log"),
+      logs.lines.length
+        ? h("pre", { class: "log", tabindex: 0, "aria-label": "Task log" }, logs.lines.map((l) => `${l.at}  #${l.attempt}  ${l.line}\n`))
+        : h("p", { class: "muted" }, "Nothing logged."),
+    );
+  }
+  await refresh();
+  return { refresh };
+}
