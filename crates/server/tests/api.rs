@@ -317,8 +317,16 @@ async fn a_worker_not_heard_from_is_listed_as_lost() {
         list["workers"].as_array().unwrap().iter().find(|w| w["id"] == worker.as_str()).unwrap()["status"].clone()
     };
     assert_eq!(status(s.call("GET", "/v1/workers", None).await.1), "live");
+    let path = format!("/v1/workers/{worker}");
+    let (code, refused) = s.call("DELETE", &path, None).await;
+    assert_eq!((code, refused["error"]["code"].as_str()), (409, Some("conflict")), "a live worker stays: {refused}");
     clock.0.store(120, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(status(s.call("GET", "/v1/workers", None).await.1), "lost");
+    // Lost and holding nothing: an operator may remove it from the list.
+    assert_eq!(s.call("DELETE", &path, None).await.0, 204);
+    let (_, list) = s.call("GET", "/v1/workers", None).await;
+    assert!(list["workers"].as_array().unwrap().is_empty(), "{list}");
+    assert_eq!(s.call("DELETE", &path, None).await.0, 404);
     s.stop().await;
 }
 

@@ -31,6 +31,7 @@ enum Needs {
 
 struct Fixtures<'a> {
     s: &'a TestServer,
+    store: Arc<dyn Store>,
     admin: String,
     seq: AtomicU32,
 }
@@ -44,6 +45,23 @@ impl Fixtures<'_> {
         let (status, v) = self.s.as_token(&self.admin).call(method, path, body).await;
         assert!((200..300).contains(&status), "fixture {method} {path}: {status} {v}");
         v
+    }
+
+    /// A worker on `q` last seen a minute ago: lost.
+    async fn lost_worker(&self, q: &str) -> String {
+        let minute_ago = std::time::SystemTime::now() - Duration::from_secs(60);
+        let p = taskwarden_store::RegisterWorker {
+            name: "lost".into(),
+            owner: None,
+            queues: vec![q.into()],
+            concurrency: 1,
+            capacity: Default::default(),
+            labels: Default::default(),
+            kinds: Vec::new(),
+            schemas: Default::default(),
+            now: taskwarden_core::Timestamp::from_system_time(minute_ago),
+        };
+        self.store.register_worker(p).await.unwrap().id
     }
 
     async fn task(&self, q: &str) -> String {
@@ -194,6 +212,7 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
             (p(path), Some(spec))
         }
         ("delete", "/v1/cron/{name}") => (format!("/v1/cron/{}", f.cron(q).await), None),
+        ("delete", "/v1/workers/{id}") => (format!("/v1/workers/{}", f.lost_worker(q).await), None),
         ("post", "/v1/cron/{name}/pause") => (format!("/v1/cron/{}/pause", f.cron(q).await), None),
         ("post", "/v1/cron/{name}/resume") => (format!("/v1/cron/{}/resume", f.cron(q).await), None),
         ("post", "/v1/cron/{name}/run") => (format!("/v1/cron/{}/run", f.cron(q).await), None),
@@ -261,6 +280,7 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("post", "/v1/cron", At(Operator), true),
         ("get", "/v1/cron", At(Read), false),
         ("delete", "/v1/cron/{name}", At(Operator), true),
+        ("delete", "/v1/workers/{id}", At(Operator), true),
         ("post", "/v1/cron/{name}/pause", At(Operator), true),
         ("post", "/v1/cron/{name}/resume", At(Operator), true),
         ("post", "/v1/cron/{name}/run", At(Operator), true),
@@ -305,6 +325,7 @@ async fn every_route_every_role(store: Arc<dyn Store>, guard: Box<dyn std::any::
         tokens.push((role, make_token(&*store, &format!("{role}-scoped"), role, "in.*", false).await, false));
     }
     tokens.push((Role::Admin, admin.clone(), true));
+    let kept = store.clone();
     let s = TestServer::on_store(
         store,
         ServerConfig { token_refresh: Duration::from_millis(100), ..Default::default() },
@@ -325,7 +346,7 @@ async fn every_route_every_role(store: Arc<dyn Store>, guard: Box<dyn std::any::
     let tested: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p, _, _)| (m.to_string(), p.to_string())).collect();
     assert_eq!(tested, documented, "the table covers exactly the documented routes");
 
-    let f = Fixtures { s: &s, admin, seq: AtomicU32::new(0) };
+    let f = Fixtures { s: &s, store: kept, admin, seq: AtomicU32::new(0) };
     let mut wrong = Vec::new();
     for &(method, path, needs, queued) in ROUTES {
         for (role, token, every_queue) in &tokens {

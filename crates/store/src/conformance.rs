@@ -93,6 +93,7 @@ macro_rules! conformance_tests {
             concurrency_limits_hold_per_queue_and_per_key,
             rate_limits_let_a_burst_through_then_tasks_wait_for_tokens,
             a_handed_off_task_goes_to_the_least_loaded_waiting_worker,
+            only_a_lost_worker_holding_nothing_can_be_removed,
             a_cron_tick_fires_once_however_many_nodes_fire_it,
             tokens_are_stored_listed_and_revoked_by_id_or_name,
             a_live_token_name_is_taken_until_revoked,

@@ -37,6 +37,10 @@ pub use postgres::plans as pg_plans;
 pub use postgres::{PgConfig, PgStore};
 
 /// The default aging step: a ready task gains one priority level per this much waiting.
+/// Why `remove_worker` refused a worker it knows.
+pub(crate) const NOT_REMOVABLE: &str =
+    "the worker is live or still holds a running task: only a lost worker holding none can be removed";
+
 pub const DEFAULT_AGING: std::time::Duration = std::time::Duration::from_secs(10);
 pub use sqlite::{Durability, SqliteConfig, SqliteStore};
 
@@ -117,6 +121,11 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_queue(&self, name: &str) -> Result<()>;
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>>;
+
+    /// Forgets a lost worker that holds no running task (an operator clearing the workers
+    /// page). `NotFound` for an unknown worker; `Conflict` for one seen since `lost_before` or
+    /// still holding a task (its lease expiry comes first).
+    async fn remove_worker(&self, p: RemoveWorker) -> Result<()>;
 
     /// The id of the token that registered the worker (`None` when it registered on a server
     /// without tokens); `NotFound` for a worker that never registered.

@@ -212,6 +212,13 @@ pub struct AcquireLease {
     pub now: Timestamp,
 }
 
+/// Forgets a lost worker (`Store::remove_worker`).
+pub struct RemoveWorker {
+    pub id: String,
+    /// A worker last seen before this is lost; one seen since is live and stays.
+    pub lost_before: Timestamp,
+}
+
 /// Who holds a named lease after an [`AcquireLease`] call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseHolder {

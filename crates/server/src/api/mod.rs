@@ -93,6 +93,7 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/tasks/{id}/release", Some(Role::Worker)),
     ("post", "/v1/workers", Some(Role::Worker)),
     ("get", "/v1/workers", Some(Role::Read)),
+    ("delete", "/v1/workers/{id}", Some(Role::Operator)),
     ("get", "/v1/kinds", Some(Role::Read)),
     ("post", "/v1/workers/{id}/fetch", Some(Role::Worker)),
     ("post", "/v1/workers/{id}/heartbeat", Some(Role::Worker)),
@@ -156,6 +157,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workers::progress_one))
         .routes(routes!(workers::release_one))
         .routes(routes!(workers::register, workers::list))
+        .routes(routes!(workers::remove))
         .routes(routes!(kinds::list))
         .routes(routes!(workers::fetch))
         .routes(routes!(workers::heartbeat))

@@ -87,6 +87,28 @@ pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult
     Ok(Json(WorkerList { workers }))
 }
 
+/// Forgets a lost worker that holds no running task, so it leaves the workers page (a lost
+/// worker is otherwise forgotten a day after it was last seen).
+#[utoipa::path(
+    delete,
+    path = "/v1/workers/{id}",
+    tag = "workers",
+    operation_id = "removeWorker",
+    summary = "Remove a lost worker",
+    description = "Only a lost worker (not heard from within the live window) holding no running task can be removed; one that comes back registers again.",
+    params(("id" = String, Path, description = "The worker's id.", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+    responses((status = 204, description = "Removed."), (status = 404, description = "not_found: no such worker.", body = ErrorBody), (status = 409, description = "conflict: the worker is live or still holds a running task.", body = ErrorBody))
+)]
+pub(super) async fn remove(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    caller.may(&s, Action::Operate, None)?;
+    let worker = s.store.list_workers().await?.into_iter().find(|w| w.id == id).ok_or(StoreError::NotFound)?;
+    caller.may_all(&s, Action::Operate, worker.queues.iter().map(String::as_str))?;
+    let lost_before = s.clock.now().saturating_sub(crate::scheduling::LIVE_WINDOW);
+    s.store.remove_worker(taskwarden_store::RemoveWorker { id: id.clone(), lost_before }).await?;
+    caller.audit(&s, "worker.remove", id).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 fn leased(task: Task) -> LeasedTask {
     let lease = task.lease.expect("a fetched task is leased");
     LeasedTask {

@@ -148,6 +148,10 @@ impl Store for MeteredStore {
         self.inner.list_workers().await
     }
 
+    async fn remove_worker(&self, p: RemoveWorker) -> Result<()> {
+        self.inner.remove_worker(p).await
+    }
+
     async fn worker_owner(&self, worker_id: &str) -> Result<Option<String>> {
         self.inner.worker_owner(worker_id).await
     }

@@ -14,16 +14,26 @@ const RANGES = {
 export async function render(main, ctx) {
   let range = ctx.params.get("range") || "hour";
   if (!RANGES[range]) range = "hour";
+  const queue = ctx.params.get("queue") || "";
+  const here = (r, q) => `#/?range=${r}${q ? `&queue=${encodeURIComponent(q)}` : ""}`;
   const counts = h("section", { "aria-labelledby": "now-h" });
   const charts = h("section", { "aria-labelledby": "charts-h" });
   const picker = h(
     "div",
     { class: "row", role: "group", "aria-label": "Time range" },
     Object.keys(RANGES).map((r) =>
-      h("a", { href: `#/?range=${r}`, class: "pill", "aria-current": r === range ? "true" : null }, r),
+      h("a", { href: here(r, queue), class: "pill", "aria-current": r === range ? "true" : null }, r),
     ),
   );
-  fill(main, h("h1", {}, "Overview"), counts, h("h2", { id: "charts-h" }, RANGES[range].label), picker, charts);
+  const queuePick = h("select", { id: "overview-queue", onchange: (ev) => ctx.go(here(range, ev.target.value).slice(1)) });
+  fill(
+    main,
+    h("h1", {}, "Overview"),
+    counts,
+    h("h2", { id: "charts-h" }, RANGES[range].label, queue ? ` in ${queue}` : ""),
+    h("div", { class: "row" }, picker, h("label", { for: "overview-queue" }, "Queue"), queuePick),
+    charts,
+  );
 
   async function refresh() {
     const { span, size } = RANGES[range];
@@ -32,8 +42,13 @@ export async function render(main, ctx) {
       get("/v1/queues"),
       get("/v1/workers"),
       get("/readyz").catch(() => null),
-      get(`/v1/stats${query({ since, limit: 100000 })}`),
+      get(`/v1/stats${query({ since, limit: 100000, queue: queue || undefined })}`),
     ]);
+    fill(
+      queuePick,
+      h("option", { value: "", selected: !queue }, "all queues"),
+      queues.queues.map((q) => h("option", { value: q.name, selected: q.name === queue }, q.name)),
+    );
     const sum = (k) => queues.queues.reduce((s, q) => s + (q[k] || 0), 0);
     const live = workers.workers.filter((w) => w.status !== "lost");
     const oldest = Math.max(0, ...queues.queues.map((q) => q.oldest_ready_ms || 0));
@@ -57,17 +72,19 @@ export async function render(main, ctx) {
     );
     const rows = stats.rows;
     const count = Math.round(span / size);
-    const names = [...new Set(rows.map((r) => r.queue))].sort();
+    const names = queue ? [] : [...new Set(rows.map((r) => r.queue))].sort();
+    const scope = queue ? `in ${queue}` : "all queues";
     const per = (label, pick, fmt, kind, mean) => bars(label, bucket(rows, size, count, pick, mean), fmt, kind);
     fill(
       charts,
       h(
         "div",
         { class: "charts" },
-        per("Succeeded, all queues", (r) => r.succeeded),
-        per("Failed for good, all queues", (r) => r.failed, undefined, "bad"),
-        per("Retried attempts, all queues", (r) => r.retried, undefined, "warn"),
-        per("Mean queue wait, all queues", (r) => [r.wait_us_sum / 1000, r.wait_count], ms, "wait", true),
+        per(`Succeeded, ${scope}`, (r) => r.succeeded),
+        per(`Failed for good, ${scope}`, (r) => r.failed, undefined, "bad"),
+        per(`Retried attempts, ${scope}`, (r) => r.retried, undefined, "warn"),
+        per(`Mean queue wait, ${scope}`, (r) => [r.wait_us_sum / 1000, r.wait_count], ms, "wait", true),
+        per(`Mean run time, ${scope}`, (r) => [r.run_us_sum / 1000, r.run_count], ms, "wait", true),
       ),
       names.length > 1
         ? [

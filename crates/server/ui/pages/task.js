@@ -7,6 +7,26 @@ import { actionButton, ago, fill, h, jsonBlock, ms, notice, stateBadge, table } 
 const RETRYABLE = ["failed", "cancelled", "expired"];
 const CANCELLABLE = ["scheduled", "ready", "running"];
 
+/** A workflow task's parents and children (from its workflow's nodes), at most 50 of each shown. */
+async function relatives(t) {
+  try {
+    const w = await get(`/v1/workflows/${t.workflow_id}`);
+    const at = w.nodes.findIndex((n) => n.task_id === t.id);
+    if (at < 0) return null;
+    const parents = (w.nodes[at].parents || []).map((i) => w.nodes[i]);
+    const children = w.nodes.filter((n) => (n.parents || []).includes(at));
+    return { parents, children };
+  } catch {
+    return null;
+  }
+}
+
+function links(nodes) {
+  if (!nodes.length) return null;
+  const shown = nodes.slice(0, 50).map((n, i) => [i ? ", " : "", h("a", { href: `#/tasks/${n.task_id}` }, n.node)]);
+  return [shown, nodes.length > 50 ? ` and ${nodes.length - 50} more` : ""];
+}
+
 export async function render(main, ctx) {
   const id = ctx.match[1];
   const status = h("div");
@@ -18,6 +38,7 @@ export async function render(main, ctx) {
       get(`/v1/tasks/${id}`),
       get(`/v1/tasks/${id}/logs${query({ limit: 1000 })}`).catch(() => ({ lines: [] })),
     ]);
+    const family = t.workflow_id ? await relatives(t) : null;
     const row = (k, v) => (v === undefined || v === null || v === "" ? null : [h("dt", {}, k), h("dd", {}, v)]);
     const lease = t.lease;
     const actions = ctx.me.operate
@@ -79,7 +100,8 @@ export async function render(main, ctx) {
         row("Lease expires", lease ? ago(lease.expires_at) : null),
         row("Progress", progress),
         row("Workflow", t.workflow_id ? h("a", { href: `#/workflows/${t.workflow_id}` }, `node ${t.node} of ${t.workflow_id.slice(0, 8)}`) : null),
-        row("Parents", t.parent_count || null),
+        row("Parents", family ? links(family.parents) : t.parent_count || null),
+        row("Children", family ? links(family.children) : null),
         row("Idempotency key", t.idempotency_key),
         row("Trace", t.traceparent ? h("span", { class: "mono" }, t.traceparent) : null),
       ),

@@ -68,19 +68,32 @@ export async function render(main, ctx, { dead = false } = {}) {
   let shown = [];
   const selected = new Set();
 
-  async function load(cursor) {
-    // Short pages (a window of the newest tasks held few matches) are topped up, up to MORE
-    // requests, so a rare match still fills the page.
+  let loading = 0;
+
+  /**
+   * A page from `cursor`. Each call answers within a bounded scan, so a rare match comes back
+   * as short pages: they are topped up, up to MORE calls, and drawn as they arrive (`partial`),
+   * so the page shows what it has found while it searches on.
+   */
+  async function load(cursor, partial) {
+    const mine = ++loading;
     let tasks = [];
     let next = cursor;
     let asked = 0;
     do {
       const page = await get(`/v1/tasks${query({ q: full, limit: PAGE - tasks.length, cursor: next || undefined })}`);
+      if (mine !== loading) return null; // a newer search took over
       tasks = tasks.concat(page.tasks);
       next = page.next_cursor || null;
       asked += 1;
+      if (partial && next && tasks.length < PAGE && asked < MORE) partial({ tasks, next, searching: true });
     } while (next && tasks.length < PAGE && asked < MORE);
     return { tasks, next };
+  }
+
+  async function show(cursor) {
+    const page = await load(cursor, draw);
+    if (page) draw(page);
   }
 
   function draw(page) {
@@ -112,14 +125,16 @@ export async function render(main, ctx, { dead = false } = {}) {
     });
     const columns = ["Task", "State", "Queue", "Kind", "Attempts", "Created", "Finished", "Error"];
     if (can) columns.unshift(h("span", { class: "sr-only" }, "Select"));
-    const older = page.next
+    const older = page.searching
+      ? h("span", { class: "muted", role: "status" }, `Searching older tasks, back to ${idTime(page.next).toLocaleString()}…`)
+      : page.next
       ? h(
           "button",
           {
             type: "button",
             onclick: async () => {
               cursors.push(page.next);
-              draw(await load(page.next));
+              await show(page.next);
             },
           },
           `Older (searched back to ${idTime(page.next).toLocaleString()})`,
@@ -133,7 +148,7 @@ export async function render(main, ctx, { dead = false } = {}) {
               type: "button",
               onclick: async () => {
                 cursors.pop();
-                draw(await load(cursors[cursors.length - 1]));
+                await show(cursors[cursors.length - 1]);
               },
             },
             "Newer",
@@ -182,7 +197,7 @@ export async function render(main, ctx, { dead = false } = {}) {
 
   async function refresh() {
     try {
-      draw(await load(cursors[cursors.length - 1]));
+      await show(cursors[cursors.length - 1]);
     } catch (e) {
       notice(status, `${e.field ? `${e.field}: ` : ""}${e.message}`, "error");
       fill(results);

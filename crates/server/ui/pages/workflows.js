@@ -56,19 +56,37 @@ export function drawGraph(g) {
 
 export async function renderList(main, ctx) {
   const state = ctx.params.get("state") || "";
+  const name = ctx.params.get("name") || "";
   const status = h("div");
   const list = h("div");
   const select = h(
     "select",
-    { id: "wf-state", name: "state", onchange: (ev) => ctx.go(`/workflows${ev.target.value ? `?state=${ev.target.value}` : ""}`) },
+    { id: "wf-state", name: "state" },
     ["", "running", "succeeded", "failed", "cancelled"].map((s) => h("option", { value: s, selected: s === state }, s || "any")),
   );
-  fill(main, h("h1", {}, "Workflows"), h("div", { class: "row" }, h("label", { for: "wf-state" }, "State"), select), status, list);
+  const nameInput = h("input", { id: "wf-name", name: "name", value: name, autocomplete: "off" });
+  const form = h(
+    "form",
+    { class: "row", role: "search" },
+    h("label", { for: "wf-state" }, "State"),
+    select,
+    h("label", { for: "wf-name" }, "Name"),
+    nameInput,
+    h("button", { type: "submit" }, "Filter"),
+  );
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = new URLSearchParams();
+    if (select.value) q.set("state", select.value);
+    if (nameInput.value.trim()) q.set("name", nameInput.value.trim());
+    ctx.go(`/workflows${q.toString() ? `?${q}` : ""}`);
+  });
+  fill(main, h("h1", {}, "Workflows"), form, status, list);
   let cursors = [null];
 
   async function refresh() {
     const cursor = cursors[cursors.length - 1];
-    const page = await get(`/v1/workflows${query({ state, cursor: cursor || undefined, limit: 50 })}`);
+    const page = await get(`/v1/workflows${query({ state, name, cursor: cursor || undefined, limit: 50 })}`);
     const rows = page.workflows.map((w) => [
       h("a", { href: `#/workflows/${w.id}`, class: "mono", title: w.id }, w.id.slice(0, 8)),
       w.name || "",

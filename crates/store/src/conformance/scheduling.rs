@@ -395,3 +395,33 @@ pub async fn a_cron_schedule_is_changed_in_place(store: &dyn Store) {
     let missing = store.update_cron(UpdateCron { spec: cron_spec("nosuch"), next_run: at(1) }).await;
     assert!(matches!(missing, Err(StoreError::NotFound)));
 }
+
+pub async fn only_a_lost_worker_holding_nothing_can_be_removed(store: &dyn Store) {
+    let lost = register(store, "lost", &["rm"], 1, "", "").await;
+    let busy = register(store, "busy", &["rm"], 1, "", "").await;
+    let live = store
+        .register_worker(RegisterWorker {
+            name: "live".into(),
+            owner: None,
+            queues: vec!["rm".into()],
+            concurrency: 1,
+            capacity: Default::default(),
+            labels: Default::default(),
+            kinds: Vec::new(),
+            schemas: Default::default(),
+            now: at(10_000),
+        })
+        .await
+        .unwrap()
+        .id;
+    submit_one(store, spec("rm"), at(0)).await;
+    assert_eq!(fetch_as(store, &busy, "rm", 1, Duration::ZERO, 1).await.len(), 1);
+    let remove = |id: &str| store.remove_worker(RemoveWorker { id: id.into(), lost_before: at(5_000) });
+    remove(&lost).await.unwrap();
+    let ids: Vec<String> = store.list_workers().await.unwrap().into_iter().map(|w| w.id).collect();
+    assert!(!ids.contains(&lost) && ids.contains(&busy) && ids.contains(&live), "{ids:?}");
+    assert!(matches!(remove(&lost).await, Err(StoreError::NotFound)), "gone already");
+    assert!(matches!(remove(&live).await, Err(StoreError::Conflict(_))), "seen since: live");
+    assert!(matches!(remove(&busy).await, Err(StoreError::Conflict(_))), "holds a running task");
+    assert!(matches!(remove("w-nobody").await, Err(StoreError::NotFound)));
+}

@@ -697,6 +697,10 @@ impl Store for PgStore {
         read!(self, |c| ops::workers(&c).await)
     }
 
+    async fn remove_worker(&self, p: RemoveWorker) -> Result<()> {
+        transaction!(self, |tx, _st| ops::remove_worker(&tx, &p).await)
+    }
+
     async fn worker_owner(&self, worker_id: &str) -> Result<Option<String>> {
         read!(self, |c| access::worker_owner(&c, worker_id).await)
     }

@@ -151,12 +151,13 @@ pub(crate) async fn get(c: &impl GenericClient, id: TaskId) -> PgResult<Task> {
 }
 
 /// PostgreSQL's way of writing the list query. The task's document is text (so payloads keep
-/// their bytes): JSON terms read it as `jsonb`, and compare values as `jsonb` (`42 = 42.0`).
+/// their bytes): terms read it as `json`, which parses about twice as fast as `jsonb` (it is
+/// only checked, not converted), and compare the value found as `jsonb` (so `42 = 42.0`).
 const DIALECT: Dialect = Dialect {
     placeholder: |n| format!("${n}"),
-    has_tag: "jsonb_exists(doc::jsonb -> 'tags', ?)",
-    error_like: "doc::jsonb ->> 'error' ILIKE ?",
-    field: |_| "doc::jsonb #> ?::text[] = ?::text::jsonb",
+    has_tag: "jsonb_exists((doc::json -> 'tags')::jsonb, ?)",
+    error_like: "doc::json ->> 'error' ILIKE ?",
+    field: |_| "(doc::json #> ?::text[])::jsonb = ?::text::jsonb",
 };
 
 /// An argument as PostgreSQL takes it.
@@ -509,6 +510,24 @@ pub(crate) async fn prune_expired(tx: &Tx<'_>, p: &PruneExpired) -> PgResult<usi
     )
     .await?;
     Ok((n + buckets + workers) as usize)
+}
+
+/// Forgets one lost worker that holds nothing (see `Store::remove_worker`).
+pub(crate) async fn remove_worker(tx: &Tx<'_>, p: &RemoveWorker) -> PgResult<()> {
+    let removed = execute(
+        tx,
+        "DELETE FROM workers w WHERE w.id = $1 AND w.last_seen_at < $2 AND NOT EXISTS \
+         (SELECT 1 FROM tasks t WHERE t.state = 'running' AND t.lease_worker = w.id)",
+        &[&p.id, &p.lost_before.as_micros()],
+    )
+    .await?;
+    if removed > 0 {
+        return Ok(());
+    }
+    match query_opt(tx, "SELECT 1 FROM workers WHERE id = $1", &[&p.id]).await? {
+        Some(_) => Err(StoreError::Conflict(crate::NOT_REMOVABLE.into()).into()),
+        None => Err(StoreError::NotFound.into()),
+    }
 }
 
 pub(crate) async fn prune_finished(tx: &Tx<'_>, p: &PruneFinished) -> PgResult<usize> {

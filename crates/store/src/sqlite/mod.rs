@@ -300,6 +300,10 @@ impl Store for SqliteStore {
         self.read(reads::workers).await
     }
 
+    async fn remove_worker(&self, p: RemoveWorker) -> Result<()> {
+        self.writer.write(true, move |c, _| ops::remove_worker(c, p)).await
+    }
+
     async fn worker_owner(&self, worker_id: &str) -> Result<Option<String>> {
         let worker_id = worker_id.to_owned();
         self.read(move |c| access::worker_owner(c, &worker_id)).await

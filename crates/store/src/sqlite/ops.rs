@@ -18,7 +18,7 @@ use super::writer::WriterState;
 use super::{internal, scheduling};
 use crate::admission::{self, Fetched, Hold};
 use crate::params::*;
-use crate::{Result, StoreError};
+use crate::{NOT_REMOVABLE, Result, StoreError};
 
 /// Notes which wake-up topics a task's new state concerns.
 pub(crate) fn touch_for(state: &mut WriterState, task: &Task) {
@@ -410,6 +410,28 @@ pub(crate) fn prune_expired(conn: &Connection, st: &mut WriterState, p: PruneExp
     .and_then(|mut s| s.execute(params![p.keys_before.as_micros(), p.limit]))
     .map_err(internal)
     .and_then(|keys| Ok(keys + prune_buckets(conn, p.keys_before)? + prune_workers(conn, p.workers_before)?))
+}
+
+/// Forgets one lost worker that holds nothing (see `Store::remove_worker`).
+pub(crate) fn remove_worker(conn: &Connection, p: RemoveWorker) -> Result<()> {
+    let removed = conn
+        .prepare_cached(
+            "DELETE FROM workers WHERE id = ?1 AND last_seen_at < ?2 AND NOT EXISTS \
+             (SELECT 1 FROM tasks t WHERE t.state = 'running' AND t.lease_worker = workers.id)",
+        )
+        .and_then(|mut s| s.execute(params![p.id, p.lost_before.as_micros()]))
+        .map_err(internal)?;
+    if removed > 0 {
+        return Ok(());
+    }
+    let known = conn
+        .prepare_cached("SELECT 1 FROM workers WHERE id = ?1")
+        .and_then(|mut s| s.query_row([&p.id], |_| Ok(())).optional())
+        .map_err(internal)?;
+    match known {
+        Some(()) => Err(StoreError::Conflict(NOT_REMOVABLE.into())),
+        None => Err(StoreError::NotFound),
+    }
 }
 
 /// Forgets workers lost long ago that hold nothing, unless a token registered them: its worker
