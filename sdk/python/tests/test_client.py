@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from taskwarden import Conflict, NotFound, TaskFailed, Unprocessable
+from taskwarden import Conflict, InvalidRequest, NotFound, TaskFailed, Unprocessable
 from tests.conftest import running_worker
 from tests.tasks import (
     Box,
@@ -93,6 +93,16 @@ async def test_submit_options_reach_the_server() -> None:
     retried = await first.retry()
     assert retried.state in ("ready", "scheduled")
     await first.cancel()
+
+
+async def test_list_tasks_searches_payload_fields() -> None:
+    for customer in (41, 42, 43):
+        await app.client.submit("charge", {"customer_id": customer}, queue="t-search")
+    page = await app.client.list_tasks(query="queue:t-search payload.customer_id=42")
+    assert [t.raw["payload"] for t in page.tasks] == [{"customer_id": 42}]
+    with pytest.raises(InvalidRequest) as e:
+        await app.client.list_tasks(query="colour:red")
+    assert e.value.field == "q"
 
 
 async def test_typed_errors() -> None:
