@@ -154,6 +154,59 @@ pub struct BulkResult {
     pub next_cursor: Option<String>,
 }
 
+/// What a bulk job does to the tasks its filter matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BulkAction {
+    /// Failed (or, with `state`, cancelled or expired) tasks go back to their queue.
+    Retry,
+    /// Ready, scheduled and running tasks are cancelled (running ones asked to stop).
+    Cancel,
+}
+
+/// Starts a bulk retry or cancel that runs on the server to the end (`POST /v1/tasks/jobs`).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkJobCall {
+    pub action: BulkAction,
+    /// Which tasks: as for `POST /v1/tasks/retry|cancel`, without `limit` and `cursor` (a job
+    /// goes on until nothing more matches).
+    #[serde(deserialize_with = "crate::bounded::object")]
+    pub filter: BulkFilter,
+}
+
+/// Where a bulk job stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BulkJobState {
+    Running,
+    /// Went through every matching task.
+    Done,
+    /// Stopped by an error (in `error`) or the server shutting down; what it changed stays changed.
+    Stopped,
+}
+
+/// A bulk job and its progress (`GET /v1/tasks/jobs/{id}`).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BulkJob {
+    pub id: String,
+    pub action: BulkAction,
+    /// The filter, in words.
+    pub filter: String,
+    pub state: BulkJobState,
+    /// Tasks looked at, changed, and left alone because they had moved on, so far.
+    pub matched: u64,
+    pub changed: u64,
+    pub skipped: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The token that started it.
+    pub started_by: String,
+    pub started_at: crate::Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<crate::Timestamp>,
+}
+
 /// Registers a worker process with the server.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

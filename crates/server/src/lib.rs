@@ -126,6 +126,7 @@ impl Server {
             access: access.clone(),
             metrics,
             traces: Arc::new(traces::Traces::new(config.traces)),
+            bulk_jobs: Default::default(),
         };
         let metrics_router = api::metrics_only(state.clone());
         Server { router: api::router(state, guard), metrics_router, shutdown, loops, signals, access, config, clock }

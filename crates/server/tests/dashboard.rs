@@ -69,3 +69,53 @@ async fn the_task_search_answers_over_http_and_names_what_is_wrong() {
     assert_eq!(cancelled["tasks"][0]["queue"], "billing");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_bulk_job_retries_everything_a_search_matches_with_its_progress() {
+    const N: usize = 3000;
+    let s = TestServer::start().await;
+    let tasks: Vec<_> =
+        (0..N).map(|i| json!({"queue": "q", "kind": "k", "max_attempts": 1, "payload": {"i": i}})).collect();
+    for chunk in tasks.chunks(1000) {
+        assert_eq!(s.call("POST", "/v1/tasks/batch", Some(json!({"tasks": chunk}))).await.0, 201);
+    }
+    let worker = s.register("q").await;
+    let mut failed = 0;
+    while failed < N {
+        let leased = s.fetch(&worker, "q", 1000, 0).await;
+        let reports: Vec<_> = leased
+            .iter()
+            .map(|t| json!({"task_id": t["id"], "lease": t["lease"], "outcome": {"status": "failed", "error": "boom", "permanent": true}}))
+            .collect();
+        assert_eq!(
+            s.call("POST", &format!("/v1/workers/{worker}/reports"), Some(json!({"reports": reports}))).await.0,
+            200
+        );
+        failed += leased.len();
+    }
+    // A search that needs rows looked into (the error text): the job follows its short pages.
+    let call = json!({"action": "retry", "filter": {"q": "queue:q error:boom"}});
+    let (status, job) = s.call("POST", "/v1/tasks/jobs", Some(call)).await;
+    assert_eq!((status, job["state"].as_str()), (202, Some("running")), "{job}");
+    let path = format!("/v1/tasks/jobs/{}", job["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        let (status, job) = s.call("GET", &path, None).await;
+        assert_eq!(status, 200, "{job}");
+        if job["state"] != "running" {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job did not end: {job}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!((done["matched"].as_u64(), done["changed"].as_u64()), (Some(N as u64), Some(N as u64)), "{done}");
+    assert!(done["finished_at"].is_string() && done["started_by"].is_string(), "{done}");
+    let (_, left) = s.call("GET", "/v1/tasks?state=failed&limit=1", None).await;
+    assert!(left["tasks"].as_array().unwrap().is_empty(), "none left failed: {left}");
+    // A job runs to the end: it takes no limit or cursor; an unknown job is 404.
+    let (status, e) = s.call("POST", "/v1/tasks/jobs", Some(json!({"action": "cancel", "filter": {"limit": 5}}))).await;
+    assert_eq!((status, e["error"]["field"].as_str()), (422, Some("filter.limit")), "{e}");
+    assert_eq!(s.call("GET", "/v1/tasks/jobs/job-0000000000000000", None).await.0, 404);
+    s.stop().await;
+}

@@ -47,6 +47,12 @@ impl Fixtures<'_> {
         v
     }
 
+    /// A bulk job (cancelling nothing) started by the admin.
+    async fn job(&self) -> String {
+        let body = json!({"action": "cancel", "filter": {"queue": "in.jobs", "kind": "none"}});
+        self.admin("POST", "/v1/tasks/jobs", Some(body)).await["id"].as_str().unwrap().to_owned()
+    }
+
     /// A worker on `q` last seen a minute ago: lost.
     async fn lost_worker(&self, q: &str) -> String {
         let minute_ago = std::time::SystemTime::now() - Duration::from_secs(60);
@@ -212,6 +218,10 @@ async fn request(f: &Fixtures<'_>, route: (&str, &str), token: &str, q: &str) ->
             (p(path), Some(spec))
         }
         ("delete", "/v1/cron/{name}") => (format!("/v1/cron/{}", f.cron(q).await), None),
+        ("post", "/v1/tasks/jobs") => {
+            (p(path), Some(json!({"action": "cancel", "filter": {"queue": q, "kind": "none"}})))
+        }
+        ("get", "/v1/tasks/jobs/{id}") => (format!("/v1/tasks/jobs/{}", f.job().await), None),
         ("delete", "/v1/workers/{id}") => (format!("/v1/workers/{}", f.lost_worker(q).await), None),
         ("post", "/v1/cron/{name}/pause") => (format!("/v1/cron/{}/pause", f.cron(q).await), None),
         ("post", "/v1/cron/{name}/resume") => (format!("/v1/cron/{}/resume", f.cron(q).await), None),
@@ -281,6 +291,8 @@ const ROUTES: &[(&str, &str, Needs, bool)] = {
         ("get", "/v1/cron", At(Read), false),
         ("delete", "/v1/cron/{name}", At(Operator), true),
         ("delete", "/v1/workers/{id}", At(Operator), true),
+        ("post", "/v1/tasks/jobs", At(Operator), true),
+        ("get", "/v1/tasks/jobs/{id}", At(Operator), false),
         ("post", "/v1/cron/{name}/pause", At(Operator), true),
         ("post", "/v1/cron/{name}/resume", At(Operator), true),
         ("post", "/v1/cron/{name}/run", At(Operator), true),

@@ -1,7 +1,8 @@
 //! The HTTP API: routing and shared state. Handlers validate input, call the store and map the
 //! answer; the rules themselves live in the core.
 //!
-//! - `tasks`: submit, inspect, list, wait for, cancel and retry tasks.
+//! - `tasks`: submit, inspect, search, wait for, cancel and retry tasks.
+//! - `bulk`: retry or cancel everything a filter matches: in one call, or as a job with progress.
 //! - `workers`: the worker protocol (register, fetch, heartbeat, report) and the single-lease calls.
 //! - `workflows`: submit, get, wait for, cancel and retry workflows; a task's parents' results.
 //! - `queues`: list queues with their counts; pause, resume, weigh and limit them.
@@ -11,6 +12,7 @@
 //! - `metrics`: Prometheus metrics (the figures themselves are `crate::metrics`).
 //! - `doc`: what the generated OpenAPI document gets beyond the handlers' own descriptions.
 
+mod bulk;
 mod cron;
 mod doc;
 mod events;
@@ -66,6 +68,8 @@ pub(crate) struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The spans of submits, leases and reports (none unless traces are on).
     pub traces: Arc<crate::traces::Traces>,
+    /// The bulk retry and cancel jobs this node runs and ran lately.
+    pub bulk_jobs: Arc<bulk::Jobs>,
 }
 
 /// Every route, in one place, with the least role it needs (`None`: anyone, even without a
@@ -81,6 +85,8 @@ pub(crate) const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/tasks/batch", Some(Role::Submit)),
     ("post", "/v1/tasks/retry", Some(Role::Operator)),
     ("post", "/v1/tasks/cancel", Some(Role::Operator)),
+    ("post", "/v1/tasks/jobs", Some(Role::Operator)),
+    ("get", "/v1/tasks/jobs/{id}", Some(Role::Operator)),
     ("get", "/v1/tasks/{id}", Some(Role::Read)),
     ("get", "/v1/tasks/{id}/wait", Some(Role::Read)),
     ("get", "/v1/tasks/{id}/logs", Some(Role::Read)),
@@ -144,8 +150,10 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics::metrics))
         .routes(routes!(tasks::submit, tasks::list))
         .routes(routes!(tasks::submit_batch))
-        .routes(routes!(tasks::bulk_retry))
-        .routes(routes!(tasks::bulk_cancel))
+        .routes(routes!(bulk::bulk_retry))
+        .routes(routes!(bulk::bulk_cancel))
+        .routes(routes!(bulk::start_job))
+        .routes(routes!(bulk::get_job))
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::wait))
         .routes(routes!(tasks::logs))

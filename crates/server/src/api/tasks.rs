@@ -6,10 +6,10 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use taskwarden_core::auth::Action;
-use taskwarden_core::protocol::{BulkFilter, BulkResult, ErrorBody, SubmitBatch, SubmitTask, TaskList};
+use taskwarden_core::protocol::{ErrorBody, SubmitBatch, SubmitTask, TaskList};
 use taskwarden_core::search::TaskSearch;
 use taskwarden_core::validate::{check_name, validate_batch};
-use taskwarden_core::{Task, TaskId, TaskState, ValidationError};
+use taskwarden_core::{Task, TaskId, TaskState};
 use taskwarden_store::{CancelTask, ListTasks, ReadTaskLogs, RetryTask, StoreError, SubmitTasks, Submitted};
 
 use super::{ApiResult, AppState, WaitQuery, until_finished};
@@ -172,12 +172,12 @@ pub(super) async fn list(
 /// Most rows one page of a search looks into (when it filters on more than queue, state and
 /// time): a page answers in bounded time however rare the matches, and may come out short with
 /// a cursor to search on from.
-const SEARCH_WINDOW: u32 = 10_000;
+pub(super) const SEARCH_WINDOW: u32 = 10_000;
 
 /// The filter of a list or bulk call: its query `q` parsed, with the call's own parameters, each
 /// name checked, and the caller allowed to read its queue (and, for terms on payloads or
 /// results, to see them).
-fn search(s: &AppState, caller: &Caller, q: Option<&str>, explicit: TaskSearch) -> ApiResult<TaskSearch> {
+pub(super) fn search(s: &AppState, caller: &Caller, q: Option<&str>, explicit: TaskSearch) -> ApiResult<TaskSearch> {
     let invalid = |e: taskwarden_core::search::SearchError| ApiError::invalid("q", e.0);
     let mut filter = match q {
         Some(q) => TaskSearch::parse(q, s.clock.now()).map_err(invalid)?,
@@ -262,196 +262,6 @@ pub(super) async fn retry(State(s): State<AppState>, caller: Caller, Path(id): P
     let task = s.store.retry(RetryTask { id, now: s.clock.now() }).await?;
     caller.audit(&s, "task.retry", id.to_string()).await;
     Ok(Json(shown(&caller, task)))
-}
-
-/// Tasks looked at per page of a bulk call, and how many of them change at once (so SQLite's
-/// group commit shares fsyncs among them).
-const BULK_PAGE: u32 = 500;
-const BULK_AT_ONCE: usize = 64;
-
-/// Retries every failed (or cancelled, or expired) task matching the filter, a page at a time on the server.
-#[utoipa::path(
-    post,
-    path = "/v1/tasks/retry",
-    tag = "tasks",
-    operation_id = "retryTasks",
-    summary = "Retry every task matching a filter",
-    description = "Sends every failed (or cancelled, or expired) task matching the filter back to the queue with a fresh attempt budget, on the server, a page at a time.",
-    request_body = BulkFilter,
-    responses((status = 200, description = "What it did.", body = BulkResult), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
-)]
-pub(super) async fn bulk_retry(
-    State(s): State<AppState>,
-    caller: Caller,
-    ApiJson(filter): ApiJson<BulkFilter>,
-) -> ApiResult<Json<BulkResult>> {
-    let search = bulk_search(&s, &caller, &filter)?;
-    let states = match search.state {
-        None | Some(TaskState::Failed) => vec![TaskState::Failed],
-        Some(TaskState::Cancelled) => vec![TaskState::Cancelled],
-        Some(TaskState::Expired) => vec![TaskState::Expired],
-        Some(_) => {
-            return Err(
-                ValidationError::unprocessable("state", "retry takes failed, cancelled or expired tasks").into()
-            );
-        }
-    };
-    bulk(s, caller, filter, search, states, Bulk::Retry).await
-}
-
-/// Cancels every unfinished task matching the filter (running ones are asked to stop).
-#[utoipa::path(
-    post,
-    path = "/v1/tasks/cancel",
-    tag = "tasks",
-    operation_id = "cancelTasks",
-    summary = "Cancel every task matching a filter",
-    description = "Cancels every ready, scheduled or running task matching the filter (running ones are asked to stop through their heartbeat), on the server, a page at a time.",
-    request_body = BulkFilter,
-    responses((status = 200, description = "What it did.", body = BulkResult), (status = 422, description = "unprocessable: the request fits the schema, but a rule the schema cannot state refuses it (across fields, against the clock, in a cron expression or a workflow graph); error.field names where.", body = ErrorBody))
-)]
-pub(super) async fn bulk_cancel(
-    State(s): State<AppState>,
-    caller: Caller,
-    ApiJson(filter): ApiJson<BulkFilter>,
-) -> ApiResult<Json<BulkResult>> {
-    let search = bulk_search(&s, &caller, &filter)?;
-    let states = match search.state {
-        None => vec![TaskState::Ready, TaskState::Scheduled, TaskState::Running],
-        Some(st @ (TaskState::Ready | TaskState::Scheduled | TaskState::Running)) => vec![st],
-        Some(_) => {
-            return Err(
-                ValidationError::unprocessable("state", "cancel takes ready, scheduled or running tasks").into()
-            );
-        }
-    };
-    bulk(s, caller, filter, search, states, Bulk::Cancel).await
-}
-
-#[derive(Clone, Copy)]
-enum Bulk {
-    Retry,
-    Cancel,
-}
-
-/// A bulk call's filter: its `q` with its other fields.
-fn bulk_search(s: &AppState, caller: &Caller, f: &BulkFilter) -> ApiResult<TaskSearch> {
-    let explicit = TaskSearch {
-        queue: f.queue.clone(),
-        state: f.state,
-        kind: f.kind.clone(),
-        tag: f.tag.clone(),
-        ..TaskSearch::default()
-    };
-    let filter = search(s, caller, f.q.as_deref(), explicit)?;
-    caller.may(s, Action::Operate, filter.queue.as_deref())?;
-    Ok(filter)
-}
-
-async fn bulk(
-    s: AppState,
-    caller: Caller,
-    filter: BulkFilter,
-    search: TaskSearch,
-    states: Vec<TaskState>,
-    what: Bulk,
-) -> ApiResult<Json<BulkResult>> {
-    let limit = u64::from(filter.limit.unwrap_or(10_000));
-    if !(1..=100_000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 100000"));
-    }
-    // The cursor says which of the states it was in, and the task id to go on from.
-    let (mut state_at, mut before) = match &filter.cursor {
-        None => (0, None),
-        Some(c) => parse_bulk_cursor(c, states.len())?,
-    };
-    let page_of = |state: TaskState, before: Option<TaskId>, limit: u32| ListTasks {
-        filter: TaskSearch { state: Some(state), ..search.clone() },
-        before,
-        limit,
-        window: Some(SEARCH_WINDOW),
-    };
-    let mut result = BulkResult::default();
-    while state_at < states.len() {
-        let want = (limit - result.matched).min(u64::from(BULK_PAGE)) as u32;
-        let page = s.store.list(page_of(states[state_at], before, want)).await?;
-        let ids: Vec<TaskId> =
-            page.tasks.iter().filter(|t| caller.grant.queues.contains(&t.queue)).map(|t| t.id).collect();
-        for chunk in ids.chunks(BULK_AT_ONCE) {
-            let mut changes = tokio::task::JoinSet::new();
-            for &id in chunk {
-                let (store, now) = (s.store.clone(), s.clock.now());
-                changes.spawn(async move {
-                    match what {
-                        Bulk::Retry => store.retry(RetryTask { id, now }).await.map(drop),
-                        Bulk::Cancel => store.cancel(CancelTask { id, now }).await.map(drop),
-                    }
-                });
-            }
-            while let Some(done) = changes.join_next().await {
-                result.matched += 1;
-                match done.map_err(|e| ApiError::from(StoreError::Internal(e.to_string())))? {
-                    Ok(()) => result.changed += 1,
-                    // Moved on since it was listed (finished, retried by someone else).
-                    Err(StoreError::Transition(_) | StoreError::NotFound) => result.skipped += 1,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        before = page.next;
-        if before.is_none() {
-            (state_at, before) = (state_at + 1, None);
-        }
-        if result.matched >= limit {
-            // Stopped at the limit: a cursor only if something is left to go on with.
-            while state_at < states.len() {
-                if !s.store.list(page_of(states[state_at], before, 1)).await?.tasks.is_empty() {
-                    let at = before.map(|id| id.to_string()).unwrap_or_default();
-                    result.next_cursor = Some(format!("{state_at}:{at}"));
-                    break;
-                }
-                (state_at, before) = (state_at + 1, None);
-            }
-            break;
-        }
-    }
-    let action = match what {
-        Bulk::Retry => "task.bulk_retry",
-        Bulk::Cancel => "task.bulk_cancel",
-    };
-    caller.audit(&s, action, format!("{} tasks matching {}", result.changed, describe(&filter))).await;
-    Ok(Json(result))
-}
-
-/// `STATE_INDEX:TASK_ID` (the id empty at the start of a state).
-fn parse_bulk_cursor(cursor: &str, states: usize) -> Result<(usize, Option<TaskId>), ApiError> {
-    let bad = || ApiError::invalid("cursor", "not a cursor from a previous answer");
-    let (at, id) = cursor.split_once(':').ok_or_else(bad)?;
-    if at.is_empty() || at.len() > 2 || !at.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let at: usize = at.parse().map_err(|_| bad())?;
-    if at >= states {
-        // Well formed, but from a call with another filter.
-        return Err(
-            ValidationError::unprocessable("cursor", "not a cursor from a previous answer to this filter").into()
-        );
-    }
-    let id = match id {
-        "" => None,
-        id => Some(id.parse().map_err(|_| bad())?),
-    };
-    Ok((at, id))
-}
-
-/// The filter in words, for the audit log.
-fn describe(f: &BulkFilter) -> String {
-    let parts: Vec<String> = [("queue", &f.queue), ("kind", &f.kind), ("tag", &f.tag), ("q", &f.q)]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
-        .chain(f.state.map(|st| format!("state={st}")))
-        .collect();
-    if parts.is_empty() { "every queue".into() } else { parts.join(" ") }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

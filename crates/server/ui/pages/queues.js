@@ -4,19 +4,21 @@
 import { get, patch, post, query } from "../api.js";
 import { actionButton, confirmDialog, fill, h, ms, notice, table } from "../dom.js";
 
-/** Runs a bulk cancel or retry to the end, a server-side page at a time, reporting progress. */
-export async function bulkAll(path, filter, progress) {
-  let cursor;
-  const total = { matched: 0, changed: 0, skipped: 0 };
-  do {
-    const r = await post(path, { ...filter, cursor, limit: 10000 });
-    total.matched += r.matched;
-    total.changed += r.changed;
-    total.skipped += r.skipped;
-    cursor = r.next_cursor || undefined;
-    progress(total, Boolean(cursor));
-  } while (cursor);
-  return total;
+/**
+ * Retries or cancels (`action`) everything `filter` matches as a job on the server
+ * (`POST /v1/tasks/jobs`), following its progress until it ends; answers the finished job.
+ * The job goes on if the page is closed.
+ */
+export async function bulkAll(action, filter, progress) {
+  let job = await post("/v1/tasks/jobs", { action, filter });
+  progress(job, true);
+  while (job.state === "running") {
+    await new Promise((done) => setTimeout(done, 300));
+    job = await get(`/v1/tasks/jobs/${job.id}`);
+    progress(job, job.state === "running");
+  }
+  if (job.state !== "done") throw new Error(`The job stopped: ${job.error || "the server is shutting down"} (${job.changed} changed).`);
+  return job;
 }
 
 function limitsText(l) {
@@ -99,7 +101,7 @@ export async function render(main, ctx) {
             actionButton("Purge ready", async () => {
               const ok = await confirmDialog(`Cancel all ${q.ready} ready tasks of queue ${q.name}? They will not run.`, "Purge");
               if (!ok) return;
-              const done = await bulkAll("/v1/tasks/cancel", { queue: q.name, state: "ready" }, (t, more) =>
+              const done = await bulkAll("cancel", { queue: q.name, state: "ready" }, (t, more) =>
                 notice(status, `Purging ${q.name}: ${t.changed} cancelled${more ? "…" : "."}`),
               );
               notice(status, `Purged ${q.name}: ${done.changed} ready tasks cancelled, ${done.skipped} had moved on.`);

@@ -63,7 +63,7 @@ export async function render(main, ctx) {
       : null;
     const attempts = (t.history || []).map((a) => [
       a.number,
-      h("a", { href: `#/tasks?q=${encodeURIComponent(`worker:${a.worker_id}`)}`, class: "mono" }, a.worker_id.slice(0, 12)),
+      h("span", { class: "mono", title: a.worker_id }, a.worker_id),
       ago(a.started_at),
       ms(Date.parse(a.finished_at) - Date.parse(a.started_at)),
       h("span", { class: `badge o-${a.outcome}` }, a.outcome),
@@ -91,7 +91,7 @@ export async function render(main, ctx) {
         row("Kind", t.kind),
         row("Priority", t.priority),
         row("Tags", (t.tags || []).join(", ")),
-        row("Attempts", `${t.attempts} of ${t.max_attempts}`),
+        row("Attempts", `${t.attempts} of ${t.attempt_limit ?? t.max_attempts}`),
         row("Created", ago(t.created_at)),
         row("Runs at", t.state === "scheduled" ? ago(t.run_at) : null),
         row("Expires", t.expires_at ? ago(t.expires_at) : null),

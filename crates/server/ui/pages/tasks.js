@@ -116,7 +116,7 @@ export async function render(main, ctx, { dead = false } = {}) {
         stateBadge(t.state),
         t.queue,
         t.kind,
-        `${t.attempts}/${t.max_attempts}`,
+        `${t.attempts}/${t.attempt_limit ?? t.max_attempts}`,
         ago(t.created_at),
         t.finished_at ? ago(t.finished_at) : "",
         t.error ? h("span", { class: "error-text", title: t.error }, t.error.slice(0, 80)) : "",
@@ -182,17 +182,17 @@ export async function render(main, ctx, { dead = false } = {}) {
         notice(status, `${label}: ${done} done${failed ? `, ${failed} refused (they had moved on)` : ""}.`);
         await refresh();
       }, status, { disabled: ids.length === 0 });
-    const all = (label, path) =>
+    const all = (label, action) =>
       actionButton(`${label} all matching`, async () => {
         const what = full || "every task";
-        if (!(await confirmDialog(`${label} every task matching “${what}”? This runs on the server until done.`, `${label} all`))) return;
-        const total = await bulkAll(path, { q: full || undefined }, (t, more) =>
+        if (!(await confirmDialog(`${label} every task matching “${what}”? This runs on the server until done, even if you leave this page.`, `${label} all`))) return;
+        const total = await bulkAll(action, { q: full || undefined }, (t, more) =>
           notice(status, `${label} all matching: ${t.changed} done, ${t.skipped} skipped of ${t.matched} looked at${more ? "…" : "."}`),
         );
         notice(status, `${label} all matching: ${total.changed} done, ${total.skipped} skipped (moved on meanwhile).`);
         await refresh();
       }, status, { class: "danger" });
-    fill(bulkBar, each("Retry", "retry"), each("Cancel", "cancel"), all("Retry", "/v1/tasks/retry"), all("Cancel", "/v1/tasks/cancel"));
+    fill(bulkBar, each("Retry", "retry"), each("Cancel", "cancel"), all("Retry", "retry"), all("Cancel", "cancel"));
   }
 
   async function refresh() {
