@@ -190,7 +190,7 @@ describe("the dashboard", () => {
     assert.match(speedup, /^\d+\.\d\d×$/);
     await accessible("workflow");
     await visit("/workflows", "Workflows");
-    await page.getByRole("link", { name: wf.id.slice(0, 8) }).waitFor();
+    await page.getByRole("link", { name: `…${wf.id.slice(-8)}` }).waitFor();
     await accessible("workflows");
   });
 

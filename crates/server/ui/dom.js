@@ -79,8 +79,12 @@ export function ms(n) {
   return `${(n / 3600000).toFixed(1)} h`;
 }
 
+/**
+ * An id shortened to its last 8 characters: ids are UUIDv7, whose first characters are the
+ * time they were made, the same for every task of a minute; the end is random.
+ */
 export function shortId(id) {
-  return id ? id.slice(0, 8) : "";
+  return id ? `…${id.slice(-8)}` : "";
 }
 
 /** A link to a task's page. */

@@ -2,7 +2,7 @@
 // scheduled, its workflow; retry or cancel it.
 
 import { get, post, query } from "../api.js";
-import { actionButton, ago, fill, h, jsonBlock, ms, notice, stateBadge, table } from "../dom.js";
+import { actionButton, ago, fill, h, jsonBlock, ms, notice, shortId, stateBadge, table } from "../dom.js";
 
 const RETRYABLE = ["failed", "cancelled", "expired"];
 const CANCELLABLE = ["scheduled", "ready", "running"];
@@ -70,7 +70,7 @@ export async function render(main, ctx) {
       a.error || "",
     ]);
     if (lease) {
-      attempts.push([lease.attempt, h("span", { class: "mono" }, lease.worker_id.slice(0, 12)), ago(lease.started_at), "running", h("span", { class: "badge s-running" }, "running"), ""]);
+      attempts.push([lease.attempt, h("span", { class: "mono", title: lease.worker_id }, lease.worker_id), ago(lease.started_at), "running", h("span", { class: "badge s-running" }, "running"), ""]);
     }
     const progress = t.progress
       ? h(
@@ -99,7 +99,7 @@ export async function render(main, ctx) {
         row("Worker", lease ? h("span", { class: "mono" }, lease.worker_id) : null),
         row("Lease expires", lease ? ago(lease.expires_at) : null),
         row("Progress", progress),
-        row("Workflow", t.workflow_id ? h("a", { href: `#/workflows/${t.workflow_id}` }, `node ${t.node} of ${t.workflow_id.slice(0, 8)}`) : null),
+        row("Workflow", t.workflow_id ? h("a", { href: `#/workflows/${t.workflow_id}` }, `node ${t.node} of ${shortId(t.workflow_id)}`) : null),
         row("Parents", family ? links(family.parents) : t.parent_count || null),
         row("Children", family ? links(family.children) : null),
         row("Idempotency key", t.idempotency_key),

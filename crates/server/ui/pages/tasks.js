@@ -51,8 +51,8 @@ export async function render(main, ctx, { dead = false } = {}) {
     h(
       "p",
       { id: "search-help", class: "muted" },
-      "Terms: state, queue, kind, tag, worker, error, after, before, payload.<path>, result.<path>. Try ",
-      EXAMPLES.map((e, i) => [i ? ", " : "", h("a", { href: `#/tasks?q=${encodeURIComponent(e)}` }, h("code", {}, e))]),
+      `Terms: state, queue, kind, tag, worker, error, after, before${ctx.me.payloads ? ", payload.<path>, result.<path>" : ""}. Try `,
+      EXAMPLES.filter((e) => ctx.me.payloads || !e.includes("payload.")).map((e, i) => [i ? ", " : "", h("a", { href: `#/tasks?q=${encodeURIComponent(e)}` }, h("code", {}, e))]),
       ".",
     ),
   );

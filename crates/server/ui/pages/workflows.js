@@ -3,7 +3,7 @@
 // from the seed article's model: T_serial / T_parallel.
 
 import { get, post, query } from "../api.js";
-import { actionButton, ago, fill, h, jsonBlock, ms, notice, stateBadge, svg, table, taskLink } from "../dom.js";
+import { actionButton, ago, fill, h, jsonBlock, ms, notice, shortId, stateBadge, svg, table, taskLink } from "../dom.js";
 
 const NODE_W = 180;
 const NODE_H = 48;
@@ -88,7 +88,7 @@ export async function renderList(main, ctx) {
     const cursor = cursors[cursors.length - 1];
     const page = await get(`/v1/workflows${query({ state, name, cursor: cursor || undefined, limit: 50 })}`);
     const rows = page.workflows.map((w) => [
-      h("a", { href: `#/workflows/${w.id}`, class: "mono", title: w.id }, w.id.slice(0, 8)),
+      h("a", { href: `#/workflows/${w.id}`, class: "mono", title: w.id }, shortId(w.id)),
       w.name || "",
       stateBadge(w.state),
       `${w.succeeded} of ${w.total}`,
