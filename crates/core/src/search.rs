@@ -10,7 +10,8 @@
 //!   a day (`2026-12-01`), or an age back from now (`15m`, `2h`, `7d`).
 //! - `payload.a.b:` / `result.a.b:` the JSON value at that path equals the value: a number,
 //!   `true`, `false`, or text (quote it, `"42"`, to match the text rather than the number).
-//! - a bare task id finds that task; any other bare word is searched for in the error text.
+//! - a bare task id finds that task; other bare words, together, are a phrase searched for in
+//!   the error text.
 //!
 //! Values with spaces are quoted with `"`; `\"` and `\\` escape inside quotes.
 
@@ -109,8 +110,16 @@ impl TaskSearch {
             return Err(SearchError(format!("the query is longer than {MAX_QUERY} characters")));
         }
         let mut search = TaskSearch::default();
+        // Bare words that are not task ids make one phrase, searched for in the error text.
+        let mut phrase = Vec::new();
         for term in terms(query)? {
-            search.add(term, now)?;
+            match term {
+                Term { key: None, value, quoted } if quoted || value.parse::<TaskId>().is_err() => phrase.push(value),
+                term => search.add(term, now)?,
+            }
+        }
+        if !phrase.is_empty() {
+            search.merge(TaskSearch { error: Some(phrase.join(" ")), ..TaskSearch::default() })?;
         }
         Ok(search)
     }
@@ -153,10 +162,9 @@ impl TaskSearch {
     fn add(&mut self, term: Term, now: Timestamp) -> Result<(), SearchError> {
         let Term { key, value, quoted } = term;
         let Some(key) = key else {
-            if !quoted && let Ok(id) = value.parse::<TaskId>() {
-                return self.merge(TaskSearch { id: Some(id), ..TaskSearch::default() });
-            }
-            return self.merge(TaskSearch { error: Some(value), ..TaskSearch::default() });
+            // A bare task id (other bare words were gathered into a phrase by `parse`).
+            let id = value.parse().map_err(SearchError)?;
+            return self.merge(TaskSearch { id: Some(id), ..TaskSearch::default() });
         };
         if value.is_empty() {
             return Err(SearchError(format!("{key}: needs a value")));
@@ -402,6 +410,9 @@ mod tests {
         let id = "0192f0c1-7e2a-7c3b-9d4e-5f6a7b8c9d0e";
         assert_eq!(parse(id).id, Some(id.parse().unwrap()));
         assert_eq!(parse("timeout").error.as_deref(), Some("timeout"));
+        // Several bare words are one phrase, not a conflict.
+        assert_eq!(parse("connection reset by peer").error.as_deref(), Some("connection reset by peer"));
+        assert_eq!(parse("state:failed card declined").error.as_deref(), Some("card declined"));
         assert_eq!(parse(r#"error:"timed out" state:failed"#).error.as_deref(), Some("timed out"));
         assert_eq!(parse(r#""say \"hi\"""#).error.as_deref(), Some(r#"say "hi""#));
     }

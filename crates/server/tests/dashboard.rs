@@ -57,7 +57,7 @@ async fn the_task_search_answers_over_http_and_names_what_is_wrong() {
         ("error%3A%22open", "not closed"),
     ] {
         let (status, e) = s.call("GET", &format!("/v1/tasks?q={q}"), None).await;
-        assert_eq!((status, e["error"]["field"].as_str()), (400, Some("q")), "{q}: {e}");
+        assert_eq!((status, e["error"]["field"].as_str()), (422, Some("q")), "{q}: {e}");
         assert!(e["error"]["message"].as_str().unwrap().contains(says), "{q}: {e}");
     }
     // A bulk call takes the same search: cancel what it matches, nothing else.

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from taskwarden import Conflict, InvalidRequest, NotFound, TaskFailed, Unprocessable
+from taskwarden import Conflict, NotFound, TaskFailed, Unprocessable
 from tests.conftest import running_worker
 from tests.tasks import (
     Box,
@@ -100,7 +100,7 @@ async def test_list_tasks_searches_payload_fields() -> None:
         await app.client.submit("charge", {"customer_id": customer}, queue="t-search")
     page = await app.client.list_tasks(query="queue:t-search payload.customer_id=42")
     assert [t.raw["payload"] for t in page.tasks] == [{"customer_id": 42}]
-    with pytest.raises(InvalidRequest) as e:
+    with pytest.raises(Unprocessable) as e:
         await app.client.list_tasks(query="colour:red")
     assert e.value.field == "q"
 

@@ -9,7 +9,7 @@ use taskwarden_core::auth::Action;
 use taskwarden_core::protocol::{ErrorBody, SubmitBatch, SubmitTask, TaskList};
 use taskwarden_core::search::TaskSearch;
 use taskwarden_core::validate::{check_name, validate_batch};
-use taskwarden_core::{Task, TaskId, TaskState};
+use taskwarden_core::{Task, TaskId, TaskState, ValidationError};
 use taskwarden_store::{CancelTask, ListTasks, ReadTaskLogs, RetryTask, StoreError, SubmitTasks, Submitted};
 
 use super::{ApiResult, AppState, WaitQuery, until_finished};
@@ -153,7 +153,7 @@ pub(super) struct ListQuery {
     summary = "List tasks",
     description = "Lists tasks newest first, optionally filtered. Unknown query parameters are refused with 400.",
     params(ListQuery),
-    responses((status = 200, description = "A page of tasks, newest first; follow next_cursor for the next page.", body = TaskList))
+    responses((status = 200, description = "A page of tasks, newest first; follow next_cursor for the next page (a search that looks into rows may answer a short page, even an empty one, with a next_cursor to go on from).", body = TaskList), (status = 422, description = "unprocessable: the query in q does not parse, or gives a term twice; error.field is q.", body = ErrorBody))
 )]
 pub(super) async fn list(
     State(s): State<AppState>,
@@ -178,7 +178,8 @@ pub(super) const SEARCH_WINDOW: u32 = 10_000;
 /// name checked, and the caller allowed to read its queue (and, for terms on payloads or
 /// results, to see them).
 pub(super) fn search(s: &AppState, caller: &Caller, q: Option<&str>, explicit: TaskSearch) -> ApiResult<TaskSearch> {
-    let invalid = |e: taskwarden_core::search::SearchError| ApiError::invalid("q", e.0);
+    // The query fits the schema (any text); what is wrong with it is a rule beyond the schema: 422.
+    let invalid = |e: taskwarden_core::search::SearchError| ApiError::from(ValidationError::unprocessable("q", e.0));
     let mut filter = match q {
         Some(q) => TaskSearch::parse(q, s.clock.now()).map_err(invalid)?,
         None => TaskSearch::default(),
