@@ -109,6 +109,18 @@ async fn the_leader_role_moves_when_the_leader_dies_and_leases_are_still_reaped(
     })
     .await;
     let follower = 1 - leader;
+    // Both nodes name the leader in their readiness answer (the dashboard's overview shows it).
+    let ready = |url: String| {
+        let http = http.clone();
+        async move { http.get(format!("{url}/readyz")).send().await.ok()?.json::<serde_json::Value>().await.ok() }
+    };
+    let leader_name = ready(nodes[leader].url.clone()).await.unwrap()["node"].clone();
+    for node in &nodes {
+        eventually(Duration::from_secs(5), "each node to name the leader", || async {
+            (ready(node.url.clone()).await?["leader_node"] == leader_name).then_some(())
+        })
+        .await;
+    }
 
     // A worker leases a task through the follower, then vanishes without a word.
     let client = Client::new(&nodes[follower].url).unwrap();

@@ -123,6 +123,7 @@ impl Server {
             clock: clock.clone(),
             shutdown: shutdown.clone(),
             leader,
+            leader_node: signals.leader_node.clone(),
             access: access.clone(),
             metrics,
             traces: Arc::new(traces::Traces::new(config.traces)),

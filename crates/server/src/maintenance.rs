@@ -30,6 +30,8 @@ pub struct LoopSignals {
     pub promoter: watch::Receiver<u64>,
     /// Whether this node holds the leader lease now.
     pub leader: watch::Receiver<bool>,
+    /// The node holding the leader lease, as this node last saw it (`None`: not known).
+    pub leader_node: watch::Receiver<Option<String>>,
 }
 
 /// The name of the lease that decides which node runs the loops.
@@ -44,6 +46,7 @@ pub(crate) fn spawn(
     let (reaper_tx, reaper) = watch::channel(0);
     let (promoter_tx, promoter) = watch::channel(0);
     let (leader_tx, leader) = watch::channel(false);
+    let (leader_node_tx, leader_node) = watch::channel(None);
     let handles = vec![
         tokio::spawn(lead(
             store.clone(),
@@ -52,6 +55,7 @@ pub(crate) fn spawn(
             config.leader_lease,
             shutdown.clone(),
             leader_tx,
+            leader_node_tx,
         )),
         tokio::spawn(reap_expired_leases(
             store.clone(),
@@ -86,7 +90,7 @@ pub(crate) fn spawn(
         tokio::spawn(roll_up_stats(store.clone(), config.stats_interval, Leadership(leader.clone()), shutdown.clone())),
         tokio::spawn(prune(store, clock, config.clone(), Leadership(leader.clone()), shutdown)),
     ];
-    (LoopSignals { reaper, promoter, leader }, handles)
+    (LoopSignals { reaper, promoter, leader, leader_node }, handles)
 }
 
 /// Takes the leader lease when it is free and renews it while held, every third of its length.
@@ -97,12 +101,22 @@ async fn lead(
     ttl: Duration,
     shutdown: CancellationToken,
     leader: watch::Sender<bool>,
+    leader_node: watch::Sender<Option<String>>,
 ) {
     let acquire = |ttl| AcquireLease { name: LEADER_LEASE.into(), holder: node.clone(), ttl, now: clock.now() };
     loop {
         let leads = match store.acquire_lease(acquire(ttl)).await {
-            Ok(holder) => holder.holder == node,
+            Ok(holder) => {
+                let leads = holder.holder == node;
+                leader_node.send_if_modified(|seen| {
+                    let changed = seen.as_deref() != Some(holder.holder.as_str());
+                    *seen = Some(holder.holder);
+                    changed
+                });
+                leads
+            }
             Err(e) => {
+                leader_node.send_replace(None);
                 // Unsure whether the lease was renewed: stop acting now, while it is surely ours.
                 tracing::warn!(error = %e, "cannot renew the leader lease");
                 false
@@ -121,6 +135,7 @@ async fn lead(
             _ = shutdown.cancelled() => break,
         }
     }
+    leader_node.send_replace(None);
     if leader.send_replace(false) {
         // Give the lease up so another node takes over at once rather than when it expires.
         let _ = store.acquire_lease(acquire(Duration::ZERO)).await;

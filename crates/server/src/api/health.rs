@@ -18,6 +18,10 @@ pub(super) struct Health {
     /// Whether this node holds the leader lease and runs the background loops (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
     leader: Option<bool>,
+    /// The node that holds the leader lease, as this node last saw it (readiness only; absent
+    /// while not known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader_node: Option<String>,
 }
 
 /// Liveness: the process answers.
@@ -30,7 +34,7 @@ pub(super) struct Health {
     responses((status = 200, description = "The process is alive: {\"status\": \"ok\"}.", body = Health))
 )]
 pub(super) async fn live() -> impl IntoResponse {
-    Json(Health { status: "ok", node: None, leader: None })
+    Json(Health { status: "ok", node: None, leader: None, leader_node: None })
 }
 
 /// Readiness: the store answers too. Also names the node and says whether it leads.
@@ -40,7 +44,7 @@ pub(super) async fn live() -> impl IntoResponse {
     tag = "health",
     operation_id = "readiness",
     summary = "Readiness: the process and its store answer",
-    responses((status = 200, description = "Ready to serve: {\"status\": \"ready\", \"node\": NAME, \"leader\": BOOL}. `leader` says whether this node holds the leader lease and so runs the background loops (lease expiry, promotion, retention).", body = Health))
+    responses((status = 200, description = "Ready to serve: {\"status\": \"ready\", \"node\": NAME, \"leader\": BOOL, \"leader_node\": NAME}. `leader` says whether this node holds the leader lease and so runs the background loops (lease expiry, promotion, retention); `leader_node` names the node that does, as this node last saw it.", body = Health))
 )]
 pub(super) async fn ready(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     if state.shutdown.is_cancelled() {
@@ -48,7 +52,8 @@ pub(super) async fn ready(State(state): State<AppState>) -> ApiResult<impl IntoR
     }
     state.store.ready().await?;
     let leader = *state.leader.borrow();
-    Ok(Json(Health { status: "ready", node: Some(state.config.node_name.clone()), leader: Some(leader) }))
+    let leader_node = state.leader_node.borrow().clone();
+    Ok(Json(Health { status: "ready", node: Some(state.config.node_name.clone()), leader: Some(leader), leader_node }))
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "health", operation_id = "openapi", summary = "This OpenAPI document",

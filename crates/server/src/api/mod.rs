@@ -60,6 +60,8 @@ pub(crate) struct AppState {
     pub shutdown: CancellationToken,
     /// Whether this node holds the leader lease (runs the background loops).
     pub leader: tokio::sync::watch::Receiver<bool>,
+    /// The node holding the leader lease, as this node last saw it.
+    pub leader_node: tokio::sync::watch::Receiver<Option<String>>,
     /// Tokens, worker owners and the audit log (see `auth`).
     pub access: Arc<Access>,
     /// The JSON Schemas of kinds' payloads, checked at submit.

@@ -67,7 +67,8 @@ export async function render(main, ctx) {
         tile("Succeeded, last minute", sum("succeeded_last_minute")),
         tile("Oldest ready", oldest ? ms(oldest) : "none"),
         tile("Workers online", `${live.length} of ${workers.workers.length}`, "#/workers"),
-        tile("This node", ready ? `${ready.node}${ready.leader ? " (leader)" : ""}` : "unknown"),
+        tile("This node", ready ? ready.node : "unknown"),
+        tile("Leader", ready && ready.leader_node ? ready.leader_node : "not known yet"),
       ),
     );
     const rows = stats.rows;
