@@ -342,19 +342,7 @@ async fn ten_thousand_failed_tasks_are_retried_in_one_call() {
         assert_eq!(status, 201, "{body}");
     }
     s.submit(json!({"queue": "other", "kind": "k", "max_attempts": 1})).await;
-    let worker = s.register("q").await;
-    let mut failed = 0;
-    while failed < N {
-        let leased = s.fetch(&worker, "q", 1000, 0).await;
-        let reports: Vec<_> = leased
-            .iter()
-            .map(|t| json!({"task_id": t["id"], "lease": t["lease"], "outcome": {"status": "failed", "error": "boom", "permanent": true}}))
-            .collect();
-        let (status, body) =
-            s.call("POST", &format!("/v1/workers/{worker}/reports"), Some(json!({"reports": reports}))).await;
-        assert_eq!(status, 200, "{body}");
-        failed += leased.len();
-    }
+    s.fail_all("q", N, "boom").await;
 
     let started = Instant::now();
     let (status, done) = s.call("POST", "/v1/tasks/retry", Some(json!({"queue": "q"}))).await;

@@ -79,20 +79,7 @@ async fn a_bulk_job_retries_everything_a_search_matches_with_its_progress() {
     for chunk in tasks.chunks(1000) {
         assert_eq!(s.call("POST", "/v1/tasks/batch", Some(json!({"tasks": chunk}))).await.0, 201);
     }
-    let worker = s.register("q").await;
-    let mut failed = 0;
-    while failed < N {
-        let leased = s.fetch(&worker, "q", 1000, 0).await;
-        let reports: Vec<_> = leased
-            .iter()
-            .map(|t| json!({"task_id": t["id"], "lease": t["lease"], "outcome": {"status": "failed", "error": "boom", "permanent": true}}))
-            .collect();
-        assert_eq!(
-            s.call("POST", &format!("/v1/workers/{worker}/reports"), Some(json!({"reports": reports}))).await.0,
-            200
-        );
-        failed += leased.len();
-    }
+    s.fail_all("q", N, "boom").await;
     // A search that needs rows looked into (the error text): the job follows its short pages.
     let call = json!({"action": "retry", "filter": {"q": "queue:q error:boom"}});
     let (status, job) = s.call("POST", "/v1/tasks/jobs", Some(call)).await;

@@ -173,6 +173,24 @@ impl TestServer {
         resp["tasks"].as_array().unwrap().clone()
     }
 
+    /// Leases the `n` tasks of `queue` as one worker and fails each for good with `error`.
+    pub async fn fail_all(&self, queue: &str, n: usize, error: &str) {
+        let worker = self.register(queue).await;
+        let mut failed = 0;
+        while failed < n {
+            let leased = self.fetch(&worker, queue, 1000, 0).await;
+            assert!(!leased.is_empty(), "only {failed} of {n} tasks could be leased");
+            let reports: Vec<_> = leased
+                .iter()
+                .map(|t| json!({"task_id": t["id"], "lease": t["lease"], "outcome": {"status": "failed", "error": error, "permanent": true}}))
+                .collect();
+            let (status, body) =
+                self.call("POST", &format!("/v1/workers/{worker}/reports"), Some(json!({"reports": reports}))).await;
+            assert_eq!(status, 200, "{body}");
+            failed += leased.len();
+        }
+    }
+
     pub async fn get(&self, id: &str) -> Value {
         let (status, task) = self.call("GET", &format!("/v1/tasks/{id}"), None).await;
         assert_eq!(status, 200, "{task}");
