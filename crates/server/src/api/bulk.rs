@@ -248,7 +248,8 @@ impl Default for Jobs {
 impl Jobs {
     fn find(&self, id: &str) -> Option<BulkJob> {
         let jobs = self.jobs.lock().expect("jobs lock");
-        jobs.iter().map(|j| j.lock().expect("job lock").clone()).find(|j| j.id == id)
+        let job = jobs.iter().find(|j| j.lock().expect("job lock").id == id)?;
+        Some(job.lock().expect("job lock").clone())
     }
 
     /// Adds a job unless too many are unfinished; forgets the oldest finished ones past the

@@ -112,10 +112,9 @@ pub(super) async fn graph(
     Path(id): Path<String>,
 ) -> ApiResult<Json<taskwarden_core::workflow::graph::WorkflowGraph>> {
     let w = workflow_for(&s, &caller, Action::Read, task_id(&id)?).await?;
-    let critical = w.speedup.as_ref().map(|r| r.critical_nodes.as_slice()).unwrap_or_default();
+    let critical = w.speedup.map(|r| r.critical_nodes).unwrap_or_default();
+    let nodes = w.nodes;
     // Thousands of nodes lay out in milliseconds, but off the threads that serve requests.
-    let nodes = w.nodes.clone();
-    let critical = critical.to_vec();
     let graph = tokio::task::spawn_blocking(move || taskwarden_core::workflow::graph::layout(&nodes, &critical))
         .await
         .map_err(|e| ApiError::from(taskwarden_store::StoreError::Internal(e.to_string())))?;
