@@ -29,6 +29,10 @@ pub enum Command {
     Server(ServerArgs),
     /// Apply the database's pending schema migrations and exit.
     Migrate(MigrateArgs),
+    /// Copy the embedded store, consistently, while its server runs (SQLite's online backup).
+    Backup(BackupArgs),
+    /// Start an embedded store from a backup: its leases are treated as expired.
+    Restore(RestoreArgs),
     /// Run a worker with the built-in handlers (echo, sleep, fail, fan.out, http.fetch).
     Worker(WorkerArgs),
     /// Submit a task; prints its id (or the task as JSON with --json).
@@ -377,6 +381,27 @@ pub struct DatabaseArgs {
     /// logging each try [default: 60s].
     #[arg(long, env = "TASKWARDEN_DATABASE_WAIT", value_parser = humantime::parse_duration)]
     pub database_wait: Option<Duration>,
+}
+
+#[derive(ClapArgs)]
+pub struct BackupArgs {
+    /// The embedded store's directory [default: ./taskwarden-data].
+    #[arg(long, env = "TASKWARDEN_DATA_DIR", default_value = "taskwarden-data")]
+    pub data_dir: PathBuf,
+    /// The file to write (it must not exist).
+    pub out: PathBuf,
+}
+
+#[derive(ClapArgs)]
+pub struct RestoreArgs {
+    /// A file `taskwarden backup` wrote.
+    pub backup: PathBuf,
+    /// The embedded store's directory to restore into [default: ./taskwarden-data].
+    #[arg(long, env = "TASKWARDEN_DATA_DIR", default_value = "taskwarden-data")]
+    pub data_dir: PathBuf,
+    /// Replace the store already there (stop its server first).
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(ClapArgs)]

@@ -54,6 +54,8 @@ fn main() -> std::process::ExitCode {
         match args.command {
             Command::Server(a) => server_cmd::run(a).await,
             Command::Migrate(a) => server_cmd::migrate(a).await,
+            Command::Backup(a) => server_cmd::backup(a),
+            Command::Restore(a) => server_cmd::restore(a),
             Command::Worker(a) => worker_cmd::run(a).await,
             Command::Submit(a) => client_cmd::submit(a).await,
             Command::Task(a) => client_cmd::task(a).await,

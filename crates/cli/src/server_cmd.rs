@@ -11,7 +11,7 @@ use serde::Deserialize;
 use taskwarden_server::ServerConfig;
 use taskwarden_store::{Durability, PgConfig, PgStore, SqliteConfig, SqliteStore, Store};
 
-use crate::args::{DatabaseArgs, MigrateArgs, ServerArgs};
+use crate::args::{BackupArgs, DatabaseArgs, MigrateArgs, RestoreArgs, ServerArgs};
 
 /// The config file's shape. Every key is optional; flags and environment variables win.
 #[derive(Deserialize, Default)]
@@ -80,11 +80,7 @@ impl Database {
                 }
                 Database::Postgres(config, args.database_wait.unwrap_or(DATABASE_WAIT))
             }
-            None => Database::Sqlite(SqliteConfig {
-                durability,
-                aging,
-                ..SqliteConfig::new(data_dir.join("taskwarden.db"))
-            }),
+            None => Database::Sqlite(SqliteConfig { durability, aging, ..SqliteConfig::new(database_file(&data_dir)) }),
         }
     }
 
@@ -308,6 +304,38 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
             println!("{described}: schema version {} -> {}", report.from, report.to);
         }
     }
+    Ok(())
+}
+
+/// The embedded store's file in `data_dir`.
+fn database_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("taskwarden.db")
+}
+
+pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let db = database_file(&args.data_dir);
+    let report = SqliteStore::backup(&db, &args.out).map_err(|e| match e {
+        taskwarden_store::StoreError::NotFound => anyhow::anyhow!("no embedded store at {}", db.display()),
+        e => anyhow::Error::new(e).context(format!("backing up {}", db.display())),
+    })?;
+    println!("backed up {} to {} ({} bytes, {} tasks)", db.display(), args.out.display(), report.bytes, report.tasks);
+    Ok(())
+}
+
+pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let db = database_file(&args.data_dir);
+    let report = SqliteStore::restore(&args.backup, &db, args.replace).map_err(|e| match e {
+        taskwarden_store::StoreError::NotFound => anyhow::anyhow!("no backup at {}", args.backup.display()),
+        e => anyhow::Error::new(e).context(format!("restoring {}", args.backup.display())),
+    })?;
+    println!(
+        "restored {} into {} ({} bytes, {} tasks; {} running tasks' leases expired: they run again)",
+        args.backup.display(),
+        db.display(),
+        report.bytes,
+        report.tasks,
+        report.leases_expired
+    );
     Ok(())
 }
 

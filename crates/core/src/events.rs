@@ -481,6 +481,19 @@ struct TaskEventData<'a> {
 }
 
 impl<'a> TaskEvent<'a> {
+    /// What the per-minute roll-up takes of this event, were it appended as `id`.
+    pub fn measure(&self, id: EventId) -> crate::stats::EventMeasure {
+        crate::stats::EventMeasure {
+            id,
+            at: self.at,
+            event_type: self.event_type,
+            queue: Some(self.queue.to_owned()),
+            of_task: true,
+            run_us: self.data.run_us,
+            wait_us: self.data.wait_us,
+        }
+    }
+
     /// The event the task's last transition noted, if any.
     pub fn of(task: &'a Task) -> Option<TaskEvent<'a>> {
         let event_type = task.event?;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Event, EventId, EventType};
+use crate::events::{Event, EventId, EventType, NewEvent};
 use crate::time::Timestamp;
 
 const MINUTE_US: i64 = 60_000_000;
@@ -80,10 +80,14 @@ pub struct EventMeasure {
 impl EventMeasure {
     /// What the roll-up takes of a whole event.
     pub fn of(e: &Event) -> EventMeasure {
-        let ev = &e.event;
+        EventMeasure::of_new(e.id, &e.event)
+    }
+
+    /// What the roll-up takes of an event about to be appended as `id`.
+    pub fn of_new(id: EventId, ev: &NewEvent) -> EventMeasure {
         let micros = |key: &str| ev.data.get(key).and_then(|v| v.as_u64());
         EventMeasure {
-            id: e.id,
+            id,
             at: ev.at,
             event_type: ev.event_type,
             queue: ev.queue.clone(),
@@ -94,10 +98,26 @@ impl EventMeasure {
     }
 }
 
+/// What a store hands the roll-up of a stretch of the event log: one event's measure, or a run
+/// of events it summed into rows as it wrote them (the embedded store sums each page of events
+/// it writes, so that the roll-up reads a few rows per page rather than parsing every event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Measured {
+    Event(EventMeasure),
+    Summed {
+        /// The last event of the run.
+        last: EventId,
+        /// How many events it holds.
+        events: u32,
+        rows: Vec<StatsRow>,
+    },
+}
+
 /// Rows being rolled up from a stretch of the event log.
 #[derive(Debug, Default)]
 pub struct Rollup {
-    rows: BTreeMap<(Timestamp, String), StatsRow>,
+    /// By minute, then queue.
+    rows: BTreeMap<Timestamp, BTreeMap<String, StatsRow>>,
     /// The last event taken in.
     pub last: Option<EventId>,
 }
@@ -113,11 +133,7 @@ impl Rollup {
         self.last = Some(m.id);
         let (Some(queue), true) = (&m.queue, m.of_task) else { return };
         let minute = Timestamp::from_micros(m.at.as_micros().div_euclid(MINUTE_US) * MINUTE_US);
-        let row = self.rows.entry((minute, queue.clone())).or_insert_with(|| StatsRow {
-            minute,
-            queue: queue.clone(),
-            ..StatsRow::default()
-        });
+        let row = self.row(minute, queue);
         let ran = |row: &mut StatsRow| {
             if let Some(us) = m.run_us {
                 row.run_us_sum += us;
@@ -150,13 +166,35 @@ impl Rollup {
         }
     }
 
+    /// Takes in what a store read of the log: one event's measure or a run of them summed.
+    pub fn take_measured(&mut self, m: &Measured) {
+        match m {
+            Measured::Event(m) => self.take_measure(m),
+            Measured::Summed { last, rows, .. } => {
+                self.last = Some(*last);
+                for r in rows {
+                    self.row(r.minute, &r.queue).add(r);
+                }
+            }
+        }
+    }
+
+    /// The queue's row for the minute, made empty if new (the queue's name is copied only then).
+    fn row(&mut self, minute: Timestamp, queue: &str) -> &mut StatsRow {
+        let queues = self.rows.entry(minute).or_default();
+        if !queues.contains_key(queue) {
+            queues.insert(queue.to_owned(), StatsRow { minute, queue: queue.to_owned(), ..StatsRow::default() });
+        }
+        queues.get_mut(queue).expect("just made")
+    }
+
     pub fn is_empty(&self) -> bool {
         self.last.is_none()
     }
 
     /// The rows, by minute then queue.
     pub fn into_rows(self) -> Vec<StatsRow> {
-        self.rows.into_values().collect()
+        self.rows.into_values().flat_map(BTreeMap::into_values).collect()
     }
 }
 
@@ -208,5 +246,32 @@ mod tests {
         let mut sum = rows[0].clone();
         sum.add(&rows[0]);
         assert_eq!(sum.submitted, 2);
+    }
+
+    #[test]
+    fn summed_runs_roll_up_as_their_events_do() {
+        let events: Vec<Event> = (0..40u64)
+            .map(|i| {
+                let t = [EventType::TaskSubmitted, EventType::TaskStarted, EventType::TaskSucceeded][i as usize % 3];
+                let queue = if i % 5 == 0 { "b" } else { "a" };
+                event(i + 1, i as i64 * 7, t, queue, json!({"run_us": i * 10, "wait_us": i}))
+            })
+            .collect();
+        let mut one_by_one = Rollup::default();
+        events.iter().for_each(|e| one_by_one.take(e));
+        // The same events handed over as runs of various lengths, each summed by itself first,
+        // with a single event between runs.
+        let mut mixed = Rollup::default();
+        for (i, run) in events.chunks(9).enumerate() {
+            let (single, rest) = run.split_first().unwrap();
+            mixed.take_measured(&Measured::Event(EventMeasure::of(single)));
+            let mut sum = Rollup::default();
+            rest.iter().for_each(|e| sum.take(e));
+            let last = rest.last().unwrap().id;
+            mixed.take_measured(&Measured::Summed { last, events: rest.len() as u32, rows: sum.into_rows() });
+            assert_eq!(mixed.last, Some(last), "run {i}");
+        }
+        assert_eq!(mixed.last, one_by_one.last);
+        assert_eq!(mixed.into_rows(), one_by_one.into_rows());
     }
 }

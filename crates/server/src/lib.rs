@@ -43,7 +43,7 @@ use taskwarden_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, DatabaseClock, MonotonicClock, SystemClock};
 pub use config::{HttpConfig, ServerConfig, default_node_name};
 pub use maintenance::LoopSignals;
 pub use metrics::MetricsConfig;
@@ -57,7 +57,8 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    Server::start(store, config, Arc::new(SystemClock), shutdown).run(listener).await
+    let clock = clock::for_store(store.clone(), shutdown.clone()).await;
+    Server::start(store, config, clock, shutdown).run(listener).await
 }
 
 /// A server assembled but not yet listening; gives tests the loops' signals.

@@ -371,7 +371,7 @@ async fn roll_up_once(store: &dyn Store) -> Result<bool, taskwarden_store::Store
         let page = store.read_event_measures(ReadEvents { after, limit: PAGE }).await?;
         read += page.len();
         for e in &page {
-            rollup.take_measure(e);
+            rollup.take_measured(e);
         }
         after = rollup.last.unwrap_or(after);
         if page.len() < PAGE as usize {

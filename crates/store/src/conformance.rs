@@ -111,6 +111,7 @@ macro_rules! conformance_tests {
             a_workflow_appends_its_start_its_tasks_and_its_decision,
             events_past_retention_are_pruned_and_ids_are_never_reused,
             concurrent_changes_are_each_read_once_in_id_order,
+            what_the_roll_up_reads_adds_up_as_the_events_do_from_anywhere,
             stats_add_up_by_minute_and_queue_and_each_stretch_is_added_once,
             task_logs_ride_on_the_current_leases_heartbeats_and_reports,
             an_attempts_log_is_capped_and_goes_with_its_task,

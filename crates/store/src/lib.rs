@@ -42,7 +42,7 @@ pub(crate) const NOT_REMOVABLE: &str =
     "the worker is live or still holds a running task: only a lost worker holding none can be removed";
 
 pub const DEFAULT_AGING: std::time::Duration = std::time::Duration::from_secs(10);
-pub use sqlite::{Durability, SqliteConfig, SqliteStore};
+pub use sqlite::{BackupReport, Durability, SqliteConfig, SqliteStore};
 
 /// Durable task storage. Every method that changes state applies the core's transitions, so all
 /// backends enforce the same lifecycle.
@@ -165,8 +165,10 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// The same events as [`Store::read_events`], with only what the per-minute roll-up takes
-    /// of each (the two numbers of `data` it sums are picked out by the database).
-    async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::EventMeasure>>;
+    /// of each (the two numbers of `data` it sums are picked out by the database), or of a run
+    /// of them summed already ([`Measured::Summed`](taskwarden_core::stats::Measured)); at most
+    /// `p.limit` items.
+    async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::Measured>>;
 
     /// The id of the last event a reader can see now ([`EventId::START`] when there is none):
     /// reading after it yields only what happens from now on.
@@ -277,6 +279,13 @@ pub trait Store: Send + Sync + 'static {
     /// A counter that moves on whenever `topic` happens; see [`Topic`].
     fn subscribe(&self, topic: Topic) -> watch::Receiver<u64>;
 
-    /// Whether the store can serve requests now.
+    /// Whether the store can serve requests now: it can commit (not merely read).
     async fn ready(&self) -> Result<()>;
+
+    /// The database's own clock, for a store that nodes on several machines share (every node
+    /// then runs on this one clock: see the server's `clock` module); `None` for a store that
+    /// keeps no time of its own.
+    async fn database_time(&self) -> Result<Option<Timestamp>> {
+        Ok(None)
+    }
 }

@@ -28,6 +28,8 @@ pub struct ServerProcess {
     pub data_dir: PathBuf,
     /// Everything after `server --listen ADDR`, kept for restarts.
     args: Vec<String>,
+    /// Environment added to the server's, kept for restarts.
+    env: Vec<(String, String)>,
 }
 
 impl ServerProcess {
@@ -48,6 +50,11 @@ impl ServerProcess {
     }
 
     pub fn start_with(args: Vec<String>, port: u16) -> ServerProcess {
+        Self::start_with_env(args, port, vec![])
+    }
+
+    /// Like [`ServerProcess::start_with`], with `env` added to the server's environment.
+    pub fn start_with_env(args: Vec<String>, port: u16, env: Vec<(String, String)>) -> ServerProcess {
         let data_dir = match args.iter().position(|a| a == "--data-dir") {
             Some(i) => PathBuf::from(&args[i + 1]),
             None => PathBuf::new(),
@@ -58,6 +65,7 @@ impl ServerProcess {
                 .args(["server", "--listen", &format!("127.0.0.1:{port}")])
                 .args(&args)
                 .env("TASKWARDEN_LOG", "warn")
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -65,7 +73,7 @@ impl ServerProcess {
             let mut line = String::new();
             BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
             if line.contains("listening on") {
-                return ServerProcess { child, url: format!("http://127.0.0.1:{port}"), port, data_dir, args };
+                return ServerProcess { child, url: format!("http://127.0.0.1:{port}"), port, data_dir, args, env };
             }
             // The port may still be held by the process we just killed; try again shortly.
             let _ = child.wait();
@@ -80,7 +88,7 @@ impl ServerProcess {
     }
 
     pub fn restart(&mut self) {
-        *self = ServerProcess::start_with(self.args.clone(), self.port);
+        *self = ServerProcess::start_with_env(self.args.clone(), self.port, self.env.clone());
     }
 
     /// Whether the process is still running.

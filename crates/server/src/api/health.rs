@@ -37,20 +37,24 @@ pub(super) async fn live() -> impl IntoResponse {
     Json(Health { status: "ok", node: None, leader: None, leader_node: None })
 }
 
-/// Readiness: the store answers too. Also names the node and says whether it leads.
+/// Readiness: the store can commit (a durable write, not a read). Also names the node and says
+/// whether it leads.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "health",
     operation_id = "readiness",
-    summary = "Readiness: the process and its store answer",
-    responses((status = 200, description = "Ready to serve: {\"status\": \"ready\", \"node\": NAME, \"leader\": BOOL, \"leader_node\": NAME}. `leader` says whether this node holds the leader lease and so runs the background loops (lease expiry, promotion, retention); `leader_node` names the node that does, as this node last saw it.", body = Health))
+    summary = "Readiness: the process answers and its store can commit",
+    responses((status = 503, description = "Not ready: shutting down, or the store cannot commit now (a full disk, a read-only or unreachable database, a synchronous standby that does not answer): error.code is not_ready (or shutting_down).", body = taskwarden_core::protocol::ErrorBody),
+        (status = 200, description = "Ready to serve: {\"status\": \"ready\", \"node\": NAME, \"leader\": BOOL, \"leader_node\": NAME}. `leader` says whether this node holds the leader lease and so runs the background loops (lease expiry, promotion, retention); `leader_node` names the node that does, as this node last saw it.", body = Health))
 )]
 pub(super) async fn ready(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"));
     }
-    state.store.ready().await?;
+    if let Err(e) = state.store.ready().await {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string()));
+    }
     let leader = *state.leader.borrow();
     let leader_node = state.leader_node.borrow().clone();
     Ok(Json(Health { status: "ready", node: Some(state.config.node_name.clone()), leader: Some(leader), leader_node }))

@@ -192,7 +192,7 @@ impl Store for MeteredStore {
         self.inner.read_stored_events(p).await
     }
 
-    async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::EventMeasure>> {
+    async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::Measured>> {
         self.inner.read_event_measures(p).await
     }
 
@@ -339,5 +339,9 @@ impl Store for MeteredStore {
 
     async fn ready(&self) -> Result<()> {
         self.inner.ready().await
+    }
+
+    async fn database_time(&self) -> Result<Option<Timestamp>> {
+        self.inner.database_time().await
     }
 }

@@ -257,6 +257,8 @@ pub struct PgStore {
     pool: Pool,
     topics: Arc<Topics>,
     shared: Shared,
+    /// How long `ready` waits for its commit.
+    connect_timeout: Duration,
     // Dropping it stops the listener.
     _stop: watch::Sender<()>,
 }
@@ -318,6 +320,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             topics,
+            connect_timeout: config.connect_timeout,
             shared: Shared {
                 ids: Mutex::new(ids),
                 channel,
@@ -581,8 +584,9 @@ impl Store for PgStore {
         read!(self, |c| events::read(&c, &p).await)
     }
 
-    async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::EventMeasure>> {
-        read!(self, |c| events::read_measures(&c, &p).await)
+    async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::Measured>> {
+        let measures = read!(self, |c| events::read_measures(&c, &p).await)?;
+        Ok(measures.into_iter().map(taskwarden_core::stats::Measured::Event).collect())
     }
 
     async fn last_event_id(&self) -> Result<EventId> {
@@ -770,9 +774,25 @@ impl Store for PgStore {
     }
 
     async fn ready(&self) -> Result<()> {
+        // A transaction id is only given where a transaction can write: not on a standby, nor
+        // in a database set read-only; and its commit waits for a synchronous standby, if one is
+        // named. So a node that cannot commit is not ready (within the connect timeout).
+        let probe = async {
+            read!(self, |c| {
+                c.simple_query("BEGIN; SELECT txid_current(); COMMIT").await?;
+                Ok(())
+            })
+        };
+        match tokio::time::timeout(self.connect_timeout, probe).await {
+            Ok(answer) => answer,
+            Err(_) => Err(StoreError::Unavailable("the database did not commit in time".into())),
+        }
+    }
+
+    async fn database_time(&self) -> Result<Option<Timestamp>> {
         read!(self, |c| {
-            c.simple_query("SELECT 1").await?;
-            Ok(())
+            let row = c.query_one("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8", &[]).await?;
+            Ok(Some(Timestamp::from_micros(row.get(0))))
         })
     }
 }

@@ -13,6 +13,7 @@
 //! - `schema`: versioned migrations.
 
 mod access;
+mod backup;
 mod checkpoint;
 mod events;
 mod handoff;
@@ -28,6 +29,8 @@ mod webhooks;
 mod workflow_retry;
 mod workflows;
 mod writer;
+
+pub use backup::BackupReport;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -165,6 +168,18 @@ impl SqliteStore {
         })
     }
 
+    /// Copies the database at `db` into the new file `out`, consistently, while a server may be
+    /// using it (see `backup.rs`).
+    pub fn backup(db: &Path, out: &Path) -> Result<BackupReport> {
+        backup::backup(db, out)
+    }
+
+    /// Puts the backup `from` in place as the database at `db`, its leases expired; replaces an
+    /// existing database only with `replace` (see `backup.rs`).
+    pub fn restore(from: &Path, db: &Path, replace: bool) -> Result<BackupReport> {
+        backup::restore(from, db, replace)
+    }
+
     /// Runs a query on a reader connection, off the async threads.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
@@ -187,6 +202,10 @@ impl SqliteStore {
         .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
     }
 }
+
+/// Free space below which the store is not ready (`Store::ready`): room for the log to grow by a
+/// few large commits.
+pub const MIN_FREE_BYTES: u64 = 16 << 20;
 
 /// Most tasks a submit may carry and still run on its caller's thread when the writer is idle
 /// (see `Writer::write_small`).
@@ -346,7 +365,7 @@ impl Store for SqliteStore {
         self.read(move |c| events::read_stored(c, &p)).await
     }
 
-    async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::EventMeasure>> {
+    async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::Measured>> {
         self.read(move |c| events::read_measures(c, &p)).await
     }
 
@@ -483,7 +502,30 @@ impl Store for SqliteStore {
     /// Ready when a reader and the writer thread both answer.
     async fn ready(&self) -> Result<()> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(internal)).await?;
-        self.writer.write(false, |_, _| Ok(())).await
+        // SQLite reuses its log's space once checkpointed, so a small commit can still succeed on a
+        // full disk while a larger one would not: below a floor of free space, not ready.
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if let Ok(fs) = rustix::fs::statvfs(dir) {
+            let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+            if free < MIN_FREE_BYTES {
+                return Err(StoreError::Unavailable(format!(
+                    "{free} bytes free on the disk of {}, under the {MIN_FREE_BYTES} the store keeps in hand",
+                    dir.display()
+                )));
+            }
+        }
+        // A real, durable commit: a store that cannot write (a full disk, a file gone read-only)
+        // is not ready, whatever it can still read.
+        self.writer
+            .write(true, |c, _| {
+                c.prepare_cached(
+                    "INSERT INTO ready_probe (id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1",
+                )
+                .and_then(|mut s| s.execute([]))
+                .map(drop)
+                .map_err(|e| StoreError::Unavailable(format!("the database cannot commit: {e}")))
+            })
+            .await
     }
 }
 

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Each entry moves the schema from version `index` to `index + 1`. Append only.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
 -- A rowid table, not WITHOUT ROWID: rows are a few hundred bytes, and new tasks append at the
 -- end of the rowid b-tree, which SQLite does without rebalancing.
@@ -321,6 +321,15 @@ SELECT id, id, at, json_patch('{}', json_object(
     'attempt', attempt, 'tags', json(tags), 'data', json(data)))
 FROM events ORDER BY id;
 DROP TABLE events;
+"#,
+    // v18: each page's per-minute sums, made as its events were appended (NULL on pages written
+    // before: the roll-up parses those); the row `/readyz` rewrites to know the store can commit.
+    r#"
+ALTER TABLE event_pages ADD COLUMN stats TEXT;
+CREATE TABLE ready_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    n  INTEGER NOT NULL
+);
 "#,
 ];
 
