@@ -30,6 +30,7 @@ pub struct ServerProcess {
     args: Vec<String>,
     /// Environment added to the server's, kept for restarts.
     env: Vec<(String, String)>,
+    listen: String,
 }
 
 impl ServerProcess {
@@ -55,6 +56,16 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start_with`], with `env` added to the server's environment.
     pub fn start_with_env(args: Vec<String>, port: u16, env: Vec<(String, String)>) -> ServerProcess {
+        Self::spawn(format!("127.0.0.1:{port}"), args, env)
+    }
+
+    /// Like [`ServerProcess::start_with`], listening on `listen` (an address and port).
+    pub fn start_with_listen(args: Vec<String>, listen: &str) -> ServerProcess {
+        Self::spawn(listen.to_owned(), args, vec![])
+    }
+
+    fn spawn(listen: String, args: Vec<String>, env: Vec<(String, String)>) -> ServerProcess {
+        let port: u16 = listen.rsplit(':').next().and_then(|p| p.parse().ok()).expect("listen on ADDR:PORT");
         let data_dir = match args.iter().position(|a| a == "--data-dir") {
             Some(i) => PathBuf::from(&args[i + 1]),
             None => PathBuf::new(),
@@ -62,7 +73,7 @@ impl ServerProcess {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mut child = Command::new(BIN)
-                .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["server", "--listen", &listen])
                 .args(&args)
                 .env("TASKWARDEN_LOG", "warn")
                 .envs(env.iter().map(|(k, v)| (k, v)))
@@ -73,7 +84,7 @@ impl ServerProcess {
             let mut line = String::new();
             BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
             if line.contains("listening on") {
-                return ServerProcess { child, url: format!("http://127.0.0.1:{port}"), port, data_dir, args, env };
+                return ServerProcess { child, url: format!("http://{listen}"), port, data_dir, args, env, listen };
             }
             // The port may still be held by the process we just killed; try again shortly.
             let _ = child.wait();
@@ -88,7 +99,7 @@ impl ServerProcess {
     }
 
     pub fn restart(&mut self) {
-        *self = ServerProcess::start_with_env(self.args.clone(), self.port, self.env.clone());
+        *self = ServerProcess::spawn(self.listen.clone(), self.args.clone(), self.env.clone());
     }
 
     /// Whether the process is still running.
