@@ -992,6 +992,9 @@ pub struct BenchArgs {
     /// `backlog` (never run by default) drains a backlog of --backlog-tasks beside one a tenth its
     /// size on the same server, with the server's memory after each.
     /// `search` (never run by default) times the task search with --search-tasks tasks stored.
+    /// `chaos` (never run by default) runs a mixed workload for --duration while a nemesis kills
+    /// and pauses workers, nodes and PostgreSQL, then checks the history's invariants; it exits
+    /// non-zero if any is broken.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Follow the event log with one Server-Sent Events subscriber for the whole run (on the
@@ -1006,6 +1009,9 @@ pub struct BenchArgs {
     /// The large backlog in `--only backlog`, drained beside one a tenth of its size.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog_tasks: usize,
+    /// How long `--only chaos` runs its workload and nemesis before checking the history.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
     /// Tasks stored for `--only search`.
     #[arg(long, default_value_t = 1_000_000)]
     pub search_tasks: usize,

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::args::BenchArgs;
 
 mod backlog;
+mod chaos;
 mod search;
 mod shape;
 
@@ -418,6 +419,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         retention_soak(&backend, args.soak_waves, args.soak_tasks).await
     } else if args.only.iter().any(|o| o == "backlog") {
         backlog::run(&args, &backend).await
+    } else if args.only.iter().any(|o| o == "chaos") {
+        chaos::run(&args, &backend).await
     } else if args.only.iter().any(|o| o == "search") {
         search::run(&args, &backend).await
     } else if args.only.iter().any(|o| o == "shape") {
