@@ -177,6 +177,73 @@ async fn a_backup_taken_under_load_restores_every_task_acknowledged_before_it_be
 /// libfaketime's preload library, as Debian's `faketime` package installs it.
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
+/// How far `url`'s clock is from this machine's, by its HTTP `Date` header, in seconds.
+async fn clock_offset(http: &reqwest::Client, url: &str) -> f64 {
+    let resp = http.get(format!("{url}/healthz")).send().await.unwrap();
+    let told = httpdate::parse_http_date(resp.headers()["date"].to_str().unwrap()).unwrap();
+    told.duration_since(std::time::SystemTime::now())
+        .map_or_else(|e| -(e.duration().as_secs_f64()), |d| d.as_secs_f64())
+}
+
+/// An embedded server whose wall clock is stepped while it runs (libfaketime reading its offset
+/// from a file at every call; the monotonic clock left alone, as an NTP step leaves it): ten
+/// minutes forward while a task runs on a two-second lease, then twenty minutes back. The task
+/// keeps its lease (one attempt), and a task submitted after the backward step still comes after
+/// one submitted before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_of_the_wall_clock_neither_expires_a_lease_nor_reorders_tasks_on_the_embedded_store() {
+    assert!(Path::new(FAKETIME).exists(), "libfaketime is missing: apt-get install faketime (.ci/run does)");
+    taskwarden_client::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("faketime.rc");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let env = vec![
+        ("LD_PRELOAD".to_owned(), FAKETIME.to_owned()),
+        ("FAKETIME_TIMESTAMP_FILE".to_owned(), offset.display().to_string()),
+        ("FAKETIME_NO_CACHE".to_owned(), "1".to_owned()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".to_owned(), "1".to_owned()),
+        ("FAKETIME_DONT_RESET".to_owned(), "1".to_owned()),
+    ];
+    let args = ["--data-dir", dir.path().join("data").to_str().unwrap()].map(String::from).to_vec();
+    let server = ServerProcess::start_with_env(args, free_port(), env.clone());
+    let http = reqwest::Client::new();
+    let client = Client::new(&server.url).unwrap();
+    let _worker = WorkerProcess::start(&server.url, "step", &[]);
+    let task = SubmitTask::new("step", "sleep").payload(&json!({"ms": 4_000})).unwrap();
+    let task = client.submit(SubmitTask { lease_timeout_ms: Some(2_000), ..task }).await.unwrap();
+    eventually(Duration::from_secs(10), "the task to start", || async {
+        (client.get(task.id).await.unwrap().state == TaskState::Running).then_some(())
+    })
+    .await;
+
+    std::fs::write(&offset, "+600s\n").unwrap();
+    let off = clock_offset(&http, &server.url).await;
+    assert!(off > 500.0, "the server's wall clock is {off:.0} s off; libfaketime did not step it");
+    let done = eventually(Duration::from_secs(20), "the task to finish", || async {
+        let t = client.get(task.id).await.unwrap();
+        t.state.is_terminal().then_some(t)
+    })
+    .await;
+    assert_eq!((done.state, done.attempts), (TaskState::Succeeded, 1), "the forward step took its lease");
+
+    let before = client.submit(SubmitTask::new("idle", "echo")).await.unwrap();
+    std::fs::write(&offset, "-600s\n").unwrap();
+    // (The server's Date header cannot show a step back: hyper renews it only once the second it
+    // last wrote has passed. A process under the same settings shows the step.)
+    let date = Command::new("date").arg("+%s").envs(env.iter().map(|(k, v)| (k, v))).output().unwrap();
+    let faked: u64 = String::from_utf8_lossy(&date.stdout).trim().parse().unwrap();
+    let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(real > faked + 500, "libfaketime did not step the clock back ({faked} vs {real})");
+    let after = client.submit(SubmitTask::new("idle", "echo")).await.unwrap();
+    assert!(
+        after.created_at > before.created_at && after.id > before.id,
+        "the backward step put a new task before an older one"
+    );
+    let listed = all_tasks(&client, "idle").await;
+    let order: Vec<TaskId> = listed.iter().map(|t| t.id).collect();
+    assert_eq!(order, vec![after.id, before.id], "newest first, as submitted");
+}
+
 /// A PostgreSQL node whose clock runs `offset` (libfaketime: "+60s", "-60s") from the machine's.
 fn skewed_node(url: &str, schema: &str, offset: &str) -> ServerProcess {
     assert!(Path::new(FAKETIME).exists(), "libfaketime is missing: apt-get install faketime (.ci/run does)");
@@ -204,14 +271,7 @@ async fn a_skewed_node_takes_no_lease_early(offset: &str) {
     })
     .await;
     // The node's own clock is off, as the test means it to be: its HTTP Date header says so.
-    let date = http.get(format!("{}/healthz", skewed.url)).send().await.unwrap().headers()["date"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let told = httpdate::parse_http_date(&date).unwrap();
-    let off = told
-        .duration_since(std::time::SystemTime::now())
-        .map_or_else(|e| -(e.duration().as_secs_f64()), |d| d.as_secs_f64());
+    let off = clock_offset(&http, &skewed.url).await;
     assert!(off.abs() > 50.0, "the node's clock is {off:.0} s off; libfaketime did not take");
     let honest = ServerProcess::postgres(&schema.url, &schema.name, &["--leader-lease", "2s"]);
     let _worker = WorkerProcess::start(&honest.url, "skew", &["--concurrency", "8"]);
