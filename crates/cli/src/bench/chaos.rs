@@ -19,10 +19,13 @@
 //! The nemesis, one action every one to three seconds: `kill -9` a worker (restarted), pause a
 //! worker with SIGSTOP past its leases (then SIGCONT), `kill -9` a server node (restarted), pause
 //! a node, and with `--database` restart PostgreSQL in immediate mode where `pg_ctlcluster` drives
-//! it. (Partitions have their own test, `crates/cli/tests/partition.rs`: a run here needs no root.)
+//! it, and where this process may make a network namespace (root), partition the second worker:
+//! it runs in a namespace of the run's own joined by a veth pair, and the nemesis takes this side
+//! of the pair down past its leases (its packets dropped, not refused), then up again.
 //!
 //! On SQLite there is one node; with `--database`, two, and every client and worker is given
-//! both.
+//! both. With a namespace, the nodes listen on every address (the run's network is its own: no
+//! tokens) and the namespaced worker reaches them through the pair.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -82,19 +85,77 @@ fn hold_workers(url: &str, runs: &Runs, stop: &CancellationToken) -> Vec<tokio::
         .collect()
 }
 
+/// A network namespace joined to this one by a veth pair, for one worker the nemesis can cut
+/// off. Removed when dropped.
+struct Netns {
+    name: String,
+    link: String,
+    /// This side's address, which the namespaced worker reaches the nodes on.
+    host: String,
+}
+
+impl Netns {
+    fn ip(args: &[&str]) -> bool {
+        Command::new("ip").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    }
+
+    /// `None` where namespaces cannot be made (not root, no iproute2).
+    fn create() -> Option<Netns> {
+        let n = std::process::id() % 250;
+        let (name, link, peer) = (format!("twchaos{n}"), format!("twch{n}"), format!("twcn{n}"));
+        let (host, inner) = (format!("10.232.{n}.1"), format!("10.232.{n}.2"));
+        let _ = Self::ip(&["netns", "del", &name]);
+        if !Self::ip(&["netns", "add", &name]) {
+            return None;
+        }
+        let ns = Netns { name, link, host };
+        let ok = Self::ip(&["link", "add", &ns.link, "type", "veth", "peer", "name", &peer])
+            && Self::ip(&["link", "set", &peer, "netns", &ns.name])
+            && Self::ip(&["addr", "add", &format!("{}/30", ns.host), "dev", &ns.link])
+            && Self::ip(&["link", "set", &ns.link, "up"])
+            && Self::ip(&["netns", "exec", &ns.name, "ip", "addr", "add", &format!("{inner}/30"), "dev", &peer])
+            && Self::ip(&["netns", "exec", &ns.name, "ip", "link", "set", &peer, "up"])
+            && Self::ip(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]);
+        ok.then_some(ns)
+    }
+
+    /// Cuts the namespace off (its packets dropped) or joins it again.
+    fn cut(&self, off: bool) {
+        Self::ip(&["link", "set", &self.link, if off { "down" } else { "up" }]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        Self::ip(&["link", "del", &self.link]);
+        Self::ip(&["netns", "del", &self.name]);
+    }
+}
+
 /// A process the nemesis can kill, pause and start again with the same arguments.
 struct Proc {
     args: Vec<String>,
     child: Option<Child>,
     /// Read the "listening on" line before going on (a server).
     server: bool,
+    /// The network namespace it runs in, if not this one.
+    netns: Option<String>,
 }
 
 impl Proc {
     fn start(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let mut child = Command::new(std::env::current_exe()?)
+            let exe = std::env::current_exe()?;
+            let mut command = match &self.netns {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns]).arg(exe);
+                    c
+                }
+                None => Command::new(exe),
+            };
+            let mut child = command
                 .args(&self.args)
                 .env("TASKWARDEN_LOG", "error")
                 .stdout(if self.server { Stdio::piped() } else { Stdio::null() })
@@ -228,16 +289,20 @@ async fn nemesis(
     nodes: &mut [Proc],
     workers: &mut [Proc],
     postgres: Option<&str>,
+    netns: Option<&Netns>,
     until: Instant,
 ) -> anyhow::Result<Nemesis> {
     let mut done = Nemesis::default();
     let pause = Duration::from_millis(LEASE_MS + 1_500);
+    // The actions this run can take: 0-3 always, 4 with PostgreSQL's restarts, 5 with a namespace.
+    let mut actions = vec![0, 1, 2, 3];
+    actions.extend(postgres.map(|_| 4));
+    actions.extend(netns.map(|_| 5));
     while Instant::now() < until {
         let (action, w, n, wait) = {
             let mut rng = rand::rng();
-            let actions = if postgres.is_some() { 5 } else { 4 };
             (
-                rng.random_range(0..actions),
+                actions[rng.random_range(0..actions.len())],
                 rng.random_range(0..workers.len()),
                 rng.random_range(0..nodes.len()),
                 rng.random_range(1_000..3_000),
@@ -268,10 +333,17 @@ async fn nemesis(
                 nodes[n].signal("CONT");
                 "pause a server node (SIGSTOP, SIGCONT)"
             }
-            _ => {
+            4 => {
                 let version = postgres.expect("only with PostgreSQL");
                 anyhow::ensure!(restart_postgres(version), "pg_ctlcluster restart failed");
                 "restart PostgreSQL (immediate)"
+            }
+            _ => {
+                let ns = netns.expect("only with a namespace");
+                ns.cut(true);
+                tokio::time::sleep(pause).await;
+                ns.cut(false);
+                "partition a worker past its leases (packets dropped)"
             }
         };
         *done.done.entry(name).or_default() += 1;
@@ -440,13 +512,20 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>) -> anyhow::Resu
             (vec![one.clone(), one], "PostgreSQL, two nodes".into())
         }
     };
+    let netns = Netns::create();
     let mut nodes = Vec::new();
-    let mut urls = Vec::new();
+    let (mut urls, mut inner_urls) = (Vec::new(), Vec::new());
     for extra in node_args {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut args = vec!["server".to_owned(), "--listen".into(), format!("127.0.0.1:{port}")];
+        let listen = if netns.is_some() { format!("0.0.0.0:{port}") } else { format!("127.0.0.1:{port}") };
+        let mut args = vec!["server".to_owned(), "--listen".into(), listen];
+        if let Some(ns) = &netns {
+            let hosts = format!("127.0.0.1,localhost,{}", ns.host);
+            args.extend(["--insecure-no-auth".into(), "--allowed-hosts".into(), hosts]);
+            inner_urls.push(format!("http://{}:{port}", ns.host));
+        }
         args.extend(extra);
-        let mut node = Proc { args, child: None, server: true };
+        let mut node = Proc { args, child: None, server: true, netns: None };
         node.start()?;
         nodes.push(node);
         urls.push(format!("http://127.0.0.1:{port}"));
@@ -458,8 +537,9 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>) -> anyhow::Resu
         Backend::Sqlite { .. } => None,
     };
     println!(
-        "taskwarden bench, chaos: {store}, {}, PostgreSQL restarts {}",
+        "taskwarden bench, chaos: {store}, {}, worker partitions {}, PostgreSQL restarts {}",
         humantime::format_duration(duration),
+        if netns.is_some() { "on" } else { "off (no network namespace: not root?)" },
         if matches!(backend, Backend::Sqlite { .. }) {
             "n/a"
         } else if postgres.is_some() {
@@ -476,12 +556,18 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>) -> anyhow::Resu
     let runs: Runs = Arc::default();
     let hold_stop = CancellationToken::new();
     let holders = hold_workers(&url, &runs, &hold_stop);
+    // The second worker starts on the last node, from inside the namespace when there is one.
     let mut workers: Vec<Proc> = (0..2)
         .map(|i| {
-            let rotated = if i == 0 { url.clone() } else { urls.iter().rev().cloned().collect::<Vec<_>>().join(",") };
-            let args =
-                ["worker", "--url", &rotated, "--queue", QUEUES, "--concurrency", "8"].map(String::from).to_vec();
-            Proc { args, child: None, server: false }
+            let (urls, ns) = match (i, &netns) {
+                (0, _) => (urls.clone(), None),
+                (_, Some(ns)) => (inner_urls.iter().rev().cloned().collect(), Some(ns.name.clone())),
+                (_, None) => (urls.iter().rev().cloned().collect::<Vec<_>>(), None),
+            };
+            let args = ["worker", "--url", &urls.join(","), "--queue", QUEUES, "--concurrency", "8"]
+                .map(String::from)
+                .to_vec();
+            Proc { args, child: None, server: false, netns: ns }
         })
         .collect();
     for w in &mut workers {
@@ -495,7 +581,10 @@ pub(super) async fn run(args: &BenchArgs, backend: &Backend<'_>) -> anyhow::Resu
             tokio::spawn(load(client.clone(), kind, Duration::from_millis(ms), history.clone(), stop.clone()))
         });
     let started = Instant::now();
-    let done = nemesis(&mut nodes, &mut workers, postgres.as_deref(), started + duration).await;
+    let done = nemesis(&mut nodes, &mut workers, postgres.as_deref(), netns.as_ref(), started + duration).await;
+    if let Some(ns) = &netns {
+        ns.cut(false);
+    }
     // Everything up again, the load stopped, the cron paused: then the work must finish.
     for p in nodes.iter_mut().chain(workers.iter_mut()) {
         p.signal("CONT");
