@@ -9,77 +9,20 @@
 mod support;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::cluster::{Cluster, as_postgres, is_root, pg_bin};
 use support::{ServerProcess, WorkerProcess, eventually, free_port};
 use taskwarden_client::{Client, SubmitTask, SubmitTaskExt, TaskId, TaskState};
 use taskwarden_core::AttemptOutcome;
 
-/// The directory of PostgreSQL's server binaries (`initdb`, `pg_ctl`, `pg_basebackup`).
-fn pg_bin() -> Option<PathBuf> {
-    let mut versions: Vec<PathBuf> =
-        std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|e| e.path().join("bin")).collect();
-    versions.sort();
-    versions.into_iter().rev().find(|b| b.join("initdb").exists())
-}
-
-/// Runs a PostgreSQL program as the `postgres` user; panics with its output if it fails.
-fn as_postgres(bin: &Path, program: &str, args: &[&str]) -> String {
-    let out =
-        Command::new("runuser").args(["-u", "postgres", "--"]).arg(bin.join(program)).args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{program} {args:?}: {text}");
-    text
-}
-
-/// One PostgreSQL cluster of the test's, stopped (immediately) when dropped.
-struct Cluster {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Cluster {
-    fn start(&self) {
-        let log = self.dir.with_extension("log");
-        as_postgres(
-            &self.bin,
-            "pg_ctl",
-            &["-D", self.dir.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
-        );
-    }
-
-    fn postmaster_pid(&self) -> u32 {
-        let text = std::fs::read_to_string(self.dir.join("postmaster.pid")).unwrap();
-        text.lines().next().unwrap().trim().parse().unwrap()
-    }
-
-    fn sql(&self, query: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-Atc", query])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .args(["-D", self.dir.to_str().unwrap(), "-m", "immediate", "stop"])
-            .output();
-    }
-}
-
 /// A primary with a synchronous standby, in `root` (owned by `postgres`).
 fn primary_and_standby(bin: &Path, root: &Path) -> (Cluster, Cluster) {
-    let primary = Cluster { bin: bin.into(), dir: root.join("primary"), port: free_port() };
-    let standby = Cluster { bin: bin.into(), dir: root.join("standby"), port: free_port() };
+    let primary = Cluster { bin: bin.into(), dir: root.join("primary"), port: free_port(), netns: None };
+    let standby = Cluster { bin: bin.into(), dir: root.join("standby"), port: free_port(), netns: None };
     as_postgres(bin, "initdb", &["-D", primary.dir.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-N"]);
     let conf = format!(
         "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nwal_level = replica\n\
@@ -135,7 +78,7 @@ async fn the_standby_promoted_after_the_primary_is_killed_loses_no_acknowledged_
         eprintln!("skipped: PostgreSQL's server binaries are not installed");
         return;
     };
-    if Command::new("id").arg("-u").output().map(|o| o.stdout != b"0\n").unwrap_or(true) {
+    if !is_root() {
         eprintln!("skipped: running PostgreSQL as its own user needs root");
         return;
     }

@@ -5,6 +5,9 @@
 //! no `netem` qdisc to load, and that would do the same. Needs root and `ip`; skips and says why
 //! without them.
 //! The only addresses used are the pair's own, in a /30 the test gives it.
+//!
+//! The same with a server node cut off from its PostgreSQL: the database runs in the namespace
+//! (a cluster of the test's own), the node outside.
 
 mod support;
 
@@ -36,14 +39,15 @@ struct Netns {
 }
 
 impl Netns {
-    fn create() -> Option<Netns> {
-        let n = std::process::id() % 250;
+    /// A namespace numbered `k` (each test its own), with a /30 of its own.
+    fn create(k: u32) -> Option<Netns> {
+        let n = std::process::id() % 120 + k * 120;
         let ns = Netns {
             name: format!("twpart{n}"),
             host_dev: format!("twh{n}"),
             inner_dev: format!("twn{n}"),
-            host: format!("10.231.{n}.1"),
-            inner: format!("10.231.{n}.2"),
+            host: format!("10.231.{}.{}", n / 60, (n % 60) * 4 + 1),
+            inner: format!("10.231.{}.{}", n / 60, (n % 60) * 4 + 2),
         };
         let _ = run("ip", &["netns", "del", &ns.name]);
         if !run("ip", &["netns", "add", &ns.name]) {
@@ -95,7 +99,7 @@ impl Drop for Netns {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_worker_loses_its_lease_its_late_report_is_refused_and_it_carries_on() {
     taskwarden_client::install_tls_provider();
-    let Some(ns) = Netns::create() else {
+    let Some(ns) = Netns::create(0) else {
         eprintln!("skipped: making a network namespace needs root (and iproute2)");
         return;
     };
@@ -158,4 +162,73 @@ async fn a_partitioned_worker_loses_its_lease_its_late_report_is_refused_and_it_
     assert!(!refused.ends_with(" 0"), "{refused}");
     let _ = cut_off.kill();
     let _ = cut_off.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_postgresql_answers_503_and_goes_on_when_the_network_heals() {
+    use support::cluster::{Cluster, as_postgres, pg_bin};
+    taskwarden_client::install_tls_provider();
+    let Some(bin) = pg_bin() else {
+        eprintln!("skipped: PostgreSQL's server binaries are not installed");
+        return;
+    };
+    let Some(ns) = Netns::create(1) else {
+        eprintln!("skipped: making a network namespace needs root (and iproute2)");
+        return;
+    };
+    // A PostgreSQL of the test's own, inside the namespace, on the pair's far address.
+    let root = tempfile::Builder::new().prefix("tw-cutoff").tempdir().unwrap();
+    must("chown", &["postgres:postgres", root.path().to_str().unwrap()]);
+    let db = Cluster { bin: bin.clone(), dir: root.path().join("db"), port: free_port(), netns: Some(ns.name.clone()) };
+    as_postgres(&bin, "initdb", &["-D", db.dir.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-N"]);
+    let conf = format!(
+        "port = {}\nlisten_addresses = '{}'\nunix_socket_directories = '{}'\nfsync = off\n",
+        db.port,
+        ns.inner,
+        root.path().display()
+    );
+    let append = |file: &str, text: &str| {
+        use std::io::Write;
+        let path = db.dir.join(file);
+        std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
+    };
+    append("postgresql.conf", &conf);
+    append("pg_hba.conf", &format!("host all all {}/32 trust\n", ns.host));
+    db.start();
+
+    let url = format!("postgres://postgres@{}:{}/postgres", ns.inner, db.port);
+    let node = ServerProcess::postgres(&url, "cutoff", &["--leader-lease", "2s"]);
+    let client = Client::new(&node.url).unwrap();
+    let http = reqwest::Client::new();
+    let first = client.submit(SubmitTask::new("cut", "echo")).await.unwrap();
+
+    ns.partition();
+    // Not ready, and submits refused with 503 rather than held: within the connection's timeout.
+    let cut_at = std::time::Instant::now();
+    eventually(Duration::from_secs(30), "the node to say it is not ready", || async {
+        let r = http.get(format!("{}/readyz", node.url)).timeout(Duration::from_secs(20)).send().await.ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    let refused = http
+        .post(format!("{}/v1/tasks", node.url))
+        .json(&json!({"queue": "cut", "kind": "echo"}))
+        .timeout(Duration::from_secs(25))
+        .send()
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(refused.status(), 503, "a submit while cut off");
+    let answered_in = cut_at.elapsed();
+
+    ns.heal();
+    let after = eventually(Duration::from_secs(30), "the node to take submits again", || async {
+        client.submit(SubmitTask::new("cut", "echo")).await.ok()
+    })
+    .await;
+    let r = http.get(format!("{}/readyz", node.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for id in [first.id, after.id] {
+        assert_eq!(client.get(id).await.unwrap().state, TaskState::Ready);
+    }
+    println!("cut off from PostgreSQL: not ready and refusing submits {answered_in:?} after the cut");
 }

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
+use support::cluster::is_root;
 use support::{ServerProcess, WorkerProcess, cli, eventually, free_port, leads};
 use taskwarden_client::{Client, ListOptions, SubmitTask, SubmitTaskExt, TaskId, TaskState};
 use taskwarden_store::pg_testing::TestSchema;
@@ -32,11 +33,6 @@ async fn all_tasks(client: &Client, queue: &str) -> Vec<taskwarden_client::Task>
             None => return tasks,
         }
     }
-}
-
-fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
 /// A small tmpfs mounted on `dir` for the test's life: a disk the test can fill.

@@ -269,6 +269,16 @@ fn pg_config(config: &PgConfig) -> Result<tokio_postgres::Config> {
     pg.options(format!("-c search_path={} -c client_min_messages=warning", config.schema));
     pg.connect_timeout(config.connect_timeout);
     pg.application_name("taskwarden");
+    // A database cut off without a word (its packets dropped, as across a partition) must not
+    // hold requests for the kernel's quarter of an hour of retransmissions: data it has not
+    // acknowledged fails the connection after 10 s, and an idle one is probed after 5 s. (The
+    // URL's own `tcp_user_timeout` / `keepalives_idle` win.)
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(Duration::from_secs(10));
+    }
+    if pg.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        pg.keepalives_idle(Duration::from_secs(5)).keepalives_interval(Duration::from_secs(2)).keepalives_retries(3);
+    }
     Ok(pg)
 }
 
