@@ -98,6 +98,42 @@ async fn readyz_is_not_ready_while_the_disk_is_full_and_ready_again_once_it_is_n
     assert_eq!(client.get(after.id).await.unwrap().state, TaskState::Ready);
 }
 
+/// A node on a database of the test's own, which is then set read-only (new sessions only: the
+/// node's connections are ended so that it opens new ones), then writable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_not_ready_while_the_database_is_read_only() {
+    let Some(schema) = TestSchema::new("ro").await else { return };
+    taskwarden_client::install_tls_provider();
+    let admin = support::pg_connect(&schema.url, "public").await;
+    let db = schema.name.clone();
+    admin.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    let (base, _) = schema.url.split('?').next().unwrap().rsplit_once('/').unwrap();
+    let node = ServerProcess::postgres(&format!("{base}/{db}"), "taskwarden", &[]);
+    let http = reqwest::Client::new();
+    let (status, body) = readyz(&http, &node.url).await;
+    assert_eq!(status, 200, "{body}");
+    let end_sessions = format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'");
+
+    admin.batch_execute(&format!("ALTER DATABASE {db} SET default_transaction_read_only = on")).await.unwrap();
+    admin.batch_execute(&end_sessions).await.unwrap();
+    let body = eventually(Duration::from_secs(20), "the node to say it is not ready", || async {
+        let (status, body) = readyz(&http, &node.url).await;
+        (status == 503 && body.to_string().contains("read-only")).then_some(body)
+    })
+    .await;
+    assert_eq!(body["error"]["code"], "not_ready", "{body}");
+
+    admin.batch_execute(&format!("ALTER DATABASE {db} RESET default_transaction_read_only")).await.unwrap();
+    admin.batch_execute(&end_sessions).await.unwrap();
+    eventually(Duration::from_secs(20), "the node to be ready again", || async {
+        (readyz(&http, &node.url).await.0 == 200).then_some(())
+    })
+    .await;
+    drop(node);
+    admin.batch_execute(&end_sessions).await.unwrap();
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_under_load_restores_every_task_acknowledged_before_it_began() {
     let dir = tempfile::tempdir().unwrap();

@@ -784,17 +784,25 @@ impl Store for PgStore {
     }
 
     async fn ready(&self) -> Result<()> {
-        // A transaction id is only given where a transaction can write: not on a standby, nor
-        // in a database set read-only; and its commit waits for a synchronous standby, if one is
-        // named. So a node that cannot commit is not ready (within the connect timeout).
+        // Not on a standby, nor in a database set read-only; and a commit that takes a
+        // transaction id, which waits for a synchronous standby if one is named. So a node that
+        // cannot commit is not ready (within the connect timeout).
         let probe = async {
             read!(self, |c| {
-                c.simple_query("BEGIN; SELECT txid_current(); COMMIT").await?;
-                Ok(())
+                let read_only: String =
+                    c.query_one("SELECT current_setting('transaction_read_only')", &[]).await?.get(0);
+                if read_only != "on" {
+                    c.simple_query("BEGIN; SELECT txid_current(); COMMIT").await?;
+                }
+                Ok(read_only == "on")
             })
         };
         match tokio::time::timeout(self.connect_timeout, probe).await {
-            Ok(answer) => answer,
+            Ok(Ok(false)) => Ok(()),
+            Ok(Ok(true)) => {
+                Err(StoreError::Unavailable("the database is read-only (transaction_read_only is on)".into()))
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(StoreError::Unavailable("the database did not commit in time".into())),
         }
     }
