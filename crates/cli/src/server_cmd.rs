@@ -312,11 +312,18 @@ fn database_file(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("taskwarden.db")
 }
 
+/// A backup's or restore's error: `missing` when its source is not there, else what it was doing.
+fn copy_failed(e: taskwarden_store::StoreError, missing: String, doing: String) -> anyhow::Error {
+    match e {
+        taskwarden_store::StoreError::NotFound => anyhow::anyhow!(missing),
+        e => anyhow::Error::new(e).context(doing),
+    }
+}
+
 pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let db = database_file(&args.data_dir);
-    let report = SqliteStore::backup(&db, &args.out).map_err(|e| match e {
-        taskwarden_store::StoreError::NotFound => anyhow::anyhow!("no embedded store at {}", db.display()),
-        e => anyhow::Error::new(e).context(format!("backing up {}", db.display())),
+    let report = SqliteStore::backup(&db, &args.out).map_err(|e| {
+        copy_failed(e, format!("no embedded store at {}", db.display()), format!("backing up {}", db.display()))
     })?;
     println!("backed up {} to {} ({} bytes, {} tasks)", db.display(), args.out.display(), report.bytes, report.tasks);
     Ok(())
@@ -324,13 +331,12 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let db = database_file(&args.data_dir);
-    let report = SqliteStore::restore(&args.backup, &db, args.replace).map_err(|e| match e {
-        taskwarden_store::StoreError::NotFound => anyhow::anyhow!("no backup at {}", args.backup.display()),
-        e => anyhow::Error::new(e).context(format!("restoring {}", args.backup.display())),
-    })?;
+    let from = args.backup.display();
+    let report = SqliteStore::restore(&args.backup, &db, args.replace)
+        .map_err(|e| copy_failed(e, format!("no backup at {from}"), format!("restoring {from}")))?;
     println!(
         "restored {} into {} ({} bytes, {} tasks; {} running tasks' leases expired: they run again)",
-        args.backup.display(),
+        from,
         db.display(),
         report.bytes,
         report.tasks,

@@ -41,6 +41,11 @@ struct Anchor {
 }
 
 impl Anchor {
+    /// The wall clock, read now.
+    fn wall() -> Anchor {
+        Anchor { reading: SystemClock.now(), at: Instant::now() }
+    }
+
     fn now(&self) -> Timestamp {
         self.reading.saturating_add(self.at.elapsed())
     }
@@ -55,7 +60,7 @@ pub struct MonotonicClock {
 
 impl MonotonicClock {
     pub fn new() -> MonotonicClock {
-        MonotonicClock { anchor: Anchor { reading: SystemClock.now(), at: Instant::now() } }
+        MonotonicClock { anchor: Anchor::wall() }
     }
 }
 
@@ -90,9 +95,8 @@ pub struct DatabaseClock {
 }
 
 impl DatabaseClock {
-    /// A clock anchored at `reading`, taken at `at`.
-    fn anchored(reading: Timestamp, at: Instant) -> DatabaseClock {
-        DatabaseClock { anchor: Mutex::new(Anchor { reading, at }), last: AtomicI64::new(i64::MIN) }
+    fn anchored(anchor: Anchor) -> DatabaseClock {
+        DatabaseClock { anchor: Mutex::new(anchor), last: AtomicI64::new(i64::MIN) }
     }
 
     /// Reads `store`'s clock once: `None` if it keeps none; an anchor placed at the middle of
@@ -142,9 +146,9 @@ pub async fn for_store(store: Arc<dyn Store>, shutdown: CancellationToken) -> Ar
         Ok(None) => return Arc::new(MonotonicClock::new()),
         Ok(Some(anchor)) => anchor,
         // Only a store that keeps time can fail to tell it.
-        Err(_) => Anchor { reading: SystemClock.now(), at: Instant::now() },
+        Err(_) => Anchor::wall(),
     };
-    let clock = Arc::new(DatabaseClock::anchored(anchor.reading, anchor.at));
+    let clock = Arc::new(DatabaseClock::anchored(anchor));
     tokio::spawn(clock.clone().keep_sampling(store, shutdown));
     clock
 }
@@ -156,7 +160,7 @@ mod tests {
     #[test]
     fn a_database_clock_counts_on_from_its_sample_and_never_goes_back() {
         let start = Timestamp::from_micros(1_000_000_000);
-        let clock = DatabaseClock::anchored(start, Instant::now());
+        let clock = DatabaseClock::anchored(Anchor { reading: start, at: Instant::now() });
         let first = clock.now();
         assert!(first >= start && first < start.saturating_add(Duration::from_secs(1)));
         // A new sample a minute behind: readings hold still rather than go back.

@@ -43,7 +43,7 @@ use taskwarden_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use clock::{Clock, DatabaseClock, MonotonicClock, SystemClock};
+pub use clock::{Clock, SystemClock};
 pub use config::{HttpConfig, ServerConfig, default_node_name};
 pub use maintenance::LoopSignals;
 pub use metrics::MetricsConfig;

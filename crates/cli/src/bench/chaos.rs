@@ -186,6 +186,20 @@ impl Proc {
         }
     }
 
+    /// `kill -9`, then starts it again `after` that long.
+    async fn restart(&mut self, after: Duration) -> anyhow::Result<()> {
+        self.kill9();
+        tokio::time::sleep(after).await;
+        self.start()
+    }
+
+    /// SIGSTOP for `span`, then SIGCONT.
+    async fn pause(&self, span: Duration) {
+        self.signal("STOP");
+        tokio::time::sleep(span).await;
+        self.signal("CONT");
+    }
+
     fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
             let _ = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
@@ -310,27 +324,19 @@ async fn nemesis(
         };
         let name = match action {
             0 => {
-                workers[w].kill9();
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                workers[w].start()?;
+                workers[w].restart(Duration::from_millis(300)).await?;
                 "kill -9 a worker"
             }
             1 => {
-                workers[w].signal("STOP");
-                tokio::time::sleep(pause).await;
-                workers[w].signal("CONT");
+                workers[w].pause(pause).await;
                 "pause a worker past its leases (SIGSTOP, SIGCONT)"
             }
             2 => {
-                nodes[n].kill9();
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                nodes[n].start()?;
+                nodes[n].restart(Duration::from_millis(500)).await?;
                 "kill -9 a server node"
             }
             3 => {
-                nodes[n].signal("STOP");
-                tokio::time::sleep(pause).await;
-                nodes[n].signal("CONT");
+                nodes[n].pause(pause).await;
                 "pause a server node (SIGSTOP, SIGCONT)"
             }
             4 => {

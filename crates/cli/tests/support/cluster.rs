@@ -22,8 +22,9 @@ pub fn as_postgres(bin: &Path, program: &str, args: &[&str]) -> String {
     as_postgres_in(None, bin, program, args)
 }
 
-/// [`as_postgres`] inside the network namespace `netns`, if one is given.
-pub fn as_postgres_in(netns: Option<&str>, bin: &Path, program: &str, args: &[&str]) -> String {
+/// A command running `program` as the `postgres` user, inside the network namespace `netns` if
+/// one is given.
+fn postgres_command(netns: Option<&str>, bin: &Path, program: &str) -> Command {
     let mut command = match netns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -32,7 +33,13 @@ pub fn as_postgres_in(netns: Option<&str>, bin: &Path, program: &str, args: &[&s
         }
         None => Command::new("runuser"),
     };
-    let out = command.args(["-u", "postgres", "--"]).arg(bin.join(program)).args(args).output().unwrap();
+    command.args(["-u", "postgres", "--"]).arg(bin.join(program));
+    command
+}
+
+/// [`as_postgres`] inside the network namespace `netns`, if one is given.
+pub fn as_postgres_in(netns: Option<&str>, bin: &Path, program: &str, args: &[&str]) -> String {
+    let out = postgres_command(netns, bin, program).args(args).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{program} {args:?}: {text}");
     text
@@ -74,17 +81,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let mut command = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "runuser"]);
-                c
-            }
-            None => Command::new("runuser"),
-        };
-        let _ = command
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
+        let _ = postgres_command(self.netns.as_deref(), &self.bin, "pg_ctl")
             .args(["-D", self.dir.to_str().unwrap(), "-m", "immediate", "stop"])
             .output();
     }
