@@ -382,8 +382,8 @@ impl Subscriber {
                         next = response.chunk() => match next {
                             Ok(Some(chunk)) => {
                                 rest.extend_from_slice(&chunk);
-                                let Some(end) = rest.windows(2).rposition(|w| w == b"\n\n") else { continue };
-                                let n = rest[..end].windows(7).filter(|w| *w == b"\ndata: ").count();
+                                let Some(end) = memchr::memmem::rfind(&rest, b"\n\n") else { continue };
+                                let n = memchr::memmem::find_iter(&rest[..end], b"\ndata: ").count();
                                 count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                                 rest.drain(..end + 2);
                             }

@@ -15,7 +15,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .shutdown_grace(args.grace)
         .startup_wait(args.startup_wait)
         .capacity(Resources::parse("--capacity", &args.capacity)?)
-        .labels(parse_labels("--labels", &args.labels)?);
+        .labels(parse_labels("--labels", &args.labels)?)
+        .traces(args.otlp_endpoint.is_some());
     if let Some(n) = args.prefetch {
         worker = worker.prefetch(n);
     }

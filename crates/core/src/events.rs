@@ -473,7 +473,7 @@ struct TaskEventData<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     run_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<&'static str>,
+    state: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     wait_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -548,6 +548,29 @@ impl<'a> TaskEvent<'a> {
         })
     }
 
+    /// The event in its packed form, for [`PackedTaskEvent`].
+    pub fn pack(&self) -> PackedTaskEvent<'a, &'a [String]> {
+        let d = &self.data;
+        PackedTaskEvent {
+            event_type: self.event_type.as_str(),
+            at: self.at.as_micros(),
+            queue: self.queue,
+            kind: self.kind,
+            task_id: *self.task_id.as_bytes(),
+            workflow_id: self.workflow_id.map(|w| *w.as_bytes()),
+            attempt: self.attempt,
+            tags: self.tags,
+            error: d.error,
+            fraction: d.fraction,
+            message: d.message,
+            run_at: d.run_at.map(Timestamp::as_micros),
+            run_us: d.run_us,
+            state: d.state,
+            wait_us: d.wait_us,
+            worker_id: d.worker_id,
+        }
+    }
+
     /// The event's `data`, as JSON text.
     pub fn data_json(&self) -> String {
         serde_json::to_string(&self.data).expect("plain data serializes")
@@ -569,5 +592,63 @@ impl<'a> TaskEvent<'a> {
             data: serde_json::to_value(&self.data).expect("plain data serializes"),
             ..NewEvent::bare(self.event_type, self.at)
         }
+    }
+}
+
+/// A task event in a compact form for a store to keep and hand back: every field of a
+/// [`TaskEvent`], with the time in microseconds and ids as bytes, for a format without field
+/// names (the embedded store packs its event pages with `postcard`). Packing one is a few
+/// copies; serializing one as JSON was most of what appending an event cost the embedded store's
+/// single writer, so its readers do that instead ([`PackedTaskEvent::event`] gives the
+/// [`TaskEvent`] back, which serializes to the very JSON it would have).
+///
+/// Stored data: fields are only ever added at the end, and never reordered.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct PackedTaskEvent<'a, Tags> {
+    pub event_type: &'a str,
+    pub at: i64,
+    pub queue: &'a str,
+    pub kind: &'a str,
+    pub task_id: [u8; 16],
+    pub workflow_id: Option<[u8; 16]>,
+    pub attempt: Option<u32>,
+    pub tags: Tags,
+    #[serde(borrow)]
+    pub error: Option<&'a str>,
+    pub fraction: Option<f64>,
+    #[serde(borrow)]
+    pub message: Option<&'a str>,
+    pub run_at: Option<i64>,
+    pub run_us: Option<u64>,
+    #[serde(borrow)]
+    pub state: Option<&'a str>,
+    pub wait_us: Option<u64>,
+    #[serde(borrow)]
+    pub worker_id: Option<&'a str>,
+}
+
+impl<'a> PackedTaskEvent<'a, Vec<String>> {
+    /// The event it packs, or `None` for a type this build does not know.
+    pub fn event(&self) -> Option<TaskEvent<'_>> {
+        Some(TaskEvent {
+            event_type: self.event_type.parse().ok()?,
+            at: Timestamp::from_micros(self.at),
+            queue: self.queue,
+            kind: self.kind,
+            task_id: TaskId::from_bytes(self.task_id),
+            workflow_id: self.workflow_id.map(TaskId::from_bytes),
+            attempt: self.attempt,
+            tags: &self.tags,
+            data: TaskEventData {
+                error: self.error,
+                fraction: self.fraction,
+                message: self.message,
+                run_at: self.run_at.map(Timestamp::from_micros),
+                run_us: self.run_us,
+                state: self.state,
+                wait_us: self.wait_us,
+                worker_id: self.worker_id,
+            },
+        })
     }
 }

@@ -69,12 +69,46 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Any time the wire can carry (years 0000 to 9999) prints as RFC 3339; only a value
         // beyond them, which no request can give, prints as raw microseconds.
-        match chrono::DateTime::from_timestamp_micros(self.0) {
-            Some(t) if (0..=9999).contains(&chrono::Datelike::year(&t)) => {
-                write!(f, "{}", t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-            }
-            _ => write!(f, "@{}us", self.0),
+        match self.rfc3339() {
+            Some(text) => f.write_str(text.as_str()),
+            None => write!(f, "@{}us", self.0),
         }
+    }
+}
+
+/// A timestamp's RFC 3339 form, `YYYY-MM-DDTHH:MM:SS.ffffffZ`, in a buffer of its own: every
+/// event line and API answer carries a few, and chrono's formatter (a `String` per call, then
+/// `fmt` machinery per field) was half of what appending an event cost the store's writer.
+pub(crate) struct Rfc3339([u8; 27]);
+
+impl Rfc3339 {
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("ASCII digits and separators")
+    }
+}
+
+impl Timestamp {
+    /// The RFC 3339 form, for years 0000 to 9999 (chrono does the calendar; the digits are
+    /// written here).
+    pub(crate) fn rfc3339(self) -> Option<Rfc3339> {
+        use chrono::{Datelike, Timelike};
+        let t = chrono::DateTime::from_timestamp_micros(self.0)?;
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        let mut b = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut n: u32| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, t.month());
+        put(8, 2, t.day());
+        put(11, 2, t.hour());
+        put(14, 2, t.minute());
+        put(17, 2, t.second());
+        put(20, 6, t.nanosecond() / 1000);
+        Some(Rfc3339(b))
     }
 }
 
@@ -96,7 +130,10 @@ impl Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match self.rfc3339() {
+            Some(text) => s.serialize_str(text.as_str()),
+            None => s.collect_str(self),
+        }
     }
 }
 
@@ -139,6 +176,26 @@ mod tests {
         let s = Timestamp::NEVER.to_string();
         assert_eq!(s, "9999-12-31T23:59:59.000000Z");
         assert_eq!(s.parse::<Timestamp>().unwrap(), Timestamp::NEVER);
+    }
+
+    proptest::proptest! {
+        /// The digits written by hand are chrono's own RFC 3339 form, for every time the wire
+        /// can carry, and beyond it the raw form.
+        #[test]
+        fn prints_as_chrono_formats_it(micros in -62_167_219_200_000_000i64..=253_402_300_799_999_999) {
+            let t = Timestamp::from_micros(micros);
+            let chrono = chrono::DateTime::from_timestamp_micros(micros).unwrap();
+            let expected = chrono.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            proptest::prop_assert_eq!(t.to_string(), expected.clone());
+            proptest::prop_assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{expected}\""));
+        }
+    }
+
+    #[test]
+    fn beyond_year_9999_or_before_year_0_prints_raw() {
+        assert_eq!(Timestamp::from_micros(253_402_300_800_000_000).to_string(), "@253402300800000000us");
+        assert_eq!(Timestamp::from_micros(-62_167_219_200_000_001).to_string(), "@-62167219200000001us");
+        assert_eq!(Timestamp::from_micros(i64::MAX).to_string(), format!("@{}us", i64::MAX));
     }
 
     #[test]

@@ -112,9 +112,10 @@ impl TaskContext {
         }
     }
 
-    /// The W3C trace context this attempt runs in (its run span, or the one it was submitted in
-    /// when no span is recorded), to pass on as a `traceparent` header to what the handler calls.
-    /// The handler also runs with the run span as OpenTelemetry's current context.
+    /// The W3C trace context this attempt runs in (its run span when the worker makes them, see
+    /// [`Worker::traces`](crate::Worker::traces), else the one it was submitted in), to pass on
+    /// as a `traceparent` header to what the handler calls. With run spans, the handler also runs
+    /// with its run span as OpenTelemetry's current context.
     pub fn traceparent(&self) -> Option<taskwarden_core::TraceParent> {
         self.traceparent
     }

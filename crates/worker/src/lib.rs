@@ -107,6 +107,10 @@ pub struct WorkerConfig {
     /// How long a worker started before its server keeps trying to register (each failed try
     /// logged) before it gives up.
     pub startup_wait: Duration,
+    /// Whether each attempt gets a `run {kind}` span, made with the OpenTelemetry tracer
+    /// provider the process installed (the CLI's `--otlp-endpoint` installs one and turns this
+    /// on). Off, no span is made at all: a handler's `ctx.traceparent()` is the task's own.
+    pub traces: bool,
 }
 
 impl Default for WorkerConfig {
@@ -126,6 +130,7 @@ impl Default for WorkerConfig {
             // The most children the server takes in one fan-out, with its default limits.
             fan_out_max: (taskwarden_core::Limits::default().max_workflow_tasks - 1) as u32,
             startup_wait: Duration::from_secs(60),
+            traces: false,
         }
     }
 }
@@ -213,6 +218,13 @@ impl Worker {
 
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
+        self
+    }
+
+    /// Makes a `run {kind}` span for each attempt with the tracer provider the process installed
+    /// (see [`WorkerConfig::traces`]). Off by default, and then no span is made.
+    pub fn traces(mut self, on: bool) -> Self {
+        self.config.traces = on;
         self
     }
 

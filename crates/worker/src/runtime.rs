@@ -95,7 +95,8 @@ struct Shared {
     outbox: Arc<Outbox>,
     summary: Mutex<RunSummary>,
     /// Makes the run spans (see `traces`).
-    tracer: opentelemetry::global::BoxedTracer,
+    /// The tracer of the run spans; none when traces are off.
+    tracer: Option<opentelemetry::global::BoxedTracer>,
     /// With capacity declared: tasks whose outcomes are on their way (see `reporter`).
     in_flight: Option<InFlight>,
     /// One permit per execution slot: a leased task runs once it holds one.
@@ -208,7 +209,7 @@ pub(crate) async fn run(
         notes: Arc::new(Mutex::new(HashMap::new())),
         outbox: outbox.clone(),
         summary: Mutex::new(RunSummary { worker_id: info.id.clone(), ..Default::default() }),
-        tracer: crate::traces::tracer(),
+        tracer: config.traces.then(crate::traces::tracer),
         in_flight: (!config.capacity.is_empty()).then(InFlight::default),
         slots: Arc::new(Semaphore::new(config.concurrency)),
         prefetch,
@@ -462,10 +463,15 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
     // The server's deadline for the attempt runs from the lease, so time spent waiting for a
     // slot comes off the handler's.
     let timeout = timeout.saturating_sub(started - leased_at);
-    let span = RunSpan::start(&shared.tracer, &task, &shared.worker_id);
-    ctx.traceparent = span.traceparent();
+    // Traces off: no span at all (building a no-op one cost every task a few allocations).
+    let span = shared.tracer.as_ref().map(|tracer| RunSpan::start(tracer, &task, &shared.worker_id));
+    let task_traceparent = task.traceparent;
+    ctx.traceparent = span.as_ref().map_or(task_traceparent, RunSpan::traceparent);
     let handler = crate::task_logs::scope(ctx.clone(), handler.call(ctx, task.payload));
-    let handle = tokio::spawn(handler.with_context(span.context()));
+    let handle = match &span {
+        Some(span) => tokio::spawn(handler.with_context(span.context())),
+        None => tokio::spawn(handler),
+    };
     if let Some(a) = shared.active.lock().expect("active lock").get_mut(&id) {
         a.abort = Some(handle.abort_handle());
     }
@@ -506,7 +512,7 @@ async fn execute(shared: &Arc<Shared>, task: LeasedTask) {
         in_flight.lock().expect("in-flight lock").insert(id);
     }
     log_outcome(&task.kind, id, task.attempt, &outcome, ran);
-    let traceparent = span.end(&outcome);
+    let traceparent = span.map_or(task_traceparent, |span| span.end(&outcome));
     shared.outbox.push(Report {
         ran_us: Some(ran.as_micros() as u64),
         logs,

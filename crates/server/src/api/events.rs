@@ -28,8 +28,12 @@ use super::{ApiResult, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiQuery};
 
-/// Events read from the store per query.
+/// Events read from the store per query of a JSON page.
 const READ_PAGE: u32 = 500;
+/// Events read from the store per query of a stream: a stream behind a busy log reads on at
+/// once, and each read is a read transaction that starts with a cold page cache (the writer
+/// has committed since), so fewer, larger reads (about 0.5 MB of events at most).
+const STREAM_READ: u32 = 2048;
 /// Most events one JSON page scans for matches before it answers with what it found (and a
 /// `next` past what it scanned), so a rare filter cannot make one request read the whole log.
 const SCAN_PER_REQUEST: usize = 20 * READ_PAGE as usize;
@@ -42,7 +46,7 @@ const SPACING: Duration = Duration::from_millis(50);
 /// stream reading at once would compete with for the CPU.
 const SETTLE: Duration = Duration::from_millis(5);
 /// Most events in one chunk of a stream; the stream gives its thread back between chunks.
-const CHUNK_EVENTS: usize = 64;
+const CHUNK_EVENTS: usize = 256;
 /// How long a stream with nothing to send stays silent before it sends a comment, so that
 /// proxies and clients do not take it for dead.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -135,7 +139,7 @@ pub(super) async fn events(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
-    let found = read_matching(&s, &filter, after, limit as usize, SCAN_PER_REQUEST).await?;
+    let found = read_matching(&s, &filter, after, limit as usize, SCAN_PER_REQUEST, READ_PAGE).await?;
     let events = found
         .events
         .iter()
@@ -179,21 +183,23 @@ struct Matching {
     caught_up: bool,
 }
 
-/// Up to `want` events after `after` that match, scanning at most `scan` events.
+/// Up to `want` events after `after` that match, scanning at most `scan` events, `per_read` a
+/// query.
 async fn read_matching(
     s: &AppState,
     filter: &EventFilter,
     mut after: EventId,
     want: usize,
     scan: usize,
+    per_read: u32,
 ) -> Result<Matching, ApiError> {
     let mut events = Vec::new();
     let mut scanned = 0;
     let everything = filter.is_everything();
     while scanned < scan {
-        let page = s.store.read_stored_events(ReadEvents { after, limit: READ_PAGE }).await?;
+        let page = s.store.read_stored_events(ReadEvents { after, limit: per_read }).await?;
         scanned += page.len();
-        let full = page.len() == READ_PAGE as usize;
+        let full = page.len() == per_read as usize;
         for e in page {
             after = e.id;
             // Read only as far as the filter needs, and not at all for a reader of everything.
@@ -270,7 +276,7 @@ fn follow(s: AppState, filter: EventFilter, after: EventId) -> Response {
                 t.borrow_and_update();
             }
             f.last_read = tokio::time::Instant::now();
-            match read_matching(&f.s, &f.filter, f.after, READ_PAGE as usize, SCAN_PER_REQUEST).await {
+            match read_matching(&f.s, &f.filter, f.after, STREAM_READ as usize, SCAN_PER_REQUEST, STREAM_READ).await {
                 Ok(found) => {
                     f.after = found.next;
                     f.caught_up = found.caught_up;
