@@ -32,6 +32,8 @@ pub struct LoopSignals {
     pub leader: watch::Receiver<bool>,
     /// The node holding the leader lease, as this node last saw it (`None`: not known).
     pub leader_node: watch::Receiver<Option<String>>,
+    /// Times the webhook loop woke to look for deliveries.
+    pub webhook_looks: watch::Receiver<u64>,
 }
 
 /// The name of the lease that decides which node runs the loops.
@@ -47,6 +49,7 @@ pub(crate) fn spawn(
     let (promoter_tx, promoter) = watch::channel(0);
     let (leader_tx, leader) = watch::channel(false);
     let (leader_node_tx, leader_node) = watch::channel(None);
+    let (webhook_looks_tx, webhook_looks) = watch::channel(0);
     let handles = vec![
         tokio::spawn(lead(
             store.clone(),
@@ -86,11 +89,12 @@ pub(crate) fn spawn(
             config.webhook_allow.clone(),
             Leadership(leader.clone()),
             shutdown.clone(),
+            webhook_looks_tx,
         )),
         tokio::spawn(roll_up_stats(store.clone(), config.stats_interval, Leadership(leader.clone()), shutdown.clone())),
         tokio::spawn(prune(store, clock, config.clone(), Leadership(leader.clone()), shutdown)),
     ];
-    (LoopSignals { reaper, promoter, leader, leader_node }, handles)
+    (LoopSignals { reaper, promoter, leader, leader_node, webhook_looks }, handles)
 }
 
 /// Takes the leader lease when it is free and renews it while held, every third of its length.

@@ -172,3 +172,36 @@ async fn a_log_position_past_the_largest_safe_integer_is_refused() {
     let (status, _) = s.call("GET", &format!("/v1/tasks/{id}/logs?after=9007199254740991"), None).await;
     assert_eq!(status, 200);
 }
+
+/// Without webhooks, the webhook loop sleeps through the commits and looks only on its timer:
+/// it used to wake on every task that moved, a wake-up of another thread per submit that cost a
+/// single client's one-at-a-time submits about a tenth of their rate. With an endpoint, a
+/// change wakes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_loop_sleeps_through_commits_while_there_are_no_endpoints() {
+    let s = TestServer::start().await;
+    let looks = || *s.signals.webhook_looks.borrow();
+    let (before, started) = (looks(), std::time::Instant::now());
+    for _ in 0..200 {
+        s.submit(json!({"queue": "q", "kind": "echo"})).await;
+    }
+    let (woke, seconds) = (looks() - before, started.elapsed().as_secs());
+    assert!(woke <= seconds + 2, "200 submits in {seconds} s woke it {woke} times");
+
+    let (status, _) =
+        s.call("POST", "/v1/webhooks", Some(json!({"name": "hook", "url": "http://127.0.0.1:9/h"}))).await;
+    assert_eq!(status, 201);
+    // The next timer's look finds the endpoint; from then on, changes wake it.
+    let mut seen = looks();
+    while seen == looks() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seen = looks();
+    let started = std::time::Instant::now();
+    s.submit(json!({"queue": "q", "kind": "echo"})).await;
+    while looks() == seen {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(started.elapsed() < Duration::from_millis(500), "a change woke it at once");
+    s.stop().await;
+}
