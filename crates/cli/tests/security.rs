@@ -342,7 +342,10 @@ async fn four_concurrent_oversized_batches_keep_the_server_small() {
     }
     let peak = peak_rss_mib(server.child.id());
     println!("server peak RSS after four 24 MiB batches: {peak} MiB");
-    assert!(peak < 200, "the server peaked at {peak} MiB");
+    // Four 24 MiB bodies may be held at once while each is read up to the batch limit: a debug
+    // build peaks at 150-200 MiB here (201 once, beside the whole suite on two cores). A server
+    // that parsed the million tasks of each would pass a gigabyte.
+    assert!(peak < 256, "the server peaked at {peak} MiB");
     let c = Client::new(&server.url).unwrap();
     assert_eq!(c.list(&Default::default()).await.unwrap().tasks.len(), 0, "nothing was stored");
 }
