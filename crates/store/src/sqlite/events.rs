@@ -181,7 +181,7 @@ impl Stored<'_> {
         match self {
             Record::Line(line) => Ok(line),
             Record::Task(packed) => {
-                let event = packed.event().ok_or_else(|| unknown_type(packed.event_type))?;
+                let event = unpacked(packed)?;
                 scratch.clear();
                 serde_json::to_writer(&mut *scratch, &event).map_err(unreadable)?;
                 Ok(std::str::from_utf8(scratch).expect("serde_json writes UTF-8"))
@@ -260,8 +260,9 @@ fn unpackable(e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, format!("an event page: {e}").into())
 }
 
-fn unknown_type(event_type: &str) -> rusqlite::Error {
-    unpackable(format!("{event_type:?} is not an event type this build knows"))
+/// The task event a page packed, or an error for a type this build does not know.
+fn unpacked<'p>(packed: &'p PackedTaskEvent<'_, Vec<String>>) -> rusqlite::Result<TaskEvent<'p>> {
+    packed.event().ok_or_else(|| unpackable(format!("{:?} is not an event type this build knows", packed.event_type)))
 }
 
 pub(crate) fn read(conn: &Connection, p: &ReadEvents) -> Result<Vec<Event>> {
@@ -291,7 +292,7 @@ pub(crate) fn read_measures(conn: &Connection, p: &ReadEvents) -> Result<Vec<Mea
     let mut measure = |id, e: Stored<'_>| {
         let line = match e {
             Record::Task(packed) => {
-                return Ok(Measured::Event(packed.event().ok_or_else(|| unknown_type(packed.event_type))?.measure(id)));
+                return Ok(Measured::Event(unpacked(&packed)?.measure(id)));
             }
             Record::Line(line) => line,
         };
