@@ -20,8 +20,16 @@
 //! is its last event's id. Each page starts one after the largest id (pruning never deletes
 //! the newest page), and the single writer commits one transaction at a time, so ids increase
 //! in commit order: a reader that has seen id `n` can never be handed an id below it.
+//!
+//! The writer also keeps the pages it committed last in memory ([`RecentPages`]), and a read
+//! that starts inside them is answered from there: a live stream reads just behind the writer,
+//! and a read of SQLite after a commit begins with a cold page cache. The ring is pushed to
+//! right after each commit, before anyone is answered or woken, so a reader that heard of a
+//! commit finds its events there; a read starting before the ring goes to SQLite.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, params};
@@ -37,6 +45,11 @@ use crate::params::{PruneEvents, ReadEvents};
 /// Events per page, at most: a large fan-out's events are split, so that a reader resuming in
 /// the middle of one never loads more than this many to skip.
 const PAGE_EVENTS: u32 = 256;
+/// Most bytes of packed events the ring of recently committed pages holds: at a wide drain's
+/// pace (tens of thousands of events a second) a few hundred milliseconds of them.
+const RECENT_BYTES: usize = 4 << 20;
+/// Most pages the ring holds (a commit of one event writes a page of one).
+const RECENT_PAGES: usize = 4096;
 
 /// The events the open transaction has appended and not yet written: owned by the writer,
 /// written by [`EventPage::write`] before each commit (and whenever it fills), dropped with a
@@ -51,6 +64,79 @@ pub(crate) struct EventPage {
     measures: Vec<EventMeasure>,
     /// Pages written, ever.
     pages: u64,
+    /// Pages the open transaction wrote, for the ring once it commits.
+    written: Vec<RecentPage>,
+    /// The pages committed last.
+    recent: Arc<Mutex<RecentPages>>,
+}
+
+/// A committed page kept in memory: its first event's id and its packed records.
+#[derive(Clone)]
+struct RecentPage {
+    first: u64,
+    count: u32,
+    records: Arc<[u8]>,
+}
+
+impl RecentPage {
+    fn last(&self) -> u64 {
+        self.first + self.count as u64 - 1
+    }
+}
+
+/// The pages committed last, contiguous in id, oldest first, and bounded ([`RECENT_BYTES`],
+/// [`RECENT_PAGES`]). Shared by the writer (which pushes) and the store's readers.
+pub(crate) struct RecentPages {
+    pages: VecDeque<RecentPage>,
+    bytes: usize,
+    max_bytes: usize,
+    max_pages: usize,
+}
+
+impl Default for RecentPages {
+    fn default() -> Self {
+        RecentPages::bounded(RECENT_BYTES, RECENT_PAGES)
+    }
+}
+
+impl RecentPages {
+    fn bounded(max_bytes: usize, max_pages: usize) -> Self {
+        RecentPages { pages: VecDeque::new(), bytes: 0, max_bytes, max_pages }
+    }
+
+    fn push(&mut self, page: RecentPage) {
+        if self.pages.back().is_some_and(|last| last.last() + 1 != page.first) {
+            self.pages.clear(); // not contiguous (never expected): start again from this page
+            self.bytes = 0;
+        }
+        self.bytes += page.records.len();
+        self.pages.push_back(page);
+        // The newest page stays whatever its size: readers following the log read it next.
+        while self.pages.len() > 1 && (self.bytes > self.max_bytes || self.pages.len() > self.max_pages) {
+            let old = self.pages.pop_front().expect("a front page");
+            self.bytes -= old.records.len();
+        }
+    }
+
+    /// Forgets the pages up to id `last`: pruned from the store.
+    fn forget_through(&mut self, last: u64) {
+        while self.pages.front().is_some_and(|p| p.last() <= last) {
+            let old = self.pages.pop_front().expect("a front page");
+            self.bytes -= old.records.len();
+        }
+    }
+
+    /// The kept pages with events after `after`, if every committed event after it is kept:
+    /// `None` sends the reader to SQLite.
+    fn after(&self, after: EventId) -> Option<Vec<RecentPage>> {
+        let first = self.pages.front()?.first;
+        let last = self.pages.back()?.last();
+        if after.tx != 0 || after.seq + 1 < first || after.seq > last {
+            return None;
+        }
+        let start = self.pages.partition_point(|p| p.last() <= after.seq);
+        Some(self.pages.range(start..).cloned().collect())
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -133,12 +219,42 @@ impl EventPage {
         let stats = serde_json::to_string(&sums.into_rows()).expect("rows serialize");
         conn.prepare_cached(
             "INSERT INTO event_pages (last_id, first_id, last_at, events, stats) \
-             SELECT COALESCE(MAX(last_id), 0) + ?1, COALESCE(MAX(last_id), 0) + 1, ?2, ?3, ?4 FROM event_pages",
+             SELECT COALESCE(MAX(last_id), 0) + ?1, COALESCE(MAX(last_id), 0) + 1, ?2, ?3, ?4 FROM event_pages \
+             RETURNING first_id",
         )?
-        .execute(params![self.count, self.last_at, self.records, stats])?;
-        self.clear();
+        .query_row(params![self.count, self.last_at, self.records, stats], |r| r.get::<_, i64>(0))
+        .map(|first| {
+            self.written.push(RecentPage {
+                first: first as u64,
+                count: self.count,
+                records: self.records.as_slice().into(),
+            })
+        })?;
+        self.start_anew();
         self.pages += 1;
         Ok(())
+    }
+
+    /// The transaction that wrote the pages since the last commit has committed: readers may
+    /// now have them from memory.
+    pub(crate) fn committed(&mut self) {
+        if self.written.is_empty() {
+            return;
+        }
+        let mut recent = self.recent.lock().expect("recent pages lock");
+        for page in self.written.drain(..) {
+            recent.push(page);
+        }
+    }
+
+    /// Pages up to id `last` were deleted.
+    pub(crate) fn pruned_through(&self, last: u64) {
+        self.recent.lock().expect("recent pages lock").forget_through(last);
+    }
+
+    /// The ring of committed pages, for the store's readers.
+    pub(crate) fn recent(&self) -> Arc<Mutex<RecentPages>> {
+        self.recent.clone()
     }
 
     /// Where the page stands, to go back to should the next operation be refused.
@@ -163,8 +279,13 @@ impl EventPage {
         }
     }
 
-    /// Forgets the gathered events: their transaction was rolled back.
+    /// Forgets the gathered events and the pages written: their transaction was rolled back.
     pub(crate) fn clear(&mut self) {
+        self.written.clear();
+        self.start_anew();
+    }
+
+    fn start_anew(&mut self) {
         self.records.clear();
         self.measures.clear();
         self.count = 0;
@@ -265,12 +386,44 @@ fn unpacked<'p>(packed: &'p PackedTaskEvent<'_, Vec<String>>) -> rusqlite::Resul
     packed.event().ok_or_else(|| unpackable(format!("{:?} is not an event type this build knows", packed.event_type)))
 }
 
+/// Maps each event after `p.after` from the ring of recent pages, as [`read_with`] does from
+/// SQLite; `None` when the ring does not hold every event after `p.after`.
+pub(crate) fn read_recent<T>(
+    recent: &Mutex<RecentPages>,
+    p: &ReadEvents,
+    mut f: impl FnMut(EventId, &str) -> rusqlite::Result<T>,
+) -> Option<Result<Vec<T>>> {
+    let pages = recent.lock().expect("recent pages lock").after(p.after)?;
+    let mut out = Vec::new();
+    let mut scratch = Vec::new();
+    for page in &pages {
+        let Some(left) = (p.limit as usize).checked_sub(out.len()).filter(|&left| left > 0) else { break };
+        let records = ValueRef::Blob(&page.records);
+        if let Err(e) =
+            page_events(page.first, records, p.after.seq, left, &mut out, &mut |id, e| f(id, e.line(&mut scratch)?))
+        {
+            return Some(Err(e));
+        }
+    }
+    Some(Ok(out))
+}
+
+/// An event as [`Event`].
+pub(crate) fn parsed(id: EventId, line: &str) -> rusqlite::Result<Event> {
+    Ok(Event { id, event: serde_json::from_str(line).map_err(unreadable)? })
+}
+
+/// An event as [`StoredEvent`].
+pub(crate) fn stored(id: EventId, line: &str) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent { id, json: line.to_owned() })
+}
+
 pub(crate) fn read(conn: &Connection, p: &ReadEvents) -> Result<Vec<Event>> {
-    read_with(conn, p, |id, line| Ok(Event { id, event: serde_json::from_str(line).map_err(unreadable)? }))
+    read_with(conn, p, parsed)
 }
 
 pub(crate) fn read_stored(conn: &Connection, p: &ReadEvents) -> Result<Vec<StoredEvent>> {
-    read_with(conn, p, |id, line| Ok(StoredEvent { id, json: line.to_owned() }))
+    read_with(conn, p, stored)
 }
 
 /// What the roll-up takes of the events after `p.after`: a page's sums where it starts after
@@ -339,7 +492,7 @@ pub(crate) fn last_id(conn: &Connection) -> Result<EventId> {
 /// until at least `limit` events are gone (a page is deleted whole): pages are written in time
 /// order, so this stops at the first one to keep without an index on time. The newest page
 /// always stays (see the module's note on ids). Returns how many events it deleted.
-pub(crate) fn prune(conn: &Connection, p: PruneEvents) -> Result<usize> {
+pub(crate) fn prune(conn: &Connection, page: &EventPage, p: PruneEvents) -> Result<usize> {
     let last: Option<i64> = conn
         .query_row(
             "SELECT MAX(last_id) FROM event_pages \
@@ -360,6 +513,8 @@ pub(crate) fn prune(conn: &Connection, p: PruneEvents) -> Result<usize> {
     conn.prepare_cached("DELETE FROM event_pages WHERE last_id <= ?1")
         .and_then(|mut s| s.execute([last]))
         .map_err(internal)?;
+    // Before the commit: should it fail, the ring only misses pages SQLite still has.
+    page.pruned_through(last as u64);
     Ok(events as usize)
 }
 
@@ -411,9 +566,13 @@ mod tests {
         }
         assert_eq!(last_id(&conn).unwrap().seq, 600);
         // Pruning takes whole pages, never the newest, and ids go on from the largest.
-        let pruned = prune(&conn, PruneEvents { before: at(10_000), limit: 300 }).unwrap();
+        let pruned = prune(&conn, &page, PruneEvents { before: at(10_000), limit: 300 }).unwrap();
         assert_eq!(pruned, 512);
-        assert_eq!(prune(&conn, PruneEvents { before: at(10_000), limit: 300 }).unwrap(), 0, "the newest page stays");
+        assert_eq!(
+            prune(&conn, &page, PruneEvents { before: at(10_000), limit: 300 }).unwrap(),
+            0,
+            "the newest page stays"
+        );
         page.push(&conn, &NewEvent::queue("next", false, at(700))).unwrap();
         page.write(&conn).unwrap();
         assert_eq!(ids(&read(&conn, &after(0, 1000)).unwrap()), (513..=601).collect::<Vec<_>>());
@@ -479,6 +638,52 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Whatever groups were committed, rolled back or pruned, a read the ring of recent
+        /// pages answers is the read SQLite answers, and a read of the newest page is answered.
+        #[test]
+        fn the_ring_of_recent_pages_reads_as_sqlite_does(
+            steps in proptest::collection::vec((0u8..4, 0u32..400), 1..14),
+            (max_bytes, max_pages) in (1usize..20_000, 1usize..12),
+        ) {
+            let conn = database();
+            let mut page = EventPage { recent: Arc::new(Mutex::new(RecentPages::bounded(max_bytes, max_pages))), ..Default::default() };
+            let mut at_ms = 0;
+            for (op, n) in steps {
+                conn.execute_batch("BEGIN").unwrap();
+                if op == 3 {
+                    prune(&conn, &page, PruneEvents { before: at(at_ms), limit: n }).unwrap();
+                } else {
+                    for i in 0..n {
+                        at_ms += 1;
+                        page.push(&conn, &NewEvent::queue(&format!("q{i}"), true, at(at_ms))).unwrap();
+                    }
+                    page.write(&conn).unwrap();
+                }
+                if op == 2 {
+                    conn.execute_batch("ROLLBACK").unwrap();
+                    page.clear();
+                    continue;
+                }
+                conn.execute_batch("COMMIT").unwrap();
+                page.committed();
+                let last = last_id(&conn).unwrap().seq;
+                if op != 3 && n > 0 {
+                    proptest::prop_assert!(read_recent(&page.recent, &after(last - 1, 5), stored).is_some(), "the newest page is kept");
+                }
+                for from in (0..=last + 1).step_by(7).chain(last.saturating_sub(3)..=last + 1) {
+                    for limit in [1, 9, 300, 2000] {
+                        let p = after(from, limit);
+                        if let Some(recent) = read_recent(&page.recent, &p, stored) {
+                            let recent: Vec<_> = recent.unwrap().into_iter().map(|e| (e.id, e.json)).collect();
+                            let sqlite: Vec<_> = read_stored(&conn, &p).unwrap().into_iter().map(|e| (e.id, e.json)).collect();
+                            proptest::prop_assert_eq!(recent, sqlite, "after {}, limit {}", from, limit);
+                        }
+                    }
+                }
+            }
+        }
+
         /// A task event packed into a page reads back as the very JSON the event serializes
         /// to, whatever its strings hold, from the page's start and from the middle.
         #[test]

@@ -126,6 +126,8 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     topics: Arc<Topics>,
+    /// The event pages committed last, which reads of the log's end are answered from.
+    recent_events: Arc<Mutex<events::RecentPages>>,
     _checkpointer: Checkpointer,
 }
 
@@ -159,8 +161,10 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES).map_err(internal)?;
         let checkpointer = Checkpointer::spawn(open(&config.path).map_err(internal)?);
         let topics = Arc::new(Topics::new());
+        let writer = Writer::spawn(conn, wal, topics.clone(), config.aging);
         Ok(SqliteStore {
-            writer: Writer::spawn(conn, wal, topics.clone(), config.aging),
+            recent_events: writer.recent_events(),
+            writer,
             readers: Arc::new(Mutex::new(readers.map_err(internal)?)),
             path: config.path,
             topics,
@@ -358,10 +362,16 @@ impl Store for SqliteStore {
     }
 
     async fn read_events(&self, p: ReadEvents) -> Result<Vec<Event>> {
+        if let Some(found) = events::read_recent(&self.recent_events, &p, events::parsed) {
+            return found;
+        }
         self.read(move |c| events::read(c, &p)).await
     }
 
     async fn read_stored_events(&self, p: ReadEvents) -> Result<Vec<StoredEvent>> {
+        if let Some(found) = events::read_recent(&self.recent_events, &p, events::stored) {
+            return found;
+        }
         self.read(move |c| events::read_stored(c, &p)).await
     }
 
@@ -374,7 +384,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_events(&self, p: PruneEvents) -> Result<usize> {
-        self.writer.write(false, move |c, _| events::prune(c, p)).await
+        self.writer.write(false, move |c, st| events::prune(c, &st.events, p)).await
     }
 
     async fn stats_position(&self) -> Result<EventId> {

@@ -149,6 +149,8 @@ pub(crate) struct Writer {
     /// Set while the writer thread waits for the lock with jobs in hand: small writes then queue
     /// behind it instead of taking the lock first (the mutex is not fair).
     writer_waiting: Arc<AtomicBool>,
+    /// The event pages committed last (see `events::RecentPages`).
+    recent_events: Arc<Mutex<super::events::RecentPages>>,
 }
 
 impl Writer {
@@ -175,6 +177,7 @@ impl Writer {
             buckets: BucketCache::default(),
             events: Default::default(),
         };
+        let recent_events = state.events.recent();
         let mut core = Core { conn, wal, state };
         reload_ledger(&core.conn, &mut core.state);
         // SQLite itself never syncs on commit; the writer syncs the log when a caller is owed it.
@@ -183,12 +186,23 @@ impl Writer {
         }
         let core = Arc::new(Mutex::new(core));
         let writer_waiting = Arc::new(AtomicBool::new(false));
-        let writer = Writer { tx, core: core.clone(), topics: topics.clone(), writer_waiting: writer_waiting.clone() };
+        let writer = Writer {
+            tx,
+            core: core.clone(),
+            topics: topics.clone(),
+            writer_waiting: writer_waiting.clone(),
+            recent_events,
+        };
         std::thread::Builder::new()
             .name("taskwarden-sqlite-writer".into())
             .spawn(move || run(&core, rx, &topics, &writer_waiting))
             .expect("spawn the SQLite writer thread");
         writer
+    }
+
+    /// The event pages committed last, for readers.
+    pub fn recent_events(&self) -> Arc<Mutex<super::events::RecentPages>> {
+        self.recent_events.clone()
     }
 
     /// Runs `op` inside the next group transaction and resolves once that transaction committed.
@@ -328,6 +342,9 @@ fn commit_group(
         None if conn.is_autocommit() => Err(StoreError::Unavailable("the transaction was rolled back; retry".into())),
         None => exec(conn, "COMMIT"),
     };
+    if commit.is_ok() {
+        state.events.committed();
+    }
     if commit.is_err() {
         let _ = exec(conn, "ROLLBACK");
         state.touched = [false; 3];
