@@ -213,6 +213,9 @@ async fn read_matching(
         if !full {
             return Ok(Matching { events, next: after, caught_up: true });
         }
+        // A read of the log's end is answered on this thread (the store's recent pages): give it
+        // back between reads to the requests waiting for it.
+        tokio::task::yield_now().await;
     }
     Ok(Matching { events, next: after, caught_up: false })
 }
