@@ -126,16 +126,25 @@ impl RecentPages {
         }
     }
 
-    /// The kept pages with events after `after`, if every committed event after it is kept:
-    /// `None` sends the reader to SQLite.
-    fn after(&self, after: EventId) -> Option<Vec<RecentPage>> {
+    /// The kept pages holding the first `limit` events after `after`, if every committed event
+    /// after it is kept: `None` sends the reader to SQLite.
+    fn after(&self, after: EventId, limit: u32) -> Option<Vec<RecentPage>> {
         let first = self.pages.front()?.first;
         let last = self.pages.back()?.last();
         if after.tx != 0 || after.seq + 1 < first || after.seq > last {
             return None;
         }
         let start = self.pages.partition_point(|p| p.last() <= after.seq);
-        Some(self.pages.range(start..).cloned().collect())
+        let mut pages = Vec::new();
+        let mut events = 0;
+        for page in self.pages.range(start..) {
+            if events >= u64::from(limit) {
+                break;
+            }
+            events += page.last() - after.seq.max(page.first - 1);
+            pages.push(page.clone());
+        }
+        Some(pages)
     }
 }
 
@@ -393,7 +402,7 @@ pub(crate) fn read_recent<T>(
     p: &ReadEvents,
     mut f: impl FnMut(EventId, &str) -> rusqlite::Result<T>,
 ) -> Option<Result<Vec<T>>> {
-    let pages = recent.lock().expect("recent pages lock").after(p.after)?;
+    let pages = recent.lock().expect("recent pages lock").after(p.after, p.limit)?;
     let mut out = Vec::new();
     let mut scratch = Vec::new();
     for page in &pages {
