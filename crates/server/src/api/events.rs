@@ -213,8 +213,8 @@ async fn read_matching(
         if !full {
             return Ok(Matching { events, next: after, caught_up: true });
         }
-        // A read of the log's end is answered on this thread (the store's recent pages): give it
-        // back between reads to the requests waiting for it.
+        // A store may answer a read on this thread (the embedded one does from memory, for the
+        // log's end): give it back between reads to the requests waiting for it.
         tokio::task::yield_now().await;
     }
     Ok(Matching { events, next: after, caught_up: false })

@@ -321,7 +321,7 @@ impl Stored<'_> {
 }
 
 /// Maps each event after `p.after` (its id and its line), in id order, at most `p.limit`.
-fn read_with<T>(
+pub(crate) fn read_with<T>(
     conn: &Connection,
     p: &ReadEvents,
     mut f: impl FnMut(EventId, &str) -> rusqlite::Result<T>,
@@ -425,14 +425,6 @@ pub(crate) fn parsed(id: EventId, line: &str) -> rusqlite::Result<Event> {
 /// An event as [`StoredEvent`].
 pub(crate) fn stored(id: EventId, line: &str) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent { id, json: line.to_owned() })
-}
-
-pub(crate) fn read(conn: &Connection, p: &ReadEvents) -> Result<Vec<Event>> {
-    read_with(conn, p, parsed)
-}
-
-pub(crate) fn read_stored(conn: &Connection, p: &ReadEvents) -> Result<Vec<StoredEvent>> {
-    read_with(conn, p, stored)
 }
 
 /// What the roll-up takes of the events after `p.after`: a page's sums where it starts after
@@ -545,6 +537,14 @@ mod tests {
 
     fn ids(events: &[Event]) -> Vec<u64> {
         events.iter().map(|e| e.id.seq).collect()
+    }
+
+    fn read(conn: &Connection, p: &ReadEvents) -> Result<Vec<Event>> {
+        read_with(conn, p, parsed)
+    }
+
+    fn read_stored(conn: &Connection, p: &ReadEvents) -> Result<Vec<StoredEvent>> {
+        read_with(conn, p, stored)
     }
 
     fn database() -> Connection {

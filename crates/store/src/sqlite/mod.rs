@@ -184,6 +184,21 @@ impl SqliteStore {
         backup::restore(from, db, replace)
     }
 
+    /// Reads the event log, each event made by `map` from its id and line: from the recent
+    /// pages, on the caller's thread, when they hold the read (a hop to a reader thread for it
+    /// raised the pickup p99 with a subscriber from 1.3 to 1.65 ms, six runs of each, `bench
+    /// --only e2e,latency`); else from the table, on a reader thread.
+    async fn read_log<T: Send + 'static>(
+        &self,
+        p: ReadEvents,
+        map: fn(EventId, &str) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        if let Some(found) = events::read_recent(&self.recent_events, &p, map) {
+            return found;
+        }
+        self.read(move |c| events::read_with(c, &p, map)).await
+    }
+
     /// Runs a query on a reader connection, off the async threads.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
@@ -361,21 +376,12 @@ impl Store for SqliteStore {
         self.writer.write(false, move |c, _| access::prune_audit(c, before)).await
     }
 
-    // From the recent pages, on the caller's thread, when they hold the read: a hop to a reader
-    // thread for it raised the pickup p99 with a subscriber from 1.3 to 1.65 ms (six runs of
-    // each, `bench --only e2e,latency`). Else from the table, on a reader thread.
     async fn read_events(&self, p: ReadEvents) -> Result<Vec<Event>> {
-        if let Some(found) = events::read_recent(&self.recent_events, &p, events::parsed) {
-            return found;
-        }
-        self.read(move |c| events::read(c, &p)).await
+        self.read_log(p, events::parsed).await
     }
 
     async fn read_stored_events(&self, p: ReadEvents) -> Result<Vec<StoredEvent>> {
-        if let Some(found) = events::read_recent(&self.recent_events, &p, events::stored) {
-            return found;
-        }
-        self.read(move |c| events::read_stored(c, &p)).await
+        self.read_log(p, events::stored).await
     }
 
     async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::Measured>> {
