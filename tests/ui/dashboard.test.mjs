@@ -61,6 +61,9 @@ describe("the dashboard", () => {
       await page.goto(`http://127.0.0.1:${evil.address().port}/`);
       const answer = await refused;
       assert.equal(answer.status(), 403, "the form post is refused");
+      // The answer arriving is not the navigation done: the next test's page.goto would race it
+      // (and was interrupted by it on a busy machine).
+      await page.waitForURL(`${server.url}/v1/queues/mail/pause`);
       const mail = (await open.get("/v1/queues")).queues.find((q) => q.name === "mail");
       assert.equal(mail.paused, false, "neither the form nor the no-cors fetch paused the queue");
     } finally {
