@@ -241,6 +241,11 @@ pub struct ServerArgs {
     /// How long audit log entries are kept, such as 90d [default: 90days].
     #[arg(long, env = "TASKWARDEN_AUDIT_RETENTION")]
     pub audit_retention: Option<String>,
+    /// Keep no event log: state changes append no events, so there is no event stream, no
+    /// per-minute history (`GET /v1/stats`) and no webhook deliveries; those answer 409. For
+    /// deployments that use none of them. Give every node of a cluster the same setting.
+    #[arg(long, env = "TASKWARDEN_NO_EVENT_LOG")]
+    pub no_event_log: bool,
     /// How long the event log keeps events, such as 7d [default: 7days]. A stream resumes
     /// from any event still kept.
     #[arg(long, env = "TASKWARDEN_EVENT_RETENTION")]
@@ -258,8 +263,11 @@ pub struct ServerArgs {
     /// Also serve /metrics, alone and without a token, on this address (such as
     /// 127.0.0.1:9433), for a Prometheus that holds no token. /metrics on the API needs a read
     /// token.
-    #[arg(long, env = "TASKWARDEN_METRICS_LISTEN")]
+    #[arg(long, env = "TASKWARDEN_METRICS_LISTEN", conflicts_with = "no_metrics")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Count nothing for Prometheus: /metrics answers 404.
+    #[arg(long, env = "TASKWARDEN_NO_METRICS")]
+    pub no_metrics: bool,
     /// Send spans (submit, lease, report) over OTLP/HTTP to this collector, such as
     /// http://127.0.0.1:4318. Off by default.
     #[arg(long, env = "TASKWARDEN_OTLP_ENDPOINT")]
@@ -982,8 +990,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub fanout_children: usize,
     /// Run only these measurements (single, batch, e2e, latency, fanout, scheduling); all by default.
-    /// `secure` (never run by default) compares end to end and pickup latency over HTTPS with a
-    /// token against plain HTTP, in one run. `shape` (never run by default) measures the shape
+    /// `secure` (never run by default) compares two servers side by side in one run, plain HTTP
+    /// against HTTPS with a token: single submits from one client, their drain by 2 x 16 slots,
+    /// a 512-slot drain, pickup latency. `observe` (never run by default) does the same for a
+    /// server with no event log or metrics against one with both, one SSE subscriber and a
+    /// scrape of /metrics a second. `shape` (never run by default) measures the shape
     /// users run: one client submitting one task per call, a drain by 2 worker processes of 16
     /// slots, pickup at 100 tasks/s, next to the disk's (or database's) own commit rate and the
     /// 512-slot drain.

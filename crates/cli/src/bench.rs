@@ -10,9 +10,9 @@
 //! - end to end with scheduling on (`--only scheduling`): the same drain where every task asks
 //!   for a cpu and carries concurrency and rate keys, under queue limits that never bind, next to
 //!   a plain drain in the same run, and their ratio.
-//! - security's cost (`--only secure`, SQLite): end to end and pickup latency against a server
-//!   with HTTPS and a token on every request, next to a plain HTTP server without tokens, in the
-//!   same run, and their ratios.
+//! - a feature's cost, two servers of this build side by side in one run (`side_by_side`):
+//!   HTTPS with tokens against plain HTTP (`--only secure`), and the event log and metrics on,
+//!   followed and scraped, against both off (`--only observe`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -32,6 +32,7 @@ mod backlog;
 mod chaos;
 mod search;
 mod shape;
+mod side_by_side;
 
 struct Proc(Child);
 
@@ -427,7 +428,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         shape::run(&args, &backend, dir.path()).await
     } else if args.only.iter().any(|o| o == "secure") {
         anyhow::ensure!(args.database.is_none(), "--only secure runs on the embedded store");
-        secure_comparison(&args, dir.path()).await
+        side_by_side::secure(&args, dir.path()).await
+    } else if args.only.iter().any(|o| o == "observe") {
+        anyhow::ensure!(args.database.is_none(), "--only observe runs on the embedded store");
+        side_by_side::observe(&args, dir.path()).await
     } else {
         let mut servers = Vec::new();
         let mut urls = Vec::new();
@@ -607,97 +611,5 @@ async fn measure(args: &BenchArgs, urls: &[String]) -> anyhow::Result<()> {
         "s",
         &fanout,
     );
-    Ok(())
-}
-
-/// Writes a CA and a certificate it signed for 127.0.0.1 and localhost into `dir`: (cert, key, ca).
-fn test_certificate(dir: &std::path::Path) -> anyhow::Result<(String, String, String)> {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
-    let key = rcgen::KeyPair::generate()?;
-    let cert =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?.signed_by(&key, &ca)?;
-    let path = |name: &str| dir.join(name).display().to_string();
-    std::fs::write(path("cert.pem"), cert.pem())?;
-    std::fs::write(path("key.pem"), key.serialize_pem())?;
-    std::fs::write(path("ca.pem"), ca.pem())?;
-    Ok((path("cert.pem"), path("key.pem"), path("ca.pem")))
-}
-
-/// End to end and pickup latency on a plain server (HTTP, no tokens) and a secure one (HTTPS, a
-/// token on every request), alternated within each run so the ratios compare like with like.
-async fn secure_comparison(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> {
-    let (plain_dir, secure_dir) = (dir.join("plain"), dir.join("secure"));
-    std::fs::create_dir_all(&plain_dir)?;
-    std::fs::create_dir_all(&secure_dir)?;
-    let (cert, key, ca) = test_certificate(dir)?;
-    let exe = std::env::current_exe()?;
-    let made = Command::new(&exe)
-        .args(["token", "create", "--role", "admin", "--name", "bench", "--data-dir"])
-        .arg(&secure_dir)
-        .output()?;
-    anyhow::ensure!(made.status.success(), "creating the token: {}", String::from_utf8_lossy(&made.stderr));
-    let token = String::from_utf8(made.stdout)?.trim().to_owned();
-
-    let plain = Backend::Sqlite { dir: &plain_dir, durability: &args.durability };
-    let secure = Backend::Sqlite { dir: &secure_dir, durability: &args.durability };
-    let (_plain_server, plain_url) = start_server(&plain, &[])?;
-    let (_secure_server, secure_url) = start_server(&secure, &["--tls-cert", &cert, "--tls-key", &key])?;
-    let options = taskwarden_client::ClientOptions {
-        token: Some(token.clone()),
-        ca_cert_pem: Some(std::fs::read(&ca)?),
-        identity_pem: None,
-    };
-    let plain_client = Client::new(&plain_url)?;
-    let secure_client = Client::with_options(&secure_url, options.clone())?;
-    let secure_flags = ["--token", token.as_str(), "--ca-cert", ca.as_str()];
-    println!(
-        "taskwarden bench: security's cost, SQLite, plain {plain_url} against HTTPS + token {secure_url}, {} runs",
-        args.runs
-    );
-    let (mut e2e, mut e2e_secure, mut p99, mut p99_secure) = (vec![], vec![], vec![], vec![]);
-    let (mut p50, mut p50_secure) = (vec![], vec![]);
-    for run in 0..args.runs {
-        // Which goes first alternates, so neither always gets the warmer machine.
-        for secure in [run % 2 == 1, run % 2 == 0] {
-            let q = format!("e2e{run}");
-            let (url, client, flags): (&String, &Client, &[&str]) = match secure {
-                true => (&secure_url, &secure_client, &secure_flags),
-                false => (&plain_url, &plain_client, &[]),
-            };
-            let rate = drain(std::slice::from_ref(url), client, &q, args.e2e_tasks, false, flags).await?;
-            let q = format!("latency{run}");
-            let options = if secure { options.clone() } else { Default::default() };
-            let mut lat = pickup_latency_with(url, options, client, &q, args.latency_samples).await?;
-            lat.sort();
-            let ms = |q: f64| percentile(&lat, q).as_secs_f64() * 1000.0;
-            match secure {
-                true => (e2e_secure.push(rate), p50_secure.push(ms(0.5)), p99_secure.push(ms(0.99))),
-                false => (e2e.push(rate), p50.push(ms(0.5)), p99.push(ms(0.99))),
-            };
-        }
-        println!(
-            "run {}: end-to-end {:.0}/s plain, {:.0}/s secure ({:.2}); pickup p99 {:.2} ms plain, {:.2} ms secure",
-            run + 1,
-            e2e[run],
-            e2e_secure[run],
-            e2e_secure[run] / e2e[run],
-            p99[run],
-            p99_secure[run]
-        );
-    }
-    let ratio = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x / y).collect::<Vec<_>>();
-    println!();
-    println!("| measurement (median of {} runs) | value |", args.runs);
-    println!("|---|---|");
-    report(&format!("end to end, {} no-op tasks, plain HTTP, no tokens", args.e2e_tasks), "tasks/s", &e2e);
-    report("end to end, HTTPS and a token on every request", "tasks/s", &e2e_secure);
-    report("  secure as a share of plain", "ratio", &ratio(&e2e_secure, &e2e));
-    report("pickup latency p50, plain", "ms", &p50);
-    report("pickup latency p50, HTTPS and a token", "ms", &p50_secure);
-    report("pickup latency p99, plain", "ms", &p99);
-    report("pickup latency p99, HTTPS and a token", "ms", &p99_secure);
-    report("  secure over plain", "ratio", &ratio(&p99_secure, &p99));
     Ok(())
 }

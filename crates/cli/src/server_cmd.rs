@@ -37,6 +37,8 @@ struct FileConfig {
     prune_interval_ms: Option<u64>,
     aging: Option<String>,
     insecure_no_auth: Option<bool>,
+    no_event_log: Option<bool>,
+    no_metrics: Option<bool>,
     allowed_hosts: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -82,6 +84,15 @@ impl Database {
             }
             None => Database::Sqlite(SqliteConfig { durability, aging, ..SqliteConfig::new(database_file(&data_dir)) }),
         }
+    }
+
+    /// Whether the store keeps the event log (it does unless told).
+    pub fn with_event_log(mut self, on: bool) -> Database {
+        match &mut self {
+            Database::Sqlite(c) => c.event_log = on,
+            Database::Postgres(c, _) => c.event_log = on,
+        }
+        self
     }
 
     /// Where, for people: the file, or the database without its password.
@@ -229,7 +240,12 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
     let allow = if args.webhook_allow.is_empty() { file.webhook_allow.unwrap_or_default() } else { args.webhook_allow };
     server.webhook_allow =
         taskwarden_core::address::AllowRule::parse_list(&allow.join(",")).context("--webhook-allow")?;
+    server.event_log = !(args.no_event_log || file.no_event_log.unwrap_or(false));
+    server.metrics.enabled = !(args.no_metrics || file.no_metrics.unwrap_or(false));
     server.metrics_listen = args.metrics_listen.or(file.metrics_listen);
+    if server.metrics_listen.is_some() && !server.metrics.enabled {
+        bail!("invalid configuration: metrics_listen serves /metrics, which no_metrics turns off");
+    }
     server.traces = args.otlp_endpoint.is_some();
     if let Some(v) = args.metrics_label_cap.or(file.metrics_label_cap) {
         server.metrics.label_cap = v;
@@ -261,7 +277,7 @@ pub fn resolve(args: ServerArgs) -> anyhow::Result<Resolved> {
     };
     Ok(Resolved {
         listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7433".into()),
-        database: Database::resolve(database, data_dir, durability, aging),
+        database: Database::resolve(database, data_dir, durability, aging).with_event_log(server.event_log),
         migrate: !args.no_migrate,
         server,
     })

@@ -238,3 +238,76 @@ async fn a_handlers_log_lines_are_printed_by_task_logs_follow() {
         ["sleeping 1500 ms", "INFO woke up attempt=1"]
     );
 }
+
+/// `--no-event-log --no-metrics`: tasks run as ever; the log's readers (events, stats, new
+/// webhooks) answer 409 saying why, `/metrics` 404, and the file keeps no event. Started again
+/// with the defaults, the same data directory logs what happens from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_the_event_log_or_metrics_runs_tasks_and_says_what_it_does_not_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().display().to_string();
+    let args = |extra: &[&str]| {
+        let mut args: Vec<String> = vec!["--data-dir".into(), data_dir.clone()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let port = support::free_port();
+    let mut server = ServerProcess::start_with(args(&["--no-event-log", "--no-metrics"]), port);
+    let client = Client::new(&server.url).unwrap();
+    let _worker = WorkerProcess::start(&server.url, "quiet", &[]);
+    let task = client.submit(SubmitTask::new("quiet", "echo").payload(&serde_json::json!(7)).unwrap()).await.unwrap();
+    let done = client.wait(task.id, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(done.state, taskwarden_client::TaskState::Succeeded);
+
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str| http.request(method, format!("{}{path}", server.url));
+    for (request, status, code) in [
+        (call(reqwest::Method::GET, "/v1/events"), 409, "event_log_off"),
+        (call(reqwest::Method::GET, "/v1/events").header("Accept", "text/event-stream"), 409, "event_log_off"),
+        (call(reqwest::Method::GET, "/v1/stats"), 409, "event_log_off"),
+        (
+            call(reqwest::Method::POST, "/v1/webhooks")
+                .json(&serde_json::json!({"name": "n", "url": "https://example.com/hook", "events": ["task.failed"]})),
+            409,
+            "event_log_off",
+        ),
+        (call(reqwest::Method::GET, "/metrics"), 404, "metrics_off"),
+    ] {
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    let (code, _, err) = cli_code(&["events", "--url", &server.url], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("--no-event-log"), "the CLI passes the server's reason on: {err}");
+
+    // The same data directory with the defaults: the log starts with what happens now.
+    drop(_worker);
+    server.kill9();
+    let server = ServerProcess::start_with(args(&[]), port);
+    let client = Client::new(&server.url).unwrap();
+    let again = client.submit(SubmitTask::new("quiet", "echo")).await.unwrap();
+    let log = whole_log(&client).await;
+    let tasks: Vec<&str> = log.iter().filter_map(|e| e["task_id"].as_str()).collect();
+    assert_eq!(tasks, [again.id.to_string()], "only the task submitted with the log on: {log:?}");
+    let metrics = http.get(format!("{}/metrics", server.url)).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+
+    // Metrics off and a listener for them contradict each other: refused at start.
+    let (code, _, err) = cli_code(
+        &[
+            "server",
+            "--data-dir",
+            &data_dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--no-metrics",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--no-metrics") || err.contains("no_metrics"), "{err}");
+}

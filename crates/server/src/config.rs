@@ -35,6 +35,9 @@ pub struct ServerConfig {
     pub token_refresh: Duration,
     /// How long audit log entries are kept.
     pub audit_retention: Duration,
+    /// The store keeps the event log (the store's own setting, told to the server): off, the
+    /// event stream, the per-minute history and webhooks answer 409, having nothing to serve.
+    pub event_log: bool,
     /// How long the event log keeps an event (a stream can resume from any event still kept).
     pub event_retention: Duration,
     /// How long the per-minute history (`GET /v1/stats`) is kept.
@@ -115,6 +118,7 @@ impl Default for ServerConfig {
             metrics: crate::MetricsConfig::default(),
             metrics_listen: None,
             traces: false,
+            event_log: true,
         }
     }
 }

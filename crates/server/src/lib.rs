@@ -105,7 +105,10 @@ impl Server {
         shutdown: CancellationToken,
     ) -> Server {
         let metrics = Arc::new(metrics::Metrics::new(&config.metrics, &config.node_name));
-        let store: Arc<dyn Store> = Arc::new(metrics::MeteredStore::new(store, metrics.clone()));
+        let store: Arc<dyn Store> = match config.metrics.enabled {
+            true => Arc::new(metrics::MeteredStore::new(store, metrics.clone())),
+            false => store,
+        };
         let (signals, loops) = maintenance::spawn(store.clone(), clock.clone(), &config, shutdown.clone());
         let leader = signals.leader.clone();
         let access = Arc::new(auth::Access::new(store.clone()));

@@ -16,6 +16,13 @@ async fn postgres() -> Option<Harness> {
 taskwarden_store::conformance_tests!(postgres());
 
 #[tokio::test]
+async fn with_the_event_log_off_changes_append_no_events() {
+    let Some(schema) = TestSchema::new("quiet").await else { return };
+    let store = PgStore::open(taskwarden_store::PgConfig { event_log: false, ..schema.config() }).await.unwrap();
+    taskwarden_store::conformance::with_the_event_log_off_changes_append_no_events(&store).await;
+}
+
+#[tokio::test]
 async fn migrations_run_once_when_nodes_start_together() {
     let Some(schema) = TestSchema::new("migrate").await else { return };
     let config = schema.config();

@@ -14,6 +14,14 @@ async fn sqlite() -> Harness {
 
 taskwarden_store::conformance_tests!(sqlite());
 
+#[tokio::test]
+async fn with_the_event_log_off_changes_append_no_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SqliteConfig { event_log: false, ..SqliteConfig::new(dir.path().join("taskwarden.db")) };
+    let store = SqliteStore::open(config).unwrap();
+    taskwarden_store::conformance::with_the_event_log_off_changes_append_no_events(&store).await;
+}
+
 /// With relaxed durability most writes take another path (`Writer::write_small`: run on the
 /// caller's thread when the writer is idle), so the whole suite runs on it too.
 mod relaxed {

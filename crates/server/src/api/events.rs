@@ -28,6 +28,27 @@ use super::{ApiResult, AppState};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiQuery};
 
+/// Taken by the handlers that serve the event log or what is made of it (the per-minute
+/// history, webhooks): on a server started with `--no-event-log` they answer 409, saying why,
+/// instead of an empty log that looks like a quiet one.
+pub(super) struct EventLogKept;
+
+impl axum::extract::FromRequestParts<AppState> for EventLogKept {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut axum::http::request::Parts, s: &AppState) -> Result<Self, ApiError> {
+        match s.config.event_log {
+            true => Ok(EventLogKept),
+            false => Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "event_log_off",
+                "this server keeps no event log (it was started with --no-event-log): no events, \
+                 per-minute stats or webhook deliveries to serve",
+            )),
+        }
+    }
+}
+
 /// Events read from the store per query of a JSON page.
 const READ_PAGE: u32 = 500;
 /// Events read from the store per query of a stream: a stream behind a busy log reads on at
@@ -118,6 +139,7 @@ fn types_schema() -> Schema {
 pub(super) async fn events(
     State(s): State<AppState>,
     caller: Caller,
+    _: EventLogKept,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Response> {

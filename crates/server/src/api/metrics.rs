@@ -28,6 +28,10 @@ pub(super) async fn metrics(State(s): State<AppState>, caller: Caller) -> ApiRes
 
 /// The metrics as a response (for `/metrics` on the API and on `--metrics-listen`).
 pub(crate) async fn render(s: &AppState) -> ApiResult<Response> {
+    if !s.config.metrics.enabled {
+        let off = "metrics are off on this server (it was started with --no-metrics)";
+        return Err(super::ApiError::new(axum::http::StatusCode::NOT_FOUND, "metrics_off", off));
+    }
     let leader = *s.leader.borrow();
     let text = s.metrics.render(&*s.store, s.clock.now(), leader).await?;
     Ok(([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response())

@@ -221,8 +221,12 @@ pub(crate) fn router(state: AppState, guard: Guard) -> Router {
         big_bodies: Arc::new(tokio::sync::Semaphore::new(BIG_BODIES_AT_ONCE)),
     });
     let (api, _) = routes().split_for_parts();
-    let api =
-        api.route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track_requests));
+    let api = match state.config.metrics.enabled {
+        true => {
+            api.route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track_requests))
+        }
+        false => api,
+    };
     let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"]));
     api.merge(Router::from(docs))
         .merge(crate::ui::router())

@@ -46,6 +46,7 @@ pub(super) struct StatsQuery {
 pub(super) async fn stats(
     State(s): State<AppState>,
     caller: Caller,
+    _: super::events::EventLogKept,
     ApiQuery(q): ApiQuery<StatsQuery>,
 ) -> ApiResult<Json<StatsPage>> {
     caller.may(&s, Action::Read, q.queue.as_deref())?;

@@ -39,6 +39,7 @@ async fn find(s: &AppState, name: &str) -> ApiResult<Webhook> {
 pub(super) async fn create(
     State(s): State<AppState>,
     caller: Caller,
+    _: super::events::EventLogKept,
     ApiJson(call): ApiJson<CreateWebhookCall>,
 ) -> ApiResult<impl IntoResponse> {
     caller.may(&s, Action::Admin, None)?;
@@ -131,6 +132,7 @@ pub(super) async fn deliveries(
 pub(super) async fn replay(
     State(s): State<AppState>,
     caller: Caller,
+    _: super::events::EventLogKept,
     Path(name): Path<String>,
     ApiJson(call): ApiJson<ReplayCall>,
 ) -> ApiResult<Json<WebhookInfo>> {

@@ -39,6 +39,8 @@ pub const OTHER: &str = "other";
 /// What `/metrics` shows and how.
 #[derive(Clone, Debug)]
 pub struct MetricsConfig {
+    /// Count at all (on by default). Off, nothing is counted and `/metrics` answers 404.
+    pub enabled: bool,
     /// Most distinct queues, and most distinct kinds, given series of their own.
     pub label_cap: usize,
     /// Bucket upper bounds, in seconds, of `taskwarden_task_queue_wait_seconds`.
@@ -57,6 +59,7 @@ fn default_buckets() -> Vec<f64> {
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
+            enabled: true,
             label_cap: 100,
             queue_wait_buckets: default_buckets(),
             run_buckets: default_buckets(),

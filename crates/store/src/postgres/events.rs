@@ -17,8 +17,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::PgResult;
 use super::rows::{execute, query, query_opt, task_id, uuid};
+use super::{PgResult, Shared};
 use crate::StoreError;
 use crate::params::{PruneEvents, ReadEvents};
 
@@ -41,8 +41,11 @@ pub(crate) struct EventRows {
 
 impl EventRows {
     /// The events the tasks' last transitions noted.
-    pub fn of_tasks<'t>(tasks: impl IntoIterator<Item = &'t Task>) -> EventRows {
+    pub fn of_tasks<'t>(shared: &Shared, tasks: impl IntoIterator<Item = &'t Task>) -> EventRows {
         let mut rows = EventRows::default();
+        if !shared.event_log {
+            return rows;
+        }
         for e in tasks.into_iter().filter_map(TaskEvent::of) {
             rows.at.push(e.at.as_micros());
             rows.event_type.push(e.event_type.as_str());
@@ -103,7 +106,10 @@ pub(crate) fn cte(first: usize) -> String {
 }
 
 /// Appends events on their own (workflow, worker and queue events).
-pub(crate) async fn append(c: &impl GenericClient, events: &[NewEvent]) -> PgResult<()> {
+pub(crate) async fn append(c: &impl GenericClient, shared: &Shared, events: &[NewEvent]) -> PgResult<()> {
+    if !shared.event_log {
+        return Ok(());
+    }
     let mut rows = EventRows::default();
     for e in events {
         rows.push(e);

@@ -84,6 +84,10 @@ pub struct PgConfig {
     /// A ready task gains one priority level per this much waiting, so low-priority work waits a
     /// bounded time under a flood of high-priority work; `None` turns aging off.
     pub aging: Option<Duration>,
+    /// Keep the event log (on by default). Off, this node's state changes append no events.
+    /// Every node of a cluster should agree: a stream shows only what the nodes that keep the
+    /// log appended.
+    pub event_log: bool,
 }
 
 impl PgConfig {
@@ -95,6 +99,7 @@ impl PgConfig {
             connect_timeout: Duration::from_secs(2),
             migrate: true,
             aging: Some(crate::DEFAULT_AGING),
+            event_log: true,
         }
     }
 }
@@ -232,6 +237,8 @@ pub(crate) struct Shared {
     /// Tasks this node leased per queue, for the weighted fair share of multi-queue fetches.
     pub leased: Mutex<std::collections::BTreeMap<String, u64>>,
     pub aging: Option<Duration>,
+    /// Append events (`PgConfig::event_log`).
+    pub event_log: bool,
     /// Task row versions this node wrote since it last started a vacuum (see `vacuum_if_churned`).
     pub churn: std::sync::atomic::AtomicU64,
     /// When this node last started one, and whether one is running.
@@ -336,6 +343,7 @@ impl PgStore {
                 channel,
                 leased: Mutex::default(),
                 aging: config.aging,
+                event_log: config.event_log,
                 churn: Default::default(),
                 vacuumed_at: Mutex::default(),
                 vacuuming: Default::default(),
@@ -696,7 +704,7 @@ impl Store for PgStore {
     }
 
     async fn update_queue(&self, p: UpdateQueue) -> Result<()> {
-        transaction!(self, |tx, st| ops::update_queue(&tx, st, &p).await)
+        transaction!(self, |tx, st| ops::update_queue(&tx, st, &self.shared, &p).await)
     }
 
     async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {
@@ -768,7 +776,7 @@ impl Store for PgStore {
     }
 
     async fn retry_workflow(&self, p: RetryWorkflow) -> Result<Workflow> {
-        transaction!(self, |tx, st| workflow_retry::retry(&tx, st, &p).await)
+        transaction!(self, |tx, st| workflow_retry::retry(&tx, st, &self.shared, &p).await)
     }
 
     async fn fan_out(&self, p: FanOutTasks) -> Result<FanOut> {

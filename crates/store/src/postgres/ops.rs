@@ -23,7 +23,7 @@ use crate::queue_stats::{COUNTED, Count, assemble};
 /// Writes tasks back after their transitions and notes the topics they touch; workflow tasks
 /// that finished then move their workflows on (which sees them already written).
 pub(crate) async fn save(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, tasks: &[Task]) -> PgResult<()> {
-    rows::update(tx, tasks, None).await?;
+    rows::update(tx, shared, tasks, None).await?;
     after_write(tx, st, shared, tasks).await
 }
 
@@ -59,7 +59,7 @@ async fn save_unchanged(
     versions: &HashMap<TaskId, i64>,
 ) -> PgResult<()> {
     let versions: Vec<i64> = tasks.iter().map(|t| versions[&t.id]).collect();
-    rows::update(tx, tasks, Some(&versions)).await?;
+    rows::update(tx, shared, tasks, Some(&versions)).await?;
     after_write(tx, st, shared, tasks).await
 }
 
@@ -125,7 +125,7 @@ pub(crate) async fn submit(
         out.push(Submitted { task: task.clone(), created: true });
         new.push(task);
     }
-    rows::insert(tx, &new).await?;
+    rows::insert(tx, shared, &new).await?;
     Ok(out)
 }
 
@@ -142,7 +142,7 @@ pub(crate) async fn submit_plain(
     for task in &new {
         st.touch_for(task);
     }
-    rows::insert_notifying(c, &new, &shared.channel, &st.payload()).await?;
+    rows::insert_notifying(c, shared, &new, &st.payload()).await?;
     Ok((new.into_iter().map(|task| Submitted { task, created: true }).collect(), st))
 }
 
@@ -605,7 +605,7 @@ pub(crate) async fn register_worker(tx: &Tx<'_>, shared: &Shared, p: &RegisterWo
         ],
     )
     .await?;
-    super::events::append(tx, &[NewEvent::worker_joined(&id, &p.queues, p.now)]).await?;
+    super::events::append(tx, shared, &[NewEvent::worker_joined(&id, &p.queues, p.now)]).await?;
     for (kind, schema) in &p.schemas {
         execute(
             tx,
@@ -658,7 +658,7 @@ pub(crate) async fn workers(c: &impl GenericClient) -> PgResult<Vec<WorkerInfo>>
         .collect())
 }
 
-pub(crate) async fn update_queue(tx: &Tx<'_>, st: &mut Touched, p: &UpdateQueue) -> PgResult<()> {
+pub(crate) async fn update_queue(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &UpdateQueue) -> PgResult<()> {
     let limits = p.limits.map(|l| serde_json::to_string(&l).expect("plain data serializes"));
     execute(
         tx,
@@ -670,7 +670,7 @@ pub(crate) async fn update_queue(tx: &Tx<'_>, st: &mut Touched, p: &UpdateQueue)
     )
     .await?;
     if let Some(paused) = p.paused {
-        super::events::append(tx, &[NewEvent::queue(&p.queue, paused, p.now)]).await?;
+        super::events::append(tx, shared, &[NewEvent::queue(&p.queue, paused, p.now)]).await?;
     }
     if p.paused == Some(false) || limits.is_some() {
         st.touch(Topic::Ready); // its tasks may be leased again: wake the parked fetchers

@@ -10,8 +10,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::PgResult;
 use super::events::{EventRows, cte};
+use super::{PgResult, Shared};
 use crate::StoreError;
 
 pub(crate) type Tx<'a> = deadpool_postgres::Transaction<'a>;
@@ -159,27 +159,32 @@ macro_rules! insert_tasks {
     };
 }
 
-pub(crate) async fn insert(tx: &Tx<'_>, new: &[Task]) -> PgResult<()> {
+pub(crate) async fn insert(tx: &Tx<'_>, shared: &Shared, new: &[Task]) -> PgResult<()> {
     if !new.is_empty() {
-        insert_with(tx, new, None).await?;
+        insert_with(tx, shared, new, None).await?;
     }
     Ok(())
 }
 
-/// Inserts new tasks and sends the wake-up (`channel`, `payload`) in one statement, which outside
-/// a transaction is a transaction of its own: a plain submit costs one round trip.
+/// Inserts new tasks and sends the wake-up (`payload` on this node's channel) in one statement,
+/// which outside a transaction is a transaction of its own: a plain submit costs one round trip.
 pub(crate) async fn insert_notifying(
     c: &impl GenericClient,
+    shared: &Shared,
     new: &[Task],
-    channel: &str,
     payload: &str,
 ) -> PgResult<()> {
-    insert_with(c, new, Some((channel, payload))).await
+    insert_with(c, shared, new, Some((&shared.channel, payload))).await
 }
 
 /// Inserts tasks with their `task.submitted` events, and sends the wake-up if asked, in one
 /// statement.
-async fn insert_with(c: &impl GenericClient, new: &[Task], notify: Option<(&str, &str)>) -> PgResult<()> {
+async fn insert_with(
+    c: &impl GenericClient,
+    shared: &Shared,
+    new: &[Task],
+    notify: Option<(&str, &str)>,
+) -> PgResult<()> {
     let cols = Columns::of(new);
     // Written once: what a task asks for never changes.
     let resources: Vec<Option<String>> = new
@@ -206,7 +211,7 @@ async fn insert_with(c: &impl GenericClient, new: &[Task], notify: Option<(&str,
         &resources,
         &cols.expires_at,
     ];
-    let events = EventRows::of_tasks(new);
+    let events = EventRows::of_tasks(shared, new);
     let notify = notify.map(|(channel, payload)| [channel, payload]);
     let sql = match &notify {
         Some([channel, payload]) => {
@@ -226,6 +231,7 @@ async fn insert_with(c: &impl GenericClient, new: &[Task], notify: Option<(&str,
 /// conflict that reruns the whole transaction if any was.
 pub(crate) async fn update<'t>(
     tx: &Tx<'_>,
+    shared: &Shared,
     changed: impl IntoIterator<Item = &'t Task>,
     versions: Option<&[i64]>,
 ) -> PgResult<()> {
@@ -239,7 +245,7 @@ pub(crate) async fn update<'t>(
         None => ("", "", ""),
     };
     // The events' parameters follow the tasks' (and the versions, if any).
-    let events = EventRows::of_tasks(changed.iter().copied());
+    let events = EventRows::of_tasks(shared, changed.iter().copied());
     let append = match (events.is_empty(), versions) {
         (true, _) => String::new(),
         (false, None) => format!("WITH {}", cte(11)),

@@ -13,12 +13,12 @@ use uuid::Uuid;
 
 use super::rows::{self, Tx, execute, json, parse, query, query_opt, uuid};
 use super::workflows::get;
-use super::{PgResult, Touched};
+use super::{PgResult, Shared, Touched};
 use crate::StoreError;
 use crate::params::RetryWorkflow;
 
 /// See [`crate::Store::retry_workflow`]. Everything is read and decided before the first write.
-pub(crate) async fn retry(tx: &Tx<'_>, st: &mut Touched, p: &RetryWorkflow) -> PgResult<Workflow> {
+pub(crate) async fn retry(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &RetryWorkflow) -> PgResult<Workflow> {
     let row = query_opt(tx, "SELECT state FROM workflows WHERE id = $1 FOR UPDATE", &[&uuid(p.id)]).await?;
     let state: WorkflowState = parse(row.ok_or(StoreError::NotFound)?.get(0))?;
 
@@ -64,7 +64,7 @@ pub(crate) async fn retry(tx: &Tx<'_>, st: &mut Touched, p: &RetryWorkflow) -> P
         waits.push(waits_for as i32);
         changed.push(task);
     }
-    rows::update(tx, &changed, None).await?;
+    rows::update(tx, shared, &changed, None).await?;
     execute(
         tx,
         "UPDATE tasks SET pending_parents = u.waits FROM unnest($1::uuid[], $2::int4[]) AS u(id, waits) \
@@ -88,6 +88,6 @@ pub(crate) async fn retry(tx: &Tx<'_>, st: &mut Touched, p: &RetryWorkflow) -> P
         &[&uuid(p.id), &(t.succeeded as i32), &(t.failed as i32), &(t.handled as i32)],
     )
     .await?;
-    super::events::append(tx, &[NewEvent::workflow(EventType::WorkflowRetried, p.id, None, p.now)]).await?;
+    super::events::append(tx, shared, &[NewEvent::workflow(EventType::WorkflowRetried, p.id, None, p.now)]).await?;
     get(tx, p.id).await
 }

@@ -51,7 +51,7 @@ pub(crate) async fn submit(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &S
     )
     .await?;
     let started = NewEvent::workflow(EventType::WorkflowStarted, id, plan.name.as_deref(), p.now);
-    super::events::append(tx, &[started]).await?;
+    super::events::append(tx, shared, &[started]).await?;
     let mut tasks = Vec::with_capacity(plan.nodes.len());
     let (mut parents, mut children) = (Vec::new(), Vec::new());
     for (i, node) in plan.nodes.iter().enumerate() {
@@ -63,7 +63,7 @@ pub(crate) async fn submit(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &S
         st.touch_for(&task);
         tasks.push(task);
     }
-    rows::insert(tx, &tasks).await?;
+    rows::insert(tx, shared, &tasks).await?;
     insert_edges(tx, &parents, &children).await?;
     Ok(Workflow::started(id, plan, &tasks, p.now))
 }
@@ -123,10 +123,10 @@ pub(crate) async fn fan_out(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &
             )
             .await?;
             let started = NewEvent::workflow(EventType::WorkflowStarted, wf, Some(&parent.kind), p.now);
-            super::events::append(tx, &[started]).await?;
+            super::events::append(tx, shared, &[started]).await?;
             parent.workflow_id = Some(wf);
             parent.node = Some(prefix.clone());
-            rows::update(tx, [&parent], None).await?;
+            rows::update(tx, shared, [&parent], None).await?;
             wf
         }
     };
@@ -140,7 +140,7 @@ pub(crate) async fn fan_out(tx: &Tx<'_>, st: &mut Touched, shared: &Shared, p: &
     }
     let parents: Vec<Uuid> = tasks.iter().map(|t| uuid(t.id)).collect();
     tasks.push(Task::new_node(join_id, p.plan.join.clone(), wf, join_node, n as u32, p.now));
-    rows::insert(tx, &tasks).await?;
+    rows::insert(tx, shared, &tasks).await?;
     insert_edges(tx, &parents, &vec![uuid(join_id); n]).await?;
     if let Some(policy) = &p.plan.policy {
         let policy = serde_json::to_string(policy).map_err(bad)?;
@@ -187,7 +187,7 @@ pub(crate) fn on_finished<'a>(
         let [total, succeeded, failed, handled_count] = [2, 3, 4, 5].map(|i| row.get::<_, i32>(i) as u32);
         let step = policy.workflow_step(task, handled, Tally { total, succeeded, failed, handled: handled_count });
         if step.release_children {
-            release_children(tx, st, task.id, now).await?;
+            release_children(tx, st, shared, task.id, now).await?;
         }
         if let Some((state, error)) = step.decided {
             finish(tx, st, shared, wf, state, error, now).await?;
@@ -231,7 +231,7 @@ async fn fan_out_member_finished(
     if step == FanOutStep::ReleaseJoin {
         execute(tx, "UPDATE tasks SET pending_parents = 0 WHERE id = $1", &[&uuid(join)]).await?;
         if join_task.dependencies_met(now).is_ok() {
-            rows::update(tx, [&join_task], None).await?;
+            rows::update(tx, shared, [&join_task], None).await?;
             st.touch_for(&join_task);
         }
     } else if join_task.cancel(now).is_ok() {
@@ -253,7 +253,13 @@ async fn fan_out_member_finished(
 }
 
 /// Counts one finished parent for each child; a child with none left becomes ready.
-async fn release_children(tx: &Tx<'_>, st: &mut Touched, parent: TaskId, now: Timestamp) -> PgResult<()> {
+async fn release_children(
+    tx: &Tx<'_>,
+    st: &mut Touched,
+    shared: &Shared,
+    parent: TaskId,
+    now: Timestamp,
+) -> PgResult<()> {
     let counted = query(
         tx,
         "UPDATE tasks SET pending_parents = pending_parents - 1 \
@@ -271,7 +277,7 @@ async fn release_children(tx: &Tx<'_>, st: &mut Touched, parent: TaskId, now: Ti
             ready.push(task);
         }
     }
-    rows::update(tx, &ready, None).await
+    rows::update(tx, shared, &ready, None).await
 }
 
 /// Records the workflow's outcome and cancels what has not finished.
@@ -292,7 +298,7 @@ async fn finish(
     )
     .await?;
     let decided = NewEvent::workflow_decided(wf, state, error.as_deref(), now);
-    super::events::append(tx, decided.as_slice()).await?;
+    super::events::append(tx, shared, decided.as_slice()).await?;
     let open = query(
         tx,
         "SELECT doc FROM tasks WHERE workflow_id = $1 AND state IN ('scheduled', 'ready', 'running') \

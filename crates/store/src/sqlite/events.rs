@@ -60,6 +60,8 @@ const RECENT_PAGES: usize = 4096;
 /// rolled-back transaction.
 #[derive(Default)]
 pub(crate) struct EventPage {
+    /// The log is off (`SqliteConfig::event_log`): appends are dropped.
+    off: bool,
     /// The packed [`Record`]s.
     records: Vec<u8>,
     count: u32,
@@ -197,11 +199,15 @@ struct MeasureData {
 }
 
 impl EventPage {
+    pub(crate) fn new(log: bool) -> EventPage {
+        EventPage { off: !log, ..Default::default() }
+    }
+
     /// Appends the event the task's last transition noted, if any.
     pub(crate) fn task(&mut self, conn: &Connection, task: &Task) -> rusqlite::Result<()> {
         match TaskEvent::of(task) {
-            Some(e) => self.task_event(conn, &e),
-            None => Ok(()),
+            Some(e) if !self.off => self.task_event(conn, &e),
+            _ => Ok(()),
         }
     }
 
@@ -211,6 +217,9 @@ impl EventPage {
     }
 
     pub(crate) fn push(&mut self, conn: &Connection, e: &NewEvent) -> rusqlite::Result<()> {
+        if self.off {
+            return Ok(());
+        }
         self.measures.push(EventMeasure::of_new(EventId::START, e));
         let line = serde_json::to_string(e).expect("an event serializes");
         self.record(conn, &Record::<&[String]>::Line(&line), e.at)

@@ -86,11 +86,20 @@ pub struct SqliteConfig {
     /// A ready task gains one priority level per this much waiting, so low-priority work waits a
     /// bounded time under a flood of high-priority work; `None` turns aging off.
     pub aging: Option<std::time::Duration>,
+    /// Keep the event log (on by default). Off, state changes append no events: the log, and
+    /// the per-minute stats made from it, stay as they were.
+    pub event_log: bool,
 }
 
 impl SqliteConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        SqliteConfig { path: path.into(), durability: Durability::Full, readers: 4, aging: Some(DEFAULT_AGING) }
+        SqliteConfig {
+            path: path.into(),
+            durability: Durability::Full,
+            readers: 4,
+            aging: Some(DEFAULT_AGING),
+            event_log: true,
+        }
     }
 }
 
@@ -161,7 +170,7 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES).map_err(internal)?;
         let checkpointer = Checkpointer::spawn(open(&config.path).map_err(internal)?);
         let topics = Arc::new(Topics::new());
-        let writer = Writer::spawn(conn, wal, topics.clone(), config.aging);
+        let writer = Writer::spawn(conn, wal, topics.clone(), config.aging, config.event_log);
         Ok(SqliteStore {
             recent_events: writer.recent_events(),
             writer,

@@ -161,6 +161,7 @@ impl Writer {
         wal: Option<File>,
         topics: std::sync::Arc<Topics>,
         aging: Option<std::time::Duration>,
+        event_log: bool,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(8192);
         let state = WriterState {
@@ -175,7 +176,7 @@ impl Writer {
             aging,
             ledger: Ledger::default(),
             buckets: BucketCache::default(),
-            events: Default::default(),
+            events: super::events::EventPage::new(event_log),
         };
         let recent_events = state.events.recent();
         let mut core = Core { conn, wal, state };
@@ -441,7 +442,7 @@ mod tests {
             wal.push("-wal");
             File::options().read(true).write(true).open(wal).unwrap()
         });
-        Writer::spawn(conn, wal, Arc::new(Topics::new()), None)
+        Writer::spawn(conn, wal, Arc::new(Topics::new()), None, true)
     }
 
     fn thread_name(_: &Connection, _: &mut WriterState) -> Result<Option<String>> {
