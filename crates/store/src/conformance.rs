@@ -1114,6 +1114,19 @@ pub async fn queues_are_listed_with_their_counts(store: &dyn Store) {
     assert!(queues[1].paused && queues[1].ready == 0);
     let later = store.list_queues(at(70_000)).await.unwrap();
     assert_eq!(later[0].succeeded_last_minute, 0, "a minute later the success is no longer recent");
+
+    // The depths alone: the same counts, no recent successes, and a queue that holds nothing
+    // and has no settings is not listed.
+    let depths = store.queue_depths(at(10_000)).await.unwrap();
+    let expected: Vec<_> =
+        queues.iter().map(|q| taskwarden_core::protocol::QueueInfo { succeeded_last_minute: 0, ..q.clone() }).collect();
+    assert_eq!(depths, expected);
+    submit_one(store, spec("brief"), at(20_000)).await;
+    let brief = fetch(store, &["brief"], 1, at(20_001)).await;
+    report(store, &brief[0], success("1"), at(20_002)).await.unwrap();
+    let listed = |qs: Vec<taskwarden_core::protocol::QueueInfo>| qs.iter().any(|q| q.name == "brief");
+    assert!(listed(store.list_queues(at(30_000)).await.unwrap()), "listed for an hour after its last task");
+    assert!(!listed(store.queue_depths(at(30_000)).await.unwrap()), "holds nothing now");
 }
 
 pub async fn a_fetch_from_several_queues_follows_their_weights(store: &dyn Store) {

@@ -116,6 +116,13 @@ pub trait Store: Send + Sync + 'static {
     /// name.
     async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>>;
 
+    /// What each queue holds now: [`Store::list_queues`] without the last hour's activity, so
+    /// `succeeded_last_minute` is 0 and a queue is listed only while it holds tasks or has
+    /// settings. It reads only the counted states' partial indexes, where `list_queues` also
+    /// reads every task that finished in the last hour: for `/metrics`, scraped every few
+    /// seconds.
+    async fn queue_depths(&self, now: Timestamp) -> Result<Vec<QueueInfo>>;
+
     /// Forgets a queue's settings (pause, weight, limits); `NotFound` if it has none. Its tasks,
     /// if any, stay where they are and run under the defaults.
     async fn remove_queue(&self, name: &str) -> Result<()>;

@@ -387,7 +387,7 @@ impl Metrics {
     pub(crate) async fn render(&self, store: &dyn Store, now: Timestamp, leader: bool) -> Result<String, StoreError> {
         let _one_scrape = self.scraping.lock().await;
         self.leader.set(i64::from(leader));
-        let queues = store.list_queues(now).await?;
+        let queues = store.queue_depths(now).await?;
         let workers = store.list_workers().await?;
         for family in [&self.ready, &self.scheduled, &self.running, &self.dead, &self.paused] {
             family.clear();

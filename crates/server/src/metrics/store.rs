@@ -140,6 +140,10 @@ impl Store for MeteredStore {
         self.inner.list_queues(now).await
     }
 
+    async fn queue_depths(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {
+        self.inner.queue_depths(now).await
+    }
+
     async fn remove_queue(&self, name: &str) -> Result<()> {
         self.inner.remove_queue(name).await
     }

@@ -708,7 +708,11 @@ impl Store for PgStore {
     }
 
     async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {
-        read!(self, |c| ops::queues(&c, now).await)
+        read!(self, |c| ops::queues(&c, now, true).await)
+    }
+
+    async fn queue_depths(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {
+        read!(self, |c| ops::queues(&c, now, false).await)
     }
 
     async fn remove_queue(&self, name: &str) -> Result<()> {

@@ -685,7 +685,9 @@ pub(crate) async fn remove_queue(tx: &Tx<'_>, name: &str) -> PgResult<()> {
     }
 }
 
-pub(crate) async fn queues(c: &impl GenericClient, now: Timestamp) -> PgResult<Vec<QueueInfo>> {
+/// The queues and their counts; with `recent`, also the queues a task finished in lately, and
+/// their last minute's successes (see `Store::queue_depths`).
+pub(crate) async fn queues(c: &impl GenericClient, now: Timestamp, recent: bool) -> PgResult<Vec<QueueInfo>> {
     let mut counts = Vec::new();
     for what in COUNTED {
         // The state as a literal, so its partial index serves the count.
@@ -698,6 +700,9 @@ pub(crate) async fn queues(c: &impl GenericClient, now: Timestamp) -> PgResult<V
                 earliest: r.get::<_, Option<i64>>(2).map(Timestamp::from_micros),
             });
         }
+    }
+    if !recent {
+        return Ok(assemble(counts, scheduling::settings(c, &[]).await?, now));
     }
     let (minute_ago, active_since) = crate::queue_stats::windows(now);
     // Every queue a task finished in lately (listed though idle now), with its last minute's

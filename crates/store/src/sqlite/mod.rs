@@ -335,7 +335,11 @@ impl Store for SqliteStore {
     }
 
     async fn list_queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {
-        self.read(move |c| reads::queues(c, now)).await
+        self.read(move |c| reads::queues(c, now, true)).await
+    }
+
+    async fn queue_depths(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {
+        self.read(move |c| reads::queues(c, now, false)).await
     }
 
     async fn remove_queue(&self, name: &str) -> Result<()> {
