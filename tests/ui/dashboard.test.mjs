@@ -241,3 +241,33 @@ describe("the dashboard", () => {
     assert.equal(listed.tasks[0].payload, null, "payloads are not served");
   });
 });
+
+describe("the dashboard on a server without the event log", () => {
+  let server, browser, page;
+
+  before(async () => {
+    server = await startServer(["--no-event-log"]);
+    browser = await launch();
+    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  test("the overview shows the counts, says there is no history, and does not try to be live", async () => {
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await client(server.url).post("/v1/tasks", { queue: "quiet", kind: "echo", payload: {} });
+    await page.goto(`${server.url}/ui/`);
+    await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
+    await page.getByText("This server keeps no event log").waitFor();
+    await page.getByText("Not live: no event log").waitFor();
+    const ready = page.locator(".tile").filter({ has: page.locator(".tile-label", { hasText: /^Ready$/ }) }).locator(".tile-value");
+    assert.equal((await ready.textContent()).trim(), "1", "the queue's counts still show");
+    await shot(page, "overview-no-event-log");
+    assert.deepEqual(await seriousViolations(page), [], "serious accessibility violations");
+    assert.deepEqual(errors, []);
+  });
+});

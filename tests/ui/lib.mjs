@@ -28,11 +28,11 @@ async function freePort() {
 }
 
 /** Starts `taskwarden server` on a fresh data directory; answers { url, stop }. */
-export async function startServer() {
+export async function startServer(extra = []) {
   const dir = mkdtempSync(join(tmpdir(), "taskwarden-ui-"));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const proc = spawn(BINARY, ["server", "--data-dir", dir, "--listen", `127.0.0.1:${port}`], {
+  const proc = spawn(BINARY, ["server", "--data-dir", dir, "--listen", `127.0.0.1:${port}`, ...extra], {
     stdio: ["ignore", "ignore", "pipe"],
     env: { ...process.env, RUST_LOG: "warn" },
   });

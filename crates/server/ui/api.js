@@ -70,7 +70,8 @@ export function query(params) {
 /**
  * Follows the event stream (`GET /v1/events`, Server-Sent Events read through fetch so the
  * token goes in a header), calling `onEvent(type, data)` for each event, until `signal` aborts.
- * Reconnects after a drop, resuming from the last id seen.
+ * Reconnects after a drop, resuming from the last id seen. `onState` hears `true` (following),
+ * `false` (reconnecting) or `"off"` (the server keeps no event log: it gives up).
  */
 export async function follow(signal, onEvent, onState) {
   let last = "now";
@@ -80,6 +81,10 @@ export async function follow(signal, onEvent, onState) {
       h.Accept = "text/event-stream";
       if (last !== "now") h["Last-Event-ID"] = last;
       const r = await fetch(`/v1/events${query({ after: last === "now" ? "now" : undefined })}`, { headers: h, signal });
+      if (r.status === 409) {
+        onState("off");
+        return;
+      }
       if (!r.ok) throw new ApiError(r.status, null);
       onState(true);
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();

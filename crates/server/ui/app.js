@@ -138,8 +138,8 @@ function startLive() {
       }, 1000);
     },
     (up) => {
-      status.textContent = up ? "Live" : "Reconnecting…";
-      status.className = up ? "live up" : "live";
+      status.textContent = up === "off" ? "Not live: no event log" : up ? "Live" : "Reconnecting…";
+      status.className = up === true ? "live up" : "live";
     },
   );
 }

@@ -1,7 +1,7 @@
 // The overview: throughput, failures and queue wait over the last hour, day or week (from the
 // stored per-minute stats, so they survive restarts), live counts, workers and this node.
 
-import { get, query } from "../api.js";
+import { ApiError, get, query } from "../api.js";
 import { bars, bucket } from "../charts.js";
 import { fill, h, ms } from "../dom.js";
 
@@ -42,7 +42,11 @@ export async function render(main, ctx) {
       get("/v1/queues"),
       get("/v1/workers"),
       get("/readyz").catch(() => null),
-      get(`/v1/stats${query({ since, limit: 100000, queue: queue || undefined })}`),
+      // A server started with --no-event-log keeps no history: the counts still show.
+      get(`/v1/stats${query({ since, limit: 100000, queue: queue || undefined })}`).catch((e) => {
+        if (e instanceof ApiError && e.code === "event_log_off") return null;
+        throw e;
+      }),
     ]);
     fill(
       queuePick,
@@ -71,6 +75,10 @@ export async function render(main, ctx) {
         tile("Leader", ready && ready.leader_node ? ready.leader_node : "not known yet"),
       ),
     );
+    if (!stats) {
+      fill(charts, h("p", {}, "This server keeps no event log (it was started with --no-event-log), so it has no history to draw."));
+      return;
+    }
     const rows = stats.rows;
     const count = Math.round(span / size);
     const names = queue ? [] : [...new Set(rows.map((r) => r.queue))].sort();
