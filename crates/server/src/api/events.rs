@@ -133,7 +133,8 @@ fn types_schema() -> Schema {
         (status = 200, description = "A page of events (JSON), or the stream (text/event-stream).", content(
             (EventList = "application/json"),
             (String = "text/event-stream")
-        ))
+        )),
+        (status = 409, description = "event_log_off: this server keeps no event log (--no-event-log).", body = taskwarden_core::protocol::ErrorBody)
     )
 )]
 pub(super) async fn events(

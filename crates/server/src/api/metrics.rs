@@ -18,6 +18,7 @@ pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.
     description = "Task counters and histograms of this node (labelled `node`), HTTP requests by route, and the whole cluster's queue depths and workers read from the store now, in the OpenMetrics text format. Needs a `read` token for every queue (the figures cover all queues). `--metrics-listen` serves the same without a token on an address of its own.",
     responses(
         (status = 200, description = "The metrics.", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+        (status = 404, description = "metrics_off: this server counts no metrics (--no-metrics).", body = taskwarden_core::protocol::ErrorBody),
     )
 )]
 pub(super) async fn metrics(State(s): State<AppState>, caller: Caller) -> ApiResult<Response> {

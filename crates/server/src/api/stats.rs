@@ -41,7 +41,7 @@ pub(super) struct StatsQuery {
     summary = "Per-queue history by the minute",
     description = "Rows by minute then queue: submitted, started, succeeded, failed (for good), retried, cancelled, and run_us_sum / run_count and wait_us_sum / wait_count for mean run time and queue wait. The leader rolls new events up every few seconds; kept for --stats-retention (default 7 days).",
     params(StatsQuery),
-    responses((status = 200, description = "The rows, by minute then queue.", body = StatsPage))
+    responses((status = 200, description = "The rows, by minute then queue.", body = StatsPage), (status = 409, description = "event_log_off: this server keeps no event log (--no-event-log).", body = taskwarden_core::protocol::ErrorBody))
 )]
 pub(super) async fn stats(
     State(s): State<AppState>,

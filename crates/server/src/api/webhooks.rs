@@ -34,7 +34,7 @@ async fn find(s: &AppState, name: &str) -> ApiResult<Webhook> {
     summary = "Add a webhook endpoint",
     description = "The endpoint is sent, from now on, every event of the given types (all, if none) in the given queues (all, if none), one at a time in order, each POSTed as JSON and signed per Standard Webhooks. The answer holds the signing secret, shown this once.",
     request_body = CreateWebhookCall,
-    responses((status = 201, description = "The endpoint and its secret.", body = CreatedWebhook), (status = 409, description = "conflict: a webhook has that name.", body = ErrorBody), (status = 422, description = "unprocessable: a bad URL, event type or queue; error.field names it.", body = ErrorBody))
+    responses((status = 201, description = "The endpoint and its secret.", body = CreatedWebhook), (status = 409, description = "conflict: a webhook has that name; event_log_off: this server keeps no event log (--no-event-log).", body = ErrorBody), (status = 422, description = "unprocessable: a bad URL, event type or queue; error.field names it.", body = ErrorBody))
 )]
 pub(super) async fn create(
     State(s): State<AppState>,
@@ -127,7 +127,7 @@ pub(super) async fn deliveries(
     description = "Moves the endpoint back (or on) to just after the given event: every matching event after it that is still kept is sent again, in order. Also enables it and clears its failures.",
     params(("name" = String, Path, description = "The endpoint's name.")),
     request_body = ReplayCall,
-    responses((status = 200, description = "The endpoint.", body = WebhookInfo), (status = 404, description = "not_found: no such webhook.", body = ErrorBody))
+    responses((status = 200, description = "The endpoint.", body = WebhookInfo), (status = 404, description = "not_found: no such webhook.", body = ErrorBody), (status = 409, description = "event_log_off: this server keeps no event log (--no-event-log).", body = ErrorBody))
 )]
 pub(super) async fn replay(
     State(s): State<AppState>,
