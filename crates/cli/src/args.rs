@@ -263,7 +263,7 @@ pub struct ServerArgs {
     /// Also serve /metrics, alone and without a token, on this address (such as
     /// 127.0.0.1:9433), for a Prometheus that holds no token. /metrics on the API needs a read
     /// token.
-    #[arg(long, env = "TASKWARDEN_METRICS_LISTEN", conflicts_with = "no_metrics")]
+    #[arg(long, env = "TASKWARDEN_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Count nothing for Prometheus: /metrics answers 404.
     #[arg(long, env = "TASKWARDEN_NO_METRICS")]
