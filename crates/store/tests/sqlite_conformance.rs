@@ -84,3 +84,77 @@ async fn the_log_is_copied_back_into_the_database_off_the_write_path() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A small commit's events wait in their tasks' rows for a page (see `sqlite/events.rs`). What
+/// a process killed then leaves (its committed transactions: a consistent copy of the database
+/// taken while it runs) reads back, on the next open, as the same events with the same ids.
+#[tokio::test]
+async fn events_waiting_in_task_rows_when_the_process_dies_read_back_with_their_ids() {
+    use taskwarden_core::events::EventId;
+    use taskwarden_core::protocol::{Outcome, Report, SubmitTask};
+    use taskwarden_store::{FetchTasks, ReadEvents, ReportOutcomes};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("taskwarden.db");
+    let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+    let spec = || {
+        SubmitTask { queue: "q".into(), kind: "echo".into(), tags: Some(vec!["t".into()]), ..Default::default() }
+            .validate(&Default::default(), at(0))
+            .unwrap()
+    };
+    for ms in 0..3 {
+        let p = SubmitTasks { tasks: vec![spec()], idempotency_window: std::time::Duration::from_secs(1), now: at(ms) };
+        store.submit(p).await.unwrap();
+    }
+    let fetch = FetchTasks {
+        worker_id: "w".into(),
+        queues: vec!["q".into()],
+        limit: 2,
+        wait: std::time::Duration::ZERO,
+        now: at(3),
+        finished: vec![],
+    };
+    let leased = store.fetch(fetch).await.unwrap();
+    let lease = leased[0].lease.as_ref().unwrap().token;
+    let done = Outcome::Succeeded { result: serde_json::value::to_raw_value(&7).unwrap() };
+    let report = ReportOutcomes { worker_id: None, reports: vec![Report::new(leased[0].id, lease, done)], now: at(4) };
+    store.report(report).await.unwrap().remove(0).unwrap();
+    let all = || ReadEvents { after: EventId::START, limit: 100 };
+    let before = store.read_events(all()).await.unwrap();
+    assert_eq!(before.len(), 6, "3 submitted, 2 started, 1 succeeded: {before:?}");
+
+    let copy = dir.path().join("copy.db");
+    SqliteStore::backup(&path, &copy).unwrap();
+    {
+        // The copy is what a kill leaves: the events in rows only, and the mark that says so.
+        let db = rusqlite::Connection::open(&copy).unwrap();
+        let pages: i64 = db.query_row("SELECT COUNT(*) FROM event_pages", [], |r| r.get(0)).unwrap();
+        let clean: i64 = db.query_row("SELECT clean FROM event_tail", [], |r| r.get(0)).unwrap();
+        assert_eq!((pages, clean), (0, 0), "the events were waiting in rows");
+    }
+    let reopened = SqliteStore::open(SqliteConfig::new(&copy)).unwrap();
+    assert_eq!(reopened.read_events(all()).await.unwrap(), before);
+    assert_eq!(reopened.last_event_id().await.unwrap(), before[5].id);
+    let p = SubmitTasks { tasks: vec![spec()], idempotency_window: std::time::Duration::from_secs(1), now: at(5) };
+    reopened.submit(p).await.unwrap();
+    let next = reopened.read_events(ReadEvents { after: before[5].id, limit: 10 }).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].id.seq, before[5].id.seq + 1, "ids go on after the recovered ones");
+    let measured = reopened.read_event_measures(all()).await.unwrap();
+    assert!(!measured.is_empty(), "the roll-up reads the recovered events");
+
+    // A store closed in order pages what waited: the next open has nothing to look for.
+    drop(store);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let clean: i64 = db.query_row("SELECT clean FROM event_tail", [], |r| r.get(0)).unwrap();
+        let paged: i64 = db.query_row("SELECT COALESCE(MAX(last_id), 0) FROM event_pages", [], |r| r.get(0)).unwrap();
+        if clean == 1 {
+            assert_eq!(paged as u64, before[5].id.seq);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the closing store did not page its deferred events");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

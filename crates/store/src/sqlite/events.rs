@@ -2,7 +2,12 @@
 //! the writer ([`EventPage`]) and written as one row just before the group commits. A row per
 //! event cost the single writer an insert per state change (three per task that succeeds at
 //! once), about a tenth of its time on a wide drain; a row per group costs it one insert per
-//! commit.
+//! commit. A small commit (up to [`ROW_EVENTS`] task events: a submit, a report) does not even
+//! write that: its events ride in the task rows it writes anyway, and a later commit pages them
+//! (see [`EventPage`] for when, and [`recover`] for a process that died first). A page of its
+//! own had cost each small commit one more database page in the write-ahead log, a tenth of a
+//! single submit's time in the store (`cargo run --release -p taskwarden-store --example
+//! event_log_cost`).
 //!
 //! A page is a blob of [`Record`]s packed with `postcard`: a task's event as a
 //! [`PackedTaskEvent`] (a few copies for the writer), any other event as its JSON line. Readers
@@ -20,8 +25,9 @@
 //! is its last event's id. Each page starts one after the largest id (pruning never deletes
 //! the newest page), and the single writer commits one transaction at a time, so ids increase
 //! in commit order: a reader that has seen id `n` can never be handed an id below it. The
-//! writer, the log's only writer, keeps that largest id in memory once it has read it, and
-//! reads it again after a rollback: a page is a plain insert, where asking SQLite for the next
+//! writer, the log's only writer, keeps that largest id in memory once it has read it (with
+//! the deferred events' ids, which follow it), and goes back to the committed one after a
+//! rollback: a page is a plain insert, where asking SQLite for the next
 //! id and back (`INSERT ... SELECT MAX ... RETURNING`, an ephemeral table per insert) had been
 //! a tenth of the writer's time when each submit commits alone.
 //!
@@ -29,10 +35,12 @@
 //! that starts inside them is answered from there: a live stream reads just behind the writer,
 //! and a read of SQLite after a commit begins with a cold page cache. The ring is pushed to
 //! right after each commit, before anyone is answered or woken, so a reader that heard of a
-//! commit finds its events there; a read starting before the ring goes to SQLite.
+//! commit finds its events there; a read starting before the ring goes to SQLite, and goes on
+//! in the ring past the last page (the deferred events are in no page yet; the ring always
+//! holds them, being far fewer than it keeps).
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::types::ValueRef;
@@ -40,7 +48,7 @@ use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use taskwarden_core::events::{Event, EventId, EventType, NewEvent, PackedTaskEvent, StoredEvent, TaskEvent};
 use taskwarden_core::stats::{EventMeasure, Measured, Rollup};
-use taskwarden_core::{Task, Timestamp};
+use taskwarden_core::{Task, TaskId, Timestamp};
 
 use super::internal;
 use crate::Result;
@@ -55,27 +63,91 @@ const RECENT_BYTES: usize = 4 << 20;
 /// Most pages the ring holds (a commit of one event writes a page of one).
 const RECENT_PAGES: usize = 4096;
 
-/// The events the open transaction has appended and not yet written: owned by the writer,
-/// written by [`EventPage::write`] before each commit (and whenever it fills), dropped with a
-/// rolled-back transaction.
+/// How long, at most, a small commit's events wait in their tasks' rows for a page of their
+/// own (see [`EventPage`]): the stats roll-up reads pages, so this is also how far it can lag.
+const DEFER_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most events a commit leaves in rows: a larger one writes a page (which its events share),
+/// and its rows stay as small as without the log.
+const ROW_EVENTS: u32 = 8;
+
+/// The event log's writing side, owned by the writer.
+///
+/// Most commits are small (a submit, a report, a lease of a few tasks), and a page of their own
+/// cost each one a row, and so a database page, more: a fifth more log written per commit, and
+/// a tenth of a small commit's time. So a commit whose events are all task events carries them
+/// in its tasks' rows instead (the `events` column, written with the row the commit writes
+/// anyway), and they are kept here, *deferred*, until a page holds them: when [`PAGE_EVENTS`]
+/// have gathered, when the oldest has waited [`DEFER_FOR`], when a commit appends an event no
+/// task row carries (a workflow's, a worker's, a queue's) or deletes tasks. The ring of recent
+/// pages has them from their commit on, so readers see no difference.
+///
+/// A row's `events` holds each deferred event of its task with its id; one whose id a page
+/// already holds is stale and ignored. Should the process die with events deferred, the next
+/// open finds them in the rows and writes their pages ([`recover`]) before anything else: the
+/// `event_tail` row says whether it may have to (set when this process first defers, cleared
+/// once all is in pages at shutdown).
 #[derive(Default)]
 pub(crate) struct EventPage {
     /// The log is off (`SqliteConfig::event_log`): appends are dropped.
     off: bool,
+    /// The open transaction's events, not yet in a page.
+    group: Gathered,
+    /// Events of committed transactions, kept in their tasks' rows and not yet in a page.
+    deferred: Gathered,
+    /// When the first deferred event was deferred (the writer's time, microseconds).
+    deferred_since: i64,
+    /// The open transaction wrote the deferred events into a page.
+    deferred_paged: bool,
+    /// Each task's deferred events and the open transaction's, with their ids, as its row holds them.
+    rows: HashMap<TaskId, Vec<u8>>,
+    /// How to take back the open transaction's changes to `rows`: the task, and its entry's
+    /// length before (`None`: it had none).
+    undo: Vec<(TaskId, Option<usize>)>,
+    /// The open transaction appended an event no row carries, or deleted tasks: its commit
+    /// writes every event into a page.
+    page_now: bool,
+    /// The writer's time at the open transaction's last write.
+    now: i64,
+    /// Pages written, ever.
+    pages: u64,
+    /// The largest id in a page, as the open transaction leaves it, once read from the table.
+    paged: Option<u64>,
+    /// The same, as the last commit left it.
+    committed_paged: Option<u64>,
+    /// `event_tail` says events may be deferred (set once by this process, in the transaction
+    /// that first defers); and whether the open transaction set it.
+    tail_marked: bool,
+    marking_tail: bool,
+    /// The open transaction's events, for the ring once it commits: (first id, records).
+    written: Vec<RecentPage>,
+    /// The pages committed last.
+    recent: Arc<Mutex<RecentPages>>,
+}
+
+/// Packed events and what the roll-up takes of each.
+#[derive(Default)]
+struct Gathered {
     /// The packed [`Record`]s.
     records: Vec<u8>,
     count: u32,
     last_at: i64,
-    /// What the roll-up takes of each event appended, summed when the page is written.
     measures: Vec<EventMeasure>,
-    /// Pages written, ever.
-    pages: u64,
-    /// The log's largest id as the open transaction leaves it, once read from the table.
-    last_id: Option<u64>,
-    /// Pages the open transaction wrote, for the ring once it commits.
-    written: Vec<RecentPage>,
-    /// The pages committed last.
-    recent: Arc<Mutex<RecentPages>>,
+}
+
+impl Gathered {
+    fn clear(&mut self) {
+        self.records.clear();
+        self.measures.clear();
+        self.count = 0;
+        self.last_at = 0;
+    }
+
+    fn append(&mut self, other: &Gathered) {
+        self.records.extend_from_slice(&other.records);
+        self.measures.extend_from_slice(&other.measures);
+        self.count += other.count;
+        self.last_at = self.last_at.max(other.last_at);
+    }
 }
 
 /// A committed page kept in memory: its first event's id and its packed records.
@@ -126,6 +198,11 @@ impl RecentPages {
         }
     }
 
+    /// The newest event's id.
+    fn last(&self) -> Option<u64> {
+        self.pages.back().map(RecentPage::last)
+    }
+
     /// Forgets the pages up to id `last`: pruned from the store.
     fn forget_through(&mut self, last: u64) {
         while self.pages.front().is_some_and(|p| p.last() <= last) {
@@ -154,15 +231,6 @@ impl RecentPages {
         }
         Some(pages)
     }
-}
-
-#[derive(Clone, Copy)]
-pub(crate) struct PageMark {
-    len: usize,
-    count: u32,
-    measures: usize,
-    last_at: i64,
-    pages: u64,
 }
 
 /// One event of a page. Stored data: variants are only ever added at the end.
@@ -198,68 +266,201 @@ struct MeasureData {
     wait_us: Option<u64>,
 }
 
+#[derive(Clone, Copy)]
+pub(crate) struct PageMark {
+    len: usize,
+    count: u32,
+    measures: usize,
+    last_at: i64,
+    pages: u64,
+    undo: usize,
+    page_now: bool,
+}
+
 impl EventPage {
     pub(crate) fn new(log: bool) -> EventPage {
         EventPage { off: !log, ..Default::default() }
     }
 
-    /// Appends the event the task's last transition noted, if any.
-    pub(crate) fn task(&mut self, conn: &Connection, task: &Task) -> rusqlite::Result<()> {
+    /// Appends the event the task's last transition noted, if any. Returns what the task's row
+    /// is to hold in its `events` column (see [`EventPage`]): the task's events not yet in a
+    /// page, each with its id.
+    pub(crate) fn task(&mut self, conn: &Connection, task: &Task) -> rusqlite::Result<Option<Vec<u8>>> {
+        if self.off {
+            return Ok(None);
+        }
         match TaskEvent::of(task) {
-            Some(e) if !self.off => self.task_event(conn, &e),
-            _ => Ok(()),
+            Some(e) => self.task_event(conn, task.id, &e),
+            None => Ok(self.rows.get(&task.id).cloned()),
         }
     }
 
-    fn task_event(&mut self, conn: &Connection, e: &TaskEvent<'_>) -> rusqlite::Result<()> {
-        self.measures.push(e.measure(EventId::START));
-        self.record(conn, &Record::Task(e.pack()), e.at)
+    fn task_event(&mut self, conn: &Connection, task: TaskId, e: &TaskEvent<'_>) -> rusqlite::Result<Option<Vec<u8>>> {
+        let id = self.paged(conn)? + u64::from(self.pending()) + 1;
+        self.group.measures.push(e.measure(EventId::START));
+        let start = self.group.records.len();
+        self.append(&Record::Task(e.pack()), e.at);
+        if self.page_now || self.group.count > ROW_EVENTS {
+            // This commit writes a page, which will hold every event its rows would.
+            self.page_now = true;
+            return if self.pending() == PAGE_EVENTS { self.write(conn).map(|()| None) } else { Ok(None) };
+        }
+        self.undo.push((task, self.rows.get(&task).map(Vec::len)));
+        let row = self.rows.entry(task).or_default();
+        *row = postcard::to_extend(&id, std::mem::take(row)).expect("an id packs");
+        row.extend_from_slice(&self.group.records[start..]);
+        let row = row.clone();
+        if self.pending() == PAGE_EVENTS {
+            self.write(conn)?;
+        }
+        Ok(Some(row))
     }
 
+    /// Appends an event no task's row carries (a workflow's, a worker's, a queue's): the
+    /// transaction's commit writes a page.
     pub(crate) fn push(&mut self, conn: &Connection, e: &NewEvent) -> rusqlite::Result<()> {
         if self.off {
             return Ok(());
         }
-        self.measures.push(EventMeasure::of_new(EventId::START, e));
+        self.paged(conn)?;
+        self.group.measures.push(EventMeasure::of_new(EventId::START, e));
         let line = serde_json::to_string(e).expect("an event serializes");
-        self.record(conn, &Record::<&[String]>::Line(&line), e.at)
+        self.append(&Record::<&[String]>::Line(&line), e.at);
+        self.page_now = true;
+        if self.pending() == PAGE_EVENTS { self.write(conn) } else { Ok(()) }
     }
 
-    fn record(&mut self, conn: &Connection, record: &Record<'_, &[String]>, at: Timestamp) -> rusqlite::Result<()> {
-        let records = std::mem::take(&mut self.records);
-        self.records = postcard::to_extend(record, records).expect("a record packs");
-        self.count += 1;
-        self.last_at = self.last_at.max(at.as_micros());
-        if self.count == PAGE_EVENTS { self.write(conn) } else { Ok(()) }
+    /// The open transaction deletes tasks, whose rows may carry deferred events: its commit
+    /// writes them into a page.
+    pub(crate) fn page_at_commit(&mut self) {
+        self.page_now = true;
     }
 
-    /// Writes the gathered events as one page, numbered on from the largest id.
+    fn append(&mut self, record: &Record<'_, &[String]>, at: Timestamp) {
+        let g = &mut self.group;
+        g.records = postcard::to_extend(record, std::mem::take(&mut g.records)).expect("a record packs");
+        g.count += 1;
+        g.last_at = g.last_at.max(at.as_micros());
+    }
+
+    /// Events not yet in a page: the deferred ones (unless the open transaction paged them) and
+    /// the open transaction's.
+    fn pending(&self) -> u32 {
+        self.group.count + if self.deferred_paged { 0 } else { self.deferred.count }
+    }
+
+    /// The largest id in a page, as the open transaction leaves it.
+    fn paged(&mut self, conn: &Connection) -> rusqlite::Result<u64> {
+        if let Some(paged) = self.paged {
+            return Ok(paged);
+        }
+        // Not read yet, so the open transaction wrote no page: the table has the committed one.
+        let paged = largest_id(conn)?;
+        self.paged = Some(paged);
+        self.committed_paged = Some(paged);
+        Ok(paged)
+    }
+
+    /// Called just before each commit, at the writer's time `now`: writes the events not yet in
+    /// a page into one, or leaves the open transaction's deferred in their rows (see
+    /// [`EventPage`]).
+    pub(crate) fn before_commit(&mut self, conn: &Connection, now: Timestamp) -> rusqlite::Result<()> {
+        if self.off {
+            return Ok(());
+        }
+        self.now = now.as_micros();
+        let waited = !self.deferred_paged
+            && self.deferred.count > 0
+            && self.now.saturating_sub(self.deferred_since) >= DEFER_FOR.as_micros() as i64;
+        if self.page_now || self.deferred_paged {
+            return self.write(conn);
+        }
+        if waited {
+            // A page for the deferred events, another for this commit's: a page's events stay
+            // close in time, so that pruning by age takes them when it should.
+            let group = std::mem::take(&mut self.group);
+            let paged = self.write(conn);
+            self.group = group;
+            paged?;
+            return self.write(conn);
+        }
+        if self.group.count > 0 && !self.tail_marked && !self.marking_tail {
+            conn.prepare_cached("UPDATE event_tail SET clean = 0 WHERE id = 1")?.execute([])?;
+            self.marking_tail = true;
+        }
+        Ok(())
+    }
+
+    /// Writes every event not yet in a page as one page, numbered on from the largest id.
     pub(crate) fn write(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        if self.count == 0 {
+        let deferred = if self.deferred_paged { 0 } else { self.deferred.count };
+        let count = deferred + self.group.count;
+        if count == 0 {
             return Ok(());
         }
         let mut sums = Rollup::default();
-        self.measures.iter().for_each(|m| sums.take_measure(m));
+        if deferred > 0 {
+            self.deferred.measures.iter().for_each(|m| sums.take_measure(m));
+        }
+        self.group.measures.iter().for_each(|m| sums.take_measure(m));
         let stats = serde_json::to_string(&sums.into_rows()).expect("rows serialize");
-        let before = match self.last_id {
-            Some(last) => last,
-            None => largest_id(conn)?,
+        let before = self.paged(conn)?;
+        let (first, last) = (before + 1, before + u64::from(count));
+        let (records, last_at) = if deferred > 0 {
+            let mut records = Vec::with_capacity(self.deferred.records.len() + self.group.records.len());
+            records.extend_from_slice(&self.deferred.records);
+            records.extend_from_slice(&self.group.records);
+            (Cow::Owned(records), self.deferred.last_at.max(self.group.last_at))
+        } else {
+            (Cow::Borrowed(self.group.records.as_slice()), self.group.last_at)
         };
-        let (first, last) = (before + 1, before + u64::from(self.count));
         conn.prepare_cached(
             "INSERT INTO event_pages (last_id, first_id, last_at, events, stats) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![last as i64, first as i64, self.last_at, self.records, stats])?;
-        self.last_id = Some(last);
-        self.written.push(RecentPage { first, count: self.count, records: self.records.as_slice().into() });
-        self.start_anew();
+        .execute(params![last as i64, first as i64, last_at, records.as_ref(), stats])?;
+        self.paged = Some(last);
+        if self.group.count > 0 {
+            let first = first + u64::from(deferred);
+            self.written.push(RecentPage {
+                first,
+                count: self.group.count,
+                records: self.group.records.as_slice().into(),
+            });
+        }
+        self.deferred_paged |= deferred > 0;
+        self.group.clear();
         self.pages += 1;
         Ok(())
     }
 
-    /// The transaction that wrote the pages since the last commit has committed: readers may
-    /// now have them from memory.
+    /// The open transaction has committed: readers may now have its events from memory, and
+    /// those it left in their rows are deferred.
     pub(crate) fn committed(&mut self) {
+        if self.group.count == 0 && (self.deferred_paged || self.deferred.count == 0) {
+            // Every event is in a page: no row holds one that is not.
+            self.rows.clear();
+        }
+        if self.deferred_paged {
+            self.deferred.clear();
+            self.deferred_paged = false;
+        }
+        if self.group.count > 0 {
+            let first = self.paged.unwrap_or(0) + u64::from(self.deferred.count) + 1;
+            self.written.push(RecentPage {
+                first,
+                count: self.group.count,
+                records: self.group.records.as_slice().into(),
+            });
+            if self.deferred.count == 0 {
+                self.deferred_since = self.now;
+            }
+            self.deferred.append(&self.group);
+            self.group.clear();
+        }
+        self.undo.clear();
+        self.page_now = false;
+        self.committed_paged = self.paged;
+        self.tail_marked |= std::mem::take(&mut self.marking_tail);
         if self.written.is_empty() {
             return;
         }
@@ -267,6 +468,16 @@ impl EventPage {
         for page in self.written.drain(..) {
             recent.push(page);
         }
+    }
+
+    /// At shutdown, in a transaction: writes the deferred events into a page and notes that no
+    /// row holds any still deferred.
+    pub(crate) fn close(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        self.write(conn)?;
+        if self.tail_marked || self.marking_tail {
+            conn.prepare_cached("UPDATE event_tail SET clean = 1 WHERE id = 1")?.execute([])?;
+        }
+        Ok(())
     }
 
     /// Pages up to id `last` were deleted.
@@ -279,41 +490,105 @@ impl EventPage {
         self.recent.clone()
     }
 
-    /// Where the page stands, to go back to should the next operation be refused.
+    /// Where the open transaction stands, to go back to should the next operation be refused.
     pub(crate) fn mark(&self) -> PageMark {
         PageMark {
-            len: self.records.len(),
-            count: self.count,
-            measures: self.measures.len(),
-            last_at: self.last_at,
+            len: self.group.records.len(),
+            count: self.group.count,
+            measures: self.group.measures.len(),
+            last_at: self.group.last_at,
             pages: self.pages,
+            undo: self.undo.len(),
+            page_now: self.page_now,
         }
     }
 
-    /// Forgets the events appended since `mark`, unless the page was written since (then the
+    /// Forgets the events appended since `mark`, unless a page was written since (then the
     /// refused operation wrote, and its whole group is rolled back).
     pub(crate) fn back_to(&mut self, mark: PageMark) {
         if self.pages == mark.pages {
-            self.records.truncate(mark.len);
-            self.measures.truncate(mark.measures);
-            self.count = mark.count;
-            self.last_at = mark.last_at;
+            self.group.records.truncate(mark.len);
+            self.group.measures.truncate(mark.measures);
+            self.group.count = mark.count;
+            self.group.last_at = mark.last_at;
+            self.undo_rows(mark.undo);
+            self.page_now = mark.page_now;
         }
     }
 
-    /// Forgets the gathered events and the pages written: their transaction was rolled back.
+    /// Forgets what the open transaction appended and wrote: it was rolled back. The deferred
+    /// events stay, in rows as committed.
     pub(crate) fn clear(&mut self) {
         self.written.clear();
-        self.last_id = None;
-        self.start_anew();
+        self.group.clear();
+        self.undo_rows(0);
+        self.deferred_paged = false;
+        self.page_now = false;
+        self.marking_tail = false;
+        self.paged = self.committed_paged;
     }
 
-    fn start_anew(&mut self) {
-        self.records.clear();
-        self.measures.clear();
-        self.count = 0;
-        self.last_at = 0;
+    fn undo_rows(&mut self, to: usize) {
+        while self.undo.len() > to {
+            let (task, len) = self.undo.pop().expect("an undo entry");
+            match len {
+                Some(len) => self.rows.get_mut(&task).expect("an entry undone").truncate(len),
+                None => drop(self.rows.remove(&task)),
+            }
+        }
     }
+}
+
+/// After a process that deferred events died (`event_tail` says so), writes the events its
+/// tasks' rows hold that no page does into pages, with their ids, in id order. Runs in the
+/// caller's transaction, before the writer starts. Returns how many it wrote.
+pub(crate) fn recover(conn: &Connection) -> rusqlite::Result<usize> {
+    let clean: i64 = conn.query_row("SELECT clean FROM event_tail WHERE id = 1", [], |r| r.get(0))?;
+    if clean != 0 {
+        return Ok(0);
+    }
+    let last = largest_id(conn)?;
+    let mut found = std::collections::BTreeMap::new();
+    let mut stmt = conn.prepare("SELECT events FROM tasks WHERE events IS NOT NULL")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let mut rest = row.get_ref(0)?.as_blob()?;
+        while !rest.is_empty() {
+            let (id, record) = postcard::take_from_bytes::<u64>(rest).map_err(unpackable)?;
+            let (_, after) = postcard::take_from_bytes::<Stored<'_>>(record).map_err(unpackable)?;
+            if id > last {
+                found.insert(id, record[..record.len() - after.len()].to_vec());
+            }
+            rest = after;
+        }
+    }
+    let mut page = EventPage { paged: Some(last), ..Default::default() };
+    for (&id, record) in &found {
+        let next = page.paged.unwrap_or(last) + u64::from(page.group.count) + 1;
+        if id != next {
+            tracing::warn!(
+                expected = next,
+                found = id,
+                "the deferred events' ids skip; the log goes on from the next found"
+            );
+            page.write(conn)?;
+            page.paged = Some(id - 1);
+        }
+        let Record::Task(packed) = postcard::from_bytes::<Stored<'_>>(record).map_err(unpackable)? else {
+            continue; // rows carry task events only
+        };
+        let event = unpacked(&packed)?;
+        page.group.measures.push(event.measure(EventId::START));
+        page.group.records.extend_from_slice(record);
+        page.group.count += 1;
+        page.group.last_at = page.group.last_at.max(event.at.as_micros());
+        if page.group.count == PAGE_EVENTS {
+            page.write(conn)?;
+        }
+    }
+    page.write(conn)?;
+    conn.execute("UPDATE event_tail SET clean = 1 WHERE id = 1", [])?;
+    Ok(found.len())
 }
 
 /// One event of a page, as read.
@@ -431,6 +706,26 @@ pub(crate) fn read_recent<T>(
     Some(Ok(out))
 }
 
+/// The newest committed event's id in the ring of recent pages, if it holds any.
+pub(crate) fn last_recent(recent: &Mutex<RecentPages>) -> Option<u64> {
+    recent.lock().expect("recent pages lock").last()
+}
+
+/// What the roll-up takes of an event, from its line.
+pub(crate) fn measured(id: EventId, line: &str) -> rusqlite::Result<Measured> {
+    let e: MeasureIn = serde_json::from_str(line).map_err(unreadable)?;
+    let data = e.data.unwrap_or_default();
+    Ok(Measured::Event(EventMeasure {
+        id,
+        at: e.at,
+        event_type: e.event_type,
+        queue: e.queue.map(Cow::into_owned),
+        of_task: e.task_id.is_some(),
+        run_us: data.run_us,
+        wait_us: data.wait_us,
+    }))
+}
+
 /// An event as [`Event`].
 pub(crate) fn parsed(id: EventId, line: &str) -> rusqlite::Result<Event> {
     Ok(Event { id, event: serde_json::from_str(line).map_err(unreadable)? })
@@ -464,17 +759,7 @@ pub(crate) fn read_measures(conn: &Connection, p: &ReadEvents) -> Result<Vec<Mea
             }
             Record::Line(line) => line,
         };
-        let e: MeasureIn = serde_json::from_str(line).map_err(unreadable)?;
-        let data = e.data.unwrap_or_default();
-        Ok(Measured::Event(EventMeasure {
-            id,
-            at: e.at,
-            event_type: e.event_type,
-            queue: e.queue.map(Cow::into_owned),
-            of_task: e.task_id.is_some(),
-            run_us: data.run_us,
-            wait_us: data.wait_us,
-        }))
+        measured(id, line)
     };
     while out.len() < p.limit as usize
         && let Some(row) = rows.next().map_err(internal)?
@@ -509,8 +794,11 @@ fn largest_id(conn: &Connection) -> rusqlite::Result<u64> {
 /// Deletes the oldest pages, in id order, while every event in them is older than `before`,
 /// until at least `limit` events are gone (a page is deleted whole): pages are written in time
 /// order, so this stops at the first one to keep without an index on time. The newest page
-/// always stays (see the module's note on ids). Returns how many events it deleted.
-pub(crate) fn prune(conn: &Connection, page: &EventPage, p: PruneEvents) -> Result<usize> {
+/// always stays (see the module's note on ids), after the deferred events are written into it
+/// (see [`EventPage`]). Returns how many events it deleted.
+pub(crate) fn prune(conn: &Connection, page: &mut EventPage, p: PruneEvents) -> Result<usize> {
+    // Deferred events first into a page: the newest page must hold the largest id.
+    page.write(conn).map_err(internal)?;
     let last: Option<i64> = conn
         .query_row(
             "SELECT MAX(last_id) FROM event_pages \
@@ -592,10 +880,10 @@ mod tests {
         }
         assert_eq!(last_id(&conn).unwrap().seq, 600);
         // Pruning takes whole pages, never the newest, and ids go on from the largest.
-        let pruned = prune(&conn, &page, PruneEvents { before: at(10_000), limit: 300 }).unwrap();
+        let pruned = prune(&conn, &mut page, PruneEvents { before: at(10_000), limit: 300 }).unwrap();
         assert_eq!(pruned, 512);
         assert_eq!(
-            prune(&conn, &page, PruneEvents { before: at(10_000), limit: 300 }).unwrap(),
+            prune(&conn, &mut page, PruneEvents { before: at(10_000), limit: 300 }).unwrap(),
             0,
             "the newest page stays"
         );
@@ -678,7 +966,7 @@ mod tests {
             for (op, n) in steps {
                 conn.execute_batch("BEGIN").unwrap();
                 if op == 3 {
-                    prune(&conn, &page, PruneEvents { before: at(at_ms), limit: n }).unwrap();
+                    prune(&conn, &mut page, PruneEvents { before: at(at_ms), limit: n }).unwrap();
                 } else {
                     for i in 0..n {
                         at_ms += 1;
@@ -750,7 +1038,7 @@ mod tests {
             let conn = database();
             let mut page = EventPage::default();
             page.push(&conn, &NewEvent::queue("before", true, at(1))).unwrap();
-            page.task_event(&conn, &event).unwrap();
+            page.task_event(&conn, TaskId::from_bytes([1; 16]), &event).unwrap();
             page.write(&conn).unwrap();
             for from in [0, 1] {
                 let stored = read_stored(&conn, &after(from, 10)).unwrap();
@@ -798,7 +1086,7 @@ mod tests {
             worker_id: None,
         };
         let succeeded = packed.event().unwrap();
-        page.task_event(&conn, &succeeded).unwrap();
+        page.task_event(&conn, TaskId::from_bytes([1; 16]), &succeeded).unwrap();
         page.push(&conn, &NewEvent::queue("mail", true, at(1))).unwrap();
         page.write(&conn).unwrap();
         let all = read(&conn, &after(0, 10)).unwrap();

@@ -154,6 +154,17 @@ impl SqliteStore {
         // The embedded store belongs to one server process at a time: a lease (the leader lease)
         // held by an earlier process died with it, so the new one need not wait it out.
         conn.execute("DELETE FROM leases", []).map_err(internal)?;
+        // Events an earlier process left in its tasks' rows, should it have died before they
+        // were in pages (see `events::EventPage`), go into pages before anyone reads the log.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(internal)?;
+        let recovered = events::recover(&tx).map_err(internal)?;
+        tx.commit().map_err(internal)?;
+        if recovered > 0 {
+            tracing::info!(
+                events = recovered,
+                "wrote the events a stopped process left in its tasks' rows into the log"
+            );
+        }
         let readers = (0..config.readers.max(1)).map(|_| open(&config.path)).collect::<rusqlite::Result<Vec<_>>>();
         // The log the writer syncs by hand. It exists once a connection has used the database
         // (the migration above did) and keeps its inode while any connection is open.
@@ -205,7 +216,28 @@ impl SqliteStore {
         if let Some(found) = events::read_recent(&self.recent_events, &p, map) {
             return found;
         }
-        self.read(move |c| events::read_with(c, &p, map)).await
+        let limit = p.limit;
+        let (mut out, last) = self
+            .read(move |c| {
+                let mut last = p.after;
+                let out = events::read_with(c, &p, |id, line| {
+                    last = id;
+                    map(id, line)
+                })?;
+                Ok((out, last))
+            })
+            .await?;
+        // The newest events may wait in their tasks' rows, in no page yet: the ring has them.
+        if out.len() < limit as usize
+            && let Some(more) = events::read_recent(
+                &self.recent_events,
+                &ReadEvents { after: last, limit: limit - out.len() as u32 },
+                map,
+            )
+        {
+            out.extend(more?);
+        }
+        Ok(out)
     }
 
     /// Runs a query on a reader connection, off the async threads.
@@ -315,7 +347,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_finished(&self, p: PruneFinished) -> Result<usize> {
-        self.writer.write(false, move |c, _| ops::prune_finished(c, p)).await
+        self.writer.write(false, move |c, st| ops::prune_finished(c, st, p)).await
     }
 
     async fn compact(&self) -> Result<()> {
@@ -398,15 +430,37 @@ impl Store for SqliteStore {
     }
 
     async fn read_event_measures(&self, p: ReadEvents) -> Result<Vec<taskwarden_core::stats::Measured>> {
-        self.read(move |c| events::read_measures(c, &p)).await
+        use taskwarden_core::stats::Measured;
+        let (after, limit) = (p.after, p.limit);
+        let mut out = self.read(move |c| events::read_measures(c, &p)).await?;
+        // The newest events may wait in their tasks' rows, in no page yet: the ring has them.
+        let last = match out.last() {
+            Some(Measured::Event(m)) => m.id,
+            Some(Measured::Summed { last, .. }) => *last,
+            None => after,
+        };
+        if out.len() < limit as usize
+            && let Some(more) = events::read_recent(
+                &self.recent_events,
+                &ReadEvents { after: last, limit: limit - out.len() as u32 },
+                events::measured,
+            )
+        {
+            out.extend(more?);
+        }
+        Ok(out)
     }
 
     async fn last_event_id(&self) -> Result<EventId> {
-        self.read(events::last_id).await
+        // The ring's newest may be newer than any page (see `events::EventPage`).
+        let paged = self.read(events::last_id).await?;
+        Ok(events::last_recent(&self.recent_events)
+            .filter(|&seq| seq > paged.seq)
+            .map_or(paged, |seq| EventId { tx: 0, seq }))
     }
 
     async fn prune_events(&self, p: PruneEvents) -> Result<usize> {
-        self.writer.write(false, move |c, st| events::prune(c, &st.events, p)).await
+        self.writer.write(false, move |c, st| events::prune(c, &mut st.events, p)).await
     }
 
     async fn stats_position(&self) -> Result<EventId> {

@@ -36,10 +36,16 @@ pub(crate) fn load(conn: &Connection, id: TaskId) -> Result<Task> {
 /// Writes back a task's changed columns, and what it holds while running (see `ledger`). Every
 /// task write goes through here.
 pub(crate) fn write_task(conn: &Connection, st: &mut WriterState, task: &Task) -> Result<()> {
-    save_task(conn, task).map_err(internal)?;
-    st.events.task(conn, task).map_err(internal)?;
+    let events = st.events.task(conn, task).map_err(internal)?;
+    save_task(conn, task, events.as_deref()).map_err(internal)?;
     st.ledger.saved(task);
     Ok(())
+}
+
+/// Inserts a new task with its `task.submitted` event. Every task insert goes through here.
+pub(crate) fn insert_new(conn: &Connection, st: &mut WriterState, task: &Task) -> Result<()> {
+    let events = st.events.task(conn, task).map_err(internal)?;
+    insert_task(conn, task, events.as_deref()).map_err(internal)
 }
 
 pub(crate) fn save(conn: &Connection, st: &mut WriterState, task: &Task, attempt: Option<&Attempt>) -> Result<()> {
@@ -75,8 +81,7 @@ pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitTasks) ->
         }
         let id = st.ids.next(p.now, st.rng.random());
         let task = Task::new(id, spec, p.now);
-        insert_task(conn, &task).map_err(internal)?;
-        st.events.task(conn, &task).map_err(internal)?;
+        insert_new(conn, st, &task)?;
         if let Some(key) = &task.idempotency_key {
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO idempotency_keys (key, task_id, created_at) VALUES (?1, ?2, ?3)",
@@ -452,8 +457,12 @@ fn prune_buckets(conn: &Connection, before: Timestamp) -> Result<usize> {
     conn.prepare_cached("DELETE FROM rate_buckets WHERE at < ?1").and_then(|mut s| s.execute([stale])).map_err(internal)
 }
 
-/// Deletes tasks (with their attempts, logs, keys and edges) by id.
-fn delete_tasks(conn: &Connection, ids: &[[u8; 16]]) -> Result<()> {
+/// Deletes tasks (with their attempts, logs, keys and edges) by id. Their rows may carry
+/// events not yet in a page: the commit writes those into one.
+fn delete_tasks(conn: &Connection, st: &mut WriterState, ids: &[[u8; 16]]) -> Result<()> {
+    if !ids.is_empty() {
+        st.events.page_at_commit();
+    }
     for sql in [
         "DELETE FROM attempts WHERE task_id = ?1",
         "DELETE FROM task_logs WHERE task_id = ?1",
@@ -470,7 +479,7 @@ fn delete_tasks(conn: &Connection, ids: &[[u8; 16]]) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn prune_finished(conn: &Connection, p: PruneFinished) -> Result<usize> {
+pub(crate) fn prune_finished(conn: &Connection, st: &mut WriterState, p: PruneFinished) -> Result<usize> {
     let before = p.finished_before.as_micros();
     let plain: Vec<[u8; 16]> = conn
         .prepare_cached(
@@ -479,7 +488,7 @@ pub(crate) fn prune_finished(conn: &Connection, p: PruneFinished) -> Result<usiz
         )
         .and_then(|mut s| s.query_map(params![before, p.limit], |r| r.get(0))?.collect())
         .map_err(internal)?;
-    delete_tasks(conn, &plain)?;
+    delete_tasks(conn, st, &plain)?;
     let mut deleted = plain.len();
     // Whole workflows, once decided and with no task still running.
     while deleted < p.limit as usize {
@@ -496,7 +505,7 @@ pub(crate) fn prune_finished(conn: &Connection, p: PruneFinished) -> Result<usiz
             .prepare_cached("SELECT id FROM tasks WHERE workflow_id = ?1")
             .and_then(|mut s| s.query_map([wf], |r| r.get(0))?.collect())
             .map_err(internal)?;
-        delete_tasks(conn, &ids)?;
+        delete_tasks(conn, st, &ids)?;
         conn.prepare_cached("DELETE FROM task_edges WHERE parent_id = ?1")
             .and_then(|mut s| ids.iter().try_for_each(|id| s.execute([id]).map(drop)))
             .map_err(internal)?;

@@ -136,13 +136,13 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serializes")
 }
 
-/// Inserts a new task, with its `task.submitted` event.
-pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
+/// Inserts a new task, with its events not yet in a page (see `events::EventPage`).
+pub(crate) fn insert_task(conn: &Connection, t: &Task, events: Option<&[u8]>) -> rusqlite::Result<()> {
     // A new task waits for all its parents: pending_parents starts at parent_count.
     let mut stmt = conn.prepare_cached(&format!(
-        "INSERT INTO tasks ({TASK_COLUMNS}, pending_parents, concurrency_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+        "INSERT INTO tasks ({TASK_COLUMNS}, pending_parents, concurrency_key, events) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
          ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, ?19, ?20, \
-         ?21, ?22, ?24, ?25, ?21, ?23)"
+         ?21, ?22, ?24, ?25, ?21, ?23, ?26)"
     ))?;
     stmt.execute(params![
         t.id.as_bytes(),
@@ -170,17 +170,18 @@ pub(crate) fn insert_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
         t.needs.concurrency_key,
         t.expires_at.map(Timestamp::as_micros),
         t.traceparent.map(|t| t.to_string()),
+        events,
     ])?;
     Ok(())
 }
 
-/// Writes back the columns a transition can change, with the event the transition noted.
-pub(crate) fn save_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
+/// Writes back the columns a transition can change, with the task's events not yet in a page.
+pub(crate) fn save_task(conn: &Connection, t: &Task, events: Option<&[u8]>) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "UPDATE tasks SET state = ?2, attempts = ?3, attempt_limit = ?4, run_at = ?5, updated_at = ?6, \
          finished_at = ?7, lease_token = ?8, lease_worker = ?9, lease_attempt = ?10, lease_started_at = ?11, \
          lease_expires_at = ?12, lease_deadline = ?13, cancel_requested = ?14, result = ?15, error = ?16, \
-         progress = ?17, expires_at = ?18 WHERE id = ?1",
+         progress = ?17, expires_at = ?18, events = ?19 WHERE id = ?1",
     )?;
     let l = t.lease.as_ref();
     stmt.execute(params![
@@ -202,6 +203,7 @@ pub(crate) fn save_task(conn: &Connection, t: &Task) -> rusqlite::Result<()> {
         t.error,
         t.progress.as_ref().map(to_json),
         t.expires_at.map(Timestamp::as_micros),
+        events,
     ])?;
     Ok(())
 }

@@ -331,6 +331,16 @@ CREATE TABLE ready_probe (
     n  INTEGER NOT NULL
 );
 "#,
+    // v19: a small commit's events wait in its tasks' rows for a page (see `events.rs`): each
+    // task's, with their ids; and whether any may be waiting (0 while a process defers them).
+    r#"
+ALTER TABLE tasks ADD COLUMN events BLOB;
+CREATE TABLE event_tail (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    clean INTEGER NOT NULL
+);
+INSERT INTO event_tail (id, clean) VALUES (1, 1);
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

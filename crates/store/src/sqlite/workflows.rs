@@ -16,7 +16,6 @@ use taskwarden_core::{Task, TaskId, TaskState, Timestamp};
 
 use super::internal;
 use super::ops::{self, load, save, touch_for};
-use super::rows::insert_task;
 use super::writer::WriterState;
 use crate::params::{CancelWorkflow, FanOutTasks, ListParents, ListWorkflows, SubmitWorkflow, WorkflowPage};
 use crate::{Result, StoreError};
@@ -54,8 +53,7 @@ pub(crate) fn submit(conn: &Connection, st: &mut WriterState, p: SubmitWorkflow)
         conn.prepare_cached("INSERT INTO task_edges (parent_id, child_id) VALUES (?1, ?2)").map_err(internal)?;
     for (i, node) in std::mem::take(&mut plan.nodes).into_iter().enumerate() {
         let task = Task::new_node(ids[i], node.task, id, node.id, node.parents.len() as u32, p.now);
-        insert_task(conn, &task).map_err(internal)?;
-        st.events.task(conn, &task).map_err(internal)?;
+        super::ops::insert_new(conn, st, &task)?;
         for &parent in &node.parents {
             edge.execute(params![ids[parent].as_bytes(), ids[i].as_bytes()]).map_err(internal)?;
         }
@@ -139,14 +137,12 @@ pub(crate) fn fan_out(conn: &Connection, st: &mut WriterState, p: FanOutTasks) -
         let id = st.ids.next(p.now, st.rng.random());
         // Zero-padded, so node order is child order when the join reads its parents.
         let child = Task::new_node(id, spec, wf, format!("{prefix}/{i:06}"), 0, p.now);
-        insert_task(conn, &child).map_err(internal)?;
-        st.events.task(conn, &child).map_err(internal)?;
+        super::ops::insert_new(conn, st, &child)?;
         edge.execute(params![id.as_bytes(), join_id.as_bytes()]).map_err(internal)?;
         touch_for(st, &child);
     }
     let join = Task::new_node(join_id, p.plan.join, wf, join_node, n as u32, p.now);
-    insert_task(conn, &join).map_err(internal)?;
-    st.events.task(conn, &join).map_err(internal)?;
+    super::ops::insert_new(conn, st, &join)?;
     if let Some(policy) = policy {
         let policy = serde_json::to_string(&policy).map_err(bad)?;
         conn.prepare_cached("INSERT INTO fanouts (join_id, policy, total) VALUES (?1, ?2, ?3)")

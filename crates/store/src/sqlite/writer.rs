@@ -296,6 +296,21 @@ fn run(core: &Mutex<Core>, mut rx: mpsc::Receiver<WriteJob>, topics: &Topics, wa
         }
         core.commit(topics, group);
     }
+    // Every handle is gone: the store is closing. Events deferred in their tasks' rows go into a
+    // page now, so that the next open need not look for them.
+    if let Ok(mut core) = core.lock() {
+        let Core { conn, state, .. } = &mut *core;
+        let closed = exec(conn, "BEGIN IMMEDIATE")
+            .and_then(|()| state.events.close(conn).map_err(super::internal))
+            .and_then(|()| exec(conn, "COMMIT"));
+        match closed {
+            Ok(()) => state.events.committed(),
+            Err(e) => {
+                let _ = exec(conn, "ROLLBACK");
+                tracing::warn!(error = %e, "could not page the deferred events at shutdown; the next open will");
+            }
+        }
+    }
 }
 
 /// Runs one group in one transaction, hands newly ready tasks to waiting fetchers, commits, and
@@ -335,7 +350,8 @@ fn commit_group(
         partial = handoff::serve_waiters(conn, state).err();
     }
     if partial.is_none() {
-        partial = state.events.write(conn).err().map(super::internal);
+        let now = state.now;
+        partial = state.events.before_commit(conn, now).err().map(super::internal);
     }
     let mut commit = match partial {
         // An operation failed after writing: nothing of this group may be committed.
