@@ -123,6 +123,16 @@ async fn events_waiting_in_task_rows_when_the_process_dies_read_back_with_their_
     let before = store.read_events(all()).await.unwrap();
     assert_eq!(before.len(), 6, "3 submitted, 2 started, 1 succeeded: {before:?}");
 
+    // A second process opening the database meanwhile (a CLI command beside a server) neither
+    // pages nor takes over what waits in rows: it does not hold the writer lock.
+    let beside = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+    drop(beside);
+    let pages = |db: &std::path::Path| -> i64 {
+        let db = rusqlite::Connection::open(db).unwrap();
+        db.query_row("SELECT COUNT(*) FROM event_pages", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(pages(&path), 0);
+
     let copy = dir.path().join("copy.db");
     SqliteStore::backup(&path, &copy).unwrap();
     {

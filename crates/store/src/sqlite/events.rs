@@ -69,6 +69,9 @@ const DEFER_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most events a commit leaves in rows: a larger one writes a page (which its events share),
 /// and its rows stay as small as without the log.
 const ROW_EVENTS: u32 = 8;
+/// Most bytes of events left in rows: far fewer than the ring of recent pages keeps, so that
+/// it always holds every event no page does yet (readers find them there).
+const DEFER_BYTES: usize = RECENT_BYTES / 8;
 
 /// The event log's writing side, owned by the writer.
 ///
@@ -90,6 +93,10 @@ const ROW_EVENTS: u32 = 8;
 pub(crate) struct EventPage {
     /// The log is off (`SqliteConfig::event_log`): appends are dropped.
     off: bool,
+    /// This process is the database's one writer (it holds the writer lock; see
+    /// `SqliteStore::open`), so it may leave events in rows: another process opening the
+    /// database would not know of them.
+    may_defer: bool,
     /// The open transaction's events, not yet in a page.
     group: Gathered,
     /// Events of committed transactions, kept in their tasks' rows and not yet in a page.
@@ -278,8 +285,8 @@ pub(crate) struct PageMark {
 }
 
 impl EventPage {
-    pub(crate) fn new(log: bool) -> EventPage {
-        EventPage { off: !log, ..Default::default() }
+    pub(crate) fn new(log: bool, may_defer: bool) -> EventPage {
+        EventPage { off: !log, may_defer, ..Default::default() }
     }
 
     /// Appends the event the task's last transition noted, if any. Returns what the task's row
@@ -300,7 +307,7 @@ impl EventPage {
         self.group.measures.push(e.measure(EventId::START));
         let start = self.group.records.len();
         self.append(&Record::Task(e.pack()), e.at);
-        if self.page_now || self.group.count > ROW_EVENTS {
+        if self.page_now || !self.may_defer || self.group.count > ROW_EVENTS {
             // This commit writes a page, which will hold every event its rows would.
             self.page_now = true;
             return if self.pending() == PAGE_EVENTS { self.write(conn).map(|()| None) } else { Ok(None) };
@@ -372,7 +379,8 @@ impl EventPage {
         let waited = !self.deferred_paged
             && self.deferred.count > 0
             && self.now.saturating_sub(self.deferred_since) >= DEFER_FOR.as_micros() as i64;
-        if self.page_now || self.deferred_paged {
+        let bytes = self.deferred.records.len() + self.group.records.len();
+        if self.page_now || self.deferred_paged || !self.may_defer || bytes > DEFER_BYTES {
             return self.write(conn);
         }
         if waited {
@@ -552,10 +560,14 @@ pub(crate) fn recover(conn: &Connection) -> rusqlite::Result<usize> {
     let mut stmt = conn.prepare("SELECT events FROM tasks WHERE events IS NOT NULL")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let mut rest = row.get_ref(0)?.as_blob()?;
+        let Ok(mut rest) = row.get_ref(0)?.as_blob() else { continue };
         while !rest.is_empty() {
-            let (id, record) = postcard::take_from_bytes::<u64>(rest).map_err(unpackable)?;
-            let (_, after) = postcard::take_from_bytes::<Stored<'_>>(record).map_err(unpackable)?;
+            let parsed = postcard::take_from_bytes::<u64>(rest)
+                .and_then(|(id, record)| Ok((id, record, postcard::take_from_bytes::<Stored<'_>>(record)?.1)));
+            let Ok((id, record, after)) = parsed else {
+                tracing::warn!("a task row's waiting events cannot be read; skipping them");
+                break;
+            };
             if id > last {
                 found.insert(id, record[..record.len() - after.len()].to_vec());
             }
@@ -574,10 +586,13 @@ pub(crate) fn recover(conn: &Connection) -> rusqlite::Result<usize> {
             page.write(conn)?;
             page.paged = Some(id - 1);
         }
-        let Record::Task(packed) = postcard::from_bytes::<Stored<'_>>(record).map_err(unpackable)? else {
+        let Ok(Record::Task(packed)) = postcard::from_bytes::<Stored<'_>>(record) else {
             continue; // rows carry task events only
         };
-        let event = unpacked(&packed)?;
+        let Ok(event) = unpacked(&packed) else {
+            tracing::warn!(id, "a waiting event of a type this build does not know; skipped");
+            continue;
+        };
         page.group.measures.push(event.measure(EventId::START));
         page.group.records.extend_from_slice(record);
         page.group.count += 1;

@@ -112,6 +112,23 @@ pub(crate) fn internal(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Takes the lock file beside the database (`<db>-writer`) if no other process holds it.
+fn writer_lock(db: &Path) -> Result<Option<std::fs::File>> {
+    let mut path = db.as_os_str().to_owned();
+    path.push("-writer");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Unavailable(format!("open {path:?}: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unavailable(format!("lock {path:?}: {e}"))),
+    }
+}
+
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -154,16 +171,22 @@ impl SqliteStore {
         // The embedded store belongs to one server process at a time: a lease (the leader lease)
         // held by an earlier process died with it, so the new one need not wait it out.
         conn.execute("DELETE FROM leases", []).map_err(internal)?;
-        // Events an earlier process left in its tasks' rows, should it have died before they
-        // were in pages (see `events::EventPage`), go into pages before anyone reads the log.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(internal)?;
-        let recovered = events::recover(&tx).map_err(internal)?;
-        tx.commit().map_err(internal)?;
-        if recovered > 0 {
-            tracing::info!(
-                events = recovered,
-                "wrote the events a stopped process left in its tasks' rows into the log"
-            );
+        // The database's one writer holds this lock while its writer thread runs; only it may
+        // leave events in rows (see `events::EventPage`). Another process opening the database
+        // meanwhile (a CLI command beside a server) pages every event at once and recovers none.
+        let writer_lock = writer_lock(&config.path)?;
+        if writer_lock.is_some() {
+            // Events an earlier process left in its tasks' rows, should it have died before they
+            // were in pages, go into pages before anyone reads the log.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(internal)?;
+            let recovered = events::recover(&tx).map_err(internal)?;
+            tx.commit().map_err(internal)?;
+            if recovered > 0 {
+                tracing::info!(
+                    events = recovered,
+                    "wrote the events a stopped process left in its tasks' rows into the log"
+                );
+            }
         }
         let readers = (0..config.readers.max(1)).map(|_| open(&config.path)).collect::<rusqlite::Result<Vec<_>>>();
         // The log the writer syncs by hand. It exists once a connection has used the database
@@ -181,7 +204,7 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES).map_err(internal)?;
         let checkpointer = Checkpointer::spawn(open(&config.path).map_err(internal)?);
         let topics = Arc::new(Topics::new());
-        let writer = Writer::spawn(conn, wal, topics.clone(), config.aging, config.event_log);
+        let writer = Writer::spawn(conn, wal, topics.clone(), config.aging, config.event_log, writer_lock);
         Ok(SqliteStore {
             recent_events: writer.recent_events(),
             writer,

@@ -162,6 +162,7 @@ impl Writer {
         topics: std::sync::Arc<Topics>,
         aging: Option<std::time::Duration>,
         event_log: bool,
+        lock: Option<File>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(8192);
         let state = WriterState {
@@ -176,7 +177,7 @@ impl Writer {
             aging,
             ledger: Ledger::default(),
             buckets: BucketCache::default(),
-            events: super::events::EventPage::new(event_log),
+            events: super::events::EventPage::new(event_log, lock.is_some()),
         };
         let recent_events = state.events.recent();
         let mut core = Core { conn, wal, state };
@@ -196,7 +197,10 @@ impl Writer {
         };
         std::thread::Builder::new()
             .name("taskwarden-sqlite-writer".into())
-            .spawn(move || run(&core, rx, &topics, &writer_waiting))
+            .spawn(move || {
+                run(&core, rx, &topics, &writer_waiting);
+                drop(lock); // held until the last page is written
+            })
             .expect("spawn the SQLite writer thread");
         writer
     }
@@ -458,7 +462,7 @@ mod tests {
             wal.push("-wal");
             File::options().read(true).write(true).open(wal).unwrap()
         });
-        Writer::spawn(conn, wal, Arc::new(Topics::new()), None, true)
+        Writer::spawn(conn, wal, Arc::new(Topics::new()), None, true, None)
     }
 
     fn thread_name(_: &Connection, _: &mut WriterState) -> Result<Option<String>> {
