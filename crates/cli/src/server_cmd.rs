@@ -295,7 +295,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     println!("taskwarden server listening on {scheme}://{addr} (data: {described}, node: {})", cfg.server.node_name);
     tracing::info!(%addr, data = %described, node = %cfg.server.node_name, "server started");
     let shutdown = crate::signal::shutdown_token();
-    taskwarden_server::serve(listener, store, cfg.server, shutdown).await?;
+    taskwarden_server::serve(listener, store.clone(), cfg.server, shutdown).await?;
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "closing the store failed; the next start will recover what it kept");
+    }
     tracing::info!("server stopped");
     Ok(())
 }

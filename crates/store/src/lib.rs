@@ -181,6 +181,13 @@ pub trait Store: Send + Sync + 'static {
     /// reading after it yields only what happens from now on.
     async fn last_event_id(&self) -> Result<EventId>;
 
+    /// At a graceful shutdown, once nothing else will write: puts in order what the store keeps
+    /// in memory for speed, so the next open has nothing to recover (SQLite: the events waiting
+    /// in task rows go into a page). Writes after it still work, only without that shortcut.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Deletes the oldest events written before `p.before`, a batch at a time; returns how many.
     /// The newest event is always kept (so ids, on SQLite, never start again from a smaller one).
     async fn prune_events(&self, p: PruneEvents) -> Result<usize>;

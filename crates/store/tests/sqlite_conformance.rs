@@ -154,6 +154,19 @@ async fn events_waiting_in_task_rows_when_the_process_dies_read_back_with_their_
     assert!(!measured.is_empty(), "the roll-up reads the recovered events");
 
     // A store closed in order pages what waited: the next open has nothing to look for.
+    let p = SubmitTasks { tasks: vec![spec()], idempotency_window: std::time::Duration::from_secs(1), now: at(6) };
+    store.submit(p).await.unwrap();
+    store.close().await.unwrap();
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let clean: i64 = db.query_row("SELECT clean FROM event_tail", [], |r| r.get(0)).unwrap();
+        let paged: i64 = db.query_row("SELECT MAX(last_id) FROM event_pages", [], |r| r.get(0)).unwrap();
+        assert_eq!((clean, paged as u64), (1, before[5].id.seq + 1), "closed: all paged, nothing waits");
+    }
+    let p = SubmitTasks { tasks: vec![spec()], idempotency_window: std::time::Duration::from_secs(1), now: at(7) };
+    store.submit(p).await.unwrap();
+    assert_eq!(pages(&path), 2, "after closing, each commit pages its events");
+    // Dropped without closing, the store pages what waited as its writer stops.
     drop(store);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -161,7 +174,7 @@ async fn events_waiting_in_task_rows_when_the_process_dies_read_back_with_their_
         let clean: i64 = db.query_row("SELECT clean FROM event_tail", [], |r| r.get(0)).unwrap();
         let paged: i64 = db.query_row("SELECT COALESCE(MAX(last_id), 0) FROM event_pages", [], |r| r.get(0)).unwrap();
         if clean == 1 {
-            assert_eq!(paged as u64, before[5].id.seq);
+            assert_eq!(paged as u64, before[5].id.seq + 2);
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the closing store did not page its deferred events");

@@ -204,6 +204,10 @@ impl Store for MeteredStore {
         self.inner.last_event_id().await
     }
 
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+
     async fn prune_events(&self, p: PruneEvents) -> Result<usize> {
         self.inner.prune_events(p).await
     }

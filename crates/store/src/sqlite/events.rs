@@ -478,9 +478,10 @@ impl EventPage {
         }
     }
 
-    /// At shutdown, in a transaction: writes the deferred events into a page and notes that no
-    /// row holds any still deferred.
+    /// At shutdown, in a transaction: writes the deferred events into a page, notes that no row
+    /// holds any still deferred, and defers none from now on.
     pub(crate) fn close(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        self.may_defer = false;
         self.write(conn)?;
         if self.tail_marked || self.marking_tail {
             conn.prepare_cached("UPDATE event_tail SET clean = 1 WHERE id = 1")?.execute([])?;

@@ -482,6 +482,10 @@ impl Store for SqliteStore {
             .map_or(paged, |seq| EventId { tx: 0, seq }))
     }
 
+    async fn close(&self) -> Result<()> {
+        self.writer.write(false, |c, st| st.events.close(c).map_err(internal)).await
+    }
+
     async fn prune_events(&self, p: PruneEvents) -> Result<usize> {
         self.writer.write(false, move |c, st| events::prune(c, &mut st.events, p)).await
     }
