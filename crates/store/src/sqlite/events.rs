@@ -307,20 +307,21 @@ impl EventPage {
         self.group.measures.push(e.measure(EventId::START));
         let start = self.group.records.len();
         self.append(&Record::Task(e.pack()), e.at);
-        if self.page_now || !self.may_defer || self.group.count > ROW_EVENTS {
+        let row = if self.page_now || !self.may_defer || self.group.count > ROW_EVENTS {
             // This commit writes a page, which will hold every event its rows would.
             self.page_now = true;
-            return if self.pending() == PAGE_EVENTS { self.write(conn).map(|()| None) } else { Ok(None) };
-        }
-        self.undo.push((task, self.rows.get(&task).map(Vec::len)));
-        let row = self.rows.entry(task).or_default();
-        *row = postcard::to_extend(&id, std::mem::take(row)).expect("an id packs");
-        row.extend_from_slice(&self.group.records[start..]);
-        let row = row.clone();
+            None
+        } else {
+            self.undo.push((task, self.rows.get(&task).map(Vec::len)));
+            let row = self.rows.entry(task).or_default();
+            *row = postcard::to_extend(&id, std::mem::take(row)).expect("an id packs");
+            row.extend_from_slice(&self.group.records[start..]);
+            Some(row.clone())
+        };
         if self.pending() == PAGE_EVENTS {
             self.write(conn)?;
         }
-        Ok(Some(row))
+        Ok(row)
     }
 
     /// Appends an event no task's row carries (a workflow's, a worker's, a queue's): the
@@ -329,7 +330,6 @@ impl EventPage {
         if self.off {
             return Ok(());
         }
-        self.paged(conn)?;
         self.group.measures.push(EventMeasure::of_new(EventId::START, e));
         let line = serde_json::to_string(e).expect("an event serializes");
         self.append(&Record::<&[String]>::Line(&line), e.at);

@@ -250,17 +250,27 @@ impl SqliteStore {
                 Ok((out, last))
             })
             .await?;
-        // The newest events may wait in their tasks' rows, in no page yet: the ring has them.
-        if out.len() < limit as usize
-            && let Some(more) = events::read_recent(
-                &self.recent_events,
-                &ReadEvents { after: last, limit: limit - out.len() as u32 },
-                map,
-            )
-        {
-            out.extend(more?);
-        }
+        self.go_on_in_ring(&mut out, last, limit, map)?;
         Ok(out)
+    }
+
+    /// Adds to `out`, a read from the table that ended at `last`, what the ring holds after it up
+    /// to `limit` in all: the newest events may wait in their tasks' rows, in no page yet (see
+    /// `events::EventPage`), and the ring has them.
+    fn go_on_in_ring<T>(
+        &self,
+        out: &mut Vec<T>,
+        last: EventId,
+        limit: u32,
+        map: fn(EventId, &str) -> rusqlite::Result<T>,
+    ) -> Result<()> {
+        if out.len() < limit as usize {
+            let rest = ReadEvents { after: last, limit: limit - out.len() as u32 };
+            if let Some(more) = events::read_recent(&self.recent_events, &rest, map) {
+                out.extend(more?);
+            }
+        }
+        Ok(())
     }
 
     /// Runs a query on a reader connection, off the async threads.
@@ -456,21 +466,12 @@ impl Store for SqliteStore {
         use taskwarden_core::stats::Measured;
         let (after, limit) = (p.after, p.limit);
         let mut out = self.read(move |c| events::read_measures(c, &p)).await?;
-        // The newest events may wait in their tasks' rows, in no page yet: the ring has them.
         let last = match out.last() {
             Some(Measured::Event(m)) => m.id,
             Some(Measured::Summed { last, .. }) => *last,
             None => after,
         };
-        if out.len() < limit as usize
-            && let Some(more) = events::read_recent(
-                &self.recent_events,
-                &ReadEvents { after: last, limit: limit - out.len() as u32 },
-                events::measured,
-            )
-        {
-            out.extend(more?);
-        }
+        self.go_on_in_ring(&mut out, last, limit, events::measured)?;
         Ok(out)
     }
 

@@ -303,16 +303,11 @@ fn run(core: &Mutex<Core>, mut rx: mpsc::Receiver<WriteJob>, topics: &Topics, wa
     // Every handle is gone: the store is closing. Events deferred in their tasks' rows go into a
     // page now, so that the next open need not look for them.
     if let Ok(mut core) = core.lock() {
-        let Core { conn, state, .. } = &mut *core;
-        let closed = exec(conn, "BEGIN IMMEDIATE")
-            .and_then(|()| state.events.close(conn).map_err(super::internal))
-            .and_then(|()| exec(conn, "COMMIT"));
-        match closed {
-            Ok(()) => state.events.committed(),
-            Err(e) => {
-                let _ = exec(conn, "ROLLBACK");
-                tracing::warn!(error = %e, "could not page the deferred events at shutdown; the next open will");
-            }
+        let (reply, mut answer) = oneshot::channel();
+        let op = |conn: &Connection, state: &mut WriterState| state.events.close(conn).map_err(super::internal);
+        core.commit(topics, vec![WriteJob { durable: false, op: Box::new(Pending { op, reply }) }]);
+        if let Ok(Err(e)) = answer.try_recv() {
+            tracing::warn!(error = %e, "could not page the deferred events at shutdown; the next open will");
         }
     }
 }
