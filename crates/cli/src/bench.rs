@@ -217,18 +217,8 @@ async fn drain(
 }
 
 async fn pickup_latency(url: &str, client: &Client, queue: &str, samples: usize) -> anyhow::Result<Vec<Duration>> {
-    pickup_latency_with(url, Default::default(), client, queue, samples).await
-}
-
-async fn pickup_latency_with(
-    url: &str,
-    options: taskwarden_client::ClientOptions,
-    client: &Client,
-    queue: &str,
-    samples: usize,
-) -> anyhow::Result<Vec<Duration>> {
     // The pause lets the completion go out, so the next sample starts with an idle worker.
-    pickup(url, options, client, queue, samples, 4, Pace::After(Duration::from_millis(2))).await
+    pickup(url, Default::default(), client, queue, samples, 4, Pace::After(Duration::from_millis(2))).await
 }
 
 /// How pickup samples are spaced.
@@ -250,18 +240,7 @@ async fn pickup(
     slots: usize,
     pace: Pace,
 ) -> anyhow::Result<Vec<Duration>> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let stop = CancellationToken::new();
-    let handler = move |_ctx: TaskContext, _p: serde_json::Value| {
-        let tx = tx.clone();
-        async move {
-            let _ = tx.send(Instant::now());
-            Ok::<_, TaskError>(())
-        }
-    };
-    let worker = Worker::builder(url).client_options(options).queue(queue).concurrency(slots).handler("echo", handler);
-    let running = tokio::spawn(worker.run(stop.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await; // registered and long-polling
+    let mut worker = PickupWorker::start(url, options, queue, slots).await;
     let mut out = Vec::with_capacity(samples);
     let mut next = tokio::time::Instant::now();
     for _ in 0..samples {
@@ -269,17 +248,58 @@ async fn pickup(
             tokio::time::sleep_until(next).await;
             next += every;
         }
-        let sent = Instant::now();
-        client.submit(noop(queue)).await?;
-        let started = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await?.context("worker stopped")?;
-        out.push(started.saturating_duration_since(sent));
+        out.push(worker.sample(client).await?);
         if let Pace::After(pause) = pace {
             tokio::time::sleep(pause).await;
         }
     }
-    stop.cancel();
-    running.await??;
+    worker.stop().await?;
     Ok(out)
+}
+
+/// An in-process worker whose handler notes when each task started: what pickup latency is
+/// measured with.
+struct PickupWorker {
+    queue: String,
+    started: tokio::sync::mpsc::UnboundedReceiver<Instant>,
+    stop: CancellationToken,
+    running: tokio::task::JoinHandle<Result<taskwarden_worker::RunSummary, taskwarden_worker::WorkerError>>,
+}
+
+impl PickupWorker {
+    /// Starts it on `queue` with `slots` slots, and waits until it is registered and long-polling.
+    async fn start(url: &str, options: taskwarden_client::ClientOptions, queue: &str, slots: usize) -> PickupWorker {
+        let (tx, started) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let stop = CancellationToken::new();
+        let handler = move |_ctx: TaskContext, _p: serde_json::Value| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(Instant::now());
+                Ok::<_, TaskError>(())
+            }
+        };
+        let worker =
+            Worker::builder(url).client_options(options).queue(queue).concurrency(slots).handler("echo", handler);
+        let running = tokio::spawn(worker.run(stop.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        PickupWorker { queue: queue.to_owned(), started, stop, running }
+    }
+
+    /// Submits one task through `client` and returns the time from calling submit to its handler
+    /// starting.
+    async fn sample(&mut self, client: &Client) -> anyhow::Result<Duration> {
+        let sent = Instant::now();
+        client.submit(noop(&self.queue)).await?;
+        let started =
+            tokio::time::timeout(Duration::from_secs(10), self.started.recv()).await?.context("worker stopped")?;
+        Ok(started.saturating_duration_since(sent))
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.running.await??;
+        Ok(())
+    }
 }
 
 /// A fan-out made at run time: one `fan.out` task spawns `children` no-op tasks and a join, run

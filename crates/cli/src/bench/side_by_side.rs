@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use taskwarden_client::{Client, ClientOptions};
 
-use super::{Backend, BenchArgs, Subscriber, drain, drain_queued, noop, percentile, pickup_latency_with, report};
+use super::{Backend, BenchArgs, PickupWorker, Subscriber, drain, drain_queued, noop, percentile, report};
 
 /// One of the two servers, and how the benchmark's clients and workers reach it.
 struct Side {
@@ -26,6 +26,8 @@ struct Side {
     options: ClientOptions,
     /// Flags for the worker processes (a token, a CA).
     worker_flags: Vec<String>,
+    /// The server's process, whose CPU time is counted.
+    pid: u32,
 }
 
 /// One side's figures, one per run.
@@ -36,10 +38,52 @@ struct Figures {
     wide: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
+    /// Microseconds of CPU per task over the run's three throughput measurements: the server's,
+    /// and everything else's (this process with its subscriber and clients, and the worker
+    /// processes).
+    server_cpu: Vec<f64>,
+    other_cpu: Vec<f64>,
 }
 
+/// CPU time used so far, in seconds: a server process's, and this process's with its
+/// children that have ended (the worker processes), from /proc (Linux; `None` elsewhere).
+#[derive(Clone, Copy)]
+struct CpuSeconds {
+    server: f64,
+    others: f64,
+}
+
+impl CpuSeconds {
+    fn now(server: u32) -> Option<CpuSeconds> {
+        let ticks = |path: String, fields: std::ops::Range<usize>| -> Option<f64> {
+            let stat = std::fs::read_to_string(path).ok()?;
+            // From field 3 on: what follows the command, which is in parentheses and may hold
+            // spaces. Fields 14 to 17 are utime, stime, cutime and cstime.
+            let rest: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+            fields.map(|f| rest.get(f - 3).and_then(|v| v.parse::<f64>().ok())).sum::<Option<f64>>()
+        };
+        let per_second = *CLOCK_TICKS;
+        Some(CpuSeconds {
+            server: ticks(format!("/proc/{server}/stat"), 14..16)? / per_second,
+            others: ticks("/proc/self/stat".into(), 14..18)? / per_second,
+        })
+    }
+}
+
+/// Clock ticks per second of /proc's CPU times.
+static CLOCK_TICKS: std::sync::LazyLock<f64> = std::sync::LazyLock::new(|| {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+});
+
 /// Runs the measurements on both sides, `args.runs` times, and prints each run and the medians,
-/// the second side as a share of (or, for latency, over) the first.
+/// the second side as a share of (or, for latency, over) the first. Each measurement is taken on
+/// both sides back to back, so a pair shares the machine's moment; pickup samples alternate
+/// between the sides one by one.
 async fn compare(args: &BenchArgs, sides: [Side; 2]) -> anyhow::Result<()> {
     let n = args.shape_tasks;
     let clients =
@@ -47,30 +91,71 @@ async fn compare(args: &BenchArgs, sides: [Side; 2]) -> anyhow::Result<()> {
     let mut figures = [Figures::default(), Figures::default()];
     for run in 0..args.runs {
         let order = if run % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            let (side, client, f) = (&sides[i], &clients[i], &mut figures[i]);
-            let flags: Vec<&str> = side.worker_flags.iter().map(String::as_str).collect();
-            let q = format!("single{run}");
+        let mut cpu = [(0.0, 0.0); 2];
+        // Times `measure` on side `i` and adds the CPU it took (once what it set going settled) to
+        // that side's account.
+        macro_rules! on_each_side {
+            (|$i:ident| $measure:expr) => {
+                for $i in order {
+                    let before = CpuSeconds::now(sides[$i].pid);
+                    $measure;
+                    tokio::time::sleep(SETTLE).await;
+                    if let (Some(b), Some(a)) = (before, CpuSeconds::now(sides[$i].pid)) {
+                        cpu[$i].0 += a.server - b.server;
+                        cpu[$i].1 += a.others - b.others;
+                    }
+                }
+            };
+        }
+        let q = format!("single{run}");
+        on_each_side!(|i| {
             let started = Instant::now();
             for _ in 0..n {
-                client.submit(noop(&q)).await?;
+                clients[i].submit(noop(&q)).await?;
             }
-            f.single.push(n as f64 / started.elapsed().as_secs_f64());
-            let two = [side.url.clone(), side.url.clone()];
-            f.small.push(drain_queued(&two, client, &q, n, 16, &flags).await?);
-            let q = format!("wide{run}");
-            f.wide.push(drain(std::slice::from_ref(&side.url), client, &q, args.e2e_tasks, false, &flags).await?);
-            let q = format!("latency{run}");
-            let mut lat =
-                pickup_latency_with(&side.url, side.options.clone(), client, &q, args.latency_samples).await?;
+            figures[i].single.push(n as f64 / started.elapsed().as_secs_f64());
+        });
+        on_each_side!(|i| {
+            let flags: Vec<&str> = sides[i].worker_flags.iter().map(String::as_str).collect();
+            let two = [sides[i].url.clone(), sides[i].url.clone()];
+            figures[i].small.push(drain_queued(&two, &clients[i], &q, n, 16, &flags).await?);
+        });
+        let q = format!("wide{run}");
+        on_each_side!(|i| {
+            let flags: Vec<&str> = sides[i].worker_flags.iter().map(String::as_str).collect();
+            let url = std::slice::from_ref(&sides[i].url);
+            figures[i].wide.push(drain(url, &clients[i], &q, args.e2e_tasks, false, &flags).await?);
+        });
+        let tasks = (2 * n + args.e2e_tasks + 1) as f64;
+        for (f, (server, others)) in figures.iter_mut().zip(cpu) {
+            f.server_cpu.push(server / tasks * 1e6);
+            f.other_cpu.push(others / tasks * 1e6);
+        }
+        let q = format!("latency{run}");
+        let mut workers = Vec::new();
+        for s in &sides {
+            workers.push(PickupWorker::start(&s.url, s.options.clone(), &q, 4).await);
+        }
+        let mut lat = [Vec::new(), Vec::new()];
+        for sample in 0..args.latency_samples {
+            for i in if sample % 2 == 0 { [0, 1] } else { [1, 0] } {
+                lat[i].push(workers[i].sample(&clients[i]).await?);
+                // The completion goes out, so the next sample starts with an idle worker.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        for w in workers {
+            w.stop().await?;
+        }
+        for (f, mut lat) in figures.iter_mut().zip(lat) {
             lat.sort();
             f.p50.push(percentile(&lat, 0.5).as_secs_f64() * 1000.0);
             f.p99.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
         }
         let line = |s: &Side, f: &Figures| {
             format!(
-                "{} single {:.0}/s, 2x16 {:.0}/s, 1x512 {:.0}/s, pickup p99 {:.2} ms",
-                s.name, f.single[run], f.small[run], f.wide[run], f.p99[run]
+                "{} single {:.0}/s, 2x16 {:.0}/s, 1x512 {:.0}/s, pickup p99 {:.2} ms, CPU {:.0}+{:.0} us/task",
+                s.name, f.single[run], f.small[run], f.wide[run], f.p99[run], f.server_cpu[run], f.other_cpu[run]
             )
         };
         println!("run {}: {}; {}", run + 1, line(&sides[0], &figures[0]), line(&sides[1], &figures[1]));
@@ -80,7 +165,7 @@ async fn compare(args: &BenchArgs, sides: [Side; 2]) -> anyhow::Result<()> {
     println!();
     println!("| measurement (median of {} runs) | value |", args.runs);
     println!("|---|---|");
-    let rows: [(&str, &str, &[f64], &[f64]); 5] = [
+    let rows: [(&str, &str, &[f64], &[f64]); 7] = [
         ("single submits, one client, each awaited", "tasks/s", &fa.single, &fb.single),
         (&format!("drain of those {n}, 2 worker processes x 16 slots"), "tasks/s", &fa.small, &fb.small),
         (
@@ -91,15 +176,21 @@ async fn compare(args: &BenchArgs, sides: [Side; 2]) -> anyhow::Result<()> {
         ),
         ("pickup latency p50, submit call to handler start", "ms", &fa.p50, &fb.p50),
         ("pickup latency p99", "ms", &fa.p99, &fb.p99),
+        ("server CPU per task over the three throughput measurements", "us", &fa.server_cpu, &fb.server_cpu),
+        ("CPU per task of the rest (clients, subscriber, workers)", "us", &fa.other_cpu, &fb.other_cpu),
     ];
     for (name, unit, first, second) in rows {
         report(&format!("{name}, {a}"), unit, first);
         report(&format!("{name}, {b}"), unit, second);
-        let share = if unit == "ms" { format!("  {b} over {a}") } else { format!("  {b} as a share of {a}") };
+        let share = if unit == "tasks/s" { format!("  {b} as a share of {a}") } else { format!("  {b} over {a}") };
         report(&share, "ratio", &ratio(second, first));
     }
     Ok(())
 }
+
+/// How long after a measurement its side's CPU is read: the stream and the workers' last
+/// reports finish, so their CPU counts for the side that caused it.
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// Writes a CA and a certificate it signed for 127.0.0.1 and localhost into `dir`: (cert, key, ca).
 fn test_certificate(dir: &std::path::Path) -> anyhow::Result<(String, String, String)> {
@@ -136,8 +227,8 @@ pub(super) async fn secure(args: &BenchArgs, dir: &std::path::Path) -> anyhow::R
     anyhow::ensure!(made.status.success(), "creating the token: {}", String::from_utf8_lossy(&made.stderr));
     let token = String::from_utf8(made.stdout)?.trim().to_owned();
     let sqlite = |dir| Backend::Sqlite { dir, durability: &args.durability };
-    let (_plain, plain_url) = super::start_server(&sqlite(&plain_dir), &[])?;
-    let (_secure, secure_url) = super::start_server(&sqlite(&secure_dir), &["--tls-cert", &cert, "--tls-key", &key])?;
+    let (plain, plain_url) = super::start_server(&sqlite(&plain_dir), &[])?;
+    let (secure, secure_url) = super::start_server(&sqlite(&secure_dir), &["--tls-cert", &cert, "--tls-key", &key])?;
     println!(
         "taskwarden bench: security's cost, SQLite, plain {plain_url} against HTTPS + token {secure_url}, {} runs",
         args.runs
@@ -145,12 +236,19 @@ pub(super) async fn secure(args: &BenchArgs, dir: &std::path::Path) -> anyhow::R
     let options =
         ClientOptions { token: Some(token.clone()), ca_cert_pem: Some(std::fs::read(&ca)?), identity_pem: None };
     let sides = [
-        Side { name: "plain HTTP, no tokens", url: plain_url, options: Default::default(), worker_flags: vec![] },
+        Side {
+            name: "plain HTTP, no tokens",
+            url: plain_url,
+            options: Default::default(),
+            worker_flags: vec![],
+            pid: plain.0.id(),
+        },
         Side {
             name: "HTTPS and a token",
             url: secure_url,
             options,
             worker_flags: vec!["--token".into(), token, "--ca-cert".into(), ca],
+            pid: secure.0.id(),
         },
     ];
     compare(args, sides).await
@@ -161,8 +259,8 @@ pub(super) async fn secure(args: &BenchArgs, dir: &std::path::Path) -> anyhow::R
 pub(super) async fn observe(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     let [plain_dir, observed_dir] = data_dirs(dir, ["plain", "observed"])?;
     let sqlite = |dir| Backend::Sqlite { dir, durability: &args.durability };
-    let (_plain, plain_url) = super::start_server(&sqlite(&plain_dir), &["--no-event-log", "--no-metrics"])?;
-    let (_observed, observed_url) = super::start_server(&sqlite(&observed_dir), &[])?;
+    let (plain, plain_url) = super::start_server(&sqlite(&plain_dir), &["--no-event-log", "--no-metrics"])?;
+    let (observed, observed_url) = super::start_server(&sqlite(&observed_dir), &[])?;
     println!(
         "taskwarden bench: observability's cost, SQLite, no event log or metrics {plain_url} against event log, \
          metrics, one SSE subscriber and a scrape a second {observed_url}, {} runs",
@@ -171,8 +269,14 @@ pub(super) async fn observe(args: &BenchArgs, dir: &std::path::Path) -> anyhow::
     let subscriber = Subscriber::start(&observed_url).await?;
     let scraper = Scraper::start(&observed_url, Duration::from_secs(1));
     let sides = [
-        Side { name: "plain", url: plain_url, options: Default::default(), worker_flags: vec![] },
-        Side { name: "observed", url: observed_url, options: Default::default(), worker_flags: vec![] },
+        Side { name: "plain", url: plain_url, options: Default::default(), worker_flags: vec![], pid: plain.0.id() },
+        Side {
+            name: "observed",
+            url: observed_url,
+            options: Default::default(),
+            worker_flags: vec![],
+            pid: observed.0.id(),
+        },
     ];
     let result = compare(args, sides).await;
     subscriber.finish();

@@ -67,7 +67,7 @@ const SPACING: Duration = Duration::from_millis(50);
 /// stream reading at once would compete with for the CPU.
 const SETTLE: Duration = Duration::from_millis(5);
 /// Most events in one chunk of a stream; the stream gives its thread back between chunks.
-const CHUNK_EVENTS: usize = 64;
+const CHUNK_EVENTS: usize = 256;
 /// How long a stream with nothing to send stays silent before it sends a comment, so that
 /// proxies and clients do not take it for dead.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);

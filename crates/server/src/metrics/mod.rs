@@ -14,8 +14,8 @@
 
 mod store;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -150,11 +150,60 @@ impl LabelCap {
     }
 }
 
+/// One queue's and kind's series of every task counter and histogram: handles to the series
+/// the registry writes out (a handle shares its series' value).
+struct TaskSeries {
+    submitted: Counter,
+    started: Counter,
+    succeeded: Counter,
+    failed_retryable: Counter,
+    failed_permanent: Counter,
+    retried: Counter,
+    cancelled: Counter,
+    queue_wait: Histogram,
+    run_time: Histogram,
+    end_to_end: Histogram,
+}
+
+impl TaskSeries {
+    fn of(m: &Metrics, labels: &TaskLabels) -> TaskSeries {
+        let failed = |permanent: bool| {
+            let labels = FailedLabels {
+                queue: labels.queue.clone(),
+                kind: labels.kind.clone(),
+                permanent: permanent.to_string(),
+            };
+            m.failed.get_or_create(&labels).clone()
+        };
+        TaskSeries {
+            submitted: m.submitted.get_or_create(labels).clone(),
+            started: m.started.get_or_create(labels).clone(),
+            succeeded: m.succeeded.get_or_create(labels).clone(),
+            failed_retryable: failed(false),
+            failed_permanent: failed(true),
+            retried: m.retried.get_or_create(labels).clone(),
+            cancelled: m.cancelled.get_or_create(labels).clone(),
+            queue_wait: m.queue_wait.get_or_create(labels).clone(),
+            run_time: m.run_time.get_or_create(labels).clone(),
+            end_to_end: m.end_to_end.get_or_create(labels).clone(),
+        }
+    }
+
+    /// A task that finished: its time from submitted to finished.
+    fn finished(&self, task: &Task) {
+        if let Some(finished) = task.finished_at {
+            self.end_to_end.observe(seconds(task.created_at, finished));
+        }
+    }
+}
+
 /// Every metric, and the registry that writes them out.
 pub(crate) struct Metrics {
     registry: Registry,
     queues: LabelCap,
     kinds: LabelCap,
+    /// Each queue's and kind's series, found once (see [`TaskSeries`]).
+    series: RwLock<HashMap<String, HashMap<String, Arc<TaskSeries>>>>,
     submitted: Family<TaskLabels, Counter>,
     started: Family<TaskLabels, Counter>,
     succeeded: Family<TaskLabels, Counter>,
@@ -197,6 +246,7 @@ impl Metrics {
             registry: Registry::with_prefix("taskwarden"),
             queues: LabelCap::new(config.label_cap),
             kinds: LabelCap::new(config.label_cap),
+            series: RwLock::default(),
             submitted: Family::default(),
             started: Family::default(),
             succeeded: Family::default(),
@@ -298,63 +348,65 @@ impl Metrics {
         self
     }
 
-    fn task_labels(&self, task: &Task) -> TaskLabels {
-        TaskLabels { queue: self.queues.get(&task.queue), kind: self.kinds.get(&task.kind) }
+    /// The series a task of `queue` and `kind` counts in. Every task event lands here, so the
+    /// series are looked up (and their labels capped) once per queue and kind, and after that
+    /// found with one map lookup that allocates nothing. Only values with series of their own are
+    /// kept: those past the cap share `other`'s, looked up each time, so made-up names cannot
+    /// grow the map.
+    fn series(&self, queue: &str, kind: &str) -> Arc<TaskSeries> {
+        let found = self.series.read().expect("series lock").get(queue).and_then(|k| k.get(kind)).cloned();
+        if let Some(series) = found {
+            return series;
+        }
+        let labels = TaskLabels { queue: self.queues.get(queue), kind: self.kinds.get(kind) };
+        let series = Arc::new(TaskSeries::of(self, &labels));
+        if labels.queue == queue && labels.kind == kind {
+            let mut all = self.series.write().expect("series lock");
+            all.entry(labels.queue).or_default().insert(labels.kind, series.clone());
+        }
+        series
     }
 
     pub(crate) fn submitted(&self, queue: &str, kind: &str) {
-        let labels = TaskLabels { queue: self.queues.get(queue), kind: self.kinds.get(kind) };
-        self.submitted.get_or_create(&labels).inc();
+        self.series(queue, kind).submitted.inc();
     }
 
     /// A task leased to a worker: its wait since it became ready.
     pub(crate) fn started(&self, task: &Task) {
-        let labels = self.task_labels(task);
-        self.started.get_or_create(&labels).inc();
+        let series = self.series(&task.queue, &task.kind);
+        series.started.inc();
         if let Some(lease) = &task.lease {
-            self.queue_wait.get_or_create(&labels).observe(seconds(task.run_at, lease.started_at));
+            series.queue_wait.observe(seconds(task.run_at, lease.started_at));
         }
     }
 
     /// A task as a report left it; `ran` is the handler's run time, if the worker said.
     pub(crate) fn reported(&self, task: &Task, ran: Option<Duration>) {
-        let labels = self.task_labels(task);
+        let series = self.series(&task.queue, &task.kind);
         if let Some(ran) = ran {
-            self.run_time.get_or_create(&labels).observe(ran.as_secs_f64());
+            series.run_time.observe(ran.as_secs_f64());
         }
-        match task.state {
-            TaskState::Succeeded => {
-                self.succeeded.get_or_create(&labels).inc();
-            }
-            TaskState::Failed => self.failed(labels.clone(), true),
-            TaskState::Scheduled | TaskState::Ready => self.failed(labels.clone(), false),
-            TaskState::Cancelled => {
-                self.cancelled.get_or_create(&labels).inc();
-            }
-            TaskState::Running | TaskState::Expired => {}
+        let outcome = match task.state {
+            TaskState::Succeeded => Some(&series.succeeded),
+            TaskState::Failed => Some(&series.failed_permanent),
+            TaskState::Scheduled | TaskState::Ready => Some(&series.failed_retryable),
+            TaskState::Cancelled => Some(&series.cancelled),
+            TaskState::Running | TaskState::Expired => None,
+        };
+        if let Some(counter) = outcome {
+            counter.inc();
         }
-        self.finished(task, &labels);
-    }
-
-    fn failed(&self, labels: TaskLabels, permanent: bool) {
-        let labels = FailedLabels { queue: labels.queue, kind: labels.kind, permanent: permanent.to_string() };
-        self.failed.get_or_create(&labels).inc();
-    }
-
-    fn finished(&self, task: &Task, labels: &TaskLabels) {
-        if let Some(finished) = task.finished_at {
-            self.end_to_end.get_or_create(labels).observe(seconds(task.created_at, finished));
-        }
+        series.finished(task);
     }
 
     pub(crate) fn cancelled(&self, task: &Task) {
-        let labels = self.task_labels(task);
-        self.cancelled.get_or_create(&labels).inc();
-        self.finished(task, &labels);
+        let series = self.series(&task.queue, &task.kind);
+        series.cancelled.inc();
+        series.finished(task);
     }
 
     pub(crate) fn retried(&self, task: &Task) {
-        self.retried.get_or_create(&self.task_labels(task)).inc();
+        self.series(&task.queue, &task.kind).retried.inc();
     }
 
     pub(crate) fn report_refused(&self, error: &StoreError) {
@@ -454,5 +506,30 @@ mod tests {
         assert_eq!(cap.get("c"), OTHER);
         assert_eq!(cap.get("a"), "a");
         assert_eq!(cap.get("d"), OTHER);
+    }
+
+    #[test]
+    fn a_tasks_series_are_found_once_and_names_past_the_cap_share_other() {
+        let config = MetricsConfig { label_cap: 1, ..Default::default() };
+        let m = Metrics::new(&config, "n1");
+        m.submitted("q1", "k1");
+        m.submitted("q1", "k1");
+        m.submitted("q2", "k2");
+        m.submitted("q3", "k1");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry).unwrap();
+        let count = |queue: &str, kind: &str| {
+            let series = format!(r#"taskwarden_tasks_submitted_total{{node="n1",queue="{queue}",kind="{kind}"}} "#);
+            let line = text.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("{series}: {text}"));
+            line[series.len()..].parse::<u64>().unwrap()
+        };
+        assert_eq!(count("q1", "k1"), 2);
+        // q2 and q3 are past the cap of queues (k2 past that of kinds): one `other` series.
+        assert_eq!(count("other", "other"), 1);
+        assert_eq!(count("other", "k1"), 1);
+        // Only names with series of their own are kept; the rest are looked up each time.
+        let kept = m.series.read().unwrap();
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["q1"]);
+        assert_eq!(kept["q1"].keys().collect::<Vec<_>>(), ["k1"]);
     }
 }

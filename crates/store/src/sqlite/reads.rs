@@ -111,6 +111,13 @@ pub(crate) fn workers(conn: &Connection) -> Result<Vec<WorkerInfo>> {
 /// some 45 ms a state at 300,000 tasks, three states a call, on every scrape of `/metrics`.
 fn count_sql(what: &str) -> String {
     let state = match what {
+        // Ready tasks can be many (a backlog): walked in their index's queue order, so the
+        // count groups as it goes instead of sorting every ready task first.
+        "ready" => {
+            return "SELECT queue, COUNT(*), MIN(run_at) FROM tasks INDEXED BY tasks_ready_fifo \
+                           WHERE state = 'ready' GROUP BY queue"
+                .to_owned();
+        }
         "failed" => "state IN ('failed', 'cancelled') AND state = 'failed'".to_owned(),
         _ => format!("state = '{what}'"),
     };
@@ -171,6 +178,11 @@ mod tests {
             let steps: Vec<String> = plan.query_map([], |r| r.get(3)).unwrap().map(Result::unwrap).collect();
             let scan = steps.iter().find(|s| s.contains("tasks")).unwrap();
             assert!(scan.contains("USING INDEX tasks_") && !scan.contains("tasks_by_queue"), "{what}: {steps:?}");
+            if what == "ready" {
+                // A backlog is grouped as it is walked, not sorted first.
+                assert!(scan.contains("USING INDEX tasks_ready_fifo"), "{steps:?}");
+                assert!(!steps.iter().any(|s| s.contains("TEMP B-TREE")), "{steps:?}");
+            }
         }
     }
 }
