@@ -88,6 +88,7 @@ async fn compare(args: &BenchArgs, sides: [Side; 2]) -> anyhow::Result<()> {
     let n = args.shape_tasks;
     let clients =
         sides.iter().map(|s| Client::with_options(&s.url, s.options.clone())).collect::<Result<Vec<_>, _>>()?;
+    let flags = sides.each_ref().map(|s| s.worker_flags.iter().map(String::as_str).collect::<Vec<_>>());
     let mut figures = [Figures::default(), Figures::default()];
     for run in 0..args.runs {
         let order = if run % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -116,15 +117,13 @@ async fn compare(args: &BenchArgs, sides: [Side; 2]) -> anyhow::Result<()> {
             figures[i].single.push(n as f64 / started.elapsed().as_secs_f64());
         });
         on_each_side!(|i| {
-            let flags: Vec<&str> = sides[i].worker_flags.iter().map(String::as_str).collect();
             let two = [sides[i].url.clone(), sides[i].url.clone()];
-            figures[i].small.push(drain_queued(&two, &clients[i], &q, n, 16, &flags).await?);
+            figures[i].small.push(drain_queued(&two, &clients[i], &q, n, 16, &flags[i]).await?);
         });
         let q = format!("wide{run}");
         on_each_side!(|i| {
-            let flags: Vec<&str> = sides[i].worker_flags.iter().map(String::as_str).collect();
             let url = std::slice::from_ref(&sides[i].url);
-            figures[i].wide.push(drain(url, &clients[i], &q, args.e2e_tasks, false, &flags).await?);
+            figures[i].wide.push(drain(url, &clients[i], &q, args.e2e_tasks, false, &flags[i]).await?);
         });
         let tasks = (2 * n + args.e2e_tasks + 1) as f64;
         for (f, (server, others)) in figures.iter_mut().zip(cpu) {
