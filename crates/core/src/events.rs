@@ -171,6 +171,17 @@ pub struct EventId {
 impl EventId {
     /// Before every event.
     pub const START: EventId = EventId { tx: 0, seq: 0 };
+
+    /// Appends the id as [`Display`](fmt::Display) writes it, without the formatting
+    /// machinery: a stream writes two for every event it sends.
+    pub fn write_to(self, out: &mut Vec<u8>) {
+        let mut digits = itoa::Buffer::new();
+        if self.tx != 0 {
+            out.extend_from_slice(digits.format(self.tx).as_bytes());
+            out.push(b'-');
+        }
+        out.extend_from_slice(digits.format(self.seq).as_bytes());
+    }
 }
 
 impl fmt::Display for EventId {
@@ -424,8 +435,9 @@ impl StoredEvent {
 
     /// The event as the API's JSON ([`Event`]): its id, then the rest as stored.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
-        let _ = write!(out, r#"{{"id":"{}""#, self.id);
+        out.extend_from_slice(br#"{"id":""#);
+        self.id.write_to(out);
+        out.push(b'"');
         match self.json.strip_prefix('{') {
             Some(rest) if rest.trim_start() != "}" => {
                 out.push(b',');
@@ -435,6 +447,8 @@ impl StoredEvent {
         }
     }
 }
+
+mod json;
 
 #[cfg(test)]
 mod tests;

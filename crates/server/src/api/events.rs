@@ -338,11 +338,14 @@ fn follow(s: AppState, filter: EventFilter, after: EventId) -> Response {
 /// one line of JSON: serde_json escapes the line breaks inside strings, and a store keeps the
 /// JSON it wrote).
 fn write_sse(out: &mut Vec<u8>, e: &StoredEvent) {
-    use std::io::Write;
     let event_type = e.event_type().or_else(|| e.head().ok().map(|h| h.event_type));
-    let _ = writeln!(out, "id: {}", e.id);
+    out.extend_from_slice(b"id: ");
+    e.id.write_to(out);
+    out.push(b'\n');
     if let Some(t) = event_type {
-        let _ = writeln!(out, "event: {}", t.as_str());
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(t.as_str().as_bytes());
+        out.push(b'\n');
     }
     out.extend_from_slice(b"data: ");
     e.write_json(out);

@@ -618,8 +618,8 @@ impl Stored<'_> {
             Record::Task(packed) => {
                 let event = unpacked(packed)?;
                 scratch.clear();
-                serde_json::to_writer(&mut *scratch, &event).map_err(unreadable)?;
-                Ok(std::str::from_utf8(scratch).expect("serde_json writes UTF-8"))
+                event.write_json(scratch);
+                Ok(std::str::from_utf8(scratch).expect("JSON of UTF-8 strings is UTF-8"))
             }
         }
     }
