@@ -495,13 +495,15 @@ struct TaskEventData<'a> {
 }
 
 impl<'a> TaskEvent<'a> {
-    /// What the per-minute roll-up takes of this event, were it appended as `id`.
-    pub fn measure(&self, id: EventId) -> crate::stats::EventMeasure {
+    /// What the per-minute roll-up takes of this event, were it appended as `id`; `queue` is
+    /// its queue's name (which a writer appending many events of one queue makes once).
+    pub fn measure(&self, id: EventId, queue: std::sync::Arc<str>) -> crate::stats::EventMeasure {
+        debug_assert_eq!(*queue, *self.queue);
         crate::stats::EventMeasure {
             id,
             at: self.at,
             event_type: self.event_type,
-            queue: Some(self.queue.to_owned()),
+            queue: Some(queue),
             of_task: true,
             run_us: self.data.run_us,
             wait_us: self.data.wait_us,

@@ -68,7 +68,8 @@ pub struct EventMeasure {
     pub id: EventId,
     pub at: Timestamp,
     pub event_type: EventType,
-    pub queue: Option<String>,
+    /// Shared: a writer appending many events of one queue makes the name once.
+    pub queue: Option<std::sync::Arc<str>>,
     /// Whether the event is about a task.
     pub of_task: bool,
     /// `data.run_us`: how long the attempt that just ended ran.
@@ -90,7 +91,7 @@ impl EventMeasure {
             id,
             at: ev.at,
             event_type: ev.event_type,
-            queue: ev.queue.clone(),
+            queue: ev.queue.as_deref().map(Into::into),
             of_task: ev.task_id.is_some(),
             run_us: micros("run_us"),
             wait_us: micros("wait_us"),
@@ -131,7 +132,7 @@ impl Rollup {
     /// Takes in what the roll-up needs of one event (see [`EventMeasure`]).
     pub fn take_measure(&mut self, m: &EventMeasure) {
         self.last = Some(m.id);
-        let (Some(queue), true) = (&m.queue, m.of_task) else { return };
+        let (Some(queue), true) = (m.queue.as_deref(), m.of_task) else { return };
         let minute = Timestamp::from_micros(m.at.as_micros().div_euclid(MINUTE_US) * MINUTE_US);
         let row = self.row(minute, queue);
         let ran = |row: &mut StatsRow| {

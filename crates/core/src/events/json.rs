@@ -8,47 +8,47 @@ use crate::time::Timestamp;
 
 impl TaskEvent<'_> {
     /// Appends the event as `serde_json::to_writer` would write it.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(br#"{"type":""#);
-        out.extend_from_slice(self.event_type.as_str().as_bytes());
-        out.extend_from_slice(br#"","at":"#);
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str(r#"{"type":""#);
+        out.push_str(self.event_type.as_str());
+        out.push_str(r#"","at":"#);
         push_time(out, self.at);
-        out.extend_from_slice(br#","queue":"#);
+        out.push_str(r#","queue":"#);
         push_str(out, self.queue);
-        out.extend_from_slice(br#","kind":"#);
+        out.push_str(r#","kind":"#);
         push_str(out, self.kind);
-        out.extend_from_slice(br#","task_id":""#);
+        out.push_str(r#","task_id":""#);
         push_id(out, self.task_id);
-        out.push(b'"');
+        out.push('"');
         if let Some(w) = self.workflow_id {
-            out.extend_from_slice(br#","workflow_id":""#);
+            out.push_str(r#","workflow_id":""#);
             push_id(out, w);
-            out.push(b'"');
+            out.push('"');
         }
         if let Some(a) = self.attempt {
-            out.extend_from_slice(br#","attempt":"#);
-            out.extend_from_slice(itoa::Buffer::new().format(a).as_bytes());
+            out.push_str(r#","attempt":"#);
+            out.push_str(itoa::Buffer::new().format(a));
         }
         if !self.tags.is_empty() {
-            out.extend_from_slice(br#","tags":["#);
+            out.push_str(r#","tags":["#);
             for (i, tag) in self.tags.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.push(',');
                 }
                 push_str(out, tag);
             }
-            out.push(b']');
+            out.push(']');
         }
-        out.extend_from_slice(br#","data":{"#);
+        out.push_str(r#","data":{"#);
         let d = &self.data;
         let mut first = true;
-        let mut key = |out: &mut Vec<u8>, name: &str| {
+        let mut key = |out: &mut String, name: &str| {
             if !std::mem::take(&mut first) {
-                out.push(b',');
+                out.push(',');
             }
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\":");
         };
         if let Some(error) = d.error {
             key(out, "error");
@@ -57,7 +57,7 @@ impl TaskEvent<'_> {
         if let Some(fraction) = d.fraction {
             key(out, "fraction");
             // Rare (progress only), and floats have their own rules (`null` for NaN): serde's.
-            serde_json::to_writer(&mut *out, &fraction).expect("a float serializes");
+            out.push_str(&serde_json::to_string(&fraction).expect("a float serializes"));
         }
         if let Some(message) = d.message {
             key(out, "message");
@@ -69,7 +69,7 @@ impl TaskEvent<'_> {
         }
         if let Some(us) = d.run_us {
             key(out, "run_us");
-            out.extend_from_slice(itoa::Buffer::new().format(us).as_bytes());
+            out.push_str(itoa::Buffer::new().format(us));
         }
         if let Some(state) = d.state {
             key(out, "state");
@@ -77,27 +77,27 @@ impl TaskEvent<'_> {
         }
         if let Some(us) = d.wait_us {
             key(out, "wait_us");
-            out.extend_from_slice(itoa::Buffer::new().format(us).as_bytes());
+            out.push_str(itoa::Buffer::new().format(us));
         }
         if let Some(worker) = d.worker_id {
             key(out, "worker_id");
             push_str(out, worker);
         }
-        out.extend_from_slice(b"}}");
+        out.push_str("}}");
     }
 }
 
-fn push_id(out: &mut Vec<u8>, id: crate::TaskId) {
+fn push_id(out: &mut String, id: crate::TaskId) {
     let mut buf = uuid::Uuid::encode_buffer();
-    out.extend_from_slice(uuid::Uuid::from_bytes(*id.as_bytes()).hyphenated().encode_lower(&mut buf).as_bytes());
+    out.push_str(uuid::Uuid::from_bytes(*id.as_bytes()).hyphenated().encode_lower(&mut buf));
 }
 
-fn push_time(out: &mut Vec<u8>, t: Timestamp) {
+fn push_time(out: &mut String, t: Timestamp) {
     match t.rfc3339() {
         Some(text) => {
-            out.push(b'"');
-            out.extend_from_slice(text.as_str().as_bytes());
-            out.push(b'"');
+            out.push('"');
+            out.push_str(text.as_str());
+            out.push('"');
         }
         None => push_str(out, &t.to_string()),
     }
@@ -105,31 +105,33 @@ fn push_time(out: &mut Vec<u8>, t: Timestamp) {
 
 /// A JSON string as `serde_json` writes one: `"` and `\` escaped, the control characters as
 /// `\b \t \n \f \r` or `\u00xx`, everything else (`/`, DEL, any non-ASCII) as it is.
-fn push_str(out: &mut Vec<u8>, s: &str) {
+fn push_str(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = s.as_bytes();
+    out.push('"');
     let mut plain = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    for (i, b) in s.bytes().enumerate() {
         let short = match b {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            b'\t' => b't',
-            b'\n' => b'n',
-            0x0c => b'f',
-            b'\r' => b'r',
-            0x00..=0x1f => b'u',
+            b'"' => '"',
+            b'\\' => '\\',
+            0x08 => 'b',
+            b'\t' => 't',
+            b'\n' => 'n',
+            0x0c => 'f',
+            b'\r' => 'r',
+            0x00..=0x1f => 'u',
             _ => continue,
         };
-        out.extend_from_slice(&bytes[plain..i]);
+        // `i` is an ASCII byte's, so a character boundary.
+        out.push_str(&s[plain..i]);
         plain = i + 1;
-        out.push(b'\\');
+        out.push('\\');
         out.push(short);
-        if short == b'u' {
-            out.extend_from_slice(&[b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        if short == 'u' {
+            out.push_str("00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
         }
     }
-    out.extend_from_slice(&bytes[plain..]);
-    out.push(b'"');
+    out.push_str(&s[plain..]);
+    out.push('"');
 }

@@ -170,7 +170,7 @@ pub(crate) async fn read_measures(c: &impl GenericClient, p: &ReadEvents) -> PgR
                 id: EventId { tx: r.get::<_, i64>(0) as u64, seq: r.get::<_, i64>(1) as u64 },
                 at: Timestamp::from_micros(r.get(2)),
                 event_type: r.get::<_, &str>(3).parse().map_err(bad)?,
-                queue: r.get(4),
+                queue: r.get::<_, Option<&str>>(4).map(Into::into),
                 of_task: r.get(5),
                 run_us: r.get::<_, Option<i64>>(6).map(|v| v as u64),
                 wait_us: r.get::<_, Option<i64>>(7).map(|v| v as u64),

@@ -129,6 +129,9 @@ pub(crate) struct EventPage {
     written: Vec<RecentPage>,
     /// The pages committed last.
     recent: Arc<Mutex<RecentPages>>,
+    /// The queue of the last task event appended, for the next one's measure: events come in
+    /// runs of one queue, and a name made per event was an allocation per event on the writer.
+    queue: Option<Arc<str>>,
 }
 
 /// Packed events and what the roll-up takes of each.
@@ -304,7 +307,11 @@ impl EventPage {
 
     fn task_event(&mut self, conn: &Connection, task: TaskId, e: &TaskEvent<'_>) -> rusqlite::Result<Option<Vec<u8>>> {
         let id = self.paged(conn)? + u64::from(self.pending()) + 1;
-        self.group.measures.push(e.measure(EventId::START));
+        let queue = match &self.queue {
+            Some(q) if **q == *e.queue => q.clone(),
+            _ => self.queue.insert(e.queue.into()).clone(),
+        };
+        self.group.measures.push(e.measure(EventId::START, queue));
         let start = self.group.records.len();
         self.append(&Record::Task(e.pack()), e.at);
         let row = if self.page_now || !self.may_defer || self.group.count > ROW_EVENTS {
@@ -594,7 +601,7 @@ pub(crate) fn recover(conn: &Connection) -> rusqlite::Result<usize> {
             tracing::warn!(id, "a waiting event of a type this build does not know; skipped");
             continue;
         };
-        page.group.measures.push(event.measure(EventId::START));
+        page.group.measures.push(event.measure(EventId::START, event.queue.into()));
         page.group.records.extend_from_slice(record);
         page.group.count += 1;
         page.group.last_at = page.group.last_at.max(event.at.as_micros());
@@ -612,14 +619,14 @@ type Stored<'a> = Record<'a, Vec<String>>;
 
 impl Stored<'_> {
     /// The event as the API serves it, less its id, made in `scratch` if need be.
-    fn line<'s>(&'s self, scratch: &'s mut Vec<u8>) -> rusqlite::Result<&'s str> {
+    fn line<'s>(&'s self, scratch: &'s mut String) -> rusqlite::Result<&'s str> {
         match self {
             Record::Line(line) => Ok(line),
             Record::Task(packed) => {
                 let event = unpacked(packed)?;
                 scratch.clear();
                 event.write_json(scratch);
-                Ok(std::str::from_utf8(scratch).expect("JSON of UTF-8 strings is UTF-8"))
+                Ok(scratch)
             }
         }
     }
@@ -639,7 +646,7 @@ pub(crate) fn read_with<T>(
         .prepare_cached("SELECT first_id, events FROM event_pages WHERE last_id > ?1 ORDER BY last_id")
         .map_err(internal)?;
     let mut rows = stmt.query([p.after.seq as i64]).map_err(internal)?;
-    let mut scratch = Vec::new();
+    let mut scratch = String::new();
     while out.len() < p.limit as usize
         && let Some(row) = rows.next().map_err(internal)?
     {
@@ -709,7 +716,7 @@ pub(crate) fn read_recent<T>(
 ) -> Option<Result<Vec<T>>> {
     let pages = recent.lock().expect("recent pages lock").after(p.after, p.limit)?;
     let mut out = Vec::new();
-    let mut scratch = Vec::new();
+    let mut scratch = String::new();
     for page in &pages {
         let Some(left) = (p.limit as usize).checked_sub(out.len()).filter(|&left| left > 0) else { break };
         let records = ValueRef::Blob(&page.records);
@@ -735,7 +742,7 @@ pub(crate) fn measured(id: EventId, line: &str) -> rusqlite::Result<Measured> {
         id,
         at: e.at,
         event_type: e.event_type,
-        queue: e.queue.map(Cow::into_owned),
+        queue: e.queue.as_deref().map(Into::into),
         of_task: e.task_id.is_some(),
         run_us: data.run_us,
         wait_us: data.wait_us,
@@ -771,7 +778,8 @@ pub(crate) fn read_measures(conn: &Connection, p: &ReadEvents) -> Result<Vec<Mea
     let mut measure = |id, e: Stored<'_>| {
         let line = match e {
             Record::Task(packed) => {
-                return Ok(Measured::Event(unpacked(&packed)?.measure(id)));
+                let event = unpacked(&packed)?;
+                return Ok(Measured::Event(event.measure(id, event.queue.into())));
             }
             Record::Line(line) => line,
         };
