@@ -1,7 +1,8 @@
 //! What the event log costs the SQLite store itself, without HTTP, processes or a network in
 //! the way: two stores in one process, the log off and on, each taking single submits (one
 //! task per call, each awaited) and then a drain of them (a lease of 16, a report per task),
-//! in alternating rounds. Prints each side's time per task and the median of the per-round
+//! then a drain of four times as many queued in batches (a lease of 512, one report for the
+//! lease, as a 512-slot worker sends), in alternating rounds. Prints each side's time per task and the median of the per-round
 //! ratios, on to off.
 //!
 //! ```sh
@@ -46,8 +47,8 @@ async fn main() {
         clock = clock.saturating_add(Duration::from_millis(1));
         clock
     };
-    // [log off, log on] x [submit, drain]: microseconds per task, one per round.
-    let mut per_task = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+    // [log off, log on] x [submit, drain, wide drain]: microseconds per task, one per round.
+    let mut per_task: [[Vec<f64>; 3]; 2] = Default::default();
     for round in 0..ROUNDS {
         for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
             let store = &stores[side];
@@ -80,10 +81,45 @@ async fn main() {
                 }
             }
             per_task[side][1].push(started.elapsed().as_secs_f64() * 1e6 / tasks as f64);
+            // The wide shape: a backlog queued in batches (untimed), drained by leases of 512
+            // with one report of each lease's tasks, as a 512-slot worker does.
+            let queue = format!("wide{round}");
+            let wide = tasks * 4;
+            for chunk in 0..wide.div_ceil(1000) {
+                let now = tick();
+                let n = (wide - chunk * 1000).min(1000);
+                let specs = (0..n).map(|_| spec(&queue, now)).collect();
+                store.submit(SubmitTasks { tasks: specs, idempotency_window: Duration::ZERO, now }).await.unwrap();
+            }
+            let started = Instant::now();
+            let mut done = 0;
+            while done < wide {
+                let fetch = FetchTasks {
+                    worker_id: "w".into(),
+                    queues: vec![queue.clone()],
+                    limit: 512,
+                    wait: Duration::ZERO,
+                    now: tick(),
+                    finished: vec![],
+                };
+                let leased = store.fetch(fetch).await.unwrap();
+                done += leased.len();
+                let reports = leased
+                    .iter()
+                    .map(|task| {
+                        let result = Outcome::Succeeded { result: RawValue::from_string("1".into()).unwrap() };
+                        Report::new(task.id, task.lease.as_ref().unwrap().token, result)
+                    })
+                    .collect();
+                let p = ReportOutcomes { worker_id: None, reports, now: tick() };
+                assert!(store.report(p).await.unwrap().iter().all(Result::is_ok));
+            }
+            per_task[side][2].push(started.elapsed().as_secs_f64() * 1e6 / wide as f64);
         }
     }
     println!("event log cost in the SQLite store, {durability:?} durability, {tasks} tasks x {ROUNDS} rounds");
-    for (i, name) in ["single submits", "drain: lease 16, report each"].iter().enumerate() {
+    let names = ["single submits", "drain: lease 16, report each", "wide drain (4x the tasks): lease 512, one report"];
+    for (i, name) in names.iter().enumerate() {
         let (off, on) = (&per_task[0][i], &per_task[1][i]);
         let ratios: Vec<f64> = on.iter().zip(off).map(|(a, b)| a / b).collect();
         println!(
