@@ -26,6 +26,18 @@ fn spec(queue: &str, now: Timestamp) -> NewTask {
         .unwrap()
 }
 
+/// A fetch of up to `limit` tasks of the queue, without waiting.
+fn lease(queue: &str, limit: u32, now: Timestamp) -> FetchTasks {
+    FetchTasks {
+        worker_id: "w".into(),
+        queues: vec![queue.to_owned()],
+        limit,
+        wait: Duration::ZERO,
+        now,
+        finished: vec![],
+    }
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -64,14 +76,7 @@ async fn main() {
             let started = Instant::now();
             let mut done = 0;
             while done < tasks {
-                let fetch = FetchTasks {
-                    worker_id: "w".into(),
-                    queues: vec![queue.clone()],
-                    limit: 16,
-                    wait: Duration::ZERO,
-                    now: tick(),
-                    finished: vec![],
-                };
+                let fetch = lease(&queue, 16, tick());
                 for task in store.fetch(fetch).await.unwrap() {
                     let result = Outcome::Succeeded { result: RawValue::from_string("1".into()).unwrap() };
                     let report = Report::new(task.id, task.lease.as_ref().unwrap().token, result);
@@ -94,14 +99,7 @@ async fn main() {
             let started = Instant::now();
             let mut done = 0;
             while done < wide {
-                let fetch = FetchTasks {
-                    worker_id: "w".into(),
-                    queues: vec![queue.clone()],
-                    limit: 512,
-                    wait: Duration::ZERO,
-                    now: tick(),
-                    finished: vec![],
-                };
+                let fetch = lease(&queue, 512, tick());
                 let leased = store.fetch(fetch).await.unwrap();
                 done += leased.len();
                 let reports = leased
