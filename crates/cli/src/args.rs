@@ -1003,6 +1003,8 @@ pub struct BenchArgs {
     /// `backlog` (never run by default) drains a backlog of --backlog-tasks beside one a tenth its
     /// size on the same server, with the server's memory after each.
     /// `search` (never run by default) times the task search with --search-tasks tasks stored.
+    /// `stream` (never run by default) runs --e2e-tasks tasks through a server, then reads the
+    /// whole event log as one SSE subscriber and prints the server's CPU time per event sent.
     /// `chaos` (never run by default) runs a mixed workload for --duration while a nemesis kills
     /// and pauses workers, nodes and PostgreSQL, then checks the history's invariants; it exits
     /// non-zero if any is broken.

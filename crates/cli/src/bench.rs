@@ -33,6 +33,7 @@ mod chaos;
 mod search;
 mod shape;
 mod side_by_side;
+mod stream;
 
 struct Proc(Child);
 
@@ -402,11 +403,8 @@ impl Subscriber {
                     tokio::select! {
                         next = response.chunk() => match next {
                             Ok(Some(chunk)) => {
-                                rest.extend_from_slice(&chunk);
-                                let Some(end) = memchr::memmem::rfind(&rest, b"\n\n") else { continue };
-                                let n = memchr::memmem::find_iter(&rest[..end], b"\ndata: ").count();
+                                let n = count_messages(&mut rest, &chunk);
                                 count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                                rest.drain(..end + 2);
                             }
                             _ => return,
                         },
@@ -426,6 +424,16 @@ impl Subscriber {
         let n = self.received.load(std::sync::atomic::Ordering::Relaxed);
         println!("| events received by the one SSE subscriber over the run | {n} events |");
     }
+}
+
+/// The whole Server-Sent Events messages that `chunk` completes, counted by their `data:`
+/// lines without parsing them; `rest` keeps the bytes after the last whole message.
+fn count_messages(rest: &mut Vec<u8>, chunk: &[u8]) -> usize {
+    rest.extend_from_slice(chunk);
+    let Some(end) = memchr::memmem::rfind(rest, b"\n\n") else { return 0 };
+    let n = memchr::memmem::find_iter(&rest[..end], b"\ndata: ").count();
+    rest.drain(..end + 2);
+    n
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -449,6 +457,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else if args.only.iter().any(|o| o == "secure") {
         anyhow::ensure!(args.database.is_none(), "--only secure runs on the embedded store");
         side_by_side::secure(&args, dir.path()).await
+    } else if args.only.iter().any(|o| o == "stream") {
+        stream::run(&args, &backend).await
     } else if args.only.iter().any(|o| o == "observe") {
         anyhow::ensure!(args.database.is_none(), "--only observe runs on the embedded store");
         side_by_side::observe(&args, dir.path()).await

@@ -495,10 +495,19 @@ struct TaskEventData<'a> {
 }
 
 impl<'a> TaskEvent<'a> {
-    /// What the per-minute roll-up takes of this event, were it appended as `id`; `queue` is
-    /// its queue's name (which a writer appending many events of one queue makes once).
-    pub fn measure(&self, id: EventId, queue: std::sync::Arc<str>) -> crate::stats::EventMeasure {
-        debug_assert_eq!(*queue, *self.queue);
+    /// What the per-minute roll-up takes of this event, were it appended as `id`.
+    pub fn measure(&self, id: EventId) -> crate::stats::EventMeasure {
+        self.measure_sharing(id, &mut None)
+    }
+
+    /// [`measure`](Self::measure), its queue's name shared with `last` (the name of the queue
+    /// last measured, replaced when this event's differs): a writer appending runs of one
+    /// queue's events makes the name once per run instead of once per event.
+    pub fn measure_sharing(&self, id: EventId, last: &mut Option<std::sync::Arc<str>>) -> crate::stats::EventMeasure {
+        let queue = match last {
+            Some(q) if **q == *self.queue => q.clone(),
+            _ => last.insert(self.queue.into()).clone(),
+        };
         crate::stats::EventMeasure {
             id,
             at: self.at,

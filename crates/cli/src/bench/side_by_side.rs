@@ -48,13 +48,13 @@ struct Figures {
 /// CPU time used so far, in seconds: a server process's, and this process's with its
 /// children that have ended (the worker processes), from /proc (Linux; `None` elsewhere).
 #[derive(Clone, Copy)]
-struct CpuSeconds {
-    server: f64,
+pub(super) struct CpuSeconds {
+    pub(super) server: f64,
     others: f64,
 }
 
 impl CpuSeconds {
-    fn now(server: u32) -> Option<CpuSeconds> {
+    pub(super) fn now(server: u32) -> Option<CpuSeconds> {
         let ticks = |path: String, fields: std::ops::Range<usize>| -> Option<f64> {
             let stat = std::fs::read_to_string(path).ok()?;
             // From field 3 on: what follows the command, which is in parentheses and may hold

@@ -307,11 +307,7 @@ impl EventPage {
 
     fn task_event(&mut self, conn: &Connection, task: TaskId, e: &TaskEvent<'_>) -> rusqlite::Result<Option<Vec<u8>>> {
         let id = self.paged(conn)? + u64::from(self.pending()) + 1;
-        let queue = match &self.queue {
-            Some(q) if **q == *e.queue => q.clone(),
-            _ => self.queue.insert(e.queue.into()).clone(),
-        };
-        self.group.measures.push(e.measure(EventId::START, queue));
+        self.group.measures.push(e.measure_sharing(EventId::START, &mut self.queue));
         let start = self.group.records.len();
         self.append(&Record::Task(e.pack()), e.at);
         let row = if self.page_now || !self.may_defer || self.group.count > ROW_EVENTS {
@@ -601,7 +597,7 @@ pub(crate) fn recover(conn: &Connection) -> rusqlite::Result<usize> {
             tracing::warn!(id, "a waiting event of a type this build does not know; skipped");
             continue;
         };
-        page.group.measures.push(event.measure(EventId::START, event.queue.into()));
+        page.group.measures.push(event.measure(EventId::START));
         page.group.records.extend_from_slice(record);
         page.group.count += 1;
         page.group.last_at = page.group.last_at.max(event.at.as_micros());
@@ -778,8 +774,7 @@ pub(crate) fn read_measures(conn: &Connection, p: &ReadEvents) -> Result<Vec<Mea
     let mut measure = |id, e: Stored<'_>| {
         let line = match e {
             Record::Task(packed) => {
-                let event = unpacked(&packed)?;
-                return Ok(Measured::Event(event.measure(id, event.queue.into())));
+                return Ok(Measured::Event(unpacked(&packed)?.measure(id)));
             }
             Record::Line(line) => line,
         };
