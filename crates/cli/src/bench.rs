@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use taskwarden_client::{Client, ListOptions, SubmitTask, TaskState};
+use taskwarden_core::events::EventId;
 use taskwarden_core::limits::QueueLimits;
 use taskwarden_core::placement::Resources;
 use taskwarden_core::protocol::QueueUpdate;
@@ -210,11 +211,17 @@ async fn drain(
             .await?;
     }
     let make = |i: usize| if limits { scheduled(queue, i) } else { noop(queue) };
+    queue_batches(client, tasks, make).await?;
+    drain_queued(urls, client, queue, tasks, 512, extra).await
+}
+
+/// Queues `tasks` tasks made by `make` in batches of 5,000.
+async fn queue_batches(client: &Client, tasks: usize, make: impl Fn(usize) -> SubmitTask) -> anyhow::Result<()> {
     for chunk in 0..tasks.div_ceil(5000) {
         let n = (tasks - chunk * 5000).min(5000);
         client.submit_batch((0..n).map(|i| make(chunk * 5000 + i)).collect()).await?;
     }
-    drain_queued(urls, client, queue, tasks, 512, extra).await
+    Ok(())
 }
 
 async fn pickup_latency(url: &str, client: &Client, queue: &str, samples: usize) -> anyhow::Result<Vec<Duration>> {
@@ -368,19 +375,42 @@ fn report(name: &str, unit: &str, values: &[f64]) {
 /// stream, `Client::follow_events`, parsed each one, and took that CPU from the server it
 /// measured).
 struct Subscriber {
-    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    followed: std::sync::Arc<Followed>,
     stop: tokio_util::sync::CancellationToken,
     thread: std::thread::JoinHandle<()>,
+}
+
+/// What a [`Subscriber`] has received so far.
+#[derive(Default)]
+struct Followed {
+    messages: std::sync::atomic::AtomicU64,
+    /// The id of the last whole message.
+    last: std::sync::Mutex<EventId>,
+}
+
+impl Followed {
+    /// How long, from now, until this subscriber has what the log holds now: how far behind it
+    /// was, in time (`url` is the server it follows).
+    async fn behind(&self, http: &reqwest::Client, url: &str) -> anyhow::Result<Duration> {
+        let asked = Instant::now();
+        let url = format!("{}/v1/events?after=now&limit=1", url.trim_end_matches('/'));
+        let page: taskwarden_core::events::EventList = http.get(url).send().await?.error_for_status()?.json().await?;
+        while *self.last.lock().expect("the subscriber's lock") < page.next {
+            anyhow::ensure!(asked.elapsed() < Duration::from_secs(120), "the subscriber stopped receiving events");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(asked.elapsed())
+    }
 }
 
 impl Subscriber {
     async fn start(url: &str) -> anyhow::Result<Subscriber> {
         let url = format!("{}/v1/events?after=now", url.trim_end_matches('/'));
         taskwarden_client::install_tls_provider();
-        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let followed = std::sync::Arc::new(Followed::default());
         let stop = tokio_util::sync::CancellationToken::new();
         let (started_tx, started) = tokio::sync::oneshot::channel();
-        let (count, halt) = (received.clone(), stop.clone());
+        let (into, halt) = (followed.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
             rt.block_on(async move {
@@ -403,8 +433,11 @@ impl Subscriber {
                     tokio::select! {
                         next = response.chunk() => match next {
                             Ok(Some(chunk)) => {
-                                let n = count_messages(&mut rest, &chunk);
-                                count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                                let (n, last) = count_messages(&mut rest, &chunk);
+                                into.messages.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                                if let Some(id) = last {
+                                    *into.last.lock().expect("the subscriber's lock") = id;
+                                }
                             }
                             _ => return,
                         },
@@ -414,26 +447,37 @@ impl Subscriber {
             })
         });
         started.await?.context("the SSE subscriber could not connect")?;
-        Ok(Subscriber { received, stop, thread })
+        Ok(Subscriber { followed, stop, thread })
     }
 
     /// Stops it and prints what it received.
     fn finish(self) {
         self.stop.cancel();
         let _ = self.thread.join();
-        let n = self.received.load(std::sync::atomic::Ordering::Relaxed);
+        let n = self.followed.messages.load(std::sync::atomic::Ordering::Relaxed);
         println!("| events received by the one SSE subscriber over the run | {n} events |");
     }
 }
 
 /// The whole Server-Sent Events messages that `chunk` completes, counted by their `data:`
-/// lines without parsing them; `rest` keeps the bytes after the last whole message.
-fn count_messages(rest: &mut Vec<u8>, chunk: &[u8]) -> usize {
+/// lines without parsing them, and the last one's id; `rest` keeps the bytes after the last
+/// whole message.
+fn count_messages(rest: &mut Vec<u8>, chunk: &[u8]) -> (usize, Option<EventId>) {
     rest.extend_from_slice(chunk);
-    let Some(end) = memchr::memmem::rfind(rest, b"\n\n") else { return 0 };
-    let n = memchr::memmem::find_iter(&rest[..end], b"\ndata: ").count();
+    let Some(end) = memchr::memmem::rfind(rest, b"\n\n") else { return (0, None) };
+    let whole = &rest[..end];
+    let n = memchr::memmem::find_iter(whole, b"\ndata: ").count();
+    // The last message with an id (a comment has none) starts after the blank line before it.
+    let last = memchr::memmem::rfind(whole, b"\n\nid: ")
+        .map(|at| at + 2)
+        .or_else(|| whole.starts_with(b"id: ").then_some(0))
+        .and_then(|at| {
+            let line = &whole[at + 4..];
+            let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
+            std::str::from_utf8(line).ok()?.parse().ok()
+        });
     rest.drain(..end + 2);
-    n
+    (n, last)
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -642,4 +686,24 @@ async fn measure(args: &BenchArgs, urls: &[String]) -> anyhow::Result<()> {
         &fanout,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use taskwarden_core::events::EventId;
+
+    use super::count_messages;
+
+    #[test]
+    fn messages_are_counted_across_chunks_with_the_last_ones_id() {
+        let stream =
+            b"id: 1-1\nevent: task.submitted\ndata: {}\n\n:\n\nid: 1-2\ndata: {\"a\":1}\n\nid: 2-1\ndata: {}\n\n";
+        let mut rest = Vec::new();
+        // Split inside the second message: the first chunk completes one message only.
+        assert_eq!(count_messages(&mut rest, &stream[..45]), (1, Some(EventId { tx: 1, seq: 1 })));
+        assert_eq!(count_messages(&mut rest, &stream[45..]), (2, Some(EventId { tx: 2, seq: 1 })));
+        assert!(rest.is_empty());
+        // A keep-alive comment alone names no event.
+        assert_eq!(count_messages(&mut rest, b":\n\n"), (0, None));
+    }
 }

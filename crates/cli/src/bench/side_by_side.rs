@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use taskwarden_client::{Client, ClientOptions};
 
-use super::{Backend, BenchArgs, PickupWorker, Subscriber, drain, drain_queued, noop, percentile, report};
+use super::{Backend, BenchArgs, PickupWorker, Subscriber, drain_queued, noop, percentile, report};
 
 /// One of the two servers, and how the benchmark's clients and workers reach it.
 struct Side {
@@ -28,6 +28,8 @@ struct Side {
     worker_flags: Vec<String>,
     /// The server's process, whose CPU time is counted.
     pid: u32,
+    /// The subscriber following its event log, if one does.
+    followed: Option<std::sync::Arc<super::Followed>>,
 }
 
 /// One side's figures, one per run.
@@ -43,6 +45,11 @@ struct Figures {
     /// processes).
     server_cpu: Vec<f64>,
     other_cpu: Vec<f64>,
+    /// Milliseconds the side's subscriber took, once the 512-slot drain was done, to have every
+    /// event logged by then.
+    behind: Vec<f64>,
+    /// The same once the tasks of the 512-slot drain were queued, before it started.
+    queued_behind: Vec<f64>,
 }
 
 /// CPU time used so far, in seconds: a server process's, and this process's with its
@@ -90,6 +97,7 @@ async fn compare(args: &BenchArgs, sides: [Side; 2]) -> anyhow::Result<()> {
         sides.iter().map(|s| Client::with_options(&s.url, s.options.clone())).collect::<Result<Vec<_>, _>>()?;
     let flags = sides.each_ref().map(|s| s.worker_flags.iter().map(String::as_str).collect::<Vec<_>>());
     let mut figures = [Figures::default(), Figures::default()];
+    let http = reqwest::Client::new();
     for run in 0..args.runs {
         let order = if run % 2 == 0 { [0, 1] } else { [1, 0] };
         let mut cpu = [(0.0, 0.0); 2];
@@ -123,7 +131,14 @@ async fn compare(args: &BenchArgs, sides: [Side; 2]) -> anyhow::Result<()> {
         let q = format!("wide{run}");
         on_each_side!(|i| {
             let url = std::slice::from_ref(&sides[i].url);
-            figures[i].wide.push(drain(url, &clients[i], &q, args.e2e_tasks, false, &flags[i]).await?);
+            super::queue_batches(&clients[i], args.e2e_tasks, |_| noop(&q)).await?;
+            if let Some(followed) = &sides[i].followed {
+                figures[i].queued_behind.push(followed.behind(&http, &sides[i].url).await?.as_secs_f64() * 1000.0);
+            }
+            figures[i].wide.push(drain_queued(url, &clients[i], &q, args.e2e_tasks, 512, &flags[i]).await?);
+            if let Some(followed) = &sides[i].followed {
+                figures[i].behind.push(followed.behind(&http, &sides[i].url).await?.as_secs_f64() * 1000.0);
+            }
         });
         let tasks = (2 * n + args.e2e_tasks + 1) as f64;
         for (f, (server, others)) in figures.iter_mut().zip(cpu) {
@@ -152,8 +167,12 @@ async fn compare(args: &BenchArgs, sides: [Side; 2]) -> anyhow::Result<()> {
             f.p99.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
         }
         let line = |s: &Side, f: &Figures| {
+            let behind = match (f.queued_behind.get(run), f.behind.get(run)) {
+                (Some(q), Some(d)) => format!(" (its subscriber {q:.0} ms behind when queued, {d:.0} when drained)"),
+                _ => String::new(),
+            };
             format!(
-                "{} single {:.0}/s, 2x16 {:.0}/s, 1x512 {:.0}/s, pickup p99 {:.2} ms, CPU {:.0}+{:.0} us/task",
+                "{} single {:.0}/s, 2x16 {:.0}/s, 1x512 {:.0}/s{behind}, pickup p99 {:.2} ms, CPU {:.0}+{:.0} us/task",
                 s.name, f.single[run], f.small[run], f.wide[run], f.p99[run], f.server_cpu[run], f.other_cpu[run]
             )
         };
@@ -183,6 +202,12 @@ async fn compare(args: &BenchArgs, sides: [Side; 2]) -> anyhow::Result<()> {
         report(&format!("{name}, {b}"), unit, second);
         let share = if unit == "tasks/s" { format!("  {b} as a share of {a}") } else { format!("  {b} over {a}") };
         report(&share, "ratio", &ratio(second, first));
+    }
+    for (side, f) in [(a, fa), (b, fb)] {
+        let queued =
+            format!("the 512-slot drain's tasks queued, how long until its SSE subscriber had every event, {side}");
+        report(&queued, "ms", &f.queued_behind);
+        report(&format!("the same once they were drained, {side}"), "ms", &f.behind);
     }
     Ok(())
 }
@@ -241,6 +266,7 @@ pub(super) async fn secure(args: &BenchArgs, dir: &std::path::Path) -> anyhow::R
             options: Default::default(),
             worker_flags: vec![],
             pid: plain.0.id(),
+            followed: None,
         },
         Side {
             name: "HTTPS and a token",
@@ -248,6 +274,7 @@ pub(super) async fn secure(args: &BenchArgs, dir: &std::path::Path) -> anyhow::R
             options,
             worker_flags: vec!["--token".into(), token, "--ca-cert".into(), ca],
             pid: secure.0.id(),
+            followed: None,
         },
     ];
     compare(args, sides).await
@@ -268,13 +295,21 @@ pub(super) async fn observe(args: &BenchArgs, dir: &std::path::Path) -> anyhow::
     let subscriber = Subscriber::start(&observed_url).await?;
     let scraper = Scraper::start(&observed_url, Duration::from_secs(1));
     let sides = [
-        Side { name: "plain", url: plain_url, options: Default::default(), worker_flags: vec![], pid: plain.0.id() },
+        Side {
+            name: "plain",
+            url: plain_url,
+            options: Default::default(),
+            worker_flags: vec![],
+            pid: plain.0.id(),
+            followed: None,
+        },
         Side {
             name: "observed",
             url: observed_url,
             options: Default::default(),
             worker_flags: vec![],
             pid: observed.0.id(),
+            followed: Some(subscriber.followed.clone()),
         },
     ];
     let result = compare(args, sides).await;

@@ -48,7 +48,7 @@ async fn read_log(url: &str, events: usize) -> anyhow::Result<()> {
     let (mut rest, mut seen) = (Vec::new(), 0);
     while seen < events {
         let chunk = response.chunk().await?.with_context(|| format!("the stream ended after {seen} events"))?;
-        seen += count_messages(&mut rest, &chunk);
+        seen += count_messages(&mut rest, &chunk).0;
     }
     Ok(())
 }
