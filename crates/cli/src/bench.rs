@@ -389,9 +389,9 @@ struct Followed {
 }
 
 impl Followed {
-    /// How long, from now, until this subscriber has what the log holds now: how far behind it
-    /// was, in time (`url` is the server it follows).
-    async fn behind(&self, http: &reqwest::Client, url: &str) -> anyhow::Result<Duration> {
+    /// How long, from now, until this subscriber has what the log holds now, in milliseconds:
+    /// how far behind it was, in time (`url` is the server it follows).
+    async fn behind_ms(&self, http: &reqwest::Client, url: &str) -> anyhow::Result<f64> {
         let asked = Instant::now();
         let url = format!("{}/v1/events?after=now&limit=1", url.trim_end_matches('/'));
         let page: taskwarden_core::events::EventList = http.get(url).send().await?.error_for_status()?.json().await?;
@@ -399,7 +399,7 @@ impl Followed {
             anyhow::ensure!(asked.elapsed() < Duration::from_secs(120), "the subscriber stopped receiving events");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        Ok(asked.elapsed())
+        Ok(asked.elapsed().as_secs_f64() * 1000.0)
     }
 }
 

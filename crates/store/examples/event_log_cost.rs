@@ -2,8 +2,8 @@
 //! the way: two stores in one process, the log off and on, each taking single submits (one
 //! task per call, each awaited) and then a drain of them (a lease of 16, a report per task),
 //! then a drain of four times as many queued in batches (a lease of 512, one report for the
-//! lease, as a 512-slot worker sends), in alternating rounds. Prints each side's time per task and the median of the per-round
-//! ratios, on to off.
+//! lease, as a 512-slot worker sends), in alternating rounds. Prints each side's time per task
+//! and the median of the per-round ratios, on to off.
 //!
 //! ```sh
 //! cargo run --release -p taskwarden-store --example event_log_cost            # relaxed durability

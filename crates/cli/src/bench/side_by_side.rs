@@ -133,11 +133,11 @@ async fn compare(args: &BenchArgs, sides: [Side; 2]) -> anyhow::Result<()> {
             let url = std::slice::from_ref(&sides[i].url);
             super::queue_batches(&clients[i], args.e2e_tasks, |_| noop(&q)).await?;
             if let Some(followed) = &sides[i].followed {
-                figures[i].queued_behind.push(followed.behind(&http, &sides[i].url).await?.as_secs_f64() * 1000.0);
+                figures[i].queued_behind.push(followed.behind_ms(&http, &sides[i].url).await?);
             }
             figures[i].wide.push(drain_queued(url, &clients[i], &q, args.e2e_tasks, 512, &flags[i]).await?);
             if let Some(followed) = &sides[i].followed {
-                figures[i].behind.push(followed.behind(&http, &sides[i].url).await?.as_secs_f64() * 1000.0);
+                figures[i].behind.push(followed.behind_ms(&http, &sides[i].url).await?);
             }
         });
         let tasks = (2 * n + args.e2e_tasks + 1) as f64;
