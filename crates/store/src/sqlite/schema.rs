@@ -341,12 +341,6 @@ CREATE TABLE event_tail (
 );
 INSERT INTO event_tail (id, clean) VALUES (1, 1);
 "#,
-    // v20: ready tasks' run_at in the index that counts them, so the count (on every scrape of
-    // `/metrics`) and the oldest ready task's age read the index alone, not every ready row.
-    r#"
-DROP INDEX tasks_ready_fifo;
-CREATE INDEX tasks_ready_fifo ON tasks (queue, id, run_at) WHERE state = 'ready';
-"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
