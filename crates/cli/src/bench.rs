@@ -99,6 +99,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The 95% confidence interval of the median of `values`, from their order alone (nothing
+/// assumed of their distribution): the `k`-th smallest and the `k`-th largest, for the largest
+/// `k` at which fewer than `k` of the values falling below the true median has a chance of at
+/// most 2.5% (a binomial count, one half a value). `None` for fewer than 6 values, too few for
+/// any such interval.
+fn median_interval(values: &[f64]) -> Option<(f64, f64)> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let (mut k, mut below, mut exactly) = (0, 0.0, 0.5f64.powi(n as i32));
+    // `below`: the chance that fewer than `k` fall below; `exactly`: that `k` do.
+    while k < n / 2 && below + exactly <= 0.025 {
+        below += exactly;
+        exactly *= (n - k) as f64 / (k + 1) as f64;
+        k += 1;
+    }
+    (k > 0).then(|| (v[k - 1], v[n - k]))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -365,6 +384,19 @@ async fn enqueue(client: &Client, queue: &str, n: usize, batch: usize) -> anyhow
 fn report(name: &str, unit: &str, values: &[f64]) {
     if !values.is_empty() {
         println!("| {name} | {:.2} {unit} |", median(values.to_vec()));
+    }
+}
+
+/// [`report`] for a median of ratios, with its 95% confidence interval when there are runs
+/// enough for one: whether a ratio clears a line is read off the interval, not the median.
+fn report_ratio(name: &str, values: &[f64]) {
+    if let Some((low, high)) = median_interval(values) {
+        println!(
+            "| {name} | {:.2} ratio (95% interval of the median {low:.2} to {high:.2}) |",
+            median(values.to_vec())
+        );
+    } else {
+        report(name, "ratio", values);
     }
 }
 
@@ -692,7 +724,19 @@ async fn measure(args: &BenchArgs, urls: &[String]) -> anyhow::Result<()> {
 mod tests {
     use taskwarden_core::events::EventId;
 
-    use super::count_messages;
+    use super::{count_messages, median_interval};
+
+    #[test]
+    fn the_medians_interval_is_read_off_the_order_statistics() {
+        assert_eq!(median_interval(&[1.0, 2.0, 3.0, 4.0, 5.0]), None, "five values give no 95% interval");
+        let six = [6.0, 1.0, 5.0, 2.0, 4.0, 3.0];
+        assert_eq!(median_interval(&six), Some((1.0, 6.0)), "1 - 2/64 covers");
+        // Binomial tables: for 11 values the 2nd from each end, for 40 the 14th.
+        let eleven: Vec<f64> = (1..=11).rev().map(f64::from).collect();
+        assert_eq!(median_interval(&eleven), Some((2.0, 10.0)));
+        let forty: Vec<f64> = (1..=40).map(f64::from).collect();
+        assert_eq!(median_interval(&forty), Some((14.0, 27.0)));
+    }
 
     #[test]
     fn messages_are_counted_across_chunks_with_the_last_ones_id() {

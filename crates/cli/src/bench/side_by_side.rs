@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use taskwarden_client::{Client, ClientOptions};
 
-use super::{Backend, BenchArgs, PickupWorker, Subscriber, drain_queued, noop, percentile, report};
+use super::{Backend, BenchArgs, PickupWorker, Subscriber, drain_queued, noop, percentile, report, report_ratio};
 
 /// One of the two servers, and how the benchmark's clients and workers reach it.
 struct Side {
@@ -201,7 +201,7 @@ async fn compare(args: &BenchArgs, sides: [Side; 2]) -> anyhow::Result<()> {
         report(&format!("{name}, {a}"), unit, first);
         report(&format!("{name}, {b}"), unit, second);
         let share = if unit == "tasks/s" { format!("  {b} as a share of {a}") } else { format!("  {b} over {a}") };
-        report(&share, "ratio", &ratio(second, first));
+        report_ratio(&share, &ratio(second, first));
     }
     for (side, f) in [(a, fa), (b, fb)] {
         let queued =
