@@ -589,19 +589,15 @@ pub(crate) fn update_queue(conn: &Connection, st: &mut WriterState, p: UpdateQue
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::{Connection, params};
+    use rusqlite::params;
 
     /// The plans SQLite makes of a fetch's reads, on the real schema: each through its own index
     /// of ready tasks, in its order (no sort), and never through an index of every task.
     #[test]
     fn a_fetch_reads_only_ready_tasks_in_the_order_of_their_index() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        super::super::schema::migrate(&mut conn).unwrap();
         for (sql, index) in [(super::best_ready_sql(), "tasks_ready"), (super::oldest_ready_sql(), "tasks_ready_fifo")]
         {
-            let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let steps: Vec<String> =
-                plan.query_map(params!["q", 16, None::<String>], |r| r.get(3)).unwrap().map(Result::unwrap).collect();
+            let steps = super::super::schema::query_plan(&sql, params!["q", 16, None::<String>]);
             let search = steps.iter().find(|s| s.contains("tasks")).unwrap();
             assert!(search.contains(&format!("INDEX {index} (queue=?)")), "{steps:?}");
             assert!(!steps.iter().any(|s| s.contains("TEMP B-TREE")), "{steps:?}");

@@ -171,11 +171,8 @@ mod tests {
     /// index, never a walk of the whole table (a bare `SCAN tasks`, or one in queue order).
     #[test]
     fn each_state_is_counted_through_its_partial_index() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        super::super::schema::migrate(&mut conn).unwrap();
         for what in COUNTED {
-            let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", count_sql(what))).unwrap();
-            let steps: Vec<String> = plan.query_map([], |r| r.get(3)).unwrap().map(Result::unwrap).collect();
+            let steps = super::super::schema::query_plan(&count_sql(what), []);
             let scan = steps.iter().find(|s| s.contains("tasks")).unwrap();
             assert!(scan.contains("INDEX tasks_") && !scan.contains("tasks_by_queue"), "{what}: {steps:?}");
             if what == "ready" {

@@ -347,6 +347,16 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     migrate_to(conn, MIGRATIONS.len())
 }
 
+/// The plan SQLite makes of `sql` with `params` on a fresh database of the real schema, one
+/// step a line (`EXPLAIN QUERY PLAN`): what the tests of a query's index hold it to.
+#[cfg(test)]
+pub(crate) fn query_plan(sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+    let mut conn = Connection::open_in_memory().unwrap();
+    migrate(&mut conn).unwrap();
+    let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    plan.query_map(params, |r| r.get(3)).unwrap().map(Result::unwrap).collect()
+}
+
 /// Migrates up to `version` (a test's way to make a database as an older build left it).
 pub(crate) fn migrate_to(conn: &mut Connection, version: usize) -> rusqlite::Result<()> {
     let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
