@@ -10,6 +10,7 @@ use taskwarden_core::protocol::{ItemStatus, LeaseStatus, WorkerInfo};
 use taskwarden_core::{Attempt, Cancellation, LeaseToken, NewTask, RunTiming, Task, TaskId, Timestamp};
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
 
 use taskwarden_core::limits::{Gate, QueueLimits};
 
@@ -217,23 +218,24 @@ pub(crate) fn fetch(conn: &Connection, st: &mut WriterState, p: &FetchTasks) -> 
 const RUNS_KIND: &str = "(?3 IS NULL OR kind IN (SELECT value FROM json_each(?3)))";
 
 /// A queue's best ready tasks (`?1` the queue, `?2` how many, `?3` as in [`RUNS_KIND`]).
-fn best_ready_sql() -> String {
+/// Made once: every fetch runs it.
+static BEST_READY: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {TASK_COLUMNS} FROM tasks INDEXED BY tasks_ready WHERE state = 'ready' AND queue = ?1 \
          AND {RUNS_KIND} ORDER BY priority DESC, id LIMIT ?2"
     )
-}
+});
 
 /// A queue's oldest ready tasks, for aging, by the index kept in that order: left to choose,
 /// SQLite may walk `tasks_by_queue` instead, stepping over every finished task of the queue on
 /// each fetch (it did with `run_at` added to `tasks_ready_fifo`, a change tried for the count of
 /// ready tasks: the 512-slot drain at half its speed).
-fn oldest_ready_sql() -> String {
+static OLDEST_READY: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT id, priority, run_at FROM tasks INDEXED BY tasks_ready_fifo WHERE state = 'ready' \
          AND queue = ?1 AND {RUNS_KIND} ORDER BY id LIMIT ?2"
     )
-}
+});
 
 /// A queue's best `window` ready tasks: by priority, and with aging also its oldest ready tasks
 /// (one that waited long enough outranks newer tasks of higher priority).
@@ -245,11 +247,11 @@ fn best_ready(
     window: usize,
     now: Timestamp,
 ) -> Result<Vec<Task>> {
-    let mut stmt = conn.prepare_cached(&best_ready_sql()).map_err(internal)?;
+    let mut stmt = conn.prepare_cached(&BEST_READY).map_err(internal)?;
     let rows = stmt.query_map(params![queue, window as i64, kinds], task_from_row).map_err(internal)?;
     let mut best = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)?;
     if st.aging.is_some() && best.len() == window {
-        let mut oldest = conn.prepare_cached(&oldest_ready_sql()).map_err(internal)?;
+        let mut oldest = conn.prepare_cached(&OLDEST_READY).map_err(internal)?;
         let rows = oldest
             .query_map(params![queue, window as i64, kinds], |r| {
                 Ok((TaskId::from_bytes(r.get(0)?), r.get(1)?, Timestamp::from_micros(r.get(2)?)))
@@ -595,9 +597,8 @@ mod tests {
     /// of ready tasks, in its order (no sort), and never through an index of every task.
     #[test]
     fn a_fetch_reads_only_ready_tasks_in_the_order_of_their_index() {
-        for (sql, index) in [(super::best_ready_sql(), "tasks_ready"), (super::oldest_ready_sql(), "tasks_ready_fifo")]
-        {
-            let steps = super::super::schema::query_plan(&sql, params!["q", 16, None::<String>]);
+        for (sql, index) in [(&*super::BEST_READY, "tasks_ready"), (&*super::OLDEST_READY, "tasks_ready_fifo")] {
+            let steps = super::super::schema::query_plan(sql, params!["q", 16, None::<String>]);
             let search = steps.iter().find(|s| s.contains("tasks")).unwrap();
             assert!(search.contains(&format!("INDEX {index} (queue=?)")), "{steps:?}");
             assert!(!steps.iter().any(|s| s.contains("TEMP B-TREE")), "{steps:?}");
