@@ -88,12 +88,13 @@ impl Rfc3339 {
 }
 
 impl Timestamp {
-    /// The RFC 3339 form, for years 0000 to 9999 (chrono does the calendar; the digits are
-    /// written here).
+    /// The RFC 3339 form, for years 0000 to 9999 (`None` beyond them).
     pub(crate) fn rfc3339(self) -> Option<Rfc3339> {
-        use chrono::{Datelike, Timelike};
-        let t = chrono::DateTime::from_timestamp_micros(self.0)?;
-        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        const MICROS_PER_DAY: i64 = 86_400_000_000;
+        let (days, micros) = (self.0.div_euclid(MICROS_PER_DAY), self.0.rem_euclid(MICROS_PER_DAY));
+        let (year, month, day) = civil_from_days(days);
+        let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
+        let seconds = (micros / 1_000_000) as u32;
         let mut b = *b"0000-00-00T00:00:00.000000Z";
         let mut put = |at: usize, width: usize, mut n: u32| {
             for i in (at..at + width).rev() {
@@ -102,14 +103,32 @@ impl Timestamp {
             }
         };
         put(0, 4, year);
-        put(5, 2, t.month());
-        put(8, 2, t.day());
-        put(11, 2, t.hour());
-        put(14, 2, t.minute());
-        put(17, 2, t.second());
-        put(20, 6, t.nanosecond() / 1000);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, seconds / 3600);
+        put(14, 2, seconds / 60 % 60);
+        put(17, 2, seconds % 60);
+        put(20, 6, (micros % 1_000_000) as u32);
         Some(Rfc3339(b))
     }
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01: (year, month 1-12, day 1-31).
+///
+/// Counted in 400-year eras, which repeat exactly (146,097 days), with each year taken from
+/// March, so that February's leap day falls at a year's end. chrono's calendar had been a third
+/// of what writing a timestamp cost, and a stream writes a few per event.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097); // 0..=146_096
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365; // 0..=399
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100); // 0..=365, from March
+    let month_from_march = (5 * day_of_year + 2) / 153; // 0..=11
+    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 impl std::str::FromStr for Timestamp {
@@ -188,6 +207,32 @@ mod tests {
             let expected = chrono.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
             proptest::prop_assert_eq!(t.to_string(), expected.clone());
             proptest::prop_assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{expected}\""));
+        }
+    }
+
+    #[test]
+    fn the_calendars_edges_print_as_chrono_formats_them() {
+        // Leap days of a century year that is one (2000) and of one that is not (1900), the first
+        // and last day the wire carries, the epoch and the day before it.
+        for day in [
+            "2000-02-29",
+            "2000-03-01",
+            "1900-02-28",
+            "1900-03-01",
+            "0000-01-01",
+            "0000-02-29",
+            "9999-12-31",
+            "1970-01-01",
+            "1969-12-31",
+            "2024-12-31",
+            "2100-03-01",
+        ] {
+            let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
+            for time in [chrono::NaiveTime::MIN, chrono::NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).unwrap()] {
+                let at = date.and_time(time).and_utc();
+                let t = Timestamp::from_micros(at.timestamp_micros());
+                assert_eq!(t.to_string(), at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+            }
         }
     }
 
