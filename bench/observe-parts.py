@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from typing import Any
 
 SETUPS = [
     ("plain", ["--no-event-log", "--no-metrics"], False, False),
@@ -36,31 +37,36 @@ SETUPS = [
 ]
 
 
-def free_port():
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def get(url, timeout=5):
+def get(url: str, timeout: float = 5) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read()
+        body: bytes = r.read()
+        return body
 
 
-def post(url, body):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+def post(url: str, body: Any) -> Any:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.load(r)
 
 
-def thread_ticks(pid):
+def thread_ticks(pid: int) -> dict[str, tuple[str, int]]:
     """Clock ticks of CPU used so far by each thread of `pid`: {tid: (name, ticks)}."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
         except OSError:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
@@ -69,13 +75,19 @@ def thread_ticks(pid):
     return out
 
 
-def left(url, queue):
+def left(url: str, queue: str) -> int:
     queues = json.loads(get(f"{url}/v1/queues"))
     queues = queues.get("queues", queues) if isinstance(queues, dict) else queues
-    return sum((q.get("ready") or 0) + (q.get("running") or 0) for q in queues if q.get("name") == queue)
+    return sum(
+        int(q.get("ready") or 0) + int(q.get("running") or 0)
+        for q in queues
+        if q.get("name") == queue
+    )
 
 
-def drain(binary, flags, scrape, follow, tasks, data_dir):
+def drain(
+    binary: str, flags: list[str], scrape: bool, follow: bool, tasks: int, data_dir: str
+) -> tuple[float, float, float]:
     """Queues `tasks` no-op tasks, drains them with one worker of 512 slots; returns
     (tasks/s, writer us/task, rest us/task)."""
     port = free_port()
@@ -85,7 +97,8 @@ def drain(binary, flags, scrape, follow, tasks, data_dir):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    worker = subscriber = None
+    worker: subprocess.Popen[bytes] | None = None
+    subscriber: subprocess.Popen[bytes] | None = None
     stop = threading.Event()
     try:
         for _ in range(200):
@@ -95,16 +108,21 @@ def drain(binary, flags, scrape, follow, tasks, data_dir):
             except OSError:
                 time.sleep(0.05)
         for start in range(0, tasks, 5000):
-            post(f"{url}/v1/tasks/batch", {"tasks": [{"queue": "wide", "kind": "echo"}] * min(5000, tasks - start)})
+            post(
+                f"{url}/v1/tasks/batch",
+                {"tasks": [{"queue": "wide", "kind": "echo"}] * min(5000, tasks - start)},
+            )
         # Leased after every other task (the lowest priority): once it is done, at most the tasks of
         # its last lease are left, which a last check waits for. Polling the queue's depth all
         # along would cost the server more than what is measured.
         sentinel = post(f"{url}/v1/tasks", {"queue": "wide", "kind": "echo", "priority": -1})["id"]
         if follow:
-            subscriber = subprocess.Popen(["curl", "-sN", f"{url}/v1/events?after=now"], stdout=subprocess.DEVNULL)
+            subscriber = subprocess.Popen(
+                ["curl", "-sN", f"{url}/v1/events?after=now"], stdout=subprocess.DEVNULL
+            )
         if scrape:
 
-            def scraping():
+            def scraping() -> None:
                 while not stop.wait(1.0):
                     get(f"{url}/metrics")
 
@@ -116,7 +134,10 @@ def drain(binary, flags, scrape, follow, tasks, data_dir):
             stderr=subprocess.DEVNULL,
             env={**os.environ, "TASKWARDEN_LOG": "warn"},
         )
-        while json.loads(get(f"{url}/v1/tasks/{sentinel}/wait?timeout_ms=30000", timeout=40))["state"] != "succeeded":
+        while (
+            json.loads(get(f"{url}/v1/tasks/{sentinel}/wait?timeout_ms=30000", timeout=40))["state"]
+            != "succeeded"
+        ):
             pass
         while left(url, "wide") > 0:
             time.sleep(0.01)
@@ -129,12 +150,18 @@ def drain(binary, flags, scrape, follow, tasks, data_dir):
                 p.wait()
     used = {tid: ticks - before.get(tid, (name, 0))[1] for tid, (name, ticks) in after.items()}
     # The busiest SQLite thread is the writer (the other is the checkpointer).
-    writer = max((t for tid, t in used.items() if after[tid][0].startswith("taskwarden-sqli")), default=0)
+    writer = max(
+        (t for tid, t in used.items() if after[tid][0].startswith("taskwarden-sqli")), default=0
+    )
     tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
-    return (tasks + 1) / elapsed, writer * tick_us / tasks, (sum(used.values()) - writer) * tick_us / tasks
+    return (
+        (tasks + 1) / elapsed,
+        writer * tick_us / tasks,
+        (sum(used.values()) - writer) * tick_us / tasks,
+    )
 
 
-def median_interval(values):
+def median_interval(values: list[float]) -> tuple[float, float] | None:
     """The 95% interval of the median from the order statistics alone, as `taskwarden bench`
     prints it: the k-th smallest and k-th largest value, for the largest k at which fewer than k
     values falling below the true median has a chance of at most 2.5%. None below 6 values."""
@@ -148,16 +175,18 @@ def median_interval(values):
     return (v[k - 1], v[n - k]) if n >= 6 and k >= 1 else None
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bin", default="target/release/taskwarden")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=100_000)
     args = parser.parse_args()
-    figures = {name: {"rate": [], "share": [], "writer": [], "rest": []} for name, *_ in SETUPS}
+    figures: dict[str, dict[str, list[float]]] = {
+        name: {"rate": [], "share": [], "writer": [], "rest": []} for name, *_ in SETUPS
+    }
     for r in range(args.rounds):
         order = SETUPS[r % len(SETUPS) :] + SETUPS[: r % len(SETUPS)]
-        rates = {}
+        rates: dict[str, float] = {}
         for name, flags, scrape, follow in order:
             with tempfile.TemporaryDirectory() as d:
                 rate, writer, rest = drain(args.bin, flags, scrape, follow, args.tasks, d)
@@ -165,18 +194,24 @@ def main():
             for key, value in (("rate", rate), ("writer", writer), ("rest", rest)):
                 figures[name][key].append(value)
             print(
-                f"round {r + 1}: {name}: {rate:.0f} tasks/s, writer {writer:.1f} us/task, rest {rest:.1f}",
+                f"round {r + 1}: {name}: {rate:.0f} tasks/s, "
+                f"writer {writer:.1f} us/task, rest {rest:.1f}",
                 file=sys.stderr,
             )
         for name in rates:
             figures[name]["share"].append(rates[name] / rates["plain"])
-    print(f"| setup (median of {args.rounds} rounds, {args.tasks} tasks, 1 worker x 512) | tasks/s | "
-          "share of plain's, same round (95% interval) | writer CPU us/task | rest of the server us/task |")
+    print(
+        f"| setup (median of {args.rounds} rounds, {args.tasks} tasks, 1 worker x 512) "
+        "| tasks/s | share of plain's, same round (95% interval) "
+        "| writer CPU us/task | rest of the server us/task |"
+    )
     print("|---|---|---|---|---|")
     for name, *_ in SETUPS:
         f = {k: statistics.median(v) for k, v in figures[name].items()}
         interval = median_interval(figures[name]["share"]) if name != "plain" else None
-        share = f"{f['share']:.2f}" + (f" ({interval[0]:.2f} to {interval[1]:.2f})" if interval else "")
+        share = f"{f['share']:.2f}" + (
+            f" ({interval[0]:.2f} to {interval[1]:.2f})" if interval else ""
+        )
         print(f"| {name} | {f['rate']:.0f} | {share} | {f['writer']:.1f} | {f['rest']:.1f} |")
 
 
