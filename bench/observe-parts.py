@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -38,8 +39,6 @@ SETUPS = [
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -134,11 +133,12 @@ def drain(
             stderr=subprocess.DEVNULL,
             env={**os.environ, "TASKWARDEN_LOG": "warn"},
         )
-        while (
-            json.loads(get(f"{url}/v1/tasks/{sentinel}/wait?timeout_ms=30000", timeout=40))["state"]
-            != "succeeded"
-        ):
-            pass
+        state = "ready"
+        while state not in ("succeeded", "failed", "cancelled"):
+            waited = get(f"{url}/v1/tasks/{sentinel}/wait?timeout_ms=30000", timeout=40)
+            state = json.loads(waited)["state"]
+        if state != "succeeded":
+            raise RuntimeError(f"the drain's last task ended {state}")
         while left(url, "wide") > 0:
             time.sleep(0.01)
         elapsed, after = time.monotonic() - started, thread_ticks(server.pid)
