@@ -254,6 +254,54 @@ enum Record<'a, Tags> {
     Line(&'a str),
 }
 
+/// Appends `e` as a [`Record::Task`] to `out`, in the very bytes `postcard` makes of one (a
+/// property test holds the two equal), written directly: half the time serde's way took per
+/// event on the single writer (about 70 ns against 130-150, a 60-byte event).
+fn pack_task_record(out: &mut Vec<u8>, e: &PackedTaskEvent<'_, &[String]>) {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn zigzag(out: &mut Vec<u8>, v: i64) {
+        varint(out, ((v << 1) ^ (v >> 63)) as u64);
+    }
+    fn text(out: &mut Vec<u8>, s: &str) {
+        varint(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn option<T: Copy>(out: &mut Vec<u8>, v: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+        match v {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                write(out, v);
+            }
+        }
+    }
+    out.reserve(64 + e.event_type.len() + e.queue.len() + e.kind.len() + e.worker_id.map_or(0, str::len));
+    out.push(0); // the variant: Record::Task
+    text(out, e.event_type);
+    zigzag(out, e.at);
+    text(out, e.queue);
+    text(out, e.kind);
+    out.extend_from_slice(&e.task_id);
+    option(out, e.workflow_id, |out, id| out.extend_from_slice(&id));
+    option(out, e.attempt, |out, n| varint(out, u64::from(n)));
+    varint(out, e.tags.len() as u64);
+    e.tags.iter().for_each(|t| text(out, t));
+    option(out, e.error, text);
+    option(out, e.fraction, |out, f| out.extend_from_slice(&f.to_le_bytes()));
+    option(out, e.message, text);
+    option(out, e.run_at, zigzag);
+    option(out, e.run_us, varint);
+    option(out, e.state, text);
+    option(out, e.wait_us, varint);
+    option(out, e.worker_id, text);
+}
+
 /// What the per-minute roll-up takes of a line; the rest is skipped unparsed.
 #[derive(Deserialize)]
 struct MeasureIn<'a> {
@@ -309,7 +357,7 @@ impl EventPage {
         let id = self.paged(conn)? + u64::from(self.pending()) + 1;
         self.group.measures.push(e.measure_sharing(EventId::START, &mut self.queue));
         let start = self.group.records.len();
-        self.append(&Record::Task(e.pack()), e.at);
+        self.append(e.at, |records| pack_task_record(records, &e.pack()));
         let row = if self.page_now || !self.may_defer || self.group.count > ROW_EVENTS {
             // This commit writes a page, which will hold every event its rows would.
             self.page_now = true;
@@ -335,7 +383,10 @@ impl EventPage {
         }
         self.group.measures.push(EventMeasure::of_new(EventId::START, e));
         let line = serde_json::to_string(e).expect("an event serializes");
-        self.append(&Record::<&[String]>::Line(&line), e.at);
+        self.append(e.at, |records| {
+            *records = postcard::to_extend(&Record::<&[String]>::Line(&line), std::mem::take(records))
+                .expect("a record packs");
+        });
         self.page_now = true;
         if self.pending() == PAGE_EVENTS { self.write(conn) } else { Ok(()) }
     }
@@ -346,9 +397,10 @@ impl EventPage {
         self.page_now = true;
     }
 
-    fn append(&mut self, record: &Record<'_, &[String]>, at: Timestamp) {
+    /// Appends one record, which `pack` writes.
+    fn append(&mut self, at: Timestamp, pack: impl FnOnce(&mut Vec<u8>)) {
         let g = &mut self.group;
-        g.records = postcard::to_extend(record, std::mem::take(&mut g.records)).expect("a record packs");
+        pack(&mut g.records);
         g.count += 1;
         g.last_at = g.last_at.max(at.as_micros());
     }
@@ -1019,6 +1071,50 @@ mod tests {
                     }
                 }
             }
+        }
+
+        /// The writer's own packing of a task event makes the bytes `postcard` makes of it, so
+        /// pages written before it and after it read alike: every field, each present or not,
+        /// at the edges of each varint's width.
+        #[test]
+        fn a_task_record_packs_as_postcard_packs_it(
+            strings in proptest::collection::vec("\\PC{0,200}", 8),
+            tags in proptest::collection::vec("\\PC{0,8}", 0..200),
+            ints in proptest::collection::vec(proptest::prop_oneof![
+                proptest::prelude::any::<i64>(),
+                -300i64..300,
+                proptest::sample::select(vec![i64::MIN, i64::MAX, 127, 128, 16_383, 16_384, 1_800_000_000_000_000]),
+            ], 5),
+            present in proptest::collection::vec(proptest::prelude::any::<bool>(), 10),
+            fraction in proptest::prelude::any::<f64>(),
+            ids in proptest::prelude::any::<([u8; 16], [u8; 16])>(),
+        ) {
+            fn some<T>(present: &[bool], i: usize, v: T) -> Option<T> {
+                present[i].then_some(v)
+            }
+            let p = &present;
+            let e = PackedTaskEvent {
+                event_type: &strings[0],
+                at: ints[0],
+                queue: &strings[1],
+                kind: &strings[2],
+                task_id: ids.0,
+                workflow_id: some(p, 0, ids.1),
+                attempt: some(p, 1, ints[1] as u32),
+                tags: tags.as_slice(),
+                error: some(p, 2, strings[3].as_str()),
+                fraction: some(p, 3, fraction),
+                message: some(p, 4, strings[4].as_str()),
+                run_at: some(p, 5, ints[2]),
+                run_us: some(p, 6, ints[3] as u64),
+                state: some(p, 7, strings[5].as_str()),
+                wait_us: some(p, 8, ints[4] as u64),
+                worker_id: some(p, 9, strings[6].as_str()),
+            };
+            let mut ours = b"before".to_vec();
+            pack_task_record(&mut ours, &e);
+            let theirs = postcard::to_extend(&Record::Task(e), b"before".to_vec()).unwrap();
+            proptest::prop_assert_eq!(ours, theirs);
         }
 
         /// A task event packed into a page reads back as the very JSON the event serializes
