@@ -84,8 +84,11 @@ async fn a_busy_worker_reports_in_its_fetches_and_prefetches_short_tasks() {
     assert_eq!(summary.succeeded, n as u64);
     assert!(gauge.most.load(Ordering::SeqCst) <= 4, "never more handlers than slots");
     // The outcomes went out with the fetches: a report request of its own only when the worker
-    // went idle (at the end), not one per round of tasks.
-    assert!(summary.report_requests <= 5, "{summary:?}");
+    // had no room to fetch for a moment (every slot and the prefetch taken) or went idle (at the
+    // end), not one per round of tasks. How many such moments there are depends on how the
+    // machine schedules the handlers (5 or fewer here, 9 once on a loaded CI run), so the
+    // bound is against the rounds: one report request per round would be ~450.
+    assert!(summary.report_requests * 20 <= summary.fetches, "{summary:?}");
     // More tasks per fetch than the worker has slots: the rest waited here, prefetched.
     let per_fetch = summary.fetched as f64 / summary.fetches as f64;
     assert!(per_fetch > 4.0, "{per_fetch:.1} tasks per fetch: {summary:?}");
