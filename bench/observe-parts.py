@@ -17,7 +17,6 @@ the rounds, and each rate is also given as a share of plain's in the same round.
 
 import argparse
 import json
-import math
 import os
 import socket
 import statistics
@@ -28,6 +27,8 @@ import threading
 import time
 import urllib.request
 from typing import Any
+
+from intervals import median_interval
 
 SETUPS = [
     ("plain", ["--no-event-log", "--no-metrics"], False, False),
@@ -159,20 +160,6 @@ def drain(
         writer * tick_us / tasks,
         (sum(used.values()) - writer) * tick_us / tasks,
     )
-
-
-def median_interval(values: list[float]) -> tuple[float, float] | None:
-    """The 95% interval of the median from the order statistics alone, as `taskwarden bench`
-    prints it: the k-th smallest and k-th largest value, for the largest k at which fewer than k
-    values falling below the true median has a chance of at most 2.5%. None below 6 values."""
-    v, n = sorted(values), len(values)
-    below, k = 0.0, 0
-    while k < n:
-        below += math.comb(n, k) / 2**n  # the chance that exactly k fall below
-        if below > 0.025:
-            break
-        k += 1
-    return (v[k - 1], v[n - k]) if n >= 6 and k >= 1 else None
 
 
 def main() -> None:

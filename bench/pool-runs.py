@@ -14,6 +14,8 @@ import argparse
 import re
 import statistics
 
+from intervals import median_interval
+
 RUN = re.compile(
     r"run \d+: plain single ([\d.]+)/s, 2x16 ([\d.]+)/s, 1x512 ([\d.]+)/s, "
     r"pickup p99 ([\d.]+) ms, CPU ([\d.]+)\+([\d.]+) us/task; "
@@ -28,17 +30,6 @@ MEASURES = [
     ("pickup p99 (over plain: lower is better)", 3),
     ("server CPU per task (lower is better)", 4),
 ]
-
-
-def interval(values: list[float]) -> tuple[float, float] | None:
-    """The median's 95% interval from the order statistics alone."""
-    v, n = sorted(values), len(values)
-    k, below, exactly = 0, 0.0, 0.5**n
-    while k < n // 2 and below + exactly <= 0.025:
-        below += exactly
-        exactly *= (n - k) / (k + 1)
-        k += 1
-    return (v[k - 1], v[n - k]) if k > 0 else None
 
 
 def main() -> None:
@@ -61,7 +52,7 @@ def main() -> None:
     print(f"| {heading} | median ratio | 95% interval |")
     print("|---|---|---|")
     for label, i in MEASURES:
-        found = interval(ratios[i])
+        found = median_interval(ratios[i])
         shown = f"{found[0]:.4f} to {found[1]:.4f}" if found else "(too few runs)"
         print(f"| {label} | {statistics.median(ratios[i]):.4f} | {shown} |")
 
